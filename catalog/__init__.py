@@ -1,0 +1,1 @@
+"""catalog: which models and datasets a sweep evaluates (data plus lookup)."""

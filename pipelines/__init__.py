@@ -1,0 +1,1 @@
+"""pipelines: Ray sweeps, Parquet results, DuckDB analyses and the ``lee`` command line."""

@@ -1,0 +1,7 @@
+"""Subcommands of ``lee``. Each module defines ``register(subparsers)`` that adds its parser(s)
+and sets ``func`` (called with the parsed namespace, returning an exit code)."""
+
+COMMAND_MODULES = (
+    "pipelines.commands.eval_cmd",
+    "pipelines.commands.catalog_cmd",
+)
