@@ -1,1 +1,50 @@
-"""liecore: Lie derivatives and the Local Equivariance Error of image models (pure torch)."""
+r"""liecore: Lie derivatives and the Local Equivariance Error of image models.
+
+Pure PyTorch (imports only torch and numpy). It takes any ``nn.Module`` or callable and
+knows no model names. Conventions (coordinates, signs, units, interpolants, layouts) are
+stated in :mod:`liecore._grid`, :mod:`liecore._action` and :mod:`liecore._layout`.
+"""
+
+from ._action import LUMA, input_tangent, sample, transform, warp
+from ._derivative import differentiable_mode, lie_derivative, lie_derivatives, output_tangent, with_output
+from ._generators import (
+    COLOR_KINDS,
+    GENERATORS,
+    PAPER_GENERATORS,
+    Generator,
+    get_generator,
+    resolve_generators,
+)
+from ._grid import INTERPOLATIONS, coords, d_dpixel, gradient
+from ._layout import Layout
+from ._lee import LEEResult, assert_equivariant, lee, local_equivariance_error
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "COLOR_KINDS",
+    "GENERATORS",
+    "INTERPOLATIONS",
+    "LUMA",
+    "PAPER_GENERATORS",
+    "Generator",
+    "LEEResult",
+    "Layout",
+    "assert_equivariant",
+    "coords",
+    "d_dpixel",
+    "differentiable_mode",
+    "get_generator",
+    "gradient",
+    "input_tangent",
+    "lee",
+    "lie_derivative",
+    "lie_derivatives",
+    "local_equivariance_error",
+    "output_tangent",
+    "resolve_generators",
+    "sample",
+    "transform",
+    "warp",
+    "with_output",
+]
