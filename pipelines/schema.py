@@ -1,0 +1,234 @@
+r"""The results store: one pyarrow schema per table, defined here and nowhere else.
+
+Layout under the output root (any fsspec URI), hive-partitioned Parquet::
+
+    <root>/lee/model=<model>/dataset=<dataset>/unit=<key>/part-0.parquet
+    <root>/layerwise/model=<model>/dataset=<dataset>/unit=<key>/part-0.parquet
+    <root>/alt/model=<model>/dataset=<dataset>/unit=<key>/part-0.parquet
+    <root>/runs/unit=<key>/part-0.parquet
+
+Partition values are percent-encoded (:func:`partition_value`); the partition columns are
+also stored inside the files (same values), so a file read on its own is self-describing and
+``read_parquet(..., hive_partitioning = true)`` gives the same columns.
+
+Visibility rule (what makes reruns exactly-once): a work unit writes its data file under a
+temporary name and renames it, then writes its ``runs`` row last (also temp + rename). **A
+unit's data rows count only when its ``runs`` row has ``status = 'done'``**; readers join on
+``unit``. Before a unit is (re)computed its data directories are removed, so a crash between
+the data write and the ``runs`` row leaves at most one stale, invisible file that the rerun
+replaces. Each unit has at most one ``runs`` row (the latest attempt).
+
+Long format: one value per row. Units of ``value``: the LEE is
+:math:`\|L_X f(x)\|^2/\dim(\mathrm{out})` in (output units)\ :sup:`2` per (generator
+parameter)\ :sup:`2`; spatial generators are parameterised in liecore's normalized
+coordinates (the image spans ``[-1, 1]``; one pixel is ``2/(W-1)``), ``contrast`` in
+log-contrast; the output is class probabilities (``output = 'probs'``, unitless) unless
+stated otherwise.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+__all__ = [
+    "ALT",
+    "LAYERWISE",
+    "LEE",
+    "RUNS",
+    "SCHEMA_VERSION",
+    "TABLES",
+    "Column",
+    "Table",
+    "data_path",
+    "partition_value",
+    "runs_path",
+]
+
+SCHEMA_VERSION = "1"
+"""Bumped whenever a column is added, removed or changes meaning (stored in ``runs``)."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: name, arrow type, unit (``-`` if none) and meaning."""
+
+    name: str
+    type: pa.DataType
+    unit: str
+    doc: str
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
+class Table:
+    """A results table: its columns and hive partition columns."""
+
+    name: str
+    doc: str
+    columns: tuple[Column, ...]
+    partition_by: tuple[str, ...]
+
+    @property
+    def schema(self) -> pa.Schema:
+        return pa.schema(
+            [pa.field(c.name, c.type, nullable=c.nullable, metadata={"unit": c.unit, "doc": c.doc}) for c in self.columns],
+            metadata={"table": self.name, "schema_version": SCHEMA_VERSION},
+        )
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def markdown(self) -> str:
+        """The README table: column, type, unit, meaning."""
+        rows = ["| column | type | unit | meaning |", "|---|---|---|---|"]
+        for c in self.columns:
+            null = " (nullable)" if c.nullable else ""
+            rows.append(f"| `{c.name}` | {c.type}{null} | {c.unit} | {c.doc} |")
+        return "\n".join(rows)
+
+
+def _key_columns() -> tuple[Column, ...]:
+    """Columns shared by every per-image table (identify the unit, the model and the image)."""
+    return (
+        Column("unit", pa.string(), "-", "content key of the work unit (hex); join to `runs.unit`, count only `runs.status = 'done'`"),
+        Column("model", pa.string(), "-", "catalog model name, timm `arch.tag`"),
+        Column("weights", pa.string(), "-", "weights actually used: `hub`, `file` or `random` (random init)"),
+        Column("dataset", pa.string(), "-", "catalog dataset name"),
+        Column("role", pa.string(), "-", "dataset role: `train`, `test` or `ood`"),
+        Column("sample_id", pa.string(), "-", "image id within the dataset (`image_id` of the catalog record)"),
+        Column("sample_index", pa.int32(), "-", "0-based position of the image in the evaluated (ordered, limited) dataset"),
+        Column("label", pa.int64(), "class index", "ground-truth label of the image, null if unknown", nullable=True),
+    )
+
+
+LEE = Table(
+    "lee",
+    "One row per image and generator: the Local Equivariance Error of the model's output.",
+    _key_columns()
+    + (
+        Column("generator", pa.string(), "-", "liecore generator name (`translate_x`, `rotate`, `contrast`, ...)"),
+        Column("metric", pa.string(), "-", "always `lee`"),
+        Column(
+            "value",
+            pa.float64(),
+            "(output unit)^2 / (generator parameter)^2",
+            "LEE of this image: `||L_X f(x)||^2 / dim(out)` (liecore `LEEResult.values`)",
+        ),
+        Column(
+            "mean_abs",
+            pa.float64(),
+            "output unit / generator parameter",
+            "`mean_c |L_X f(x)_c|` for this image (liecore `LEEResult.mean_abs`); not the LEE",
+        ),
+        Column("output", pa.string(), "-", "what was differentiated: `probs` (softmax, the paper's choice) or `logits`"),
+        Column("interpolation", pa.string(), "-", "image interpolant of the derivative: `cubic` or `spectral`"),
+    ),
+    ("model", "dataset", "unit"),
+)
+
+LAYERWISE = Table(
+    "layerwise",
+    "One row per image, generator and layer call: the layer's contribution to the end-to-end LEE, "
+    "plus one `end_to_end` and one `unattributed` row per image and generator.",
+    _key_columns()
+    + (
+        Column("generator", pa.string(), "-", "liecore generator name"),
+        Column("method", pa.string(), "-", "decomposition method: `exact` or `stochastic`"),
+        Column("num_probes", pa.int32(), "-", "random probes of the stochastic method (null for `exact`)", nullable=True),
+        Column("kind", pa.string(), "-", "`layer` (one layer call), `end_to_end` (the whole model's LEE) or `unattributed` (end-to-end minus the sum of layer rows)"),
+        Column("layer", pa.string(), "-", "qualified module name (`stages.1.blocks.0.conv`); `<end_to_end>` / `<unattributed>` for those rows"),
+        Column("layer_class", pa.string(), "-", "module class name (`Conv2d`, `LayerNorm`, ...); empty for non-layer rows"),
+        Column("call_index", pa.int32(), "-", "order of the call in the forward pass (0-based; -1 for non-layer rows)"),
+        Column("value", pa.float64(), "(output unit)^2 / (generator parameter)^2", "contribution to the LEE (same unit as `lee.value`)"),
+    ),
+    ("model", "dataset", "unit"),
+)
+
+ALT = Table(
+    "alt",
+    "One row per image and alternative metric (liecore.metrics).",
+    _key_columns()
+    + (
+        Column("metric", pa.string(), "-", "metric name (key of `liecore.metrics.METRICS`)"),
+        Column("value", pa.float64(), "see `value_unit`", "the metric's value for this image"),
+        Column("value_unit", pa.string(), "-", "unit of `value`, as declared by the metric"),
+        Column("higher_is_better", pa.bool_(), "-", "the metric's declared direction"),
+        Column("seed", pa.int64(), "-", "seed passed to the metric (random group elements, probes)"),
+    ),
+    ("model", "dataset", "unit"),
+)
+
+RUNS = Table(
+    "runs",
+    "One row per work unit (model x dataset x metric family x config): the latest attempt.",
+    (
+        Column("unit", pa.string(), "-", "content key of the work unit: sha256 (hex, 20 chars) of `key_json`"),
+        Column("status", pa.string(), "-", "`done` (data rows complete and visible) or `failed`"),
+        Column("family", pa.string(), "-", "metric family: `lee`, `layerwise` or `alt` (= the data table)"),
+        Column("model", pa.string(), "-", "catalog model name"),
+        Column("arch", pa.string(), "-", "timm architecture", nullable=True),
+        Column("model_version", pa.string(), "-", "catalog spec version of the model", nullable=True),
+        Column("weights_policy", pa.string(), "-", "requested weights: `auto`, `hub`, `file` or `random`"),
+        Column("weights", pa.string(), "-", "weights actually used (`hub`, `file`, `random`); null if the model never loaded", nullable=True),
+        Column("weights_sha256", pa.string(), "-", "sha256 of the loaded state dict / checkpoint", nullable=True),
+        Column("dataset", pa.string(), "-", "catalog dataset name"),
+        Column("role", pa.string(), "-", "dataset role", nullable=True),
+        Column("dataset_fingerprint", pa.string(), "-", "content fingerprint of the decoded dataset (catalog `ImageSet.fingerprint`)"),
+        Column("dataset_version", pa.string(), "-", "catalog spec version of the dataset", nullable=True),
+        Column("metric_version", pa.string(), "-", "version of the metric implementation (liecore `__version__` plus family)"),
+        Column("key_json", pa.string(), "-", "canonical JSON the unit key hashes (model spec, dataset, family config, versions)"),
+        Column("config_json", pa.string(), "-", "the family config as JSON (generators, output, interpolation, method, probes, metrics, ...)"),
+        Column("seed", pa.int64(), "-", "seed of the unit (torch RNG seeded with it before computing)"),
+        Column("n_images", pa.int32(), "images", "images the unit was asked to evaluate"),
+        Column("n_rows", pa.int64(), "rows", "data rows written (0 for failed units)"),
+        Column("batch_size", pa.int32(), "images", "batch size finally used (after out-of-memory halving)", nullable=True),
+        Column("attempt", pa.int32(), "-", "how many times the unit has been attempted (1 = first)"),
+        Column("error_type", pa.string(), "-", "exception class of a failed unit", nullable=True),
+        Column("error", pa.string(), "-", "error message and traceback tail of a failed unit", nullable=True),
+        Column("started_at", pa.timestamp("us", tz="UTC"), "UTC", "when the unit started"),
+        Column("finished_at", pa.timestamp("us", tz="UTC"), "UTC", "when the unit finished (or failed)"),
+        Column("load_s", pa.float64(), "s", "model build + preprocessing time", nullable=True),
+        Column("compute_s", pa.float64(), "s", "liecore compute time", nullable=True),
+        Column("wall_s", pa.float64(), "s", "total wall time of the unit in its actor"),
+        Column("images_per_s", pa.float64(), "images/s", "n_images / compute_s", nullable=True),
+        Column("sweep_id", pa.string(), "-", "id of the `lee eval` invocation that produced this row"),
+        Column("package_versions", pa.string(), "-", "JSON: liecore, catalog, pipelines, torch, timm, ray, python versions"),
+        Column("git_rev", pa.string(), "-", "git revision of the code (with `-dirty` if modified), null outside a checkout", nullable=True),
+        Column("hostname", pa.string(), "-", "node that ran the unit"),
+        Column("hardware", pa.string(), "-", "device used (`cpu (N threads)` or the CUDA device name)"),
+        Column("schema_version", pa.string(), "-", "`pipelines.schema.SCHEMA_VERSION` of the writer"),
+    ),
+    ("unit",),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (LEE, LAYERWISE, ALT, RUNS)}
+"""Table name -> :class:`Table`. The metric families are the data tables ``lee``, ``layerwise``, ``alt``."""
+
+
+def partition_value(value: str) -> str:
+    """Percent-encode a partition value for a ``key=value`` directory name."""
+    return urllib.parse.quote(str(value), safe="._-+@")
+
+
+def data_path(root: str, table: str, model: str, dataset: str, unit: str) -> str:
+    """Directory of one unit's data files in ``table``."""
+    return (
+        f"{root.rstrip('/')}/{table}/model={partition_value(model)}/dataset={partition_value(dataset)}/unit={unit}"
+    )
+
+
+def runs_path(root: str, unit: str) -> str:
+    """Directory of one unit's ``runs`` row."""
+    return f"{root.rstrip('/')}/runs/unit={unit}"
+
+
+def markdown() -> str:
+    """All tables as README markdown."""
+    parts = []
+    for t in TABLES.values():
+        parts.append(f"### `{t.name}`\n\n{t.doc} Partitioned by {', '.join(t.partition_by)}.\n\n{t.markdown()}\n")
+    return "\n".join(parts)
