@@ -16,12 +16,28 @@ from ._generators import (
     resolve_generators,
 )
 from ._grid import INTERPOLATIONS, coords, d_dpixel, gradient
+from ._layerwise import (
+    DEFAULT_COMPOSITES,
+    ActivationLayouts,
+    LayerRecord,
+    LayerwiseRecorder,
+    LayerwiseResult,
+    layer_kind,
+    layerwise,
+)
 from ._layout import Layout
 from ._lee import LEEResult, assert_equivariant, lee, local_equivariance_error
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_COMPOSITES",
+    "ActivationLayouts",
+    "LayerRecord",
+    "LayerwiseRecorder",
+    "LayerwiseResult",
+    "layer_kind",
+    "layerwise",
     "COLOR_KINDS",
     "GENERATORS",
     "INTERPOLATIONS",

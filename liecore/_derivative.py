@@ -40,14 +40,15 @@ OUTPUTS = ("probs", "logits")
 
 
 @contextlib.contextmanager
-def differentiable_mode(f) -> Iterator[None]:
+def differentiable_mode(f, *, grad: bool = False) -> Iterator[None]:
     r"""Make ``f`` safe and deterministic for forward-mode AD, restoring it on exit.
 
     * modules in eval mode (batch statistics and dropout would make :math:`f` random);
     * fused attention off: every submodule attribute ``fused_attn`` set to ``False`` (timm's
       flag) and PyTorch's scaled-dot-product attention limited to the math kernel, the only
       one with a forward-mode derivative on every device;
-    * no autograd graph for the primal (``torch.no_grad``): forward-mode AD does not need it.
+    * no autograd graph for the primal (``torch.no_grad``) unless ``grad=True``: forward-mode
+      AD does not need one.
     """
     modules = list(f.modules()) if isinstance(f, nn.Module) else []
     was_training = [(m, m.training) for m in modules]
@@ -64,7 +65,8 @@ def differentiable_mode(f) -> Iterator[None]:
                 stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
             except ImportError:  # pragma: no cover - older torch
                 pass
-            stack.enter_context(torch.no_grad())
+            if not grad:
+                stack.enter_context(torch.no_grad())
             yield
     finally:
         for m, mode in was_training:

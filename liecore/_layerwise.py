@@ -1,0 +1,569 @@
+r"""Layerwise decomposition of the Lie derivative.
+
+For a network :math:`F = f_N \circ \dots \circ f_1` the chain rule splits the Lie
+derivative into one term per layer call,
+
+.. math::
+
+    L_X F(x) = \sum_i dF_{N:i+1}(x_i)\, L_X f_i(x_{i-1}) + u(x),
+    \qquad L_X f_i(x_{i-1}) = D f_i(x_{i-1})[T_X x_{i-1}] - T_X x_i,
+
+where :math:`T_X` acts on each activation according to its declared layout and
+:math:`u` is the *unattributed* remainder: what operations between the recorded layers
+contribute when they are not equivariant (learned position embeddings, window partitions,
+token selection...). Equivariant glue (residual additions, reshapes between declared
+layouts, concatenation of invariant tokens) contributes nothing, so for a network built
+only from recorded layers and such glue :math:`u = 0`.
+
+Layers are the leaves of the module tree (modules without children, ``nn.Identity``
+excluded) plus a stated set of composite classes recorded as one layer
+(:data:`DEFAULT_COMPOSITES`: attention, patch embeddings, normalization-with-activation,
+squeeze-excitation, MLP-Mixer/ResMLP blocks, Swin blocks). Each *call* is its own entry,
+in call order, with its qualified name and class. Only the first positional argument of a
+layer is treated as its input; other arguments are held fixed.
+
+Per image and layer the result reports
+
+* ``value``: :math:`\|c_i\|^2 / \dim(\mathrm{out})` with :math:`c_i = dF_{N:i+1} L_X f_i`
+  (the layer's contribution on the LEE scale);
+* ``share``: :math:`\langle c_i, L_X F(x)\rangle / \dim(\mathrm{out})`, signed; the shares of
+  all layers plus the unattributed share add up to the end-to-end LEE exactly.
+
+Two methods:
+
+``exact``
+    pushes every :math:`L_X f_i` through the rest of the network by forward-mode AD, all
+    layers in one vectorized pass (no sampling noise).
+``stochastic``
+    :math:`\mathbb E_z[(z^\top c_i)^2]` with :math:`z \sim N(0, I)` over ``num_probes``
+    backward passes (one backward gives every layer's :math:`z^\top c_i`), with standard
+    errors over probes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.func import jvp, vmap
+
+from ._action import input_tangent
+from ._derivative import differentiable_mode, lie_derivatives, output_tangent, with_output
+from ._generators import Generator, get_generator
+from ._grid import Interpolation, check_interpolation, spatial_tangent_nchw
+from ._layout import Layout
+
+__all__ = [
+    "ActivationLayouts",
+    "DEFAULT_COMPOSITES",
+    "LayerRecord",
+    "LayerwiseRecorder",
+    "LayerwiseResult",
+    "layer_kind",
+    "layerwise",
+]
+
+DEFAULT_COMPOSITES: frozenset[str] = frozenset(
+    {
+        # attention
+        "Attention", "AttentionRope", "EvaAttention", "WindowAttention", "WindowAttentionGlobal",
+        "MultiheadAttention", "Attention2d", "AttentionPool2d", "RotAttentionPool2d", "AttentionPoolLatent",
+        "ClassAttn", "TalkingHeadAttn", "LocalAttention", "GlobalSubSampleAttn", "LocallyGroupedAttn",
+        # patch embedding
+        "PatchEmbed", "HybridEmbed", "PatchEmbedWithSize", "ConvPosEnc",
+        # normalization with activation, and normalization modules with children
+        "BatchNormAct2d", "SyncBatchNormAct", "FrozenBatchNormAct2d", "GroupNormAct", "GroupNorm1Act",
+        "LayerNormAct", "LayerNormAct2d", "EvoNorm2dB0", "EvoNorm2dS0",
+        # squeeze-excitation and friends
+        "SqueezeExcite", "SEModule", "EffectiveSEModule", "SqueezeExcitation", "SEBlock", "EcaModule",
+        "CecaModule", "GatherExcite", "CbamModule", "LightCbamModule",
+        # MLP-Mixer family blocks (token mixing transposes the layout inside the block)
+        "MixerBlock", "ResBlock", "SpatialGatingBlock",
+        # Swin blocks (window partition and cyclic shift happen between their children)
+        "SwinTransformerBlock", "SwinTransformerV2Block", "SwinTransformerV2CrBlock",
+    }
+)
+"""Class names recorded as one layer by default (their children are not recorded)."""
+
+
+_KIND_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("patch_embedding", ("PatchEmbed", "HybridEmbed", "Stem", "ConvPosEnc")),
+    ("attention", ("Attention", "Attn", "MultiheadAttention")),
+    ("squeeze_excitation", ("SqueezeExcite", "SEModule", "SEBlock", "Eca", "GatherExcite", "Cbam", "Excitation")),
+    ("mixer_block", ("MixerBlock", "ResBlock", "GatingBlock", "SwinTransformer")),
+    ("normalization", ("Norm", "Affine")),
+    ("downsampling", ("Pool", "Downsample", "BlurPool", "PixelUnshuffle", "Flatten")),
+    ("convolution", ("Conv",)),
+    ("activation", ("ReLU", "GELU", "SiLU", "Swish", "Sigmoid", "Tanh", "Mish", "Hardswish", "Hardsigmoid",
+                    "ELU", "Softplus", "QuickGELU", "Act", "Softmax", "Gate")),
+    ("linear", ("Linear",)),
+    ("dropout", ("Dropout", "DropPath", "DropBlock")),
+    ("scale", ("LayerScale", "Scale")),
+)
+
+
+def layer_kind(cls_name: str) -> str:
+    """A coarse type of a layer class for summaries (``convolution``, ``attention``, ...)."""
+    for kind, keys in _KIND_RULES:
+        if any(k in cls_name for k in keys):
+            return kind
+    return "other"
+
+
+@dataclass(frozen=True)
+class ActivationLayouts:
+    """Declared layouts of a network's activations, by rank.
+
+    Args:
+        input: layout of the network input (images, NCHW).
+        spatial: layout of every other 4-D activation (``Layout.spatial(channels_last=True)``
+            for NHWC networks such as timm's Swin).
+        tokens: declared token layouts; a 3-D activation ``(B, N, C)`` takes the first whose
+            ``num_prefix_tokens + h * w`` equals ``N``, or the same grid without prefix when
+            ``N == h * w`` (tokens before the class token is prepended).
+
+        outputs: output layouts of particular layers, by qualified module name (fnmatch
+            patterns allowed); they take precedence over the rank rules.
+
+    A layer that declares its own output format, an ``output_fmt`` attribute equal to
+    ``"NHWC"`` or ``"NCHW"`` (timm's patch embeddings do), is taken at its word for 4-D
+    outputs. 2-D (and 1-D) activations are invariant. Anything else is an error naming the
+    layer.
+    """
+
+    input: Layout = field(default_factory=Layout.spatial)
+    spatial: Layout = field(default_factory=Layout.spatial)
+    tokens: tuple[Layout, ...] = ()
+    outputs: Mapping[str, Layout] = field(default_factory=dict)
+
+    def output_layout(self, name: str, module: nn.Module, t: torch.Tensor, where: str) -> Layout:
+        """Layout of a layer's output: explicit declaration, the module's own, or by rank."""
+        for pattern, lay in self.outputs.items():
+            if name == pattern or fnmatch.fnmatchcase(name, pattern):
+                return lay
+        fmt = getattr(module, "output_fmt", None)
+        fmt = getattr(fmt, "value", fmt)
+        if t.ndim == 4 and fmt in ("NHWC", "NCHW"):
+            return Layout.spatial(channels_last=fmt == "NHWC")
+        return self.resolve(t, where)
+
+    def __post_init__(self) -> None:
+        toks = (self.tokens,) if isinstance(self.tokens, Layout) else tuple(self.tokens)
+        for t in toks:
+            if t.kind != "tokens":
+                raise ValueError(f"tokens= takes token layouts, got {t}")
+        object.__setattr__(self, "tokens", toks)
+
+    def resolve(self, t: torch.Tensor, where: str) -> Layout:
+        if t.ndim <= 2:
+            return Layout.invariant()
+        if t.ndim == 4:
+            return self.spatial
+        if t.ndim == 3:
+            n = t.shape[1]
+            for lay in self.tokens:
+                h, w = lay.grid  # type: ignore[misc]
+                if n == lay.num_prefix_tokens + h * w:
+                    return lay
+            for lay in self.tokens:
+                h, w = lay.grid  # type: ignore[misc]
+                if n == h * w:
+                    return Layout.tokens(lay.grid, 0)  # type: ignore[arg-type]
+            declared = ", ".join(f"{x.num_prefix_tokens}+{x.grid[0]}x{x.grid[1]}" for x in self.tokens) or "none"
+            raise ValueError(
+                f"{where}: a (B, N, C) activation with N={n} matches no declared token layout ({declared}); "
+                f"declare it with ActivationLayouts(tokens=...) or record the enclosing module as a composite"
+            )
+        raise ValueError(f"{where}: no layout for a {t.ndim}-D activation of shape {tuple(t.shape)}")
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """One layer call.
+
+    Attributes:
+        index: call order (0-based) among recorded calls.
+        name: qualified module name (``""`` for the root).
+        cls: class name of the module.
+        kind: coarse layer type (:func:`layer_kind`).
+        value: ``(B,)`` float64, :math:`\\|c_i\\|^2/\\dim(out)` per image.
+        share: ``(B,)`` float64, :math:`\\langle c_i, L F\\rangle/\\dim(out)` per image.
+        stderr: ``(B,)`` standard error of ``value`` over probes (stochastic method) or None.
+    """
+
+    index: int
+    name: str
+    cls: str
+    kind: str
+    value: torch.Tensor
+    share: torch.Tensor
+    stderr: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class LayerwiseResult:
+    """Layerwise decomposition of one generator's Lie derivative, per image.
+
+    ``end_to_end`` (``(B,)``) is the LEE of the whole network from its own JVP;
+    ``unattributed`` is :math:`\\|L F - \\sum_i c_i\\|^2/\\dim`, ``unattributed_share`` its
+    share, so that ``sum(r.share for r in records) + unattributed_share == end_to_end``.
+    """
+
+    generator: str
+    method: str
+    output: str
+    dim_out: int
+    records: tuple[LayerRecord, ...]
+    end_to_end: torch.Tensor
+    unattributed: torch.Tensor
+    unattributed_share: torch.Tensor
+    num_probes: int | None = None
+
+    def __iter__(self):
+        return iter(self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def total_share(self) -> torch.Tensor:
+        """Sum of all shares including the unattributed one (equals ``end_to_end``)."""
+        out = self.unattributed_share.clone()
+        for r in self.records:
+            out = out + r.share
+        return out
+
+    def rows(self) -> list[dict]:
+        """Long-format rows (one per image and layer call, plus end-to-end and unattributed)."""
+        rows = []
+        b = self.end_to_end.shape[0]
+        for i in range(b):
+            for r in self.records:
+                rows.append(
+                    dict(sample=i, index=r.index, layer=r.name, cls=r.cls, kind=r.kind,
+                         value=float(r.value[i]), share=float(r.share[i]),
+                         stderr=None if r.stderr is None else float(r.stderr[i]))
+                )
+            rows.append(dict(sample=i, index=-1, layer="<end_to_end>", cls="", kind="end_to_end",
+                             value=float(self.end_to_end[i]), share=float(self.end_to_end[i]), stderr=None))
+            rows.append(dict(sample=i, index=-2, layer="<unattributed>", cls="", kind="unattributed",
+                             value=float(self.unattributed[i]), share=float(self.unattributed_share[i]),
+                             stderr=None))
+        return rows
+
+
+@dataclass
+class _Call:
+    name: str
+    module: nn.Module
+    args: tuple
+    kwargs: dict
+    x: torch.Tensor
+    y: torch.Tensor
+    is_input: bool
+
+
+def _units(model: nn.Module, composites: Iterable[str]) -> list[tuple[str, nn.Module]]:
+    comp = frozenset(composites)
+    out: list[tuple[str, nn.Module]] = []
+    skip: list[str] = []
+    for name, mod in model.named_modules():
+        if any(name == s or name.startswith(s + ".") for s in skip):
+            continue
+        if isinstance(mod, nn.Identity):
+            continue
+        is_comp = type(mod).__name__ in comp
+        if is_comp or not any(True for _ in mod.children()):
+            out.append((name, mod))
+            if is_comp:
+                skip.append(name)
+    return out
+
+
+class LayerwiseRecorder(contextlib.AbstractContextManager):
+    """Context manager that owns the hooks of a layerwise decomposition.
+
+    On entry it registers hooks on the recorded layers of ``model``; on exit it removes
+    every handle (nothing is left on the modules). Inside, :attr:`mode` selects what the
+    hooks do: ``"record"`` keeps each call's input and output, ``"inject"`` adds
+    ``s[k] * v[k]`` to the output of call ``k``.
+    """
+
+    def __init__(self, model: nn.Module, composites: Iterable[str] = DEFAULT_COMPOSITES):
+        self.model = model
+        self.units = _units(model, composites)
+        self.handles: list = []
+        self.mode = "off"
+        self.calls: list[_Call] = []
+        self.k = 0
+        self.scale: torch.Tensor | None = None
+        self.vectors: list[torch.Tensor | None] = []
+        self.slots: list[int] = []
+        self.x_net: torch.Tensor | None = None
+
+    def __enter__(self) -> LayerwiseRecorder:
+        for name, mod in self.units:
+            self.handles.append(mod.register_forward_pre_hook(self._pre(name), with_kwargs=True))
+            self.handles.append(mod.register_forward_hook(self._post(name), with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+        self.mode = "off"
+
+    def _pre(self, name: str):
+        def hook(mod, args, kwargs):
+            if self.mode == "record" and args and isinstance(args[0], torch.Tensor):
+                # clone: in-place layers (ReLU(inplace=True)) overwrite their input
+                self._pending = (mod, args, kwargs, args[0].detach().clone(), args[0] is self.x_net)
+            return None
+
+        return hook
+
+    def _post(self, name: str):
+        def hook(mod, args, kwargs, output):
+            if not isinstance(output, torch.Tensor):
+                return None
+            if self.mode == "record":
+                pmod, pargs, pkwargs, x, is_input = self._pending
+                if pmod is mod:
+                    self.calls.append(
+                        _Call(name, mod, pargs[1:], dict(pkwargs), x, output.detach().clone(), is_input)
+                    )
+                return None
+            if self.mode == "inject":
+                k = self.k
+                self.k += 1
+                v = self.vectors[k]
+                if v is None:
+                    return None
+                if v.shape != output.shape:
+                    raise RuntimeError(f"layer call {k} ({name}) changed shape between passes")
+                s = self.scale[self.slots[k]]
+                if s.ndim:  # per-image scale (stochastic method)
+                    s = s.reshape(-1, *([1] * (output.ndim - 1)))
+                return output + s * v
+            return None
+
+        return hook
+
+
+def _local_lie_derivative(
+    call: _Call,
+    gen: Generator,
+    layouts: ActivationLayouts,
+    interpolation: Interpolation,
+    mean,
+    std,
+) -> torch.Tensor | None:
+    """:math:`D f_i(x)[T x] - T f_i(x)` for one recorded call, or None when identically zero."""
+    where = f"layer {call.name or '<root>'} ({type(call.module).__name__})"
+    is_input = call.is_input
+    lay_in = layouts.input if is_input else layouts.resolve(call.x, where + " input")
+    lay_out = layouts.output_layout(call.name, call.module, call.y, where + " output")
+    if is_input:
+        tin = input_tangent(call.x, gen, interpolation=interpolation, mean=mean, std=std)
+    elif lay_in.moves and gen.is_spatial:
+        prefix, grid = lay_in.to_nchw(call.x)
+        tg = spatial_tangent_nchw(grid, gen.matrix, interpolation)
+        tin = lay_in.from_nchw(None if prefix is None else torch.zeros_like(prefix), tg)
+    else:
+        tin = None
+    tout = output_tangent(call.y, gen, lay_out, interpolation)
+    if tin is None and tout is None:
+        return None
+    if tin is None:
+        return -tout
+    _, dy = jvp(lambda a: call.module(a, *call.args, **call.kwargs), (call.x.clone(),), (tin,))
+    return dy if tout is None else dy - tout
+
+
+def layerwise(
+    model: nn.Module,
+    x: torch.Tensor,
+    generator: str | Generator,
+    *,
+    method: str = "exact",
+    output: str | None = None,
+    out_layout: Layout | None = None,
+    layouts: ActivationLayouts | None = None,
+    composites: Iterable[str] = DEFAULT_COMPOSITES,
+    interpolation: Interpolation = "cubic",
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    num_probes: int = 100,
+    seed: int = 0,
+    chunk_size: int | None = None,
+) -> LayerwiseResult:
+    r"""Decompose :math:`L_X F(x)` into per-layer-call contributions.
+
+    Args:
+        model: the network (an ``nn.Module``), put in eval mode while it runs.
+        x: images ``(B, C, H, W)``.
+        generator: one generator (name or :class:`Generator`).
+        method: ``"exact"`` (forward-mode push-forward) or ``"stochastic"`` (random probes).
+        output: ``"probs"`` (default for invariant outputs) or ``"logits"``.
+        out_layout: the network output's layout (default invariant).
+        layouts: declared activation layouts (default: NCHW maps, no token layouts).
+        composites: class names recorded as one layer.
+        interpolation, mean, std: as in :func:`liecore.lie_derivatives`.
+        num_probes: probes of the stochastic method.
+        seed: seed of the probes.
+        chunk_size: layers per vectorized pass of the exact method (memory bound).
+
+    Returns:
+        :class:`LayerwiseResult`.
+    """
+    gen = get_generator(generator)
+    check_interpolation(interpolation)
+    if method not in ("exact", "stochastic"):
+        raise ValueError(f"unknown method {method!r}; choose 'exact' or 'stochastic'")
+    if not isinstance(model, nn.Module):
+        raise TypeError("layerwise needs an nn.Module (its layers are found in the module tree)")
+    layouts = layouts or ActivationLayouts()
+    out_layout = out_layout or Layout.invariant()
+    if output is None:
+        output = "probs" if out_layout.kind == "invariant" else "raw"
+    f = model if output == "raw" else with_output(model, output)
+    x = x.detach()
+
+    with LayerwiseRecorder(model, composites) as rec:
+        with differentiable_mode(model):
+            rec.mode = "record"
+            rec.x_net = x
+            y = f(x)
+            rec.mode = "off"
+            rec.x_net = None
+            calls = rec.calls
+            vectors = [_local_lie_derivative(c, gen, layouts, interpolation, mean, std) for c in calls]
+        _, e2e = lie_derivatives(f, x, [gen], out_layout=out_layout, interpolation=interpolation, mean=mean, std=std)
+        e2e = e2e[0]
+        dim = int(y[0].numel())
+        b = x.shape[0]
+        active = [i for i, v in enumerate(vectors) if v is not None]
+        rec.vectors = vectors
+        rec.slots = [0] * len(vectors)
+        for slot, i in enumerate(active):
+            rec.slots[i] = slot
+        zeros = torch.zeros(b, dtype=torch.float64)
+        values = {i: zeros for i in range(len(calls))}
+        shares = dict(values)
+        stderrs: dict[int, torch.Tensor] = {}
+        e2e_flat = e2e.flatten(1)
+
+        if method == "exact" and active:
+            contrib = _push_forward_exact(f, x, rec, len(active), chunk_size)  # (K, B, ...)
+            cflat = contrib.flatten(2)
+            for slot, i in enumerate(active):
+                values[i] = (cflat[slot].double().square().sum(1) / dim).cpu()
+                shares[i] = ((cflat[slot].double() * e2e_flat.double()).sum(1) / dim).cpu()
+            rest = e2e_flat.double() - cflat.double().sum(0)
+            unattributed = (rest.square().sum(1) / dim).cpu()
+            unattributed_share = ((rest * e2e_flat.double()).sum(1) / dim).cpu()
+        elif method == "stochastic" and active:
+            est = _probe_stochastic(f, x, rec, len(active), e2e_flat, num_probes, seed)
+            for slot, i in enumerate(active):
+                values[i] = est["value"][slot] / dim
+                shares[i] = est["share"][slot] / dim
+                stderrs[i] = est["value_se"][slot] / dim
+            unattributed = est["rest"] / dim
+            unattributed_share = est["rest_share"] / dim
+        else:
+            unattributed = (e2e_flat.double().square().sum(1) / dim).cpu()
+            unattributed_share = unattributed.clone()
+
+    records = tuple(
+        LayerRecord(
+            index=i,
+            name=c.name,
+            cls=type(c.module).__name__,
+            kind=layer_kind(type(c.module).__name__),
+            value=values[i],
+            share=shares[i],
+            stderr=stderrs.get(i, zeros if method == "stochastic" else None),
+        )
+        for i, c in enumerate(calls)
+    )
+    return LayerwiseResult(
+        generator=gen.name,
+        method=method,
+        output=output,
+        dim_out=dim,
+        records=records,
+        end_to_end=(e2e_flat.double().square().sum(1) / dim).cpu(),
+        unattributed=unattributed,
+        unattributed_share=unattributed_share,
+        num_probes=num_probes if method == "stochastic" else None,
+    )
+
+
+def _push_forward_exact(f, x: torch.Tensor, rec: LayerwiseRecorder, k: int, chunk_size: int | None) -> torch.Tensor:
+    """All :math:`dF_{N:i+1} v_i` at once: JVP in a dummy scale ``s`` (primal 0) that injects
+    ``s[i] * v_i`` at call ``i``; vmapping over the basis tangents ``e_i`` gives one
+    contribution per slot while the primal is computed once."""
+    s0 = torch.zeros(k, dtype=x.dtype, device=x.device)
+
+    def g(s):
+        rec.scale = s
+        rec.k = 0
+        return f(x)
+
+    basis = torch.eye(k, dtype=x.dtype, device=x.device)
+    rec.mode = "inject"
+    try:
+        with differentiable_mode(rec.model):
+            _, out = vmap(lambda e: jvp(g, (s0,), (e,)), out_dims=(None, 0), chunk_size=chunk_size)(basis)
+    finally:
+        rec.mode = "off"
+        rec.scale = None
+    return out
+
+
+def _probe_stochastic(f, x, rec: LayerwiseRecorder, k: int, e2e_flat: torch.Tensor, num_probes: int, seed: int) -> dict:
+    """Unbiased estimates of :math:`\\|c_i\\|^2` and :math:`\\langle c_i, LF\\rangle` from
+    ``num_probes`` Gaussian probes; one backward pass per probe gives every layer."""
+    b = x.shape[0]
+    s = torch.zeros(k, b, dtype=x.dtype, device=x.device, requires_grad=True)
+    rec.scale = s
+    rec.k = 0
+    rec.mode = "inject"
+    try:
+        with differentiable_mode(rec.model, grad=True):
+            out = f(x)
+    finally:
+        rec.mode = "off"
+        rec.scale = None
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    sq = torch.zeros(k, b, dtype=torch.float64)
+    sq2 = torch.zeros(k, b, dtype=torch.float64)
+    cross = torch.zeros(k, b, dtype=torch.float64)
+    rest = torch.zeros(b, dtype=torch.float64)
+    rest_cross = torch.zeros(b, dtype=torch.float64)
+    e2e = e2e_flat.reshape(out.shape)
+    for p in range(num_probes):
+        z = torch.randn(out.shape, generator=gen, dtype=out.dtype, device=out.device)
+        (proj,) = torch.autograd.grad(out, s, grad_outputs=z, retain_graph=p + 1 < num_probes)
+        proj = proj.detach().double().cpu()  # (K, B): z^T c_i per image
+        pe = (z * e2e).flatten(1).sum(1).double().cpu()  # z^T L F
+        sq += proj.square()
+        sq2 += proj.square().square()
+        cross += proj * pe
+        r = pe - proj.sum(0)
+        rest += r.square()
+        rest_cross += r * pe
+    n = float(num_probes)
+    mean_sq = sq / n
+    var = (sq2 / n - mean_sq.square()).clamp_min(0) * (n / max(n - 1, 1))
+    return {
+        "value": mean_sq,
+        "value_se": var.sqrt() / math.sqrt(n),
+        "share": cross / n,
+        "rest": rest / n,
+        "rest_share": rest_cross / n,
+    }
