@@ -1,1 +1,62 @@
-"""catalog: which models and datasets a sweep evaluates (data plus lookup)."""
+"""catalog: which models and datasets a sweep evaluates (data plus lookup).
+
+Importing ``catalog`` imports neither timm nor torch: they are loaded inside ``build_model`` (and the
+preprocessing helpers) only. It never imports ray, duckdb or liecore.
+"""
+
+from catalog._build import LoadedModel, build_model, hub_cached_file, resolve_data_config
+from catalog._checkpoint import read_checkpoint
+from catalog._datasets import (
+    Image,
+    ImageSet,
+    get_dataset,
+    list_datasets,
+    load_dataset,
+    load_dataset_file,
+    load_datasets,
+    resolve_uri,
+)
+from catalog._decode import DecodeError, decode_image
+from catalog._errors import CatalogError
+from catalog._paths import cache_dir
+from catalog._registry import (
+    BUILTIN_CATALOGS,
+    catalog_groups,
+    get_model,
+    list_catalogs,
+    list_models,
+    load_catalog_file,
+    load_models,
+)
+from catalog._sample import materialize_sample
+from catalog._spec import DatasetSpec, ModelSpec
+
+__all__ = [
+    "BUILTIN_CATALOGS",
+    "CatalogError",
+    "DatasetSpec",
+    "DecodeError",
+    "Image",
+    "ImageSet",
+    "LoadedModel",
+    "ModelSpec",
+    "build_model",
+    "cache_dir",
+    "catalog_groups",
+    "decode_image",
+    "get_dataset",
+    "get_model",
+    "hub_cached_file",
+    "list_catalogs",
+    "list_datasets",
+    "list_models",
+    "load_catalog_file",
+    "load_dataset",
+    "load_dataset_file",
+    "load_datasets",
+    "load_models",
+    "materialize_sample",
+    "read_checkpoint",
+    "resolve_data_config",
+    "resolve_uri",
+]

@@ -21,7 +21,6 @@ import argparse
 import csv
 import fnmatch
 import json
-import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -231,8 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         default = f"{arch}.{cfg.tag}" if cfg is not None and cfg.tag else None
         arch_defaults[arch] = default if default in in_all else arch_defaults.get(arch, n)
     aliases = {}
-    for old, new in sorted(reg.get_deprecated_models().items()):
-        resolved = resolve_name(old, reg.get_deprecated_models(), timm)
+    deprecated_map = reg.get_deprecated_models()
+    for old in sorted(deprecated_map):
+        resolved = resolve_name(old, deprecated_map, timm)
         if resolved in in_all:
             aliases[old] = resolved
     catalog = {

@@ -1,0 +1,302 @@
+"""Building a catalog model: timm architecture + weights + the eval preprocessing timm resolves for it.
+
+timm (and torch) are imported here lazily, inside the functions, never when ``catalog`` is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from catalog._checkpoint import check_fits, read_checkpoint, sha256_file
+from catalog._errors import CatalogError
+from catalog._spec import ModelSpec
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from PIL import Image as PILImage
+    from torch import nn
+
+__all__ = ["LoadedModel", "build_model", "hub_cached_file", "resolve_data_config"]
+
+WEIGHT_POLICIES = ("hub", "file", "random", "auto")
+RANDOM_SEED = 0
+_DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+
+
+@dataclass
+class LoadedModel:
+    """A built model in eval mode, with what was loaded into it and how its inputs are prepared.
+
+    Attributes:
+        model: The ``nn.Module``, in eval mode.
+        spec: The catalog spec it was built from.
+        weights: What was actually loaded: ``hub``, ``file`` or ``random`` (seeded init).
+        weights_sha256: sha256 of the checkpoint file (hub or file); None for random weights.
+        data_config: timm's resolved eval data config: input_size, interpolation, mean, std, crop_pct,
+            crop_mode. Record it with every result: the numbers depend on it.
+        num_prefix_tokens: Class/register/distillation tokens before the patch tokens (model attribute; 0 if none).
+        grid_size: Patch grid (rows, cols) from ``patch_embed.grid_size`` (or the stem's), None if the model has none.
+        feature_fmt: Layout of ``forward_features``: the model's declared ``output_fmt`` (``NHWC`` for Swin,
+            MambaOut ...), else the rank of the features: ``NCHW`` (4-d) or ``NLC`` (3-d token sequence).
+    """
+
+    model: nn.Module
+    spec: ModelSpec
+    weights: str
+    weights_sha256: str | None
+    data_config: dict[str, Any]
+    num_prefix_tokens: int
+    grid_size: tuple[int, int] | None
+    feature_fmt: str
+    transform: Callable[[Any], torch.Tensor] = field(repr=False)
+
+    def preprocess(self, images: Sequence[np.ndarray | PILImage.Image]) -> torch.Tensor:
+        """Apply timm's eval transform (resize, centre crop, to tensor, normalize) to each image.
+
+        Args:
+            images: ``(H, W, 3)`` uint8 RGB arrays or PIL images.
+
+        Returns:
+            ``(B, 3, H', W')`` float32 batch, on the CPU.
+        """
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        out = []
+        for i, img in enumerate(images):
+            if isinstance(img, np.ndarray):
+                if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+                    raise CatalogError(
+                        f"image {i}: expected an (H, W, 3) uint8 array, got {img.dtype} {img.shape}"
+                    )
+                img = Image.fromarray(img, mode="RGB")
+            elif img.mode != "RGB":
+                img = img.convert("RGB")
+            out.append(self.transform(img))
+        return torch.stack(out).to(torch.float32)
+
+    def provenance(self) -> dict[str, Any]:
+        """What a result must record about this model: spec, weights, hash and preprocessing."""
+        return {
+            "model": self.spec.name,
+            "arch": self.spec.arch,
+            "weights": self.weights,
+            "weights_sha256": self.weights_sha256,
+            "checkpoint": self.spec.checkpoint if self.weights == "file" else None,
+            "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()},
+            "spec_version": self.spec.version,
+        }
+
+
+def _hf_cache_dir() -> str:
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return os.path.join(os.path.expanduser(home), "hub")
+
+
+def _hub_offline() -> bool:
+    flag = os.environ.get("HF_HUB_OFFLINE", "") or os.environ.get("TRANSFORMERS_OFFLINE", "")
+    return flag.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _timm_cfg(spec: ModelSpec) -> Any:
+    """timm's PretrainedCfg for the spec's ``arch.tag`` (or the arch default), None if timm has none."""
+    from timm.models import get_pretrained_cfg
+
+    if spec.tag:
+        try:
+            return get_pretrained_cfg(spec.timm_name)
+        except RuntimeError:  # a tag timm does not know (user-made name on a known arch)
+            pass
+    return get_pretrained_cfg(spec.arch)
+
+
+def hub_cached_file(spec: ModelSpec) -> str | None:
+    """Path of the spec's pretrained weights in the local Hugging Face (or torch hub) cache, without network.
+
+    Args:
+        spec: A spec whose ``arch.tag`` timm knows.
+
+    Returns:
+        The cached file path, or None if the weights are not cached.
+    """
+    cfg = _timm_cfg(spec)
+    if cfg is None:
+        return None
+    if cfg.hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo_id, _, revision = cfg.hf_hub_id.partition("@")
+        names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+        for filename in names:
+            found = try_to_load_from_cache(repo_id, filename, cache_dir=_hf_cache_dir(), revision=revision or None)
+            if isinstance(found, str) and os.path.exists(found):
+                return found
+    if cfg.url:
+        import torch.hub
+
+        path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(cfg.url.split("?")[0]))
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def _overlay(spec: ModelSpec) -> dict[str, Any]:
+    overlay: dict[str, Any] = {}
+    if spec.img_size is not None:
+        overlay["input_size"] = (3, spec.img_size, spec.img_size)
+    for key in ("crop_pct", "interpolation", "mean", "std"):
+        if getattr(spec, key) is not None:
+            overlay[key] = getattr(spec, key)
+    return overlay
+
+
+def resolve_data_config(spec: ModelSpec | str) -> dict[str, Any]:
+    """The eval data config timm resolves for a spec, without building the model.
+
+    Args:
+        spec: Spec or catalog name.
+
+    Returns:
+        input_size, interpolation, mean, std, crop_pct, crop_mode.
+    """
+    import timm.data
+
+    if isinstance(spec, str):
+        from catalog._registry import get_model
+
+        spec = get_model(spec)
+    cfg = _timm_cfg(spec)
+    base = cfg.to_dict() if cfg is not None else {}
+    base.update(_overlay(spec))
+    resolved = timm.data.resolve_data_config(pretrained_cfg=base)
+    return {k: resolved[k] for k in _DATA_CONFIG_KEYS if k in resolved}
+
+
+def _layout(model: nn.Module, data_config: dict[str, Any], device: Any) -> tuple[int, tuple[int, int] | None, str]:
+    """num_prefix_tokens, grid_size, feature_fmt read from the model (the format checked by one forward)."""
+    import torch
+
+    prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
+    grid = None
+    for holder in ("patch_embed", "stem"):
+        g = getattr(getattr(model, holder, None), "grid_size", None)
+        if g is not None:
+            grid = (int(g[0]), int(g[1]))
+            break
+    declared = getattr(model, "output_fmt", None)
+    declared = getattr(declared, "value", declared)
+    with torch.inference_mode():
+        feats = model.forward_features(torch.zeros(1, *data_config["input_size"], device=device))
+    if isinstance(feats, (list, tuple)):
+        feats = feats[-1]
+    if declared:
+        fmt = str(declared)
+    else:
+        fmt = {4: "NCHW", 3: "NLC", 2: "NC"}.get(feats.ndim, f"{feats.ndim}d")
+    if fmt == "NLC" and grid is not None and feats.shape[1] != prefix + grid[0] * grid[1]:
+        grid = None  # tokens are not prefix + patch grid (pooled or merged tokens): do not claim a grid
+    return prefix, grid, fmt
+
+
+def build_model(
+    spec: ModelSpec | str,
+    *,
+    weights: str | None = None,
+    device: str | torch.device | None = None,
+) -> LoadedModel:
+    """Build a catalog model in eval mode, with its weights and timm's eval preprocessing.
+
+    Args:
+        spec: Spec or catalog name.
+        weights: Override ``spec.source``: ``hub``, ``file``, ``random``, ``auto`` (hub if the weights are
+            in the local cache, else random; the choice is reported in ``LoadedModel.weights``), or a
+            checkpoint path/URI (implies ``file``).
+        device: Device for the model (default CPU).
+
+    Returns:
+        The loaded model with its provenance and layout.
+
+    Raises:
+        CatalogError: Hub weights not cached while offline (or not downloadable), unreadable checkpoint,
+            or a checkpoint that does not fit the architecture.
+    """
+    import timm
+    import torch
+
+    if isinstance(spec, str):
+        from catalog._registry import get_model
+
+        spec = get_model(spec)
+    policy = weights or spec.source
+    if policy not in WEIGHT_POLICIES:
+        spec, policy = spec.replace(source="file", checkpoint=policy), "file"
+    cfg = _timm_cfg(spec)
+    name = spec.timm_name if cfg is not None and cfg.tag == spec.tag else spec.arch
+    overlay = _overlay(spec)
+    cached = hub_cached_file(spec) if policy in ("hub", "auto") else None
+    if policy == "auto":
+        policy = "hub" if cached else "random"
+    sha: str | None = None
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if policy == "hub":
+            if cached:
+                # Load the cached file directly: no network round trip, timm's checkpoint filters still apply.
+                model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={**overlay, "file": cached,
+                                                                                          "source": None})
+                sha = sha256_file(cached)
+            elif _hub_offline():
+                raise CatalogError(
+                    f"pretrained weights of {spec.name!r} are not cached locally and the hub is offline "
+                    f"(HF_HUB_OFFLINE); download them once online, or use --weights random (weights='random')"
+                )
+            else:
+                try:
+                    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay)
+                except Exception as exc:
+                    raise CatalogError(
+                        f"pretrained weights of {spec.name!r} are not cached locally and could not be downloaded "
+                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                        f"use --weights random (weights='random') for a smoke run"
+                    ) from exc
+                cached = hub_cached_file(spec)
+                sha = sha256_file(cached) if cached else None
+        elif policy == "random":
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(RANDOM_SEED)
+                model = timm.create_model(name, pretrained=False, pretrained_cfg_overlay=overlay)
+        else:  # file
+            if not spec.checkpoint:
+                raise CatalogError(f"model {spec.name!r}: weights 'file' needs a checkpoint path or URI")
+            model = timm.create_model(name, pretrained=False, pretrained_cfg_overlay=overlay)
+            state, sha = read_checkpoint(spec.checkpoint)
+            check_fits(model, state, spec.checkpoint, spec.arch, spec.name)
+            model.load_state_dict(state, strict=True)
+
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    model = model.to(device).eval()
+    data_config = {k: v for k, v in timm.data.resolve_model_data_config(model).items() if k in _DATA_CONFIG_KEYS}
+    transform = timm.data.create_transform(**data_config, is_training=False)
+    prefix, grid, fmt = _layout(model, data_config, device)
+    return LoadedModel(
+        model=model,
+        spec=spec,
+        weights=policy,
+        weights_sha256=sha,
+        data_config=data_config,
+        num_prefix_tokens=prefix,
+        grid_size=grid,
+        feature_fmt=fmt,
+        transform=transform,
+    )
+
+

@@ -1,0 +1,125 @@
+"""The built-in ``sample`` datasets: seeded crops of the photos scikit-image and scikit-learn ship.
+
+Works offline (no download): only images bundled with the installed packages are used. Each split is
+written once as Parquet (columns ``image_id``, ``image`` (PNG bytes), ``label``) under
+``<cache>/sample/v<SAMPLE_VERSION>/``; rebuilding gives the same images, ids and fingerprint.
+
+- ``train``/``test``: natural photos; each photo is split in two halves along its longer side, train crops
+  come from the first half and test crops from the second, so the two splits share no pixel.
+- ``ood``: histology (immunohistochemistry slide) and retina (fundus photo) crops.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from catalog._paths import cache_dir
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["SAMPLE_SPLITS", "SAMPLE_VERSION", "materialize_sample", "sample_path"]
+
+SAMPLE_VERSION = 1
+SAMPLE_SPLITS = ("train", "test", "ood")
+CROP = 256
+PER_SPLIT = 100
+SEED = 20230501
+NATURAL = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "china", "flower")
+OOD = ("immunohistochemistry", "retina")
+
+
+def _photo(name: str) -> np.ndarray:
+    import numpy as np
+
+    if name in ("china", "flower"):
+        from sklearn.datasets import load_sample_image
+
+        return np.asarray(load_sample_image(f"{name}.jpg"), dtype=np.uint8)
+    import skimage.data
+
+    loader: Callable[[], np.ndarray] = getattr(skimage.data, name)
+    return np.asarray(loader(), dtype=np.uint8)[..., :3]
+
+
+def _region(img: np.ndarray, split: str) -> np.ndarray:
+    """The part of a photo a split may crop from: a half (train/test) or the central part (ood)."""
+    h, w = img.shape[:2]
+    if split == "ood":
+        # The fundus photo has a black border: keep the central 60%; harmless for the histology slide.
+        top, left = int(0.2 * h), int(0.2 * w)
+        return img[top:h - top, left:w - left]
+    if w >= h:
+        return img[:, : w // 2] if split == "train" else img[:, w // 2:]
+    return img[: h // 2] if split == "train" else img[h // 2:]
+
+
+def _crops(split: str) -> list[tuple[str, bytes, str]]:
+    import numpy as np
+    from PIL import Image
+
+    photos = NATURAL if split in ("train", "test") else OOD
+    counts = [PER_SPLIT // len(photos) + (i < PER_SPLIT % len(photos)) for i in range(len(photos))]
+    rows = []
+    for p_idx, (name, count) in enumerate(zip(photos, counts, strict=True)):
+        region = _region(_photo(name), split)
+        rh, rw = region.shape[:2]
+        short = min(rh, rw)
+        rng = np.random.default_rng([SEED, SAMPLE_SPLITS.index(split), p_idx])
+        for k in range(count):
+            side = int(rng.integers(max(32, short // 3), short + 1))
+            top = int(rng.integers(0, rh - side + 1))
+            left = int(rng.integers(0, rw - side + 1))
+            crop = Image.fromarray(region[top:top + side, left:left + side])
+            if side != CROP:
+                crop = crop.resize((CROP, CROP), Image.Resampling.BICUBIC)
+            buf = io.BytesIO()
+            crop.save(buf, format="PNG", compress_level=1)
+            rows.append((f"{split}/{name}/{k:03d}", buf.getvalue(), name))
+    return rows
+
+
+def sample_path(split: str) -> Path:
+    """Path of one split's Parquet file (not necessarily built yet)."""
+    return cache_dir() / "sample" / f"v{SAMPLE_VERSION}" / f"{split}.parquet"
+
+
+def materialize_sample(split: str, *, force: bool = False) -> Path:
+    """Build one split of the sample dataset once (atomic write), and return its Parquet path.
+
+    Args:
+        split: ``train``, ``test`` or ``ood``.
+        force: Rebuild even if the file exists.
+
+    Returns:
+        The Parquet file path.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if split not in SAMPLE_SPLITS:
+        raise ValueError(f"unknown sample split {split!r}; one of {SAMPLE_SPLITS}")
+    path = sample_path(split)
+    if path.exists() and not force:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = _crops(split)
+    table = pa.table({
+        "image_id": pa.array([r[0] for r in rows], pa.string()),
+        "image": pa.array([r[1] for r in rows], pa.binary()),
+        "label": pa.array([r[2] for r in rows], pa.string()),
+    })
+    fd, tmp = tempfile.mkstemp(prefix=f".{split}-", suffix=".parquet", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)  # atomic: concurrent builders write the same content
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
