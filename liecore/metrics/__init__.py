@@ -1,0 +1,53 @@
+r"""Alternative equivariance metrics, all behind one signature.
+
+.. code-block:: python
+
+    metric(f, x, *, rng=None, seed=0, **params) -> MetricResult
+
+``rng`` is a CPU ``torch.Generator`` (else one is seeded with ``seed``); results hold
+per-image values ``(B,)`` in float64 with the metric's name, unit, ``higher_is_better``,
+mean/stderr and the parameters used. :data:`METRICS` maps names to the callables.
+
+* :func:`shift_consistency`, :func:`circular_shift_consistency` (Zhang 2019), percent;
+* :func:`eq_t`, :func:`eq_t_frac`, :func:`eq_r` (Karras et al. 2021), PSNR in dB, and
+  :func:`eq_layerwise` per layer (normalized per :math:`N` and per :math:`\sqrt N`);
+* :func:`sampled_equivariance_error`, :math:`\mathbb E_t\|\rho(t)^{-1}f(\rho(t)x)-f(x)\|^2/\dim`.
+"""
+
+from collections.abc import Callable
+
+from ._consistency import circular_shift_consistency, shift_consistency
+from ._eq import EQ_KINDS, LayerwiseEQResult, eq_layerwise, eq_r, eq_t, eq_t_frac
+from ._resample import fractional_translate, integer_translate, lanczos, psnr, resample, rotate
+from ._result import MetricResult
+from ._sampled import sampled_equivariance_error
+
+METRICS: dict[str, Callable[..., MetricResult]] = {
+    "shift_consistency": shift_consistency,
+    "circular_shift_consistency": circular_shift_consistency,
+    "eq_t": eq_t,
+    "eq_t_frac": eq_t_frac,
+    "eq_r": eq_r,
+    "sampled_equivariance_error": sampled_equivariance_error,
+}
+"""Registry: metric name -> callable ``metric(f, x, *, rng, seed, ...) -> MetricResult``."""
+
+__all__ = [
+    "EQ_KINDS",
+    "METRICS",
+    "LayerwiseEQResult",
+    "MetricResult",
+    "circular_shift_consistency",
+    "eq_layerwise",
+    "eq_r",
+    "eq_t",
+    "eq_t_frac",
+    "fractional_translate",
+    "integer_translate",
+    "lanczos",
+    "psnr",
+    "resample",
+    "rotate",
+    "sampled_equivariance_error",
+    "shift_consistency",
+]

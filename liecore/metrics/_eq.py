@@ -1,0 +1,465 @@
+r"""EQ-T, EQ-T_frac and EQ-R of Karras et al. (2021, "Alias-Free Generative Adversarial Networks").
+
+For a transformation :math:`T` drawn at random, compare :math:`f(Tx)` with :math:`T f(x)`
+(spatial or token outputs; the transformation is rescaled to the output's grid) or with
+:math:`f(x)` (invariant outputs: logits or probabilities), over the elements that are valid
+after the transformation (see :mod:`liecore.metrics._resample` for the masks):
+
+.. math::
+
+    \mathrm{MSE}(x) = \mathbb E_T \frac{\sum_{e \in \mathrm{valid}} (f(Tx)_e - (T f(x))_e)^2}
+                                     {|\mathrm{valid}|},
+    \qquad
+    \mathrm{PSNR} = 20 \log_{10} 2 - 10 \log_{10} \mathrm{MSE}\ \ [\mathrm{dB}],
+
+the peak-to-peak range 2 assuming values in :math:`[-1, 1]` (``peak_to_peak``). Draws, per
+image and per sample:
+
+* ``eq_t``: :math:`t \sim U[-t_{max}, t_{max}]^2` of the image size (rows, columns),
+  rounded to whole pixels of the *coarsest* grid involved (so the shift is an integer
+  number of pixels on every grid); exact shift with zero fill;
+* ``eq_t_frac``: the same :math:`t`, unrounded, Lanczos-:math:`a` (windowed-sinc)
+  interpolation;
+* ``eq_r``: :math:`\theta \sim U[-\theta_{max}, \theta_{max}]`, rotation about the centre
+  with the Lanczos-:math:`a` interpolant and a circular mask.
+
+Per image the MSE is averaged over draws and turned into a PSNR (``inf`` for MSE 0);
+``pooled`` is the PSNR of the MSE averaged over images too (the number Karras et al.
+report). Higher PSNR is better.
+
+Per layer (:func:`eq_layerwise`) the same comparison is made on activations with declared
+layouts and two normalizations are returned, since they change rankings between layers of
+different sizes: per element, :math:`\mathrm{SSE}/N`, and per square-root element,
+:math:`\mathrm{SSE}/\sqrt N` (the latter is what the paper's code ``lee/layerwise_other.py``
+used for EQ-T), :math:`N` the number of valid elements.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from .._derivative import differentiable_mode, with_output
+from .._layout import Layout
+from ._resample import fractional_translate, integer_translate, masked_sq_error, psnr, rotate
+from ._result import MetricResult, make_rng
+
+__all__ = ["EQ_KINDS", "LayerwiseEQResult", "eq_layerwise", "eq_r", "eq_t", "eq_t_frac"]
+
+EQ_KINDS: tuple[str, ...] = ("eq_t", "eq_t_frac", "eq_r")
+
+EQKind = Literal["eq_t", "eq_t_frac", "eq_r"]
+
+
+def _resolve_output(f, layout: Layout, output: str | None) -> tuple[Callable, str]:
+    if output is None:
+        output = "probs" if layout.kind == "invariant" else "raw"
+    if output == "raw":
+        return f, output
+    if layout.kind != "invariant":
+        raise ValueError(f"output={output!r} applies to classifiers; a {layout.kind} output is used raw")
+    return with_output(f, output), output
+
+
+def _grid_size(y: torch.Tensor, layout: Layout) -> tuple[int, int] | None:
+    if layout.kind == "invariant":
+        return None
+    if layout.kind == "tokens":
+        return layout.grid  # type: ignore[return-value]
+    return (y.shape[1], y.shape[2]) if layout.channels_last else (y.shape[-2], y.shape[-1])
+
+
+@dataclass(frozen=True)
+class _Draw:
+    """One draw for a batch: fractions of the size (t_y, t_x), each (B,), or angles (B,)."""
+
+    ty: torch.Tensor
+    tx: torch.Tensor
+    angle: torch.Tensor
+
+
+def _draw(b: int, gen: torch.Generator, t_max: float, angle_max: float) -> _Draw:
+    u = torch.rand(3, b, generator=gen, dtype=torch.float64) * 2 - 1
+    return _Draw(u[0] * t_max, u[1] * t_max, u[2] * angle_max)
+
+
+def _quantum(sizes: list[int]) -> tuple[int, int]:
+    """(reference size g, ...) such that shifts of whole pixels on a g-grid are whole on every grid."""
+    g = min(sizes)
+    for s in sizes:
+        if s % g:
+            raise ValueError(
+                f"eq_t needs grid sizes that are multiples of the coarsest one to shift by whole pixels, got {sizes}"
+            )
+    return g, max(sizes)
+
+
+def _transform_fn(kind: str, draw: _Draw, size: tuple[int, int], ref: tuple[int, int] | None, a: int):
+    """The transformation T on a (B, C, h, w) map of grid ``size``.
+
+    ``ref`` is the coarsest grid (rows, cols) involved, on which integer shifts are rounded.
+    """
+    h, w = size
+    if kind == "eq_r":
+        return lambda m: rotate(m, draw.angle.to(m.device), a)
+    if kind == "eq_t_frac":
+        return lambda m: fractional_translate(m, (draw.ty * h).to(m.device), (draw.tx * w).to(m.device), a)
+    gh, gw = ref if ref is not None else (h, w)
+    dy = torch.round(draw.ty * gh).long() * (h // gh)
+    dx = torch.round(draw.tx * gw).long() * (w // gw)
+    return lambda m: integer_translate(m, dy.to(m.device), dx.to(m.device))
+
+
+def _ref_grid(kind: str, sizes: list[tuple[int, int]]) -> tuple[int, int] | None:
+    if kind != "eq_t" or not sizes:
+        return None
+    gh, _ = _quantum([s[0] for s in sizes])
+    gw, _ = _quantum([s[1] for s in sizes])
+    return gh, gw
+
+
+def _eq(
+    kind: EQKind,
+    f: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    *,
+    rng: torch.Generator | None,
+    seed: int | None,
+    num_samples: int,
+    t_max: float,
+    angle_max: float,
+    out_layout: Layout | None,
+    output: str | None,
+    a: int,
+    peak_to_peak: float,
+) -> MetricResult:
+    if x.ndim != 4:
+        raise ValueError(f"images must be (B, C, H, W), got shape {tuple(x.shape)}")
+    if num_samples < 1:
+        raise ValueError("num_samples must be >= 1")
+    layout = out_layout or Layout.invariant()
+    fo, output = _resolve_output(f, layout, output)
+    gen = make_rng(rng, seed)
+    b, _, h, w = x.shape
+    mse = torch.zeros(b, dtype=torch.float64)
+    with differentiable_mode(f):
+        y = fo(x)
+        layout.check(y, "output")
+        osize = _grid_size(y, layout)
+        ref = _ref_grid(kind, [(h, w)] + ([osize] if osize else []))
+        for _ in range(num_samples):
+            draw = _draw(b, gen, t_max, angle_max)
+            xt, _ = _transform_fn(kind, draw, (h, w), ref, a)(x)
+            yt = fo(xt)
+            fn = _transform_fn(kind, draw, osize, ref, a) if osize else None
+            sse, cnt = masked_sq_error(yt, y, layout, fn)
+            mse += (sse / cnt.clamp_min(1)).cpu()
+    mse /= num_samples
+    params: dict[str, Any] = {
+        "num_samples": num_samples,
+        "layout": layout.kind,
+        "output": output,
+        "peak_to_peak": peak_to_peak,
+        "seed": None if rng is not None else seed,
+        "dtype": str(x.dtype).replace("torch.", ""),
+    }
+    if kind == "eq_r":
+        params.update(angle_max=angle_max, interpolation=f"lanczos{a}")
+    else:
+        params.update(t_max=t_max, t_unit="fraction of image size")
+        if kind == "eq_t_frac":
+            params["interpolation"] = f"lanczos{a}"
+    return MetricResult(
+        name=kind,
+        values=psnr(mse, peak_to_peak),
+        unit="dB",
+        higher_is_better=True,
+        params=params,
+        extras={"mse": mse},
+        pooled=float(psnr(mse.mean(), peak_to_peak)),
+    )
+
+
+def eq_t(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    *,
+    rng: torch.Generator | None = None,
+    seed: int | None = 0,
+    num_samples: int = 10,
+    t_max: float = 0.125,
+    out_layout: Layout | None = None,
+    output: str | None = None,
+    peak_to_peak: float = 2.0,
+) -> MetricResult:
+    r"""EQ-T: PSNR between :math:`f(Tx)` and :math:`T f(x)` for integer translations.
+
+    Args:
+        f: model or callable on ``(B, C, H, W)`` images; samples processed independently.
+        x: images ``(B, C, H, W)``.
+        rng: a CPU ``torch.Generator`` to draw from (else one seeded with ``seed``).
+        seed: seed used when ``rng`` is None.
+        num_samples: draws per image.
+        t_max: translations :math:`t \sim U[-t_{max}, t_{max}]` per axis, as a fraction of
+            the image size, rounded to whole pixels of the coarsest grid (image or output).
+        out_layout: the output's layout (default invariant: compare :math:`f(Tx)` with
+            :math:`f(x)`).
+        output: for invariant outputs ``"probs"`` (default, softmax, as the paper's code)
+            or ``"logits"``; spatial/token outputs are compared raw.
+        peak_to_peak: the value range assumed by the PSNR (2 for :math:`[-1, 1]`).
+
+    Returns:
+        :class:`MetricResult` named ``"eq_t"``: per-image PSNR in dB (``extras["mse"]``:
+        the per-image MSE; ``pooled``: PSNR of the mean MSE). Exactly equivariant models
+        give ``inf``.
+    """
+    return _eq("eq_t", f, x, rng=rng, seed=seed, num_samples=num_samples, t_max=t_max, angle_max=0.0,
+               out_layout=out_layout, output=output, a=3, peak_to_peak=peak_to_peak)
+
+
+def eq_t_frac(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    *,
+    rng: torch.Generator | None = None,
+    seed: int | None = 0,
+    num_samples: int = 10,
+    t_max: float = 0.125,
+    out_layout: Layout | None = None,
+    output: str | None = None,
+    a: int = 3,
+    peak_to_peak: float = 2.0,
+) -> MetricResult:
+    r"""EQ-T_frac: as :func:`eq_t` for real-valued translations, Lanczos-``a`` interpolation.
+
+    :math:`t \sim U[-t_{max}, t_{max}]^2` of the image size, not rounded; on an output grid
+    of another resolution the shift is :math:`t` times that grid's size.
+    """
+    return _eq("eq_t_frac", f, x, rng=rng, seed=seed, num_samples=num_samples, t_max=t_max, angle_max=0.0,
+               out_layout=out_layout, output=output, a=a, peak_to_peak=peak_to_peak)
+
+
+def eq_r(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    *,
+    rng: torch.Generator | None = None,
+    seed: int | None = 0,
+    num_samples: int = 10,
+    angle_max: float = math.pi,
+    out_layout: Layout | None = None,
+    output: str | None = None,
+    a: int = 3,
+    peak_to_peak: float = 2.0,
+) -> MetricResult:
+    r"""EQ-R: as :func:`eq_t` for rotations :math:`\theta \sim U[-\theta_{max}, \theta_{max}]` about the centre.
+
+    Lanczos-``a`` resampling of the rotated grid and a circular mask (the inscribed disc
+    shrunk by ``a`` pixels).
+    """
+    return _eq("eq_r", f, x, rng=rng, seed=seed, num_samples=num_samples, t_max=0.0, angle_max=angle_max,
+               out_layout=out_layout, output=output, a=a, peak_to_peak=peak_to_peak)
+
+
+# --- per layer ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LayerwiseEQResult:
+    r"""Per-image, per-layer EQ errors of one transformation family.
+
+    Attributes:
+        metric: ``"eq_t"``, ``"eq_t_frac"`` or ``"eq_r"``.
+        mode: ``"local"`` (each layer on its own recorded input) or ``"cumulative"``
+            (activations of the whole model on :math:`Tx` against :math:`T` of those on
+            :math:`x`).
+        layers: qualified module names, in column order.
+        sse: ``(B, L)`` float64, squared error summed over valid elements, averaged over draws.
+        count: ``(B, L)`` float64, number of valid elements :math:`N`, averaged over draws.
+        per_element: ``(B, L)``, :math:`\mathbb E_T[\mathrm{SSE}/N]`.
+        per_sqrt_element: ``(B, L)``, :math:`\mathbb E_T[\mathrm{SSE}/\sqrt N]`.
+        params: the parameters used.
+    """
+
+    metric: str
+    mode: str
+    layers: tuple[str, ...]
+    sse: torch.Tensor
+    count: torch.Tensor
+    per_element: torch.Tensor
+    per_sqrt_element: torch.Tensor
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    NORMALIZATIONS = ("n", "sqrt_n")
+
+    def result(self, layer: str, normalization: str = "n") -> MetricResult:
+        """The :class:`MetricResult` of one layer, normalized per ``"n"`` or ``"sqrt_n"`` elements."""
+        i = self.layers.index(layer)
+        if normalization == "n":
+            vals, unit = self.per_element[:, i], "mse"
+        elif normalization == "sqrt_n":
+            vals, unit = self.per_sqrt_element[:, i], "sse/sqrt(n)"
+        else:
+            raise ValueError(f"normalization must be one of {self.NORMALIZATIONS}, got {normalization!r}")
+        return MetricResult(
+            name=f"{self.metric}_layer",
+            values=vals,
+            unit=unit,
+            higher_is_better=False,
+            params={**self.params, "layer": layer, "normalization": normalization, "mode": self.mode},
+        )
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """``{layer: {"n": mean, "sqrt_n": mean}}`` over images."""
+        return {
+            name: {"n": float(self.per_element[:, i].mean()), "sqrt_n": float(self.per_sqrt_element[:, i].mean())}
+            for i, name in enumerate(self.layers)
+        }
+
+
+class _Recorder:
+    """Owns forward hooks on named submodules; records (first tensor input, output) per call."""
+
+    def __init__(self, model: nn.Module, names: list[str]) -> None:
+        self.model = model
+        self.names = names
+        self.store: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.handles: list[Any] = []
+
+    def __enter__(self) -> _Recorder:
+        for name in self.names:
+            mod = self.model.get_submodule(name)
+
+            def hook(module, args, out, _name=name):
+                inp = args[0] if args else None
+                if _name in self.store:
+                    raise RuntimeError(f"layer {_name!r} was called twice in one forward pass; hook a distinct module")
+                if not isinstance(out, torch.Tensor):
+                    raise TypeError(f"layer {_name!r} returned {type(out).__name__}; a tensor is needed")
+                self.store[_name] = (inp, out)
+
+            self.handles.append(mod.register_forward_hook(hook))
+        return self
+
+    def run(self, x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        self.store = {}
+        self.model(x)
+        missing = [n for n in self.names if n not in self.store]
+        if missing:
+            raise RuntimeError(f"layers not called in the forward pass: {missing}")
+        return self.store
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
+def eq_layerwise(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: Mapping[str, Layout | tuple[Layout, Layout]],
+    *,
+    metric: EQKind = "eq_t",
+    mode: Literal["local", "cumulative"] = "local",
+    rng: torch.Generator | None = None,
+    seed: int | None = 0,
+    num_samples: int = 1,
+    t_max: float = 0.125,
+    angle_max: float = math.pi,
+    a: int = 3,
+) -> LayerwiseEQResult:
+    r"""EQ-T / EQ-T_frac / EQ-R error of declared layers, normalized per :math:`N` and per :math:`\sqrt N`.
+
+    Args:
+        model: an ``nn.Module``; each declared layer is a submodule called once per forward
+            pass whose first positional argument is its only tensor input (``local`` mode).
+        x: images ``(B, C, H, W)``.
+        layers: qualified name -> layout of the layer's output, or ``(input layout,
+            output layout)``; a single layout means input and output share it
+            (``local`` mode). Layers are hooked with forward hooks that are removed on exit.
+        metric: ``"eq_t"``, ``"eq_t_frac"`` or ``"eq_r"`` (the transformation family).
+        mode: ``"local"``: for each layer :math:`\ell` with recorded input :math:`z`,
+            compare :math:`\ell(Tz)` with :math:`T \ell(z)` (the layer's own contribution,
+            as the paper's ``layerwise_other.py``); ``"cumulative"``: compare the
+            activation of the model on :math:`Tx` with :math:`T` of its activation on
+            :math:`x`.
+        rng, seed, num_samples, t_max, angle_max, a: as in :func:`eq_t` and :func:`eq_r`;
+            the same draws serve every layer. For ``eq_t`` shifts are whole pixels of the
+            coarsest grid involved (per layer in ``local`` mode, over the image and all
+            layers in ``cumulative`` mode).
+
+    Returns:
+        :class:`LayerwiseEQResult` with both normalizations. Invariant-layout tensors
+        (pooled features, logits) are compared without transformation.
+    """
+    if metric not in EQ_KINDS:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {EQ_KINDS}")
+    if mode not in ("local", "cumulative"):
+        raise ValueError(f"mode must be 'local' or 'cumulative', got {mode!r}")
+    if x.ndim != 4:
+        raise ValueError(f"images must be (B, C, H, W), got shape {tuple(x.shape)}")
+    names = list(layers)
+    lays = {n: (v if isinstance(v, tuple) else (v, v)) for n, v in layers.items()}
+    gen = make_rng(rng, seed)
+    b, _, h, w = x.shape
+    nl = len(names)
+    sse = torch.zeros(b, nl, dtype=torch.float64)
+    cnt = torch.zeros(b, nl, dtype=torch.float64)
+    per_n = torch.zeros(b, nl, dtype=torch.float64)
+    per_sqrt = torch.zeros(b, nl, dtype=torch.float64)
+    with differentiable_mode(model), _Recorder(model, names) as rec:
+        base = dict(rec.run(x))
+        out_sizes = {n: _grid_size(base[n][1], lays[n][1]) for n in names}
+        for n in names:
+            lays[n][1].check(base[n][1], f"output of {n!r}")
+        ref = None
+        if mode == "cumulative":
+            ref = _ref_grid(metric, [(h, w)] + [s for s in out_sizes.values() if s])
+        for _ in range(num_samples):
+            draw = _draw(b, gen, t_max, angle_max)
+            if mode == "cumulative":
+                xt, _ = _transform_fn(metric, draw, (h, w), ref, a)(x)
+                moved = rec.run(xt)
+            for i, n in enumerate(names):
+                lin, lout = lays[n]
+                z, y = base[n]
+                osize = out_sizes[n]
+                if mode == "cumulative":
+                    yt, tref = moved[n][1], ref
+                else:
+                    if not isinstance(z, torch.Tensor):
+                        raise TypeError(f"layer {n!r} has no tensor input to transform")
+                    lin.check(z, f"input of {n!r}")
+                    isize = _grid_size(z, lin)
+                    tref = _ref_grid(metric, [s for s in (isize, osize) if s])
+                    if isize is None:
+                        zt = z
+                    else:
+                        pre, grid = lin.to_nchw(z)
+                        gt, _ = _transform_fn(metric, draw, isize, tref, a)(grid)
+                        zt = lin.from_nchw(pre, gt)
+                    yt = model.get_submodule(n)(zt)
+                fn = _transform_fn(metric, draw, osize, tref, a) if osize else None
+                s, c = masked_sq_error(yt, y, lout, fn)
+                s, c = s.cpu(), c.cpu()
+                sse[:, i] += s
+                cnt[:, i] += c
+                per_n[:, i] += s / c.clamp_min(1)
+                per_sqrt[:, i] += s / c.clamp_min(1).sqrt()
+    k = float(num_samples)
+    params = {
+        "num_samples": num_samples,
+        "seed": None if rng is not None else seed,
+        "layouts": {n: (lays[n][0].kind, lays[n][1].kind) for n in names},
+    }
+    if metric == "eq_r":
+        params.update(angle_max=angle_max, interpolation=f"lanczos{a}")
+    else:
+        params.update(t_max=t_max, t_unit="fraction of image size")
+        if metric == "eq_t_frac":
+            params["interpolation"] = f"lanczos{a}"
+    return LayerwiseEQResult(metric, mode, tuple(names), sse / k, cnt / k, per_n / k, per_sqrt / k, params)
