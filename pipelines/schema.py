@@ -101,7 +101,13 @@ def _key_columns() -> tuple[Column, ...]:
         Column("role", pa.string(), "-", "dataset role: `train`, `test` or `ood`"),
         Column("sample_id", pa.string(), "-", "image id within the dataset (`image_id` of the catalog record)"),
         Column("sample_index", pa.int32(), "-", "0-based position of the image in the evaluated (ordered, limited) dataset"),
-        Column("label", pa.int64(), "class index", "ground-truth label of the image, null if unknown", nullable=True),
+        Column(
+            "label",
+            pa.string(),
+            "-",
+            "ground-truth label as the dataset records it (class name, or class index as text); null if unknown",
+            nullable=True,
+        ),
     )
 
 
