@@ -4,4 +4,6 @@ and sets ``func`` (called with the parsed namespace, returning an exit code)."""
 COMMAND_MODULES = (
     "pipelines.commands.eval_cmd",
     "pipelines.commands.catalog_cmd",
+    "pipelines.commands.submit_cmd",
+    "pipelines.commands.reevaluate_cmd",
 )

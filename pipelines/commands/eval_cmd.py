@@ -1,0 +1,123 @@
+"""``lee eval``: run a sweep of models x datasets x metric families into the results store."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipelines.config import DEFAULT_OUTPUT, FAMILIES, SweepConfig, load_yaml
+
+EPILOG = """examples:
+  lee eval --limit 8                                   # quickstart models on the sample set, 8 images
+  lee eval -m tiny --img-size 64 --limit 16 -o ./res   # timm's tiny test models, small inputs
+  lee eval -m 'resnet*' -m vit_base_patch16_224.augreg2_in21k_ft_in1k --metrics lee,alt
+  lee eval --config run.yaml --images 50               # YAML base, flags override
+  lee eval -m paper --dry-run                          # list the units, compute nothing
+  lee eval --address ray://head:10001 -o s3://bucket/lee   # join a Ray cluster
+"""
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+class _Extend(argparse.Action):
+    """Repeatable, comma-separated list flag."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        cur = getattr(namespace, self.dest) or []
+        setattr(namespace, self.dest, cur + _csv(values))
+
+
+def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
+    """The sweep flags (shared by ``eval``, ``submit`` and ``reevaluate``)."""
+    what = p.add_argument_group("what to evaluate")
+    what.add_argument("-m", "--models", action=_Extend, metavar="SEL",
+                      help="catalog names (quickstart, paper, all, tiny), a YAML path, model names or fnmatch "
+                           "patterns; comma-separated or repeated (default: quickstart)")
+    what.add_argument("-d", "--datasets", action=_Extend, metavar="NAME", help="catalog datasets (default: sample)")
+    what.add_argument("-g", "--generators", action=_Extend, metavar="NAME",
+                      help="liecore generators (default: the paper's eight)")
+    what.add_argument("--metrics", action=_Extend, metavar="FAMILY",
+                      help=f"metric families: {', '.join(FAMILIES)} (default: lee)")
+    what.add_argument("-n", "--images", type=int, help="images per dataset (default: 100, the paper's)")
+    what.add_argument("--limit", type=int, help="smoke runs: at most this many images per dataset")
+    what.add_argument("--weights", choices=("auto", "hub", "file", "random"),
+                      help="weights policy (default auto: hub weights if cached, else random init, recorded)")
+    what.add_argument("--img-size", type=int, help="override every model's input size (smoke runs)")
+    what.add_argument("--output-kind", choices=("probs", "logits"), help="differentiate probs (default) or logits")
+    what.add_argument("--interpolation", choices=("cubic", "spectral"), help="liecore interpolant (default cubic)")
+    what.add_argument("--layerwise-method", choices=("exact", "stochastic"), help="layerwise method (default exact)")
+    what.add_argument("--layerwise-generators", action=_Extend, metavar="NAME",
+                      help="generators of the layerwise family (default: the first generator)")
+    what.add_argument("--num-probes", type=int, help="probes of the stochastic layerwise method (default 8)")
+    what.add_argument("--alt-metrics", action=_Extend, metavar="NAME", help="alternative metrics (default: all)")
+    what.add_argument("--seed", type=int, help="seed of every unit (default 0)")
+    where = p.add_argument_group("where and how")
+    where.add_argument("-o", "--output", metavar="URI", help=f"results root, any fsspec URI (default {DEFAULT_OUTPUT})")
+    where.add_argument("--config", metavar="YAML", help="run.yaml with the same keys; flags override it")
+    where.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    where.add_argument("--actors", type=int, help="model actors (default: one per GPU, else one per CPU)")
+    where.add_argument("--batch-size", type=int, help="images per liecore call (default 16; halved on OOM)")
+    where.add_argument("--force", action="store_true", default=None, help="recompute units that are already done")
+
+
+def config_from_args(args: argparse.Namespace) -> SweepConfig:
+    base = SweepConfig.from_dict(load_yaml(args.config), source=args.config) if args.config else SweepConfig()
+    overrides = {name: getattr(args, name, None) for name in SweepConfig.field_names()}
+    return base.merged(overrides)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="run a sweep (models x datasets x metrics) into the results store",
+        description="Evaluate learned equivariance of catalog models on Ray; results go to hive-partitioned "
+                    "Parquet under --output. Completed units are skipped on rerun (--force redoes them).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_sweep_arguments(p)
+    p.add_argument("--dry-run", action="store_true", help="list the units (todo / done) and exit")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress line on stderr (default: when stderr is a terminal)")
+    p.set_defaults(func=run)
+
+
+def print_units(plan, out=None) -> None:
+    from pipelines.sweep import format_table
+
+    out = out or sys.stdout
+    todo = {u.key for u in plan.todo}
+    rows = [
+        {
+            "unit": u.key,
+            "family": u.family,
+            "model": u.model.name,
+            "dataset": u.dataset.name,
+            "n": u.dataset.n_images,
+            "state": "todo" if u.key in todo else "done",
+            "prev": plan.status.get(u.key, "-"),
+        }
+        for u in plan.units
+    ]
+    print(format_table(rows, [("unit", "unit"), ("family", "family"), ("model", "model"), ("dataset", "dataset"),
+                              ("n", "images"), ("state", "action"), ("prev", "stored")]), file=out)
+    print(f"\n{len(plan.units)} units, {len(plan.todo)} to run, {len(plan.units) - len(plan.todo)} already done "
+          f"(output {plan.store.uri})", file=out)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipelines import sweep
+
+    cfg = config_from_args(args)
+    if args.dry_run:
+        p = sweep.plan(cfg, check_writable=False)
+        print_units(p)
+        return 0
+    p = sweep.plan(cfg)
+    total_images = sum(u.dataset.n_images for u in p.todo)
+    prog = sweep.Progress(len(p.todo), total_images, enabled=args.progress)
+    result = sweep.execute(p, progress=prog)
+    sweep.print_summary(result)
+    return 1 if result.failed else 0

@@ -1,0 +1,75 @@
+"""Provenance of a run: package versions, git revision, host and device."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import socket
+import subprocess
+from importlib import metadata
+
+__all__ = ["git_revision", "hardware", "hostname", "package_versions"]
+
+_PACKAGES = ("torch", "timm", "ray", "pyarrow", "duckdb", "fsspec", "numpy")
+
+
+@functools.cache
+def package_versions() -> str:
+    """JSON object of the versions that can change a number (sorted keys)."""
+    import liecore
+
+    out = {"python": platform.python_version(), "liecore": liecore.__version__}
+    try:
+        out["lee-eval"] = metadata.version("lee-eval")
+    except metadata.PackageNotFoundError:
+        out["lee-eval"] = None
+    try:
+        import catalog
+
+        out["catalog"] = getattr(catalog, "__version__", None)
+    except ImportError:  # pragma: no cover
+        out["catalog"] = None
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return json.dumps(out, sort_keys=True)
+
+
+@functools.cache
+def git_revision() -> str | None:
+    """``HEAD`` of the checkout this code lives in (``-dirty`` if modified); None outside git."""
+    if os.environ.get("LEE_GIT_REV"):
+        return os.environ["LEE_GIT_REV"]
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev + ("-dirty" if dirty else "") if rev else None
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+def hardware(device) -> str:
+    """Human-readable device: ``cuda: NVIDIA H100 ...`` or ``cpu (N threads)``."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"

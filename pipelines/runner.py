@@ -1,0 +1,261 @@
+"""The model actor: load a model once, run work units on batches with liecore, write the unit.
+
+:class:`UnitRunner` is a plain class (usable in-process); :mod:`pipelines.sweep` wraps it in a
+Ray actor with ``num_gpus=1`` on GPU clusters (``num_cpus`` otherwise) and restarts it if it
+dies. Every exception inside a unit becomes a ``failed`` ``runs`` row; CUDA/CPU out-of-memory
+first halves the batch, down to one image.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import time
+import traceback
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from pipelines import env, schema
+from pipelines.families import FAMILY_IMPLS
+from pipelines.store import Store
+from pipelines.units import WorkUnit
+
+__all__ = ["UnitRunner", "failed_row", "is_oom"]
+
+
+def _now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def is_oom(exc: BaseException) -> bool:
+    """CUDA or host out-of-memory raised by torch."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError | MemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
+    )
+
+
+def base_row(unit: WorkUnit, sweep_id: str, attempt: int) -> dict[str, Any]:
+    """The ``runs`` columns known before the unit runs."""
+    spec = unit.model
+    return {
+        "unit": unit.key,
+        "family": unit.family,
+        "model": spec.name,
+        "arch": spec.arch,
+        "model_version": str(spec.version),
+        "weights_policy": unit.weights_policy,
+        "weights": None,
+        "weights_sha256": None,
+        "dataset": unit.dataset.name,
+        "role": unit.dataset.role,
+        "dataset_fingerprint": unit.dataset.fingerprint,
+        "dataset_version": unit.dataset.version,
+        "metric_version": unit.metric_version,
+        "key_json": unit.key_json,
+        "config_json": json.dumps(unit.config, sort_keys=True),
+        "seed": unit.seed,
+        "n_images": unit.dataset.n_images,
+        "n_rows": 0,
+        "batch_size": None,
+        "attempt": attempt,
+        "error_type": None,
+        "error": None,
+        "load_s": None,
+        "compute_s": None,
+        "images_per_s": None,
+        "sweep_id": sweep_id,
+        "package_versions": env.package_versions(),
+        "git_rev": env.git_revision(),
+        "hostname": env.hostname(),
+        "schema_version": schema.SCHEMA_VERSION,
+    }
+
+
+def failed_row(unit: WorkUnit, sweep_id: str, attempt: int, exc: BaseException | str, started=None) -> dict[str, Any]:
+    """A ``failed`` ``runs`` row (also written by the driver when an actor died for good)."""
+    row = base_row(unit, sweep_id, attempt)
+    now = _now()
+    if isinstance(exc, BaseException):
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        row["error_type"] = type(exc).__name__
+        row["error"] = f"{type(exc).__name__}: {exc}\n{tb[-4000:]}"
+    else:
+        row["error_type"] = "Error"
+        row["error"] = str(exc)
+    row.update(
+        status="failed",
+        started_at=started or now,
+        finished_at=now,
+        wall_s=(now - (started or now)).total_seconds(),
+        hardware=row.get("hardware") or "unknown",
+    )
+    return row
+
+
+class UnitRunner:
+    """Runs work units; keeps the last loaded model so consecutive units of a model share it.
+
+    Args:
+        root: results root (fsspec URI); data files and ``runs`` rows are written from here.
+        device: torch device (default: CUDA if visible, else CPU).
+    """
+
+    def __init__(self, root: str, device: str | None = None):
+        self.store = Store(root)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self._cache_key = None
+        self._loaded = None
+
+    def ping(self) -> str:
+        return f"{env.hostname()} {env.hardware(self.device)}"
+
+    def _load(self, unit: WorkUnit):
+        import catalog
+
+        key = (unit.model, unit.weights_policy, unit.seed)
+        if key != self._cache_key:
+            self._loaded = self._cache_key = None
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            torch.manual_seed(unit.seed)  # random-init weights are reproducible
+            policy = None if unit.weights_policy in ("spec", None) else unit.weights_policy
+            self._loaded = catalog.build_model(unit.model, weights=policy, device=str(self.device))
+            self._cache_key = key
+        return self._loaded
+
+    def run(
+        self,
+        unit: WorkUnit,
+        shards: list,
+        sweep_id: str,
+        *,
+        attempt: int = 1,
+        batch_size: int = 16,
+    ) -> dict[str, Any]:
+        """Compute one unit and write it (data, then its ``runs`` row). Returns the ``runs`` row."""
+        started = _now()
+        t0 = time.perf_counter()
+        try:
+            self.store.clear_unit(unit.table, unit.model.name, unit.dataset.name, unit.key)
+            loaded = self._load(unit)
+            load_s = time.perf_counter() - t0
+            impl = FAMILY_IMPLS[unit.family]
+            cfg = loaded.data_config
+            mean, std = cfg.get("mean"), cfg.get("std")
+            parts: list[dict] = []
+            ids: list[str] = []
+            labels: list[Any] = []
+            compute_s = 0.0
+            bs = batch_size
+            for shard in shards:
+                shard = _resolve(shard)
+                tc = time.perf_counter()
+                x = loaded.preprocess(list(shard["images"])).to(self.device)
+                offset = len(ids)
+                cols, bs = _compute_with_oom_retry(impl.compute, loaded.model, x, unit, mean, std, bs)
+                compute_s += time.perf_counter() - tc
+                cols["sample_pos"] = np.asarray(cols["sample_pos"]) + offset
+                parts.append(cols)
+                ids.extend(str(i) for i in shard["ids"])
+                labels.extend(shard["labels"])
+            table = _assemble(unit, loaded.weights, parts, ids, labels)
+            self.store.write_data(unit.table, unit.model.name, unit.dataset.name, unit.key, table)
+            row = base_row(unit, sweep_id, attempt)
+            now = _now()
+            row.update(
+                status="done",
+                weights=loaded.weights,
+                weights_sha256=getattr(loaded, "weights_sha256", None),
+                n_rows=table.num_rows,
+                batch_size=bs,
+                started_at=started,
+                finished_at=now,
+                load_s=load_s,
+                compute_s=compute_s,
+                wall_s=time.perf_counter() - t0,
+                images_per_s=(len(ids) / compute_s) if compute_s > 0 else None,
+                hardware=env.hardware(self.device),
+            )
+        except Exception as exc:  # noqa: BLE001 - failure isolation: every error becomes a failed row
+            row = failed_row(unit, sweep_id, attempt, exc, started)
+            row["hardware"] = env.hardware(self.device)
+            row["wall_s"] = time.perf_counter() - t0
+            if self._loaded is not None:
+                row["weights"] = self._loaded.weights
+                row["weights_sha256"] = getattr(self._loaded, "weights_sha256", None)
+            if is_oom(exc):  # do not keep a model that filled the device
+                self._loaded = self._cache_key = None
+        self.store.write_run(row)
+        return _summary(row)
+
+
+def _summary(row: dict[str, Any]) -> dict[str, Any]:
+    keep = ("unit", "status", "family", "model", "weights", "dataset", "n_images", "n_rows", "error", "compute_s", "wall_s")
+    return {k: row.get(k) for k in keep}
+
+
+def _resolve(shard):
+    try:
+        import ray
+
+        if isinstance(shard, ray.ObjectRef):
+            return ray.get(shard)
+    except ImportError:  # pragma: no cover
+        pass
+    return shard
+
+
+def _compute_with_oom_retry(compute, model, x, unit, mean, std, bs):
+    """Run ``compute`` over ``x`` in chunks of ``bs`` images, halving ``bs`` on out-of-memory."""
+    out: list[dict] = []
+    start = 0
+    while start < x.shape[0]:
+        chunk = x[start : start + bs]
+        try:
+            torch.manual_seed(unit.seed)
+            cols = compute(model, chunk, config=unit.config, mean=mean, std=std, seed=unit.seed)
+        except Exception as exc:
+            if is_oom(exc) and bs > 1:
+                bs = max(1, bs // 2)
+                if x.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            raise
+        cols["sample_pos"] = np.asarray(cols["sample_pos"]) + start
+        out.append(cols)
+        start += chunk.shape[0]
+    merged = {k: _cat([c[k] for c in out]) for k in out[0]}
+    return merged, bs
+
+
+def _cat(values):
+    if isinstance(values[0], np.ndarray):
+        return np.concatenate(values)
+    return [v for part in values for v in part]
+
+
+def _assemble(unit: WorkUnit, weights: str, parts: list[dict], ids: list[str], labels: list[Any]) -> pa.Table:
+    """Family columns + key columns, cast to the table's schema."""
+    cols = {k: _cat([p[k] for p in parts]) for k in parts[0]}
+    pos = np.asarray(cols.pop("sample_pos"), dtype=np.int64)
+    n = len(pos)
+    lab = [None if (v is None or (isinstance(v, float) and np.isnan(v))) else str(v) for v in labels]
+    data = {
+        "unit": [unit.key] * n,
+        "model": [unit.model.name] * n,
+        "weights": [weights] * n,
+        "dataset": [unit.dataset.name] * n,
+        "role": [unit.dataset.role] * n,
+        "sample_id": [ids[i] for i in pos],
+        "sample_index": pos.astype(np.int32),
+        "label": [lab[i] for i in pos],
+        **cols,
+    }
+    sch = schema.TABLES[unit.table].schema
+    return pa.table({name: pa.array(data[name], type=sch.field(name).type) for name in sch.names}, schema=sch)

@@ -1,0 +1,117 @@
+"""The results store on any fsspec filesystem: atomic unit writes, the ``runs`` table, cleanup.
+
+See :mod:`pipelines.schema` for the layout and the visibility rule.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines import schema
+
+__all__ = ["Store", "StoreError"]
+
+
+class StoreError(ValueError):
+    """The output root cannot be reached or written."""
+
+
+class Store:
+    """One results root (``./lee-results``, ``s3://bucket/lee``, ``memory://x``...)."""
+
+    def __init__(self, root: str):
+        self.uri = root
+        try:
+            self.fs, self.path = fsspec.core.url_to_fs(root)
+        except (ImportError, ValueError) as exc:
+            raise StoreError(f"output root {root!r} cannot be opened: {exc}") from None
+        self.path = self.path.rstrip("/") or "/"
+
+    def __reduce__(self):  # ship the URI to actors, not an open filesystem
+        return (Store, (self.uri,))
+
+    # ---- checks ----------------------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Create the root and write/delete a probe file; :class:`StoreError` naming the problem."""
+        probe = f"{self.path}/_probe-{uuid.uuid4().hex}"
+        try:
+            self.fs.makedirs(self.path, exist_ok=True)
+            with self.fs.open(probe, "wb") as fh:
+                fh.write(b"ok")
+            self.fs.rm(probe)
+        except Exception as exc:  # noqa: BLE001 - any filesystem error means "not writable"
+            raise StoreError(f"output root {self.uri!r} is not writable: {type(exc).__name__}: {exc}") from None
+
+    # ---- writes ----------------------------------------------------------------------------------
+    def _write_atomic(self, directory: str, table: pa.Table, name: str = "part-0.parquet") -> str:
+        self.fs.makedirs(directory, exist_ok=True)
+        final = f"{directory}/{name}"
+        tmp = f"{directory}/_tmp-{uuid.uuid4().hex}.partial"  # ignored by *.parquet globs and pyarrow
+        with self.fs.open(tmp, "wb") as fh:
+            pq.write_table(table, fh, compression="zstd")
+        if self.fs.exists(final):
+            self.fs.rm(final)
+        self.fs.mv(tmp, final)
+        return final
+
+    def clear_unit(self, table: str, model: str, dataset: str, unit: str) -> None:
+        """Remove any (invisible, stale) data of a unit before it is recomputed."""
+        d = schema.data_path(self.path, table, model, dataset, unit)
+        if self.fs.exists(d):
+            self.fs.rm(d, recursive=True)
+
+    def write_data(self, table: str, model: str, dataset: str, unit: str, data: pa.Table) -> str:
+        """Write a unit's rows (already cast to the table schema), temp then rename."""
+        return self._write_atomic(schema.data_path(self.path, table, model, dataset, unit), data)
+
+    def write_run(self, row: dict[str, Any]) -> str:
+        """Write (replace) the unit's single ``runs`` row; this is what makes its data visible."""
+        t = pa.Table.from_pylist([row], schema=schema.RUNS.schema)
+        return self._write_atomic(schema.runs_path(self.path, row["unit"]), t)
+
+    # ---- reads -----------------------------------------------------------------------------------
+    def runs(self) -> pa.Table:
+        """All ``runs`` rows (empty table with the schema when there are none)."""
+        files = self.fs.glob(f"{self.path}/runs/unit=*/part-0.parquet")
+        if not files:
+            return schema.RUNS.schema.empty_table()
+        tables = []
+        for f in files:
+            with self.fs.open(f, "rb") as fh:
+                tables.append(pq.read_table(fh, schema=schema.RUNS.schema))
+        return pa.concat_tables(tables)
+
+    def run_status(self) -> dict[str, str]:
+        """unit key -> status."""
+        t = self.runs()
+        return dict(zip(t.column("unit").to_pylist(), t.column("status").to_pylist(), strict=True))
+
+    def read_table(self, table: str, units: list[str] | None = None, *, only_done: bool = True) -> pa.Table:
+        """Rows of a data table, only for units whose ``runs`` row says ``done`` (the visibility rule)."""
+        status = self.run_status()
+        keep = {u for u, s in status.items() if s == "done" or not only_done}
+        if units is not None:
+            keep &= set(units)
+        files = [
+            f
+            for f in self.fs.glob(f"{self.path}/{table}/model=*/dataset=*/unit=*/part-0.parquet")
+            if f.rsplit("/", 2)[-2].removeprefix("unit=") in keep
+        ]
+        sch = schema.TABLES[table].schema
+        if not files:
+            return sch.empty_table()
+        parts = []
+        for f in files:
+            with self.fs.open(f, "rb") as fh:
+                parts.append(pq.read_table(fh, schema=sch))
+        return pa.concat_tables(parts)
+
+    def local_path(self) -> str | None:
+        """A local directory path when the root is on the local filesystem (for DuckDB globs)."""
+        protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        return self.path if protocol in ("file", "local") else None

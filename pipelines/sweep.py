@@ -1,0 +1,369 @@
+"""A sweep: plan the work units, run the missing ones on Ray actors, summarise.
+
+Flow: validate everything (models, generators, families, datasets, output root) before any
+work; load and decode each dataset once on the driver and put it into the Ray object store
+in shards; group the units by model and hand each group to one model actor (several actors,
+so several models run at once); each actor loads the model once, applies the model's own
+preprocessing, runs liecore and writes the unit (data file, then its ``runs`` row).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from pipelines.cli import UsageError
+from pipelines.config import FAMILIES, SweepConfig
+from pipelines.progress import Progress
+from pipelines.store import Store, StoreError
+from pipelines.units import DatasetInfo, WorkUnit, family_config, make_unit
+
+__all__ = ["Plan", "SweepResult", "execute", "plan", "run_sweep", "summary_table"]
+
+WEIGHT_POLICIES = ("auto", "hub", "file", "random")
+
+
+@dataclass
+class Plan:
+    config: SweepConfig
+    store: Store
+    units: list[WorkUnit]
+    todo: list[WorkUnit]
+    status: dict[str, str]
+    images: dict[str, dict[str, list]] = field(repr=False)
+
+    @property
+    def skipped(self) -> list[WorkUnit]:
+        todo = {u.key for u in self.todo}
+        return [u for u in self.units if u.key not in todo]
+
+
+@dataclass
+class SweepResult:
+    plan: Plan
+    rows: list[dict[str, Any]]
+    wall_s: float
+    ray_s: float = 0.0
+
+    @property
+    def done(self) -> list[dict]:
+        return [r for r in self.rows if r["status"] == "done"]
+
+    @property
+    def failed(self) -> list[dict]:
+        return [r for r in self.rows if r["status"] != "done"]
+
+
+# --------------------------------------------------------------------------------------------- plan
+def _usage(exc: Exception) -> UsageError:
+    return UsageError(str(exc).strip("'\""))
+
+
+def resolve_models(cfg: SweepConfig) -> list:
+    import catalog
+
+    if not cfg.models:
+        raise UsageError("no models selected")
+    try:
+        specs = catalog.load_models(list(cfg.models))
+    except (ValueError, FileNotFoundError) as exc:  # CatalogError is a ValueError
+        raise _usage(exc) from None
+    if not specs:
+        raise UsageError(f"model selection {cfg.models} matches no model")
+    if cfg.img_size:
+        specs = [s.replace(img_size=int(cfg.img_size)) for s in specs]
+    return specs
+
+
+def load_images(cfg: SweepConfig) -> tuple[dict[str, DatasetInfo], dict[str, dict[str, list]]]:
+    """Load and decode each dataset once: ``{name: DatasetInfo}``, ``{name: {ids, labels, images}}``."""
+    import catalog
+
+    infos, images = {}, {}
+    specs = []
+    for sel in cfg.datasets:
+        try:
+            specs.extend(catalog.load_datasets(sel))
+        except (ValueError, FileNotFoundError) as exc:
+            raise _usage(exc) from None
+    for spec in specs:
+        name = spec.name
+        try:
+            imset = catalog.load_dataset(spec)
+        except (ValueError, FileNotFoundError, OSError) as exc:
+            raise UsageError(f"dataset {name!r} ({spec.uri}) cannot be loaded: {exc}") from None
+        recs = list(imset.images)[: cfg.n_images]
+        if not recs:
+            errors = getattr(imset, "errors", None)
+            raise UsageError(f"dataset {name!r} has no readable images ({spec.uri}){': ' + str(errors[:3]) if errors else ''}")
+        infos[name] = DatasetInfo(
+            name=spec.name,
+            role=getattr(spec, "role", None),
+            version=str(getattr(spec, "version", "")),
+            fingerprint=str(imset.fingerprint),
+            n_images=len(recs),
+        )
+        images[name] = {
+            "ids": [str(r.image_id) for r in recs],
+            "labels": [getattr(r, "label", None) for r in recs],
+            "images": [r.array for r in recs],
+        }
+    return infos, images
+
+
+def validate(cfg: SweepConfig) -> None:
+    """Cheap checks of everything that is not a model or dataset."""
+    import liecore
+
+    bad = [m for m in cfg.metrics if m not in FAMILIES]
+    if bad:
+        raise UsageError(f"unknown metric family {bad[0]!r} (choose from {', '.join(FAMILIES)})")
+    if not cfg.metrics:
+        raise UsageError("no metric family selected")
+    try:
+        liecore.resolve_generators(cfg.generators)
+        if cfg.layerwise_generators:
+            liecore.resolve_generators(cfg.layerwise_generators)
+    except ValueError as exc:
+        raise _usage(exc) from None
+    if cfg.weights not in WEIGHT_POLICIES:
+        raise UsageError(f"unknown weights policy {cfg.weights!r} (choose from {', '.join(WEIGHT_POLICIES)})")
+    if cfg.output_kind not in ("probs", "logits"):
+        raise UsageError(f"--output-kind must be probs or logits, got {cfg.output_kind!r}")
+    if cfg.interpolation not in liecore.INTERPOLATIONS:
+        raise UsageError(f"unknown interpolation {cfg.interpolation!r} (choose from {', '.join(liecore.INTERPOLATIONS)})")
+    if cfg.images < 1 or (cfg.limit is not None and cfg.limit < 1):
+        raise UsageError("--images and --limit must be positive")
+    if cfg.batch_size < 1:
+        raise UsageError("--batch-size must be positive")
+    if "layerwise" in cfg.metrics:
+        if not hasattr(liecore, "layerwise"):
+            raise UsageError("metric family 'layerwise' needs liecore.layerwise, which this liecore does not have")
+        if cfg.layerwise_method not in ("exact", "stochastic"):
+            raise UsageError(f"--layerwise-method must be exact or stochastic, got {cfg.layerwise_method!r}")
+    if "alt" in cfg.metrics:
+        try:
+            import liecore.metrics as m
+        except ImportError:
+            raise UsageError("metric family 'alt' needs liecore.metrics, which this liecore does not have") from None
+        unknown = [n for n in (cfg.alt_metrics or []) if n not in m.METRICS]
+        if unknown:
+            import difflib
+
+            close = difflib.get_close_matches(unknown[0], list(m.METRICS), n=2)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UsageError(f"unknown alt metric {unknown[0]!r}{hint} (known: {', '.join(sorted(m.METRICS))})")
+
+
+def plan(cfg: SweepConfig, *, check_writable: bool = True) -> Plan:
+    """Resolve and validate everything, build the units, and find which are already done."""
+    validate(cfg)
+    try:
+        store = Store(cfg.output)
+        if check_writable:
+            store.check_writable()
+        status = store.run_status() if store.fs.exists(f"{store.path}/runs") else {}
+    except StoreError as exc:
+        raise UsageError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - unreachable URIs raise anything
+        raise UsageError(f"output root {cfg.output!r} cannot be read: {type(exc).__name__}: {exc}") from None
+    specs = resolve_models(cfg)
+    infos, images = load_images(cfg)
+    units = []
+    fam_cfgs = {f: family_config(f, cfg) for f in cfg.metrics}
+    for spec in specs:
+        for ds in infos.values():
+            for fam in cfg.metrics:
+                units.append(make_unit(fam, spec, ds, cfg, fam_cfgs[fam]))
+    todo = [u for u in units if cfg.force or status.get(u.key) != "done"]
+    return Plan(cfg, store, units, todo, status, images)
+
+
+# ------------------------------------------------------------------------------------------ execute
+def init_ray(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address, **kwargs)
+    else:  # embedded local Ray
+        ray.init(include_dashboard=False, **kwargs)
+
+
+def _actor_resources(cfg: SweepConfig, n_groups: int) -> tuple[int, dict[str, Any]]:
+    import ray
+
+    res = ray.cluster_resources()
+    gpus = int(res.get("GPU", 0))
+    if gpus:
+        n = cfg.actors or gpus
+        opts = {"num_gpus": 1, "num_cpus": 1}
+    else:
+        cpus = float(res.get("CPU", 1))
+        n = cfg.actors or max(1, int(cpus // cfg.cpus_per_actor))
+        opts = {"num_cpus": cfg.cpus_per_actor}
+    return max(1, min(n, n_groups)), opts
+
+
+def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None = None) -> SweepResult:
+    """Run ``p.todo`` on Ray actors. Returns the ``runs`` rows of this invocation."""
+    t0 = time.perf_counter()
+    sweep_id = sweep_id or uuid.uuid4().hex[:12]
+    if not p.todo:
+        return SweepResult(p, [], 0.0)
+    import ray
+
+    from pipelines.runner import UnitRunner, failed_row
+
+    cfg = p.config
+    init_ray(cfg.address)
+    t_ray = time.perf_counter() - t0
+
+    bs = cfg.batch_size
+    shards = {
+        name: [
+            ray.put({k: v[i : i + bs] for k, v in data.items()}) for i in range(0, len(data["images"]), bs)
+        ]
+        for name, data in p.images.items()
+    }
+    groups: dict[tuple, list[WorkUnit]] = defaultdict(list)
+    for u in p.todo:
+        groups[(u.model.name, u.weights_policy)].append(u)
+    queue = list(groups.values())
+    n_actors, opts = _actor_resources(cfg, len(queue))
+    actor_cls = ray.remote(UnitRunner).options(max_restarts=2, max_task_retries=2, **opts)
+
+    def new_actor():
+        return actor_cls.remote(p.store.uri)
+
+    actors = [new_actor() for _ in range(n_actors)]
+    idle = list(range(n_actors))
+    pending: dict[Any, tuple[int, WorkUnit]] = {}
+    remaining_in_group: dict[int, int] = {}
+    rows: list[dict] = []
+    attempts = {u.key: 1 for u in p.todo}
+
+    def dispatch():
+        while idle and queue:
+            a = idle.pop(0)
+            group = queue.pop(0)
+            remaining_in_group[a] = len(group)
+            for u in group:
+                ref = actors[a].run.remote(u, shards[u.dataset.name], sweep_id, attempt=attempts[u.key], batch_size=bs)
+                pending[ref] = (a, u)
+
+    dispatch()
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            if progress:
+                progress.render()
+            for ref in ready:
+                a, u = pending.pop(ref)
+                try:
+                    row = ray.get(ref)
+                except ray.exceptions.RayActorError as exc:  # died after its restarts: record, replace
+                    row = failed_row(u, sweep_id, attempts[u.key], f"actor died: {exc}")
+                    row["hardware"] = "unknown"
+                    p.store.write_run(row)
+                    actors[a] = new_actor()
+                except Exception as exc:  # noqa: BLE001 - e.g. a task that could not be deserialized
+                    row = failed_row(u, sweep_id, attempts[u.key], exc)
+                    row["hardware"] = "unknown"
+                    p.store.write_run(row)
+                rows.append(row)
+                if progress:
+                    progress.update(row["status"], u.dataset.n_images)
+                remaining_in_group[a] -= 1
+                if remaining_in_group[a] == 0:
+                    idle.append(a)
+                    dispatch()
+    finally:
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+        if progress:
+            progress.close()
+    return SweepResult(p, rows, time.perf_counter() - t0, t_ray)
+
+
+def run_sweep(cfg: SweepConfig, *, show_progress: bool | None = None, stream: TextIO | None = None) -> SweepResult:
+    p = plan(cfg)
+    total_images = sum(u.dataset.n_images for u in p.todo)
+    prog = Progress(len(p.todo), total_images, stream=stream, enabled=show_progress)
+    return execute(p, progress=prog)
+
+
+# ------------------------------------------------------------------------------------------ summary
+def summary_table(store: Store, units: list[WorkUnit]) -> list[dict[str, Any]]:
+    """Mean LEE ± stderr per model, weights, dataset and generator over the done ``lee`` units."""
+    import duckdb
+
+    keys = [u.key for u in units if u.family == "lee"]
+    t = store.read_table("lee", keys)  # noqa: F841 - read by DuckDB below
+    rel = duckdb.sql(
+        """
+        SELECT model, weights, dataset, generator,
+               avg(value) AS lee, stddev_samp(value) / sqrt(count(*)) AS stderr,
+               avg(mean_abs) AS mean_abs, count(*) AS n
+        FROM t GROUP BY ALL ORDER BY model, dataset, generator
+        """
+    )
+    cols = rel.columns
+    return [dict(zip(cols, r, strict=True)) for r in rel.fetchall()]
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
+    """A plain-text table: ``columns`` = [(key, header)]."""
+    if not rows:
+        return "(no rows)"
+    cells = [[h for _, h in columns]] + [[_fmt(r.get(k)) for k, _ in columns] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def print_summary(result: SweepResult, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    p = result.plan
+    rows = summary_table(p.store, p.units)
+    for r in rows:
+        se = r["stderr"]
+        r["lee_pm"] = f"{r['lee']:.4g} ± {se:.2g}" if se == se and se is not None else f"{r['lee']:.4g}"
+    print(
+        format_table(
+            rows,
+            [("model", "model"), ("weights", "weights"), ("dataset", "dataset"), ("generator", "generator"),
+             ("lee_pm", "LEE (mean ± stderr)"), ("n", "n")],
+        ),
+        file=out,
+    )
+    n_failed = len(result.failed)
+    print(
+        f"\n{len(p.units)} units: {len(result.done)} computed, {len(p.skipped)} already done (skipped), "
+        f"{n_failed} failed; {result.wall_s:.1f}s. Results: {p.store.uri}",
+        file=out,
+    )
+    for r in result.failed:
+        first = (r.get("error") or "").splitlines()[0] if r.get("error") else ""
+        print(f"  FAILED {r['family']}:{r['model']}@{r['dataset']} [{r['unit']}]: {first}", file=out)
+
+
+def as_dict(cfg: SweepConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

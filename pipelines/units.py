@@ -1,0 +1,122 @@
+"""Work units: model x dataset x metric family x config, each with a content key.
+
+The key is ``sha256`` over a canonical JSON of everything that changes the numbers: the
+model spec (name, arch, tag, weight source, checkpoint, preprocessing, spec version), the
+weights policy, the dataset (name, spec version, content fingerprint, number of images), the
+family config (generators, output, interpolation, method, probes, metrics), the seed and the
+family's implementation version. Batch size, actor count, cluster and output root are not in
+it: they do not change the numbers. Same key = same numbers; a done key is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipelines.config import SweepConfig
+from pipelines.families import family_version
+
+__all__ = ["DatasetInfo", "WorkUnit", "family_config", "make_unit", "unit_key"]
+
+_SPEC_KEY_FIELDS = (
+    "name",
+    "arch",
+    "tag",
+    "source",
+    "checkpoint",
+    "img_size",
+    "crop_pct",
+    "interpolation",
+    "mean",
+    "std",
+    "version",
+)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a unit needs to know about its (already loaded) dataset."""
+
+    name: str
+    role: str | None
+    version: str | None
+    fingerprint: str
+    n_images: int
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    key: str
+    family: str
+    model: Any  # catalog.ModelSpec
+    dataset: DatasetInfo
+    weights_policy: str
+    config: dict[str, Any] = field(hash=False)
+    seed: int = 0
+    metric_version: str = ""
+    key_json: str = ""
+
+    @property
+    def table(self) -> str:
+        return self.family
+
+    def describe(self) -> str:
+        return f"{self.family}:{self.model.name}@{self.dataset.name}[{self.key}]"
+
+
+def family_config(family: str, cfg: SweepConfig) -> dict[str, Any]:
+    """The part of the sweep config that the family's numbers depend on."""
+    import liecore
+
+    gens = [g.name for g in liecore.resolve_generators(cfg.generators)]
+    if family == "lee":
+        return {"generators": gens, "output": cfg.output_kind, "interpolation": cfg.interpolation}
+    if family == "layerwise":
+        lgens = cfg.layerwise_generators or gens[:1]
+        out = {
+            "generators": list(lgens),
+            "method": cfg.layerwise_method,
+            "output": cfg.output_kind,
+            "interpolation": cfg.interpolation,
+        }
+        if cfg.layerwise_method == "stochastic":
+            out["num_probes"] = int(cfg.num_probes)
+        return out
+    if family == "alt":
+        from pipelines.families import available_alt_metrics
+
+        return {"metrics": list(cfg.alt_metrics or available_alt_metrics()), "output": cfg.output_kind}
+    raise ValueError(f"unknown metric family {family!r}")
+
+
+def spec_key_dict(spec) -> dict[str, Any]:
+    d = spec.to_dict()
+    return {k: d.get(k) for k in _SPEC_KEY_FIELDS}
+
+
+def unit_key(payload: dict[str, Any]) -> tuple[str, str]:
+    """(key, canonical JSON) of a unit payload."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20], text
+
+
+def make_unit(family: str, spec, dataset: DatasetInfo, cfg: SweepConfig, fam_cfg: dict[str, Any]) -> WorkUnit:
+    version = family_version(family, fam_cfg)
+    payload = {
+        "family": family,
+        "model": spec_key_dict(spec),
+        "weights": cfg.weights,
+        "dataset": {
+            "name": dataset.name,
+            "version": dataset.version,
+            "fingerprint": dataset.fingerprint,
+            "n": dataset.n_images,
+        },
+        "config": fam_cfg,
+        "seed": cfg.seed,
+        "metric_version": version,
+    }
+    key, text = unit_key(payload)
+    return WorkUnit(key, family, spec, dataset, cfg.weights, fam_cfg, cfg.seed, version, text)
