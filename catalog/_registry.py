@@ -205,7 +205,9 @@ def list_models(
     Returns:
         Matching specs in catalog order.
     """
-    specs = load_models(catalog) if catalog in BUILTIN_CATALOGS or Path(catalog).suffix else load_models([catalog])
+    if catalog not in BUILTIN_CATALOGS and Path(catalog).suffix not in (".yaml", ".yml", ".json"):
+        raise unknown_name_error("catalog", catalog, BUILTIN_CATALOGS)
+    specs = load_models(catalog)
     keep = _as_list(filter)
     drop = _as_list(exclude)
     return [

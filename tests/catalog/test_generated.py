@@ -1,0 +1,155 @@
+"""The generated catalog: coverage of timm, the awkward joins, agreement with timm's configs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import catalog
+from catalog._registry import _base
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "catalog" / "data"
+
+
+def _rows(fname: str) -> list[dict[str, str]]:
+    with open(DATA / fname, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_import_catalog_imports_no_heavy_packages() -> None:
+    code = (
+        "import sys, catalog; catalog.load_models('quickstart'); catalog.get_dataset('sample-train');"
+        "print(sorted(m for m in ('timm','torch','ray','duckdb','liecore','pipelines') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
+
+
+def test_covers_every_pretrained_in1k_classifier_with_a_published_top1() -> None:
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    published = {r["model"] for r in _rows("results-imagenet.csv")}
+    expected = {
+        n for n in timm.list_pretrained() if n in published and get_pretrained_cfg(n).num_classes == 1000
+    }
+    have = {s.name for s in catalog.load_models(["all", "tiny"])}
+    assert len(expected) > 1200
+    assert expected - have == set()
+    # ... and every one of them carries its top-1.
+    assert all(catalog.get_model(n).top1 is not None for n in expected)
+    # `all` is every pretrained 1k classifier (also those without results), test_* archs live in `tiny`.
+    all_names = {s.name for s in catalog.load_models("all")}
+    timm_1k = {
+        n for n in timm.list_pretrained(exclude_filters="test_*") if get_pretrained_cfg(n).num_classes == 1000
+    }
+    assert all_names == timm_1k
+
+
+def test_two_image_sizes_join_at_the_models_own_size() -> None:
+    by_model: dict[str, list[dict[str, str]]] = {}
+    for r in _rows("results-imagenet.csv"):
+        by_model.setdefault(r["model"], []).append(r)
+    twice = {m: rs for m, rs in by_model.items() if len(rs) == 2}
+    assert len(twice) == 290
+    v2 = {(r["model"], r["img_size"]): float(r["top1"]) for r in _rows("results-imagenetv2-matched-frequency.csv")}
+    checked = 0
+    for model, rows in twice.items():
+        spec = catalog.get_model(model)
+        row = next(r for r in rows if int(r["img_size"]) == spec.img_size)
+        other = next(r for r in rows if int(r["img_size"]) != spec.img_size)
+        assert spec.top1 == float(row["top1"]), model
+        if row["top1"] != other["top1"]:
+            assert spec.top1 != float(other["top1"])
+        assert spec.top1_v2 == v2.get((model, row["img_size"])), model
+        checked += 1
+    assert checked == 290
+    # A known case: ConvNeXt-V2-L is listed at 288 (87.494) and 224 (87.266); timm evaluates it at 224.
+    spec = catalog.get_model("convnextv2_large.fcmae_ft_in22k_in1k")
+    assert (spec.img_size, spec.top1, spec.crop_pct) == (224, 87.266, 0.875)
+
+
+def test_parameter_counts_with_thousands_separators() -> None:
+    quoted = {r["model"]: r["param_count"] for r in _rows("results-imagenet.csv") if "," in r["param_count"]}
+    assert quoted
+    for model, text in quoted.items():
+        assert catalog.get_model(model).params_m == float(text.replace(",", ""))
+    assert catalog.get_model("eva_giant_patch14_336.clip_ft_in1k").params_m == pytest.approx(1013.01)
+
+
+def test_shifted_test_sets_are_joined() -> None:
+    spec = catalog.get_model("resnet50.a1_in1k")
+    expected = {}
+    for key, fname in (("top1_sketch", "results-sketch.csv"), ("top1_r", "results-imagenet-r.csv"),
+                       ("top1_real", "results-imagenet-real.csv")):
+        expected[key] = next(float(r["top1"]) for r in _rows(fname)
+                             if r["model"] == spec.name and int(r["img_size"]) == spec.img_size)
+    assert {k: getattr(spec, k) for k in expected} == expected
+
+
+def test_preprocessing_fields_match_timm_pretrained_cfgs() -> None:
+    from timm.models import get_pretrained_cfg
+
+    for spec in catalog.load_models(["all", "tiny"]):
+        cfg = get_pretrained_cfg(spec.name)
+        assert spec.img_size == cfg.input_size[-1], spec.name
+        assert spec.crop_pct == pytest.approx(cfg.crop_pct), spec.name
+        assert spec.interpolation == cfg.interpolation, spec.name
+        assert spec.mean == pytest.approx(cfg.mean, abs=1e-6) and spec.std == pytest.approx(cfg.std, abs=1e-6)
+
+
+def test_renamed_models_resolve_through_timm() -> None:
+    from timm.models import get_deprecated_models
+
+    deprecated = get_deprecated_models()
+    assert deprecated["tv_resnet50"] == "resnet50.tv_in1k"
+    assert catalog.get_model("tv_resnet50").name == "resnet50.tv_in1k"
+    assert catalog.get_model("resnet50").name == "resnet50.a1_in1k"  # timm's default tag
+    # timm maps both old IG names to the 32x8d weights; the catalog keeps them apart.
+    assert deprecated["ig_resnext101_32x16d"] == "resnext101_32x8d.fb_wsl_ig1b_ft_in1k"
+    sweep = {s.name for s in catalog.load_models("paper-sweep")}
+    assert {"resnext101_32x16d.fb_wsl_ig1b_ft_in1k", "resnext101_32x8d.fb_wsl_ig1b_ft_in1k"} <= sweep
+
+
+def test_paper_subset_has_the_papers_comparisons() -> None:
+    paper = {s.name for s in catalog.load_models("paper")}
+    groups = catalog.catalog_groups("paper")
+    assert len(groups["core"]) >= 75
+    assert {"resnet50.a1_in1k", "resnetblur50.bt_in1k"} <= set(groups["resnet50_vs_blurpool"])
+    assert len(groups["resnext50_recipes"]) >= 3 and len(groups["deit_sizes"]) >= 3
+    assert {"resmlp_big_24_224.fb_in1k", "resmlp_big_24_224.fb_in22k_ft_in1k"} <= set(groups["resmlp_more_data"])
+    for members in groups.values():
+        assert set(members) <= paper
+
+
+def test_quickstart_models_are_small() -> None:
+    specs = catalog.load_models("quickstart")
+    assert 4 <= len(specs) <= 8
+    assert all(s.params_m is not None and s.params_m < 20 for s in specs)
+    assert len({s.family for s in specs}) >= 3
+
+
+def test_committed_catalog_is_the_generators_output(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "generate_catalog.py"), "--out", str(tmp_path)],
+                   check=True, capture_output=True, cwd=ROOT)
+    for fname in ("all.json", "tiny.yaml", "paper.yaml", "paper-sweep.yaml"):
+        assert (tmp_path / fname).read_text() == (ROOT / "catalog" / "models" / fname).read_text(), fname
+    header = json.loads((tmp_path / "all.json").read_text())
+    import timm
+
+    assert header["timm_version"] == timm.__version__
+
+
+def test_all_catalog_loads_fast() -> None:
+    _base.cache_clear()
+    catalog._registry._load_builtin.cache_clear()
+    start = time.perf_counter()
+    assert len(catalog.load_models("all")) > 1200
+    assert time.perf_counter() - start < 1.0
