@@ -94,6 +94,22 @@ def output_tangent(y: torch.Tensor, generator: Generator, layout: Layout, interp
     return layout.from_nchw(None if prefix is None else torch.zeros_like(prefix), tg)
 
 
+def batched_jvp(
+    f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tangents: torch.Tensor, chunk_size: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(f(x), stack of Df(x)[t] for t in tangents)``: the primal once per chunk, the
+    tangents vectorized (``vmap`` over ``jvp``)."""
+    if len(tangents) == 1:
+        y, dy = jvp(f, (x,), (tangents[0],))
+        return y, dy.unsqueeze(0)
+    step = chunk_size or len(tangents)
+    parts = []
+    for start in range(0, len(tangents), step):
+        y, d = vmap(lambda t: jvp(f, (x,), (t,)), out_dims=(None, 0))(tangents[start : start + step])
+        parts.append(d)
+    return y, torch.cat(parts)
+
+
 def lie_derivatives(
     f: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
@@ -131,13 +147,7 @@ def lie_derivatives(
         [input_tangent(x, g, interpolation=interpolation, mean=mean, std=std) for g in gens]
     )
     with differentiable_mode(f):
-        if len(gens) == 1:
-            y, dy = jvp(f, (x,), (tangents[0],))
-            dy = dy.unsqueeze(0)
-        else:
-            y, dy = vmap(lambda t: jvp(f, (x,), (t,)), in_dims=0, out_dims=(None, 0), chunk_size=chunk_size)(
-                tangents
-            )
+        y, dy = batched_jvp(f, x, tangents, chunk_size)
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"f must return a tensor, got {type(y).__name__}")
     if layout.moves:

@@ -50,10 +50,10 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.func import jvp, vmap
+from torch.func import jvp
 
 from ._action import input_tangent
-from ._derivative import differentiable_mode, lie_derivatives, output_tangent, with_output
+from ._derivative import batched_jvp, differentiable_mode, lie_derivatives, output_tangent, with_output
 from ._generators import Generator, get_generator
 from ._grid import Interpolation, check_interpolation, spatial_tangent_nchw
 from ._layout import Layout
@@ -518,7 +518,7 @@ def _push_forward_exact(f, x: torch.Tensor, rec: LayerwiseRecorder, k: int, chun
     rec.mode = "inject"
     try:
         with differentiable_mode(rec.model):
-            _, out = vmap(lambda e: jvp(g, (s0,), (e,)), out_dims=(None, 0), chunk_size=chunk_size)(basis)
+            _, out = batched_jvp(g, s0, basis, chunk_size)
     finally:
         rec.mode = "off"
         rec.scale = None

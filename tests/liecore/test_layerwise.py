@@ -1,0 +1,129 @@
+"""Layerwise decomposition of the Lie derivative."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import liecore
+from liecore import ActivationLayouts, Layout, layerwise
+
+
+class ResidualCNN(nn.Module):
+    """Only leaf layers and residual additions: the decomposition must be complete."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.down = nn.Conv2d(8, 8, 3, stride=2, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        h = self.relu(self.bn(self.conv1(x)))
+        h = h + self.relu(self.conv2(h))  # the same ReLU called twice: two entries
+        return self.fc(self.pool(self.down(h)).flatten(1))
+
+
+class MeanMix(nn.Module):
+    """Token mixing by a leaf layer (no children, so it is recorded)."""
+
+    def forward(self, t):
+        return t + t.mean(1, keepdim=True)
+
+
+class TinyViT(nn.Module):
+    """Patch embedding, a learned position embedding (not equivariant) and a class token."""
+
+    def __init__(self, pos: bool):
+        super().__init__()
+        self.embed = nn.Conv2d(3, 16, 2, stride=2)
+        self.cls = nn.Parameter(torch.randn(1, 1, 16))
+        self.pos = nn.Parameter(torch.randn(1, 1 + 36, 16) * (1.0 if pos else 0.0))
+        self.mix = MeanMix()
+        self.norm = nn.LayerNorm(16)
+        self.fc1 = nn.Linear(16, 32)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(32, 16)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x):
+        t = self.embed(x).flatten(2).transpose(1, 2)
+        t = torch.cat([self.cls.expand(x.shape[0], -1, -1), t], 1) + self.pos
+        t = t + self.fc2(self.act(self.fc1(self.norm(self.mix(t)))))
+        return self.head(t[:, 0])
+
+
+def _model():
+    torch.manual_seed(0)
+    m = ResidualCNN().double().eval()
+    m.bn.running_mean.normal_()
+    m.bn.running_var.uniform_(0.5, 2.0)
+    return m
+
+
+def test_contributions_add_up_for_a_leaf_only_cnn():
+    m = _model()
+    x = torch.rand(3, 3, 16, 16, dtype=torch.float64)
+    res = layerwise(m, x, "rotate")
+    names = [r.name for r in res.records]
+    assert names == ["conv1", "bn", "relu", "conv2", "relu", "down", "pool", "fc"]
+    assert [r.index for r in res.records] == list(range(8))
+    assert {r.kind for r in res.records} >= {"convolution", "normalization", "activation", "downsampling", "linear"}
+    # the end-to-end value comes from its own JVP
+    e2e = liecore.lee(m, x, "rotate").values[:, 0]
+    torch.testing.assert_close(res.end_to_end, e2e)
+    assert (res.unattributed < 1e-20 * res.end_to_end.max()).all(), res.unattributed
+    torch.testing.assert_close(res.total_share(), res.end_to_end, rtol=1e-9, atol=0)
+    # conv1/conv2 (stride 1, padding 1) alias only at the border; ReLU and the strided conv dominate
+    values = {r.index: float(r.value.mean()) for r in res.records}
+    assert values[7] == 0.0  # invariant -> invariant layer
+    assert values[2] > 0 and values[5] > 0
+    # nothing is left on the modules
+    for mod in m.modules():
+        assert not mod._forward_hooks and not mod._forward_pre_hooks
+
+
+def test_unattributed_part_shows_non_equivariant_glue():
+    x = torch.rand(2, 3, 12, 12, dtype=torch.float64)
+    layouts = ActivationLayouts(tokens=(Layout.tokens((6, 6), num_prefix_tokens=1),))
+    torch.manual_seed(0)
+    with_pos = layerwise(TinyViT(pos=True).double(), x, "translate_x", layouts=layouts)
+    torch.manual_seed(0)
+    without = layerwise(TinyViT(pos=False).double(), x, "translate_x", layouts=layouts)
+    assert (with_pos.unattributed > 1e-2 * with_pos.end_to_end).all()
+    # without the position embedding all glue is equivariant (class token concatenation,
+    # residual addition, class-token readout)
+    assert (without.unattributed < 1e-20 * without.end_to_end).all(), without.unattributed
+    assert (without.end_to_end > 1e-9).all()
+    for res in (with_pos, without):
+        torch.testing.assert_close(res.total_share(), res.end_to_end, rtol=1e-9, atol=1e-30)
+
+
+def test_exact_and_stochastic_agree_within_their_error():
+    m = _model()
+    x = torch.rand(2, 3, 16, 16, dtype=torch.float64)
+    exact = layerwise(m, x, "translate_x", method="exact")
+    stoch = layerwise(m, x, "translate_x", method="stochastic", num_probes=300, seed=1)
+    assert stoch.num_probes == 300
+    checked = 0
+    for a, b in zip(exact.records, stoch.records, strict=True):
+        assert a.name == b.name
+        for i in range(2):
+            if a.value[i] > 0:
+                z = abs(float(b.value[i] - a.value[i])) / float(b.stderr[i])
+                assert z < 5, (a.name, float(a.value[i]), float(b.value[i]), float(b.stderr[i]))
+                checked += 1
+    assert checked >= 8
+    with pytest.raises(ValueError, match="method"):
+        layerwise(m, x, "rotate", method="magic")
+
+
+def test_undeclared_token_layout_is_a_clear_error():
+    x = torch.rand(1, 3, 12, 12, dtype=torch.float64)
+    with pytest.raises(ValueError, match="declared token layout"):
+        layerwise(TinyViT(pos=True).double(), x, "rotate")

@@ -1,0 +1,57 @@
+"""The LEE statistic and its result object."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import liecore
+from liecore import Layout, lie_derivatives
+
+from .test_derivative import smooth_cnn
+
+
+def test_values_are_squared_norm_over_dim_with_mean_and_stderr():
+    f = smooth_cnn("invariant")
+    x = torch.rand(5, 3, 10, 10, dtype=torch.float64)
+    res = liecore.lee(f, x, ["rotate", "translate_y"], output="logits")
+    _, d = lie_derivatives(f, x, ["rotate", "translate_y"])
+    expect = d.square().mean(-1).T  # (B, G): ||L f||^2 / dim(out)
+    torch.testing.assert_close(res.values, expect)
+    torch.testing.assert_close(res.mean_abs, d.abs().mean(-1).T)
+    torch.testing.assert_close(res.mean, expect.mean(0))
+    torch.testing.assert_close(res.stderr, expect.std(0) / math.sqrt(5))
+    torch.testing.assert_close(res["rotate"], expect[:, 0])
+    s = res.summary()["translate_y"]
+    assert s["n"] == 5 and s["lee"] == pytest.approx(float(expect[:, 1].mean()))
+
+
+def test_default_output_is_softmax_probabilities():
+    f = smooth_cnn("invariant")
+    x = torch.rand(3, 3, 10, 10, dtype=torch.float64)
+    probs = liecore.lee(f, x, "rotate")
+    manual = liecore.lee(lambda z: torch.softmax(f(z), -1), x, "rotate", output="logits")
+    assert probs.output == "probs"
+    torch.testing.assert_close(probs.values, manual.values)
+    assert not torch.allclose(probs.values, liecore.lee(f, x, "rotate", output="logits").values)
+    with pytest.raises(ValueError, match="classifiers"):
+        liecore.lee(nn.Identity(), x, "rotate", output="probs", out_layout=Layout.spatial())
+
+
+def test_batching_does_not_change_values():
+    f = smooth_cnn("invariant")
+    x = torch.rand(5, 3, 10, 10, dtype=torch.float64)
+    a = liecore.lee(f, x, None, mean=[0.5] * 3, std=[0.25] * 3)
+    b = liecore.lee(f, x, None, mean=[0.5] * 3, std=[0.25] * 3, batch_size=2, chunk_size=3)
+    assert a.generators == liecore.PAPER_GENERATORS
+    torch.testing.assert_close(a.values, b.values, rtol=1e-10, atol=1e-20)
+
+
+def test_assert_equivariant_passes_and_fails():
+    x = torch.rand(2, 3, 12, 12, dtype=torch.float64)
+    liecore.assert_equivariant(nn.Conv2d(3, 2, 1).double(), x, ["rotate", "scale"], out_layout=Layout.spatial())
+    with pytest.raises(AssertionError, match="not equivariant"):
+        liecore.assert_equivariant(nn.Conv2d(3, 2, 3).double(), x, ["rotate"], out_layout=Layout.spatial())
