@@ -36,6 +36,12 @@ def package_versions() -> str:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = None
+    try:
+        import torch
+
+        out["torch"] = torch.__version__  # includes the build (+cu130, +cpu)
+    except ImportError:  # pragma: no cover
+        pass
     return json.dumps(out, sort_keys=True)
 
 

@@ -124,7 +124,9 @@ class UnitRunner:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             torch.manual_seed(unit.seed)  # random-init weights are reproducible
-            policy = None if unit.weights_policy in ("spec", None) else unit.weights_policy
+            policy = unit.weights_policy
+            if policy in ("spec", None) or (policy == "auto" and unit.model.source != "hub"):
+                policy = None  # the spec's own source: 'auto' only decides hub-or-random for hub specs
             self._loaded = catalog.build_model(unit.model, weights=policy, device=str(self.device))
             self._cache_key = key
         return self._loaded

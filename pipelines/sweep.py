@@ -26,7 +26,7 @@ from pipelines.units import DatasetInfo, WorkUnit, family_config, make_unit
 
 __all__ = ["Plan", "SweepResult", "execute", "plan", "run_sweep", "summary_table"]
 
-WEIGHT_POLICIES = ("auto", "hub", "file", "random")
+WEIGHT_POLICIES = ("auto", "spec", "hub", "file", "random")
 
 
 @dataclass
@@ -71,7 +71,10 @@ def resolve_models(cfg: SweepConfig) -> list:
     if not cfg.models:
         raise UsageError("no models selected")
     try:
-        specs = catalog.load_models(list(cfg.models))
+        specs = []
+        for sel in cfg.models:  # each entry: catalog name, YAML path, model name or pattern
+            specs.extend(catalog.load_models(sel))
+        specs = list({s.name: s for s in specs}.values())
     except (ValueError, FileNotFoundError) as exc:  # CatalogError is a ValueError
         raise _usage(exc) from None
     if not specs:

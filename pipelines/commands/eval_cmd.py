@@ -42,8 +42,9 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
                       help=f"metric families: {', '.join(FAMILIES)} (default: lee)")
     what.add_argument("-n", "--images", type=int, help="images per dataset (default: 100, the paper's)")
     what.add_argument("--limit", type=int, help="smoke runs: at most this many images per dataset")
-    what.add_argument("--weights", choices=("auto", "hub", "file", "random"),
-                      help="weights policy (default auto: hub weights if cached, else random init, recorded)")
+    what.add_argument("--weights", choices=("auto", "spec", "hub", "file", "random"),
+                      help="weights policy (default auto: for hub models the hub weights if cached, else random "
+                           "init, recorded; file/random models use their own source; spec: each spec's source)")
     what.add_argument("--img-size", type=int, help="override every model's input size (smoke runs)")
     what.add_argument("--output-kind", choices=("probs", "logits"), help="differentiate probs (default) or logits")
     what.add_argument("--interpolation", choices=("cubic", "spectral"), help="liecore interpolant (default cubic)")
