@@ -5,7 +5,9 @@ knows no model names. Conventions (coordinates, signs, units, interpolants, layo
 stated in :mod:`liecore._grid`, :mod:`liecore._action` and :mod:`liecore._layout`.
 """
 
+from . import metrics
 from ._action import LUMA, input_tangent, sample, transform, warp
+from ._aliasing import alias, alias_lie_derivative
 from ._derivative import differentiable_mode, lie_derivative, lie_derivatives, output_tangent, with_output
 from ._generators import (
     COLOR_KINDS,
@@ -27,6 +29,18 @@ from ._layerwise import (
 )
 from ._layout import Layout
 from ._lee import LEEResult, assert_equivariant, lee, local_equivariance_error
+from .metrics import (
+    METRICS,
+    LayerwiseEQResult,
+    MetricResult,
+    circular_shift_consistency,
+    eq_layerwise,
+    eq_r,
+    eq_t,
+    eq_t_frac,
+    sampled_equivariance_error,
+    shift_consistency,
+)
 
 __version__ = "0.1.0"
 
@@ -63,4 +77,17 @@ __all__ = [
     "transform",
     "warp",
     "with_output",
+    "METRICS",
+    "LayerwiseEQResult",
+    "MetricResult",
+    "alias",
+    "alias_lie_derivative",
+    "circular_shift_consistency",
+    "eq_layerwise",
+    "eq_r",
+    "eq_t",
+    "eq_t_frac",
+    "metrics",
+    "sampled_equivariance_error",
+    "shift_consistency",
 ]

@@ -328,12 +328,15 @@ class _Recorder:
         self.names = names
         self.store: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.handles: list[Any] = []
+        self.active = False
 
     def __enter__(self) -> _Recorder:
         for name in self.names:
             mod = self.model.get_submodule(name)
 
             def hook(module, args, out, _name=name):
+                if not self.active:
+                    return
                 inp = args[0] if args else None
                 if _name in self.store:
                     raise RuntimeError(f"layer {_name!r} was called twice in one forward pass; hook a distinct module")
@@ -346,7 +349,11 @@ class _Recorder:
 
     def run(self, x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         self.store = {}
-        self.model(x)
+        self.active = True
+        try:
+            self.model(x)
+        finally:
+            self.active = False
         missing = [n for n in self.names if n not in self.store]
         if missing:
             raise RuntimeError(f"layers not called in the forward pass: {missing}")

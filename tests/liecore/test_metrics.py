@@ -1,0 +1,325 @@
+"""Alternative metrics: shift consistency, EQ-T / EQ-T_frac / EQ-R (end to end and per layer), sampled error."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import liecore
+from liecore.metrics import (
+    METRICS,
+    MetricResult,
+    circular_shift_consistency,
+    eq_layerwise,
+    eq_r,
+    eq_t,
+    eq_t_frac,
+    fractional_translate,
+    integer_translate,
+    rotate,
+    sampled_equivariance_error,
+    shift_consistency,
+)
+
+F64 = torch.float64
+SPATIAL = liecore.Layout.spatial()
+
+
+def _images(b: int = 3, c: int = 3, h: int = 32, w: int = 32, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, c, h, w, generator=g, dtype=F64)
+
+
+def _smooth_images(b: int = 3, c: int = 3, n: int = 32, seed: int = 0) -> torch.Tensor:
+    """Low-pass random images (cubic upsampling of an 8x8 field): smooth at the pixel scale."""
+    g = torch.Generator().manual_seed(seed)
+    small = torch.randn(b, c, 8, 8, generator=g, dtype=F64)
+    return nn.functional.interpolate(small, size=(n, n), mode="bicubic", align_corners=True)
+
+
+class Weighting(nn.Module):
+    """Multiplies the map by a fixed random spatial weight: not translation equivariant."""
+
+    def __init__(self, c: int, h: int, w: int, seed: int = 1) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("weight", torch.rand(1, c, h, w, generator=g, dtype=F64) + 0.5)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.weight
+
+
+class SpatialLinear(nn.Module):
+    """Logits = <x, W_k> with a fixed spatial template per class: clearly not shift invariant."""
+
+    def __init__(self, c: int, h: int, w: int, k: int = 10, seed: int = 2) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("weight", torch.randn(k, c, h, w, generator=g, dtype=F64))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bchw,kchw->bk", z, self.weight)
+
+
+class Ramp(nn.Module):
+    """Multiplies by a smooth ramp along the width: smooth, not translation equivariant."""
+
+    def __init__(self, ramp: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("ramp", ramp)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.ramp
+
+
+class CircularNet(nn.Module):
+    """Circular convolutions + global average pool + linear: invariant to circular shifts."""
+
+    def __init__(self, c: int = 3, k: int = 10) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv1 = nn.Conv2d(c, 8, 3, padding=1, padding_mode="circular")
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, padding_mode="circular")
+        self.head = nn.Linear(8, k)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        z = torch.relu(self.conv2(torch.relu(self.conv1(z))))
+        return self.head(z.mean((-2, -1)))
+
+
+class Tokens(nn.Module):
+    """(B, C, H, W) -> (B, 1 + H W, C) with a constant class token in front."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        seq = z.flatten(2).transpose(1, 2)
+        return torch.cat([torch.ones_like(seq[:, :1]), seq], dim=1)
+
+
+def _pointwise(c_in: int = 3, c_out: int = 4, act: nn.Module | None = None) -> nn.Module:
+    torch.manual_seed(4)
+    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 1)]
+    if act is not None:
+        layers.append(act)
+    return nn.Sequential(*layers).double()
+
+
+# --- result type and registry -----------------------------------------------------------
+def test_registry_signature_and_results():
+    x = _images(b=2, h=40, w=40)
+    model = CircularNet().double()
+    for name, metric in METRICS.items():
+        kwargs = {"num_pairs": 2, "max_shift": 8} if "consistency" in name else {"num_samples": 2}
+        res = metric(model, x, seed=7, **kwargs)
+        assert isinstance(res, MetricResult) and res.name == name
+        assert res.values.shape == (2,) and res.values.dtype == F64 and res.values.device.type == "cpu"
+        again = metric(model, x, rng=torch.Generator().manual_seed(7), **kwargs)
+        torch.testing.assert_close(res.values, again.values)  # seed == generator seeded alike
+        s = res.summary()
+        assert s["unit"] == res.unit and s["n"] == 2 and isinstance(res.higher_is_better, bool)
+    with pytest.raises(TypeError):
+        eq_t(model, x, rng=123)  # type: ignore[arg-type]
+
+
+def test_metric_result_stats():
+    r = MetricResult("m", torch.tensor([1.0, 2.0, 3.0, 4.0]), "mse", False)
+    assert r.mean == 2.5 and math.isclose(r.stderr, math.sqrt(5 / 3) / 2)
+    assert math.isnan(MetricResult("m", torch.tensor([1.0]), "mse", False).stderr)
+    with pytest.raises(ValueError):
+        MetricResult("m", torch.zeros(2, 2), "mse", False)
+
+
+# --- the transformations ----------------------------------------------------------------
+def test_transforms_exact_cases():
+    x = _images(b=2, c=2, h=17, w=17)
+    zero = torch.zeros(2, dtype=F64)
+    for fn in (lambda z: fractional_translate(z, zero, zero), lambda z: rotate(z, zero)):
+        out, mask = fn(x)
+        torch.testing.assert_close(out, x, atol=1e-12, rtol=0)
+    out, mask = integer_translate(x, torch.tensor([2, -3]), torch.tensor([0, 5]))
+    torch.testing.assert_close(out[0, :, 2:], x[0, :, :-2])
+    assert mask[0, 0, :2].sum() == 0 and mask[0, 0, 2:].min() == 1
+    # a quarter turn samples integer positions: torch.rot90 (clockwise on screen) inside the disc
+    out, mask = rotate(x, torch.full((2,), math.pi / 2, dtype=F64))
+    ref = torch.rot90(x, k=-1, dims=(-2, -1))
+    assert mask.sum() > 0.25 * mask.numel()
+    torch.testing.assert_close(out * mask, ref * mask, atol=1e-12, rtol=0)
+
+
+def test_fractional_round_trip_of_band_limited_signal():
+    """Lanczos-3 shift and back reproduces a smooth signal in the valid interior, not white noise."""
+    d = torch.tensor([0.37, -0.61], dtype=F64)
+    smooth = _smooth_images(b=2, n=48)
+    noise = _images(b=2, h=48, w=48)
+    errs = []
+    for x in (smooth, noise):
+        there, m1 = fractional_translate(x, d, -d)
+        back, m2 = fractional_translate(there, -d, d)
+        m = m2 * integer_translate(m1, torch.zeros(2), torch.zeros(2))[0]
+        errs.append(float(((back - x) * m).square().sum() / (m.sum() * x.shape[1]) / x.square().mean()))
+    assert errs[0] < 1e-4 < errs[1]
+
+
+# --- EQ-T / EQ-T_frac / EQ-R end to end ---------------------------------------------------
+def test_eq_identity_and_pointwise_are_exact_for_integer_shifts():
+    x = _images()
+    assert torch.isinf(eq_t(lambda z: z, x, out_layout=SPATIAL, num_samples=3).values).all()
+    for act in (None, nn.GELU(), nn.ReLU()):
+        res = eq_t(_pointwise(act=act), x, out_layout=SPATIAL, num_samples=3)
+        assert res.unit == "dB" and res.higher_is_better
+        assert bool((res.values > 200).all()), res.values
+    bad = eq_t(Weighting(3, 32, 32), x, out_layout=SPATIAL, num_samples=3)
+    assert bool((bad.values < 20).all()), bad.values
+    assert bad.pooled is not None and math.isclose(bad.pooled, float(20 * math.log10(2) - 10 * torch.log10(bad.extras["mse"].mean())))
+
+
+def test_eq_t_frac_sees_aliasing_of_pointwise_nonlinearity():
+    """A 1x1 conv commutes with the Lanczos shift; a ReLU after it does not (it aliases)."""
+    x = _images()
+    linear = eq_t_frac(_pointwise(), x, out_layout=SPATIAL, num_samples=3)
+    relu = eq_t_frac(_pointwise(act=nn.ReLU()), x, out_layout=SPATIAL, num_samples=3)
+    weighting = eq_t_frac(Weighting(3, 32, 32), x, out_layout=SPATIAL, num_samples=3)
+    assert bool((linear.values > 200).all())
+    assert bool((relu.values < 60).all()) and bool((relu.values > weighting.values).all())
+    assert linear.params["interpolation"] == "lanczos3"
+
+
+def test_eq_r_controls():
+    x = _images(h=33, w=33)
+    assert bool((eq_r(_pointwise(), x, out_layout=SPATIAL, num_samples=3).values > 200).all())
+    bad = eq_r(Weighting(3, 33, 33), x, out_layout=SPATIAL, num_samples=3)
+    assert bool((bad.values < 20).all())
+
+
+def test_eq_invariant_and_token_outputs():
+    x = _images()
+    const = eq_t(lambda z: torch.zeros(z.shape[0], 5, dtype=z.dtype), x, num_samples=2)
+    assert const.params["output"] == "probs" and torch.isinf(const.values).all()
+    assert bool((eq_t(SpatialLinear(3, 32, 32), x, output="logits", num_samples=2).values < 20).all())
+    tokens = liecore.Layout.tokens((32, 32), num_prefix_tokens=1)
+    assert torch.isinf(eq_t(Tokens(), x, out_layout=tokens, num_samples=2).values).all()
+    assert bool((eq_t_frac(Tokens(), x, out_layout=tokens, num_samples=2).values > 200).all())
+
+
+# --- per layer ----------------------------------------------------------------------------
+class Stack(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(5)
+        self.mix = nn.Conv2d(3, 4, 1)
+        self.act = nn.GELU()
+        self.pool = nn.AvgPool2d(2)
+        self.weigh = Weighting(4, 16, 16)
+        self.tokens = Tokens()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.tokens(self.weigh(self.pool(self.act(self.mix(z)))))
+
+
+LAYERS = {
+    "mix": SPATIAL,
+    "act": SPATIAL,
+    "pool": SPATIAL,
+    "weigh": SPATIAL,
+    "tokens": (SPATIAL, liecore.Layout.tokens((16, 16), num_prefix_tokens=1)),
+}
+
+
+def test_eq_layerwise_local_attribution_and_normalizations():
+    model = Stack().double()
+    x = _images()
+    res = eq_layerwise(model, x, LAYERS, metric="eq_t", num_samples=2, seed=1)
+    ln = dict(zip(res.layers, res.per_element.mean(0).tolist(), strict=True))
+    assert max(ln["mix"], ln["act"], ln["pool"], ln["tokens"]) < 1e-25 < 1e-2 < ln["weigh"]
+    # both normalizations, named; SSE/sqrt(N) = (SSE/N) sqrt(N) draw by draw
+    one = eq_layerwise(model, x, LAYERS, metric="eq_t", num_samples=1, seed=1)
+    torch.testing.assert_close(one.per_sqrt_element, one.per_element * one.count.sqrt())
+    r = res.result("weigh", "sqrt_n")
+    assert r.params["normalization"] == "sqrt_n" and r.values.shape == (3,) and not r.higher_is_better
+    frac = eq_layerwise(model, x, LAYERS, metric="eq_t_frac", num_samples=2, seed=1)
+    lf = dict(zip(frac.layers, frac.per_element.mean(0).tolist(), strict=True))
+    assert lf["mix"] < 1e-20 < 1e-6 < lf["act"]  # the non-linearity aliases, the 1x1 conv does not
+    assert not any(len(model.get_submodule(n)._forward_hooks) for n in LAYERS)  # hooks removed
+
+
+def test_eq_layerwise_cumulative():
+    model = Stack().double()
+    x = _images()
+    res = eq_layerwise(model, x, LAYERS, metric="eq_t", mode="cumulative", num_samples=2, seed=2)
+    ln = dict(zip(res.layers, res.per_element.mean(0).tolist(), strict=True))
+    assert max(ln["mix"], ln["act"], ln["pool"]) < 1e-25 < 1e-2 < min(ln["weigh"], ln["tokens"])
+
+
+@pytest.mark.slow
+def test_eq_layerwise_timm_resnet():
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("test_resnet", pretrained=False, num_classes=10).double().eval()
+    layers = {"conv1": SPATIAL, "act1": SPATIAL, "layer1": SPATIAL}
+    res = eq_layerwise(model, _images(b=2, h=64, w=64), layers, metric="eq_t_frac", seed=0)
+    assert res.per_element.shape == (2, 3) and bool(torch.isfinite(res.per_element).all())
+    assert res.summary()["act1"]["n"] > 0
+
+
+# --- shift consistency --------------------------------------------------------------------
+def test_circular_consistency_of_circular_model_is_100():
+    x = _images(b=4)
+    model = CircularNet().double()
+    res = circular_shift_consistency(model, x, num_pairs=4)
+    assert res.unit == "percent" and bool((res.values == 100).all())
+    bad = circular_shift_consistency(SpatialLinear(3, 32, 32), _images(b=8), num_pairs=4)
+    assert bad.mean < 60
+
+
+def test_crop_consistency_controls():
+    x = _images(b=8, h=48, w=48)
+    const = shift_consistency(lambda z: torch.arange(10, dtype=z.dtype).expand(z.shape[0], 10), x, num_pairs=3, max_shift=16)
+    assert bool((const.values == 100).all()) and const.params["crop"] == (32, 32)
+    bad = shift_consistency(SpatialLinear(3, 32, 32), x, num_pairs=4, max_shift=16)
+    assert bad.mean < 60
+    vals = set(bad.values.tolist())
+    assert vals <= {0.0, 25.0, 50.0, 75.0, 100.0}
+
+
+@pytest.mark.slow
+def test_shift_consistency_timm_model_on_crops():
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("test_resnet", pretrained=False, num_classes=10).eval()
+    res = shift_consistency(model, torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)), num_pairs=2)
+    assert res.values.shape == (2,) and bool(((res.values >= 0) & (res.values <= 100)).all())
+
+
+# --- sampled equivariance error -----------------------------------------------------------
+def test_sampled_error_zero_for_invariant_function():
+    x = _images()
+    normalized = lambda z: z.flatten(1) / z.flatten(1).norm(dim=1, keepdim=True)  # noqa: E731
+    inv = sampled_equivariance_error(normalized, x, "contrast", output="logits", t_max=0.5)
+    assert inv.values.max() < 1e-28
+    assert inv.params["generator"] == "contrast" and inv.params["t_range"] == (-0.5, 0.5)
+    raw = sampled_equivariance_error(lambda z: z.flatten(1), x, "contrast", output="logits", t_max=0.5)
+    assert raw.values.min() > 1e-2
+
+
+def test_sampled_error_is_t_squared_lee():
+    """E_t ||f(rho(t)x) - f(x)||^2/dim ~ (t_max^2/3) LEE, and error/t^2 -> LEE, for small t."""
+    x = _smooth_images(b=2)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), Weighting(4, 32, 32)).double()
+    f = lambda z: model(z).mean((-2, -1))  # noqa: E731
+    lee = liecore.lee(f, x, "translate_x", output="logits").values[:, 0]
+    small = sampled_equivariance_error(f, x, "translate_x", output="logits", t_max=0.01, num_samples=8)
+    torch.testing.assert_close(small.extras["lee_estimate"], lee, rtol=0.1, atol=0)
+    ratio = small.values / (0.01**2 / 3 * lee)
+    assert bool(((ratio > 0.3) & (ratio < 2.0)).all())  # a U[-a, a] draw of t^2 is noisy with 8 samples
+    big = sampled_equivariance_error(f, x, "translate_x", output="logits", t_max=0.02, num_samples=8)
+    torch.testing.assert_close(big.extras["lee_estimate"], lee, rtol=0.1, atol=0)
+    assert bool((big.values > small.values).all())
+    # spatial output (smooth, so that the output's own interpolation error stays small):
+    # rho_out^{-1} is applied; error/t^2 -> LEE of the spatial map
+    ramp = 1.0 + 0.5 * liecore.coords(32, F64)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh()).double()
+    model.append(Ramp(ramp))
+    lee_sp = liecore.lee(model, x, "translate_x", out_layout=SPATIAL).values[:, 0]
+    for t_max, rtol in ((0.01, 0.5), (0.001, 0.05)):  # converges as t_max -> 0
+        spatial = sampled_equivariance_error(model, x, "translate_x", out_layout=SPATIAL, t_max=t_max, num_samples=4)
+        torch.testing.assert_close(spatial.extras["lee_estimate"], lee_sp, rtol=rtol, atol=0)
