@@ -1,0 +1,216 @@
+"""Building models: file checkpoints, hub cache / auto / offline, layout, and timm's preprocessing."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import catalog
+
+TINY = "test_resnet.r160_in1k"
+
+
+def _images(n: int = 3, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    shapes = [(200, 300, 3), (180, 180, 3), (321, 143, 3)]
+    return [rng.integers(0, 256, size=shapes[i % 3], dtype=np.uint8) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def source_model() -> catalog.LoadedModel:
+    """test_resnet with seeded random weights, perturbed so it differs from the default init."""
+    loaded = catalog.build_model(TINY, weights="random")
+    with torch.no_grad():
+        for p in loaded.model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    return loaded
+
+
+def _outputs(loaded: catalog.LoadedModel) -> torch.Tensor:
+    with torch.no_grad():
+        return loaded.model(loaded.preprocess(_images()))
+
+
+@pytest.mark.parametrize("kind", ["pt", "safetensors", "wrapped", "memory"])
+def test_file_checkpoint_reproduces_the_saved_model(
+    kind: str, tmp_path: Path, source_model: catalog.LoadedModel
+) -> None:
+    state = {k: v.clone() for k, v in source_model.model.state_dict().items()}
+    if kind == "safetensors":
+        from safetensors.torch import save_file
+
+        uri = str(tmp_path / "ckpt.safetensors")
+        save_file(state, uri)
+    elif kind == "wrapped":  # a training checkpoint: DDP prefixes under 'state_dict', plus other entries
+        uri = str(tmp_path / "ckpt.pth")
+        torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in state.items()}}, uri)
+    elif kind == "memory":
+        import fsspec
+
+        uri = "memory://ckpts/test_resnet.pt"
+        with fsspec.open(uri, "wb") as fh:
+            torch.save(state, fh)
+    else:
+        uri = str(tmp_path / "ckpt.pt")
+        torch.save(state, uri)
+    spec = catalog.get_model(TINY).replace(source="file", checkpoint=uri)
+    loaded = catalog.build_model(spec)
+    assert loaded.weights == "file"
+    assert not loaded.model.training
+    assert loaded.weights_sha256 is not None and len(loaded.weights_sha256) == 64
+    torch.testing.assert_close(_outputs(loaded), _outputs(source_model), rtol=0, atol=0)
+    # A checkpoint path given as the weights argument means 'file'.
+    again = catalog.build_model(TINY, weights=uri)
+    assert again.weights == "file" and again.weights_sha256 == loaded.weights_sha256
+
+
+def test_mismatched_checkpoint_names_checkpoint_and_arch(tmp_path: Path) -> None:
+    vit = catalog.build_model("test_vit.r160_in1k", weights="random")
+    path = tmp_path / "vit.safetensors"
+    from safetensors.torch import save_file
+
+    save_file(vit.model.state_dict(), str(path))
+    with pytest.raises(catalog.CatalogError) as info:
+        catalog.build_model(TINY, weights=str(path))
+    message = str(info.value)
+    assert str(path) in message and "'test_resnet'" in message
+    assert "missing keys: conv1.0.weight" in message and "unexpected keys: blocks." in message
+
+
+def test_checkpoint_with_code_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "callback": math.floor}, path)  # a pickled global
+    with pytest.raises(catalog.CatalogError, match="weights only"):
+        catalog.build_model(TINY, weights=str(path))
+    with pytest.raises(catalog.CatalogError, match="cannot read checkpoint"):
+        catalog.build_model(TINY, weights=str(tmp_path / "missing.pt"))
+
+
+def test_random_weights_are_seeded() -> None:
+    a = catalog.build_model(TINY, weights="random")
+    b = catalog.build_model(TINY, weights="random")
+    assert a.weights == "random" and a.weights_sha256 is None
+    torch.testing.assert_close(_outputs(a), _outputs(b), rtol=0, atol=0)
+
+
+def _put_in_hf_cache(cache: Path, repo_id: str, state: dict[str, torch.Tensor]) -> Path:
+    """Write weights in the Hugging Face hub cache layout (refs/main -> snapshots/<rev>/model.safetensors)."""
+    from safetensors.torch import save_file
+
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    revision = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    save_file(state, str(snapshot / "model.safetensors"))
+    return snapshot / "model.safetensors"
+
+
+def test_auto_uses_cached_hub_weights_else_random(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source_model: catalog.LoadedModel
+) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert catalog.hub_cached_file(catalog.get_model(TINY)) is None
+    assert catalog.build_model(TINY, weights="auto").weights == "random"
+    with pytest.raises(catalog.CatalogError, match=r"not cached.*--weights random"):
+        catalog.build_model(TINY, weights="hub")
+
+    cached = _put_in_hf_cache(tmp_path / "hub", "timm/test_resnet.r160_in1k", source_model.model.state_dict())
+    assert catalog.hub_cached_file(catalog.get_model(TINY)) == str(cached)
+    loaded = catalog.build_model(TINY, weights="auto")
+    assert loaded.weights == "hub"
+    assert loaded.weights_sha256 == catalog._checkpoint.sha256_file(str(cached))
+    torch.testing.assert_close(_outputs(loaded), _outputs(source_model), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", [s.name for s in catalog.load_models("tiny")])
+def test_layout_is_read_from_the_model(name: str) -> None:
+    loaded = catalog.build_model(name, weights="random")
+    x = torch.zeros(2, *loaded.data_config["input_size"])
+    with torch.no_grad():
+        feats = loaded.model.forward_features(x)
+    assert loaded.feature_fmt in ("NCHW", "NHWC", "NLC")
+    assert feats.ndim == (3 if loaded.feature_fmt == "NLC" else 4)
+    if loaded.feature_fmt == "NLC":
+        gh, gw = loaded.grid_size
+        assert feats.shape[1] == loaded.num_prefix_tokens + gh * gw
+    if name.startswith("test_vit"):
+        assert loaded.num_prefix_tokens == 1 and loaded.grid_size == (10, 10)
+    else:
+        assert loaded.num_prefix_tokens == 0
+
+
+@pytest.mark.parametrize("name", ["test_resnet.r160_in1k", "test_vit.r160_in1k", "test_efficientnet.r160_in1k"])
+def test_preprocess_equals_timms_eval_transform(name: str) -> None:
+    import timm
+    import timm.data
+    from PIL import Image
+
+    loaded = catalog.build_model(name, weights="random")
+    reference = timm.create_model(name, pretrained=False)
+    config = timm.data.resolve_model_data_config(reference)
+    transform = timm.data.create_transform(**config, is_training=False)
+    images = _images()
+    expected = torch.stack([transform(Image.fromarray(a)) for a in images])
+    got = loaded.preprocess(images)
+    assert got.dtype == torch.float32 and got.shape == (3, 3, 160, 160)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert loaded.provenance()["data_config"]["crop_pct"] == config["crop_pct"]
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "crop_pct", "interp", "mean"),
+    [
+        ("resnet50.a1_in1k", 224, 0.95, "bicubic", (0.485, 0.456, 0.406)),
+        ("resnet50.tv_in1k", 224, 0.875, "bilinear", (0.485, 0.456, 0.406)),
+        ("vit_base_patch16_224.augreg2_in21k_ft_in1k", 224, 0.9, "bicubic", (0.5, 0.5, 0.5)),
+        ("deit_tiny_patch16_224.fb_in1k", 224, 0.9, "bicubic", (0.485, 0.456, 0.406)),
+        ("convnext_tiny.fb_in1k", 224, 0.875, "bicubic", (0.485, 0.456, 0.406)),
+    ],
+)
+def test_big_models_preprocessing_without_building_them(
+    name: str, size: int, crop_pct: float, interp: str, mean: tuple[float, float, float]
+) -> None:
+    """The data config timm resolves for real models, and its transform against a hand-built torchvision one."""
+    import timm.data
+    from PIL import Image
+    from torchvision import transforms as T
+
+    config = catalog.resolve_data_config(name)
+    assert config["input_size"] == (3, size, size)
+    assert (config["crop_pct"], config["interpolation"], config["crop_mode"]) == (crop_pct, interp, "center")
+    assert tuple(config["mean"]) == pytest.approx(mean)
+    modes = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}
+    by_hand = T.Compose([
+        T.Resize(math.floor(size / crop_pct), interpolation=modes[interp]),
+        T.CenterCrop(size),
+        T.ToTensor(),
+        T.Normalize(config["mean"], config["std"]),
+    ])
+    timm_transform = timm.data.create_transform(**config, is_training=False)
+    for array in _images():
+        img = Image.fromarray(array)
+        torch.testing.assert_close(timm_transform(img), by_hand(img), rtol=0, atol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [s.name for s in catalog.load_models("quickstart")])
+def test_quickstart_models_build_and_run(name: str) -> None:
+    """The real quickstart architectures (random init, so offline): eval mode, layout, one forward."""
+    import os
+
+    device = os.environ.get("TORCH_DEVICE", "cpu")
+    loaded = catalog.build_model(name, weights="random", device=device)
+    assert not loaded.model.training
+    batch = loaded.preprocess(_images(1)).to(device)
+    with torch.no_grad():
+        out = loaded.model(batch)
+    assert out.shape == (1, 1000) and torch.isfinite(out).all()
+    if loaded.spec.family == "vit":
+        assert loaded.feature_fmt == "NLC" and loaded.num_prefix_tokens >= 1 and loaded.grid_size == (14, 14)
