@@ -84,8 +84,9 @@ DEFAULT_COMPOSITES: frozenset[str] = frozenset(
         "CecaModule", "GatherExcite", "CbamModule", "LightCbamModule",
         # MLP-Mixer family blocks (token mixing transposes the layout inside the block)
         "MixerBlock", "ResBlock", "SpatialGatingBlock",
-        # Swin blocks (window partition and cyclic shift happen between their children)
-        "SwinTransformerBlock", "SwinTransformerV2Block", "SwinTransformerV2CrBlock",
+        # window/grid partitions and patch merging reshape between their children
+        "SwinTransformerBlock", "SwinTransformerV2Block", "SwinTransformerV2CrBlock", "PatchMerging",
+        "PartitionAttentionCl", "PartitionAttention2d",
     }
 )
 """Class names recorded as one layer by default (their children are not recorded)."""
