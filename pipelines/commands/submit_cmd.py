@@ -1,7 +1,7 @@
 """``lee submit`` / ``lee status`` / ``lee logs``: run a sweep as a Ray Job on a cluster and follow it.
 
 ``lee submit --address http://HEAD:8265 [--runtime-env runtime_env.yaml] -- <lee eval flags>``
-uploads the project (``working_dir``), starts ``python -m pipelines.cli eval <flags>`` on the
+uploads the project (``working_dir``), starts ``python -m pipelines eval <flags>`` on the
 cluster and prints the job id. Clusters with token authentication (``RAY_AUTH_MODE=token``)
 need the same ``RAY_AUTH_TOKEN`` (or ``~/.ray/auth_token``) on this side.
 """
@@ -92,7 +92,7 @@ def submit(args) -> int:
     argv = _eval_argv(args.eval_args or [])
     runtime_env = load_runtime_env(args.runtime_env, wd)
     client = _client(_address(args))
-    entrypoint = shlex.join(["python", "-m", "pipelines.cli", "eval", "--no-progress", *argv])
+    entrypoint = shlex.join(["python", "-m", "pipelines", "eval", "--no-progress", *argv])
     try:
         job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=args.job_id)
     except Exception as exc:  # noqa: BLE001

@@ -1,0 +1,98 @@
+"""``lee submit`` / ``status`` / ``logs`` against a real Ray head started on loopback by the test."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelines.store import Store
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def loopback_head():
+    """`ray start --head --block` on 127.0.0.1 with token auth, in its own process group and temp dir."""
+    token = secrets.token_hex(32)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    temp = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Unix socket paths live under it
+    port, dash = _free_port(), _free_port()
+    head = subprocess.Popen(
+        ["ray", "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+         "--num-cpus=2", f"--temp-dir={temp}", "--object-store-memory=200000000", "--disable-usage-stats"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    address = f"http://127.0.0.1:{dash}"
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            r = subprocess.run([sys.executable, "-m", "pipelines", "status", "--address", address],
+                               env=env, capture_output=True, text=True)
+            if r.returncode == 0:
+                break
+            assert head.poll() is None, "ray head exited"
+            time.sleep(1)
+        else:
+            pytest.fail(f"job server at {address} did not come up: {r.stderr[-2000:]}")
+        yield address, env
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        try:
+            os.killpg(head.pid, signal.SIGKILL)  # any stragglers of the group
+        except ProcessLookupError:
+            pass
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _lee(args, env, timeout=240):
+    return subprocess.run([sys.executable, "-m", "pipelines", *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_submit_runs_a_job_to_completion_and_results_land(loopback_head, tmp_path):
+    address, env = loopback_head
+    out = tmp_path / "results"
+    sub = _lee(["submit", "--address", address, "--", "-m", "test_resnet.r160_in1k", "-d", "sample-test",
+                "-n", "4", "--img-size", "32", "-g", "translate_x", "-o", str(out)], env)
+    assert sub.returncode == 0, sub.stderr
+    job_id = sub.stdout.strip().splitlines()[-1]
+    assert job_id
+    st = _lee(["status", job_id, "--address", address, "--wait", "--timeout", "200"], env, timeout=260)
+    logs = _lee(["logs", job_id, "--address", address], env)
+    assert st.returncode == 0, st.stderr + logs.stdout[-3000:]
+    assert "1 computed" in logs.stdout, logs.stdout[-3000:]
+    runs = Store(str(out)).runs().to_pylist()
+    assert [r["status"] for r in runs] == ["done"]
+    assert Store(str(out)).read_table("lee").num_rows == 4
+    listing = _lee(["status", "--address", address], env)
+    assert job_id in listing.stdout and "SUCCEEDED" in listing.stdout
+
+
+def test_submit_rejects_bad_arguments_before_submitting(tmp_path):
+    r = _lee(["submit", "--address", "http://127.0.0.1:9", "--", "-m", "no_such_model_xyz"], dict(os.environ))
+    assert r.returncode == 2 and "no_such_model_xyz" in r.stderr
