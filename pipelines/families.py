@@ -61,6 +61,7 @@ def _kwargs_for(fn: Callable, offered: dict[str, Any]) -> dict[str, Any]:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return {}
+    offered = {k: v for k, v in offered.items() if v is not None}
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return offered
     return {k: v for k, v in offered.items() if k in params}
@@ -163,7 +164,7 @@ def compute_layerwise(model, x: torch.Tensor, *, config: dict[str, Any], mean, s
         for rec in _layer_records(res):
             add(gen, "layer", rec[0], rec[1], rec[2], rec[3])
         add(gen, "end_to_end", "<end_to_end>", "", -1, _first_attr(res, ("end_to_end", "total", "lee")))
-        add(gen, "unattributed", "<unattributed>", "", -1, _first_attr(res, ("unattributed", "residual")))
+        add(gen, "unattributed", "<unattributed>", "", -1, _first_attr(res, ("unattributed_share", "unattributed")))
     return cols
 
 
@@ -181,7 +182,7 @@ def _layer_records(res):
         name = _first_attr(r, ("name", "qualified_name", "qualname", "layer"))
         cls = _first_attr(r, ("cls", "class_name", "layer_class", "module_class", "type"))
         idx = _first_attr(r, ("call_index", "index", "order", "call"))
-        vals = _first_attr(r, ("values", "contribution", "value"))
+        vals = _first_attr(r, ("share", "values", "contribution", "value"))  # additive share first
         yield str(name), str(getattr(cls, "__name__", cls)), int(idx), vals
 
 

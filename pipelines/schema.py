@@ -149,7 +149,7 @@ LAYERWISE = Table(
         Column("layer", pa.string(), "-", "qualified module name (`stages.1.blocks.0.conv`); `<end_to_end>` / `<unattributed>` for those rows"),
         Column("layer_class", pa.string(), "-", "module class name (`Conv2d`, `LayerNorm`, ...); empty for non-layer rows"),
         Column("call_index", pa.int32(), "-", "order of the call in the forward pass (0-based; -1 for non-layer rows)"),
-        Column("value", pa.float64(), "(output unit)^2 / (generator parameter)^2", "contribution to the LEE (same unit as `lee.value`)"),
+        Column("value", pa.float64(), "(output unit)^2 / (generator parameter)^2", "additive contribution to the LEE (same unit as `lee.value`): liecore `LayerRecord.share` = <c_i, L F>/dim(out) for layers, `unattributed_share` for the unattributed row; layer rows + unattributed = end_to_end"),
     ),
     ("model", "dataset", "unit"),
 )
