@@ -20,7 +20,9 @@ excluded) plus a stated set of composite classes recorded as one layer
 (:data:`DEFAULT_COMPOSITES`: attention, patch embeddings, normalization-with-activation,
 squeeze-excitation, MLP-Mixer/ResMLP blocks, Swin blocks). Each *call* is its own entry,
 in call order, with its qualified name and class. Only the first positional argument of a
-layer is treated as its input; other arguments are held fixed.
+layer is treated as its input; other arguments are held fixed. A layer whose local Lie
+derivative cancels to rounding (at most 64 ulps of its two terms: eval-mode batch norm,
+1x1 convolutions, dropout) is recorded with an exact zero and skipped in the push-forward.
 
 Per image and layer the result reports
 
@@ -257,6 +259,10 @@ class LayerwiseResult:
         return rows
 
 
+_ROUNDING_FACTOR = 64.0
+"""A local Lie derivative below this many ulps of its two terms counts as zero."""
+
+
 @dataclass
 class _Call:
     name: str
@@ -382,7 +388,15 @@ def _local_lie_derivative(
     if tin is None:
         return -tout
     _, dy = jvp(lambda a: call.module(a, *call.args, **call.kwargs), (call.x.clone(),), (tin,))
-    return dy if tout is None else dy - tout
+    if tout is None:
+        return dy
+    v = dy - tout
+    # equivariant layers (eval batch norm, 1x1 convolutions, dropout) cancel to rounding:
+    # record them as exact zeros and keep them out of the push-forward
+    floor = _ROUNDING_FACTOR * torch.finfo(v.dtype).eps * max(float(dy.abs().max()), float(tout.abs().max()))
+    if float(v.abs().max()) <= floor:
+        return None
+    return v
 
 
 def layerwise(
@@ -400,7 +414,7 @@ def layerwise(
     std: Sequence[float] | None = None,
     num_probes: int = 100,
     seed: int = 0,
-    chunk_size: int | None = None,
+    chunk_size: int | None = 16,
 ) -> LayerwiseResult:
     r"""Decompose :math:`L_X F(x)` into per-layer-call contributions.
 
@@ -416,7 +430,8 @@ def layerwise(
         interpolation, mean, std: as in :func:`liecore.lie_derivatives`.
         num_probes: probes of the stochastic method.
         seed: seed of the probes.
-        chunk_size: layers per vectorized pass of the exact method (memory bound).
+        chunk_size: layers per vectorized pass of the exact method (bounds memory; the
+            primal is recomputed once per chunk).
 
     Returns:
         :class:`LayerwiseResult`.
