@@ -55,3 +55,11 @@ def test_assert_equivariant_passes_and_fails():
     liecore.assert_equivariant(nn.Conv2d(3, 2, 1).double(), x, ["rotate", "scale"], out_layout=Layout.spatial())
     with pytest.raises(AssertionError, match="not equivariant"):
         liecore.assert_equivariant(nn.Conv2d(3, 2, 3).double(), x, ["rotate"], out_layout=Layout.spatial())
+
+
+def test_readme_worked_example():
+    x = torch.arange(5.0, dtype=torch.float64).reshape(1, 1, 1, 5)
+    assert liecore.input_tangent(x, "translate_x").flatten().tolist() == [0.0, 2.0, 2.0, 2.0, 0.0]
+    assert liecore.lee(nn.Identity(), x, "translate_x", out_layout=Layout.spatial()).values.item() == 0.0
+    res = liecore.lee(lambda z: z.mean((1, 2, 3))[:, None], x, "translate_x", output="logits")
+    assert res.values.item() == pytest.approx(1.44)
