@@ -124,66 +124,70 @@ def compute_alt(model, x: torch.Tensor, *, config: dict[str, Any], mean, std, se
     return cols
 
 
-def compute_layerwise(model, x: torch.Tensor, *, config: dict[str, Any], mean, std, seed: int) -> Columns:
-    """``layerwise`` rows for one batch: one per (image, generator, layer call) + end-to-end + unattributed."""
+def activation_layouts(model: torch.nn.Module):
+    """Declared activation layouts of a timm model, from what the model itself declares.
+
+    Token grids come from ``patch_embed.grid_size`` (or ``stem.grid_size`` for MLP-Mixer and
+    ResMLP) with ``num_prefix_tokens`` invariant tokens; 4-D activations are NHWC when the
+    model declares ``output_fmt = 'NHWC'`` (Swin, MambaOut), NCHW otherwise. Layers that
+    declare their own ``output_fmt`` (timm's patch embeddings) are taken at their word by
+    liecore.
+    """
     import liecore
 
-    cols: dict[str, list] = {
-        k: []
-        for k in ("sample_pos", "generator", "method", "num_probes", "kind", "layer", "layer_class", "call_index", "value")
-    }
+    embed = getattr(model, "patch_embed", None) or getattr(model, "stem", None)
+    grid = getattr(embed, "grid_size", None)
+    tokens = ()
+    if grid is not None:
+        prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
+        tokens = (liecore.Layout.tokens(tuple(int(g) for g in grid), prefix),)
+    fmt = getattr(model, "output_fmt", "NCHW")
+    fmt = getattr(fmt, "value", fmt)
+    return liecore.ActivationLayouts(spatial=liecore.Layout.spatial(channels_last=fmt == "NHWC"), tokens=tokens)
+
+
+def compute_layerwise(model, x: torch.Tensor, *, config: dict[str, Any], mean, std, seed: int) -> Columns:
+    """``layerwise`` rows for one batch: per (image, generator) one row per layer call, one
+    ``end_to_end`` and one ``unattributed`` row (shares add up to the end-to-end value)."""
+    import liecore
+
+    names = ("sample_pos", "generator", "method", "num_probes", "kind", "layer", "layer_class", "call_index",
+             "layer_kind", "value", "share", "stderr")
+    cols: dict[str, list] = {k: [] for k in names}
     method = config["method"]
     probes = config.get("num_probes") if method == "stochastic" else None
+    layouts = activation_layouts(model)
 
-    def add(gen, kind, layer, cls, idx, values):
-        vals = _np(values).reshape(-1)
+    def add(gen, kind, layer, cls, idx, layer_kind, value, share, stderr=None):
+        vals = _np(value).reshape(-1)
         n = len(vals)
         cols["sample_pos"].extend(range(n))
-        cols["generator"].extend([gen] * n)
-        cols["method"].extend([method] * n)
-        cols["num_probes"].extend([probes] * n)
-        cols["kind"].extend([kind] * n)
-        cols["layer"].extend([layer] * n)
-        cols["layer_class"].extend([cls] * n)
-        cols["call_index"].extend([int(idx)] * n)
+        for key, v in (("generator", gen), ("method", method), ("num_probes", probes), ("kind", kind),
+                       ("layer", layer), ("layer_class", cls), ("call_index", int(idx)), ("layer_kind", layer_kind)):
+            cols[key].extend([v] * n)
         cols["value"].extend(vals.tolist())
+        cols["share"].extend(_np(share).reshape(-1).tolist())
+        cols["stderr"].extend([None] * n if stderr is None else _np(stderr).reshape(-1).tolist())
 
     for gen in config["generators"]:
-        torch.manual_seed(seed)
-        offered = {
-            "method": method,
-            "num_probes": config.get("num_probes"),
-            "mean": mean,
-            "std": std,
-            "seed": seed,
-            "interpolation": config.get("interpolation"),
-            "output": config.get("output"),
-        }
-        fn = liecore.layerwise
-        res = fn(model, x, gen, **_kwargs_for(fn, offered))
-        for rec in _layer_records(res):
-            add(gen, "layer", rec[0], rec[1], rec[2], rec[3])
-        add(gen, "end_to_end", "<end_to_end>", "", -1, _first_attr(res, ("end_to_end", "total", "lee")))
-        add(gen, "unattributed", "<unattributed>", "", -1, _first_attr(res, ("unattributed_share", "unattributed")))
+        res = liecore.layerwise(
+            model,
+            x,
+            gen,
+            method=method,
+            output=config.get("output"),
+            layouts=layouts,
+            interpolation=config.get("interpolation") or "cubic",
+            mean=mean,
+            std=std,
+            num_probes=probes or 100,
+            seed=seed,
+        )
+        for r in res.records:
+            add(gen, "layer", r.name, r.cls, r.index, r.kind, r.value, r.share, r.stderr)
+        add(gen, "end_to_end", "<end_to_end>", "", -1, "end_to_end", res.end_to_end, res.end_to_end)
+        add(gen, "unattributed", "<unattributed>", "", -1, "unattributed", res.unattributed, res.unattributed_share)
     return cols
-
-
-def _first_attr(obj, names):
-    for n in names:
-        if hasattr(obj, n):
-            return getattr(obj, n)
-    raise AttributeError(f"{type(obj).__name__} has none of {names}")
-
-
-def _layer_records(res):
-    """(qualified name, class, call index, values) per layer call, whatever the record type calls them."""
-    records = _first_attr(res, ("records", "layers", "calls"))
-    for r in records:
-        name = _first_attr(r, ("name", "qualified_name", "qualname", "layer"))
-        cls = _first_attr(r, ("cls", "class_name", "layer_class", "module_class", "type"))
-        idx = _first_attr(r, ("call_index", "index", "order", "call"))
-        vals = _first_attr(r, ("share", "values", "contribution", "value"))  # additive share first
-        yield str(name), str(getattr(cls, "__name__", cls)), int(idx), vals
 
 
 FAMILY_IMPLS: dict[str, Family] = {
