@@ -65,14 +65,18 @@ def baseline_lee(model, x, gens, mean, std) -> torch.Tensor:
     """The published recipe: one image at a time, each generator its own forward pass and a
     double-backward JVP in the flow parameter t through the transformation."""
     vals = torch.zeros(x.shape[0], len(gens))
-    for i in range(x.shape[0]):
-        xi = x[i : i + 1]
-        for j, name in enumerate(gens):
-            g = liecore.get_generator(name)
-            t = torch.zeros((), requires_grad=True, device=x.device)
-            d = double_backward_jvp(lambda s: torch.softmax(model(_transformed(xi, g, s)), -1), t, torch.ones_like(t))
-            vals[i, j] = d.detach().square().mean()
+    with liecore.differentiable_mode(model, grad=True):  # eval mode, math attention (2022 timm had no fused kernel)
+        for i in range(x.shape[0]):
+            _baseline_image(model, x[i : i + 1], gens, vals[i])
     return vals
+
+
+def _baseline_image(model, xi, gens, out) -> None:
+    for j, name in enumerate(gens):
+        g = liecore.get_generator(name)
+        t = torch.zeros((), requires_grad=True, device=xi.device)
+        d = double_backward_jvp(lambda s: torch.softmax(model(_transformed(xi, g, s)), -1), t, torch.ones_like(t))
+        out[j] = d.detach().square().mean()
 
 
 def main() -> None:
