@@ -19,6 +19,7 @@ import pyarrow as pa
 import torch
 
 from pipelines import env, schema
+from pipelines.data import resolve_shard
 from pipelines.families import FAMILY_IMPLS
 from pipelines.store import Store
 from pipelines.units import WorkUnit
@@ -156,7 +157,7 @@ class UnitRunner:
             compute_s = 0.0
             bs = batch_size
             for shard in shards:
-                shard = _resolve(shard)
+                shard = resolve_shard(shard)
                 tc = time.perf_counter()
                 x = loaded.preprocess(list(shard["images"])).to(self.device)
                 offset = len(ids)
@@ -200,17 +201,6 @@ class UnitRunner:
 def _summary(row: dict[str, Any]) -> dict[str, Any]:
     keep = ("unit", "status", "family", "model", "weights", "dataset", "n_images", "n_rows", "error", "compute_s", "wall_s")
     return {k: row.get(k) for k in keep}
-
-
-def _resolve(shard):
-    try:
-        import ray
-
-        if isinstance(shard, ray.ObjectRef):
-            return ray.get(shard)
-    except ImportError:  # pragma: no cover
-        pass
-    return shard
 
 
 def _compute_with_oom_retry(compute, model, x, unit, mean, std, bs):

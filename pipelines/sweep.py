@@ -1,10 +1,11 @@
 """A sweep: plan the work units, run the missing ones on Ray actors, summarise.
 
 Flow: validate everything (models, generators, families, datasets, output root) before any
-work; load and decode each dataset once on the driver and put it into the Ray object store
-in shards; group the units by model and hand each group to one model actor (several actors,
-so several models run at once); each actor loads the model once, applies the model's own
-preprocessing, runs liecore and writes the unit (data file, then its ``runs`` row).
+work; read and decode each dataset once with Ray Data (:mod:`pipelines.data`: the blocks stay
+in the object store); group the units by model and hand each group to one model actor (several
+actors, so several models run at once) with the dataset's block refs; each actor loads the
+model once, applies the model's own preprocessing, runs liecore and writes the unit (data file,
+then its ``runs`` row). Dry runs decode on the driver instead and need no Ray.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from typing import Any, TextIO
 
 from pipelines.cli import UsageError
 from pipelines.config import FAMILIES, SweepConfig
+from pipelines.data import LoadedDataset
 from pipelines.progress import Progress
 from pipelines.store import Store, StoreError
-from pipelines.units import DatasetInfo, WorkUnit, family_config, make_unit
+from pipelines.units import WorkUnit, family_config, make_unit
 
 __all__ = ["Plan", "SweepResult", "execute", "plan", "run_sweep", "summary_table"]
 
@@ -36,7 +38,7 @@ class Plan:
     units: list[WorkUnit]
     todo: list[WorkUnit]
     status: dict[str, str]
-    images: dict[str, dict[str, list]] = field(repr=False)
+    datasets: dict[str, LoadedDataset] = field(repr=False)
 
     @property
     def skipped(self) -> list[WorkUnit]:
@@ -84,40 +86,37 @@ def resolve_models(cfg: SweepConfig) -> list:
     return specs
 
 
-def load_images(cfg: SweepConfig) -> tuple[dict[str, DatasetInfo], dict[str, dict[str, list]]]:
-    """Load and decode each dataset once: ``{name: DatasetInfo}``, ``{name: {ids, labels, images}}``."""
-    import catalog
+def load_images(cfg: SweepConfig, *, dry_run: bool = False) -> dict[str, LoadedDataset]:
+    """Read and decode each dataset once: ``{name: LoadedDataset}``.
 
-    infos, images = {}, {}
+    The datasets are resolved and listed on the driver first (bad names, unset variables and missing
+    folders fail here, before Ray starts); then each is decoded on Ray Data (on the driver for dry runs).
+    """
+    import catalog
+    from pipelines import data
+
     specs = []
     for sel in cfg.datasets:
         try:
             specs.extend(catalog.load_datasets(sel))
         except (ValueError, FileNotFoundError) as exc:
             raise _usage(exc) from None
+    listed = {}
     for spec in specs:
-        name = spec.name
         try:
-            imset = catalog.load_dataset(spec)
+            listed[spec.name] = (spec, data.select_items(spec))
         except (ValueError, FileNotFoundError, OSError) as exc:
-            raise UsageError(f"dataset {name!r} ({spec.uri}) cannot be loaded: {exc}") from None
-        recs = list(imset.images)[: cfg.n_images]
-        if not recs:
-            errors = getattr(imset, "errors", None)
-            raise UsageError(f"dataset {name!r} has no readable images ({spec.uri}){': ' + str(errors[:3]) if errors else ''}")
-        infos[name] = DatasetInfo(
-            name=spec.name,
-            role=getattr(spec, "role", None),
-            version=str(getattr(spec, "version", "")),
-            fingerprint=str(imset.fingerprint),
-            n_images=len(recs),
-        )
-        images[name] = {
-            "ids": [str(r.image_id) for r in recs],
-            "labels": [getattr(r, "label", None) for r in recs],
-            "images": [r.array for r in recs],
-        }
-    return infos, images
+            text = str(exc).strip("'\"")
+            raise UsageError(f"dataset {spec.name!r} ({spec.uri}) cannot be loaded: {text}") from None
+    if not dry_run:
+        init_ray(cfg.address)
+    out = {}
+    for name, (spec, items) in listed.items():
+        try:
+            out[name] = data.load_dataset(spec, cfg.n_images, batch_size=cfg.batch_size, driver=dry_run, items=items)
+        except (ValueError, FileNotFoundError, OSError) as exc:
+            raise UsageError(str(exc).strip("'\"")) from None
+    return out
 
 
 def validate(cfg: SweepConfig) -> None:
@@ -164,8 +163,14 @@ def validate(cfg: SweepConfig) -> None:
             raise UsageError(f"unknown alt metric {unknown[0]!r}{hint} (known: {', '.join(sorted(m.METRICS))})")
 
 
-def plan(cfg: SweepConfig, *, check_writable: bool = True) -> Plan:
-    """Resolve and validate everything, build the units, and find which are already done."""
+def plan(cfg: SweepConfig, *, check_writable: bool = True, dry_run: bool = False) -> Plan:
+    """Resolve and validate everything, load the datasets, build the units, and find which are done.
+
+    Args:
+        cfg: The sweep.
+        check_writable: Probe the output root with a write.
+        dry_run: Decode the datasets on the driver (no Ray); the units and keys are the same.
+    """
     validate(cfg)
     try:
         store = Store(cfg.output)
@@ -177,15 +182,15 @@ def plan(cfg: SweepConfig, *, check_writable: bool = True) -> Plan:
     except Exception as exc:  # noqa: BLE001 - unreachable URIs raise anything
         raise UsageError(f"output root {cfg.output!r} cannot be read: {type(exc).__name__}: {exc}") from None
     specs = resolve_models(cfg)
-    infos, images = load_images(cfg)
+    datasets = load_images(cfg, dry_run=dry_run)
     units = []
     fam_cfgs = {f: family_config(f, cfg) for f in cfg.metrics}
     for spec in specs:
-        for ds in infos.values():
+        for ds in (d.info for d in datasets.values()):
             for fam in cfg.metrics:
                 units.append(make_unit(fam, spec, ds, cfg, fam_cfgs[fam]))
     todo = [u for u in units if cfg.force or status.get(u.key) != "done"]
-    return Plan(cfg, store, units, todo, status, images)
+    return Plan(cfg, store, units, todo, status, datasets)
 
 
 # ------------------------------------------------------------------------------------------ execute
@@ -224,6 +229,7 @@ def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None =
         return SweepResult(p, [], 0.0)
     import ray
 
+    from pipelines.data import Shard
     from pipelines.runner import UnitRunner, failed_row
 
     cfg = p.config
@@ -231,12 +237,8 @@ def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None =
     t_ray = time.perf_counter() - t0
 
     bs = cfg.batch_size
-    shards = {
-        name: [
-            ray.put({k: v[i : i + bs] for k, v in data.items()}) for i in range(0, len(data["images"]), bs)
-        ]
-        for name, data in p.images.items()
-    }
+    # Ray Data blocks are passed by ref; a plan decoded on the driver (dry run) is put once here.
+    shards = {name: [s if isinstance(s, Shard) else ray.put(s) for s in d.shards] for name, d in p.datasets.items()}
     groups: dict[tuple, list[WorkUnit]] = defaultdict(list)
     for u in p.todo:
         groups[(u.model.name, u.weights_policy)].append(u)
@@ -366,6 +368,20 @@ def print_summary(result: SweepResult, out: TextIO | None = None) -> None:
     for r in result.failed:
         first = (r.get("error") or "").splitlines()[0] if r.get("error") else ""
         print(f"  FAILED {r['family']}:{r['model']}@{r['dataset']} [{r['unit']}]: {first}", file=out)
+    print_dataset_errors(p, out)
+
+
+def print_dataset_errors(p: Plan, out: TextIO | None = None, limit: int = 5) -> None:
+    """Images of the datasets that could not be read or decoded (skipped; the next ones were used)."""
+    out = out or sys.stdout
+    for name, d in p.datasets.items():
+        if d.errors:
+            print(f"  dataset {name}: {len(d.errors)} image(s) skipped (unreadable or undecodable), "
+                  f"{d.info.n_images} used:", file=out)
+            for image_id, msg in d.errors[:limit]:
+                print(f"    {image_id}: {msg}", file=out)
+            if len(d.errors) > limit:
+                print(f"    ... and {len(d.errors) - limit} more", file=out)
 
 
 def as_dict(cfg: SweepConfig) -> dict[str, Any]:

@@ -86,7 +86,7 @@ def register(subparsers) -> None:
 
 
 def print_units(plan, out=None) -> None:
-    from pipelines.sweep import format_table
+    from pipelines.sweep import format_table, print_dataset_errors
 
     out = out or sys.stdout
     todo = {u.key for u in plan.todo}
@@ -106,6 +106,7 @@ def print_units(plan, out=None) -> None:
                               ("n", "images"), ("state", "action"), ("prev", "stored")]), file=out)
     print(f"\n{len(plan.units)} units, {len(plan.todo)} to run, {len(plan.units) - len(plan.todo)} already done "
           f"(output {plan.store.uri})", file=out)
+    print_dataset_errors(plan, out)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     if args.dry_run:
-        p = sweep.plan(cfg, check_writable=False)
+        p = sweep.plan(cfg, check_writable=False, dry_run=True)
         print_units(p)
         return 0
     p = sweep.plan(cfg)

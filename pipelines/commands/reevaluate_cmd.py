@@ -43,11 +43,15 @@ def _reason(unit, status: dict[str, str], by_model: dict, hub_cached) -> str:
     return ", ".join(sorted(reasons)) or "changed"
 
 
-def plan_reevaluation(cfg):
-    """The eval plan restricted to new/changed units, with a reason per unit."""
+def plan_reevaluation(cfg, *, dry_run: bool = False):
+    """The eval plan restricted to new/changed units, with a reason per unit.
+
+    Datasets are read and decoded once: on the driver for ``dry_run``, on Ray Data otherwise (the
+    plan is then executed as it is).
+    """
     from pipelines import sweep
 
-    p = sweep.plan(cfg, check_writable=False)
+    p = sweep.plan(cfg, check_writable=not dry_run, dry_run=dry_run)
     runs = p.store.runs().to_pylist() if p.status else []
     by_model: dict = {}
     for r in runs:
@@ -88,9 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.sweep import format_table
 
     cfg = config_from_args(args)
-    if not args.dry_run:
-        sweep.plan(cfg)  # validates and checks that the output root is writable
-    p, reasons = plan_reevaluation(cfg)
+    p, reasons = plan_reevaluation(cfg, dry_run=args.dry_run)
     rows = [
         {"unit": u.key, "family": u.family, "model": u.model.name, "dataset": u.dataset.name, "reason": reasons[u.key]}
         for u in p.todo
