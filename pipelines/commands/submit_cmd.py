@@ -20,6 +20,7 @@ from pipelines.cli import UsageError
 DEFAULT_JOB_ADDRESS = "http://127.0.0.1:8265"
 EXCLUDES = [".git", "**/__pycache__", "lee-results", "*.parquet", ".pytest_cache", ".ruff_cache", "*.egg-info"]
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+AGENT_WAIT_S = 60.0  # how long to retry a submission the head refuses because its job agent is not up yet
 
 
 def _address(args) -> str:
@@ -93,10 +94,17 @@ def submit(args) -> int:
     runtime_env = load_runtime_env(args.runtime_env, wd)
     client = _client(_address(args))
     entrypoint = shlex.join(["python", "-m", "pipelines", "eval", "--no-progress", *argv])
-    try:
-        job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=args.job_id)
-    except Exception as exc:  # noqa: BLE001
-        raise UsageError(f"job submission to {_address(args)} failed: {type(exc).__name__}: {exc}") from None
+    deadline = time.time() + AGENT_WAIT_S
+    while True:
+        try:
+            job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=args.job_id)
+            break
+        except Exception as exc:  # noqa: BLE001
+            # A head that has just started answers before its job agent is up ("try again later").
+            if "try again later" in str(exc) and time.time() < deadline:
+                time.sleep(1.0)
+                continue
+            raise UsageError(f"job submission to {_address(args)} failed: {type(exc).__name__}: {exc}") from None
     print(job_id)
     if args.wait:
         return _wait(client, job_id, follow=True)
