@@ -4,7 +4,7 @@ Importing ``catalog`` imports neither timm nor torch: they are loaded inside ``b
 preprocessing helpers) only. It never imports ray, duckdb or liecore.
 """
 
-from catalog._build import LoadedModel, build_model, hub_cached_file, resolve_data_config
+from catalog._build import LoadedModel, build_model, hub_cached_file, resolve_data_config, zoo_data_config
 from catalog._checkpoint import read_checkpoint
 from catalog._datasets import (
     Image,
@@ -18,7 +18,8 @@ from catalog._datasets import (
 )
 from catalog._decode import DecodeError, decode_image
 from catalog._errors import CatalogError
-from catalog._paths import cache_dir
+from catalog._generate import all_catalog_text, generate_all_catalog, generated_specs
+from catalog._paths import cache_dir, zoo_catalog_path, zoo_dir
 from catalog._registry import (
     BUILTIN_CATALOGS,
     catalog_groups,
@@ -27,9 +28,12 @@ from catalog._registry import (
     list_models,
     load_catalog_file,
     load_models,
+    zoo_catalog_file,
 )
 from catalog._sample import materialize_sample
 from catalog._spec import DatasetSpec, ModelSpec
+from catalog._zoo_data import materialize_zoo_data
+from catalog._zoo_models import ZOO_ARCHS, build_zoo_arch
 
 __all__ = [
     "BUILTIN_CATALOGS",
@@ -56,7 +60,17 @@ __all__ = [
     "load_datasets",
     "load_models",
     "materialize_sample",
+    "all_catalog_text",
+    "generate_all_catalog",
+    "generated_specs",
     "read_checkpoint",
     "resolve_data_config",
     "resolve_uri",
+    "ZOO_ARCHS",
+    "build_zoo_arch",
+    "materialize_zoo_data",
+    "zoo_catalog_file",
+    "zoo_catalog_path",
+    "zoo_data_config",
+    "zoo_dir",
 ]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from catalog._checkpoint import check_fits, read_checkpoint, sha256_file
 from catalog._errors import CatalogError
 from catalog._spec import ModelSpec
+from catalog._zoo_models import build_zoo_arch, is_zoo_arch
 
 if TYPE_CHECKING:
     import numpy as np
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from PIL import Image as PILImage
     from torch import nn
 
-__all__ = ["LoadedModel", "build_model", "hub_cached_file", "resolve_data_config"]
+__all__ = ["LoadedModel", "build_model", "hub_cached_file", "resolve_data_config", "zoo_data_config"]
 
 WEIGHT_POLICIES = ("hub", "file", "random", "auto")
 RANDOM_SEED = 0
@@ -173,6 +174,8 @@ def resolve_data_config(spec: ModelSpec | str) -> dict[str, Any]:
         from catalog._registry import get_model
 
         spec = get_model(spec)
+    if is_zoo_arch(spec.arch):
+        return zoo_data_config(spec)
     cfg = _timm_cfg(spec)
     base = cfg.to_dict() if cfg is not None else {}
     base.update(_overlay(spec))
@@ -204,6 +207,56 @@ def _layout(model: nn.Module, data_config: dict[str, Any], device: Any) -> tuple
     if fmt == "NLC" and grid is not None and feats.shape[1] != prefix + grid[0] * grid[1]:
         grid = None  # tokens are not prefix + patch grid (pooled or merged tokens): do not claim a grid
     return prefix, grid, fmt
+
+
+def zoo_data_config(spec: ModelSpec) -> dict[str, Any]:
+    """The eval data config of a zoo spec, read from the spec (zoo models have no timm pretrained config).
+
+    Zoo images are 32x32; grayscale digits are stored replicated to RGB, so every zoo model takes
+    ``in_chans`` = 3 (the default) and normalizes with the spec's mean/std.
+    """
+    size = spec.img_size or 32
+    return {
+        "input_size": (spec.in_chans or 3, size, size),
+        "interpolation": spec.interpolation or "bilinear",
+        "mean": tuple(spec.mean or (0.5, 0.5, 0.5)),
+        "std": tuple(spec.std or (0.5, 0.5, 0.5)),
+        "crop_pct": spec.crop_pct or 1.0,
+        "crop_mode": "center",
+    }
+
+
+def _build_zoo(spec: ModelSpec, policy: str, device: str | torch.device | None) -> LoadedModel:
+    """``build_model`` for a zoo architecture: the named builder, the spec's kwargs, ``file`` or ``random`` weights."""
+    import timm.data
+    import torch
+
+    if policy == "auto":
+        policy = "file" if spec.checkpoint else "random"
+    if policy == "hub":
+        raise CatalogError(f"model {spec.name!r} (zoo architecture {spec.arch!r}) has no hub weights; "
+                           f"use its checkpoint (weights 'file') or weights 'random'")
+    if spec.num_classes is None:
+        raise CatalogError(f"model {spec.name!r}: a zoo architecture needs num_classes")
+    sha: str | None = None
+    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+        warnings.simplefilter("ignore")
+        torch.manual_seed(RANDOM_SEED)
+        model = build_zoo_arch(spec.arch, num_classes=spec.num_classes, in_chans=spec.in_chans or 3,
+                               model_kwargs=spec.model_kwargs, name=spec.name)
+        if policy == "file":
+            if not spec.checkpoint:
+                raise CatalogError(f"model {spec.name!r}: weights 'file' needs a checkpoint path or URI")
+            state, sha = read_checkpoint(spec.checkpoint)
+            check_fits(model, state, spec.checkpoint, spec.arch, spec.name)
+            model.load_state_dict(state, strict=True)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    model = model.to(device).eval()
+    data_config = zoo_data_config(spec)
+    transform = timm.data.create_transform(**data_config, is_training=False)
+    prefix, grid, fmt = _layout(model, data_config, device)
+    return LoadedModel(model=model, spec=spec, weights=policy, weights_sha256=sha, data_config=data_config,
+                       num_prefix_tokens=prefix, grid_size=grid, feature_fmt=fmt, transform=transform)
 
 
 def build_model(
@@ -238,6 +291,8 @@ def build_model(
     policy = weights or spec.source
     if policy not in WEIGHT_POLICIES:
         spec, policy = spec.replace(source="file", checkpoint=policy), "file"
+    if is_zoo_arch(spec.arch):
+        return _build_zoo(spec, policy, device)
     cfg = _timm_cfg(spec)
     name = spec.timm_name if cfg is not None and cfg.tag == spec.tag else spec.arch
     overlay = _overlay(spec)

@@ -152,7 +152,8 @@ def load_datasets(selection: str | list[str]) -> list[DatasetSpec]:
 
 
 def resolve_uri(spec: DatasetSpec) -> str:
-    """The spec's URI with ``${VAR}`` expanded and ``builtin://sample/<split>`` materialized.
+    """The spec's URI with ``${VAR}`` expanded and ``builtin://sample/<split>`` (or ``builtin://zoo-<task>/<split>``)
+    materialized.
 
     Raises:
         CatalogError: A variable the URI needs is not set (named, with the dataset).
@@ -170,8 +171,11 @@ def resolve_uri(spec: DatasetSpec) -> str:
     uri = _VAR.sub(expand, spec.uri)
     if uri.startswith("builtin://"):
         from catalog._sample import SAMPLE_SPLITS, materialize_sample
+        from catalog._zoo_data import ZOO_SPLITS, ZOO_TASKS, materialize_zoo_data
 
         kind, _, split = uri[len("builtin://"):].partition("/")
+        if kind.startswith("zoo-") and kind[4:] in ZOO_TASKS and split in ZOO_SPLITS:
+            return str(materialize_zoo_data(kind[4:], split))
         if kind != "sample" or split not in SAMPLE_SPLITS:
             raise CatalogError(f"dataset {spec.name!r}: unknown built-in uri {uri!r}")
         return str(materialize_sample(split))

@@ -15,7 +15,9 @@ from typing import Any
 
 from catalog._errors import CatalogError, unknown_name_error
 from catalog._files import PACKAGE_DIR, check_keys, read_catalog_file
+from catalog._paths import zoo_catalog_path
 from catalog._spec import ModelSpec, spec_from_dict
+from catalog._zoo_models import is_zoo_arch
 
 __all__ = [
     "BUILTIN_CATALOGS",
@@ -34,10 +36,11 @@ BUILTIN_CATALOGS = {
     "paper": MODELS_DIR / "paper.yaml",
     "paper-sweep": MODELS_DIR / "paper-sweep.yaml",
 }
+ZOO_CATALOG = "zoo"  # resolves to the file ``lee zoo train`` writes (``catalog.zoo_catalog_path()``)
 _GENERATED_KEYS = ("generated_by", "timm_version", "sources", "models", "arch_defaults", "aliases", "name",
                    "description", "version")
 _CURATED_KEYS = ("name", "description", "version", "models", "groups", "unresolved", "generated_by",
-                 "timm_version", "sources")
+                 "timm_version", "sources", "trained")
 
 
 def _is_pattern(text: str) -> bool:
@@ -109,6 +112,8 @@ def _entry_to_spec(entry: Any, where: str) -> list[ModelSpec]:
     name = entry.get("name")
     if not isinstance(name, str):
         raise CatalogError(f"{where}: a mapping entry needs a 'name'")
+    if is_zoo_arch(entry.get("arch")):  # a complete spec of its own: no timm base entry to start from
+        return [spec_from_dict(ModelSpec, entry, where)]
     specs, arch_defaults, _ = _base()
     base = specs.get(name)
     if base is None and isinstance(entry.get("arch"), str):
@@ -157,6 +162,21 @@ def load_catalog_file(path: str | Path) -> list[ModelSpec]:
     return list(out.values())
 
 
+def zoo_catalog_file() -> Path:
+    """The trained zoo's catalog file, which the catalog name ``zoo`` resolves to.
+
+    Raises:
+        CatalogError: The zoo has not been trained yet (no file).
+    """
+    path = zoo_catalog_path()
+    if not path.exists():
+        raise CatalogError(
+            f"catalog 'zoo' is not trained yet: no {path}; run `lee zoo train` first "
+            f"(or pass the zoo.yaml that `lee zoo train --out DIR` wrote)"
+        )
+    return path
+
+
 @functools.lru_cache(maxsize=16)
 def _load_builtin(name: str) -> tuple[ModelSpec, ...]:
     if name in ("all", "tiny"):
@@ -167,13 +187,13 @@ def _load_builtin(name: str) -> tuple[ModelSpec, ...]:
 
 
 def list_catalogs() -> list[str]:
-    """Names of the built-in model catalogs."""
+    """Names of the built-in model catalogs (``zoo``, the trained zoo, is not built in: see ``lee zoo train``)."""
     return list(BUILTIN_CATALOGS)
 
 
 def catalog_groups(name: str) -> dict[str, list[str]]:
     """The named comparison groups of a curated catalog (e.g. ``paper``), empty if none."""
-    path = BUILTIN_CATALOGS.get(name, Path(name))
+    path = zoo_catalog_file() if name == ZOO_CATALOG else BUILTIN_CATALOGS.get(name, Path(name))
     return dict(read_catalog_file(path).get("groups") or {})
 
 
@@ -205,7 +225,8 @@ def list_models(
     Returns:
         Matching specs in catalog order.
     """
-    if catalog not in BUILTIN_CATALOGS and Path(catalog).suffix not in (".yaml", ".yml", ".json"):
+    is_file = Path(catalog).suffix in (".yaml", ".yml", ".json")
+    if catalog not in BUILTIN_CATALOGS and catalog != ZOO_CATALOG and not is_file:
         raise unknown_name_error("catalog", catalog, BUILTIN_CATALOGS)
     specs = load_models(catalog)
     keep = _as_list(filter)
@@ -221,8 +242,8 @@ def load_models(selection: str | Path | Sequence[str]) -> list[ModelSpec]:
     """Resolve a selection to specs.
 
     Args:
-        selection: A built-in catalog name (``quickstart``, ``paper``, ``all``, ``tiny``), a catalog file
-            path, or a list mixing catalog names, model names and fnmatch patterns (matched against
+        selection: A built-in catalog name (``quickstart``, ``paper``, ``all``, ``tiny``), ``zoo`` (the file
+            ``lee zoo train`` wrote in the cache folder), a catalog file path, or a list mixing catalog names, model names and fnmatch patterns (matched against
             ``all`` + ``tiny``).
 
     Returns:
@@ -236,6 +257,8 @@ def load_models(selection: str | Path | Sequence[str]) -> list[ModelSpec]:
     if isinstance(selection, str):
         if selection in BUILTIN_CATALOGS:
             return list(_load_builtin(selection))
+        if selection == ZOO_CATALOG:
+            return load_catalog_file(zoo_catalog_file())
         if Path(selection).suffix in (".yaml", ".yml", ".json"):
             return load_catalog_file(selection)
         selection = [selection]
@@ -243,6 +266,8 @@ def load_models(selection: str | Path | Sequence[str]) -> list[ModelSpec]:
     for item in selection:
         if item in BUILTIN_CATALOGS:
             found = list(_load_builtin(item))
+        elif item == ZOO_CATALOG:
+            found = load_catalog_file(zoo_catalog_file())
         elif _is_pattern(item):
             found = _match(item)
             if not found:

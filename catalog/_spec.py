@@ -50,6 +50,13 @@ class ModelSpec:
         top1_r: ImageNet-R top-1 (%).
         top1_real: ImageNet-ReaL top-1 (%).
         version: Spec version; bump when an entry changes meaning.
+        model_kwargs: Architecture hyperparameters passed to the builder (zoo architectures such as
+            ``zoo_cnn`` / ``zoo_vit``: width, depth, patch size ...); None for plain timm names.
+        num_classes: Output logits of the head (zoo models); None: the architecture's default.
+        in_chans: Input channels (zoo models; 3: grayscale images are replicated to RGB); None: 3.
+        training: Provenance of a model trained by ``lee zoo train``: task, train-set size, augmentation
+            recipe, seed, epochs, train/test/OOD accuracy, data fingerprints, cache key (free-form mapping,
+            recorded, never executed).
     """
 
     name: str
@@ -74,6 +81,13 @@ class ModelSpec:
     top1_r: float | None = None
     top1_real: float | None = None
     version: int = 1
+    model_kwargs: dict[str, Any] | None = None
+    num_classes: int | None = None
+    in_chans: int | None = None
+    training: dict[str, Any] | None = None
+
+    def __hash__(self) -> int:  # the mapping fields are not hashable; name + weights identify a spec
+        return hash((self.name, self.arch, self.tag, self.source, self.checkpoint, self.version))
 
     def __post_init__(self) -> None:
         if not self.name or not self.arch:
@@ -161,7 +175,8 @@ _S = TypeVar("_S", ModelSpec, DatasetSpec)
 _FLOAT_FIELDS = {
     "params_m", "crop_pct", "top1", "top5", "top1_v2", "top1_sketch", "top1_r", "top1_real",
 }
-_INT_FIELDS = {"img_size", "version", "n", "seed"}
+_INT_FIELDS = {"img_size", "version", "n", "seed", "num_classes", "in_chans"}
+_MAPPING_FIELDS = {"model_kwargs", "training"}
 
 
 def _check_type(cls: type, key: str, value: Any, where: str) -> Any:
@@ -175,6 +190,10 @@ def _check_type(cls: type, key: str, value: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise CatalogError(f"{where}: {key} must be an integer, got {value!r}")
         return value
+    if key in _MAPPING_FIELDS:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise CatalogError(f"{where}: {key} must be a mapping with string keys, got {value!r}")
+        return dict(value)
     if key in ("mean", "std"):
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, (int, float)) for v in value):
             raise CatalogError(f"{where}: {key} must be a list of 3 numbers, got {value!r}")
