@@ -153,3 +153,14 @@ def test_all_catalog_loads_fast() -> None:
     start = time.perf_counter()
     assert len(catalog.load_models("all")) > 1200
     assert time.perf_counter() - start < 1.0
+
+
+def test_generator_in_process_reproduces_the_packaged_all_catalog_quickly() -> None:
+    import timm  # noqa: F401 - imported before timing: the generation itself is what must be fast
+
+    start = time.perf_counter()
+    data = catalog.generate_all_catalog()
+    elapsed = time.perf_counter() - start
+    assert catalog.all_catalog_text(data) == (ROOT / "catalog" / "models" / "all.json").read_text()
+    assert catalog.generated_specs(data) == catalog.load_models("all")
+    assert elapsed < 5.0, f"generating {len(data['models'])} entries took {elapsed:.1f}s"
