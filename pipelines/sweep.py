@@ -81,6 +81,11 @@ def resolve_models(cfg: SweepConfig) -> list:
         raise _usage(exc) from None
     if not specs:
         raise UsageError(f"model selection {cfg.models} matches no model")
+    return with_img_size(specs, cfg)
+
+
+def with_img_size(specs: list, cfg: SweepConfig) -> list:
+    """``--img-size`` applied to every spec (smoke runs)."""
     if cfg.img_size:
         specs = [s.replace(img_size=int(cfg.img_size)) for s in specs]
     return specs
@@ -163,13 +168,15 @@ def validate(cfg: SweepConfig) -> None:
             raise UsageError(f"unknown alt metric {unknown[0]!r}{hint} (known: {', '.join(sorted(m.METRICS))})")
 
 
-def plan(cfg: SweepConfig, *, check_writable: bool = True, dry_run: bool = False) -> Plan:
+def plan(cfg: SweepConfig, *, check_writable: bool = True, dry_run: bool = False, specs: list | None = None) -> Plan:
     """Resolve and validate everything, load the datasets, build the units, and find which are done.
 
     Args:
         cfg: The sweep.
         check_writable: Probe the output root with a write.
         dry_run: Decode the datasets on the driver (no Ray); the units and keys are the same.
+        specs: The models, already resolved (``lee reevaluate``: from the regenerated catalog);
+            default: ``cfg.models`` through the packaged catalog.
     """
     validate(cfg)
     try:
@@ -181,7 +188,7 @@ def plan(cfg: SweepConfig, *, check_writable: bool = True, dry_run: bool = False
         raise UsageError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - unreachable URIs raise anything
         raise UsageError(f"output root {cfg.output!r} cannot be read: {type(exc).__name__}: {exc}") from None
-    specs = resolve_models(cfg)
+    specs = resolve_models(cfg) if specs is None else with_img_size(specs, cfg)
     datasets = load_images(cfg, dry_run=dry_run)
     units = []
     fam_cfgs = {f: family_config(f, cfg) for f in cfg.metrics}

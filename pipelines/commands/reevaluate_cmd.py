@@ -1,9 +1,11 @@
 """``lee reevaluate``: evaluate only what is new or changed since the last runs.
 
-Builds the catalog from the installed timm (model specs resolve against timm's registry and
-pretrained configs when they are loaded), plans the same units ``lee eval`` would with the
-given flags / ``--config``, and compares their content keys with the ``runs`` table. A unit
-is run when its key has no ``done`` row; the reason says why:
+Regenerates the ``all`` catalog from the installed timm (into ``$LEE_CACHE_DIR/catalog/all.json``,
+with the timm version in its header), so that models and weights a newer timm added are picked
+up: ``all``, fnmatch patterns and model names resolve against it, and entries of curated
+catalogs (``quickstart``, ``paper``...) take its specs. It then plans the units ``lee eval``
+would with the given flags / ``--config`` and compares their content keys with the ``runs``
+table. A unit is run when its key has no ``done`` row; the reason says why:
 
 * ``new model``: the model has no done unit for this dataset and family;
 * ``changed model spec``: same model, different spec (weights source/tag/checkpoint/preprocessing/version);
@@ -16,10 +18,116 @@ is run when its key has no ``done`` row; the reason says why:
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from pipelines.cli import UsageError
 from pipelines.commands.eval_cmd import add_sweep_arguments, config_from_args
+
+GENERATED_BY = "lee reevaluate (catalog.generate_all_catalog)"
+
+
+@dataclass(frozen=True)
+class FreshCatalog:
+    """The ``all`` catalog regenerated from the installed timm.
+
+    Attributes:
+        path: Where it was written.
+        timm_version: The timm it was generated from.
+        specs: name -> ``catalog.ModelSpec``, in catalog order.
+        arch_defaults: arch -> default ``arch.tag`` name.
+        aliases: deprecated timm name -> current name.
+        new: Names that the packaged ``all`` catalog does not have.
+    """
+
+    path: Path
+    timm_version: str
+    specs: dict[str, Any]
+    arch_defaults: dict[str, str]
+    aliases: dict[str, str]
+    new: list[str]
+
+    def lookup(self, name: str) -> Any | None:
+        """The spec of an ``arch.tag`` name, a bare arch or a deprecated name; None if not in this catalog."""
+        name = self.aliases.get(name, name)
+        name = name if name in self.specs else self.arch_defaults.get(name, name)
+        return self.specs.get(name)
+
+
+def regenerate_catalog(cache: str | Path | None = None) -> FreshCatalog:
+    """Generate ``all`` from the installed timm into ``<cache>/catalog/all.json`` (default: ``catalog.cache_dir()``)."""
+    import catalog
+
+    data = catalog.generate_all_catalog(generated_by=GENERATED_BY)
+    path = Path(cache or catalog.cache_dir()) / "catalog" / "all.json"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(catalog.all_catalog_text(data))
+        tmp.replace(path)
+    except OSError as exc:
+        raise UsageError(f"cannot write the regenerated catalog to {path}: {exc} (set LEE_CACHE_DIR)") from None
+    specs = {s.name: s for s in catalog.generated_specs(data, str(path))}
+    packaged = {s.name for s in catalog.load_models("all")}
+    return FreshCatalog(
+        path=path,
+        timm_version=str(data["timm_version"]),
+        specs=specs,
+        arch_defaults=dict(data.get("arch_defaults") or {}),
+        aliases=dict(data.get("aliases") or {}),
+        new=[n for n in specs if n not in packaged],
+    )
+
+
+def _is_pattern(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
+def _refreshed(spec, fresh: FreshCatalog):
+    """A curated catalog's entry with the regenerated spec, unless the entry overrides the packaged spec."""
+    import catalog
+
+    try:
+        unchanged = catalog.get_model(spec.name) == spec
+    except catalog.CatalogError:
+        unchanged = False
+    return fresh.specs.get(spec.name, spec) if unchanged else spec
+
+
+def resolve_fresh(selection: list[str], fresh: FreshCatalog) -> list:
+    """Resolve ``--models`` entries as :func:`catalog.load_models` does, against the regenerated ``all``.
+
+    ``all`` is the regenerated catalog; patterns match it and the packaged ``tiny``; names found in it
+    (``arch.tag``, bare arch, deprecated name) take its spec; anything else (curated catalogs, YAML
+    files, ``tiny`` names) resolves through the packaged catalog, with unmodified entries refreshed.
+    """
+    import catalog
+
+    out: dict[str, Any] = {}
+    try:
+        for sel in selection:
+            if sel == "all":
+                found = list(fresh.specs.values())
+            elif _is_pattern(sel):
+                found = [s for n, s in fresh.specs.items() if fnmatch.fnmatchcase(n, sel)]
+                found += [s for s in catalog.load_models("tiny") if fnmatch.fnmatchcase(s.name, sel)]
+                if not found:
+                    raise UsageError(f"pattern {sel!r} matches no model in the regenerated 'all' or the 'tiny' catalogs")
+            elif fresh.lookup(sel) is not None:
+                found = [fresh.lookup(sel)]
+            else:
+                found = [_refreshed(s, fresh) for s in catalog.load_models(sel)]
+            for spec in found:
+                out.setdefault(spec.name, spec)
+    except (catalog.CatalogError, FileNotFoundError) as exc:
+        raise UsageError(str(exc).strip("'\"")) from None
+    if not out:
+        raise UsageError(f"model selection {selection} matches no model")
+    return list(out.values())
 
 
 def _reason(unit, status: dict[str, str], by_model: dict, hub_cached) -> str:
@@ -43,15 +151,20 @@ def _reason(unit, status: dict[str, str], by_model: dict, hub_cached) -> str:
     return ", ".join(sorted(reasons)) or "changed"
 
 
-def plan_reevaluation(cfg, *, dry_run: bool = False):
+def plan_reevaluation(cfg, *, dry_run: bool = False, fresh: FreshCatalog | None = None):
     """The eval plan restricted to new/changed units, with a reason per unit.
 
+    Models resolve against ``fresh`` (the regenerated catalog) when given, else the packaged one.
     Datasets are read and decoded once: on the driver for ``dry_run``, on Ray Data otherwise (the
     plan is then executed as it is).
     """
     from pipelines import sweep
 
-    p = sweep.plan(cfg, check_writable=not dry_run, dry_run=dry_run)
+    specs = None
+    if fresh is not None:
+        sweep.validate(cfg)  # flag errors before resolving models
+        specs = resolve_fresh(cfg.models, fresh)
+    p = sweep.plan(cfg, check_writable=not dry_run, dry_run=dry_run, specs=specs)
     runs = p.store.runs().to_pylist() if p.status else []
     by_model: dict = {}
     for r in runs:
@@ -92,7 +205,12 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.sweep import format_table
 
     cfg = config_from_args(args)
-    p, reasons = plan_reevaluation(cfg, dry_run=args.dry_run)
+    sweep.validate(cfg)  # bad flags fail before the catalog is regenerated
+    fresh = regenerate_catalog()
+    new = f": {', '.join(fresh.new[:5])}{' ...' if len(fresh.new) > 5 else ''}" if fresh.new else ""
+    print(f"catalog regenerated from timm {fresh.timm_version}: {len(fresh.specs)} models "
+          f"({len(fresh.new)} new vs the packaged catalog{new}) -> {fresh.path}", file=sys.stderr)
+    p, reasons = plan_reevaluation(cfg, dry_run=args.dry_run, fresh=fresh)
     rows = [
         {"unit": u.key, "family": u.family, "model": u.model.name, "dataset": u.dataset.name, "reason": reasons[u.key]}
         for u in p.todo
