@@ -39,7 +39,9 @@ def loopback_head():
     head = subprocess.Popen(
         ["ray", "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-         "--num-cpus=2", f"--temp-dir={temp}", "--object-store-memory=200000000", "--disable-usage-stats"],
+         "--num-cpus=2", f"--temp-dir={temp}", "--object-store-memory=200000000", "--disable-usage-stats",
+         # not the default 52365: the session's local Ray (other tests) may hold it, and then this head has no job agent
+         f"--dashboard-agent-listen-port={_free_port()}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     address = f"http://127.0.0.1:{dash}"
