@@ -86,7 +86,7 @@ def _e2cnn_c8(num_classes: int, in_chans: int = 3, width: int = 32, **kwargs: An
     f = [enn.FieldType(space, (c // order) * [space.regular_repr]) for c in (width, 2 * width, 4 * width)]
 
     class ZooE2CNN(nn.Module):
-        """C8-steerable CNN with zoo_cnn's layout; group pooling then spatial average: rotation-invariant logits."""
+        """C8-steerable CNN with zoo_cnn's layout; group pooling then spatial average: C4-invariant logits."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -99,11 +99,14 @@ def _e2cnn_c8(num_classes: int, in_chans: int = 3, width: int = 32, **kwargs: An
                 enn.PointwiseMaxPool(f[1], 2),
                 enn.R2Conv(f[1], f[2], 3, padding=1, bias=False), enn.InnerBatchNorm(f[2]), enn.ReLU(f[2]),
             )
-            self.pool = enn.GroupPooling(f[2])
             self.head = nn.Linear(len(f[2]), num_classes)
 
         def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-            return self.pool(self.features(enn.GeometricTensor(x, self.in_type))).tensor
+            # Group pooling: max over the 8 channels of each regular field (e2cnn's GroupPooling computes the
+            # same but always returns float32, which would cap float64 checks at float32 precision).
+            y = self.features(enn.GeometricTensor(x, self.in_type)).tensor
+            b, c, h, w = y.shape
+            return y.view(b, c // order, order, h, w).amax(2)
 
         def forward_head(self, x: torch.Tensor) -> torch.Tensor:
             return self.head(x.mean((2, 3)))

@@ -6,4 +6,5 @@ COMMAND_MODULES = (
     "pipelines.commands.catalog_cmd",
     "pipelines.commands.submit_cmd",
     "pipelines.commands.reevaluate_cmd",
+    "pipelines.commands.zoo_cmd",
 )
