@@ -37,6 +37,7 @@ BUILTIN_CATALOGS = {
     "paper-sweep": MODELS_DIR / "paper-sweep.yaml",
 }
 ZOO_CATALOG = "zoo"  # resolves to the file ``lee zoo train`` writes (``catalog.zoo_catalog_path()``)
+ZOO_PREFIX = "zoo-"  # names of trained zoo models; in a selection they (and patterns) match the trained zoo
 _GENERATED_KEYS = ("generated_by", "timm_version", "sources", "models", "arch_defaults", "aliases", "name",
                    "description", "version")
 _CURATED_KEYS = ("name", "description", "version", "models", "groups", "unresolved", "generated_by",
@@ -243,8 +244,9 @@ def load_models(selection: str | Path | Sequence[str]) -> list[ModelSpec]:
 
     Args:
         selection: A built-in catalog name (``quickstart``, ``paper``, ``all``, ``tiny``), ``zoo`` (the file
-            ``lee zoo train`` wrote in the cache folder), a catalog file path, or a list mixing catalog names, model names and fnmatch patterns (matched against
-            ``all`` + ``tiny``).
+            ``lee zoo train`` wrote in the cache folder), a catalog file path, or a list mixing catalog names,
+            model names and fnmatch patterns (matched against ``all`` + ``tiny``; names and patterns that
+            start with ``zoo-`` against the trained zoo).
 
     Returns:
         Specs, in selection order, without duplicates.
@@ -268,6 +270,11 @@ def load_models(selection: str | Path | Sequence[str]) -> list[ModelSpec]:
             found = list(_load_builtin(item))
         elif item == ZOO_CATALOG:
             found = load_catalog_file(zoo_catalog_file())
+        elif item.startswith(ZOO_PREFIX) and zoo_catalog_path().exists():  # trained zoo models by name or pattern
+            zoo = load_catalog_file(zoo_catalog_path())
+            found = [s for s in zoo if fnmatch.fnmatchcase(s.name, item)]
+            if not found:
+                raise unknown_name_error("zoo model", item, [s.name for s in zoo])
         elif _is_pattern(item):
             found = _match(item)
             if not found:

@@ -41,6 +41,17 @@ def register(subparsers) -> None:
     t.add_argument("--dry-run", action="store_true", help="list the models of the preset and exit")
     t.add_argument("-v", "--verbose", action="store_true", help="one line per epoch")
     t.set_defaults(func=run_train)
+    s = sub.add_parser(
+        "summary",
+        help="the zoo's results table (test error next to rotation LEE, correlation, augmentation, gaps) as Markdown",
+        description="Join the lee rows of a sweep over the zoo with the models' training provenance and print the "
+                    "README's results section (the paper's Table 1 in miniature).",
+    )
+    s.add_argument("-o", "--output", required=True, metavar="URI", help="results root of the sweep (lee eval -o)")
+    s.add_argument("-m", "--models", default="zoo", help="zoo catalog name or zoo.yaml path (default zoo)")
+    s.add_argument("--task", choices=("digits", "patches"), default="digits", help="task whose models to tabulate")
+    s.add_argument("-g", "--generator", default="rotate", help="generator (default rotate)")
+    s.set_defaults(func=run_summary)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -71,4 +82,17 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"catalog: {result.catalog}")
     hint = "zoo" if args.out is None else str(result.catalog)
     print(f"next:    lee eval -m {hint} -d digits -g rotate")
+    return 0
+
+
+def run_summary(args: argparse.Namespace) -> int:
+    import catalog
+    from pipelines.cli import UsageError
+    from pipelines.zoo.summary import collect, render_markdown
+
+    try:
+        specs = catalog.load_models(args.models)
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from None
+    print(render_markdown(collect(args.output, specs, args.generator), args.task, args.generator))
     return 0
