@@ -231,11 +231,18 @@ def _meta(block: pa.Table) -> dict[str, list]:
     return {c: block.column(c).to_pylist() for c in _META_COLUMNS}
 
 
-def _block_meta(*blocks: pa.Table) -> list[dict[str, list]]:
-    """The small columns of materialized blocks (runs next to the data, not on the driver)."""
+def _as_arrow(block: Any) -> pa.Table:
+    """A Ray Data block as an Arrow table (they are Arrow already; ray.data is imported only otherwise)."""
+    if isinstance(block, pa.Table):
+        return block
     from ray.data.block import BlockAccessor
 
-    return [_meta(BlockAccessor.for_block(b).to_arrow()) for b in blocks]
+    return BlockAccessor.for_block(block).to_arrow()
+
+
+def _block_meta(*blocks: Any) -> list[dict[str, list]]:
+    """The small columns of materialized blocks (runs next to the data, not on the driver)."""
+    return [_meta(_as_arrow(b)) for b in blocks]
 
 
 def _rows(table: pa.Table, keep: set[int] | None = None) -> dict[str, list]:
@@ -256,10 +263,8 @@ def resolve_shard(shard: Any) -> dict[str, list]:
     """A shard as ``{ids, labels, images}``: a :class:`Shard` (Ray Data block), an object ref or a dict."""
     if isinstance(shard, Shard):
         import ray
-        from ray.data.block import BlockAccessor
 
-        block = BlockAccessor.for_block(ray.get(shard.ref)).to_arrow()
-        return _rows(block, set(shard.keep))
+        return _rows(_as_arrow(ray.get(shard.ref)), set(shard.keep))
     try:
         import ray
 
