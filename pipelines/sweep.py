@@ -351,21 +351,40 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def pivot_summary(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """``summary_table`` rows pivoted for reading: one row per model, weights and dataset, one column per
+    generator holding ``mean ± stderr`` of LEE, and the number of images. Generators keep liecore's order."""
+    from liecore import GENERATORS
+
+    order = {name: i for i, name in enumerate(GENERATORS)}
+    generators = sorted({r["generator"] for r in rows}, key=lambda g: (order.get(g, len(order)), g))
+    table: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for r in rows:
+        key = (r["model"], r["weights"], r["dataset"])
+        row = table.setdefault(key, {"model": key[0], "weights": key[1], "dataset": key[2], "n": r["n"]})
+        se = r["stderr"]
+        row[r["generator"]] = f"{r['lee']:.3g}±{se:.2g}" if se is not None and se == se else f"{r['lee']:.3g}"
+        row["n"] = max(row["n"], r["n"])
+    columns = [("model", "model"), ("weights", "weights"), ("dataset", "dataset")]
+    columns += [(g, g) for g in generators] + [("n", "n")]
+    return list(table.values()), columns
+
+
 def print_summary(result: SweepResult, out: TextIO | None = None) -> None:
+    """The sweep's LEE table (mean ± stderr over images, per generator) and what was done, skipped, failed."""
     out = out or sys.stdout
     p = result.plan
-    rows = summary_table(p.store, p.units)
-    for r in rows:
-        se = r["stderr"]
-        r["lee_pm"] = f"{r['lee']:.4g} ± {se:.2g}" if se == se and se is not None else f"{r['lee']:.4g}"
-    print(
-        format_table(
-            rows,
-            [("model", "model"), ("weights", "weights"), ("dataset", "dataset"), ("generator", "generator"),
-             ("lee_pm", "LEE (mean ± stderr)"), ("n", "n")],
-        ),
-        file=out,
-    )
+    rows, columns = pivot_summary(summary_table(p.store, p.units))
+    if rows:
+        print("LEE = E_x ||L_X f(x)||^2 / dim(out), mean ± standard error over n images:", file=out)
+    print(format_table(rows, columns), file=out)
+    if any(r["weights"] == "random" for r in rows):
+        print(
+            "weights=random: random-init models (no pretrained weights here). Their softmax output is near uniform,\n"
+            "so LEE is small; some sit at 0 or the float floor (ResMLP: timm zero-inits its classifier;\n"
+            "EfficientNet: random-init features barely vary with the input). Learned equivariance needs trained weights: see `lee zoo train`.",
+            file=out,
+        )
     n_failed = len(result.failed)
     print(
         f"\n{len(p.units)} units: {len(result.done)} computed, {len(p.skipped)} already done (skipped), "
