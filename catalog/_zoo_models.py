@@ -19,6 +19,7 @@ torch, timm and e2cnn are imported inside the builders only.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -118,7 +119,9 @@ def _e2cnn_c8(num_classes: int, in_chans: int = 3, width: int = 32, **kwargs: An
             self.num_classes = n
             self.head = nn.Linear(len(f[2]), n)
 
-    return ZooE2CNN()
+    # e2cnn caches basis-expansion modules globally and shares them between the layers of every model it
+    # builds, so ``.double()`` on one model would change the dtype inside all later ones: own a private copy.
+    return copy.deepcopy(ZooE2CNN())
 
 
 def _vit(num_classes: int, in_chans: int = 3, **kwargs: Any) -> nn.Module:
