@@ -7,4 +7,5 @@ COMMAND_MODULES = (
     "pipelines.commands.submit_cmd",
     "pipelines.commands.reevaluate_cmd",
     "pipelines.commands.zoo_cmd",
+    "pipelines.commands.report_cmd",
 )

@@ -1,0 +1,657 @@
+"""``lee report``: the paper's figures and the named analyses of a results root, as one static HTML page.
+
+:func:`build_report` connects the analysis views (:func:`pipelines.analysis.views.connect`), runs the
+report's queries, draws every figure of :mod:`pipelines.analysis.figures` (PNG and SVG), runs every named
+analysis of :mod:`pipelines.analysis.analyses` and writes ``index.html``: figures, their captions, the
+tables (also as CSV under ``tables/``) and where the numbers come from (results root, sweeps, package
+versions, generation time). Everything the page loads is a relative path inside the output directory.
+
+Weights: ``pretrained`` (the default) keeps rows whose weights are ``hub`` or ``file``, ``random`` keeps
+random-init rows, and only ``any`` puts both in one figure (random-init points are then drawn hollow).
+
+A figure without data is still written, as a placeholder naming what is missing and the ``lee eval``
+flags that produce it; a figure or analysis that fails is written as an error placeholder / error box
+with the exception, and the rest of the report goes on.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import platform
+import sys
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipelines.analysis import figures as F
+
+__all__ = ["FigureResult", "Report", "Selection", "TableResult", "WEIGHTS", "build_report"]
+
+WEIGHTS: dict[str, tuple[str, ...] | None] = {"pretrained": ("hub", "file"), "random": ("random",), "any": None}
+"""Weights selections: the ``weights`` values (weights actually used) each one keeps."""
+
+_WEIGHTS_LABEL = {
+    "pretrained": "pretrained weights",
+    "random": "RANDOM-INIT weights (untrained)",
+    "any": "pretrained + random-init weights mixed (--weights any)",
+}
+
+MAX_HTML_ROWS = 400
+"""Rows of a table shown in the page; the CSV under ``tables/`` has all of them."""
+
+
+def _lit(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _in(col: str, values: Iterable[str]) -> str:
+    return f"{col} IN ({', '.join(_lit(v) for v in values)})"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which rows the report uses.
+
+    Attributes:
+        weights: ``pretrained`` (``hub``/``file``), ``random`` or ``any``.
+        datasets: Dataset names to keep (empty: all).
+        generators: Generator names to keep (empty: all).
+    """
+
+    weights: str = "pretrained"
+    datasets: tuple[str, ...] = ()
+    generators: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {self.weights!r}")
+
+    def where(self, *, datasets: bool = True, generators: bool = True) -> str:
+        """SQL predicate over a view with ``weights``, ``dataset`` (and ``generator``) columns."""
+        parts = ["true"]
+        allowed = WEIGHTS[self.weights]
+        if allowed is not None:
+            parts.append(_in("weights", allowed))
+        if datasets and self.datasets:
+            parts.append(_in("dataset", self.datasets))
+        if generators and self.generators:
+            parts.append(_in("generator", self.generators))
+        return " AND ".join(parts)
+
+    @property
+    def label(self) -> str:
+        return _WEIGHTS_LABEL[self.weights]
+
+
+@dataclass
+class FigureResult:
+    """One written figure: files relative to the output directory, and what the page says about it."""
+
+    stem: str
+    title: str
+    caption: str
+    png: str
+    svg: str
+    status: str = "ok"  # ok | placeholder | error
+    message: str = ""
+
+
+@dataclass
+class TableResult:
+    """One table of the page (an analysis or a summary); ``frame`` None when it failed."""
+
+    name: str
+    title: str
+    description: str
+    frame: pd.DataFrame | None
+    csv: str | None = None
+    error: str | None = None
+    note: str = ""
+
+
+@dataclass
+class Report:
+    """What :func:`build_report` wrote."""
+
+    out_dir: Path
+    index: Path
+    figures: list[FigureResult] = field(default_factory=list)
+    tables: list[TableResult] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def files(self) -> list[Path]:
+        """Every figure file (PNG and SVG), in page order."""
+        return [self.out_dir / p for f in self.figures for p in (f.png, f.svg)]
+
+
+# ---------------------------------------------------------------------------------------------- queries
+
+
+def _df(con, sql: str) -> pd.DataFrame:
+    return con.sql(sql).df()
+
+
+def _first(con, sql: str) -> Any:
+    """First column of the first row of ``sql`` (None without rows)."""
+    rows = con.sql(sql).fetchall()
+    return rows[0][0] if rows else None
+
+
+def _pick_dataset(con, view: str, where: str) -> str | None:
+    """The dataset a one-dataset figure draws: a ``test``-role one first, then the most models, then name."""
+    return _first(con, f"""SELECT dataset FROM {view} WHERE {where}
+        GROUP BY dataset ORDER BY bool_or(role = 'test') DESC, count(DISTINCT model) DESC, dataset LIMIT 1""")
+
+
+def _lee_rows(con, where: str) -> pd.DataFrame:
+    return _df(con, f"""
+        SELECT s.model, s.dataset, s.role, s.generator, s.weights, s.n, s.mean_lee, s.se_lee,
+               coalesce(s.family, 'unknown') AS family, s.params_m, s.top1, s.pretrain_data, s.pretrain_images,
+               s.recipe, coalesce(s.anti_aliased, false) AS anti_aliased, coalesce(s.arch, s.model) AS arch
+        FROM lee_summary s WHERE {where} ORDER BY s.model, s.generator""")
+
+
+def _aa_pairs(lee: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Rows of anti-aliased models and their plain counterparts, with a ``pair`` column.
+
+    Pairs come from :func:`pipelines.analysis.analyses.anti_alias_pairs` (the plain model's arch is the
+    anti-aliased one's without ``blur``: ``resnetblur50`` / ``resnet50``), so the figure shows the pairs the
+    ``scale`` analysis tests. Returns the rows and the anti-aliased models that have no counterpart here.
+    """
+    from pipelines.analysis.analyses import anti_alias_pairs
+
+    models = lee[["model", "arch"]].drop_duplicates("model")
+    pairs = anti_alias_pairs(models)
+    parts = [pd.concat([lee[lee["model"] == blur], lee[lee["model"] == plain]]).assign(pair=blur)
+             for blur, plain in pairs]
+    paired = {blur for blur, _ in pairs}
+    unmatched = sorted(m for m, a in zip(models["model"], models["arch"], strict=True)
+                       if "blur" in str(a).lower() and m not in paired)
+    frame = pd.concat(parts, ignore_index=True).drop_duplicates(["pair", "model", "generator"]) if parts else \
+        lee.iloc[0:0].assign(pair=pd.Series(dtype=str))
+    return frame, unmatched
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+class _Builder:
+    def __init__(self, con, results: str, out_dir: Path, sel: Selection, *, n_boot: int, seed: int, level: float):
+        self.con = con
+        self.results = results
+        self.out = out_dir
+        self.sel = sel
+        self.n_boot, self.seed, self.level = n_boot, seed, level
+        self.report = Report(out_dir=out_dir, index=out_dir / "index.html")
+        families = [r[0] for r in con.sql("SELECT DISTINCT coalesce(family, 'unknown') FROM models").fetchall()]
+        self.colors = F.family_colors(families + ["unknown"])
+        self.available = self._weights_available()
+
+    # -- helpers
+    def _weights_available(self) -> dict[str, int]:
+        rows = self.con.sql(
+            "SELECT CASE WHEN weights = 'random' THEN 'random' ELSE 'pretrained' END AS w, count(DISTINCT model) "
+            "FROM done_units WHERE weights IS NOT NULL GROUP BY ALL").fetchall()
+        return {w: int(n) for w, n in rows}
+
+    def ctx(self, dataset: str, frame: pd.DataFrame | None = None) -> F.FigureContext:
+        random = self.sel.weights == "random" or (
+            self.sel.weights == "any" and frame is not None and "weights" in frame and (frame["weights"] == "random").any())
+        return F.FigureContext(dataset=dataset, weights=self.sel.label, random_init=bool(random),
+                               family_colors=self.colors)
+
+    def no_rows_hint(self, family: str) -> tuple[str, list[str]]:
+        """Why a family has no rows under this selection, and the commands that would give it some."""
+        other = {"pretrained": "random", "random": "pretrained"}.get(self.sel.weights)
+        root = self.results
+        flags = {"lee": "--metrics lee", "layerwise": "--metrics lee,layerwise --layerwise-generators translate_x,rotate",
+                 "alt": "--metrics alt"}[family]
+        n = _first(self.con, f"SELECT count(*) FROM done_units WHERE family = {_lit(family)}")
+        if n == 0:
+            return (f"no completed '{family}' units in {root}.", [f"lee eval {flags} -o {root}"])
+        sel = _first(self.con, f"SELECT count(*) FROM done_units WHERE family = {_lit(family)} "
+                               f"AND {self.sel.where(generators=False)}")
+        how = [f"lee eval {flags} -o {root}"]
+        if sel == 0 and other and self.available.get(other):
+            how.insert(0, f"lee report --results {root} --weights {other}   # {self.available[other]} {other} models")
+            return (f"{n} completed '{family}' units exist, but none with {self.sel.label}"
+                    f"{' in the selected datasets' if self.sel.datasets else ''}.", how)
+        return (f"{n} completed '{family}' units exist, but none matches the selection (weights={self.sel.weights}, "
+                f"datasets={list(self.sel.datasets) or 'all'}, generators={list(self.sel.generators) or 'all'}).", how)
+
+    def _dataset_for(self, view: str, where: str, primary: str | None) -> str | None:
+        """``primary`` when ``view`` has rows for it, else the view's own pick (:func:`_pick_dataset`)."""
+        if primary and _first(self.con, f"SELECT count(*) FROM {view} WHERE {where} AND dataset = {_lit(primary)}"):
+            return primary
+        return _pick_dataset(self.con, view, where)
+
+    def figure(self, stem: str, title: str, caption: str, draw: Callable[[], Any],
+               missing: tuple[str, Sequence[str]] | None = None) -> None:
+        """Draw (or a placeholder when ``missing`` or :class:`figures.NoData`), save PNG + SVG, record it."""
+        status, message = "ok", ""
+        try:
+            if missing is not None:
+                raise F.NoData(missing[0])
+            fig = draw()
+        except F.NoData as exc:
+            how = list(missing[1]) if missing is not None else self._generic_how(stem)
+            status, message = "placeholder", str(exc)
+            fig = F.placeholder(title, str(exc), how)
+        except Exception as exc:  # noqa: BLE001 - one broken figure must not lose the rest of the report
+            status, message = "error", f"{type(exc).__name__}: {exc}"
+            print(f"lee report: warning: figure {stem} failed:\n{traceback.format_exc()}", file=sys.stderr)
+            fig = F.placeholder(title, message, ["(a bug in lee report: please report it with this message)"],
+                                error=True)
+        png, svg = F.save(fig, self.out, stem)
+        self.report.figures.append(FigureResult(stem, title, caption, png.name, svg.name, status, message))
+
+    def _generic_how(self, stem: str) -> list[str]:
+        root = self.results
+        if stem.startswith("fig4"):
+            return [f"lee eval --metrics lee,layerwise -o {root}"]
+        if stem.startswith("fig5b"):
+            return [f"lee eval --metrics alt -o {root}"]
+        if stem.startswith("fig6a"):
+            return [f"lee eval -m resnetblur50.bt_in1k -m resnet50.a1_in1k -o {root}   # an anti-aliased/plain pair"]
+        if stem.startswith("fig7"):
+            return [f"lee eval -d sample -o {root}   # sample-train, sample-test and sample-ood (roles train/test/ood)"]
+        return [f"lee eval -o {root}"]
+
+    # -- figures
+    def figures(self) -> None:
+        sel = self.sel
+        lee_all = _lee_rows(self.con, sel.where())
+        primary = _pick_dataset(self.con, "lee_summary", sel.where())
+        lee = lee_all[lee_all["dataset"] == primary] if primary else lee_all
+        lee_missing = None if not lee.empty else self.no_rows_hint("lee")
+        ctx = self.ctx(primary or "(none)", lee)
+        self.report.meta["primary_dataset"] = primary
+        top1 = "the catalog top-1 of the pretrained checkpoint (not of these weights)" if ctx.random_init else "top-1 accuracy (catalog)"
+
+        self.figure(
+            "fig1_lee_vs_top1", "Fig. 1: LEE vs top-1 accuracy per generator",
+            f"Mean LEE over images (log scale) against {top1}, one panel per generator, on {primary}; colour = "
+            "architecture family, marker area = parameter count, error bars = standard error of the mean over "
+            "images (the paper's figure 1, right). Hollow markers: random-init weights.",
+            lambda: F.lee_vs_top1(lee, ctx), lee_missing)
+        self.figure(
+            "fig5a_generators_vs_top1", "Fig. 5a: every generator's LEE vs top-1 accuracy",
+            f"The LEE of each generator (colour) against {top1} on {primary}, mean ± standard error; which "
+            "transformations the models are least equivariant to, and whether all follow accuracy.",
+            lambda: F.generators_vs_top1(lee, ctx), lee_missing)
+
+        alt_where = sel.where(generators=False)
+        alt_ds = self._dataset_for("alt_summary", alt_where, primary)
+        alt = _df(self.con, f"""SELECT model, dataset, role, metric, weights, value_unit, higher_is_better, n, mean_value,
+                                       se_value, coalesce(family, 'unknown') AS family, params_m, top1
+                                FROM alt_summary WHERE {alt_where} AND dataset = {_lit(alt_ds or '')}
+                                ORDER BY metric, model""")
+        self.figure(
+            "fig5b_alt_metrics_vs_top1", "Fig. 5b: alternative equivariance metrics vs top-1 accuracy",
+            f"Each alternative metric of liecore.metrics (shift consistency, EQ-T, EQ-R, sampled equivariance "
+            f"error, ...) against {top1} on {alt_ds}, mean ± standard error over images, colour = family.",
+            lambda: F.alt_vs_top1(alt, self.ctx(alt_ds or "(none)", alt)),
+            None if not alt.empty else self.no_rows_hint("alt"))
+
+        lw_where = sel.where()
+        lw_ds = self._dataset_for("layerwise_cumulative", lw_where, primary)
+        lw_missing = None if lw_ds else self.no_rows_hint("layerwise")
+        cum = _df(self.con, f"""SELECT c.model, c.dataset, c.generator, c.weights, c.method, c.layer, c.call_index,
+                                       c.layer_type, c.depth, c.cumulative_fraction, c.n, c.share_additive,
+                                       coalesce(m.family, 'unknown') AS family
+                                FROM layerwise_cumulative c LEFT JOIN models m USING (model)
+                                WHERE {lw_where} AND c.dataset = {_lit(lw_ds or '')}
+                                ORDER BY c.model, c.generator, c.depth""")
+        lw_ctx = self.ctx(lw_ds or "(none)", cum)
+        self.figure(
+            "fig4a_layerwise_cumulative", "Fig. 4a: cumulative layerwise contribution vs depth",
+            f"Per model (line; colour = family) and generator (panel), the running sum of the layers' additive "
+            f"shares of the end-to-end LEE, by relative depth (layer call order scaled to [0, 1]) on {lw_ds} "
+            "(the paper's figure 4). The distance of a line's end from 1 is the unattributed share.",
+            lambda: F.layerwise_cumulative(cum, lw_ctx), lw_missing)
+        shares = _df(self.con, f"""SELECT model, dataset, generator, weights, method, layer_type, share_fraction, n,
+                                          coalesce(family, 'unknown') AS family
+                                   FROM layer_type_shares WHERE {lw_where} AND dataset = {_lit(lw_ds or '')}
+                                   ORDER BY model, generator, layer_type""")
+        self.figure(
+            "fig4b_layer_type_shares", "Fig. 4b: share of the LEE by layer type",
+            f"Signed share of the end-to-end LEE by layer type (patch embedding, convolution, normalization, "
+            f"activation, downsampling/pooling, attention, MLP, unattributed, ...) per model, on {lw_ds}: "
+            "positive shares stack right of 0, negative ones left; the net sum is 1.",
+            lambda: F.layer_type_shares(shares, self.ctx(lw_ds or "(none)", shares)), lw_missing)
+
+        pairs, unmatched = _aa_pairs(lee) if not lee.empty else (lee.assign(pair=pd.Series(dtype=str)), [])
+        aa_missing = lee_missing
+        if aa_missing is None and pairs.empty:
+            why = ("no anti-aliased (BlurPool, arch containing 'blur') model in these results" if not unmatched else
+                   f"anti-aliased model(s) without a plain counterpart (same arch without 'blur') here: "
+                   f"{', '.join(unmatched)}")
+            aa_missing = (why, [f"lee eval -m resnetblur50.bt_in1k -m resnet50.a1_in1k -o {self.results}"])
+        self.figure(
+            "fig6a_antialiasing", "Fig. 6a: case study, anti-aliasing (BlurPool vs plain)",
+            f"LEE per generator of each anti-aliased (BlurPool) model (filled) next to its plain counterpart "
+            f"(same architecture without blur pooling, hollow) on {primary}, mean ± standard error.",
+            lambda: F.antialiasing(pairs, ctx), aa_missing)
+        self.figure(
+            "fig6b_scale_within_family", "Fig. 6b: case study, scale within family",
+            f"LEE against parameter count (log-log), a line per architecture family, per generator, on {primary}.",
+            lambda: F.scale_within_family(lee, ctx), lee_missing)
+        self.figure(
+            "fig6c_pretraining_data", "Fig. 6c: case study, pretraining data",
+            f"LEE by pretraining data set (ordered by its size: in1k, in12k, in21k, ...) on {primary}; "
+            "checkpoints of one architecture are joined by a line; colour = family.",
+            lambda: F.pretraining_data(lee, ctx), lee_missing)
+
+        gap_rows = lee_all
+        gap_missing = lee_missing
+        if gap_missing is None and gap_rows["role"].nunique() < 2:
+            have = ", ".join(sorted(gap_rows["role"].dropna().unique())) or "none"
+            gap_missing = (f"results for only one dataset role ({have}); the gap needs train/test/ood datasets.",
+                           [f"lee eval -d sample -o {self.results}   # sample-train, sample-test, sample-ood"])
+        gap_table = next((t.frame for t in self.report.tables if t.name == "gap" and t.frame is not None), None)
+        ratios = None
+        if gap_table is not None and "statistic" in gap_table:
+            ratios = gap_table[gap_table["statistic"].isin(["ratio", "geomean_ratio"])]
+        roles = ", ".join(sorted(gap_rows["role"].dropna().unique()))
+        self.figure(
+            "fig7_gap", "Fig. 7: equivariance gap, train vs test vs OOD",
+            f"LEE of each model on its train, test and OOD datasets (roles: {roles}), mean ± standard error, "
+            "per generator; the last panel (when the gap analysis ran) shows its LEE ratios with intervals.",
+            lambda: F.gap(gap_rows, self.ctx(", ".join(sorted(gap_rows["dataset"].unique())), gap_rows), ratios),
+            gap_missing)
+
+    # -- tables
+    def tables(self) -> None:
+        sel = self.sel
+        summary = _df(self.con, f"""
+            SELECT model, coalesce(family, 'unknown') AS family, weights, dataset, role, generator, n,
+                   mean_lee, se_lee, params_m, top1
+            FROM lee_summary WHERE {sel.where()} ORDER BY dataset, generator, mean_lee""")
+        self._table("lee_summary", "LEE per model, dataset and generator",
+                    "Mean LEE over images, its standard error and n (images); catalog parameters and top-1.",
+                    lambda: summary)
+        try:
+            from pipelines.analysis.analyses import ANALYSES
+        except Exception as exc:  # noqa: BLE001 - the page says so instead of failing
+            self.report.tables.append(TableResult("analyses", "Named analyses", "", None,
+                                                  error=f"pipelines.analysis.analyses unavailable: "
+                                                        f"{type(exc).__name__}: {exc}"))
+            return
+        for name, entry in ANALYSES.items():
+            fn = getattr(entry, "fn", entry)
+            title = getattr(entry, "title", None) or name
+            doc = getattr(entry, "description", None) or getattr(entry, "doc", None) or (fn.__doc__ or "")
+            self._table(name, f"Analysis: {title}", _first_paragraph(doc), lambda fn=fn: self._run_analysis(fn))
+
+    def _run_analysis(self, fn: Callable[..., pd.DataFrame]) -> pd.DataFrame:
+        return fn(self.con, weights=self.sel.weights, dataset=list(self.sel.datasets) or None,
+                  generator=list(self.sel.generators) or None, n_boot=self.n_boot, seed=self.seed, level=self.level)
+
+    def _table(self, name: str, title: str, description: str, compute: Callable[[], pd.DataFrame]) -> None:
+        try:
+            frame = compute()
+        except Exception as exc:  # noqa: BLE001 - one broken analysis must not lose the rest of the report
+            print(f"lee report: warning: table {name} failed:\n{traceback.format_exc()}", file=sys.stderr)
+            self.report.tables.append(TableResult(name, title, description, None, error=f"{type(exc).__name__}: {exc}"))
+            return
+        note = ""
+        if self.sel.weights != "any" and "weights" in frame and not frame.empty:
+            keep = frame["weights"].isna() | (frame["weights"] == self.sel.weights)
+            if not keep.all():
+                other = ", ".join(sorted(set(frame.loc[~keep, "weights"].astype(str))))
+                note = (f"{int((~keep).sum())} rows over {other} weights left out (the analysis fell back to them "
+                        f"for want of {self.sel.weights} results); they are in a --weights {other} report.")
+                frame = frame[keep]
+        csv = Path("tables") / f"{name}.csv"
+        (self.out / "tables").mkdir(parents=True, exist_ok=True)
+        frame.to_csv(self.out / csv, index=False)
+        self.report.tables.append(TableResult(name, title, description, frame, csv=csv.as_posix(), note=note))
+
+    # -- provenance
+    def provenance(self) -> None:
+        where = self.sel.where(generators=False)
+        sweeps = _df(self.con, f"""
+            SELECT r.sweep_id, count(*) AS units, count(DISTINCT r.model) AS models,
+                   string_agg(DISTINCT r.family, ', ' ORDER BY r.family) AS families,
+                   string_agg(DISTINCT r.weights, ', ' ORDER BY r.weights) AS weights,
+                   min(r.started_at) AS started, max(r.finished_at) AS finished,
+                   string_agg(DISTINCT coalesce(r.git_rev, '-'), ', ') AS git_rev,
+                   string_agg(DISTINCT r.hardware, ', ') AS hardware
+            FROM runs r WHERE r.status = 'done' AND r.unit IN (SELECT unit FROM done_units WHERE {where})
+            GROUP BY r.sweep_id ORDER BY started""")
+        versions: dict[str, set[str]] = {}
+        rows = self.con.sql(f"""SELECT DISTINCT package_versions FROM runs WHERE status = 'done'
+                                AND unit IN (SELECT unit FROM done_units WHERE {where})""").fetchall()
+        for (text,) in rows:
+            try:
+                for k, v in json.loads(text or "{}").items():
+                    versions.setdefault(str(k), set()).add(str(v))
+            except (TypeError, ValueError):
+                versions.setdefault("(unparsable package_versions)", set()).add(str(text)[:80])
+        failed = _first(self.con, "SELECT count(*) FROM runs WHERE status <> 'done'")
+        self.report.meta.update(
+            results=self.results, sweeps=sweeps, result_versions={k: sorted(v) for k, v in sorted(versions.items())},
+            report_versions=_report_versions(), failed_units=int(failed), weights_available=self.available,
+            generated=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            selection=self.sel,
+        )
+
+
+def _first_paragraph(doc: str) -> str:
+    """The first paragraph of a docstring, on one line."""
+    return " ".join(str(doc).strip().split("\n\n")[0].split())
+
+
+def _report_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("lee-eval", "duckdb", "pandas", "numpy", "matplotlib", "pyarrow", "scipy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- HTML
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; padding: 0 1em; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }
+.warn { background: #fff3cd; border: 1px solid #e0c060; padding: 0.5em 1em; }
+.error { background: #fde2e4; border: 1px solid #b00020; padding: 0.5em 1em; }
+figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figure.placeholder img { border: 1px dashed #888; } figure.figure-error img { border: 2px solid #b00020; }
+figcaption { font-size: 0.9em; color: #333; max-width: 60em; }
+table { border-collapse: collapse; font-size: 0.8em; margin: 0.5em 0; }
+th, td { border: 1px solid #ddd; padding: 2px 6px; text-align: right; } th { background: #f4f4f4; }
+td.text { text-align: left; } .meta td, .meta th { text-align: left; }
+code { background: #f4f4f4; padding: 0 3px; }
+"""
+
+_SCRIPT = """
+window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var bad = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); });
+  document.body.setAttribute('data-images-total', String(imgs.length));
+  document.body.setAttribute('data-images-failed', bad.map(function (i) { return i.getAttribute('src'); }).join(' '));
+  document.body.setAttribute('data-images-ok', bad.length === 0 && imgs.length > 0 ? 'true' : 'false');
+});
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _cell(value: object) -> tuple[str, bool]:
+    """Formatted cell text and whether it is text (left-aligned)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "", False
+    if isinstance(value, bool):
+        return str(value).lower(), True
+    if isinstance(value, float):
+        return f"{value:.4g}", False
+    if isinstance(value, int):
+        return str(value), False
+    try:
+        if pd.isna(value):
+            return "", False
+    except (TypeError, ValueError):
+        pass
+    return str(value), True
+
+
+def _html_table(frame: pd.DataFrame, *, max_rows: int = MAX_HTML_ROWS, cls: str = "") -> str:
+    head = "".join(f"<th>{_e(c)}</th>" for c in frame.columns)
+    body = []
+    for row in frame.head(max_rows).itertuples(index=False):
+        cells = []
+        for v in row:
+            text, is_text = _cell(v.item() if hasattr(v, "item") else v)
+            cells.append(f'<td class="text">{_e(text)}</td>' if is_text else f"<td>{_e(text)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    attr = f' class="{_e(cls)}"' if cls else ""
+    return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _kv_table(items: Iterable[tuple[str, object]]) -> str:
+    rows = "".join(f"<tr><th>{_e(k)}</th><td class='text'>{_e(v)}</td></tr>" for k, v in items)
+    return f"<table class='meta'>{rows}</table>"
+
+
+def render_html(report: Report) -> str:
+    """The page: provenance, figures (PNG shown, SVG linked), tables; every text escaped."""
+    meta = report.meta
+    sel: Selection = meta["selection"]
+    parts = [
+        "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        f"<title>lee report: {_e(meta['results'])}</title>", f"<style>{_CSS}</style>",
+        f"<script>{_SCRIPT}</script>", "</head>", "<body data-images-ok='pending'>",
+        "<h1>lee report: learned equivariance (Lie derivative, LEE)</h1>",
+        _kv_table([
+            ("results root", meta["results"]), ("generated (UTC)", meta["generated"]),
+            ("weights", f"{sel.weights}: {sel.label}"), ("datasets", ", ".join(sel.datasets) or "all"),
+            ("generators", ", ".join(sel.generators) or "all"),
+            ("one-dataset figures drawn on", meta.get("primary_dataset") or "(no LEE data)"),
+            ("failed units (excluded)", meta["failed_units"]),
+        ]),
+    ]
+    if sel.weights == "random":
+        parts.append("<p class='warn'>These are <b>random-init</b> (untrained) networks: their LEE measures the "
+                     "architecture at initialization, not learned equivariance, and the accuracy axes show the catalog "
+                     "accuracy of the pretrained checkpoints, not of the weights evaluated here.</p>")
+    elif sel.weights == "any":
+        parts.append("<p class='warn'>Pretrained and random-init results are shown together (--weights any); "
+                     "random-init points are hollow.</p>")
+    elif meta["weights_available"].get("random") and not meta["weights_available"].get("pretrained"):
+        parts.append("<p class='warn'>This root has only random-init results "
+                     f"({meta['weights_available']['random']} models); this pretrained report is empty. "
+                     f"Use <code>lee report --results {_e(meta['results'])} --weights random</code>.</p>")
+    parts.append("<h2>Figures</h2>")
+    for f in report.figures:
+        cls = {"ok": "", "placeholder": "placeholder", "error": "figure-error"}[f.status]
+        note = ""
+        if f.status == "placeholder":
+            note = f"<br><b>No data:</b> {_e(f.message)}"
+        elif f.status == "error":
+            note = f"<br><b class='error'>Figure failed:</b> {_e(f.message)}"
+        parts.append(
+            f"<figure id='{_e(f.stem)}' class='{cls}'><img src='{_e(f.png)}' alt='{_e(f.title)}'>"
+            f"<figcaption><b>{_e(f.title)}.</b> {_e(f.caption)}{note} "
+            f"[<a href='{_e(f.png)}'>PNG</a>] [<a href='{_e(f.svg)}'>SVG</a>]</figcaption></figure>")
+    parts.append("<h2>Tables</h2>")
+    for t in report.tables:
+        parts.append(f"<h3 id='table-{_e(t.name)}'>{_e(t.title)}</h3>")
+        if t.description:
+            parts.append(f"<p>{_e(t.description)}</p>")
+        if t.error:
+            parts.append(f"<p class='error'>{_e(t.error)}</p>")
+            continue
+        if t.note:
+            parts.append(f"<p class='warn'>{_e(t.note)}</p>")
+        assert t.frame is not None
+        if t.frame.empty:
+            why = t.frame.attrs.get("note") or ""
+            parts.append(f"<p class='warn'>No rows for this selection. {_e(why)}</p>")
+            continue
+
+        more = f" Showing {MAX_HTML_ROWS} of {len(t.frame)} rows." if len(t.frame) > MAX_HTML_ROWS else ""
+        parts.append(_html_table(t.frame))
+        parts.append(f"<p>{len(t.frame)} rows.{_e(more)} CSV: <a href='{_e(t.csv)}'>{_e(t.csv)}</a></p>")
+    parts.append("<h2>Provenance</h2><h3>Sweeps</h3>")
+    sweeps: pd.DataFrame = meta["sweeps"]
+    parts.append(_html_table(sweeps, cls="meta") if not sweeps.empty else "<p>No completed units in the selection.</p>")
+    parts.append("<h3>Package versions of the results (runs.package_versions)</h3>")
+    parts.append(_kv_table((k, ", ".join(v)) for k, v in meta["result_versions"].items()) or "<p>none</p>")
+    parts.append("<h3>Package versions of this report</h3>")
+    parts.append(_kv_table(meta["report_versions"].items()))
+    parts.append(f"<p>Command: <code>{_e(meta.get('command', ''))}</code></p>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def build_report(
+    results: str,
+    out: str | Path,
+    *,
+    weights: str = "pretrained",
+    datasets: Sequence[str] = (),
+    generators: Sequence[str] = (),
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    command: str = "",
+) -> Report:
+    """Write the report of ``results`` into ``out`` (created): figures (PNG + SVG), ``tables/*.csv``, ``index.html``.
+
+    Args:
+        results: Results root URI (``lee eval -o``).
+        out: Output directory (local).
+        weights: ``pretrained``, ``random`` or ``any`` (see :data:`WEIGHTS`).
+        datasets: Keep only these datasets (empty: all).
+        generators: Keep only these generators (empty: all).
+        n_boot, seed, level: Bootstrap settings passed to every named analysis.
+        command: The command line, stated on the page.
+
+    Raises:
+        pipelines.cli.UsageError: No results under ``results``, or a dataset/generator not in them.
+    """
+    from pipelines.analysis.views import connect
+    from pipelines.cli import UsageError
+
+    sel = Selection(weights=weights, datasets=tuple(datasets), generators=tuple(generators))
+    con = connect(results)
+    try:
+        for col, values in (("dataset", sel.datasets), ("generator", sel.generators)):
+            if not values:
+                continue
+            views = ["lee", "layerwise_visible"] + (["alt"] if col == "dataset" else [])
+            have = {r[0] for v in views for r in con.sql(f"SELECT DISTINCT {col} FROM {v}").fetchall()}
+            unknown = sorted(set(values) - have)
+            if unknown:
+                raise UsageError(f"{col} {', '.join(map(repr, unknown))} not in the results under {results!r}; "
+                                 f"they have: {', '.join(sorted(map(str, have))) or 'none'}")
+        out_dir = Path(out)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create the output directory {str(out_dir)!r}: {exc}") from None
+        b = _Builder(con, results, out_dir, sel, n_boot=n_boot, seed=seed, level=level)
+        b.tables()
+        b.figures()
+        b.report.figures.sort(key=lambda f: f.stem)
+        b.provenance()
+        b.report.meta["command"] = command
+        b.report.index.write_text(render_html(b.report), encoding="utf-8")
+        return b.report
+    finally:
+        con.close()

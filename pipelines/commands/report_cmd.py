@@ -1,0 +1,71 @@
+"""``lee report``: figures (PNG + SVG) and one static HTML page of a results root.
+
+Examples::
+
+    lee report --results ./lee-results --out report/
+    lee report -r s3://bucket/lee --out report/ --weights random -d sample-test -g translate_x,rotate
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from pipelines.commands.eval_cmd import _Extend
+from pipelines.config import DEFAULT_OUTPUT
+
+EPILOG = """examples:
+  lee report --out report/                                 # ./lee-results, pretrained weights only
+  lee report -r ./res --out report/ --weights random       # random-init results (e.g. lee eval -m tiny)
+  lee report -r s3://bucket/lee --out rep/ -d imagenet-val -g translate_x,rotate
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``lee report``."""
+    p = subparsers.add_parser(
+        "report",
+        help="write the paper's figures (PNG, SVG) and an HTML page with the analyses",
+        description="Write figures 1, 4, 5, 6 and 7 of the paper and the named analyses of a results root "
+                    "into DIR: fig*.png, fig*.svg, tables/*.csv and a self-contained index.html.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-r", "--results", default=DEFAULT_OUTPUT, metavar="URI",
+                   help=f"results root (lee eval -o; default {DEFAULT_OUTPUT})")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
+    p.add_argument("--weights", choices=("pretrained", "random", "any"), default="pretrained",
+                   help="pretrained (hub/file, default), random (random init) or any (both, never by default)")
+    p.add_argument("-d", "--dataset", action=_Extend, dest="datasets", metavar="NAME",
+                   help="only these datasets (repeatable, comma-separated; default all)")
+    p.add_argument("-g", "--generator", action=_Extend, dest="generators", metavar="NAME",
+                   help="only these generators (repeatable, comma-separated; default all)")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples of the analyses (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the report; print each figure's status and the page's path."""
+    from pipelines.analysis.report import build_report
+    from pipelines.cli import UsageError
+
+    if args.n_boot < 1:
+        raise UsageError("--n-boot must be at least 1")
+    if not 0 < args.level < 1:
+        raise UsageError("--level must be between 0 and 1")
+    report = build_report(
+        args.results, args.out, weights=args.weights, datasets=args.datasets or (), generators=args.generators or (),
+        n_boot=args.n_boot, seed=args.seed, level=args.level,
+        command="lee " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("lee") else
+        f"lee report --results {shlex.quote(args.results)} --out {shlex.quote(str(args.out))} --weights {args.weights}",
+    )
+    for f in report.figures:
+        flag = {"ok": "", "placeholder": "  (placeholder: no data)", "error": "  (FAILED, see the page)"}[f.status]
+        print(f"  {f.png}  {f.svg}{flag}")
+    failed = [t.name for t in report.tables if t.error]
+    print(f"{len(report.figures)} figures, {len(report.tables)} tables"
+          + (f" ({len(failed)} failed: {', '.join(failed)})" if failed else "") + f" -> {report.index}")
+    return 0
