@@ -1,0 +1,181 @@
+r"""Small statistics for the named analyses: seeded bootstrap intervals, correlations, OLS with t intervals.
+
+Every function takes plain numpy arrays and returns numbers; the named analyses
+(:mod:`pipelines.analysis.analyses`) put them into tidy tables with the statistic, the interval level,
+n and the method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as _st
+
+__all__ = [
+    "Interval",
+    "OLSResult",
+    "bootstrap_corr",
+    "f_test",
+    "mean_t_interval",
+    "ols",
+    "ratio_of_means",
+]
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate and its interval at ``level``; ``n`` = units the statistic is over."""
+
+    estimate: float
+    low: float
+    high: float
+    n: int
+    p_value: float = float("nan")
+
+
+def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson r of each row pair of ``x``, ``y`` (shape (B, n)); NaN where a row is constant."""
+    xc = x - x.mean(axis=1, keepdims=True)
+    yc = y - y.mean(axis=1, keepdims=True)
+    den = np.sqrt((xc**2).sum(axis=1) * (yc**2).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (xc * yc).sum(axis=1) / den
+    r[~np.isfinite(r) | (den <= 1e-300)] = np.nan
+    return r
+
+
+def bootstrap_corr(
+    x: np.ndarray, y: np.ndarray, method: str = "pearson", *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> Interval:
+    """Pearson or Spearman correlation with a percentile bootstrap interval over the (x, y) pairs.
+
+    The p-value is the classical one (``scipy.stats.pearsonr`` / ``spearmanr``). Fewer than 3 pairs
+    give NaN; fewer than 4 give no interval.
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    n = len(x)
+    if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), n)
+    if method == "pearson":
+        res = _st.pearsonr(x, y)
+    elif method == "spearman":
+        res = _st.spearmanr(x, y)
+    else:
+        raise ValueError(f"method must be pearson or spearman, got {method!r}")
+    est, p = float(res.statistic), float(res.pvalue)
+    if n < 4:
+        return Interval(est, float("nan"), float("nan"), n, p)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    bx, by = x[idx], y[idx]
+    if method == "spearman":
+        bx = _st.rankdata(bx, axis=1)
+        by = _st.rankdata(by, axis=1)
+    r = _pearson_rows(bx, by)
+    alpha = (1 - level) / 2
+    lo, hi = np.nanquantile(r, [alpha, 1 - alpha])
+    return Interval(est, float(lo), float(hi), n, p)
+
+
+def mean_t_interval(x: np.ndarray, level: float = 0.95) -> Interval:
+    """Mean with a Student-t interval."""
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    n = len(x)
+    if n == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), 0)
+    m = float(x.mean())
+    if n < 2:
+        return Interval(m, float("nan"), float("nan"), n)
+    se = float(x.std(ddof=1) / np.sqrt(n))
+    q = float(_st.t.ppf(0.5 + level / 2, n - 1))
+    p = float(2 * _st.t.sf(abs(m / se), n - 1)) if se > 0 else float("nan")
+    return Interval(m, m - q * se, m + q * se, n, p)
+
+
+def ratio_of_means(
+    num: np.ndarray,
+    den: np.ndarray,
+    *,
+    paired: bool = False,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Interval:
+    """``mean(num) / mean(den)`` with a percentile bootstrap interval.
+
+    Unpaired: the two samples are resampled independently (different images). Paired: ``num[i]`` and
+    ``den[i]`` belong to the same image and are resampled together. ``n`` is the smaller sample size.
+    """
+    num = np.asarray(num, dtype=float)
+    den = np.asarray(den, dtype=float)
+    num, den = (num, den) if paired else (num[np.isfinite(num)], den[np.isfinite(den)])
+    if paired:
+        ok = np.isfinite(num) & np.isfinite(den)
+        num, den = num[ok], den[ok]
+    n = int(min(len(num), len(den)))
+    if n == 0 or den.mean() == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), n)
+    est = float(num.mean() / den.mean())
+    if n < 2:
+        return Interval(est, float("nan"), float("nan"), n)
+    rng = np.random.default_rng(seed)
+    if paired:
+        idx = rng.integers(0, n, size=(n_boot, n))
+        b = num[idx].mean(axis=1) / den[idx].mean(axis=1)
+    else:
+        bn = num[rng.integers(0, len(num), size=(n_boot, len(num)))].mean(axis=1)
+        bd = den[rng.integers(0, len(den), size=(n_boot, len(den)))].mean(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            b = bn / bd
+    alpha = (1 - level) / 2
+    lo, hi = np.nanquantile(b, [alpha, 1 - alpha])
+    return Interval(est, float(lo), float(hi), n)
+
+
+@dataclass(frozen=True)
+class OLSResult:
+    terms: list[str]
+    coef: np.ndarray
+    se: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    p_value: np.ndarray
+    n: int
+    df_resid: int
+    rss: float
+
+
+def ols(y: np.ndarray, X: np.ndarray, terms: list[str], level: float = 0.95) -> OLSResult:
+    """Ordinary least squares ``y ~ X`` (X includes the intercept column) with t intervals."""
+    y = np.asarray(y, dtype=float)
+    X = np.asarray(X, dtype=float)
+    n, k = X.shape
+    coef, _, rank, _ = np.linalg.lstsq(X, y, rcond=None)
+    resid = y - X @ coef
+    df = n - rank
+    rss = float(resid @ resid)
+    if df <= 0 or rank < k:
+        nan = np.full(k, np.nan)
+        return OLSResult(terms, coef, nan, nan, nan, nan, n, df, rss)
+    sigma2 = rss / df
+    cov = sigma2 * np.linalg.inv(X.T @ X)
+    se = np.sqrt(np.diag(cov))
+    q = float(_st.t.ppf(0.5 + level / 2, df))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = 2 * _st.t.sf(np.abs(coef / se), df)
+    return OLSResult(terms, coef, se, coef - q * se, coef + q * se, p, n, df, rss)
+
+
+def f_test(full: OLSResult, reduced: OLSResult) -> tuple[float, float, int, int]:
+    """Nested-model F test: (F, p, df_num, df_den) for the terms in ``full`` and not in ``reduced``."""
+    d1 = reduced.df_resid - full.df_resid
+    d2 = full.df_resid
+    if d1 <= 0 or d2 <= 0 or full.rss <= 0:
+        return float("nan"), float("nan"), d1, d2
+    F = ((reduced.rss - full.rss) / d1) / (full.rss / d2)
+    return float(F), float(_st.f.sf(F, d1, d2)), d1, d2

@@ -1,0 +1,417 @@
+"""DuckDB views over a results root: the SQL files of ``pipelines/sql/`` plus the catalog's ``models`` table.
+
+The views are plain SQL (``pipelines/sql/NN_*.sql``, run in file order). Two things depend on the
+results root and are filled in when the script is built (:func:`views_script`, printed by ``lee sql``):
+
+- ``{{source:<table>}}`` placeholders become the reader of that table's files::
+
+      SELECT * FROM read_parquet('<root>/<table>/model=*/dataset=*/unit=*/*.parquet',
+                                 hive_partitioning = true, hive_types = {...}, union_by_name = true)
+      UNION ALL BY NAME SELECT <typed NULLs of pipelines.schema> WHERE false
+
+  so every column of the current schema exists (NULL in older files), partition columns have pinned
+  types and unknown newer columns are kept. A table with no files yet becomes the typed empty SELECT
+  alone (``read_parquet`` fails on a glob that matches nothing); run ``lee sql`` again once it has files.
+- the ``models`` table: one row per model in the results (or the whole catalog), generated from the
+  ``catalog`` package (plus user catalog files) as ``CREATE TABLE`` + ``INSERT ... VALUES``, so the
+  script needs no extra file.
+
+``runs`` is a table, not a view: a snapshot of the ``runs`` files taken when the script runs, so every
+query joins the (small) unit list in memory and a sweep writing meanwhile cannot make half a unit
+visible. Connect again (or rerun the script) to see units that finished since.
+
+The script runs as is in the plain ``duckdb`` shell (``lee sql -r ROOT > views.sql; duckdb -init
+views.sql``) for local roots and for roots DuckDB reads natively (``s3://``, ``gs://``, ``https://``,
+with its httpfs extension and your credentials). Other fsspec roots (``memory://`` ...) work through
+:func:`connect`, which registers the fsspec filesystem with the connection.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import math
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from pipelines import schema
+
+__all__ = [
+    "MODEL_COLUMNS",
+    "PRETRAIN_IMAGES",
+    "ResultsRoot",
+    "connect",
+    "model_rows",
+    "sql_files",
+    "views_script",
+]
+
+NATIVE_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "http", "https", "az", "azure", "abfss", "hf", "r2")
+
+PRETRAIN_IMAGES: dict[str, float] = {
+    "in1k": 1.28e6,
+    "in12k": 11.8e6,
+    "in21k": 14.2e6,
+    "in22k": 14.2e6,
+    "yfcc100m": 100e6,
+    "merged-30m": 30e6,
+    "merged-38m": 38e6,
+    "jft300m": 300e6,
+    "openai-wit400m": 400e6,
+    "ig1b": 1e9,
+    "laion2b": 2.3e9,
+    "webli": 10e9,
+}
+"""Approximate number of images of each pretraining set (catalog ``pretrain_data``), for scale trends."""
+
+MODEL_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("model", "VARCHAR", "catalog model name (join key)"),
+    ("arch", "VARCHAR", "timm architecture"),
+    ("family", "VARCHAR", "architecture family (cnn, vit, mixer, hybrid, ...)"),
+    ("module", "VARCHAR", "timm module"),
+    ("source", "VARCHAR", "catalog weight source (hub, file, random)"),
+    ("params_m", "DOUBLE", "parameters, millions"),
+    ("pretrain_data", "VARCHAR", "data of the first training stage (in1k, in21k, laion2b, ...)"),
+    ("pretrain_images", "DOUBLE", "approximate images in pretrain_data"),
+    ("recipe", "VARCHAR", "training recipe (pretrained tag part)"),
+    ("anti_aliased", "BOOLEAN", "BlurPool-style anti-aliased architecture ('blur' in arch)"),
+    ("img_size", "INTEGER", "evaluation input size of the spec"),
+    ("top1", "DOUBLE", "top-1 %: ImageNet for timm models, the task's test set for zoo models"),
+    ("top5", "DOUBLE", "ImageNet top-5 %"),
+    ("top1_v2", "DOUBLE", "ImageNet-V2 top-1 %"),
+    ("top1_sketch", "DOUBLE", "ImageNet-Sketch top-1 %"),
+    ("top1_r", "DOUBLE", "ImageNet-R top-1 %"),
+    ("top1_real", "DOUBLE", "ImageNet-ReaL top-1 %"),
+    ("in_catalog", "BOOLEAN", "metadata found in the catalog"),
+)
+
+_PLACEHOLDER = re.compile(r"\{\{source:([a-z_]+)\}\}")
+
+
+def sql_files() -> list[tuple[str, str]]:
+    """``(file name, text)`` of the package's view files, in the order they run."""
+    base = importlib.resources.files("pipelines") / "sql"
+    names = sorted(p.name for p in base.iterdir() if p.name.endswith(".sql"))
+    return [(n, (base / n).read_text()) for n in names]
+
+
+def _duck_type(t: pa.DataType) -> str:
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "VARCHAR"
+    if pa.types.is_int32(t):
+        return "INTEGER"
+    if pa.types.is_int64(t):
+        return "BIGINT"
+    if pa.types.is_float64(t):
+        return "DOUBLE"
+    if pa.types.is_boolean(t):
+        return "BOOLEAN"
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"
+    raise TypeError(f"no DuckDB type for {t}")
+
+
+def _quote(text: str) -> str:
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def _literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return "NULL" if math.isnan(value) else repr(value)
+    return _quote(value)
+
+
+def empty_select(table: str) -> str:
+    """A SELECT with no rows and every column of ``table`` in ``pipelines.schema``, typed."""
+    cols = ", ".join(f'CAST(NULL AS {_duck_type(c.type)}) AS "{c.name}"' for c in schema.TABLES[table].columns)
+    return f"SELECT {cols} WHERE false"
+
+
+class ResultsRoot:
+    """A results root as DuckDB sees it: the glob prefix, and the fsspec filesystem to register, if any."""
+
+    def __init__(self, uri: str):
+        from pipelines.cli import UsageError
+        from pipelines.store import Store, StoreError
+
+        try:
+            self.store = Store(uri)
+        except StoreError as exc:
+            raise UsageError(str(exc)) from None
+        self.uri = uri
+        fs = self.store.fs
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        self.protocol = protocol
+        self.local = self.store.local_path()
+        self.register = None
+        if self.local is not None:
+            self.prefix = self.local
+        elif protocol in NATIVE_PROTOCOLS:
+            self.prefix = uri.rstrip("/")
+        else:  # memory://, ... : DuckDB reads them through the registered fsspec filesystem
+            self.prefix = f"{protocol}://{self.store.path.lstrip('/')}"
+            self.register = fs
+        try:
+            exists = fs.exists(self.store.path) and fs.exists(f"{self.store.path}/runs")
+        except Exception as exc:  # noqa: BLE001 - unreachable root: a usage error, not a traceback
+            raise UsageError(f"results root {uri!r} cannot be read: {type(exc).__name__}: {exc}") from None
+        if not exists:
+            raise UsageError(
+                f"no results under {uri!r} (no runs/ directory); run `lee eval -o {uri}` first or pass --results"
+            )
+
+    def glob(self, table: str) -> str:
+        if table == "runs":
+            return f"{self.prefix}/runs/unit=*/*.parquet"
+        return f"{self.prefix}/{table}/model=*/dataset=*/unit=*/*.parquet"
+
+    def has_files(self, table: str) -> bool:
+        """Whether ``table`` has at least one data file (depth-first, stops at the first one)."""
+        depth = len(schema.TABLES[table].partition_by)
+        fs = self.store.fs
+
+        def search(path: str, level: int) -> bool:
+            try:
+                entries = fs.ls(path, detail=True)
+            except FileNotFoundError:
+                return False
+            for e in entries:
+                name = e["name"].rstrip("/").rsplit("/", 1)[-1]
+                if level == depth:
+                    if e["type"] == "file" and name.endswith(".parquet"):
+                        return True
+                elif e["type"] == "directory" and "=" in name and search(e["name"], level + 1):
+                    return True
+            return False
+
+        return search(f"{self.store.path}/{table}", 0)
+
+    def source(self, table: str) -> str:
+        """The ``{{source:<table>}}`` replacement for this root."""
+        empty = empty_select(table)
+        if not self.has_files(table):
+            return f"{empty} /* no {table} files under {self.uri} yet */"
+        hive = ", ".join(f"'{p}': VARCHAR" for p in schema.TABLES[table].partition_by)
+        return (
+            f"SELECT * FROM read_parquet({_quote(self.glob(table))}, hive_partitioning = true, "
+            f"hive_types = {{{hive}}}, union_by_name = true)\n    UNION ALL BY NAME {empty}"
+        )
+
+
+@functools.lru_cache(maxsize=1)
+def _zoo_specs() -> dict[str, Any]:
+    import catalog
+
+    try:
+        return {s.name: s for s in catalog.load_models("zoo")}
+    except Exception:  # noqa: BLE001 - no trained zoo: zoo models simply have no metadata
+        return {}
+
+
+def _spec(name: str):
+    import catalog
+
+    try:
+        return catalog.get_model(name)
+    except catalog.CatalogError:
+        return _zoo_specs().get(name)
+
+
+def _user_specs(catalogs: Sequence[str | Path]) -> dict[str, Any]:
+    """name -> spec of the models in user catalog files (``lee eval -m my-models.yaml``)."""
+    import catalog
+    from pipelines.cli import UsageError
+
+    specs: dict[str, Any] = {}
+    for path in catalogs:
+        try:
+            specs.update({s.name: s for s in catalog.load_models(str(path))})
+        except catalog.CatalogError as exc:
+            raise UsageError(str(exc)) from None
+    return specs
+
+
+def model_rows(names: Iterable[str] | None, catalogs: Sequence[str | Path] = ()) -> list[dict[str, Any]]:
+    """One metadata record per model (``MODEL_COLUMNS``).
+
+    Args:
+        names: Model names (the models of a results root); None: the whole ``all`` + ``tiny`` catalog.
+        catalogs: User catalog files to look names up in first (models evaluated from a catalog file
+            whose names the built-in catalogs do not know: their family, parameters, top-1 ...).
+    """
+    import catalog
+
+    user = _user_specs(catalogs)
+    if names is None:
+        specs = {s.name: s for s in catalog.load_models("all")}
+        specs.update({s.name: s for s in catalog.load_models("tiny")})
+        specs.update(user)
+        names = list(specs)
+        lookup = specs.get
+    else:
+        names = sorted(set(names))
+
+        def lookup(name: str) -> Any:
+            return user.get(name) or _spec(name)
+
+    rows = []
+    for name in names:
+        spec = lookup(name)
+        if spec is None:
+            rows.append({"model": name, "in_catalog": False})
+            continue
+        t = spec.training or {}
+        top1 = spec.top1
+        if top1 is None and t.get("test_acc") is not None:
+            top1 = 100.0 * float(t["test_acc"])
+        params_m = spec.params_m
+        if params_m is None and t.get("params") is not None:
+            params_m = float(t["params"]) / 1e6
+        pretrain = spec.pretrain_data or (t.get("pretrain") if isinstance(t.get("pretrain"), str) else None)
+        rows.append({
+            "model": name, "arch": spec.arch, "family": spec.family, "module": spec.module, "source": spec.source,
+            "params_m": params_m, "pretrain_data": pretrain, "pretrain_images": PRETRAIN_IMAGES.get(pretrain or ""),
+            "recipe": spec.recipe or t.get("recipe"), "anti_aliased": "blur" in spec.arch.lower(),
+            "img_size": spec.img_size, "top1": top1, "top5": spec.top5, "top1_v2": spec.top1_v2,
+            "top1_sketch": spec.top1_sketch, "top1_r": spec.top1_r, "top1_real": spec.top1_real, "in_catalog": True,
+        })
+    return rows
+
+
+def models_sql(rows: list[dict[str, Any]]) -> str:
+    """``CREATE TABLE models`` + ``INSERT`` of ``rows``."""
+    cols = ",\n    ".join(f"{n} {t}" for n, t, _ in MODEL_COLUMNS)
+    out = [
+        "-- models: catalog metadata of the models in these results (generated from the catalog package).",
+        f"CREATE OR REPLACE TABLE models (\n    {cols}\n);",
+    ]
+    if rows:
+        values = ",\n".join(
+            "(" + ", ".join(_literal(r.get(n)) for n, _, _ in MODEL_COLUMNS) + ")" for r in rows
+        )
+        out.append(f"INSERT INTO models VALUES\n{values};")
+    return "\n".join(out)
+
+
+def _fill(text: str, root: ResultsRoot) -> str:
+    return _PLACEHOLDER.sub(lambda m: root.source(m.group(1)), text)
+
+
+def _execute(con: Any, sql: str, where: str) -> None:
+    """Run one part of the script; a DuckDB error names the part (a usage error, not a traceback)."""
+    import duckdb
+
+    from pipelines.cli import UsageError
+
+    try:
+        con.execute(sql)
+    except duckdb.Error as exc:
+        raise UsageError(f"cannot build the views ({where}): {exc}") from None
+
+
+def _build(con: Any, root: ResultsRoot, models: str, catalogs: Sequence[str | Path] = ()) -> str:
+    """Run the view script on ``con`` part by part and return its text.
+
+    The ``models`` table comes after ``01_visible.sql`` so that its rows can be the models of the
+    ``runs`` snapshot, and before the views that join it (DuckDB binds views when they are created).
+    """
+    if models not in ("results", "all"):
+        raise ValueError(f"models must be 'results' or 'all', got {models!r}")
+    parts = [
+        f"-- lee analysis views over {root.uri} (generated by `lee sql`; pipelines/sql/*.sql).",
+        "-- Load: duckdb -init views.sql   (or .read views.sql in the duckdb shell)",
+    ]
+    files = sql_files()
+    split = next((i for i, (n, _) in enumerate(files) if n > "01_visible.sql"), len(files))
+    for name, text in files[:split]:
+        sql = _fill(text, root)
+        _execute(con, sql, name)
+        parts.append(f"-- ==== {name} ====\n{sql}")
+    names = None
+    if models == "results":
+        names = [r[0] for r in con.execute("SELECT DISTINCT model FROM runs WHERE model IS NOT NULL").fetchall()]
+    sql = models_sql(model_rows(names, catalogs))
+    _execute(con, sql, "models table")
+    parts.append(sql)
+    for name, text in files[split:]:
+        sql = _fill(text, root)
+        _execute(con, sql, name)
+        parts.append(f"-- ==== {name} ====\n{sql}")
+    return "\n\n".join(parts) + "\n"
+
+
+def _connection(root: ResultsRoot, threads: int | None):
+    import duckdb
+
+    con = duckdb.connect()
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    if root.register is not None:
+        con.register_filesystem(root.register)
+    return con
+
+
+def views_script(
+    results: str | ResultsRoot, *, models: str = "results", catalogs: Sequence[str | Path] = ()
+) -> str:
+    """The whole view script for a results root, for the plain duckdb shell or any client.
+
+    The script is checked by running it once (in a throwaway in-memory connection), so what it
+    prints is what :func:`connect` runs.
+
+    Args:
+        results: Results root URI (or a resolved :class:`ResultsRoot`).
+        models: ``results`` (catalog metadata of the models in the ``runs`` table) or ``all`` (the whole
+            catalog).
+        catalogs: User catalog files with the metadata of models the built-in catalogs do not know.
+
+    Raises:
+        pipelines.cli.UsageError: The root has no results (no ``runs/``) or cannot be read.
+    """
+    root = results if isinstance(results, ResultsRoot) else ResultsRoot(results)
+    con = _connection(root, threads=None)
+    try:
+        return _build(con, root, models, catalogs)
+    finally:
+        con.close()
+
+
+def connect(
+    results: str | ResultsRoot,
+    *,
+    models: str = "results",
+    catalogs: Sequence[str | Path] = (),
+    threads: int | None = None,
+):
+    """An in-memory DuckDB connection with the views of :func:`views_script` over ``results``.
+
+    ``runs`` in it is a snapshot taken now: units that finish later are not visible until you connect
+    again.
+
+    Args:
+        results: Results root URI: a local directory or any fsspec URI (``memory://``, ``s3://`` ...).
+        models: ``results`` or ``all``, as in :func:`views_script`.
+        catalogs: User catalog files, as in :func:`views_script`.
+        threads: DuckDB threads (default: DuckDB's, the number of cores).
+
+    Raises:
+        pipelines.cli.UsageError: The root has no results (no ``runs/``) or cannot be read.
+    """
+    root = results if isinstance(results, ResultsRoot) else ResultsRoot(results)
+    con = _connection(root, threads)
+    try:
+        _build(con, root, models, catalogs)
+    except BaseException:
+        con.close()
+        raise
+    return con

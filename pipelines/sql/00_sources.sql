@@ -1,0 +1,15 @@
+-- lee analysis views, part 0: the raw files of each results table.
+--
+-- {{...}} placeholders are filled in by `lee sql` / pipelines.analysis.views_script(): each becomes
+--   SELECT * FROM read_parquet('<root>/<table>/model=*/dataset=*/unit=*/*.parquet',
+--                              hive_partitioning = true, hive_types = {...}, union_by_name = true)
+--   UNION ALL BY NAME <an empty SELECT typed from pipelines/schema.py>
+-- so every column of the current schema exists (NULL in older files that lack it: evolving columns),
+-- partition columns have pinned types, and a table with no files yet is an empty, typed view
+-- (read_parquet alone fails on a glob that matches nothing).
+-- These views hold every file, finished or not; use the views of 01_visible.sql.
+
+CREATE OR REPLACE VIEW runs_files AS {{source:runs}};
+CREATE OR REPLACE VIEW lee_files AS {{source:lee}};
+CREATE OR REPLACE VIEW layerwise_files AS {{source:layerwise}};
+CREATE OR REPLACE VIEW alt_files AS {{source:alt}};

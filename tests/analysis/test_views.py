@@ -1,0 +1,255 @@
+"""The DuckDB views over real Parquet written by pipelines.store: visibility, several runs, evolving
+columns, fsspec roots, partition pruning, and `lee sql` output that loads in a fresh connection."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+import duckdb
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines import schema
+from pipelines.analysis.views import connect, sql_files
+from pipelines.cli import UsageError, main
+from pipelines.store import Store
+
+from .conftest import data_table, lee_columns, runs_row, write_unit
+
+GENS = ["rotate", "translate_x"]
+CFG = {"generators": GENS, "output": "probs", "interpolation": "cubic"}
+
+
+def _lee(n_img: int, level: float) -> dict:
+    return lee_columns(np.full((n_img, len(GENS)), level), GENS)
+
+
+@pytest.fixture()
+def mixed_root(tmp_path):
+    """One model's units in every state a store can hold, plus a second sweep and an older file format."""
+    root = str(tmp_path / "r")
+    s = Store(root)
+    m, ds = "resnet18.a1_in1k", "sample-test"
+    units = {
+        "done": write_unit(s, "lee", m, ds, "test", _lee(4, 1.0), config=CFG, minutes=10),
+        "failed": write_unit(s, "lee", "resnet50.a1_in1k", ds, "test", _lee(4, 100.0), config=CFG, status="failed"),
+        "no_runs_row": write_unit(s, "lee", "resnet50.a1_in1k", "sample-ood", "ood", _lee(4, 100.0), config=CFG,
+                                  status=None),
+        # an earlier smoke run of the same configuration on 2 images: visible in lee_all, shadowed in lee
+        "smoke": write_unit(s, "lee", m, ds, "test", _lee(2, 7.0), config=CFG, minutes=20, sweep_id="s0"),
+        # a later sweep on another dataset
+        "other_sweep": write_unit(s, "lee", m, "sample-ood", "ood", _lee(3, 2.0), config=CFG, sweep_id="s2"),
+        "random": write_unit(s, "lee", m, "sample-train", "train", _lee(4, 5.0), config=CFG, weights="random"),
+    }
+    # a file from an older writer: no mean_abs / interpolation columns, value stored as float32
+    old = "old0000001"
+    t = data_table("lee", _lee(3, 3.0), unit=old, model="vit_tiny_patch16_224.augreg_in21k_ft_in1k",
+                   weights="hub", dataset=ds, role="test")
+    t = t.drop_columns(["mean_abs", "interpolation"])
+    t = t.set_column(t.schema.get_field_index("value"), "value", t.column("value").cast(pa.float32()))
+    s.write_data("lee", "vit_tiny_patch16_224.augreg_in21k_ft_in1k", ds, old, t)
+    s.write_run(runs_row(old, "lee", "vit_tiny_patch16_224.augreg_in21k_ft_in1k", ds, "test", config=CFG,
+                         n_images=3))
+    units["old"] = old
+    # a file from a newer writer: an extra column the schema does not know yet
+    new = "new0000001"
+    t = data_table("lee", _lee(3, 4.0), unit=new, model="convnext_atto.d2_in1k", weights="hub", dataset=ds,
+                   role="test").append_column("brand_new", pa.array(["x"] * 6))
+    s.write_data("lee", "convnext_atto.d2_in1k", ds, new, t)
+    s.write_run(runs_row(new, "lee", "convnext_atto.d2_in1k", ds, "test", config=CFG, n_images=3))
+    units["new"] = new
+    return root, units
+
+
+def _units(con, view: str) -> set[str]:
+    return {r[0] for r in con.execute(f"SELECT DISTINCT unit FROM {view}").fetchall()}
+
+
+def test_views_count_only_done_units(mixed_root):
+    root, u = mixed_root
+    con = connect(root, threads=1)
+    visible = _units(con, "lee")
+    assert u["failed"] not in visible and u["no_runs_row"] not in visible
+    assert _units(con, "lee_all") == {u["done"], u["smoke"], u["other_sweep"], u["random"], u["old"], u["new"]}
+    # the smoke run is a second run of the done unit's configuration: only the larger one counts
+    assert visible == {u["done"], u["other_sweep"], u["random"], u["old"], u["new"]}
+    assert con.execute("SELECT count(*) FROM lee_files WHERE unit = ?", [u["failed"]]).fetchall() == [(8,)]
+    summary = con.sql("SELECT model, dataset, weights, generator, n, n_units, mean_lee FROM lee_summary").df()
+    assert (summary["n_units"] == 1).all()
+    r18 = summary[(summary.model == "resnet18.a1_in1k") & (summary.dataset == "sample-test")]
+    assert set(r18["n"]) == {4} and np.allclose(r18["mean_lee"], 1.0)
+    assert set(summary.loc[summary.dataset == "sample-train", "weights"]) == {"random"}
+    assert "resnet50.a1_in1k" not in set(summary["model"])
+    con.close()
+
+
+def test_evolving_columns_and_catalog_join(mixed_root):
+    root, u = mixed_root
+    con = connect(root, threads=1)
+    old = con.sql(f"SELECT value, mean_abs, interpolation FROM lee WHERE unit = '{u['old']}'").df()
+    assert len(old) == 6 and old["mean_abs"].isna().all() and old["interpolation"].isna().all()
+    assert np.allclose(old["value"], 3.0)
+    assert con.execute(f"SELECT DISTINCT brand_new FROM lee WHERE unit = '{u['new']}'").fetchall() == [("x",)]
+    s = con.sql("SELECT model, family, top1, params_m, interpolation, n FROM lee_summary "
+                "WHERE dataset = 'sample-test' ORDER BY model").df()
+    assert list(s["model"].unique()) == ["convnext_atto.d2_in1k", "resnet18.a1_in1k",
+                                          "vit_tiny_patch16_224.augreg_in21k_ft_in1k"]
+    vit = s[s.model.str.startswith("vit")]
+    assert set(vit["family"]) == {"vit"} and vit["top1"].notna().all() and vit["interpolation"].isna().all()
+    assert con.execute("SELECT count(*) FROM models").fetchall() == [(4,)]  # every model of the runs table
+    con.close()
+
+
+def test_runs_is_a_snapshot(mixed_root):
+    root, _ = mixed_root
+    con = connect(root, threads=1)
+    before = con.execute("SELECT count(*) FROM lee").fetchall()
+    write_unit(Store(root), "lee", "resnet34.a1_in1k", "sample-test", "test", _lee(4, 1.0), config=CFG)
+    assert con.execute("SELECT count(*) FROM lee").fetchall() == before  # data + runs row both invisible
+    con.close()
+    con = connect(root, threads=1)
+    assert con.execute("SELECT count(*) FROM lee").fetchall()[0][0] == before[0][0] + 8
+    con.close()
+
+
+def test_empty_tables_are_typed_and_missing_root_is_a_usage_error(tmp_path):
+    root = str(tmp_path / "r")
+    write_unit(Store(root), "lee", "resnet18.a1_in1k", "sample-test", "test", _lee(2, 1.0), config=CFG)
+    con = connect(root, threads=1)
+    for view in ("alt", "alt_summary", "metric_pairs", "layerwise", "layerwise_layers", "layer_type_shares",
+                 "layerwise_cumulative"):
+        assert con.execute(f"SELECT count(*) FROM {view}").fetchall() == [(0,)]
+    assert [r[0] for r in con.execute("DESCRIBE layerwise").fetchall()][:3] == ["unit", "model", "weights"]
+    con.close()
+    with pytest.raises(UsageError, match="no results under"):
+        connect(str(tmp_path / "nothing"))
+    with pytest.raises(UsageError, match="cannot be opened|no results"):
+        connect("nosuchproto://bucket/x")
+
+
+def test_memory_root_through_fsspec(mixed_root):
+    root, u = mixed_root
+    fs = fsspec.filesystem("memory")
+    base = f"/lee-test-{uuid.uuid4().hex[:8]}"
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            if f.endswith(".parquet"):
+                path = os.path.join(dirpath, f)
+                fs.pipe(f"{base}/{os.path.relpath(path, root)}", open(path, "rb").read())
+    try:
+        con = connect(f"memory://{base}", threads=1)
+        local = connect(root, threads=1)
+        q = "SELECT model, dataset, generator, n, mean_lee FROM lee_summary ORDER BY ALL"
+        assert con.execute(q).fetchall() == local.execute(q).fetchall()
+        con.close()
+        local.close()
+    finally:
+        fs.rm(base, recursive=True)
+
+
+def test_lee_sql_output_loads_in_a_fresh_connection(mixed_root, capsys):
+    root, _ = mixed_root
+    assert main(["sql", "--results", root]) == 0
+    script = capsys.readouterr().out
+    assert "read_parquet(" in script and "hive_types" in script and "CREATE OR REPLACE TABLE models" in script
+    fresh = duckdb.connect()
+    fresh.execute(script)
+    ref = connect(root, threads=1)
+    for view in ("lee_summary", "lee", "lee_all", "runs", "done_units"):
+        q = f"SELECT * FROM {view} ORDER BY ALL"
+        assert fresh.sql(q).to_arrow_table().equals(ref.sql(q).to_arrow_table()), view
+    fresh.close()
+    ref.close()
+    assert main(["sql", "--results", root, "--models", "all"]) == 0
+    script = capsys.readouterr().out
+    assert script.count("INSERT INTO models") == 1 and "'resnet152.a1_in1k'" in script
+
+
+def test_lee_sql_bad_root(tmp_path, capsys):
+    assert main(["sql", "-r", str(tmp_path / "none")]) == 2
+    assert capsys.readouterr().err.startswith("lee: error: no results under")
+
+
+def test_layer_kind_macro_matches_liecore():
+    from liecore._layerwise import _KIND_RULES, layer_kind
+
+    names = [k for _, keys in _KIND_RULES for k in keys]
+    names += ["Conv2dNormActivation", "BatchNormAct2d", "SelectAdaptivePool2d", "Mlp", "GluMlp", "Identity",
+              "LayerNorm2d", "StdConv2dSame", "BlurPool2d", "EffectiveSEModule", "MixerBlock", "Foo"]
+    con = duckdb.connect()
+    con.execute(dict(sql_files())["03_layerwise.sql"].split("-- The report's layer types")[0])
+    got = {n: con.execute("SELECT lee_layer_kind(?)", [n]).fetchall()[0][0] for n in names}
+    assert got == {n: layer_kind(n) for n in names}
+
+
+def test_per_model_summary_reads_only_that_models_files(mixed_root):
+    root, u = mixed_root
+    con = connect(root, threads=1)
+    model = "resnet18.a1_in1k"
+    plan = con.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) SELECT * FROM lee_summary WHERE model = '{model}'"
+                       ).fetchall()[0][-1]
+    scans = []
+
+    def walk(node):
+        info = node.get("extra_info", {})
+        if info.get("Function") == "READ_PARQUET":
+            scans.append(info)
+        for child in node.get("children", []):
+            walk(child)
+
+    for node in json.loads(plan)["operator"]:
+        walk(node)
+    assert scans, "no Parquet scan in the plan"
+    n_model = len(list(Store(root).fs.glob(f"{root}/lee/model={schema.partition_value(model)}/*/*/*.parquet")))
+    n_all = len(Store(root).fs.glob(f"{root}/lee/*/*/*/*.parquet"))
+    assert n_model < n_all
+    for info in scans:
+        assert int(info["Total Files Read"]) == n_model, info
+
+
+def test_older_layerwise_files_get_kinds_and_share_fallback(tmp_path):
+    root = str(tmp_path / "r")
+    s = Store(root)
+    n = 2
+    cols = {"sample_id": ["a"] * 4 + ["b"] * 4, "sample_index": [0] * 4 + [1] * 4, "generator": ["rotate"] * 8,
+            "kind": ["layer", "layer", "end_to_end", "unattributed"] * n,
+            "layer": ["conv", "act", "<end_to_end>", "<unattributed>"] * n,
+            "layer_class": ["Conv2d", "ReLU", "", ""] * n, "call_index": [0, 1, -1, -1] * n,
+            "layer_kind": ["convolution", "activation", "end_to_end", "unattributed"] * n,
+            "value": [0.6, 0.3, 1.0, 0.1] * n, "share": [0.6, 0.3, 1.0, 0.1] * n}
+    cfg = {"generators": ["rotate"], "method": "exact", "output": "probs", "interpolation": "cubic"}
+    unit = write_unit(s, "layerwise", "resnet18.a1_in1k", "sample-test", "test", cols, config=cfg)
+    t = data_table("layerwise", cols, unit="v1unit0001", model="resnet50.a1_in1k", weights="hub",
+                   dataset="sample-test", role="test").drop_columns(["share", "layer_kind"])
+    s.write_data("layerwise", "resnet50.a1_in1k", "sample-test", "v1unit0001", t)
+    s.write_run(runs_row("v1unit0001", "layerwise", "resnet50.a1_in1k", "sample-test", "test", config=cfg,
+                         n_images=2))
+    con = connect(root, threads=1)
+    rows = con.sql("SELECT unit, layer, layer_kind, layer_type, share, share_additive FROM layerwise "
+                   "WHERE kind = 'layer' AND sample_id = 'a' ORDER BY unit, layer").df()
+    old = rows[rows.unit == "v1unit0001"]
+    assert list(old["layer_kind"]) == ["activation", "convolution"] and not old["share_additive"].any()
+    assert list(old["layer_type"]) == ["activation", "convolution"] and np.allclose(old["share"], [0.3, 0.6])
+    assert rows[rows.unit == unit]["share_additive"].all()
+    shares = con.sql("SELECT model, layer_type, share_fraction FROM layer_type_shares "
+                     "WHERE model = 'resnet18.a1_in1k' ORDER BY layer_type").df()
+    assert dict(zip(shares.layer_type, shares.share_fraction, strict=True)) == pytest.approx(
+        {"activation": 0.3, "convolution": 0.6, "unattributed": 0.1})
+    cum = con.sql("SELECT layer, depth, cumulative_fraction FROM layerwise_cumulative "
+                  "WHERE model = 'resnet18.a1_in1k' ORDER BY depth").df()
+    assert list(cum["layer"]) == ["conv", "act"] and np.allclose(cum["cumulative_fraction"], [0.6, 0.9])
+    con.close()
+
+
+def test_lee_files_holds_every_file(mixed_root):
+    root, _ = mixed_root
+    con = connect(root, threads=1)
+    files = Store(root).fs.glob(f"{root}/lee/*/*/*/*.parquet")
+    assert sum(pq.read_metadata(f).num_rows for f in files) == con.execute(
+        "SELECT count(*) FROM lee_files").fetchall()[0][0]
+    con.close()
