@@ -7,5 +7,7 @@ COMMAND_MODULES = (
     "pipelines.commands.submit_cmd",
     "pipelines.commands.reevaluate_cmd",
     "pipelines.commands.zoo_cmd",
+    "pipelines.commands.sql_cmd",
+    "pipelines.commands.query_cmd",
     "pipelines.commands.report_cmd",
 )

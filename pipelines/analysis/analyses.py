@@ -1,0 +1,757 @@
+r"""The paper's five analyses as named functions over the views (:func:`pipelines.analysis.views.connect`).
+
+Every analysis has the signature::
+
+    fn(con, *, weights="pretrained", dataset=None, generator=None, n_boot=2000, seed=0, level=0.95,
+       **options) -> pandas.DataFrame
+
+and returns one tidy table, one row per statistic, with the columns of :data:`COLUMNS` first:
+
+==============  ===================================================================================
+``analysis``    the analysis name (key of :data:`ANALYSES`)
+``weights``     the weights the rows are over: ``pretrained`` (``hub`` + ``file``: timm hub weights
+                and locally trained zoo / checkpoint models), ``random`` (random init) or ``any``
+``dataset``     catalog dataset (or the roles compared, for ``gap``)
+``generator``   liecore generator
+``scope``       what the statistic pools over: ``overall``, ``family``, ``within-family``, ``model``
+``family``      architecture family of a family-scoped row
+``model``       model of a model-scoped row
+``term``        what is estimated (a regression term, a ratio, a layer, a metric ...)
+``statistic``   ``pearson_r``, ``spearman_rho``, ``coef``, ``F``, ``slope``, ``ratio``, ...
+``estimate``    the point estimate
+``ci_low``      lower end of the interval at ``level``
+``ci_high``     upper end
+``level``       interval level
+``n``           sample size of the statistic, in ``n_of`` (models, images)
+``n_of``        what ``n`` counts
+``p_value``     two-sided p-value where there is one (classical test; NaN otherwise)
+``method``      how the estimate and its interval were computed
+``note``        caveats: a random-init fallback, dropped models, too few points ...
+==============  ===================================================================================
+
+followed by analysis-specific columns (``output``, ``interpolation`` and more, documented per function).
+
+**Weights are never pooled silently.** ``weights="pretrained"`` (the default) uses rows whose weights are
+``hub`` or ``file``; when a results root has no pretrained rows for the analysis at all (an offline sweep
+with ``--weights auto`` and no cached hub weights), the analysis falls back to the random-init rows and
+says so in ``weights`` (``random``) and ``note``. ``weights="any"`` pools every kind on request; a model
+evaluated with two kinds of weights is then two points (column ``model_weights`` where models are
+listed).
+
+Statistics (``pipelines.analysis.stats``): percentile bootstrap intervals with ``n_boot`` resamples and
+a seeded generator (``seed``), resampling models for across-model statistics and images for per-model
+ratios; Student-t intervals for OLS coefficients and means; a nested-model F test for "does family
+matter once accuracy is accounted for". LEE enters on the log scale (``ln`` of the mean LEE over a
+model's images), as in the paper's figures.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.analysis import stats
+
+__all__ = [
+    "ANALYSES",
+    "COLUMNS",
+    "WEIGHT_KINDS",
+    "accuracy",
+    "agreement",
+    "anti_alias_pairs",
+    "gap",
+    "layerwise",
+    "run_analysis",
+    "scale",
+]
+
+COLUMNS: tuple[str, ...] = (
+    "analysis", "weights", "dataset", "generator", "scope", "family", "model", "term", "statistic",
+    "estimate", "ci_low", "ci_high", "level", "n", "n_of", "p_value", "method", "note",
+)
+"""The leading columns of every analysis table (analysis-specific columns follow)."""
+
+WEIGHT_KINDS: dict[str, tuple[str, ...] | None] = {
+    "pretrained": ("hub", "file"),
+    "random": ("random",),
+    "any": None,
+}
+"""``weights=`` argument -> the ``weights`` column values it selects (None: all)."""
+
+ACCURACY_COLUMNS = ("top1", "top5", "top1_v2", "top1_sketch", "top1_r", "top1_real")
+
+_RANDOM_FALLBACK = (
+    "no pretrained (hub/file) results for this analysis: random-init results shown instead; catalog "
+    "numbers (top-1, ...) belong to the pretrained weights"
+)
+
+Filter = str | Sequence[str] | None
+
+
+# ---- helpers -------------------------------------------------------------------------------------------
+def _q(value: Any) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _as_list(value: Filter) -> list[str] | None:
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _in(column: str, values: Iterable[Any] | None) -> str:
+    """``column IN (...)`` or ``true`` for no filter."""
+    if values is None:
+        return "true"
+    values = list(values)
+    if not values:
+        return "false"
+    return f"{column} IN ({', '.join(_q(v) for v in values)})"
+
+
+class _Weights:
+    """The weights kinds an analysis uses, after the random-init fallback."""
+
+    def __init__(self, con: Any, weights: str, families: Sequence[str], dataset: Filter):
+        if weights not in WEIGHT_KINDS:
+            raise ValueError(f"weights must be one of {', '.join(WEIGHT_KINDS)}, got {weights!r}")
+        self.label, self.kinds, self.note = weights, WEIGHT_KINDS[weights], ""
+        if weights != "pretrained":
+            return
+        where = f"{_in('family', families)} AND {_in('dataset', _as_list(dataset))}"
+        have = {
+            r[0]
+            for r in con.execute(f"SELECT DISTINCT weights FROM done_units WHERE {where}").fetchall()
+            if r[0] is not None
+        }
+        if have and not have & set(WEIGHT_KINDS["pretrained"]) and "random" in have:
+            self.label, self.kinds, self.note = "random", WEIGHT_KINDS["random"], _RANDOM_FALLBACK
+
+    def where(self, column: str = "weights") -> str:
+        return _in(column, self.kinds)
+
+
+def _where(w: _Weights, dataset: Filter, generator: Filter, alias: str = "") -> str:
+    """The weights / dataset / generator filter, on columns of ``alias`` (a table alias) if given."""
+    p = f"{alias}." if alias else ""
+    return (f"{w.where(p + 'weights')} AND {_in(p + 'dataset', _as_list(dataset))} "
+            f"AND {_in(p + 'generator', _as_list(generator))}")
+
+
+def _df(con: Any, sql: str) -> pd.DataFrame:
+    return con.sql(sql).df()
+
+
+def _join_notes(*notes: str | None) -> str:
+    return "; ".join(n for n in notes if n)
+
+
+def _iv(iv: stats.Interval) -> dict[str, Any]:
+    return {"estimate": iv.estimate, "ci_low": iv.low, "ci_high": iv.high, "n": iv.n, "p_value": iv.p_value}
+
+
+def _frame(name: str, rows: list[dict[str, Any]], w: _Weights, level: float, empty_note: str) -> pd.DataFrame:
+    """The tidy table: COLUMNS first, then extra columns in order of appearance."""
+    extras: list[str] = []
+    for r in rows:
+        r.setdefault("analysis", name)
+        r.setdefault("weights", w.label)
+        r.setdefault("level", level)
+        r["note"] = _join_notes(w.note, r.get("note"))
+        extras += [k for k in r if k not in COLUMNS and k not in extras]
+    df = pd.DataFrame(rows, columns=[*COLUMNS, *extras])
+    if not rows:
+        df.attrs["note"] = _join_notes(w.note, empty_note)
+    for c in ("estimate", "ci_low", "ci_high", "level", "p_value"):
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+    df["n"] = pd.to_numeric(df["n"], errors="coerce").astype("Int64")
+    return df
+
+
+def _model_key(df: pd.DataFrame, w: _Weights) -> pd.Series:
+    """A model's identity as a statistical unit (model, plus its weights when several kinds are pooled)."""
+    return df["model"] if w.kinds is not None and len(w.kinds) == 1 else df["model"] + " [" + df["weights"] + "]"
+
+
+def _groups(df: pd.DataFrame, keys: list[str]):
+    if df.empty:
+        return []
+    return df.groupby(keys, dropna=False, sort=True)
+
+
+# ---- 1. accuracy ---------------------------------------------------------------------------------------
+def accuracy(
+    con: Any,
+    *,
+    weights: str = "pretrained",
+    dataset: Filter = None,
+    generator: Filter = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    x: str = "top1",
+) -> pd.DataFrame:
+    r"""Equivariance vs accuracy: does a more accurate model have a lower LEE?
+
+    Per dataset, generator (and output / interpolation), over models (each model one point, ``y`` = ln of
+    its mean LEE over images, ``x`` = its catalog accuracy):
+
+    - ``pearson_r`` and ``spearman_rho`` of (ln LEE, ``x``), ``scope = overall`` and per family
+      (``scope = family``, families with at least 3 models), each with a percentile bootstrap interval
+      over models and the classical p-value;
+    - the regression ``ln LEE ~ x + family`` (OLS, family as indicators against the largest family,
+      ``statistic = coef``, ``scope = regression``) with Student-t intervals: the ``x`` slope and the
+      family offsets once accuracy is accounted for;
+    - the nested-model F test of all family terms (``term = family``, ``statistic = F``): whether
+      families differ once accuracy is accounted for.
+
+    Models without ``x`` in the catalog, or with a zero mean LEE, are dropped (counted in ``note``).
+
+    Args:
+        x: The accuracy column of ``models``: ``top1`` (ImageNet, or the zoo task's test set), ``top5``,
+            ``top1_v2``, ``top1_sketch``, ``top1_r``, ``top1_real``.
+    """
+    if x not in ACCURACY_COLUMNS:
+        raise ValueError(f"x must be one of {', '.join(ACCURACY_COLUMNS)}, got {x!r}")
+    w = _Weights(con, weights, ["lee"], dataset)
+    data = _df(con, f"""
+        SELECT model, weights, dataset, generator, output, interpolation, log_mean_lee AS y, {x} AS x, family
+        FROM lee_summary
+        WHERE {_where(w, dataset, generator)}
+    """)
+    rows: list[dict[str, Any]] = []
+    boot = f"percentile bootstrap over models ({n_boot} resamples, seed {seed})"
+    for (ds, gen, out, interp), g in _groups(data, ["dataset", "generator", "output", "interpolation"]):
+        base = {"dataset": ds, "generator": gen, "output": out, "interpolation": interp, "x": x}
+        ok = np.isfinite(g["y"].astype(float)) & g["x"].notna()
+        dropped = int((~ok).sum())
+        note = f"{dropped} model(s) without {x} or with zero LEE dropped" if dropped else ""
+        g = g[ok].assign(family=g["family"].fillna("unknown"))
+        yv, xv = g["y"].to_numpy(float), g["x"].to_numpy(float)
+        scopes = [("overall", None, yv, xv)]
+        for fam, gf in g.groupby("family", sort=True):
+            if len(gf) >= 3:
+                scopes.append(("family", fam, gf["y"].to_numpy(float), gf["x"].to_numpy(float)))
+        for scope, fam, ys, xs in scopes:
+            for method in ("pearson", "spearman"):
+                iv = stats.bootstrap_corr(ys, xs, method, n_boot=n_boot, seed=seed, level=level)
+                rows.append({**base, "scope": scope, "family": fam, "term": f"ln LEE vs {x}",
+                             "statistic": "pearson_r" if method == "pearson" else "spearman_rho",
+                             **_iv(iv), "n_of": "models", "method": f"{method} correlation; {boot}",
+                             "note": note if scope == "overall" else ""})
+        rows += _family_regression(g, yv, xv, x, base, level, note)
+    return _frame("accuracy", rows, w, level, "no lee results match")
+
+
+def _family_regression(g: pd.DataFrame, y: np.ndarray, x: np.ndarray, xname: str, base: dict[str, Any],
+                       level: float, note: str) -> list[dict[str, Any]]:
+    counts = g["family"].value_counts()
+    families = sorted(counts.index, key=lambda f: (-counts[f], f))
+    if len(families) < 2:
+        return []
+    ref, others = families[0], families[1:]
+    dummies = np.stack([(g["family"] == f).to_numpy(float) for f in others], axis=1)
+    ones = np.ones((len(g), 1))
+    full = stats.ols(y, np.hstack([ones, x[:, None], dummies]), ["intercept", xname, *others], level=level)
+    if full.df_resid <= 0:
+        return []
+    reduced = stats.ols(y, np.hstack([ones, x[:, None]]), ["intercept", xname], level=level)
+    method = f"OLS ln LEE ~ {xname} + family (reference family {ref}); t interval, df {full.df_resid}"
+    rows = []
+    for i, term in enumerate(full.terms):
+        fam = term if i >= 2 else None
+        rows.append({**base, "scope": "regression", "family": fam,
+                     "term": f"family[{term}] - family[{ref}]" if fam else term, "statistic": "coef",
+                     "estimate": full.coef[i], "ci_low": full.low[i], "ci_high": full.high[i], "n": full.n,
+                     "n_of": "models", "p_value": full.p_value[i], "method": method, "note": note})
+    F, p, d1, d2 = stats.f_test(full, reduced)
+    rows.append({**base, "scope": "regression", "term": "family", "statistic": "F", "estimate": F,
+                 "ci_low": math.nan, "ci_high": math.nan, "n": full.n, "n_of": "models", "p_value": p,
+                 "method": f"nested F test: ln LEE ~ {xname} + family vs ln LEE ~ {xname}, F({d1}, {d2})",
+                 "note": note})
+    return rows
+
+
+# ---- 2. scale, recipe, anti-aliasing -------------------------------------------------------------------
+_BLUR_SPELLINGS = ("_blur_", "_blur", "blur_", "blur")
+
+
+def anti_alias_pairs(models: pd.DataFrame) -> list[tuple[str, str]]:
+    """(anti-aliased model, plain model) pairs: the plain model's arch is the other's without ``blur``.
+
+    ``resnetblur50.* / resnet50.*``, ``densenetblur121d.* / densenet121d.*``,
+    ``mobilenetv4_conv_blur_medium.* / mobilenetv4_conv_medium.*``; every tag of the plain arch is paired.
+
+    Args:
+        models: Rows with ``model`` and ``arch`` (arch missing: the model name before the first dot).
+    """
+    arch = {m: (a if isinstance(a, str) and a else m.split(".")[0]) for m, a in zip(models["model"], models["arch"],
+                                                                                   strict=True)}
+    by_arch: dict[str, list[str]] = {}
+    for m, a in arch.items():
+        by_arch.setdefault(a, []).append(m)
+    pairs = []
+    for m, a in sorted(arch.items()):
+        if "blur" not in a:
+            continue
+        for spelling in _BLUR_SPELLINGS:
+            if spelling in a:
+                plain = a.replace(spelling, "_" if spelling == "_blur_" else "", 1)
+                if plain in by_arch:
+                    pairs += [(m, p) for p in sorted(by_arch[plain])]
+                    break
+    return pairs
+
+
+def scale(
+    con: Any,
+    *,
+    weights: str = "pretrained",
+    dataset: Filter = None,
+    generator: Filter = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    pairs: Sequence[tuple[str, str]] | None = None,
+) -> pd.DataFrame:
+    r"""Scale, training recipe and anti-aliasing.
+
+    Per dataset and generator, over models (``y`` = ln mean LEE):
+
+    - ``statistic = slope``, ``term = log10 params_m`` / ``log10 pretrain_images``: OLS slope of ln LEE on
+      log10 of the parameter count / the pretraining set's size (change of ln LEE per tenfold), per
+      family (``scope = family``, at least 3 models with 2 distinct sizes) and pooled within families
+      (``scope = within-family``: one slope with a fixed offset per family), Student-t interval;
+    - ``statistic = recipe_effect``, ``term = recipe=<r>``: the mean within-architecture deviation of
+      ln LEE of models trained with recipe ``r`` (architectures evaluated with at least two recipes;
+      negative = lower LEE than the same architecture's other recipes), Student-t interval over models;
+    - ``statistic = ratio``, ``term = anti-aliased / plain``: mean LEE of an anti-aliased (BlurPool)
+      model over its plain counterpart (``model`` / column ``reference``; :func:`anti_alias_pairs`, or
+      ``pairs``), percentile bootstrap over images, paired when both saw the same images.
+
+    Args:
+        pairs: Explicit (anti-aliased, plain) model pairs instead of :func:`anti_alias_pairs`.
+    """
+    w = _Weights(con, weights, ["lee"], dataset)
+    data = _df(con, f"""
+        SELECT s.model, s.weights, s.dataset, s.generator, s.output, s.interpolation, s.log_mean_lee AS y,
+               s.family, s.params_m, s.pretrain_images, s.recipe, coalesce(m.arch, split_part(s.model, '.', 1)) AS arch
+        FROM lee_summary s LEFT JOIN models m USING (model)
+        WHERE {_where(w, dataset, generator, "s")}
+    """)
+    rows: list[dict[str, Any]] = []
+    for (ds, gen, out, interp), g in _groups(data, ["dataset", "generator", "output", "interpolation"]):
+        base = {"dataset": ds, "generator": gen, "output": out, "interpolation": interp}
+        g = g[np.isfinite(g["y"].astype(float))].assign(family=lambda d: d["family"].fillna("unknown"))
+        for col in ("params_m", "pretrain_images"):
+            rows += _trend(g, col, base, level)
+        rows += _recipes(g, base, level)
+    model_arch = _df(con, "SELECT model, arch FROM models")
+    chosen = list(pairs) if pairs is not None else anti_alias_pairs(model_arch)
+    rows += _anti_alias(con, chosen, _where(w, dataset, generator, "l"), n_boot, seed, level)
+    return _frame("scale", rows, w, level, "no lee results match")
+
+
+def _trend(g: pd.DataFrame, col: str, base: dict[str, Any], level: float) -> list[dict[str, Any]]:
+    d = g[g[col].astype(float) > 0]
+    term = f"log10 {col}"
+    rows = []
+    fams = [(f, gf) for f, gf in d.groupby("family", sort=True) if len(gf) >= 3 and gf[col].nunique() >= 2]
+    for fam, gf in fams:
+        X = np.column_stack([np.ones(len(gf)), np.log10(gf[col].to_numpy(float))])
+        r = stats.ols(gf["y"].to_numpy(float), X, ["intercept", term], level=level)
+        rows.append({**base, "scope": "family", "family": fam, "term": term, "statistic": "slope",
+                     "estimate": r.coef[1], "ci_low": r.low[1], "ci_high": r.high[1], "n": r.n, "n_of": "models",
+                     "p_value": r.p_value[1], "method": f"OLS ln LEE ~ {term}; t interval, df {r.df_resid}"})
+    multi = d.groupby("family").filter(lambda gf: len(gf) >= 2 and gf[col].nunique() >= 2)
+    if len(multi) >= 3:
+        fam_names = sorted(multi["family"].unique())
+        X = np.column_stack([np.log10(multi[col].to_numpy(float))]
+                            + [(multi["family"] == f).to_numpy(float) for f in fam_names])
+        r = stats.ols(multi["y"].to_numpy(float), X, [term, *fam_names], level=level)
+        if r.df_resid > 0:
+            rows.append({**base, "scope": "within-family", "term": term, "statistic": "slope",
+                         "estimate": r.coef[0], "ci_low": r.low[0], "ci_high": r.high[0], "n": r.n,
+                         "n_of": "models", "p_value": r.p_value[0],
+                         "method": f"OLS ln LEE ~ {term} + family offsets ({len(fam_names)} families); "
+                                   f"t interval, df {r.df_resid}"})
+    return rows
+
+
+def _recipes(g: pd.DataFrame, base: dict[str, Any], level: float) -> list[dict[str, Any]]:
+    d = g.assign(recipe=g["recipe"].fillna("none"))
+    d = d.groupby("arch").filter(lambda ga: ga["recipe"].nunique() >= 2)
+    if d.empty:
+        return []
+    d = d.assign(dev=d["y"] - d.groupby("arch")["y"].transform("mean"))
+    rows = []
+    for recipe, gr in d.groupby("recipe", sort=True):
+        iv = stats.mean_t_interval(gr["dev"].to_numpy(float), level=level)
+        rows.append({**base, "scope": "within-arch", "term": f"recipe={recipe}", "statistic": "recipe_effect",
+                     **_iv(iv), "n_of": "models",
+                     "method": "mean deviation of ln LEE from the same architecture's mean over its recipes "
+                               f"({gr['arch'].nunique()} architectures); t interval over models"})
+    return rows
+
+
+def _anti_alias(con: Any, pairs: list[tuple[str, str]], filt: str, n_boot: int, seed: int,
+                level: float) -> list[dict[str, Any]]:
+    if not pairs:
+        return []
+    names = sorted({m for p in pairs for m in p})
+    data = _df(con, f"""
+        SELECT l.model, l.weights, l.dataset, l.generator, l.output, l.interpolation, l.sample_id, l.value,
+               m.family
+        FROM lee l LEFT JOIN models m USING (model)
+        WHERE {_in('l.model', names)} AND {filt}
+    """)
+    rows = []
+    keys = ["weights", "dataset", "generator", "output", "interpolation"]
+    for key, g in _groups(data, keys):
+        base = dict(zip(keys, key, strict=True))
+        wk = base.pop("weights")
+        for blur, plain in pairs:
+            a = g[g["model"] == blur].set_index("sample_id")["value"]
+            b = g[g["model"] == plain].set_index("sample_id")["value"]
+            if a.empty or b.empty:
+                continue
+            paired = set(a.index) == set(b.index)
+            if paired:
+                b = b.loc[a.index]
+            iv = stats.ratio_of_means(a.to_numpy(float), b.to_numpy(float), paired=paired, n_boot=n_boot,
+                                      seed=seed, level=level)
+            fam = g.loc[g["model"] == blur, "family"].iloc[0]
+            rows.append({**base, "scope": "pair", "family": fam, "model": blur, "term": "anti-aliased / plain",
+                         "statistic": "ratio", **_iv(iv), "n_of": "images",
+                         "method": f"ratio of mean LEE; percentile bootstrap over images ({n_boot} resamples, "
+                                   f"{'paired' if paired else 'unpaired'})",
+                         "reference": plain, "model_weights": wk})
+    return rows
+
+
+# ---- 3. the equivariance gap ---------------------------------------------------------------------------
+def gap(
+    con: Any,
+    *,
+    weights: str = "pretrained",
+    dataset: Filter = None,
+    generator: Filter = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    reference: str = "test",
+) -> pd.DataFrame:
+    r"""The equivariance gap: LEE on training vs test vs out-of-distribution images.
+
+    Per generator, the images of each dataset role (``train``, ``test``, ``ood``; all datasets of a role
+    pooled, column ``datasets``):
+
+    - ``statistic = mean_lee``, ``term = <role>``, ``scope = model``: a model's mean LEE on the role's
+      images;
+    - ``statistic = ratio``, ``term = <role>/<reference>``, ``scope = model``: ratio of the model's mean
+      LEE on the role's images to its mean on the reference role's images (ratio of means);
+    - ``scope = family``: the geometric mean over the family's models of their ratios (models' LEEs span
+      orders of magnitude; the geometric mean weighs them equally), ``n`` = models.
+
+    Intervals: percentile bootstrap over images. Each resample draws every dataset's images with
+    replacement once and applies the draw to all models (the same image is the same draw for every
+    model), so family intervals account for models sharing images.
+
+    Args:
+        reference: The role in the denominators.
+    """
+    w = _Weights(con, weights, ["lee"], dataset)
+    data = _df(con, f"""
+        SELECT model, weights, dataset, role, generator, output, interpolation, sample_id, value, m.family
+        FROM lee LEFT JOIN models m USING (model)
+        WHERE {_where(w, dataset, generator)}
+    """)
+    rows: list[dict[str, Any]] = []
+    if data.empty:
+        return _frame("gap", rows, w, level, "no lee results match")
+    data["unit"] = _model_key(data, w)
+    data["family"] = data["family"].fillna("unknown")
+    data["image"] = data["dataset"] + "/" + data["sample_id"]
+    rng_seed = seed
+    for (gen, out, interp), g in _groups(data, ["generator", "output", "interpolation"]):
+        base = {"generator": gen, "output": out, "interpolation": interp}
+        rows += _gap_group(g, base, reference, n_boot, rng_seed, level)
+    note = "" if reference in set(data["role"]) else f"no {reference!r} images: no ratios"
+    return _frame("gap", rows, w, level, note)
+
+
+def _gap_group(g: pd.DataFrame, base: dict[str, Any], reference: str, n_boot: int, seed: int,
+               level: float) -> list[dict[str, Any]]:
+    units = sorted(g["unit"].unique())
+    info = g.drop_duplicates("unit").set_index("unit")
+    rng = np.random.default_rng(seed)
+    alpha = (1 - level) / 2
+    means: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, str]] = {}  # role -> (est, boot, n, datasets)
+    for role, gr in g.groupby("role", sort=True):
+        mat = gr.pivot_table(index="unit", columns="image", values="value", aggfunc="mean").reindex(units)
+        v = mat.to_numpy(float)
+        mask = np.isfinite(v)
+        v0 = np.where(mask, v, 0.0)
+        n_img = mask.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            est = v0.sum(axis=1) / n_img
+        # one multinomial draw of every dataset's images per resample, shared by all models
+        counts = np.zeros((n_boot, v.shape[1]))
+        cols = np.array([c.split("/", 1)[0] for c in mat.columns])
+        for ds in np.unique(cols):
+            idx = np.flatnonzero(cols == ds)
+            counts[:, idx] = rng.multinomial(len(idx), np.full(len(idx), 1 / len(idx)), size=n_boot)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            boot = (counts @ v0.T) / (counts @ mask.T)
+        means[role] = (est, boot, n_img, ", ".join(sorted(gr["dataset"].unique())))
+    rows = []
+    for role, (est, boot, n_img, dsets) in means.items():
+        for i, u in enumerate(units):
+            if n_img[i] == 0:
+                continue
+            lo, hi = np.nanquantile(boot[:, i], [alpha, 1 - alpha]) if n_img[i] > 1 else (math.nan, math.nan)
+            rows.append({**base, "dataset": dsets, "scope": "model", "family": info.loc[u, "family"],
+                         "model": info.loc[u, "model"], "term": role, "statistic": "mean_lee", "estimate": est[i],
+                         "ci_low": lo, "ci_high": hi, "n": int(n_img[i]), "n_of": "images",
+                         "method": f"mean over images; percentile bootstrap over images ({n_boot} resamples)",
+                         "role": role, "model_weights": info.loc[u, "weights"]})
+    if reference not in means:
+        return rows
+    ref_est, ref_boot, ref_n, ref_ds = means[reference]
+    for role, (est, boot, n_img, dsets) in means.items():
+        if role == reference:
+            continue
+        term = f"{role}/{reference}"
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio, rboot = est / ref_est, boot / ref_boot
+        ok = (n_img > 0) & (ref_n > 0) & np.isfinite(ratio) & (ratio > 0)
+        method = (f"ratio of mean LEE ({role} images / {reference} images); percentile bootstrap over images "
+                  f"({n_boot} resamples)")
+        for i, u in enumerate(units):
+            if not ok[i]:
+                continue
+            lo, hi = np.nanquantile(rboot[:, i], [alpha, 1 - alpha])
+            rows.append({**base, "dataset": f"{dsets} / {ref_ds}", "scope": "model", "family": info.loc[u, "family"],
+                         "model": info.loc[u, "model"], "term": term, "statistic": "ratio", "estimate": ratio[i],
+                         "ci_low": lo, "ci_high": hi, "n": int(min(n_img[i], ref_n[i])), "n_of": "images",
+                         "method": method, "role": role, "model_weights": info.loc[u, "weights"]})
+        fams = info.loc[units, "family"].to_numpy()
+        for fam in sorted(set(fams[ok])):
+            sel = ok & (fams == fam)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                gb = np.exp(np.nanmean(np.log(rboot[:, sel]), axis=1))
+            lo, hi = np.nanquantile(gb, [alpha, 1 - alpha])
+            rows.append({**base, "dataset": f"{dsets} / {ref_ds}", "scope": "family", "family": fam, "term": term,
+                         "statistic": "geomean_ratio", "estimate": float(np.exp(np.log(ratio[sel]).mean())),
+                         "ci_low": lo, "ci_high": hi, "n": int(sel.sum()), "n_of": "models",
+                         "method": f"geometric mean over models of {method.split(';')[0]}; percentile bootstrap "
+                                   f"over images shared by all models ({n_boot} resamples)",
+                         "role": role})
+    return rows
+
+
+# ---- 4. layerwise --------------------------------------------------------------------------------------
+def layerwise(
+    con: Any,
+    *,
+    weights: str = "pretrained",
+    dataset: Filter = None,
+    generator: Filter = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    model: Filter = None,
+    method: str | None = None,
+) -> pd.DataFrame:
+    r"""Where equivariance is lost: cumulative contribution by layer order and share by layer type.
+
+    Per model, dataset, generator and decomposition method, from the layerwise table's additive shares
+    (``share``; per image the layer shares plus the unattributed share sum to the end-to-end LEE):
+
+    - ``statistic = cumulative_fraction``, ``term = <layer>``: the sum of the shares of this layer call
+      and all earlier ones over the end-to-end LEE (ratio of means over images); columns ``call_index``,
+      ``depth`` (call position scaled to [0, 1]), ``layer_type``, ``layer_class`` (figure 4);
+    - ``statistic = share_fraction``, ``term = <layer type>``, ``scope = model``: the share of the
+      end-to-end LEE by layer type (patch embedding, convolution, normalization, activation,
+      downsampling/pooling, attention, MLP, composite block, other, unattributed); they sum to 1;
+    - ``scope = family``: the mean over the family's models of their type fractions, Student-t interval
+      over models.
+
+    Model-level intervals: percentile bootstrap over images (the same resampled images for every layer).
+    Rows written before ``share`` existed use ``value`` instead (not additive; said in ``note``).
+
+    Args:
+        model: Only these models (names).
+        method: Only this decomposition method (``exact`` / ``stochastic``).
+    """
+    w = _Weights(con, weights, ["layerwise"], dataset)
+    methods = None if method is None else [method]
+    filt = f"{_where(w, dataset, generator)} AND {_in('method', methods)}"
+    names = _as_list(model)
+    if names is None:
+        names = [r[0] for r in con.execute(f"""
+            SELECT DISTINCT model FROM current_items
+            WHERE family = 'layerwise' AND {w.where()} AND {_in('dataset', _as_list(dataset))}
+                  AND {_in('item', _as_list(generator))} AND {_in('method', methods)}
+            ORDER BY model""").fetchall()]
+    families = dict(con.execute("SELECT model, family FROM models").fetchall())
+    rows: list[dict[str, Any]] = []
+    rng_seed = seed
+    for name in names:  # one model at a time: the query reads that model's partitions only
+        data = _df(con, f"""
+            SELECT weights, dataset, generator, method, sample_id, kind, layer, call_index, layer_class,
+                   layer_type, share, value, share_additive
+            FROM layerwise
+            WHERE model = {_q(name)} AND {filt} AND kind IN ('layer', 'end_to_end', 'unattributed')
+        """)
+        fam = families.get(name) or "unknown"
+        for key, g in _groups(data, ["weights", "dataset", "generator", "method"]):
+            wk, ds, gen, meth = key
+            base = {"dataset": ds, "generator": gen, "scope": "model", "family": fam, "model": name,
+                    "layerwise_method": meth, "model_weights": wk}
+            rows += _layerwise_model(g, base, n_boot, rng_seed, level)
+    rows += _layer_type_families(rows, level)
+    return _frame("layerwise", rows, w, level, "no layerwise results match")
+
+
+def _layerwise_model(g: pd.DataFrame, base: dict[str, Any], n_boot: int, seed: int,
+                     level: float) -> list[dict[str, Any]]:
+    images = sorted(g["sample_id"].unique())
+    e2e = g[g["kind"] == "end_to_end"].groupby("sample_id")["value"].mean().reindex(images).to_numpy(float)
+    layers = g[g["kind"] == "layer"]
+    order = (layers[["call_index", "layer", "layer_class", "layer_type"]].drop_duplicates(["call_index", "layer"])
+             .sort_values(["call_index", "layer"]).reset_index(drop=True))
+    share = (layers.pivot_table(index="sample_id", columns=["call_index", "layer"], values="share", aggfunc="sum")
+             .reindex(index=images, columns=pd.MultiIndex.from_frame(order[["call_index", "layer"]]))
+             .fillna(0.0).to_numpy(float))
+    unattr = (g[g["kind"] == "unattributed"].groupby("sample_id")["share"].sum().reindex(images).fillna(0.0)
+              .to_numpy(float))
+    ok = np.isfinite(e2e)
+    share, unattr, e2e = share[ok], unattr[ok], e2e[ok]
+    n = int(ok.sum())
+    if n == 0:
+        return []
+    additive = bool(g["share_additive"].all())
+    note = "" if additive else "some rows predate additive shares: value used as share (fractions need not sum to 1)"
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n, np.full(n, 1 / n), size=n_boot) if n > 1 else None
+    alpha = (1 - level) / 2
+    boot_method = f"percentile bootstrap over images ({n_boot} resamples)"
+
+    def fractions(mat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        est = mat.sum(axis=0) / e2e.sum()
+        if counts is None:
+            return est, np.full_like(est, np.nan), np.full_like(est, np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            b = (counts @ mat) / (counts @ e2e)[:, None]
+        lo, hi = np.nanquantile(b, [alpha, 1 - alpha], axis=0)
+        return est, lo, hi
+
+    rows = []
+    cum_est, cum_lo, cum_hi = fractions(np.cumsum(share, axis=1))
+    n_layers = len(order)
+    for j, r in order.iterrows():
+        rows.append({**base, "term": r["layer"], "statistic": "cumulative_fraction", "estimate": cum_est[j],
+                     "ci_low": cum_lo[j], "ci_high": cum_hi[j], "n": n, "n_of": "images",
+                     "method": f"sum of layer shares up to this call / end-to-end LEE (ratio of means); {boot_method}",
+                     "note": note, "call_index": int(r["call_index"]), "depth": j / max(n_layers - 1, 1),
+                     "layer_type": r["layer_type"], "layer_class": r["layer_class"]})
+    types = sorted(order["layer_type"].unique())
+    by_type = np.column_stack([share[:, (order["layer_type"] == t).to_numpy()].sum(axis=1) for t in types]
+                              + [unattr]) if types else unattr[:, None]
+    t_est, t_lo, t_hi = fractions(by_type)
+    for j, t in enumerate([*types, "unattributed"]):
+        rows.append({**base, "term": t, "statistic": "share_fraction", "estimate": t_est[j], "ci_low": t_lo[j],
+                     "ci_high": t_hi[j], "n": n, "n_of": "images",
+                     "method": f"sum of the type's shares / end-to-end LEE (ratio of means); {boot_method}",
+                     "note": note, "layer_type": t})
+    return rows
+
+
+def _layer_type_families(rows: list[dict[str, Any]], level: float) -> list[dict[str, Any]]:
+    d = pd.DataFrame([r for r in rows if r["statistic"] == "share_fraction"])
+    if d.empty:
+        return []
+    out = []
+    keys = ["dataset", "generator", "layerwise_method", "family", "term"]
+    for key, g in d.groupby(keys, sort=True):
+        base = dict(zip(keys, key, strict=True))
+        iv = stats.mean_t_interval(g["estimate"].to_numpy(float), level=level)
+        out.append({**base, "scope": "family", "statistic": "share_fraction", **_iv(iv), "n_of": "models",
+                    "method": "mean over the family's models of their type fraction; t interval over models",
+                    "layer_type": base["term"]})
+    return out
+
+
+# ---- 5. metric agreement -------------------------------------------------------------------------------
+def agreement(
+    con: Any,
+    *,
+    weights: str = "pretrained",
+    dataset: Filter = None,
+    generator: Filter = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    metric: Filter = None,
+) -> pd.DataFrame:
+    r"""Do the alternative equivariance metrics rank models like the LEE does?
+
+    Per dataset, generator and alternative metric: the Spearman rank correlation across models between
+    the model's mean LEE and its mean value of the metric on the same images (``term = <metric>``,
+    ``statistic = spearman_rho``), percentile bootstrap interval over models. Column
+    ``higher_is_better`` gives the metric's direction: a metric that agrees with the LEE correlates
+    positively when lower is better (errors) and negatively when higher is better (consistencies).
+    Column ``agreement`` is rho signed so that positive always means agreement.
+
+    Args:
+        metric: Only these alternative metrics.
+    """
+    w = _Weights(con, weights, ["lee", "alt"], dataset)
+    data = _df(con, f"""
+        SELECT model, weights, dataset, generator, output, interpolation, metric, mean_lee, mean_value,
+               higher_is_better
+        FROM metric_pairs
+        WHERE {_where(w, dataset, generator)} AND {_in('metric', _as_list(metric))}
+    """)
+    rows: list[dict[str, Any]] = []
+    keys = ["dataset", "generator", "output", "interpolation", "metric"]
+    for key, g in _groups(data, keys):
+        base = dict(zip(keys, key, strict=True))
+        iv = stats.bootstrap_corr(g["mean_lee"].to_numpy(float), g["mean_value"].to_numpy(float), "spearman",
+                                  n_boot=n_boot, seed=seed, level=level)
+        hib = g["higher_is_better"].dropna()
+        higher = bool(hib.iloc[0]) if len(hib) else None
+        sign = -1.0 if higher else 1.0
+        rows.append({**base, "scope": "overall", "term": base["metric"], "statistic": "spearman_rho", **_iv(iv),
+                     "n_of": "models",
+                     "method": f"Spearman rank correlation of mean LEE and mean metric across models; percentile "
+                               f"bootstrap over models ({n_boot} resamples, seed {seed})",
+                     "higher_is_better": higher, "agreement": sign * iv.estimate})
+    return _frame("agreement", rows, w, level, "no models with both lee and alt results")
+
+
+# ---- registry ------------------------------------------------------------------------------------------
+ANALYSES: dict[str, Callable[..., pd.DataFrame]] = {
+    "accuracy": accuracy,
+    "scale": scale,
+    "gap": gap,
+    "layerwise": layerwise,
+    "agreement": agreement,
+}
+"""Name -> analysis function (``lee query --analysis NAME``)."""
+
+
+def run_analysis(con: Any, name: str, **kwargs: Any) -> pd.DataFrame:
+    """Run the analysis ``name`` (a key of :data:`ANALYSES`); ValueError with close matches otherwise."""
+    if name not in ANALYSES:
+        import difflib
+
+        close = difflib.get_close_matches(name, ANALYSES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown analysis {name!r}{hint} (known: {', '.join(ANALYSES)})")
+    return ANALYSES[name](con, **kwargs)

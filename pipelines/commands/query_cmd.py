@@ -1,0 +1,222 @@
+"""``lee query``: SQL against the analysis views, or one of the paper's named analyses.
+
+Examples::
+
+    lee query "SELECT model, generator, mean_lee, se_lee, n FROM lee_summary ORDER BY mean_lee"
+    lee query -r s3://bucket/lee "FROM layer_type_shares WHERE generator = 'rotate'" --format csv
+    lee query - < my-query.sql --format parquet --out result.parquet
+    lee query --analysis accuracy --generator rotate
+    lee query --analysis gap --weights any --format json --out gap.json
+
+Views: see ``lee sql`` / README "Analysis". Named analyses: ``pipelines.analysis.analyses.ANALYSES``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as _dt
+import io
+import json
+import math
+import sys
+from typing import Any
+
+from pipelines.cli import UsageError
+from pipelines.commands.sql_cmd import add_results_arguments
+
+ANALYSIS_NAMES = ("accuracy", "scale", "gap", "layerwise", "agreement")  # = analyses.ANALYSES (checked in tests)
+FORMATS = ("table", "csv", "json", "parquet")
+MAX_CELL = 60
+
+EPILOG = """examples:
+  lee query "SELECT model, generator, mean_lee, se_lee, n FROM lee_summary ORDER BY mean_lee"
+  lee query -r s3://bucket/lee "FROM layer_type_shares WHERE generator = 'rotate'" --format csv
+  lee query - --format parquet --out result.parquet < my-query.sql
+  lee query --analysis accuracy --generator rotate
+  lee query --analysis gap --weights any --format json --out gap.json
+
+analyses: accuracy (LEE vs top-1: correlations, regression on family), scale (size, pretraining data,
+recipe, anti-aliasing), gap (train / test / OOD ratios), layerwise (cumulative and by layer type),
+agreement (rank correlation of LEE with the alternative metrics)."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``lee query``."""
+    p = subparsers.add_parser(
+        "query",
+        help="run SQL against the analysis views, or a named analysis",
+        description="Run SQL against the analysis views of a results root (see `lee sql`), or one of the "
+                    "paper's analyses with its statistics (--analysis), and print the result.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("sql", nargs="?", metavar="SQL", help="the query ('-': read it from stdin)")
+    add_results_arguments(p)
+    p.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
+    p.add_argument("-o", "--out", metavar="FILE", help="write to FILE (any fsspec URI) instead of stdout; "
+                                                        "required for parquet")
+    a = p.add_argument_group("named analyses")
+    a.add_argument("--analysis", choices=ANALYSIS_NAMES, metavar="NAME",
+                   help=f"run a named analysis instead of SQL: {', '.join(ANALYSIS_NAMES)}")
+    a.add_argument("--weights", choices=("pretrained", "random", "any"), default="pretrained",
+                   help="pretrained (hub + file, default; falls back to random init, saying so, when there is "
+                        "nothing else), random, or any (pooled)")
+    a.add_argument("-d", "--dataset", action="append", metavar="NAME", help="only this dataset (repeatable)")
+    a.add_argument("-g", "--generator", action="append", metavar="NAME", help="only this generator (repeatable)")
+    a.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    a.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    a.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
+    p.add_argument("--threads", type=int, help="DuckDB threads (default: all cores)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import duckdb
+    import pyarrow as pa
+
+    from pipelines.analysis import analyses
+    from pipelines.analysis.views import connect
+
+    if args.format == "parquet" and not args.out:
+        raise UsageError("--format parquet needs --out FILE")
+    if not 0 < args.level < 1:
+        raise UsageError(f"--level must be between 0 and 1, got {args.level}")
+    if args.n_boot < 1:
+        raise UsageError(f"--n-boot must be positive, got {args.n_boot}")
+    if args.analysis and args.sql:
+        raise UsageError("give either SQL or --analysis, not both")
+    if not args.analysis and not args.sql:
+        raise UsageError("no query: give SQL (or '-' to read it from stdin) or --analysis NAME")
+    sql = sys.stdin.read() if args.sql == "-" else args.sql
+    if sql is not None and not sql.strip():
+        raise UsageError("empty query")
+
+    con = connect(args.results, models=args.models, catalogs=args.catalog, threads=args.threads)
+    try:
+        header: list[str] = []
+        if args.analysis:
+            df = analyses.run_analysis(con, args.analysis, weights=args.weights, dataset=args.dataset,
+                                       generator=args.generator, n_boot=args.n_boot, seed=args.seed,
+                                       level=args.level)
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            if df.attrs.get("note"):
+                header.append(f"note: {df.attrs['note']}")
+        else:
+            try:
+                rel = con.sql(sql)
+                table = rel.to_arrow_table() if rel is not None else None
+            except duckdb.Error as exc:
+                raise UsageError(f"query failed: {exc}") from None
+    finally:
+        con.close()
+    if table is None:  # a statement without a result (CREATE VIEW ...)
+        return 0
+    write(table, args.format, args.out, analysis=bool(args.analysis), header=header)
+    return 0
+
+
+# ---- output ----------------------------------------------------------------------------------------------
+def _plain(value: Any) -> Any:
+    """A JSON-able value: NaN -> None, timestamps -> ISO text, nested lists/dicts kept."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, _dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _cell(value: Any) -> str:
+    """A value as a table cell."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, dict)):
+        text = json.dumps(_plain(value), default=str)
+    else:
+        text = str(value)
+    text = text.replace("\n", " ")
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
+
+
+def format_table(table, *, analysis: bool = False) -> str:
+    """Aligned text columns; numbers to 4 significant digits, long text cut at MAX_CELL characters.
+
+    For analysis tables, columns with one value in every row (weights, level, method ...) are printed
+    once above the table instead of in every row.
+    """
+    names = list(table.column_names)
+    rows = table.to_pylist()
+    top: list[str] = []
+    if analysis and len(rows) > 1:
+        keep = []
+        for n in names:
+            values = {json.dumps(_plain(r[n]), default=str) for r in rows}
+            if len(values) == 1:
+                v = rows[0][n]
+                if v is not None and not (isinstance(v, float) and math.isnan(v)) and v != "":
+                    top.append(f"{n}: {v if isinstance(v, str) else _cell(v)}")
+            else:
+                keep.append(n)
+        names = keep
+    cells = [[_cell(r[n]) for n in names] for r in rows]
+    widths = [max([len(n), *(len(c[i]) for c in cells)]) for i, n in enumerate(names)]
+    numeric = [all(_is_number(r[n]) for r in rows) and bool(rows) for n in names]
+    def line(values: list[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w)
+                         for v, w, num in zip(values, widths, numeric, strict=True)).rstrip()
+    out = top + [line(names), line(["-" * w for w in widths])] + [line(c) for c in cells]
+    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(out) + "\n"
+
+
+def _is_number(v: Any) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def format_csv(table) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(table.column_names)
+    for r in table.to_pylist():
+        w.writerow(["" if v is None else json.dumps(_plain(v), default=str) if isinstance(v, (list, dict))
+                    else _plain(v) for v in r.values()])
+    return buf.getvalue()
+
+
+def format_json(table) -> str:
+    return json.dumps([_plain(r) for r in table.to_pylist()], default=str, indent=1, allow_nan=False) + "\n"
+
+
+def write(table, fmt: str, out: str | None, *, analysis: bool = False, header: list[str] | None = None) -> None:
+    """Write an Arrow table as ``fmt`` to ``out`` (fsspec URI) or stdout; notes in ``header`` go to stderr."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    for line in header or []:
+        print(line, file=sys.stderr)
+    try:
+        if fmt == "parquet":
+            with fsspec.open(out, "wb") as fh:
+                pq.write_table(table, fh)
+            return
+        text = {"table": lambda: format_table(table, analysis=analysis), "csv": lambda: format_csv(table),
+                "json": lambda: format_json(table)}[fmt]()
+        if out:
+            with fsspec.open(out, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        else:
+            sys.stdout.write(text)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot write {out or 'stdout'}: {type(exc).__name__}: {exc}") from None

@@ -1,0 +1,55 @@
+"""``lee sql``: print the analysis views over a results root as one DuckDB script.
+
+Examples::
+
+    lee sql > views.sql && duckdb -init views.sql            # the plain duckdb shell, default ./lee-results
+    lee sql --results s3://bucket/lee --models all > views.sql
+    lee sql -r results --catalog my-models.yaml | duckdb -c ".read /dev/stdin" -c "FROM lee_summary"
+
+The script (``pipelines/sql/*.sql`` with the root's file globs filled in, plus a ``models`` table of
+catalog metadata) is run once in a throwaway connection before it is printed, so what you get loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from pipelines.config import DEFAULT_OUTPUT
+
+EPILOG = """examples:
+  lee sql > views.sql && duckdb -init views.sql
+  lee sql --results s3://bucket/lee --models all > views.sql
+  lee sql -r results --catalog my-models.yaml > views.sql"""
+
+
+def add_results_arguments(p: argparse.ArgumentParser) -> None:
+    """``--results``, ``--models`` and ``--catalog`` (shared with ``lee query``)."""
+    p.add_argument("-r", "--results", default=DEFAULT_OUTPUT, metavar="URI",
+                   help=f"results root, any fsspec URI (default {DEFAULT_OUTPUT}, where `lee eval` writes)")
+    p.add_argument("--models", choices=("results", "all"), default="results",
+                   help="rows of the `models` metadata table: the models in the results (default) or the "
+                        "whole catalog")
+    p.add_argument("--catalog", action="append", default=[], metavar="FILE",
+                   help="catalog file with the metadata (family, top-1, params ...) of models the built-in "
+                        "catalogs do not know (repeatable)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``lee sql``."""
+    p = subparsers.add_parser(
+        "sql",
+        help="print the DuckDB analysis views over a results root as one script",
+        description="Print the analysis views (only completed work units, catalog metadata joined) as one "
+                    "DuckDB SQL script for the duckdb shell or any DuckDB client.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_results_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipelines.analysis.views import views_script
+
+    print(views_script(args.results, models=args.models, catalogs=args.catalog), end="")
+    return 0

@@ -1,0 +1,113 @@
+"""``lee query``: SQL and named analyses in every output format; errors are ``lee: error:`` lines."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.analysis.analyses import ANALYSES
+from pipelines.cli import main
+from pipelines.commands import COMMAND_MODULES
+from pipelines.commands.query_cmd import ANALYSIS_NAMES
+from pipelines.store import Store
+
+from .conftest import lee_columns, write_unit
+
+SQL = "SELECT model, generator, n, mean_lee FROM lee_summary WHERE dataset = 'sample-test' ORDER BY model, generator"
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> str:
+    root = str(tmp_path_factory.mktemp("q") / "r")
+    s = Store(root)
+    for i, m in enumerate(["resnet18.a1_in1k", "resnet50.a1_in1k", "convnext_atto.d2_in1k", "deit_tiny_patch16_224.fb_in1k"]):
+        for ds, role in (("sample-test", "test"), ("sample-ood", "ood")):
+            v = np.full((3, 2), 10.0 ** -(i + 1)) * (2.0 if role == "ood" else 1.0)
+            write_unit(s, "lee", m, ds, role, lee_columns(v, ["rotate", "translate_x"]),
+                       config={"generators": ["rotate", "translate_x"], "output": "probs", "interpolation": "cubic"})
+    return root
+
+
+def test_commands_are_registered():
+    assert {"pipelines.commands.sql_cmd", "pipelines.commands.query_cmd"} <= set(COMMAND_MODULES)
+    assert ANALYSIS_NAMES == tuple(ANALYSES)
+
+
+def test_table_format(root, capsys):
+    assert main(["query", SQL + " LIMIT 3", "--results", root]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["model", "generator", "n", "mean_lee"]
+    assert out[2].split() == ["convnext_atto.d2_in1k", "rotate", "3", "0.001"]
+    assert out[-1] == "(3 rows)"
+
+
+def test_csv_json_parquet(root, capsys, tmp_path):
+    assert main(["query", SQL, "-r", root, "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == 8 and rows[0]["model"] == "convnext_atto.d2_in1k" and float(rows[0]["mean_lee"]) == 0.001
+    assert main(["query", "SELECT unit, items, finished_at FROM done_units LIMIT 1", "-r", root,
+                 "--format", "json"]) == 0
+    rec = json.loads(capsys.readouterr().out)[0]
+    assert rec["items"] == ["rotate", "translate_x"] and rec["finished_at"].startswith("2026-01-01")
+    out = tmp_path / "x.parquet"
+    assert main(["query", SQL, "-r", root, "--format", "parquet", "--out", str(out)]) == 0
+    t = pq.read_table(out)
+    assert t.num_rows == 8 and t.schema.field("n").type.bit_width == 64
+    assert main(["query", SQL, "-r", root, "--format", "csv", "-o", str(tmp_path / "x.csv")]) == 0
+    assert (tmp_path / "x.csv").read_text().startswith("model,generator,n,mean_lee")
+
+
+def test_sql_from_stdin(root, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("SELECT count(*) AS n FROM lee"))
+    assert main(["query", "-", "-r", root, "--format", "csv"]) == 0
+    assert capsys.readouterr().out == "n\n48\n"
+
+
+def test_analysis(root, capsys):
+    assert main(["query", "--analysis", "gap", "-r", root, "-g", "rotate", "--n-boot", "100", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    ratios = [r for r in rows if r["statistic"] == "ratio"]
+    assert len(ratios) == 4 and all(r["estimate"] == pytest.approx(2.0) for r in ratios)
+    assert all(r["generator"] == "rotate" and r["weights"] == "pretrained" for r in rows)
+    assert main(["query", "--analysis", "accuracy", "-r", root, "--n-boot", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "analysis: accuracy" in out and "pearson_r" in out and "spearman_rho" in out
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["query", "SELEC 1"], "query failed: Parser Error"),
+        (["query", "SELECT * FROM no_such_view"], "no_such_view"),
+        (["query", SQL, "--format", "parquet"], "--format parquet needs --out"),
+        (["query"], "no query"),
+        (["query", SQL, "--analysis", "gap"], "either SQL or --analysis"),
+        (["query", "--analysis", "gap", "--level", "95"], "--level must be between 0 and 1"),
+        (["query", SQL, "--format", "csv", "--out", "/proc/nope/x.csv"], "cannot write"),
+    ],
+)
+def test_errors_are_usage_errors(root, argv, needle, capsys):
+    assert main([*argv, "-r", root]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lee: error:") and needle in err and "Traceback" not in err
+
+
+def test_missing_root(tmp_path, capsys):
+    assert main(["query", SQL, "-r", str(tmp_path / "none")]) == 2
+    assert "no results under" in capsys.readouterr().err
+    assert main(["query", "--analysis", "gap", "-r", "nosuchproto://b/x"]) == 2
+    assert "nosuchproto://b/x" in capsys.readouterr().err
+
+
+def test_default_root_is_where_lee_eval_writes(root, capsys, monkeypatch, tmp_path):
+    import shutil
+
+    shutil.copytree(root, tmp_path / "lee-results")
+    monkeypatch.chdir(tmp_path)
+    assert main(["query", "SELECT count(DISTINCT model) AS n FROM lee", "--format", "csv"]) == 0
+    assert capsys.readouterr().out == "n\n4\n"
