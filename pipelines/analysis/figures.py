@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -153,7 +154,7 @@ def _family_legend(ax: Axes, ctx: FigureContext, families: Sequence[object], pma
         for p in sorted({pmax, round(pmax / 4, 2)}):
             s = float(_size(pd.Series([p]), pmax)[0])
             handles.append(Line2D([], [], marker="o", ls="", color="#bbbbbb", markersize=math.sqrt(s),
-                                  label=f"{p:g} M params"))
+                                  label=f"{p:.3g} M params"))
     ax.legend(handles=handles, fontsize=7, loc="best", frameon=False)
 
 
@@ -441,15 +442,19 @@ def gap(df: pd.DataFrame, ctx: FigureContext, ratios: pd.DataFrame | None = None
     identifying columns); drawn as a second row of panels with the intervals.
     """
     df, dropped = _positive(df[df["role"].notna()], "mean_lee")
-    if df.empty or df["role"].nunique() < 2:
-        raise NoData("fewer than two dataset roles (train/test/ood) with results")
+    roles_per_model = df.groupby(["model", "generator"])["role"].transform("nunique")
+    single = df.loc[roles_per_model < 2, "model"].nunique()
+    df = df[roles_per_model >= 2]
+    if df.empty:
+        raise NoData("no model has results on two dataset roles (train/test/ood)")
     gens = sorted(df["generator"].unique())
     family = df.groupby("model")["family"].first().astype(str)
     models = sorted(df["model"].unique(), key=lambda m: (family[m], m))
     roles = [r for r in ("train", "test", "ood") if r in set(df["role"])] + sorted(set(df["role"]) - set(_ROLE_STYLE))
     ratio_panels = ratios is not None and not ratios.empty and {"estimate", "ci_low", "ci_high"} <= set(ratios)
     n_panels = len(gens) + (1 if ratio_panels else 0)
-    fig, axes = _new(n_panels, max_cols=2, panel=(max(5.0, 0.5 * len(models) + 3), 3.8))
+    width = min(18.0, max(5.0, 0.3 * len(models) + 3))
+    fig, axes = _new(n_panels, max_cols=2 if width <= 8 else 1, panel=(width, 3.8))
     width = 0.7 / len(roles)
     for ax, g in zip(axes, gens, strict=False):
         d = df[df["generator"] == g]
@@ -477,6 +482,8 @@ def gap(df: pd.DataFrame, ctx: FigureContext, ratios: pd.DataFrame | None = None
         notes.append(f"no {'/'.join(missing)} data")
     if dropped:
         notes.append(f"{dropped} points with LEE <= 0 not drawn")
+    if single:
+        notes.append(f"{single} models with one role only not drawn")
     _suptitle(fig, ["Fig. 7 — equivariance gap: LEE on train vs test vs OOD data",
                     f"{ctx.weights} · {n_text(df)} · " + "; ".join(notes)])
     return fig
@@ -505,8 +512,9 @@ def _ratio_panel(ax: Axes, ratios: pd.DataFrame) -> None:
     lo = np.nan_to_num(est - r["ci_low"].to_numpy(float), nan=0.0).clip(0)
     hi = np.nan_to_num(r["ci_high"].to_numpy(float) - est, nan=0.0).clip(0)
     family = (r["statistic"] == "geomean_ratio").to_numpy() if "statistic" in r else np.zeros(len(r), bool)
-    ax.errorbar(est[~family], y[~family], xerr=np.vstack([lo, hi])[:, ~family], fmt="o", color="#333333", ms=4,
-                capsize=2, label="model")
+    if (~family).any():
+        ax.errorbar(est[~family], y[~family], xerr=np.vstack([lo, hi])[:, ~family], fmt="o", color="#333333",
+                    ms=4, capsize=2, label="model")
     if family.any():
         ax.errorbar(est[family], y[family], xerr=np.vstack([lo, hi])[:, family], fmt="D", color="#d62728", ms=5,
                     capsize=2, label="family (geometric mean)")
@@ -540,9 +548,14 @@ def placeholder(title: str, missing: str, how: Sequence[str] = (), *, error: boo
 
 
 def save(fig: Figure, out_dir: Path, stem: str) -> tuple[Path, Path]:
-    """Write ``stem.png`` and ``stem.svg`` under ``out_dir`` (the SVG without a date)."""
+    """Write ``stem.png`` and ``stem.svg`` under ``out_dir``.
+
+    The SVG keeps its text as text (``svg.fonttype = none``: searchable, selectable, editable) and has no
+    date, so the same figure gives the same file.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     png, svg = out_dir / f"{stem}.png", out_dir / f"{stem}.svg"
     fig.savefig(png, format="png", metadata={"Software": None})
-    fig.savefig(svg, format="svg", metadata={"Date": None})
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": stem}):
+        fig.savefig(svg, format="svg", metadata={"Date": None})
     return png, svg

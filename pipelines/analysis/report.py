@@ -609,6 +609,7 @@ def build_report(
     n_boot: int = 2000,
     seed: int = 0,
     level: float = 0.95,
+    catalogs: Sequence[str] = (),
     command: str = "",
 ) -> Report:
     """Write the report of ``results`` into ``out`` (created): figures (PNG + SVG), ``tables/*.csv``, ``index.html``.
@@ -620,6 +621,7 @@ def build_report(
         datasets: Keep only these datasets (empty: all).
         generators: Keep only these generators (empty: all).
         n_boot, seed, level: Bootstrap settings passed to every named analysis.
+        catalogs: User catalog files with the metadata of models the built-in catalogs do not know.
         command: The command line, stated on the page.
 
     Raises:
@@ -629,7 +631,7 @@ def build_report(
     from pipelines.cli import UsageError
 
     sel = Selection(weights=weights, datasets=tuple(datasets), generators=tuple(generators))
-    con = connect(results)
+    con = connect(results, catalogs=list(catalogs)) if catalogs else connect(results)
     try:
         for col, values in (("dataset", sel.datasets), ("generator", sel.generators)):
             if not values:

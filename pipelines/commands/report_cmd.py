@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 
 from pipelines.commands.eval_cmd import _Extend
 from pipelines.config import DEFAULT_OUTPUT
@@ -34,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-r", "--results", default=DEFAULT_OUTPUT, metavar="URI",
                    help=f"results root (lee eval -o; default {DEFAULT_OUTPUT})")
+    p.add_argument("--catalog", action="append", default=[], metavar="FILE",
+                   help="catalog file with the metadata (family, top-1, params ...) of models the built-in "
+                        "catalogs do not know (repeatable)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
     p.add_argument("--weights", choices=("pretrained", "random", "any"), default="pretrained",
                    help="pretrained (hub/file, default), random (random init) or any (both, never by default)")
@@ -47,6 +49,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _command(args: argparse.Namespace) -> str:
+    """The equivalent command line, for the page."""
+    parts = ["lee", "report", "--results", args.results, "--out", str(args.out), "--weights", args.weights]
+    for c in args.catalog:
+        parts += ["--catalog", c]
+    if args.datasets:
+        parts += ["--dataset", ",".join(args.datasets)]
+    if args.generators:
+        parts += ["--generator", ",".join(args.generators)]
+    parts += ["--n-boot", str(args.n_boot), "--seed", str(args.seed), "--level", str(args.level)]
+    return shlex.join(parts)
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the report; print each figure's status and the page's path."""
     from pipelines.analysis.report import build_report
@@ -58,9 +73,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--level must be between 0 and 1")
     report = build_report(
         args.results, args.out, weights=args.weights, datasets=args.datasets or (), generators=args.generators or (),
-        n_boot=args.n_boot, seed=args.seed, level=args.level,
-        command="lee " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("lee") else
-        f"lee report --results {shlex.quote(args.results)} --out {shlex.quote(str(args.out))} --weights {args.weights}",
+        n_boot=args.n_boot, seed=args.seed, level=args.level, catalogs=args.catalog,
+        command=_command(args),
     )
     for f in report.figures:
         flag = {"ok": "", "placeholder": "  (placeholder: no data)", "error": "  (FAILED, see the page)"}[f.status]
