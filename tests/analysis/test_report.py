@@ -1,0 +1,233 @@
+"""``lee report`` on a real small sweep: every figure file, the HTML page, and the page in a headless browser."""
+
+from __future__ import annotations
+
+import html.parser
+import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines.cli import main
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+# Two tiny timm models with all three metric families on the sample set's train/test/ood datasets, plus
+# a BlurPool / plain ResNet-50 pair (LEE only, test set) for the anti-aliasing case study: every figure
+# has data. Random init, 32 px, 4 images.
+TINY = ["test_resnet.r160_in1k", "test_vit.r160_in1k"]
+PAIR = ["resnetblur50.bt_in1k", "resnet50.a1_in1k"]
+GENS = ["translate_x", "rotate"]
+ALT = ["circular_shift_consistency", "eq_t", "sampled_equivariance_error"]  # crop shifts need > 32 px
+FIGURES = [
+    "fig1_lee_vs_top1", "fig4a_layerwise_cumulative", "fig4b_layer_type_shares", "fig5a_generators_vs_top1",
+    "fig5b_alt_metrics_vs_top1", "fig6a_antialiasing", "fig6b_scale_within_family", "fig6c_pretraining_data",
+    "fig7_gap",
+]
+ANALYSES = ["accuracy", "scale", "gap", "layerwise", "agreement"]
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """The session's local Ray if a test started one, else a 2-CPU one for this module."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 object_store_memory=200 * 1024**2)
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def sweep_root(ray_local, tmp_path_factory) -> Path:
+    from pipelines.config import SweepConfig
+    from pipelines.sweep import execute, plan
+
+    # characters that must be escaped in HTML, in the results root's path
+    root = tmp_path_factory.mktemp("report") / "results <&> x"
+    common = dict(generators=GENS, images=4, img_size=32, output=str(root), batch_size=4, seed=0)
+    for cfg in (
+        SweepConfig(models=TINY, datasets=["sample"], metrics=["lee", "layerwise", "alt"], alt_metrics=ALT,
+                    layerwise_generators=GENS, **common),
+        SweepConfig(models=PAIR, datasets=["sample-test"], metrics=["lee"], **common),
+    ):
+        result = execute(plan(cfg))
+        assert all(r["status"] == "done" for r in result.rows), [r.get("error") for r in result.rows]
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(sweep_root) -> Path:
+    out = sweep_root.parent / "report"
+    rc = main(["report", "--results", str(sweep_root), "--out", str(out), "--weights", "random", "--n-boot", "200"])
+    assert rc == 0
+    return out
+
+
+class _Page(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.imgs: list[str] = []
+        self.links: list[str] = []
+        self.ids: list[str] = []
+        self.classes: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img":
+            self.imgs.append(a["src"])
+        if tag == "a":
+            self.links.append(a["href"])
+        self.ids += [a["id"]] if "id" in a else []
+        self.classes += (a.get("class") or "").split()
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _page(out: Path) -> _Page:
+    p = _Page()
+    p.feed((out / "index.html").read_text(encoding="utf-8"))
+    return p
+
+
+def _svg_text(path: Path) -> str:
+    tree = ET.parse(path)
+    assert tree.getroot().tag.endswith("svg")
+    return " ".join(" ".join(t.itertext()) for t in tree.iter() if t.tag.endswith("text"))
+
+
+def _assert_real_image(path: Path, min_size: tuple[int, int] = (300, 200)) -> np.ndarray:
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.width >= min_size[0] and im.height >= min_size[1], (path, im.size)
+        px = np.asarray(im.convert("RGB"))
+    colours = np.unique(px[::3, ::3].astype(np.uint32) @ np.array([1 << 16, 1 << 8, 1], dtype=np.uint32))
+    assert px.std() > 5 and len(colours) > 20, f"{path} looks blank"
+    return px
+
+
+def test_report_writes_every_figure_with_data(report):
+    for stem in FIGURES:
+        png, svg = report / f"{stem}.png", report / f"{stem}.svg"
+        assert png.stat().st_size > 10_000 and svg.stat().st_size > 10_000, stem
+        _assert_real_image(png)
+        text = re.sub(r"\s+", " ", _svg_text(svg))
+        # every figure states its n, its dataset and that these weights are random init
+        assert re.search(r"n = \d+ models?, \d+(-\d+)? images", text), (stem, text[:300])
+        assert "sample-test" in text and "RANDOM-INIT" in text, (stem, text[:300])
+        assert "NO DATA" not in text and "FAILED" not in text, (stem, text[:300])
+    assert sorted(p.stem for p in report.glob("*.png")) == sorted(FIGURES)
+
+
+def test_index_html_references_every_figure_and_table(report, sweep_root):
+    page = _page(report)
+    assert sorted(page.imgs) == sorted(f"{s}.png" for s in FIGURES)
+    assert {f"{s}.svg" for s in FIGURES} <= set(page.links)
+    for ref in page.imgs + page.links:  # self-contained: relative paths to files inside DIR
+        assert "://" not in ref and not ref.startswith("/") and (report / ref).is_file(), ref
+    assert "placeholder" not in page.classes and "figure-error" not in page.classes and "error" not in page.classes
+    assert {f"table-{a}" for a in ANALYSES} <= set(page.ids)
+    text = " ".join(page.text)
+    assert str(sweep_root) in text  # unescaped back by the parser: the raw page escapes it
+    raw = (report / "index.html").read_text(encoding="utf-8")
+    assert "results &lt;&amp;&gt; x" in raw and "<&>" not in raw
+    for needle in ("generated (UTC)", "Sweeps", "torch", "timm", "matplotlib", "random-init"):
+        assert needle in text, needle
+    for name in ANALYSES:
+        assert (report / "tables" / f"{name}.csv").stat().st_size > 100, name
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def test_page_opens_in_headless_browser(report):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no chromium binary on PATH (apt-get install chromium; .ci/run installs it)")
+    url = (report / "index.html").resolve().as_uri()
+    flags = [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+             "--virtual-time-budget=2000"]
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    body = re.search(r"<body([^>]*)>", dom.stdout)
+    assert body, dom.stdout[:500]
+    attrs = dict(re.findall(r'([\w-]+)="([^"]*)"', body.group(1)))
+    assert attrs.get("data-images-ok") == "true", attrs  # every <img> loaded: naturalWidth > 0
+    assert attrs.get("data-images-total") == str(len(FIGURES)), attrs
+    console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
+    assert not console, console  # no script errors, no console messages
+
+    shot = report.parent / "screenshot.png"
+    run = subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1280,4000", "--hide-scrollbars", url],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and shot.is_file(), run.stderr[-2000:]
+    px = _assert_real_image(shot, (1280, 4000))
+    # the figures are drawn: plenty of non-white rows all the way down the first screenful
+    inked = (px < 200).any(axis=2).any(axis=1)
+    assert inked[:1000].mean() > 0.3 and inked[1000:4000].mean() > 0.3, (inked[:1000].mean(), inked[1000:].mean())
+
+
+def test_placeholders_when_nothing_matches(sweep_root, tmp_path, capsys):
+    # the sweep is random-init only: a pretrained report has no data, yet writes every file and says why
+    out = tmp_path / "pretrained"
+    assert main(["report", "-r", str(sweep_root), "--out", str(out), "--n-boot", "50"]) == 0
+    for stem in FIGURES:
+        _assert_real_image(out / f"{stem}.png")
+        text = _svg_text(out / f"{stem}.svg")
+        assert "NO DATA" in text and "--weights random" in text, (stem, text[:400])
+    page = _page(out)
+    assert page.classes.count("placeholder") == len(FIGURES)
+    assert "only random-init results" in " ".join(page.text)
+    assert "placeholder" in capsys.readouterr().out
+
+
+def test_missing_families_and_roles_give_placeholders(sweep_root, tmp_path):
+    # the BlurPool / plain pair has LEE on the test set only: no layerwise, no alt, one role
+    out = tmp_path / "pair"
+    args = ["report", "-r", str(sweep_root), "--out", str(out), "--weights", "random", "--n-boot", "50"]
+    assert main([*args, "-d", "sample-ood"]) == 0
+    text = {stem: _svg_text(out / f"{stem}.svg") for stem in FIGURES}
+    assert "NO DATA" not in text["fig1_lee_vs_top1"]
+    assert "NO DATA" in text["fig6a_antialiasing"] and "resnetblur50" in text["fig6a_antialiasing"]
+    assert "NO DATA" in text["fig7_gap"] and "-d sample" in text["fig7_gap"]
+
+
+def test_bad_arguments_name_the_problem(sweep_root, tmp_path, capsys):
+    assert main(["report", "-r", str(sweep_root), "--out", str(tmp_path / "x"), "-d", "imagenet-val"]) == 2
+    err = capsys.readouterr().err
+    assert "imagenet-val" in err and "sample-test" in err
+    assert main(["report", "-r", str(tmp_path / "nothing"), "--out", str(tmp_path / "y")]) == 2
+    assert "no results" in capsys.readouterr().err
+
+
+def test_report_of_planted_pretrained_store(planted, tmp_path):
+    # 72 pretrained ('hub') models in three families with train/test/OOD and alternative metrics (no Ray)
+    out = tmp_path / "planted"
+    assert main(["report", "-r", planted.root, "--catalog", planted.catalog, "--out", str(out),
+                 "--n-boot", "100"]) == 0
+    text = {stem: re.sub(r"\s+", " ", _svg_text(out / f"{stem}.svg")) for stem in FIGURES}
+    with_data = ["fig1_lee_vs_top1", "fig5a_generators_vs_top1", "fig5b_alt_metrics_vs_top1",
+                 "fig6b_scale_within_family", "fig6c_pretraining_data", "fig7_gap"]
+    for stem in with_data:
+        assert "NO DATA" not in text[stem] and "pretrained weights" in text[stem], (stem, text[stem][:300])
+        assert "RANDOM" not in text[stem]
+    assert "n = 72 models, 16 images each" in text["fig1_lee_vs_top1"]
+    for stem in ("fig4a_layerwise_cumulative", "fig4b_layer_type_shares"):
+        assert "NO DATA" in text[stem] and "--metrics lee,layerwise" in text[stem], text[stem][:300]
+    assert "NO DATA" in text["fig6a_antialiasing"] and "resnetblur50.bt_in1k" in text["fig6a_antialiasing"]
