@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 
 from pipelines.commands.eval_cmd import _Extend
 from pipelines.config import DEFAULT_OUTPUT
@@ -63,7 +64,11 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the report; print each figure's status and the page's path."""
+    """Build the report; print each figure's status and the page's path.
+
+    Exit code 0, or 1 when a figure or an analysis raised (the page is written all the same and shows the
+    errors); usage errors exit 2 through :class:`pipelines.cli.UsageError`.
+    """
     from pipelines.analysis.report import build_report
     from pipelines.cli import UsageError
 
@@ -82,4 +87,9 @@ def run(args: argparse.Namespace) -> int:
     failed = [t.name for t in report.tables if t.error]
     print(f"{len(report.figures)} figures, {len(report.tables)} tables"
           + (f" ({len(failed)} failed: {', '.join(failed)})" if failed else "") + f" -> {report.index}")
+    broken = [f.stem for f in report.figures if f.status == "error"] + failed
+    if broken:  # everything is written, but a figure or analysis raised: say so in the exit code
+        print(f"lee report: {len(broken)} figure(s)/table(s) failed: {', '.join(broken)} (errors on the page)",
+              file=sys.stderr)
+        return 1
     return 0

@@ -231,3 +231,20 @@ def test_report_of_planted_pretrained_store(planted, tmp_path):
     for stem in ("fig4a_layerwise_cumulative", "fig4b_layer_type_shares"):
         assert "NO DATA" in text[stem] and "--metrics lee,layerwise" in text[stem], text[stem][:300]
     assert "NO DATA" in text["fig6a_antialiasing"] and "resnetblur50.bt_in1k" in text["fig6a_antialiasing"]
+
+
+def test_a_failing_figure_is_shown_and_the_rest_written(sweep_root, tmp_path, monkeypatch, capsys):
+    import pipelines.analysis.figures as F
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom <b>")
+
+    monkeypatch.setattr(F, "lee_vs_top1", boom)
+    out = tmp_path / "err"
+    assert main(["report", "-r", str(sweep_root), "--out", str(out), "--weights", "random", "--n-boot", "50"]) == 1
+    assert "fig1_lee_vs_top1" in capsys.readouterr().err
+    assert "FIGURE FAILED" in _svg_text(out / "fig1_lee_vs_top1.svg")
+    page = _page(out)
+    assert page.classes.count("figure-error") == 1 and "placeholder" not in page.classes
+    assert "boom &lt;b&gt;" in (out / "index.html").read_text(encoding="utf-8")
+    assert all((out / f"{s}.png").is_file() for s in FIGURES)
