@@ -86,6 +86,11 @@ class FigureContext:
         return self.family_colors.get(str(family), "#7f7f7f")
 
 
+
+def _clip(name: str, width: int) -> str:
+    """``name`` cut to ``width`` characters with an ellipsis (model names have no spaces to shorten at)."""
+    return name if len(name) <= width else name[: width - 1] + "…"
+
 def family_colors(families: Sequence[object]) -> dict[str, str]:
     """A fixed colour per family (sorted names cycle through a 10-colour palette)."""
     names = sorted({str(f) for f in families})
@@ -466,7 +471,7 @@ def gap(df: pd.DataFrame, ctx: FigureContext, ratios: pd.DataFrame | None = None
             ok = dr["mean_lee"].notna().to_numpy()
             ax.errorbar(x[ok], dr["mean_lee"][ok], yerr=_log_errors(dr["mean_lee"][ok], dr["se_lee"][ok]), fmt=marker,
                         color=color, ms=6, capsize=2, label=role)
-        ax.set_xticks(np.arange(len(models)), [f"{textwrap.shorten(m, 28)} ({family[m]})" for m in models],
+        ax.set_xticks(np.arange(len(models)), [f"{_clip(m, 28)} ({family[m]})" for m in models],
                       fontsize=7, rotation=30, ha="right")
         ax.set_yscale("log")
         ax.set_title(g, fontsize=10)
@@ -504,7 +509,7 @@ def _ratio_panel(ax: Axes, ratios: pd.DataFrame) -> None:
     def label(row: pd.Series) -> str:
         who = (f"{row.get('family')} (family geomean)" if row.get("statistic") == "geomean_ratio"
                else str(row.get("model")))
-        text = f"{textwrap.shorten(who, 36)} · {row.get('term', '')}"
+        text = f"{_clip(who, 36)} · {row.get('term', '')}"
         return f"{text} · {row['generator']}" if multi_gen else text
 
     y = np.arange(len(r))
