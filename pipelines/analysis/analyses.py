@@ -48,6 +48,7 @@ model's images), as in the paper's figures.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -81,6 +82,9 @@ WEIGHT_KINDS: dict[str, tuple[str, ...] | None] = {
     "any": None,
 }
 """``weights=`` argument -> the ``weights`` column values it selects (None: all)."""
+
+MODELS_PER_QUERY = 32
+"""Models per query of the per-image layerwise rows (``layerwise``): bounds memory on large stores."""
 
 ACCURACY_COLUMNS = ("top1", "top5", "top1_v2", "top1_sketch", "top1_r", "top1_real")
 
@@ -486,10 +490,12 @@ def gap(
 
 def _gap_group(g: pd.DataFrame, base: dict[str, Any], reference: str, n_boot: int, seed: int,
                level: float) -> list[dict[str, Any]]:
-    units = sorted(g["unit"].unique())
-    info = g.drop_duplicates("unit").set_index("unit")
+    units = np.array(sorted(g["unit"].unique()), dtype=object)
+    info = g.drop_duplicates("unit").set_index("unit").loc[units]
+    fams, names, wts = (info[c].to_numpy(object) for c in ("family", "model", "weights"))
     rng = np.random.default_rng(seed)
-    alpha = (1 - level) / 2
+    q = [(1 - level) / 2, 1 - (1 - level) / 2]
+    boot_note = f"percentile bootstrap over images ({n_boot} resamples)"
     means: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, str]] = {}  # role -> (est, boot, n, datasets)
     for role, gr in g.groupby("role", sort=True):
         mat = gr.pivot_table(index="unit", columns="image", values="value", aggfunc="mean").reindex(units)
@@ -499,26 +505,24 @@ def _gap_group(g: pd.DataFrame, base: dict[str, Any], reference: str, n_boot: in
         n_img = mask.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             est = v0.sum(axis=1) / n_img
-        # one multinomial draw of every dataset's images per resample, shared by all models
+        # one resample of every dataset's images per bootstrap draw, shared by all models
         counts = np.zeros((n_boot, v.shape[1]))
         cols = np.array([c.split("/", 1)[0] for c in mat.columns])
         for ds in np.unique(cols):
             idx = np.flatnonzero(cols == ds)
-            counts[:, idx] = rng.multinomial(len(idx), np.full(len(idx), 1 / len(idx)), size=n_boot)
+            counts[:, idx] = stats.bootstrap_counts(len(idx), n_boot, rng)
         with np.errstate(invalid="ignore", divide="ignore"):
             boot = (counts @ v0.T) / (counts @ mask.T)
         means[role] = (est, boot, n_img, ", ".join(sorted(gr["dataset"].unique())))
     rows = []
     for role, (est, boot, n_img, dsets) in means.items():
-        for i, u in enumerate(units):
-            if n_img[i] == 0:
-                continue
-            lo, hi = np.nanquantile(boot[:, i], [alpha, 1 - alpha]) if n_img[i] > 1 else (math.nan, math.nan)
-            rows.append({**base, "dataset": dsets, "scope": "model", "family": info.loc[u, "family"],
-                         "model": info.loc[u, "model"], "term": role, "statistic": "mean_lee", "estimate": est[i],
-                         "ci_low": lo, "ci_high": hi, "n": int(n_img[i]), "n_of": "images",
-                         "method": f"mean over images; percentile bootstrap over images ({n_boot} resamples)",
-                         "role": role, "model_weights": info.loc[u, "weights"]})
+        lo, hi = _quantiles(boot, q)
+        for i in np.flatnonzero(n_img > 0):
+            rows.append({**base, "dataset": dsets, "scope": "model", "family": fams[i], "model": names[i],
+                         "term": role, "statistic": "mean_lee", "estimate": est[i],
+                         "ci_low": lo[i] if n_img[i] > 1 else math.nan, "ci_high": hi[i] if n_img[i] > 1 else math.nan,
+                         "n": int(n_img[i]), "n_of": "images", "method": f"mean over images; {boot_note}",
+                         "role": role, "model_weights": wts[i]})
     if reference not in means:
         return rows
     ref_est, ref_boot, ref_n, ref_ds = means[reference]
@@ -529,29 +533,36 @@ def _gap_group(g: pd.DataFrame, base: dict[str, Any], reference: str, n_boot: in
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio, rboot = est / ref_est, boot / ref_boot
         ok = (n_img > 0) & (ref_n > 0) & np.isfinite(ratio) & (ratio > 0)
-        method = (f"ratio of mean LEE ({role} images / {reference} images); percentile bootstrap over images "
-                  f"({n_boot} resamples)")
-        for i, u in enumerate(units):
-            if not ok[i]:
-                continue
-            lo, hi = np.nanquantile(rboot[:, i], [alpha, 1 - alpha])
-            rows.append({**base, "dataset": f"{dsets} / {ref_ds}", "scope": "model", "family": info.loc[u, "family"],
-                         "model": info.loc[u, "model"], "term": term, "statistic": "ratio", "estimate": ratio[i],
-                         "ci_low": lo, "ci_high": hi, "n": int(min(n_img[i], ref_n[i])), "n_of": "images",
-                         "method": method, "role": role, "model_weights": info.loc[u, "weights"]})
-        fams = info.loc[units, "family"].to_numpy()
+        method = f"ratio of mean LEE ({role} images / {reference} images)"
+        lo, hi = _quantiles(rboot, q)
+        for i in np.flatnonzero(ok):
+            rows.append({**base, "dataset": f"{dsets} / {ref_ds}", "scope": "model", "family": fams[i],
+                         "model": names[i], "term": term, "statistic": "ratio", "estimate": ratio[i],
+                         "ci_low": lo[i], "ci_high": hi[i], "n": int(min(n_img[i], ref_n[i])), "n_of": "images",
+                         "method": f"{method}; {boot_note}", "role": role, "model_weights": wts[i]})
         for fam in sorted(set(fams[ok])):
             sel = ok & (fams == fam)
             with np.errstate(invalid="ignore", divide="ignore"):
                 gb = np.exp(np.nanmean(np.log(rboot[:, sel]), axis=1))
-            lo, hi = np.nanquantile(gb, [alpha, 1 - alpha])
+            flo, fhi = np.nanquantile(gb, q)
             rows.append({**base, "dataset": f"{dsets} / {ref_ds}", "scope": "family", "family": fam, "term": term,
                          "statistic": "geomean_ratio", "estimate": float(np.exp(np.log(ratio[sel]).mean())),
-                         "ci_low": lo, "ci_high": hi, "n": int(sel.sum()), "n_of": "models",
-                         "method": f"geometric mean over models of {method.split(';')[0]}; percentile bootstrap "
-                                   f"over images shared by all models ({n_boot} resamples)",
+                         "ci_low": flo, "ci_high": fhi, "n": int(sel.sum()), "n_of": "models",
+                         "method": f"geometric mean over models of the {method}; percentile bootstrap over images "
+                                   f"shared by all models ({n_boot} resamples)",
                          "role": role})
     return rows
+
+
+def _quantiles(boot: np.ndarray, q: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Column-wise percentile interval of bootstrap draws ``(B, k)``; NaN draws ignored."""
+    if not np.isnan(boot).any():
+        lo, hi = np.quantile(boot, q, axis=0)  # vectorized; nanquantile goes column by column
+        return lo, hi
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN
+        lo, hi = np.nanquantile(boot, q, axis=0)
+    return lo, hi
 
 
 # ---- 4. layerwise --------------------------------------------------------------------------------------
@@ -600,36 +611,47 @@ def layerwise(
             ORDER BY model""").fetchall()]
     families = dict(con.execute("SELECT model, family FROM models").fetchall())
     rows: list[dict[str, Any]] = []
-    rng_seed = seed
-    for name in names:  # one model at a time: the query reads that model's partitions only
+    for start in range(0, len(names), MODELS_PER_QUERY):  # bounded memory; each query reads its models' files
+        chunk = names[start : start + MODELS_PER_QUERY]
         data = _df(con, f"""
-            SELECT weights, dataset, generator, method, sample_id, kind, layer, call_index, layer_class,
+            SELECT model, weights, dataset, generator, method, sample_id, kind, layer, call_index, layer_class,
                    layer_type, share, value, share_additive
             FROM layerwise
-            WHERE model = {_q(name)} AND {filt} AND kind IN ('layer', 'end_to_end', 'unattributed')
+            WHERE {_in('model', chunk)} AND {filt} AND kind IN ('layer', 'end_to_end', 'unattributed')
         """)
-        fam = families.get(name) or "unknown"
-        for key, g in _groups(data, ["weights", "dataset", "generator", "method"]):
-            wk, ds, gen, meth = key
-            base = {"dataset": ds, "generator": gen, "scope": "model", "family": fam, "model": name,
-                    "layerwise_method": meth, "model_weights": wk}
-            rows += _layerwise_model(g, base, n_boot, rng_seed, level)
+        for key, g in _groups(data, ["model", "weights", "dataset", "generator", "method"]):
+            name, wk, ds, gen, meth = key
+            base = {"dataset": ds, "generator": gen, "scope": "model", "family": families.get(name) or "unknown",
+                    "model": name, "layerwise_method": meth, "model_weights": wk}
+            rows += _layerwise_model(g, base, n_boot, seed, level)
     rows += _layer_type_families(rows, level)
     return _frame("layerwise", rows, w, level, "no layerwise results match")
 
 
 def _layerwise_model(g: pd.DataFrame, base: dict[str, Any], n_boot: int, seed: int,
                      level: float) -> list[dict[str, Any]]:
-    images = sorted(g["sample_id"].unique())
-    e2e = g[g["kind"] == "end_to_end"].groupby("sample_id")["value"].mean().reindex(images).to_numpy(float)
-    layers = g[g["kind"] == "layer"]
+    img_codes, images = pd.factorize(g["sample_id"], sort=True)
+    n_all = len(images)
+    kind = g["kind"].to_numpy(object)
+    share_col = g["share"].to_numpy(float)
+
+    def per_image(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
+        out = np.zeros(n_all)
+        np.add.at(out, img_codes[mask], values[mask])
+        return out
+
+    is_e2e = kind == "end_to_end"
+    e2e = np.full(n_all, np.nan)
+    e2e[img_codes[is_e2e]] = g["value"].to_numpy(float)[is_e2e]
+    unattr = per_image(kind == "unattributed", share_col)
+    is_layer = kind == "layer"
+    layers = g[is_layer]
     order = (layers[["call_index", "layer", "layer_class", "layer_type"]].drop_duplicates(["call_index", "layer"])
              .sort_values(["call_index", "layer"]).reset_index(drop=True))
-    share = (layers.pivot_table(index="sample_id", columns=["call_index", "layer"], values="share", aggfunc="sum")
-             .reindex(index=images, columns=pd.MultiIndex.from_frame(order[["call_index", "layer"]]))
-             .fillna(0.0).to_numpy(float))
-    unattr = (g[g["kind"] == "unattributed"].groupby("sample_id")["share"].sum().reindex(images).fillna(0.0)
-              .to_numpy(float))
+    pos = pd.MultiIndex.from_frame(order[["call_index", "layer"]]).get_indexer(
+        pd.MultiIndex.from_frame(layers[["call_index", "layer"]]))
+    share = np.zeros((n_all, len(order)))
+    np.add.at(share, (img_codes[is_layer], pos), share_col[is_layer])
     ok = np.isfinite(e2e)
     share, unattr, e2e = share[ok], unattr[ok], e2e[ok]
     n = int(ok.sum())
@@ -637,9 +659,8 @@ def _layerwise_model(g: pd.DataFrame, base: dict[str, Any], n_boot: int, seed: i
         return []
     additive = bool(g["share_additive"].all())
     note = "" if additive else "some rows predate additive shares: value used as share (fractions need not sum to 1)"
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n, np.full(n, 1 / n), size=n_boot) if n > 1 else None
-    alpha = (1 - level) / 2
+    counts = stats.bootstrap_counts(n, n_boot, np.random.default_rng(seed)).astype(float) if n > 1 else None
+    q = [(1 - level) / 2, 1 - (1 - level) / 2]
     boot_method = f"percentile bootstrap over images ({n_boot} resamples)"
 
     def fractions(mat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -648,21 +669,21 @@ def _layerwise_model(g: pd.DataFrame, base: dict[str, Any], n_boot: int, seed: i
             return est, np.full_like(est, np.nan), np.full_like(est, np.nan)
         with np.errstate(invalid="ignore", divide="ignore"):
             b = (counts @ mat) / (counts @ e2e)[:, None]
-        lo, hi = np.nanquantile(b, [alpha, 1 - alpha], axis=0)
+        lo, hi = _quantiles(b, q)
         return est, lo, hi
 
     rows = []
     cum_est, cum_lo, cum_hi = fractions(np.cumsum(share, axis=1))
     n_layers = len(order)
-    for j, r in order.iterrows():
-        rows.append({**base, "term": r["layer"], "statistic": "cumulative_fraction", "estimate": cum_est[j],
-                     "ci_low": cum_lo[j], "ci_high": cum_hi[j], "n": n, "n_of": "images",
-                     "method": f"sum of layer shares up to this call / end-to-end LEE (ratio of means); {boot_method}",
-                     "note": note, "call_index": int(r["call_index"]), "depth": j / max(n_layers - 1, 1),
-                     "layer_type": r["layer_type"], "layer_class": r["layer_class"]})
+    cum_method = f"sum of layer shares up to this call / end-to-end LEE (ratio of means); {boot_method}"
+    for j, (call, layer, cls, ltype) in enumerate(order.itertuples(index=False)):
+        rows.append({**base, "term": layer, "statistic": "cumulative_fraction", "estimate": cum_est[j],
+                     "ci_low": cum_lo[j], "ci_high": cum_hi[j], "n": n, "n_of": "images", "method": cum_method,
+                     "note": note, "call_index": int(call), "depth": j / max(n_layers - 1, 1),
+                     "layer_type": ltype, "layer_class": cls})
     types = sorted(order["layer_type"].unique())
     by_type = np.column_stack([share[:, (order["layer_type"] == t).to_numpy()].sum(axis=1) for t in types]
-                              + [unattr]) if types else unattr[:, None]
+                              + [unattr])
     t_est, t_lo, t_hi = fractions(by_type)
     for j, t in enumerate([*types, "unattributed"]):
         rows.append({**base, "term": t, "statistic": "share_fraction", "estimate": t_est[j], "ci_low": t_lo[j],

@@ -16,10 +16,13 @@ __all__ = [
     "Interval",
     "OLSResult",
     "bootstrap_corr",
+    "bootstrap_counts",
     "f_test",
     "mean_t_interval",
     "ols",
     "ratio_of_means",
+    "resample_ranks",
+    "weighted_corr",
 ]
 
 
@@ -34,15 +37,48 @@ class Interval:
     p_value: float = float("nan")
 
 
-def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Pearson r of each row pair of ``x``, ``y`` (shape (B, n)); NaN where a row is constant."""
-    xc = x - x.mean(axis=1, keepdims=True)
-    yc = y - y.mean(axis=1, keepdims=True)
-    den = np.sqrt((xc**2).sum(axis=1) * (yc**2).sum(axis=1))
+def bootstrap_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """How often each of ``n`` units is drawn in each of ``n_boot`` resamples with replacement, ``(n_boot, n)``."""
+    idx = rng.integers(0, n, size=(n_boot, n)) + (np.arange(n_boot) * n)[:, None]
+    return np.bincount(idx.ravel(), minlength=n_boot * n).reshape(n_boot, n)
+
+
+def weighted_corr(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Pearson r of ``a``, ``b`` with weights ``w`` (the rows of resampled counts): one r per row of ``w``.
+
+    ``a``, ``b``: shape ``(n,)`` or ``(B, n)``; ``w``: ``(B, n)``. A sample that repeats unit ``i``
+    ``w[i]`` times has exactly this correlation. NaN where a resample is constant.
+    """
+    a = a - a.mean(axis=-1, keepdims=True)
+    b = b - b.mean(axis=-1, keepdims=True)
+    sw = w.sum(axis=1)
+    ma, mb = (w * a).sum(axis=1) / sw, (w * b).sum(axis=1) / sw
+    cov = (w * a * b).sum(axis=1) / sw - ma * mb
+    va = (w * a * a).sum(axis=1) / sw - ma**2
+    vb = (w * b * b).sum(axis=1) / sw - mb**2
     with np.errstate(invalid="ignore", divide="ignore"):
-        r = (xc * yc).sum(axis=1) / den
-    r[~np.isfinite(r) | (den <= 1e-300)] = np.nan
-    return r
+        r = cov / np.sqrt(va * vb)
+    constant = (va <= 1e-12 * np.mean(a * a)) | (vb <= 1e-12 * np.mean(b * b))
+    r[constant | ~np.isfinite(r)] = np.nan
+    return np.clip(r, -1.0, 1.0)
+
+
+def resample_ranks(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Average ranks (1-based, ties averaged) of the units in each resample: shape ``(B, n)``.
+
+    In a resample where unit ``i`` appears ``w[b, i]`` times, every copy of ``x[i]`` (and of equal
+    values) shares one rank, the average of the positions the tied block occupies; units not drawn get
+    the rank they would have (they carry weight 0). The Spearman correlation of a resample is then
+    :func:`weighted_corr` of the two rank arrays with weights ``w``.
+    """
+    ux, inv = np.unique(x, return_inverse=True)
+    inv = inv.ravel()
+    order = np.argsort(inv, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(inv[order]) != 0])
+    per_value = np.add.reduceat(w[:, order], starts, axis=1) if len(ux) < len(x) else w[:, order]
+    ends = np.cumsum(per_value, axis=1)
+    avg = ends - (per_value - 1) / 2.0
+    return avg[:, inv]
 
 
 def bootstrap_corr(
@@ -50,9 +86,13 @@ def bootstrap_corr(
 ) -> Interval:
     """Pearson or Spearman correlation with a percentile bootstrap interval over the (x, y) pairs.
 
-    The p-value is the classical one (``scipy.stats.pearsonr`` / ``spearmanr``). Fewer than 3 pairs
-    give NaN; fewer than 4 give no interval.
+    Each resample draws the pairs with replacement (multinomial counts) and computes the statistic of
+    that sample exactly (Spearman: average ranks within the resample, duplicates tied). The p-value is
+    the classical one (``scipy.stats.pearsonr`` / ``spearmanr``). Fewer than 3 pairs give NaN; fewer
+    than 4 give no interval.
     """
+    if method not in ("pearson", "spearman"):
+        raise ValueError(f"method must be pearson or spearman, got {method!r}")
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
     ok = np.isfinite(x) & np.isfinite(y)
@@ -60,22 +100,15 @@ def bootstrap_corr(
     n = len(x)
     if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return Interval(float("nan"), float("nan"), float("nan"), n)
-    if method == "pearson":
-        res = _st.pearsonr(x, y)
-    elif method == "spearman":
-        res = _st.spearmanr(x, y)
-    else:
-        raise ValueError(f"method must be pearson or spearman, got {method!r}")
+    res = _st.pearsonr(x, y) if method == "pearson" else _st.spearmanr(x, y)
     est, p = float(res.statistic), float(res.pvalue)
     if n < 4:
         return Interval(est, float("nan"), float("nan"), n, p)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    bx, by = x[idx], y[idx]
+    w = bootstrap_counts(n, n_boot, np.random.default_rng(seed)).astype(float)
     if method == "spearman":
-        bx = _st.rankdata(bx, axis=1)
-        by = _st.rankdata(by, axis=1)
-    r = _pearson_rows(bx, by)
+        r = weighted_corr(resample_ranks(x, w), resample_ranks(y, w), w)
+    else:
+        r = weighted_corr(x, y, w)
     alpha = (1 - level) / 2
     lo, hi = np.nanquantile(r, [alpha, 1 - alpha])
     return Interval(est, float(lo), float(hi), n, p)

@@ -16,9 +16,10 @@ results root and are filled in when the script is built (:func:`views_script`, p
   ``catalog`` package (plus user catalog files) as ``CREATE TABLE`` + ``INSERT ... VALUES``, so the
   script needs no extra file.
 
-``runs`` is a table, not a view: a snapshot of the ``runs`` files taken when the script runs, so every
-query joins the (small) unit list in memory and a sweep writing meanwhile cannot make half a unit
-visible. Connect again (or rerun the script) to see units that finished since.
+``done_units`` (and ``current_items``, derived from it) is a table, not a view: a snapshot of the done
+units taken when the script runs, so every query joins the (small) unit list in memory and a sweep
+writing meanwhile cannot make half a unit visible. Connect again (or rerun the script) to see units
+that finished since. ``runs`` (every column, failed units too) stays a view over the files.
 
 The script runs as is in the plain ``duckdb`` shell (``lee sql -r ROOT > views.sql; duckdb -init
 views.sql``) for local roots and for roots DuckDB reads natively (``s3://``, ``gs://``, ``https://``,
@@ -323,7 +324,7 @@ def _build(con: Any, root: ResultsRoot, models: str, catalogs: Sequence[str | Pa
     """Run the view script on ``con`` part by part and return its text.
 
     The ``models`` table comes after ``01_visible.sql`` so that its rows can be the models of the
-    ``runs`` snapshot, and before the views that join it (DuckDB binds views when they are created).
+    ``done_units`` snapshot, and before the views that join it (DuckDB binds views when they are created).
     """
     if models not in ("results", "all"):
         raise ValueError(f"models must be 'results' or 'all', got {models!r}")
@@ -339,7 +340,7 @@ def _build(con: Any, root: ResultsRoot, models: str, catalogs: Sequence[str | Pa
         parts.append(f"-- ==== {name} ====\n{sql}")
     names = None
     if models == "results":
-        names = [r[0] for r in con.execute("SELECT DISTINCT model FROM runs WHERE model IS NOT NULL").fetchall()]
+        names = [r[0] for r in con.execute("SELECT DISTINCT model FROM done_units WHERE model IS NOT NULL").fetchall()]
     sql = models_sql(model_rows(names, catalogs))
     _execute(con, sql, "models table")
     parts.append(sql)
@@ -354,6 +355,7 @@ def _connection(root: ResultsRoot, threads: int | None):
     import duckdb
 
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")  # no progress bar on stderr of `lee query` / reports
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     if root.register is not None:
@@ -371,7 +373,7 @@ def views_script(
 
     Args:
         results: Results root URI (or a resolved :class:`ResultsRoot`).
-        models: ``results`` (catalog metadata of the models in the ``runs`` table) or ``all`` (the whole
+        models: ``results`` (catalog metadata of the models with visible results) or ``all`` (the whole
             catalog).
         catalogs: User catalog files with the metadata of models the built-in catalogs do not know.
 
@@ -395,8 +397,8 @@ def connect(
 ):
     """An in-memory DuckDB connection with the views of :func:`views_script` over ``results``.
 
-    ``runs`` in it is a snapshot taken now: units that finish later are not visible until you connect
-    again.
+    ``done_units`` in it is a snapshot taken now: units that finish later are not visible until you
+    connect again.
 
     Args:
         results: Results root URI: a local directory or any fsspec URI (``memory://``, ``s3://`` ...).

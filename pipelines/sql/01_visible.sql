@@ -4,18 +4,20 @@
 -- A unit's data rows count only when its `runs` row has status = 'done' (pipelines/schema.py). Data
 -- files of units that failed, or whose `runs` row is missing (still running, crashed), are excluded
 -- here, so every view below sees completed work only.
---
--- `runs` is a snapshot taken when this script runs: units that finish later (a sweep still writing)
--- stay invisible, data and runs rows alike, until the script is run again (`lee sql` / `lee query`
--- connect afresh every time). It is small (one row per unit), so every query joins against memory
--- instead of re-reading thousands of runs files.
-CREATE OR REPLACE TABLE runs AS
+
+-- Every work unit's latest attempt (done or failed), all columns, read from the files when queried.
+CREATE OR REPLACE VIEW runs AS
 SELECT * FROM runs_files
 QUALIFY row_number() OVER (PARTITION BY unit ORDER BY finished_at DESC NULLS LAST, attempt DESC NULLS LAST) = 1;
 
 -- The units whose data is visible (status = 'done'), with what they computed: `items` = the generators
 -- (lee, layerwise) or metrics (alt) of the unit's config, plus the config fields that change the numbers.
-CREATE OR REPLACE VIEW done_units AS
+--
+-- A table, not a view: a snapshot taken when this script runs. Units that finish later (a sweep still
+-- writing) stay invisible until the script runs again (`lee query` / `connect()` run it every time), so
+-- a query never sees half a unit, and every query joins a small in-memory table instead of re-reading
+-- thousands of runs files.
+CREATE OR REPLACE TABLE done_units AS
 SELECT
     unit, family, model, weights, weights_policy, dataset, role, n_images, seed, metric_version, sweep_id,
     finished_at,
@@ -33,7 +35,8 @@ WHERE status = 'done';
 -- run, a rerun after a metric version change) would count the same images twice: per configuration and
 -- item, the unit with the most images counts, and among equals the one that finished last. The other
 -- units' rows stay in lee_all / layerwise_all / alt_all. (`lee eval` always records the item lists.)
-CREATE OR REPLACE VIEW current_items AS
+-- A table computed from the done_units snapshot, like it.
+CREATE OR REPLACE TABLE current_items AS
 WITH items AS (
     SELECT unit, family, model, weights, dataset, role, unnest(items) AS item, output, interpolation, method,
            num_probes, n_images, finished_at

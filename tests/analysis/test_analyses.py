@@ -268,3 +268,27 @@ def test_weights_never_mixed_and_random_fallback_is_stated(tmp_path):
     with pytest.raises(ValueError, match="weights must be one of"):
         analyses.accuracy(con, weights="hub")
     con.close()
+
+
+def test_bootstrap_statistics_are_exact_per_resample():
+    """The counts-based resampled Pearson / Spearman equal scipy's on the expanded resample (ties too)."""
+    from scipy import stats as st
+
+    from pipelines.analysis import stats
+
+    rng = np.random.default_rng(0)
+    x = np.round(rng.normal(size=25), 1)  # ties
+    y = x + rng.normal(size=25)
+    w = stats.bootstrap_counts(25, 20, rng).astype(float)
+    rs = stats.weighted_corr(stats.resample_ranks(x, w), stats.resample_ranks(y, w), w)
+    rp = stats.weighted_corr(x, y, w)
+    for b in range(20):
+        idx = np.repeat(np.arange(25), w[b].astype(int))
+        assert rs[b] == pytest.approx(st.spearmanr(x[idx], y[idx]).statistic, abs=1e-12)
+        assert rp[b] == pytest.approx(st.pearsonr(x[idx], y[idx]).statistic, abs=1e-12)
+    iv = stats.bootstrap_corr(x, y, "spearman", n_boot=500)
+    assert iv.low <= iv.estimate <= iv.high and iv.n == 25
+    assert math.isnan(stats.bootstrap_corr(x[:3], y[:3]).low)
+    assert math.isnan(stats.bootstrap_corr(np.ones(5), y[:5]).estimate)
+    r = stats.ratio_of_means(2 * x**2 + 1, x**2 + 0.5, paired=True, n_boot=200)
+    assert r.estimate == pytest.approx(2.0) and r.low == pytest.approx(2.0) and r.high == pytest.approx(2.0)
