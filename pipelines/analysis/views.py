@@ -6,11 +6,13 @@ results root and are filled in when the script is built (:func:`views_script`, p
 - ``{{source:<table>}}`` placeholders become the reader of that table's files::
 
       SELECT * FROM read_parquet('<root>/<table>/model=*/dataset=*/unit=*/*.parquet',
-                                 hive_partitioning = true, hive_types = {...}, union_by_name = true)
+                                 hive_partitioning = true, hive_types = {...} [, union_by_name = true])
       UNION ALL BY NAME SELECT <typed NULLs of pipelines.schema> WHERE false
 
   so every column of the current schema exists (NULL in older files), partition columns have pinned
-  types and unknown newer columns are kept. A table with no files yet becomes the typed empty SELECT
+  types and unknown newer columns are kept. ``union_by_name`` is on only when the table's files differ
+  in schema (checked when the script is made): with it DuckDB reads every file's footer at every
+  query, so a filter on ``model`` / ``dataset`` could not keep a query to that model's files. A table with no files yet becomes the typed empty SELECT
   alone (``read_parquet`` fails on a glob that matches nothing); run ``lee sql`` again once it has files.
 - the ``models`` table: one row per model in the results (or the whole catalog), generated from the
   ``catalog`` package (plus user catalog files) as ``CREATE TABLE`` + ``INSERT ... VALUES``, so the
@@ -197,15 +199,36 @@ class ResultsRoot:
 
         return search(f"{self.store.path}/{table}", 0)
 
-    def source(self, table: str) -> str:
-        """The ``{{source:<table>}}`` replacement for this root."""
+    def file_schemas(self, con: Any, table: str) -> int:
+        """How many different Parquet schemas (column names and types) the files of ``table`` have.
+
+        Reads every file's footer once (DuckDB ``parquet_schema``).
+        """
+        sql = (
+            "SELECT count(DISTINCT cols) FROM (SELECT file_name, string_agg(name || ':' || coalesce(type, '') || ':' "
+            "|| coalesce(CAST(logical_type AS VARCHAR), ''), ',' ORDER BY name) AS cols "
+            f"FROM parquet_schema({_quote(self.glob(table))}) GROUP BY file_name)"
+        )
+        return int(con.execute(sql).fetchall()[0][0])
+
+    def source(self, table: str, con: Any = None) -> str:
+        """The ``{{source:<table>}}`` replacement for this root.
+
+        With a connection, the files' schemas are compared first: when every file has the same one,
+        ``union_by_name`` is left off, because with it DuckDB reads the footer of every file of the table
+        at every query (to unify the schemas) instead of only the files left after partition pruning.
+        Mixed schemas (a store written by several versions) keep ``union_by_name = true``.
+        """
         empty = empty_select(table)
         if not self.has_files(table):
             return f"{empty} /* no {table} files under {self.uri} yet */"
         hive = ", ".join(f"'{p}': VARCHAR" for p in schema.TABLES[table].partition_by)
+        uniform = con is not None and self.file_schemas(con, table) <= 1
+        union = (" /* every file had the same schema when this script was made; if newer files differ, DuckDB "
+                 "says 'schema mismatch': run `lee sql` again */" if uniform else ", union_by_name = true")
         return (
             f"SELECT * FROM read_parquet({_quote(self.glob(table))}, hive_partitioning = true, "
-            f"hive_types = {{{hive}}}, union_by_name = true)\n    UNION ALL BY NAME {empty}"
+            f"hive_types = {{{hive}}}{union})\n    UNION ALL BY NAME {empty}"
         )
 
 
@@ -304,8 +327,8 @@ def models_sql(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def _fill(text: str, root: ResultsRoot) -> str:
-    return _PLACEHOLDER.sub(lambda m: root.source(m.group(1)), text)
+def _fill(text: str, root: ResultsRoot, con: Any = None) -> str:
+    return _PLACEHOLDER.sub(lambda m: root.source(m.group(1), con), text)
 
 
 def _execute(con: Any, sql: str, where: str) -> None:
@@ -335,7 +358,7 @@ def _build(con: Any, root: ResultsRoot, models: str, catalogs: Sequence[str | Pa
     files = sql_files()
     split = next((i for i, (n, _) in enumerate(files) if n > "01_visible.sql"), len(files))
     for name, text in files[:split]:
-        sql = _fill(text, root)
+        sql = _fill(text, root, con)
         _execute(con, sql, name)
         parts.append(f"-- ==== {name} ====\n{sql}")
     names = None
@@ -345,7 +368,7 @@ def _build(con: Any, root: ResultsRoot, models: str, catalogs: Sequence[str | Pa
     _execute(con, sql, "models table")
     parts.append(sql)
     for name, text in files[split:]:
-        sql = _fill(text, root)
+        sql = _fill(text, root, con)
         _execute(con, sql, name)
         parts.append(f"-- ==== {name} ====\n{sql}")
     return "\n\n".join(parts) + "\n"

@@ -2,11 +2,13 @@
 --
 -- {{...}} placeholders are filled in by `lee sql` / pipelines.analysis.views_script(): each becomes
 --   SELECT * FROM read_parquet('<root>/<table>/model=*/dataset=*/unit=*/*.parquet',
---                              hive_partitioning = true, hive_types = {...}, union_by_name = true)
+--                              hive_partitioning = true, hive_types = {...} [, union_by_name = true])
 --   UNION ALL BY NAME <an empty SELECT typed from pipelines/schema.py>
 -- so every column of the current schema exists (NULL in older files that lack it: evolving columns),
 -- partition columns have pinned types, and a table with no files yet is an empty, typed view
--- (read_parquet alone fails on a glob that matches nothing).
+-- (read_parquet alone fails on a glob that matches nothing). union_by_name is set only when the files
+-- differ in schema: with it DuckDB reads the footer of every file at every query, so a filter on a
+-- partition column (model = '...') would no longer keep the query to that partition's files.
 -- These views hold every file, finished or not; use the views of 01_visible.sql.
 
 CREATE OR REPLACE VIEW runs_files AS {{source:runs}};
