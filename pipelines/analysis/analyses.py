@@ -357,7 +357,10 @@ def scale(
     model_arch = _df(con, "SELECT model, arch FROM models")
     chosen = list(pairs) if pairs is not None else anti_alias_pairs(model_arch)
     rows += _anti_alias(con, chosen, _where(w, dataset, generator, "l"), n_boot, seed, level)
-    return _frame("scale", rows, w, level, "no lee results match")
+    empty = ("no lee results match" if data.empty else
+             "too few models: a trend needs 3 models of a family with 2 sizes, a recipe effect an architecture "
+             "with 2 recipes, the anti-aliasing ratio a BlurPool model and its plain counterpart")
+    return _frame("scale", rows, w, level, empty)
 
 
 def _trend(g: pd.DataFrame, col: str, base: dict[str, Any], level: float) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as _dt
+import decimal
 import io
 import json
 import math
@@ -119,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
 # ---- output ----------------------------------------------------------------------------------------------
 def _plain(value: Any) -> Any:
     """A JSON-able value: NaN -> None, timestamps -> ISO text, nested lists/dicts kept."""
+    if isinstance(value, decimal.Decimal):
+        value = float(value)
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
