@@ -24,17 +24,31 @@ __all__ = ["collect", "render_markdown"]
 
 
 def collect(results: str, specs: Sequence[Any], generator: str = "rotate") -> list[dict[str, Any]]:
-    """One record per zoo model: its training metadata and mean LEE (+ stderr, n) on each dataset it was run on."""
+    """One record per zoo model: its training metadata and mean LEE (+ stderr, n) on each dataset it was run on.
+
+    Only done units with the trained weights (``weights = 'file'``) and differentiated probabilities count.
+    Where a results root holds several such units of one model and dataset (sweeps with other image
+    counts, seeds or interpolants), the unit with the most images is used: images are never pooled across
+    units.
+    """
     import duckdb
 
     from pipelines.store import Store
 
-    t = Store(results).read_table("lee")  # noqa: F841 - read by DuckDB
-    rows = duckdb.sql(
-        f"""
-        SELECT model, dataset, avg(value) AS lee, stddev_samp(value) / sqrt(count(*)) AS se, count(*) AS n
-        FROM t WHERE generator = '{generator}' GROUP BY ALL
+    con = duckdb.connect()
+    con.register("t", Store(results).read_table("lee"))
+    rows = con.execute(
         """
+        WITH per_unit AS (
+            SELECT model, dataset, unit, avg(value) AS lee, stddev_samp(value) / sqrt(count(*)) AS se,
+                   count(*) AS n
+            FROM t WHERE generator = ? AND weights = 'file' AND output = 'probs'
+            GROUP BY ALL
+        )
+        SELECT model, dataset, lee, se, n FROM per_unit
+        QUALIFY row_number() OVER (PARTITION BY model, dataset ORDER BY n DESC, unit) = 1
+        """,
+        [generator],
     ).fetchall()
     lee: dict[str, dict[str, tuple[float, float, int]]] = {}
     for model, dataset, value, se, n in rows:
@@ -54,6 +68,7 @@ def collect(results: str, specs: Sequence[Any], generator: str = "rotate") -> li
 
 
 def _spearman_ci(x: np.ndarray, y: np.ndarray, seed: int = 0, reps: int = 2000) -> tuple[float, float, float]:
+    """Spearman's rho of ``x`` and ``y`` and a percentile bootstrap 95% interval (resampling pairs)."""
     from scipy.stats import spearmanr
 
     rho = float(spearmanr(x, y).statistic)
@@ -66,6 +81,8 @@ def _spearman_ci(x: np.ndarray, y: np.ndarray, seed: int = 0, reps: int = 2000) 
         r = spearmanr(x[idx], y[idx]).statistic
         if r == r:
             boots.append(r)
+    if not boots:
+        return rho, math.nan, math.nan
     lo, hi = np.percentile(boots, [2.5, 97.5])
     return rho, float(lo), float(hi)
 
