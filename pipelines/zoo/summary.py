@@ -145,10 +145,12 @@ def render_markdown(records: list[dict[str, Any]], task: str = "digits", generat
         up_te = int((te > tr).sum())
         up_od = int((od > te).sum())
         acc = np.array([[r["train_acc"], r["test_acc"], r["ood_acc"]] for r in gap], dtype=float)
+        ood_acc = ("OOD - (its classes are not the model's)" if np.isnan(acc[:, 2]).all()
+                   else f"OOD {100 * np.nanmean(acc[:, 2]):.1f}%")
         lines.append(
             f"- Train/test/OOD gap (n = {len(gap)} models): median rotation LEE ratio test/train "
             f"{np.median(te / tr):.2f} (test > train for {up_te}/{len(gap)}), OOD/test {np.median(od / te):.2f} "
             f"(OOD > test for {up_od}/{len(gap)}); mean accuracy train {100 * acc[:, 0].mean():.1f}%, "
-            f"test {100 * acc[:, 1].mean():.1f}%, OOD {100 * acc[:, 2].mean():.1f}%."
+            f"test {100 * acc[:, 1].mean():.1f}%, {ood_acc}."
         )
     return "\n".join(lines)
