@@ -22,6 +22,8 @@ from pipelines.zoo import PRESETS, ZooModelConfig, ZooResult, preset, train_mode
 from pipelines.zoo.data import augment, load_split
 
 N_LEE = 200  # test digits per LEE measurement
+# e2cnn 0.2.3 builds its filter bases with uint8 masks, which torch deprecates (harmless)
+pytestmark = pytest.mark.filterwarnings("ignore:indexing with dtype torch.uint8:UserWarning")
 
 
 # ------------------------------------------------------------------------------------------ fast checks
