@@ -583,8 +583,10 @@ def layerwise(
 ) -> pd.DataFrame:
     r"""Where equivariance is lost: cumulative contribution by layer order and share by layer type.
 
-    Per model, dataset, generator and decomposition method, from the layerwise table's additive shares
-    (``share``; per image the layer shares plus the unattributed share sum to the end-to-end LEE):
+    Per model, weights, dataset, generator and configuration (columns ``output``, ``interpolation``,
+    ``layerwise_method``, ``num_probes``: results of two configurations of one model are never pooled),
+    from the layerwise table's additive shares (``share``; per image the layer shares plus the
+    unattributed share sum to the end-to-end LEE):
 
     - ``statistic = cumulative_fraction``, ``term = <layer>``: the sum of the shares of this layer call
       and all earlier ones over the end-to-end LEE (ratio of means over images); columns ``call_index``,
@@ -617,15 +619,17 @@ def layerwise(
     for start in range(0, len(names), MODELS_PER_QUERY):  # bounded memory; each query reads its models' files
         chunk = names[start : start + MODELS_PER_QUERY]
         data = _df(con, f"""
-            SELECT model, weights, dataset, generator, method, sample_id, kind, layer, call_index, layer_class,
-                   layer_type, share, value, share_additive
+            SELECT model, weights, dataset, generator, output, interpolation, method, num_probes, sample_id, kind,
+                   layer, call_index, layer_class, layer_type, share, value, share_additive
             FROM layerwise
             WHERE {_in('model', chunk)} AND {filt} AND kind IN ('layer', 'end_to_end', 'unattributed')
         """)
-        for key, g in _groups(data, ["model", "weights", "dataset", "generator", "method"]):
-            name, wk, ds, gen, meth = key
+        keys = ["model", "weights", "dataset", "generator", "output", "interpolation", "method", "num_probes"]
+        for key, g in _groups(data, keys):
+            name, wk, ds, gen, out, interp, meth, probes = key
             base = {"dataset": ds, "generator": gen, "scope": "model", "family": families.get(name) or "unknown",
-                    "model": name, "layerwise_method": meth, "model_weights": wk}
+                    "model": name, "output": out, "interpolation": interp, "layerwise_method": meth,
+                    "num_probes": None if pd.isna(probes) else int(probes), "model_weights": wk}
             rows += _layerwise_model(g, base, n_boot, seed, level)
     rows += _layer_type_families(rows, level)
     return _frame("layerwise", rows, w, level, "no layerwise results match")
@@ -644,8 +648,9 @@ def _layerwise_model(g: pd.DataFrame, base: dict[str, Any], n_boot: int, seed: i
         return out
 
     is_e2e = kind == "end_to_end"
-    e2e = np.full(n_all, np.nan)
-    e2e[img_codes[is_e2e]] = g["value"].to_numpy(float)[is_e2e]
+    # summed like the shares (one row per image in a configuration's group; never the last of several)
+    has_e2e = np.bincount(img_codes[is_e2e], minlength=n_all) > 0
+    e2e = np.where(has_e2e, per_image(is_e2e, g["value"].to_numpy(float)), np.nan)
     unattr = per_image(kind == "unattributed", share_col)
     is_layer = kind == "layer"
     layers = g[is_layer]
@@ -701,9 +706,9 @@ def _layer_type_families(rows: list[dict[str, Any]], level: float) -> list[dict[
     if d.empty:
         return []
     out = []
-    keys = ["dataset", "generator", "layerwise_method", "family", "term"]
-    for key, g in d.groupby(keys, sort=True):
-        base = dict(zip(keys, key, strict=True))
+    keys = ["dataset", "generator", "output", "interpolation", "layerwise_method", "num_probes", "family", "term"]
+    for key, g in d.groupby(keys, sort=True, dropna=False):  # num_probes is None for 'exact'
+        base = {k: (None if pd.isna(v) else v) for k, v in zip(keys, key, strict=True)}
         iv = stats.mean_t_interval(g["estimate"].to_numpy(float), level=level)
         out.append({**base, "scope": "family", "statistic": "share_fraction", **_iv(iv), "n_of": "models",
                     "method": "mean over the family's models of their type fraction; t interval over models",
@@ -725,8 +730,9 @@ def agreement(
 ) -> pd.DataFrame:
     r"""Do the alternative equivariance metrics rank models like the LEE does?
 
-    Per dataset, generator and alternative metric: the Spearman rank correlation across models between
-    the model's mean LEE and its mean value of the metric on the same images (``term = <metric>``,
+    Per dataset, generator, output, interpolation and alternative metric: the Spearman rank correlation
+    across models between the model's mean LEE and its mean value of the metric (computed on the same
+    output: ``metric_pairs`` never pairs a probs LEE with a logits metric) on the same images (``term = <metric>``,
     ``statistic = spearman_rho``), percentile bootstrap interval over models. Column
     ``higher_is_better`` gives the metric's direction: a metric that agrees with the LEE correlates
     positively when lower is better (errors) and negatively when higher is better (consistencies).

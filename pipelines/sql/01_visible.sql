@@ -24,7 +24,10 @@ SELECT
     CAST(json_extract(config_json, CASE WHEN family = 'alt' THEN '$.metrics' ELSE '$.generators' END) AS VARCHAR[])
         AS items,
     coalesce(json_extract_string(config_json, '$.output'), 'probs') AS output,
-    json_extract_string(config_json, '$.interpolation') AS interpolation,
+    -- layerwise: liecore.layerwise interpolates with 'cubic' when the config names none; alt: the config
+    -- has no interpolation (each metric uses its own default), so it stays NULL
+    CASE WHEN family = 'layerwise' THEN coalesce(json_extract_string(config_json, '$.interpolation'), 'cubic')
+         ELSE json_extract_string(config_json, '$.interpolation') END AS interpolation,
     json_extract_string(config_json, '$.method') AS method,
     json_extract_string(config_json, '$.num_probes') AS num_probes
 FROM runs
@@ -63,12 +66,17 @@ CREATE OR REPLACE VIEW lee AS
 SELECT f.* FROM lee_files f
 SEMI JOIN current_items c ON f.unit = c.unit AND f.generator = c.item;
 
--- One row per image, generator and layer call (counting units only); see 03_layerwise.sql.
+-- One row per image, generator and layer call (counting units only); see 03_layerwise.sql. The rows do
+-- not record the output (probs / logits) and interpolation their unit was computed with: they come from
+-- the unit's config (current_items), so that units of one model that differ only in them (two
+-- configurations that both count) stay apart in every view below. method / num_probes are row columns.
 CREATE OR REPLACE VIEW layerwise_visible AS
-SELECT f.* FROM layerwise_files f
-SEMI JOIN current_items c ON f.unit = c.unit AND f.generator = c.item;
+SELECT f.*, c.output, c.interpolation FROM layerwise_files f
+JOIN current_items c ON f.unit = c.unit AND f.generator = c.item;
 
--- One row per image and alternative metric (counting units only).
+-- One row per image and alternative metric (counting units only), with the unit's config `output`
+-- (what the metric compares: probs / logits). Alt units have no interpolation setting (each metric
+-- uses its own default): `interpolation` is NULL. ((unit, item) is unique in current_items: one row each.)
 CREATE OR REPLACE VIEW alt AS
-SELECT f.* FROM alt_files f
-SEMI JOIN current_items c ON f.unit = c.unit AND f.metric = c.item;
+SELECT f.*, c.output, c.interpolation FROM alt_files f
+JOIN current_items c ON f.unit = c.unit AND f.metric = c.item;

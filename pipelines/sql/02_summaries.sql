@@ -30,11 +30,12 @@ SELECT
 FROM s
 LEFT JOIN models m USING (model);
 
--- Per model, dataset and alternative metric: mean value over images, standard error and n.
+-- Per model, dataset, alternative metric and output (probs / logits; `interpolation` is NULL for alt
+-- units, see 01_visible.sql): mean value over images, standard error and n.
 CREATE OR REPLACE VIEW alt_summary AS
 WITH s AS (
     SELECT
-        model, dataset, role, metric, weights, value_unit, higher_is_better,
+        model, dataset, role, metric, weights, output, interpolation, value_unit, higher_is_better,
         count(*) AS n,
         count(DISTINCT unit) AS n_units,
         avg(value) AS mean_value,
@@ -48,12 +49,14 @@ SELECT
 FROM s
 LEFT JOIN models m USING (model);
 
--- LEE next to the alternative metrics, one row per model, dataset, generator and metric (both
--- averaged over their images): the input of the metric-agreement analysis.
+-- LEE next to the alternative metrics, one row per model, dataset, generator, output, interpolation and
+-- metric (both averaged over their images): the input of the metric-agreement analysis. LEE and metric
+-- of the same output only (a probs LEE is never paired with a logits metric); alt units have no
+-- interpolation, so each metric pairs with the LEE of every interpolation (kept apart by `interpolation`).
 CREATE OR REPLACE VIEW metric_pairs AS
 SELECT
     l.model, l.dataset, l.role, l.weights, l.family, l.top1,
     l.generator, l.output, l.interpolation, l.mean_lee, l.log_mean_lee, l.n AS n_lee,
     a.metric, a.value_unit, a.mean_value, a.se_value, a.n AS n_metric, a.higher_is_better
 FROM lee_summary l
-JOIN alt_summary a USING (model, dataset, weights);
+JOIN alt_summary a ON l.model = a.model AND l.dataset = a.dataset AND l.weights = a.weights AND l.output = a.output;

@@ -50,17 +50,25 @@ SELECT
     share IS NOT NULL AS share_additive
 FROM layerwise_visible;
 
--- Per model, dataset, generator and layer call: mean contribution over images, and its fraction of
--- the mean end-to-end LEE.
+-- The configuration of a layerwise result, beyond model, dataset, generator and weights: output (probs /
+-- logits), interpolation, decomposition method and its num_probes (NULL for 'exact'). Each view below
+-- groups and joins on all of them, so results of two configurations of one model (both count, see
+-- current_items) are never averaged together; num_probes and older rows' NULLs are matched with
+-- IS NOT DISTINCT FROM.
+
+-- Per model, dataset, generator, configuration and layer call: mean contribution over images, and its
+-- fraction of the mean end-to-end LEE.
 CREATE OR REPLACE VIEW layerwise_layers AS
 WITH e2e AS (
-    SELECT model, dataset, generator, weights, method, avg(value) AS end_to_end, count(*) AS n
+    SELECT model, dataset, generator, weights, output, interpolation, method, num_probes,
+           avg(value) AS end_to_end, count(*) AS n
     FROM layerwise WHERE kind = 'end_to_end'
     GROUP BY ALL
 ),
 lay AS (
     SELECT
-        model, dataset, role, generator, weights, method, layer, call_index, layer_class, layer_kind, layer_type,
+        model, dataset, role, generator, weights, output, interpolation, method, num_probes,
+        layer, call_index, layer_class, layer_kind, layer_type,
         avg(value) AS mean_value,
         avg(share) AS mean_share,
         bool_and(share_additive) AS share_additive,
@@ -69,39 +77,51 @@ lay AS (
     GROUP BY ALL
 )
 SELECT lay.*, e2e.end_to_end, lay.mean_share / nullif(e2e.end_to_end, 0) AS share_fraction
-FROM lay JOIN e2e USING (model, dataset, generator, weights, method);
+FROM lay JOIN e2e
+    ON lay.model = e2e.model AND lay.dataset = e2e.dataset AND lay.generator = e2e.generator
+   AND lay.weights IS NOT DISTINCT FROM e2e.weights AND lay.output IS NOT DISTINCT FROM e2e.output
+   AND lay.interpolation IS NOT DISTINCT FROM e2e.interpolation AND lay.method IS NOT DISTINCT FROM e2e.method
+   AND lay.num_probes IS NOT DISTINCT FROM e2e.num_probes;
 
 -- Figure 4: cumulative contribution by layer order. depth = call position scaled to [0, 1].
 CREATE OR REPLACE VIEW layerwise_cumulative AS
 SELECT
     l.*,
-    (row_number() OVER w - 1) / greatest(count(*) OVER (PARTITION BY model, dataset, generator, weights, method) - 1, 1)
+    (row_number() OVER w - 1) / greatest(count(*) OVER (
+        PARTITION BY model, dataset, generator, weights, output, interpolation, method, num_probes) - 1, 1)
         AS depth,
     sum(share_fraction) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumulative_fraction
 FROM layerwise_layers l
-WINDOW w AS (PARTITION BY model, dataset, generator, weights, method ORDER BY call_index, layer);
+WINDOW w AS (PARTITION BY model, dataset, generator, weights, output, interpolation, method, num_probes
+             ORDER BY call_index, layer);
 
 -- Share of the end-to-end LEE by layer type (unattributed included; the fractions sum to 1 when
--- shares are additive). n = images.
+-- shares are additive), per model, dataset, generator and configuration. n = images.
 CREATE OR REPLACE VIEW layer_type_shares AS
 WITH per AS (
-    SELECT model, dataset, role, generator, weights, method, layer_type,
+    SELECT model, dataset, role, generator, weights, output, interpolation, method, num_probes, layer_type,
            sum(share) AS share, bool_and(share_additive) AS share_additive
     FROM layerwise WHERE kind IN ('layer', 'unattributed')
     GROUP BY ALL
 ),
 e2e AS (
-    SELECT model, dataset, generator, weights, method, sum(value) AS end_to_end, count(*) AS n
+    SELECT model, dataset, generator, weights, output, interpolation, method, num_probes,
+           sum(value) AS end_to_end, count(*) AS n
     FROM layerwise WHERE kind = 'end_to_end'
     GROUP BY ALL
 )
 SELECT
-    per.model, per.dataset, per.role, per.generator, per.weights, per.method, per.layer_type,
+    per.model, per.dataset, per.role, per.generator, per.weights, per.output, per.interpolation, per.method,
+    per.num_probes, per.layer_type,
     per.share / nullif(e2e.end_to_end, 0) AS share_fraction,
     per.share / e2e.n AS mean_share,
     e2e.end_to_end / e2e.n AS mean_end_to_end,
     e2e.n, per.share_additive,
     m.family
 FROM per
-JOIN e2e USING (model, dataset, generator, weights, method)
-LEFT JOIN models m USING (model);
+JOIN e2e
+    ON per.model = e2e.model AND per.dataset = e2e.dataset AND per.generator = e2e.generator
+   AND per.weights IS NOT DISTINCT FROM e2e.weights AND per.output IS NOT DISTINCT FROM e2e.output
+   AND per.interpolation IS NOT DISTINCT FROM e2e.interpolation AND per.method IS NOT DISTINCT FROM e2e.method
+   AND per.num_probes IS NOT DISTINCT FROM e2e.num_probes
+LEFT JOIN models m ON per.model = m.model;

@@ -97,6 +97,59 @@ def lee_columns(values: np.ndarray, generators: list[str]) -> dict[str, Any]:
     }
 
 
+def layerwise_columns(layers: list[tuple[str, str, str]], fractions: Any, e2e: Any,
+                      generator: str = "rotate") -> dict[str, list]:
+    """layerwise-table columns: per image ``i``, one row per layer (``layers``: (name, class, layer_kind) in
+    call order) with share ``fractions[i, j] * e2e[i]``, the ``end_to_end`` row (``e2e[i]``) and the
+    ``unattributed`` row (share ``fractions[i, -1] * e2e[i]``)."""
+    fractions, e2e = np.asarray(fractions, float), np.asarray(e2e, float)
+    names = ("sample_id", "sample_index", "generator", "kind", "layer", "layer_class", "call_index", "layer_kind",
+             "value", "share")
+    cols: dict[str, list] = {c: [] for c in names}
+    k = len(layers)
+    for i in range(len(e2e)):
+        rows = [(name, cls, j, kind, "layer", fractions[i, j] * e2e[i]) for j, (name, cls, kind) in enumerate(layers)]
+        rows += [("<end_to_end>", "", -1, "end_to_end", "end_to_end", e2e[i]),
+                 ("<unattributed>", "", -1, "unattributed", "unattributed", fractions[i, k] * e2e[i])]
+        for name, cls, j, lkind, kind, share in rows:
+            for c, v in zip(names, (f"img{i}", i, generator, kind, name, cls, j, lkind, abs(share), share),
+                            strict=True):
+                cols[c].append(v)
+    return cols
+
+
+TWO_CONFIG_LAYERS = [("stem", "Conv2d", "convolution"), ("fc", "Linear", "linear")]
+
+
+def write_two_configurations(root: str) -> None:
+    """One model whose layerwise, alt and lee results were computed in two or three configurations that
+    all count (probs / logits output, exact / stochastic layerwise method), 6 layerwise and 5 alt images,
+    plus an older layerwise unit whose config names no interpolation (liecore's default, cubic) on fewer
+    images: a smaller run of the probs / exact / cubic configuration, shadowed by it."""
+    s = Store(root)
+    m, ds = "resnet18.a1_in1k", "sample-test"
+    exact = {"generators": ["rotate"], "method": "exact", "interpolation": "cubic"}
+    for output, conv, e2e in (("probs", 0.9, 1.0), ("logits", 0.1, 10.0)):
+        cols = layerwise_columns(TWO_CONFIG_LAYERS, np.tile([conv, 1 - conv, 0.0], (6, 1)), np.full(6, e2e))
+        write_unit(s, "layerwise", m, ds, "test", cols, config={**exact, "output": output})
+    stoch = layerwise_columns(TWO_CONFIG_LAYERS, np.tile([0.5, 0.4, 0.1], (6, 1)), np.full(6, 1.0))
+    n_rows = len(stoch["value"])
+    write_unit(s, "layerwise", m, ds, "test", {**stoch, "method": ["stochastic"] * n_rows, "num_probes": [8] * n_rows},
+               config={"generators": ["rotate"], "method": "stochastic", "num_probes": 8, "output": "probs",
+                       "interpolation": "cubic"})
+    older = layerwise_columns(TWO_CONFIG_LAYERS, np.tile([0.7, 0.3, 0.0], (3, 1)), np.full(3, 1.0))
+    write_unit(s, "layerwise", m, ds, "test", older,
+               config={"generators": ["rotate"], "method": "exact", "output": "probs"})
+    for output, metric_value, lee_value in (("probs", 0.01, 1.0), ("logits", 10.0, 100.0)):
+        n = 5
+        cols = {"sample_id": [f"img{i}" for i in range(n)], "sample_index": list(range(n)), "metric": ["eq_t"] * n,
+                "value": [metric_value] * n, "higher_is_better": [False] * n}
+        write_unit(s, "alt", m, ds, "test", cols, config={"metrics": ["eq_t"], "output": output})
+        lee = {**lee_columns(np.full((n, 1), lee_value), ["rotate"]), "output": [output] * n}
+        write_unit(s, "lee", m, ds, "test", lee,
+                   config={"generators": ["rotate"], "output": output, "interpolation": "cubic"})
+
+
 def write_catalog(path: Path, models: list[dict[str, Any]]) -> Path:
     """A user catalog file (JSON is valid YAML) with planted metadata."""
     entries = [{"source": "random", **m} for m in models]

@@ -18,7 +18,7 @@ from pipelines.analysis.analyses import ANALYSES, COLUMNS, anti_alias_pairs, run
 from pipelines.analysis.views import connect
 from pipelines.store import Store
 
-from .conftest import TRUTH, lee_columns, write_unit
+from .conftest import TRUTH, lee_columns, write_two_configurations, write_unit
 
 N_BOOT = 1000
 
@@ -237,6 +237,32 @@ def test_layerwise_recovers_type_shares_and_cumulative(layer_store):
     assert set(only.loc[only.scope == "model", "model"]) == {"resnet50.a1_in1k"}
     con.close()
 
+
+def test_layerwise_keeps_configurations_apart(tmp_path):
+    """probs / logits and exact / stochastic results of one model: one set of rows each, fractions sum to 1."""
+    root = str(tmp_path / "r")
+    write_two_configurations(root)
+    con = connect(root, threads=1)
+    df = analyses.layerwise(con, n_boot=50)
+    con.close()
+    shares = df[(df.statistic == "share_fraction") & (df.scope == "model")]
+    key = ["output", "interpolation", "layerwise_method"]
+    assert len(shares) == 3 * 3 and (shares["n"] == 6).all()
+    assert np.allclose(shares.groupby(key)["estimate"].sum(), 1.0)
+    got = {(o, m, t): e for o, m, t, e in shares[["output", "layerwise_method", "term", "estimate"]].itertuples(
+        index=False)}
+    assert got == pytest.approx({
+        ("probs", "exact", "convolution"): 0.9, ("probs", "exact", "MLP"): 0.1, ("probs", "exact", "unattributed"): 0,
+        ("logits", "exact", "convolution"): 0.1, ("logits", "exact", "MLP"): 0.9, ("logits", "exact", "unattributed"): 0,
+        ("probs", "stochastic", "convolution"): 0.5, ("probs", "stochastic", "MLP"): 0.4,
+        ("probs", "stochastic", "unattributed"): 0.1})
+    assert set(shares.loc[shares.layerwise_method == "stochastic", "num_probes"]) == {8}
+    assert shares.loc[shares.layerwise_method == "exact", "num_probes"].isna().all()
+    assert set(shares["interpolation"]) == {"cubic"}
+    fam = df[(df.statistic == "share_fraction") & (df.scope == "family")]
+    assert len(fam) == 3 * 3 and (fam["n"] == 1).all()  # one model per configuration, never two
+    cum = df[df.statistic == "cumulative_fraction"].sort_values([*key, "call_index"])
+    assert list(cum["estimate"]) == pytest.approx([0.1, 1.0, 0.9, 1.0, 0.5, 0.9])
 
 def test_weights_never_mixed_and_random_fallback_is_stated(tmp_path):
     rng = np.random.default_rng(5)

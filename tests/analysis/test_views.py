@@ -10,6 +10,7 @@ import uuid
 import duckdb
 import fsspec
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -19,7 +20,7 @@ from pipelines.analysis.views import connect, sql_files
 from pipelines.cli import UsageError, main
 from pipelines.store import Store
 
-from .conftest import data_table, lee_columns, runs_row, write_unit
+from .conftest import data_table, lee_columns, runs_row, write_two_configurations, write_unit
 
 GENS = ["rotate", "translate_x"]
 CFG = {"generators": GENS, "output": "probs", "interpolation": "cubic"}
@@ -267,4 +268,38 @@ def test_lee_files_holds_every_file(mixed_root):
     files = Store(root).fs.glob(f"{root}/lee/*/*/*/*.parquet")
     assert sum(pq.read_metadata(f).num_rows for f in files) == con.execute(
         "SELECT count(*) FROM lee_files").fetchall()[0][0]
+    con.close()
+
+
+def test_layerwise_and_alt_configurations_are_never_pooled(tmp_path):
+    root = str(tmp_path / "r")
+    write_two_configurations(root)
+    con = connect(root, threads=1)
+    key = ["output", "interpolation", "method", "num_probes"]
+    shares = con.sql("SELECT * FROM layer_type_shares").df()
+    assert len(shares) == 3 * 3 and (shares["n"] == 6).all()  # 3 configurations x 3 types, 6 images each
+    got = {(o, i, me, None if pd.isna(p) else int(p), t): f for o, i, me, p, t, f in
+           shares[[*key, "layer_type", "share_fraction"]].itertuples(index=False)}
+    assert got == pytest.approx({
+        ("probs", "cubic", "exact", None, "convolution"): 0.9, ("probs", "cubic", "exact", None, "MLP"): 0.1,
+        ("probs", "cubic", "exact", None, "unattributed"): 0.0,
+        ("logits", "cubic", "exact", None, "convolution"): 0.1, ("logits", "cubic", "exact", None, "MLP"): 0.9,
+        ("logits", "cubic", "exact", None, "unattributed"): 0.0,
+        ("probs", "cubic", "stochastic", 8, "convolution"): 0.5, ("probs", "cubic", "stochastic", 8, "MLP"): 0.4,
+        ("probs", "cubic", "stochastic", 8, "unattributed"): 0.1})
+    assert set(shares.groupby(["output", "method"])["mean_end_to_end"].first().round(6)) == {1.0, 10.0}
+    layers = con.sql("SELECT output, method, layer, n, end_to_end, share_fraction FROM layerwise_layers "
+                     "ORDER BY output, method, call_index").df()
+    assert len(layers) == 3 * 2 and (layers["n"] == 6).all()
+    assert list(layers["end_to_end"]) == pytest.approx([10.0, 10.0, 1.0, 1.0, 1.0, 1.0])
+    assert list(layers["share_fraction"]) == pytest.approx([0.1, 0.9, 0.9, 0.1, 0.5, 0.4])
+    cum = con.sql("SELECT output, method, depth, cumulative_fraction FROM layerwise_cumulative "
+                  "ORDER BY output, method, depth").df()
+    assert list(cum["depth"]) == [0.0, 1.0] * 3
+    assert list(cum["cumulative_fraction"]) == pytest.approx([0.1, 1.0, 0.9, 1.0, 0.5, 0.9])
+    alt = con.sql("SELECT output, interpolation, n, mean_value FROM alt_summary ORDER BY output").df()
+    assert list(alt["output"]) == ["logits", "probs"] and (alt["n"] == 5).all()
+    assert list(alt["mean_value"]) == pytest.approx([10.0, 0.01]) and alt["interpolation"].isna().all()
+    pairs = con.sql("SELECT output, mean_lee, mean_value FROM metric_pairs ORDER BY output").df()
+    assert pairs.values.tolist() == [["logits", 100.0, 10.0], ["probs", 1.0, 0.01]]
     con.close()
