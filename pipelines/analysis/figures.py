@@ -398,25 +398,40 @@ def scale_within_family(df: pd.DataFrame, ctx: FigureContext) -> Figure:
     return fig
 
 
+def _count(n: float) -> str:
+    """300, 1.2k, 1.3M, 2.3B (an image count on a tick label); '?' when unknown."""
+    if n is None or not np.isfinite(n):
+        return "?"
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.2g}{unit}"
+    return f"{n:.0f}"
+
+
 def pretraining_data(df: pd.DataFrame, ctx: FigureContext) -> Figure:
     """Figure 6 (case study): LEE by pretraining data (ordered by its size), one panel per generator.
 
     ``df``: ``lee_summary`` rows with ``pretrain_data``, ``pretrain_images``, ``arch``. Checkpoints of the
-    same architecture are joined by a line.
+    same architecture are joined by a line. A set used at several sizes (the zoo's digits with 300 and
+    1,200 training images) is one tick per size, ``digits (300)``.
     """
     df, dropped = _positive(df[df["pretrain_data"].notna()], "mean_lee")
     if df.empty:
         raise NoData("no model with known pretraining data and a positive LEE")
-    order = (df.groupby("pretrain_data")["pretrain_images"].max().fillna(np.inf).sort_values().index.tolist())
+    sizes = df.groupby("pretrain_data")["pretrain_images"].nunique()
+    several = df["pretrain_data"].isin(sizes[sizes > 1].index)
+    df = df.assign(data=df["pretrain_data"].where(
+        ~several, df["pretrain_data"] + " (" + df["pretrain_images"].map(_count) + ")"))
+    order = (df.groupby("data")["pretrain_images"].max().fillna(np.inf).sort_values().index.tolist())
     pos = {p: i for i, p in enumerate(order)}
     gens = sorted(df["generator"].unique())
     fig, axes = _new(len(gens))
     rng = np.random.default_rng(0)
     for ax, g in zip(axes, gens, strict=True):
         d = df[df["generator"] == g].copy()
-        d["x"] = d["pretrain_data"].map(pos) + rng.uniform(-0.15, 0.15, len(d))
+        d["x"] = d["data"].map(pos) + rng.uniform(-0.15, 0.15, len(d))
         for _, da in d.groupby("arch"):
-            if da["pretrain_data"].nunique() > 1:
+            if da["data"].nunique() > 1:
                 da = da.sort_values("x")
                 ax.plot(da["x"], da["mean_lee"], color=ctx.color(da["family"].iloc[0]), lw=0.8, alpha=0.6)
         for _, r in d.iterrows():

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import json
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -78,8 +79,13 @@ MODEL_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("module", "VARCHAR", "timm module"),
     ("source", "VARCHAR", "catalog weight source (hub, file, random)"),
     ("params_m", "DOUBLE", "parameters, millions"),
-    ("pretrain_data", "VARCHAR", "data of the first training stage (in1k, in21k, laion2b, ...)"),
-    ("pretrain_images", "DOUBLE", "approximate images in pretrain_data"),
+    ("pretrain_data", "VARCHAR", "data of the first training stage (in1k, in21k, laion2b, ...; zoo: digits, patches)"),
+    ("pretrain_images", "DOUBLE", "images of the first training stage: the catalog's training metadata (zoo: "
+                                  "train_n, of the pretrained model for a fine-tuned one), else the approximate "
+                                  "size of pretrain_data (PRETRAIN_IMAGES)"),
+    ("train_images", "DOUBLE", "images of the model's own (last) training stage, from its training metadata "
+                               "(zoo train_n; NULL for catalog timm models)"),
+    ("model_kwargs", "VARCHAR", "the spec's model_kwargs as JSON (the zoo's width / depth of an arch); NULL if none"),
     ("recipe", "VARCHAR", "training recipe (pretrained tag part)"),
     ("anti_aliased", "BOOLEAN", "BlurPool-style anti-aliased architecture ('blur' in arch)"),
     ("img_size", "INTEGER", "evaluation input size of the spec"),
@@ -265,6 +271,21 @@ def _user_specs(catalogs: Sequence[str | Path]) -> dict[str, Any]:
     return specs
 
 
+def _number(value: Any) -> float | None:
+    try:
+        return None if value is None or isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _trained_spec(key: str, user: dict[str, Any]) -> Any:
+    """The spec whose training metadata has ``key`` (a fine-tuned zoo model's ``training.pretrain``)."""
+    for spec in [*user.values(), *_zoo_specs().values()]:
+        if (spec.training or {}).get("key") == key:
+            return spec
+    return None
+
+
 def model_rows(names: Iterable[str] | None, catalogs: Sequence[str | Path] = ()) -> list[dict[str, Any]]:
     """One metadata record per model (``MODEL_COLUMNS``).
 
@@ -302,9 +323,18 @@ def model_rows(names: Iterable[str] | None, catalogs: Sequence[str | Path] = ())
         if params_m is None and t.get("params") is not None:
             params_m = float(t["params"]) / 1e6
         pretrain = spec.pretrain_data or (t.get("pretrain") if isinstance(t.get("pretrain"), str) else None)
+        train_images = _number(t.get("train_n"))
+        pretrain_images = train_images
+        if t.get("pretrain"):  # fine-tuned: the first stage is the pretrained model's training set
+            pre = _trained_spec(t["pretrain"], user)
+            pretrain_images = _number((pre.training or {}).get("train_n")) if pre is not None else None
+        if pretrain_images is None:
+            pretrain_images = PRETRAIN_IMAGES.get(pretrain or "")
+        kwargs = json.dumps(spec.model_kwargs, sort_keys=True, default=str) if spec.model_kwargs else None
         rows.append({
             "model": name, "arch": spec.arch, "family": spec.family, "module": spec.module, "source": spec.source,
-            "params_m": params_m, "pretrain_data": pretrain, "pretrain_images": PRETRAIN_IMAGES.get(pretrain or ""),
+            "params_m": params_m, "pretrain_data": pretrain, "pretrain_images": pretrain_images,
+            "train_images": train_images, "model_kwargs": kwargs,
             "recipe": spec.recipe or t.get("recipe"), "anti_aliased": "blur" in spec.arch.lower(),
             "img_size": spec.img_size, "top1": top1, "top5": spec.top5, "top1_v2": spec.top1_v2,
             "top1_sketch": spec.top1_sketch, "top1_r": spec.top1_r, "top1_real": spec.top1_real, "in_catalog": True,

@@ -125,6 +125,78 @@ def test_scale_recovers_size_and_recipe_effects(planted_con):
     assert _inside(df)
 
 
+ZOO = {
+    "params": {"s": 0.025, "m": 0.096, "l": 0.377},   # millions; model_kwargs width 16 / 32 / 64
+    "c": -0.3,                                         # d ln LEE / d log10 params, same recipe and data
+    "d": 1.0,                                          # d ln LEE / d log10 training images, same model and recipe
+    "recipe": {"none": 0.0, "rotate": -1.0, "translate": -0.8, "strong": -1.4},
+    "seeds": {"none": 3, "rotate": 3, "translate": 2, "strong": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def zoo_grid(tmp_path_factory):
+    """A model-zoo-like grid, every model arch ``zoo_cnn``: recipe 'none' at widths s/m/l trained on 300 and
+    1,200 digits; the other recipes at width s on 1,200 digits only, with unequal seed counts. ln LEE =
+    c log10 params + d log10 train_n + recipe offset + 0.01 noise. Pooling every model of the arch (or
+    family) confounds width with recipe and data: the parameter slope over all 25 models is positive."""
+    rng = np.random.default_rng(5)
+    base = tmp_path_factory.mktemp("zoo")
+    root = str(base / "r")
+    s = Store(root)
+    widths = {"s": 16, "m": 32, "l": 64}
+    models = []
+    for recipe, n_seeds in ZOO["seeds"].items():
+        for size in (widths if recipe == "none" else ["s"]):
+            for n in ((300, 1200) if recipe == "none" else (1200,)):
+                for seed in range(n_seeds):
+                    name = f"zoo_cnn_{size}_{recipe}_n{n}_s{seed}"
+                    mu = (-3 + ZOO["c"] * math.log10(ZOO["params"][size]) + ZOO["d"] * math.log10(n)
+                          + ZOO["recipe"][recipe] + rng.normal(0, 0.01))
+                    write_unit(s, "lee", name, "digits-test", "test", lee_columns(np.full((4, 1), math.exp(mu)),
+                                                                                  ["rotate"]),
+                               weights="file", config={"generators": ["rotate"], "output": "probs",
+                                                       "interpolation": "cubic"})
+                    models.append({"name": name, "arch": "zoo_cnn", "family": "cnn", "params_m": ZOO["params"][size],
+                                   "pretrain_data": "digits", "recipe": recipe, "model_kwargs": {"width": widths[size]},
+                                   "training": {"task": "digits", "size": size, "train_n": n, "recipe": recipe,
+                                                "seed": seed, "key": f"key-{name}", "pretrain": None}})
+    # not evaluated: a ViT pretrained on 2,000 photo patches and fine-tuned on 1,200 digits (model_rows)
+    models.append({"name": "zoo_vit_s_none_patches", "arch": "zoo_vit", "family": "vit", "pretrain_data": "patches",
+                   "recipe": "none", "training": {"task": "patches", "train_n": 2000, "key": "key-pre",
+                                                  "pretrain": None}})
+    models.append({"name": "zoo_vit_s_rotate_ft", "arch": "zoo_vit", "family": "vit", "pretrain_data": "patches",
+                   "recipe": "rotate", "training": {"task": "digits", "train_n": 1200, "key": "key-ft",
+                                                    "pretrain": "key-pre"}})
+    from .conftest import write_catalog
+
+    return root, str(write_catalog(base / "zoo.yaml", models))
+
+
+def test_zoo_training_set_size_reaches_the_models_table(zoo_grid):
+    root, cat = zoo_grid
+    from pipelines.analysis.views import model_rows
+
+    rows = {r["model"]: r for r in model_rows(["zoo_cnn_s_none_n300_s0", "zoo_cnn_m_none_n1200_s1",
+                                               "zoo_vit_s_none_patches", "zoo_vit_s_rotate_ft"], catalogs=[cat])}
+    assert rows["zoo_cnn_s_none_n300_s0"]["pretrain_images"] == 300
+    assert rows["zoo_cnn_s_none_n300_s0"]["train_images"] == 300
+    assert rows["zoo_cnn_m_none_n1200_s1"]["pretrain_images"] == 1200
+    assert rows["zoo_cnn_m_none_n1200_s1"]["model_kwargs"] == '{"width": 32}'
+    # fine-tuned: the first stage is the pretrained model's 2,000 patches, the last the 1,200 digits
+    ft = rows["zoo_vit_s_rotate_ft"]
+    assert (ft["pretrain_data"], ft["pretrain_images"], ft["train_images"]) == ("patches", 2000, 1200)
+    assert rows["zoo_vit_s_none_patches"]["pretrain_images"] == 2000
+    # and figure 6c draws the two digit set sizes as two ticks
+    from pipelines.analysis import figures as F
+
+    con = connect(root, catalogs=[cat], threads=1)
+    lee = con.sql("SELECT * FROM lee_summary").df()
+    con.close()
+    fig = F.pretraining_data(lee, F.FigureContext(dataset="digits-test", weights="trained"))
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["digits (300)", "digits (1.2k)"]
+
+
 def test_anti_aliasing_ratio(tmp_path):
     rng = np.random.default_rng(3)
     root = str(tmp_path / "r")
