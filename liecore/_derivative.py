@@ -29,6 +29,7 @@ from ._grid import Interpolation, check_interpolation, spatial_tangent_nchw
 from ._layout import Layout
 
 __all__ = [
+    "Probs",
     "differentiable_mode",
     "lie_derivative",
     "lie_derivatives",
@@ -75,12 +76,31 @@ def differentiable_mode(f, *, grad: bool = False) -> Iterator[None]:
             m.fused_attn = flag
 
 
+class Probs(nn.Module):
+    """Softmax probabilities of a classifier ``f`` returning logits.
+
+    A module holding ``f`` (as a submodule when ``f`` is one), so that
+    :func:`differentiable_mode` on the wrapper reaches ``f``'s modules: eval mode and fused
+    attention off apply through it.
+    """
+
+    def __init__(self, f: Callable[[torch.Tensor], torch.Tensor]):
+        super().__init__()
+        self.f = f
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.f(x), dim=-1)
+
+
 def with_output(f: Callable[[torch.Tensor], torch.Tensor], output: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Wrap a classifier returning logits so that it returns ``output`` (``probs`` or ``logits``)."""
+    """Wrap a classifier returning logits so that it returns ``output`` (``probs`` or ``logits``).
+
+    For ``probs`` the result is a :class:`Probs` module holding ``f``.
+    """
     if output == "logits":
         return f
     if output == "probs":
-        return lambda x: torch.softmax(f(x), dim=-1)
+        return Probs(f)
     raise ValueError(f"unknown output {output!r}; choose one of {OUTPUTS}")
 
 

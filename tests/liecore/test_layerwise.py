@@ -9,6 +9,8 @@ from torch import nn
 import liecore
 from liecore import ActivationLayouts, Layout, layerwise
 
+from .test_lee import FusedFlagNet, train_mode_bn_net
+
 
 class ResidualCNN(nn.Module):
     """Only leaf layers and residual additions: the decomposition must be complete."""
@@ -127,3 +129,20 @@ def test_undeclared_token_layout_is_a_clear_error():
     x = torch.rand(1, 3, 12, 12, dtype=torch.float64)
     with pytest.raises(ValueError, match="declared token layout"):
         layerwise(TinyViT(pos=True).double(), x, "rotate")
+
+
+@pytest.mark.parametrize("method", ["exact", "stochastic"])
+def test_eval_mode_and_fused_attention_off_through_probs(method):
+    """The end-to-end JVP of the default output (softmax) runs in eval mode with fused
+    attention off too, and the modules are restored."""
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    m = train_mode_bn_net()
+    stats = [t.clone() for t in m[1].buffers()]
+    res = layerwise(m, x, "rotate", method=method, num_probes=20)
+    assert m.training and m[1].training
+    assert all(torch.equal(a, b) for a, b in zip(stats, m[1].buffers(), strict=True))
+    torch.testing.assert_close(res.end_to_end, liecore.lee(m, x, "rotate").values[:, 0], rtol=1e-12, atol=0)
+    f = FusedFlagNet().double()
+    res = layerwise(f, x, "rotate", method=method, num_probes=20)
+    assert f.fused_attn is True and (res.end_to_end > 0).all()
+

@@ -63,3 +63,49 @@ def test_readme_worked_example():
     assert liecore.lee(nn.Identity(), x, "translate_x", out_layout=Layout.spatial()).values.item() == 0.0
     res = liecore.lee(lambda z: z.mean((1, 2, 3))[:, None], x, "translate_x", output="logits")
     assert res.values.item() == pytest.approx(1.44)
+
+
+class FusedFlagNet(nn.Module):
+    """A classifier with timm's ``fused_attn`` flag whose forward refuses to run with it on."""
+
+    def __init__(self):
+        super().__init__()
+        self.fused_attn = True
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x):
+        assert not self.fused_attn, "differentiated with fused attention on"
+        return self.fc(torch.tanh(self.conv(x)).mean((2, 3)))
+
+
+def train_mode_bn_net() -> nn.Module:
+    """A classifier with batch norm, left in train mode (batch statistics, in-place counter)."""
+    torch.manual_seed(0)
+    m = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)
+    ).double()
+    m[1].running_mean.normal_()
+    m[1].running_var.uniform_(0.5, 2.0)
+    return m.train()
+
+
+@pytest.mark.parametrize("output", ["probs", "logits"])
+def test_eval_mode_and_fused_attention_off_for_every_output(output):
+    """The softmax wrapper of output="probs" must not hide the model from eval mode and the
+    fused-attention switch."""
+    x = torch.rand(3, 3, 8, 8, dtype=torch.float64)
+    m = train_mode_bn_net()
+    stats = [t.clone() for t in m[1].buffers()]
+    res = liecore.lee(m, x, ["rotate", "translate_x"], output=output)
+    assert m.training and m[1].training
+    assert all(torch.equal(a, b) for a, b in zip(stats, m[1].buffers(), strict=True))  # no batch statistics
+    m.eval()
+    post = (lambda z: torch.softmax(m(z), -1)) if output == "probs" else m
+    expect = liecore.lee(post, x, ["rotate", "translate_x"], output="logits")
+    torch.testing.assert_close(res.values, expect.values, rtol=1e-12, atol=0)
+
+    f = FusedFlagNet().double()
+    res = liecore.lee(f, x, "rotate", output=output)
+    assert f.fused_attn is True and (res.values > 0).all()
+
