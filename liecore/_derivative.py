@@ -118,14 +118,19 @@ def batched_jvp(
     f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tangents: torch.Tensor, chunk_size: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(f(x), stack of Df(x)[t] for t in tangents)``: the primal once per chunk, the
-    tangents vectorized (``vmap`` over ``jvp``)."""
+    tangents vectorized (``vmap`` over ``jvp``).
+
+    Each primal pass gets its own copy of ``x``: a layer that writes into its input
+    (``ReLU(inplace=True)`` first) must neither change the caller's tensor nor the input of
+    the next chunk.
+    """
     if len(tangents) == 1:
-        y, dy = jvp(f, (x,), (tangents[0],))
+        y, dy = jvp(f, (x.clone(),), (tangents[0],))
         return y, dy.unsqueeze(0)
     step = chunk_size or len(tangents)
     parts = []
     for start in range(0, len(tangents), step):
-        y, d = vmap(lambda t: jvp(f, (x,), (t,)), out_dims=(None, 0))(tangents[start : start + step])
+        y, d = vmap(lambda t: jvp(f, (x.clone(),), (t,)), out_dims=(None, 0))(tangents[start : start + step])
         parts.append(d)
     return y, torch.cat(parts)
 
@@ -162,7 +167,7 @@ def lie_derivatives(
     layout = out_layout or Layout.invariant()
     if x.ndim != 4:
         raise ValueError(f"images must be (B, C, H, W), got shape {tuple(x.shape)}")
-    x = x.detach()
+    x = x.detach()  # read here only; every forward pass gets its own copy (batched_jvp)
     tangents = torch.stack(
         [input_tangent(x, g, interpolation=interpolation, mean=mean, std=std) for g in gens]
     )

@@ -446,16 +446,22 @@ def layerwise(
     out_layout = out_layout or Layout.invariant()
     if output is None:
         output = "probs" if out_layout.kind == "invariant" else "raw"
+    # a module (Probs holds the model): differentiable_mode(f) reaches the model's layers
     f = model if output == "raw" else with_output(model, output)
+    # read only; each forward pass below gets its own copy, since a layer that writes into
+    # its input (ReLU(inplace=True) first) would change the input of the passes after it
     x = x.detach()
 
     with LayerwiseRecorder(model, composites) as rec:
         with differentiable_mode(model):
+            x_rec = x.clone()
             rec.mode = "record"
-            rec.x_net = x
-            y = f(x)
-            rec.mode = "off"
-            rec.x_net = None
+            rec.x_net = x_rec
+            try:
+                y = f(x_rec)
+            finally:
+                rec.mode = "off"
+                rec.x_net = None
             calls = rec.calls
             vectors = [_local_lie_derivative(c, gen, layouts, interpolation, mean, std) for c in calls]
         _, e2e = lie_derivatives(f, x, [gen], out_layout=out_layout, interpolation=interpolation, mean=mean, std=std)
@@ -528,7 +534,7 @@ def _push_forward_exact(f, x: torch.Tensor, rec: LayerwiseRecorder, k: int, chun
     def g(s):
         rec.scale = s
         rec.k = 0
-        return f(x)
+        return f(x.clone())  # a fresh input per pass (in-place first layers)
 
     basis = torch.eye(k, dtype=x.dtype, device=x.device)
     rec.mode = "inject"
@@ -551,7 +557,7 @@ def _probe_stochastic(f, x, rec: LayerwiseRecorder, k: int, e2e_flat: torch.Tens
     rec.mode = "inject"
     try:
         with differentiable_mode(rec.model, grad=True):
-            out = f(x)
+            out = f(x.clone())  # a fresh input (in-place first layers)
     finally:
         rec.mode = "off"
         rec.scale = None

@@ -9,7 +9,7 @@ from torch import nn
 import liecore
 from liecore import ActivationLayouts, Layout, layerwise
 
-from .test_lee import FusedFlagNet, train_mode_bn_net
+from .test_lee import FusedFlagNet, inplace_net, train_mode_bn_net
 
 
 class ResidualCNN(nn.Module):
@@ -145,4 +145,24 @@ def test_eval_mode_and_fused_attention_off_through_probs(method):
     f = FusedFlagNet().double()
     res = layerwise(f, x, "rotate", method=method, num_probes=20)
     assert f.fused_attn is True and (res.end_to_end > 0).all()
+
+
+def test_layers_writing_into_the_input():
+    """In-place first layers: the caller's tensor is untouched and every pass (record,
+    push-forward, end-to-end JVP, probes) sees the original input."""
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    x0 = x.clone()
+    ref = layerwise(inplace_net(False), x, "translate_x")
+    net = inplace_net(True)
+    exact = layerwise(net, x, "translate_x")
+    stoch = layerwise(net, x, "translate_x", method="stochastic", num_probes=20)
+    assert torch.equal(x, x0)
+    for res in (exact, stoch):
+        torch.testing.assert_close(res.end_to_end, liecore.lee(inplace_net(False), x, "translate_x").values[:, 0])
+    torch.testing.assert_close(exact.total_share(), exact.end_to_end, rtol=1e-9, atol=0)
+    for a, b in zip(ref.records, exact.records, strict=True):
+        torch.testing.assert_close(b.share, a.share, rtol=1e-9, atol=1e-30)
+    for a, b in zip(ref.records, exact.records, strict=True):
+        torch.testing.assert_close(b.value, a.value, rtol=1e-9, atol=1e-30)
+    assert (exact.unattributed < 1e-20 * exact.end_to_end).all()
 

@@ -109,3 +109,37 @@ def test_eval_mode_and_fused_attention_off_for_every_output(output):
     res = liecore.lee(f, x, "rotate", output=output)
     assert f.fused_attn is True and (res.values > 0).all()
 
+
+class AddOneInPlace(nn.Module):
+    """Writes into its input: ``x += 1`` (not idempotent, unlike an in-place ReLU)."""
+
+    def forward(self, x):
+        return x.add_(1.0)
+
+
+class AddOne(nn.Module):
+    def forward(self, x):
+        return x + 1.0
+
+
+def inplace_net(inplace: bool) -> nn.Module:
+    """In-place first layers (or their out-of-place twins) before a small classifier."""
+    torch.manual_seed(0)
+    first = [nn.ReLU(inplace=True), AddOneInPlace()] if inplace else [nn.ReLU(), AddOne()]
+    rest = [nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)]
+    return nn.Sequential(*first, *rest).double().eval()
+
+
+def test_layers_writing_into_the_input_change_neither_the_caller_nor_the_result():
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    x0 = x.clone()
+    gens = ["translate_x", "rotate", "scale"]
+    ref = lie_derivatives(inplace_net(False), x, gens)[1]
+    net = inplace_net(True)
+    for chunk in (None, 1):  # one primal pass per chunk: each needs the untouched input
+        got = lie_derivatives(net, x, gens, chunk_size=chunk)[1]
+        assert torch.equal(x, x0)
+        torch.testing.assert_close(got, ref, rtol=1e-12, atol=0)
+    torch.testing.assert_close(liecore.lie_derivative(net, x, "rotate"), ref[1], rtol=1e-12, atol=0)
+    torch.testing.assert_close(liecore.lee(net, x, gens, batch_size=1).values, liecore.lee(inplace_net(False), x, gens).values)
+    assert torch.equal(x, x0)
