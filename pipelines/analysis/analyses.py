@@ -324,15 +324,30 @@ def scale(
 ) -> pd.DataFrame:
     r"""Scale, training recipe and anti-aliasing.
 
-    Per dataset and generator, over models (``y`` = ln mean LEE):
+    Per dataset, generator, output and interpolation, over models (``y`` = ln mean LEE). Every comparison
+    is between models that differ only in the thing compared; the rest is held fixed by grouping on the
+    ``models`` columns (missing values are a value of their own):
 
-    - ``statistic = slope``, ``term = log10 params_m`` / ``log10 pretrain_images``: OLS slope of ln LEE on
-      log10 of the parameter count / the pretraining set's size (change of ln LEE per tenfold), per
-      family (``scope = family``, at least 3 models with 2 distinct sizes) and pooled within families
-      (``scope = within-family``: one slope with a fixed offset per family), Student-t interval;
-    - ``statistic = recipe_effect``, ``term = recipe=<r>``: the mean within-architecture deviation of
-      ln LEE of models trained with recipe ``r`` (architectures evaluated with at least two recipes;
-      negative = lower LEE than the same architecture's other recipes), Student-t interval over models;
+    ==================  ==========================================================================
+    what a model is     ``arch``, ``params_m`` (4 significant digits), ``model_kwargs`` (zoo widths)
+    what it learned on  ``pretrain_data``, ``pretrain_images``, ``train_images`` (zoo training-set size)
+    how                 ``recipe`` (missing: ``none``), and ``weights`` (hub / file / random)
+    ==================  ==========================================================================
+
+    - ``statistic = slope``, ``term = log10 params_m``: OLS slope of ln LEE on log10 of the parameter
+      count (change of ln LEE per tenfold) within groups of models with equal recipe, training data and
+      weights: ``ln LEE ~ log10 params_m + one offset per group``, groups with at least two sizes. Per
+      family (``scope = family``) and pooled over families (``scope = within-family``: an offset per
+      family and group), Student-t interval; ``n`` = models in the groups used;
+    - ``term = log10 pretrain_images``: the same for the size of the (first-stage) training set, within
+      groups of equal model (arch, parameters, model_kwargs), recipe and weights;
+    - ``statistic = recipe_effect``, ``term = recipe=<r>``, ``scope = within-model``: among models that
+      differ only in their recipe (equal model, training data and weights; groups with at least two
+      recipes), the mean ln LEE of recipe ``r``'s models minus the group's mean over recipes (the mean
+      of the recipes' means: each recipe weighs the same however many seeds it has), averaged over the
+      groups with ``r``; negative = lower LEE than the same model under the other recipes. Student-t
+      interval over groups (``n_of = groups``) when ``r`` is in two or more, else within its one group
+      from the pooled spread of models of equal group and recipe (seeds; ``n_of = models``);
     - ``statistic = ratio``, ``term = anti-aliased / plain``: mean LEE of an anti-aliased (BlurPool)
       model over its plain counterpart (``model`` / column ``reference``; :func:`anti_alias_pairs`, or
       ``pairs``), percentile bootstrap over images, paired when both saw the same images.
@@ -343,14 +358,17 @@ def scale(
     w = _Weights(con, weights, ["lee"], dataset)
     data = _df(con, f"""
         SELECT s.model, s.weights, s.dataset, s.generator, s.output, s.interpolation, s.log_mean_lee AS y,
-               s.family, s.params_m, s.pretrain_images, s.recipe, coalesce(m.arch, split_part(s.model, '.', 1)) AS arch
+               s.family, s.params_m, s.pretrain_data, s.pretrain_images, m.train_images, m.model_kwargs, s.recipe,
+               coalesce(m.arch, split_part(s.model, '.', 1)) AS arch
         FROM lee_summary s LEFT JOIN models m USING (model)
         WHERE {_where(w, dataset, generator, "s")}
     """)
     rows: list[dict[str, Any]] = []
     for (ds, gen, out, interp), g in _groups(data, ["dataset", "generator", "output", "interpolation"]):
         base = {"dataset": ds, "generator": gen, "output": out, "interpolation": interp}
-        g = g[np.isfinite(g["y"].astype(float))].assign(family=lambda d: d["family"].fillna("unknown"))
+        g = g[np.isfinite(g["y"].astype(float))].assign(
+            family=lambda d: d["family"].fillna("unknown"), recipe=lambda d: d["recipe"].fillna("none"),
+            params_key=lambda d: [f"{v:.4g}" if pd.notna(v) else None for v in d["params_m"]])
         for col in ("params_m", "pretrain_images"):
             rows += _trend(g, col, base, level)
         rows += _recipes(g, base, level)
@@ -358,50 +376,106 @@ def scale(
     chosen = list(pairs) if pairs is not None else anti_alias_pairs(model_arch)
     rows += _anti_alias(con, chosen, _where(w, dataset, generator, "l"), n_boot, seed, level)
     empty = ("no lee results match" if data.empty else
-             "too few models: a trend needs 3 models of a family with 2 sizes, a recipe effect an architecture "
-             "with 2 recipes, the anti-aliasing ratio a BlurPool model and its plain counterpart")
+             "too few models: a trend needs 3 models of a family, 2 sizes among models of equal recipe and data "
+             "(or model, for the data size); a recipe effect 2 recipes of one model trained on the same data; the "
+             "anti-aliasing ratio a BlurPool model and its plain counterpart")
     return _frame("scale", rows, w, level, empty)
+
+
+_MODEL_KEYS = ("arch", "params_key", "model_kwargs")
+"""``scale``: what a model is (``params_key`` = ``params_m`` to 4 significant digits)."""
+_DATA_KEYS = ("pretrain_data", "pretrain_images", "train_images")
+"""``scale``: what a model was trained on."""
+_TREND_HELD: dict[str, tuple[tuple[str, ...], str]] = {
+    "params_m": (("weights", "recipe", *_DATA_KEYS), "recipe and training data (pretrain_data, pretrain_images, "
+                                                     "train_images)"),
+    "pretrain_images": (("weights", "recipe", *_MODEL_KEYS), "model (arch, params_m, model_kwargs) and recipe"),
+}
+"""``scale`` trends: the columns held fixed within a group, and how the method text names them."""
+
+
+def _group_labels(d: pd.DataFrame, cols: Sequence[str]) -> pd.Series:
+    """One string per row naming its values of ``cols`` (missing values are a value of their own)."""
+    if d.empty:
+        return pd.Series([], index=d.index, dtype=object)
+    return d[list(cols)].astype(object).where(d[list(cols)].notna(), "NA").astype(str).agg(" | ".join, axis=1)
+
+
+def _within_slope(d: pd.DataFrame, col: str, groups: pd.Series, term: str,
+                  level: float) -> tuple[stats.OLSResult, int] | None:
+    """OLS ``ln LEE ~ log10 col + one offset per group`` over the groups with at least two values of ``col``."""
+    keep = d.groupby(groups)[col].transform("nunique") >= 2
+    d, groups = d[keep], groups[keep]
+    if len(d) < 3:
+        return None
+    names = sorted(groups.unique())
+    X = np.column_stack([np.log10(d[col].to_numpy(float))] + [(groups == k).to_numpy(float) for k in names])
+    r = stats.ols(d["y"].to_numpy(float), X, [term, *names], level=level)
+    return (r, len(names)) if r.df_resid > 0 else None
 
 
 def _trend(g: pd.DataFrame, col: str, base: dict[str, Any], level: float) -> list[dict[str, Any]]:
     d = g[g[col].astype(float) > 0]
+    held, held_text = _TREND_HELD[col]
     term = f"log10 {col}"
+    groups = _group_labels(d, held)
     rows = []
-    fams = [(f, gf) for f, gf in d.groupby("family", sort=True) if len(gf) >= 3 and gf[col].nunique() >= 2]
-    for fam, gf in fams:
-        X = np.column_stack([np.ones(len(gf)), np.log10(gf[col].to_numpy(float))])
-        r = stats.ols(gf["y"].to_numpy(float), X, ["intercept", term], level=level)
+    for fam, gf in d.groupby("family", sort=True):
+        fit = _within_slope(gf, col, groups.loc[gf.index], term, level)
+        if fit is None:
+            continue
+        r, k = fit
         rows.append({**base, "scope": "family", "family": fam, "term": term, "statistic": "slope",
-                     "estimate": r.coef[1], "ci_low": r.low[1], "ci_high": r.high[1], "n": r.n, "n_of": "models",
-                     "p_value": r.p_value[1], "method": f"OLS ln LEE ~ {term}; t interval, df {r.df_resid}"})
-    multi = d.groupby("family").filter(lambda gf: len(gf) >= 2 and gf[col].nunique() >= 2)
-    if len(multi) >= 3:
-        fam_names = sorted(multi["family"].unique())
-        X = np.column_stack([np.log10(multi[col].to_numpy(float))]
-                            + [(multi["family"] == f).to_numpy(float) for f in fam_names])
-        r = stats.ols(multi["y"].to_numpy(float), X, [term, *fam_names], level=level)
-        if r.df_resid > 0:
-            rows.append({**base, "scope": "within-family", "term": term, "statistic": "slope",
-                         "estimate": r.coef[0], "ci_low": r.low[0], "ci_high": r.high[0], "n": r.n,
-                         "n_of": "models", "p_value": r.p_value[0],
-                         "method": f"OLS ln LEE ~ {term} + family offsets ({len(fam_names)} families); "
-                                   f"t interval, df {r.df_resid}"})
+                     "estimate": r.coef[0], "ci_low": r.low[0], "ci_high": r.high[0], "n": r.n, "n_of": "models",
+                     "p_value": r.p_value[0],
+                     "method": f"OLS ln LEE ~ {term} + an offset per group of models of equal {held_text} and "
+                               f"weights (the slope within groups; {k} group(s) with 2+ sizes); t interval, "
+                               f"df {r.df_resid}"})
+    fit = _within_slope(d, col, d["family"] + " || " + groups, term, level) if not d.empty else None
+    if fit is not None:
+        r, k = fit
+        rows.append({**base, "scope": "within-family", "term": term, "statistic": "slope",
+                     "estimate": r.coef[0], "ci_low": r.low[0], "ci_high": r.high[0], "n": r.n,
+                     "n_of": "models", "p_value": r.p_value[0],
+                     "method": f"OLS ln LEE ~ {term} + an offset per family and group of models of equal "
+                               f"{held_text} and weights ({k} groups with 2+ sizes); t interval, df {r.df_resid}"})
     return rows
 
 
 def _recipes(g: pd.DataFrame, base: dict[str, Any], level: float) -> list[dict[str, Any]]:
-    d = g.assign(recipe=g["recipe"].fillna("none"))
-    d = d.groupby("arch").filter(lambda ga: ga["recipe"].nunique() >= 2)
+    d = g.assign(group=_group_labels(g, ("weights", *_MODEL_KEYS, *_DATA_KEYS)))
+    d = d.groupby("group").filter(lambda ga: ga["recipe"].nunique() >= 2)
     if d.empty:
         return []
-    d = d.assign(dev=d["y"] - d.groupby("arch")["y"].transform("mean"))
+    cells = d.groupby(["group", "recipe"])["y"].agg(["mean", "count", "var"])  # one cell: seeds of a recipe
+    df_within = int((cells["count"] - 1).sum())
+    s2 = float(((cells["count"] - 1) * cells["var"].fillna(0.0)).sum() / df_within) if df_within > 0 else math.nan
+    groups = {grp: c.droplevel("group") for grp, c in cells.groupby(level="group")}
+    same = ("models that differ only in recipe (equal arch, params_m, model_kwargs, pretrain_data, pretrain_images, "
+            "train_images and weights)")
     rows = []
-    for recipe, gr in d.groupby("recipe", sort=True):
-        iv = stats.mean_t_interval(gr["dev"].to_numpy(float), level=level)
-        rows.append({**base, "scope": "within-arch", "term": f"recipe={recipe}", "statistic": "recipe_effect",
-                     **_iv(iv), "n_of": "models",
-                     "method": "mean deviation of ln LEE from the same architecture's mean over its recipes "
-                               f"({gr['arch'].nunique()} architectures); t interval over models"})
+    for recipe in sorted(d["recipe"].unique()):
+        devs, var_factor, n_models = [], [], 0
+        for c in groups.values():
+            if recipe not in c.index:
+                continue
+            k = len(c)
+            devs.append(c.loc[recipe, "mean"] - c["mean"].mean())  # against the mean over the group's recipes
+            inv = 1.0 / c["count"]
+            var_factor.append((1 - 1 / k) ** 2 * inv[recipe] + inv.drop(recipe).sum() / k**2)
+            n_models += int(c.loc[recipe, "count"])
+        what = (f"deviation of ln LEE of recipe {recipe}'s models from the mean over recipes of the recipe means "
+                f"(each recipe weighs the same, however many seeds), within groups of {same}")
+        if len(devs) >= 2:
+            iv, n_of = stats.mean_t_interval(np.array(devs), level=level), "groups"
+            method = f"mean over {len(devs)} groups of the {what}; t interval over groups"
+        else:
+            se = math.sqrt(s2 * var_factor[0]) if df_within > 0 else math.nan
+            iv, n_of = stats.t_interval(devs[0], se, df_within, n_models, level=level), "models"
+            method = (f"{what} (1 group); t interval from the spread of models of equal group and recipe "
+                      f"(seeds; pooled variance, df {df_within})")
+        rows.append({**base, "scope": "within-model", "term": f"recipe={recipe}", "statistic": "recipe_effect",
+                     **_iv(iv), "n_of": n_of, "method": method})
     return rows
 
 

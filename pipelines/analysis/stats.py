@@ -114,6 +114,15 @@ def bootstrap_corr(
     return Interval(est, float(lo), float(hi), n, p)
 
 
+def t_interval(estimate: float, se: float, df: int, n: int, level: float = 0.95) -> Interval:
+    """``estimate`` with the Student-t interval of a standard error ``se`` on ``df`` degrees of freedom."""
+    if df <= 0 or not np.isfinite(se):
+        return Interval(float(estimate), float("nan"), float("nan"), n)
+    q = float(_st.t.ppf(0.5 + level / 2, df))
+    p = float(2 * _st.t.sf(abs(estimate / se), df)) if se > 0 else float("nan")
+    return Interval(float(estimate), float(estimate - q * se), float(estimate + q * se), n, p)
+
+
 def mean_t_interval(x: np.ndarray, level: float = 0.95) -> Interval:
     """Mean with a Student-t interval."""
     x = np.asarray(x, dtype=float)

@@ -5,7 +5,8 @@ linear in its top-1 with slope ``b``, plus a family offset, plus ``c`` times log
 count, plus a recipe offset, plus model noise; OOD and train images have LEE ``gap_ood`` and
 ``gap_train`` times the test images' (ratio of population means); per image the LEE is log-normal.
 The models' metadata comes from a user catalog file written next to the store (real timm archs,
-planted family / top-1 / params / recipe).
+planted family / top-1 / params / recipe): an arch's two models have the same size and pretraining
+data and differ only in recipe ('a' / 'b').
 """
 
 from __future__ import annotations
@@ -207,12 +208,14 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Planted:
         for i in range(t["models_per_family"]):
             top1 = 75.0 + rng.normal(0, t["top1_sd"])
             lp = 1.5 + rng.normal(0, t["log10_params_sd"])
+            if i % 2:  # an arch's two models: the same size and data, recipes 'a' and 'b'
+                lp = math.log10(models[-1]["params_m"])
             recipe = "a" if i % 2 == 0 else "b"
             mu = (-8.0 + t["b"] * (top1 - 75.0) + t["family"][fam] + t["c"] * (lp - 1.5)
                   + (t["recipe_b"] if recipe == "b" else 0.0) + rng.normal(0, t["sigma_model"]))
             models.append({"name": f"{fam}_{i:02d}", "arch": archs[i // 2], "family": fam, "top1": round(top1, 4),
                            "params_m": round(10**lp, 4), "recipe": recipe,
-                           "pretrain_data": "in1k" if i % 3 else "in21k", "mu": mu})
+                           "pretrain_data": "in1k" if (i // 2) % 3 else "in21k", "mu": mu})
     gens = ["rotate", "translate_x"]
     s2 = t["sigma_image"] ** 2
     rotate_test_mean = {}

@@ -117,11 +117,13 @@ def test_scale_recovers_size_and_recipe_effects(planted_con):
     # recipe 'b' models have ln LEE lower by 0.4; each arch has one model of each recipe, so the
     # deviation from the arch mean is -0.2 for 'b' and +0.2 for 'a'
     rec = df[df.statistic == "recipe_effect"].set_index(["generator", "term"])
+    assert (rec["n"] == 36).all() and (rec["n_of"] == "groups").all()  # 3 families x 12 archs, one pair each
     for gen in ("rotate", "translate_x"):
         assert _covers(rec.loc[(gen, "recipe=b")], TRUTH["recipe_b"] / 2)
         assert _covers(rec.loc[(gen, "recipe=a")], -TRUTH["recipe_b"] / 2)
-    pre = df[df.term == "log10 pretrain_images"]  # pretraining data size has no planted effect
-    assert len(pre) and sum(_covers(r, 0.0) for _, r in pre.iterrows()) >= len(pre) - 1
+    # an arch's two models differ in recipe, never only in data: no data-size comparison to make
+    # (test_scale_compares_like_with_like_on_a_zoo_grid has one)
+    assert df[df.term == "log10 pretrain_images"].empty
     assert _inside(df)
 
 
@@ -196,6 +198,31 @@ def test_zoo_training_set_size_reaches_the_models_table(zoo_grid):
     fig = F.pretraining_data(lee, F.FigureContext(dataset="digits-test", weights="trained"))
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["digits (300)", "digits (1.2k)"]
 
+
+def test_scale_compares_like_with_like_on_a_zoo_grid(zoo_grid):
+    root, cat = zoo_grid
+    con = connect(root, catalogs=[cat], threads=1)
+    df = analyses.scale(con, n_boot=50)
+    con.close()
+    slope = df[df.statistic == "slope"].set_index(["term", "scope"])
+    # the parameter slope within equal recipe and data (recipe none, 300 and 1,200 digits: 18 models)
+    for scope in ("family", "within-family"):
+        size = slope.loc[("log10 params_m", scope)]
+        assert _covers(size, ZOO["c"]) and size["ci_high"] < 0 and size["n"] == 18, size
+        assert "equal recipe and training data" in size["method"]
+        data = slope.loc[("log10 pretrain_images", scope)]  # the training-set size, within equal models
+        assert _covers(data, ZOO["d"]) and data["ci_low"] > 0 and data["n"] == 18, data
+    # recipe effects within width s / 1,200 digits only, against the mean over recipes (not over models:
+    # 'none' and 'rotate' have 3 seeds, 'translate' and 'strong' 2)
+    rec = df[df.statistic == "recipe_effect"].set_index("term")
+    center = np.mean(list(ZOO["recipe"].values()))
+    assert set(rec.index) == {f"recipe={r}" for r in ZOO["recipe"]}
+    for r, effect in ZOO["recipe"].items():
+        row = rec.loc[f"recipe={r}"]
+        assert row["estimate"] == pytest.approx(effect - center, abs=0.03), row  # over models: 0.06 off
+        assert row["n"] == ZOO["seeds"][r] and row["n_of"] == "models" and "(1 group)" in row["method"]
+    assert sum(_covers(rec.loc[f"recipe={r}"], e - center) for r, e in ZOO["recipe"].items()) >= 3
+    assert _inside(df)
 
 def test_anti_aliasing_ratio(tmp_path):
     rng = np.random.default_rng(3)
