@@ -28,8 +28,9 @@ Per image and layer the result reports
 
 * ``value``: :math:`\|c_i\|^2 / \dim(\mathrm{out})` with :math:`c_i = dF_{N:i+1} L_X f_i`
   (the layer's contribution on the LEE scale);
-* ``share``: :math:`\langle c_i, L_X F(x)\rangle / \dim(\mathrm{out})`, signed; the shares of
-  all layers plus the unattributed share add up to the end-to-end LEE exactly.
+* ``share``: :math:`\langle c_i, L_X F(x)\rangle / \dim(\mathrm{out})`, signed, computed
+  exactly by both methods; the unattributed share is the end-to-end LEE minus the sum of
+  the shares, so the table adds up to the end-to-end LEE exactly (to rounding).
 
 Two methods:
 
@@ -39,7 +40,9 @@ Two methods:
 ``stochastic``
     :math:`\mathbb E_z[(z^\top c_i)^2]` with :math:`z \sim N(0, I)` over ``num_probes``
     backward passes (one backward gives every layer's :math:`z^\top c_i`), with standard
-    errors over probes.
+    errors over probes; ``unattributed`` is estimated the same way. The shares take one more
+    backward pass with :math:`L_X F(x)` as the output gradient (a vector-Jacobian product
+    giving every :math:`\langle c_i, L_X F\rangle` at once) and carry no sampling noise.
 """
 
 from __future__ import annotations
@@ -213,8 +216,11 @@ class LayerwiseResult:
     """Layerwise decomposition of one generator's Lie derivative, per image.
 
     ``end_to_end`` (``(B,)``) is the LEE of the whole network from its own JVP;
-    ``unattributed`` is :math:`\\|L F - \\sum_i c_i\\|^2/\\dim`, ``unattributed_share`` its
-    share, so that ``sum(r.share for r in records) + unattributed_share == end_to_end``.
+    ``unattributed`` is :math:`\\|L F - \\sum_i c_i\\|^2/\\dim` (a probe estimate for the
+    stochastic method), ``unattributed_share`` is ``end_to_end - sum(r.share for r in
+    records)`` (the shares are exact in both methods), i.e.
+    :math:`\\langle L F - \\sum_i c_i, L F\\rangle/\\dim`, so that the table adds up to
+    ``end_to_end`` to rounding.
     """
 
     generator: str
@@ -440,6 +446,8 @@ def layerwise(
     check_interpolation(interpolation)
     if method not in ("exact", "stochastic"):
         raise ValueError(f"unknown method {method!r}; choose 'exact' or 'stochastic'")
+    if method == "stochastic" and num_probes < 1:
+        raise ValueError("num_probes must be >= 1")
     if not isinstance(model, nn.Module):
         raise TypeError("layerwise needs an nn.Module (its layers are found in the module tree)")
     layouts = layouts or ActivationLayouts()
@@ -478,6 +486,7 @@ def layerwise(
         shares = dict(values)
         stderrs: dict[int, torch.Tensor] = {}
         e2e_flat = e2e.flatten(1)
+        end_to_end = (e2e_flat.double().square().sum(1) / dim).cpu()
 
         if method == "exact" and active:
             contrib = _push_forward_exact(f, x, rec, len(active), chunk_size)  # (K, B, ...)
@@ -487,7 +496,6 @@ def layerwise(
                 shares[i] = ((cflat[slot].double() * e2e_flat.double()).sum(1) / dim).cpu()
             rest = e2e_flat.double() - cflat.double().sum(0)
             unattributed = (rest.square().sum(1) / dim).cpu()
-            unattributed_share = ((rest * e2e_flat.double()).sum(1) / dim).cpu()
         elif method == "stochastic" and active:
             est = _probe_stochastic(f, x, rec, len(active), e2e_flat, num_probes, seed)
             for slot, i in enumerate(active):
@@ -495,10 +503,13 @@ def layerwise(
                 shares[i] = est["share"][slot] / dim
                 stderrs[i] = est["value_se"][slot] / dim
             unattributed = est["rest"] / dim
-            unattributed_share = est["rest_share"] / dim
         else:
-            unattributed = (e2e_flat.double().square().sum(1) / dim).cpu()
-            unattributed_share = unattributed.clone()
+            unattributed = end_to_end.clone()
+        # shares are exact in both methods; the unattributed share is what they leave over,
+        # so that the table adds up to the end-to-end value
+        unattributed_share = end_to_end.clone()
+        for v in shares.values():
+            unattributed_share = unattributed_share - v
 
     records = tuple(
         LayerRecord(
@@ -518,7 +529,7 @@ def layerwise(
         output=output,
         dim_out=dim,
         records=records,
-        end_to_end=(e2e_flat.double().square().sum(1) / dim).cpu(),
+        end_to_end=end_to_end,
         unattributed=unattributed,
         unattributed_share=unattributed_share,
         num_probes=num_probes if method == "stochastic" else None,
@@ -548,8 +559,10 @@ def _push_forward_exact(f, x: torch.Tensor, rec: LayerwiseRecorder, k: int, chun
 
 
 def _probe_stochastic(f, x, rec: LayerwiseRecorder, k: int, e2e_flat: torch.Tensor, num_probes: int, seed: int) -> dict:
-    """Unbiased estimates of :math:`\\|c_i\\|^2` and :math:`\\langle c_i, LF\\rangle` from
-    ``num_probes`` Gaussian probes; one backward pass per probe gives every layer."""
+    """:math:`\\|c_i\\|^2` estimated from ``num_probes`` Gaussian probes (one backward pass per
+    probe gives every layer's :math:`z^\\top c_i`), with standard errors; the shares
+    :math:`\\langle c_i, LF\\rangle` exactly, from one more backward pass with
+    :math:`LF` as the output gradient."""
     b = x.shape[0]
     s = torch.zeros(k, b, dtype=x.dtype, device=x.device, requires_grad=True)
     rec.scale = s
@@ -561,13 +574,13 @@ def _probe_stochastic(f, x, rec: LayerwiseRecorder, k: int, e2e_flat: torch.Tens
     finally:
         rec.mode = "off"
         rec.scale = None
+    e2e = e2e_flat.reshape(out.shape).to(out.dtype)
+    (share,) = torch.autograd.grad(out, s, grad_outputs=e2e, retain_graph=True)
+    share = share.detach().double().cpu()  # (K, B): <c_i, L F> per image
     gen = torch.Generator(device=x.device).manual_seed(seed)
     sq = torch.zeros(k, b, dtype=torch.float64)
     sq2 = torch.zeros(k, b, dtype=torch.float64)
-    cross = torch.zeros(k, b, dtype=torch.float64)
     rest = torch.zeros(b, dtype=torch.float64)
-    rest_cross = torch.zeros(b, dtype=torch.float64)
-    e2e = e2e_flat.reshape(out.shape)
     for p in range(num_probes):
         z = torch.randn(out.shape, generator=gen, dtype=out.dtype, device=out.device)
         (proj,) = torch.autograd.grad(out, s, grad_outputs=z, retain_graph=p + 1 < num_probes)
@@ -575,17 +588,13 @@ def _probe_stochastic(f, x, rec: LayerwiseRecorder, k: int, e2e_flat: torch.Tens
         pe = (z * e2e).flatten(1).sum(1).double().cpu()  # z^T L F
         sq += proj.square()
         sq2 += proj.square().square()
-        cross += proj * pe
-        r = pe - proj.sum(0)
-        rest += r.square()
-        rest_cross += r * pe
+        rest += (pe - proj.sum(0)).square()
     n = float(num_probes)
     mean_sq = sq / n
     var = (sq2 / n - mean_sq.square()).clamp_min(0) * (n / max(n - 1, 1))
     return {
         "value": mean_sq,
         "value_se": var.sqrt() / math.sqrt(n),
-        "share": cross / n,
+        "share": share,
         "rest": rest / n,
-        "rest_share": rest_cross / n,
     }

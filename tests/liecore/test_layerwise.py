@@ -159,10 +159,23 @@ def test_layers_writing_into_the_input():
     assert torch.equal(x, x0)
     for res in (exact, stoch):
         torch.testing.assert_close(res.end_to_end, liecore.lee(inplace_net(False), x, "translate_x").values[:, 0])
-    torch.testing.assert_close(exact.total_share(), exact.end_to_end, rtol=1e-9, atol=0)
-    for a, b in zip(ref.records, exact.records, strict=True):
-        torch.testing.assert_close(b.share, a.share, rtol=1e-9, atol=1e-30)
+        torch.testing.assert_close(res.total_share(), res.end_to_end, rtol=1e-9, atol=0)
+        for a, b in zip(ref.records, res.records, strict=True):
+            torch.testing.assert_close(b.share, a.share, rtol=1e-9, atol=1e-30)
     for a, b in zip(ref.records, exact.records, strict=True):
         torch.testing.assert_close(b.value, a.value, rtol=1e-9, atol=1e-30)
     assert (exact.unattributed < 1e-20 * exact.end_to_end).all()
+
+
+def test_stochastic_table_adds_up_and_shares_are_exact():
+    m = _model()
+    x = torch.rand(2, 3, 16, 16, dtype=torch.float64)
+    exact = layerwise(m, x, "translate_x")
+    stoch = layerwise(m, x, "translate_x", method="stochastic", num_probes=50)
+    torch.testing.assert_close(stoch.total_share(), stoch.end_to_end, rtol=1e-9, atol=0)
+    torch.testing.assert_close(stoch.unattributed_share, exact.unattributed_share, rtol=0, atol=1e-9 * float(exact.end_to_end.max()))
+    for a, b in zip(exact.records, stoch.records, strict=True):
+        torch.testing.assert_close(b.share, a.share, rtol=1e-9, atol=1e-30)
+    with pytest.raises(ValueError, match="num_probes"):
+        layerwise(m, x, "translate_x", method="stochastic", num_probes=0)
 
