@@ -19,8 +19,9 @@ Layers are the leaves of the module tree (modules without children, ``nn.Identit
 excluded) plus a stated set of composite classes recorded as one layer
 (:data:`DEFAULT_COMPOSITES`: attention, patch embeddings, normalization-with-activation,
 squeeze-excitation, MLP-Mixer/ResMLP blocks, Swin blocks). Each *call* is its own entry,
-in call order, with its qualified name and class. Only the first positional argument of a
-layer is treated as its input; other arguments are held fixed. A layer whose local Lie
+in call order, with its qualified name and class. A layer's input is its first positional
+argument or, when it is called with keywords only, the first parameter of its ``forward``
+passed by name (``conv(input=h)``); other arguments are held fixed. A layer whose local Lie
 derivative cancels to rounding (at most 64 ulps of its two terms: eval-mode batch norm,
 1x1 convolutions, dropout) is recorded with an exact zero and skipped in the push-forward.
 
@@ -49,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import inspect
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -278,6 +280,36 @@ class _Call:
     x: torch.Tensor
     y: torch.Tensor
     is_input: bool
+    key: str | None = None  # the input's keyword when the layer was called with it by name
+
+    def apply(self, a: torch.Tensor) -> torch.Tensor:
+        """The layer on input ``a``, its other arguments held fixed."""
+        if self.key is None:
+            return self.module(a, *self.args, **self.kwargs)
+        return self.module(*self.args, **{self.key: a}, **self.kwargs)
+
+
+def _input_name(mod: nn.Module) -> str | None:
+    """Name of the first parameter of ``mod.forward`` when it can be passed by keyword."""
+    try:
+        params = list(inspect.signature(mod.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if params and params[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD:
+        return params[0].name
+    return None
+
+
+def _layer_input(mod: nn.Module, args: tuple, kwargs: dict) -> tuple[torch.Tensor, str | None] | None:
+    """``(input, keyword)`` of a layer call: its first positional argument, else the first
+    parameter of ``forward`` passed by keyword (keyword ``None`` for positional); None when
+    that is not a tensor. The record and inject passes both count calls by this rule."""
+    if args:
+        return (args[0], None) if isinstance(args[0], torch.Tensor) else None
+    key = _input_name(mod)
+    if key is not None and isinstance(kwargs.get(key), torch.Tensor):
+        return kwargs[key], key
+    return None
 
 
 def _units(model: nn.Module, composites: Iterable[str]) -> list[tuple[str, nn.Module]]:
@@ -312,6 +344,7 @@ class LayerwiseRecorder(contextlib.AbstractContextManager):
         self.handles: list = []
         self.mode = "off"
         self.calls: list[_Call] = []
+        self._pending: list[tuple | None] = []  # one entry per open call (pre hook to post hook)
         self.k = 0
         self.scale: torch.Tensor | None = None
         self.vectors: list[torch.Tensor | None] = []
@@ -328,27 +361,36 @@ class LayerwiseRecorder(contextlib.AbstractContextManager):
         for h in self.handles:
             h.remove()
         self.handles.clear()
+        self._pending.clear()
         self.mode = "off"
 
     def _pre(self, name: str):
         def hook(mod, args, kwargs):
-            if self.mode == "record" and args and isinstance(args[0], torch.Tensor):
-                # clone: in-place layers (ReLU(inplace=True)) overwrite their input
-                self._pending = (mod, args, kwargs, args[0].detach().clone(), args[0] is self.x_net)
+            if self.mode == "record":
+                found = _layer_input(mod, args, kwargs)
+                entry = None
+                if found is not None:
+                    inp, key = found
+                    rest_args = args[1:] if key is None else args
+                    rest_kwargs = dict(kwargs) if key is None else {k: v for k, v in kwargs.items() if k != key}
+                    # clone: in-place layers (ReLU(inplace=True)) overwrite their input
+                    entry = (rest_args, rest_kwargs, inp.detach().clone(), inp is self.x_net, key)
+                self._pending.append(entry)
             return None
 
         return hook
 
     def _post(self, name: str):
         def hook(mod, args, kwargs, output):
-            if not isinstance(output, torch.Tensor):
-                return None
             if self.mode == "record":
-                pmod, pargs, pkwargs, x, is_input = self._pending
-                if pmod is mod:
+                entry = self._pending.pop() if self._pending else None
+                if entry is not None and isinstance(output, torch.Tensor):
+                    rest_args, rest_kwargs, x, is_input, key = entry
                     self.calls.append(
-                        _Call(name, mod, pargs[1:], dict(pkwargs), x, output.detach().clone(), is_input)
+                        _Call(name, mod, rest_args, rest_kwargs, x, output.detach().clone(), is_input, key)
                     )
+                return None
+            if not isinstance(output, torch.Tensor) or _layer_input(mod, args, kwargs) is None:
                 return None
             if self.mode == "inject":
                 k = self.k
@@ -393,7 +435,7 @@ def _local_lie_derivative(
         return None
     if tin is None:
         return -tout
-    _, dy = jvp(lambda a: call.module(a, *call.args, **call.kwargs), (call.x.clone(),), (tin,))
+    _, dy = jvp(call.apply, (call.x.clone(),), (tin,))
     if tout is None:
         return dy
     v = dy - tout
@@ -465,6 +507,7 @@ def layerwise(
             x_rec = x.clone()
             rec.mode = "record"
             rec.x_net = x_rec
+            rec._pending.clear()
             try:
                 y = f(x_rec)
             finally:

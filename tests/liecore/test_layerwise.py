@@ -179,3 +179,39 @@ def test_stochastic_table_adds_up_and_shares_are_exact():
     with pytest.raises(ValueError, match="num_probes"):
         layerwise(m, x, "translate_x", method="stochastic", num_probes=0)
 
+
+class KeywordNet(nn.Module):
+    """Calls a layer with its input by keyword (``conv(input=h)``)."""
+
+    def __init__(self, keyword: bool):
+        super().__init__()
+        self.keyword = keyword
+        self.c1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = nn.Tanh()
+        self.c2 = nn.Conv2d(4, 4, 3, stride=2, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x):
+        h = self.act(self.c1(x))
+        h = self.c2(input=h) if self.keyword else self.c2(h)
+        return self.fc(self.pool(self.act(h)).flatten(1))
+
+
+@pytest.mark.parametrize("method", ["exact", "stochastic"])
+def test_layer_called_with_its_input_by_keyword(method):
+    x = torch.rand(2, 3, 12, 12, dtype=torch.float64)
+    torch.manual_seed(0)
+    kw = KeywordNet(keyword=True).double()
+    pos = KeywordNet(keyword=False).double()
+    pos.load_state_dict(kw.state_dict())
+    a = layerwise(pos, x, "rotate", method=method, num_probes=20)
+    b = layerwise(kw, x, "rotate", method=method, num_probes=20)
+    assert [r.name for r in b.records] == ["c1", "act", "c2", "act", "pool", "fc"]
+    assert [r.name for r in a.records] == [r.name for r in b.records]
+    for ra, rb in zip(a.records, b.records, strict=True):
+        torch.testing.assert_close(rb.value, ra.value, rtol=1e-9, atol=1e-30)
+        torch.testing.assert_close(rb.share, ra.share, rtol=1e-9, atol=1e-30)
+    assert float(b.records[2].value.min()) > 0  # the strided convolution is not equivariant
+    if method == "exact":
+        assert (b.unattributed < 1e-20 * b.end_to_end).all(), b.unattributed
