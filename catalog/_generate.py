@@ -79,6 +79,67 @@ PAPER_OVERRIDES = {
     "vit_base_patch16_sam_224": "vit_base_patch16_224.sam_in1k",
 }
 
+# Paper names that have no counterpart among current timm's ImageNet-1k classifiers, with why. timm's own
+# deprecation map sends each to some other model, which would silently evaluate other weights.
+PAPER_UNRESOLVED = {
+    "ig_resnext101_32x48d": "timm 1.0.31 has no resnext101_32x48d weights (its deprecation map sends the name to "
+                            "resnext101_32x8d.fb_wsl_ig1b_ft_in1k)",
+    # In 2022 these were the 21843-class ImageNet-21k heads; today they are the goog_in21k tags (not 1k classifiers).
+    "mixer_b16_224_in21k": "the 2022 weights are mixer_b16_224.goog_in21k, a 21843-class ImageNet-21k classifier",
+    "mixer_l16_224_in21k": "the 2022 weights are mixer_l16_224.goog_in21k, a 21843-class ImageNet-21k classifier",
+}
+
+# Bare 2022 names (no tag) whose timm default tag changed after 2022: the tag of the weights the bare name
+# loaded in 2022. Found by matching the weight URL (or, where timm now hosts the file on the HF hub only,
+# interpolation/crop_pct and the release history) of timm 0.6.12's (Nov 2022) default_cfgs against the
+# pretrained cfgs of timm 1.0.31; timm 0.5.4 (Jan 2022) loads the same weights for all of them.
+TAGS_2022 = {
+    # ViT-B/16: augreg2 (the default since timm 0.9, 2023) is a later fine-tune of the augreg weights.
+    "vit_base_patch16_224": "augreg_in21k_ft_in1k",
+    # ConvNeXt: the default became in22k/in12k fine-tunes; in 2022 the bare names were the in1k weights
+    # (the in22k ones were the separate ``convnext_*_in22ft1k`` names, also in the sweep).
+    "convnext_tiny": "fb_in1k",
+    "convnext_small": "fb_in1k",
+    "convnext_base": "fb_in1k",
+    "convnext_large": "fb_in1k",
+    "swin_small_patch4_window7_224": "ms_in1k",  # the in22k fine-tune was added in 2023
+    # TF EfficientNets: the default became the Noisy Student weights (the separate ``*_ns`` names of 2022).
+    "tf_efficientnet_b0": "aa_in1k",
+    "tf_efficientnet_b1": "aa_in1k",
+    "tf_efficientnet_b2": "aa_in1k",
+    "tf_efficientnet_b3": "aa_in1k",
+    "tf_efficientnet_b4": "aa_in1k",
+    "tf_efficientnet_b5": "ra_in1k",
+    "tf_efficientnet_b6": "aa_in1k",
+    "tf_efficientnet_b7": "ra_in1k",
+    "tf_efficientnet_b8": "ra_in1k",
+    # TF EfficientNet-V2: the default became the in21k fine-tunes (the separate ``*_in21ft1k`` names of 2022).
+    "tf_efficientnetv2_s": "in1k",
+    "tf_efficientnetv2_m": "in1k",
+    "tf_efficientnetv2_l": "in1k",
+    "tf_efficientnetv2_b3": "in1k",
+    "efficientnet_b1": "ft_in1k",  # ra4 weights added in 2024
+    # ResNets: timm's own A1 recipe weights became the defaults in 2023.
+    "resnet18": "tv_in1k",  # torchvision's weights in 2022
+    "resnet34": "bt_in1k",  # timm's 2019 bag-of-tricks weights in 2022
+    # HRNet: the original Microsoft weights (bilinear, crop 0.875); gluon and ms_aug were added in 2023.
+    "hrnet_w18_small": "ms_in1k",
+    "hrnet_w18_small_v2": "ms_in1k",
+    "hrnet_w18": "ms_in1k",
+    # RegNets: pycls weights in 2022; torchvision v2 (tv2) and in12k (sw) fine-tunes became defaults in 2023.
+    "regnetx_008": "pycls_in1k",
+    "regnetx_016": "pycls_in1k",
+    "regnetx_032": "pycls_in1k",
+    "regnetx_080": "pycls_in1k",
+    "regnetx_160": "pycls_in1k",
+    "regnetx_320": "pycls_in1k",
+    "regnety_004": "pycls_in1k",
+    "regnety_016": "pycls_in1k",
+    "regnety_120": "pycls_in1k",
+    "regnety_160": "deit_in1k",  # the DeiT teacher weights were regnety_160's default in 2022
+    "regnety_320": "pycls_in1k",
+}
+
 # Comparison groups of the paper (fnmatch over the resolved sweep), and extra archs to add to `paper`.
 PAPER_GROUPS = {
     "resnet50_vs_blurpool": ["resnet50.*", "resnetblur50.*"],
@@ -145,7 +206,13 @@ def read_metadata(timm: Any) -> dict[str, str]:
 
 
 def resolve_name(old: str, deprecated: dict[str, str | None], timm: Any) -> str | None:
-    """Current ``arch.tag`` for a (possibly old) timm name, through timm's own tables; None if removed."""
+    """Current ``arch.tag`` for a (possibly old) timm name, through timm's own tables; None if removed.
+
+    A bare name (no tag) gets the tag of the weights it loaded in 2022 where timm's default changed since
+    (:data:`TAGS_2022`), else the arch's default tag if that is an ImageNet-1k classifier (1000 classes),
+    else the arch's first pretrained 1000-class tag (``vit_base_patch16_224_miil`` -> ``.in21k_ft_in1k``,
+    not the 11k-class default ``.in21k``).
+    """
     from timm.models import _registry as reg
 
     if old in PAPER_OVERRIDES:
@@ -159,8 +226,18 @@ def resolve_name(old: str, deprecated: dict[str, str | None], timm: Any) -> str 
         return None
     if tag:
         return old
+    if old in TAGS_2022:
+        return f"{arch}.{TAGS_2022[old]}"
     cfg = reg.get_pretrained_cfg(arch)
-    return f"{arch}.{cfg.tag}" if cfg is not None and cfg.tag else None
+    if cfg is None or not cfg.tag:
+        return None
+    default = f"{arch}.{cfg.tag}"
+    if cfg.num_classes == 1000:
+        return default
+    for name, tag_cfg in reg.get_arch_pretrained_cfgs(arch).items():
+        if tag_cfg.num_classes == 1000 and reg.is_model_pretrained(name):
+            return name
+    return default
 
 
 def spec_entry(name: str, reg: Any, results: dict, metadata: dict[str, str]) -> dict[str, Any]:
@@ -332,7 +409,9 @@ def _catalog_files(timm: Any, reg: Any, header: dict[str, str]) -> GeneratedCata
         for row in csv.DictReader(fh, delimiter="\t"):
             old = row["model"]
             new = resolve_name(old, deprecated, timm)
-            if new is None:
+            if old in PAPER_UNRESOLVED:
+                unresolved.append((old, PAPER_UNRESOLVED[old]))
+            elif new is None:
                 unresolved.append((old, "removed from timm"))
             elif new not in in_all:
                 unresolved.append((old, f"resolves to {new}, not a pretrained ImageNet-1k classifier"))

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import catalog
+from catalog._files import read_catalog_file
 from catalog._registry import _base
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,6 +117,50 @@ def test_renamed_models_resolve_through_timm() -> None:
     assert deprecated["ig_resnext101_32x16d"] == "resnext101_32x8d.fb_wsl_ig1b_ft_in1k"
     sweep = {s.name for s in catalog.load_models("paper-sweep")}
     assert {"resnext101_32x16d.fb_wsl_ig1b_ft_in1k", "resnext101_32x8d.fb_wsl_ig1b_ft_in1k"} <= sweep
+
+
+def _paper_rows() -> list[dict[str, str]]:
+    with open(DATA / "paper-models.tsv", newline="") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+def test_bare_paper_names_resolve_to_their_2022_imagenet_1k_weights() -> None:
+    sweep = {s.name for s in catalog.load_models("paper-sweep")}
+    core = set(catalog.catalog_groups("paper")["core"])
+    # timm's default for the MIIL ViT is the 11k-class in21k head; the paper's model is the 1k fine-tune.
+    assert "vit_base_patch16_224_miil.in21k_ft_in1k" in core
+    # augreg2 (timm's default since 2023) is not the 2022 ViT-B/16; augreg_in21k_ft_in1k is.
+    assert "vit_base_patch16_224.augreg_in21k_ft_in1k" in core
+    assert "vit_base_patch16_224.augreg2_in21k_ft_in1k" not in sweep
+    # Where the 2022 sweep had both a bare name and its in21k / Noisy Student variant, both are kept apart.
+    assert {"convnext_base.fb_in1k", "convnext_base.fb_in22k_ft_in1k", "tf_efficientnet_b0.aa_in1k",
+            "tf_efficientnet_b0.ns_jft_in1k", "tf_efficientnetv2_s.in1k", "tf_efficientnetv2_s.in21k_ft_in1k",
+            "resnet18.tv_in1k", "regnetx_008.pycls_in1k"} <= sweep
+
+
+def test_every_resolved_paper_name_is_a_pretrained_1k_classifier_and_none_collapse() -> None:
+    import timm
+    from timm.models import get_deprecated_models, get_pretrained_cfg
+
+    from catalog._generate import PAPER_UNRESOLVED, TAGS_2022, resolve_name
+
+    deprecated = get_deprecated_models()
+    rows = _paper_rows()
+    assert len(rows) == 483
+    resolved = {r["model"]: resolve_name(r["model"], deprecated, timm) for r in rows}
+    all_names = {s.name for s in catalog.load_models("all")}
+    ok = {old: new for old, new in resolved.items() if new in all_names and old not in PAPER_UNRESOLVED}
+    assert len(ok) == 478
+    assert len(set(ok.values())) == len(ok)  # no two 2022 names end up on the same weights
+    assert {s.name for s in catalog.load_models("paper-sweep")} == set(ok.values())
+    for name in ok.values():
+        assert get_pretrained_cfg(name).num_classes == 1000, name
+    # The hand-made table of 2022 tags only names tags the installed timm has, with weights and 1000 classes.
+    for arch, tag in TAGS_2022.items():
+        assert get_pretrained_cfg(f"{arch}.{tag}").num_classes == 1000 and f"{arch}.{tag}" in all_names
+    unresolved = {u["name"] for u in read_catalog_file(ROOT / "catalog" / "models" / "paper.yaml")["unresolved"]}
+    assert unresolved == {"mixnet_xxl", "gluon_xception65", "ig_resnext101_32x48d", "mixer_b16_224_in21k",
+                          "mixer_l16_224_in21k"}
 
 
 def test_paper_subset_has_the_papers_comparisons() -> None:
