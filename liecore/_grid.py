@@ -51,7 +51,13 @@ def coords(n: int, dtype: torch.dtype, device=None) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=64)
 def _dct1_basis_cpu(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, B^{-1}) with B[j, k] = cos(pi k j / (n - 1)), in float64 on the CPU."""
+    """(B, B^{-1}) with B[j, k] = cos(pi k j / (n - 1)), in float64 on the CPU.
+
+    A single pixel is a constant signal: B = B^{-1} = [[1]].
+    """
+    if n == 1:
+        one = torch.ones(1, 1, dtype=torch.float64)
+        return one, one.clone()
     j = torch.arange(n, dtype=torch.float64)
     basis = torch.cos(math.pi * j[:, None] * j[None, :] / (n - 1))
     return basis, torch.linalg.inv(basis)
@@ -60,6 +66,8 @@ def _dct1_basis_cpu(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 @functools.lru_cache(maxsize=64)
 def _spectral_dpixel_cpu(n: int) -> torch.Tensor:
     """Matrix of the spectral derivative d/dj (per pixel) at the knots, float64."""
+    if n == 1:
+        return torch.zeros(1, 1, dtype=torch.float64)
     basis, inv = _dct1_basis_cpu(n)
     j = torch.arange(n, dtype=torch.float64)
     k = torch.arange(n, dtype=torch.float64)

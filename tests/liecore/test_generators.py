@@ -167,3 +167,25 @@ def test_colour_generators():
     torch.testing.assert_close(s * torch.tensor(STD).reshape(1, 3, 1, 1) + torch.tensor(MEAN).reshape(1, 3, 1, 1), expect)
     with pytest.raises(ValueError, match="mean= and std="):
         input_tangent(x, "brightness")
+
+
+@pytest.mark.parametrize("interpolation", ["cubic", "spectral"])
+def test_one_pixel_axis(interpolation):
+    """A 1-pixel axis is a constant signal along it: finite, and the same as two equal rows."""
+    x = torch.rand(2, 3, 1, 7, dtype=torch.float64)
+    two = x.expand(-1, -1, 2, -1)
+    for name in ["translate_x", "translate_y", "rotate", "scale", "shear_x"]:
+        out = transform(x, name, 0.1, interpolation=interpolation)
+        assert torch.isfinite(out).all(), name
+    torch.testing.assert_close(transform(x, "translate_y", 0.3, interpolation=interpolation), x, rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        transform(x, "translate_x", 0.3, interpolation=interpolation),
+        transform(two, "translate_x", 0.3, interpolation=interpolation)[:, :, :1],
+        rtol=0, atol=1e-12,
+    )
+    xt = x.transpose(-1, -2)  # (B, C, 7, 1)
+    torch.testing.assert_close(
+        transform(xt, "translate_y", 0.3, interpolation=interpolation),
+        transform(x, "translate_x", 0.3, interpolation=interpolation).transpose(-1, -2),
+        rtol=0, atol=1e-12,
+    )
