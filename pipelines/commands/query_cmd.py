@@ -5,7 +5,7 @@ Examples::
     lee query "SELECT model, generator, mean_lee, se_lee, n FROM lee_summary ORDER BY mean_lee"
     lee query -r s3://bucket/lee "FROM layer_type_shares WHERE generator = 'rotate'" --format csv
     lee query - < my-query.sql --format parquet --out result.parquet
-    lee query --analysis accuracy --generator rotate
+    lee query --analysis accuracy --generator translate_x,rotate
     lee query --analysis gap --weights any --format json --out gap.json
 
 Views: see ``lee sql`` / README "Analysis". Named analyses: ``pipelines.analysis.analyses.ANALYSES``.
@@ -24,6 +24,7 @@ import sys
 from typing import Any
 
 from pipelines.cli import UsageError
+from pipelines.commands.eval_cmd import _Extend
 from pipelines.commands.sql_cmd import add_results_arguments
 
 ANALYSIS_NAMES = ("accuracy", "scale", "gap", "layerwise", "agreement")  # = analyses.ANALYSES (checked in tests)
@@ -34,7 +35,7 @@ EPILOG = """examples:
   lee query "SELECT model, generator, mean_lee, se_lee, n FROM lee_summary ORDER BY mean_lee"
   lee query -r s3://bucket/lee "FROM layer_type_shares WHERE generator = 'rotate'" --format csv
   lee query - --format parquet --out result.parquet < my-query.sql
-  lee query --analysis accuracy --generator rotate
+  lee query --analysis accuracy --generator translate_x,rotate
   lee query --analysis gap --weights any --format json --out gap.json
 
 analyses: accuracy (LEE vs top-1: correlations, regression on family), scale (size, pretraining data,
@@ -63,8 +64,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--weights", choices=("pretrained", "random", "any"), default="pretrained",
                    help="pretrained (hub + file, default; falls back to random init, saying so, when there is "
                         "nothing else), random, or any (pooled)")
-    a.add_argument("-d", "--dataset", action="append", metavar="NAME", help="only this dataset (repeatable)")
-    a.add_argument("-g", "--generator", action="append", metavar="NAME", help="only this generator (repeatable)")
+    a.add_argument("-d", "--dataset", action=_Extend, metavar="NAME",
+                   help="only these datasets (repeatable, comma-separated; default all)")
+    a.add_argument("-g", "--generator", action=_Extend, metavar="NAME",
+                   help="only these generators (repeatable, comma-separated; default all)")
     a.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
     a.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     a.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")

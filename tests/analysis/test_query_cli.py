@@ -79,6 +79,16 @@ def test_analysis(root, capsys):
     assert "analysis: accuracy" in out and "pearson_r" in out and "spearman_rho" in out
 
 
+
+def test_analysis_filters_split_on_commas(root, capsys):
+    """-g / -d take comma-separated lists, like lee report and lee eval, and may be repeated."""
+    for argv in (["-g", "translate_x,rotate"], ["-g", "translate_x", "-g", "rotate"],
+                 ["-g", "rotate", "-d", "sample-test,sample-ood", "-g", "translate_x"]):
+        assert main(["query", "--analysis", "gap", "-r", root, *argv, "--n-boot", "50", "--format", "json"]) == 0
+        rows = json.loads(capsys.readouterr().out)
+        ratios = [r for r in rows if r["statistic"] == "ratio"]
+        assert {r["generator"] for r in ratios} == {"rotate", "translate_x"} and len(ratios) == 8, argv
+
 @pytest.mark.parametrize(
     "argv, needle",
     [
