@@ -13,6 +13,7 @@ EPILOG = """examples:
   lee eval -m 'resnet*' -m vit_base_patch16_224.augreg2_in21k_ft_in1k --metrics lee,alt
   lee eval --config run.yaml --images 50               # YAML base, flags override
   lee eval -m paper --dry-run                          # list the units, compute nothing
+  lee eval --catalog zoo -d digits-test                # the trained model zoo (lee zoo train)
   lee eval --address ray://head:10001 -o s3://bucket/lee   # join a Ray cluster
 """
 
@@ -35,6 +36,10 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("-m", "--models", action=_Extend, metavar="SEL",
                       help="catalog names (quickstart, paper, all, tiny), a YAML path, model names or fnmatch "
                            "patterns; comma-separated or repeated (default: quickstart)")
+    what.add_argument("--catalog", action=_Extend, dest="models", metavar="NAME_OR_FILE",
+                      help="every model of a catalog: a name (quickstart, paper, all, tiny, zoo: the trained zoo) "
+                           "or a catalog YAML file; the same as -m, adding to its list (comma-separated or "
+                           "repeated)")
     what.add_argument("-d", "--datasets", action=_Extend, metavar="NAME", help="catalog datasets (default: sample)")
     what.add_argument("-g", "--generators", action=_Extend, metavar="NAME",
                       help="liecore generators (default: the paper's eight)")
