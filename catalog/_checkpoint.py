@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import re
 from typing import TYPE_CHECKING, Any
 
 from catalog._errors import CatalogError
@@ -12,7 +14,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["check_fits", "read_checkpoint", "sha256_file"]
+__all__ = ["check_fits", "checkpoint_sha256", "hub_blob_sha256", "read_checkpoint", "sha256_file"]
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state", "model_state_dict", "module", "net")
 _PREFIXES = ("module.", "_orig_mod.", "model.")
@@ -25,6 +27,44 @@ def sha256_file(path: str) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def checkpoint_sha256(uri: str) -> str:
+    """sha256 hex digest of a checkpoint at a local path or fsspec URI, streamed.
+
+    The same digest as :func:`read_checkpoint` returns (and ``runs.weights_sha256`` records for
+    ``file`` weights), without loading the weights.
+
+    Raises:
+        CatalogError: The file cannot be read.
+    """
+    import fsspec
+
+    digest = hashlib.sha256()
+    try:
+        with fsspec.open(uri, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    except (OSError, ValueError) as exc:
+        raise CatalogError(f"cannot read checkpoint {uri!r}: {exc}") from None
+    return digest.hexdigest()
+
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def hub_blob_sha256(path: str) -> str | None:
+    """sha256 of a file in the Hugging Face hub cache, read from its blob name (the file is not read).
+
+    The hub cache stores each Git LFS file (every weights file) as ``blobs/<sha256 of the content>``,
+    and a snapshot's file is a link to it; so this equals :func:`sha256_file` of the path. None when
+    the path does not resolve to such a blob (a small non-LFS file, or a file outside the hub cache).
+    """
+    real = os.path.realpath(path)
+    name = os.path.basename(real)
+    if os.path.basename(os.path.dirname(real)) == "blobs" and _SHA256_HEX.fullmatch(name):
+        return name
+    return None
 
 
 def _unwrap(obj: Any, uri: str) -> dict[str, torch.Tensor]:

@@ -12,6 +12,10 @@ table. A unit is run when its key has no ``done`` row; the reason says why:
 * ``metric version``: the family's implementation version changed (e.g. a new liecore);
 * ``config``: generators, images, output kind... changed;
 * ``weights now available``: ``auto`` weights ran on random init and hub weights are now cached;
+* ``weights changed``: same unit, but the weights file differs from the one the done run recorded
+  (``runs.weights_sha256``): a ``file`` checkpoint overwritten under the same path, or a hub cache that
+  now holds another revision (hub files are compared when the cache names them by sha256, as the
+  Hugging Face cache does for weights; nothing is downloaded);
 * ``failed before``: the last attempt failed.
 """
 
@@ -124,7 +128,7 @@ def resolve_fresh(selection: list[str], fresh: FreshCatalog) -> list:
             for spec in found:
                 out.setdefault(spec.name, spec)
     except (catalog.CatalogError, FileNotFoundError) as exc:
-        raise UsageError(str(exc).strip("'\"")) from None
+        raise UsageError(str(exc)) from None
     if not out:
         raise UsageError(f"model selection {selection} matches no model")
     return list(out.values())
@@ -175,6 +179,8 @@ def plan_reevaluation(cfg, *, dry_run: bool = False, fresh: FreshCatalog | None 
     done_random = {
         (r["family"], r["model"], r["dataset"]): r for r in runs if r["status"] == "done" and r["weights"] == "random"
     }
+    done_rows = {r["unit"]: r for r in runs if r["status"] == "done"}
+    shas: dict = {}
     for u in p.units:
         if p.status.get(u.key) != "done":
             reasons[u.key] = _reason(u, p.status, by_model, hub_cached)
@@ -186,10 +192,43 @@ def plan_reevaluation(cfg, *, dry_run: bool = False, fresh: FreshCatalog | None 
             and hub_cached(u.model)
         ):
             reasons[u.key] = "weights now available"
+        elif _weights_changed(u, done_rows.get(u.key), shas):
+            reasons[u.key] = "weights changed"
     if cfg.force:
         reasons = {u.key: reasons.get(u.key, "forced") for u in p.units}
     p.todo = [u for u in p.units if u.key in reasons]
     return p, reasons
+
+
+def current_weights_sha256(weights: str | None, spec) -> str | None:
+    """sha256 of the weights a unit would load now, computed as the runner records it; None if unknown.
+
+    ``file``: the checkpoint's digest (the file is read, not loaded). ``hub``: the digest the Hugging
+    Face cache names the cached file by (cheap: nothing is read or downloaded); None when the weights
+    are not cached or the cache does not name the file by its sha256. ``random``: None.
+    """
+    from catalog._checkpoint import checkpoint_sha256, hub_blob_sha256
+
+    try:
+        if weights == "file" and spec.checkpoint:
+            return checkpoint_sha256(spec.checkpoint)
+        if weights == "hub":
+            hub_cached = _hub_cached_fn()
+            path = hub_cached(spec) if hub_cached is not None else None
+            return hub_blob_sha256(path) if path else None
+    except Exception:  # noqa: BLE001 - a missing file or unknown hub entry is not a change we can tell
+        return None
+    return None
+
+
+def _weights_changed(unit, row: dict | None, shas: dict) -> bool:
+    """Whether a done unit's recorded ``weights_sha256`` differs from the weights it would load now."""
+    if row is None or not row.get("weights_sha256") or row.get("weights") not in ("file", "hub"):
+        return False
+    key = (row["weights"], unit.model.name, unit.model.checkpoint)
+    if key not in shas:  # one digest per model and source, however many units share it
+        shas[key] = current_weights_sha256(row["weights"], unit.model)
+    return shas[key] is not None and shas[key] != row["weights_sha256"]
 
 
 def _hub_cached_fn():
