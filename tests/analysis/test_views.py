@@ -20,7 +20,15 @@ from pipelines.analysis.views import connect, sql_files
 from pipelines.cli import UsageError, main
 from pipelines.store import Store
 
-from .conftest import data_table, lee_columns, runs_row, write_two_configurations, write_unit
+from .conftest import (
+    TWO_CONFIG_LAYERS,
+    data_table,
+    layerwise_columns,
+    lee_columns,
+    runs_row,
+    write_two_configurations,
+    write_unit,
+)
 
 GENS = ["rotate", "translate_x"]
 CFG = {"generators": GENS, "output": "probs", "interpolation": "cubic"}
@@ -302,4 +310,23 @@ def test_layerwise_and_alt_configurations_are_never_pooled(tmp_path):
     assert list(alt["mean_value"]) == pytest.approx([10.0, 0.01]) and alt["interpolation"].isna().all()
     pairs = con.sql("SELECT output, mean_lee, mean_value FROM metric_pairs ORDER BY output").df()
     assert pairs.values.tolist() == [["logits", 100.0, 10.0], ["probs", 1.0, 0.01]]
+    con.close()
+
+
+def test_layerwise_and_alt_summaries_of_one_model_read_only_its_files(tmp_path):
+    """The config join of the layerwise and alt views (output, interpolation) keeps partition pruning."""
+    root = str(tmp_path / "r")
+    write_two_configurations(root)
+    s = Store(root)
+    for m in ("resnet50.a1_in1k", "resnet34.a1_in1k"):
+        write_unit(s, "layerwise", m, "sample-test", "test",
+                   layerwise_columns(TWO_CONFIG_LAYERS, np.tile([0.5, 0.5, 0.0], (4, 1)), np.ones(4)),
+                   config={"generators": ["rotate"], "method": "exact", "output": "probs", "interpolation": "cubic"})
+        write_unit(s, "alt", m, "sample-test", "test",
+                   {"sample_id": ["a", "b"], "sample_index": [0, 1], "metric": ["eq_t"] * 2, "value": [1.0, 2.0],
+                    "higher_is_better": [False] * 2}, config={"metrics": ["eq_t"], "output": "probs"})
+    con = connect(root, threads=1)
+    for view in ("layerwise_layers", "layerwise_cumulative", "layer_type_shares", "alt_summary"):
+        scans, _ = _parquet_scans(con, f"SELECT * FROM {view} WHERE model = 'resnet50.a1_in1k'")
+        assert scans and all(int(info["Total Files Read"]) == 1 for info in scans), (view, scans)
     con.close()
