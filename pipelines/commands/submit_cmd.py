@@ -1,16 +1,25 @@
 """``lee submit`` / ``lee status`` / ``lee logs``: run a sweep as a Ray Job on a cluster and follow it.
 
 ``lee submit --address http://HEAD:8265 [--runtime-env runtime_env.yaml] -- <lee eval flags>``
-uploads the project (``working_dir``), starts ``python -m pipelines eval <flags>`` on the
-cluster and prints the job id. Clusters with token authentication (``RAY_AUTH_MODE=token``)
-need the same ``RAY_AUTH_TOKEN`` (or ``~/.ray/auth_token``) on this side.
+validates the flags (models, datasets, generators...) here, uploads the project
+(``working_dir``), starts ``python -m pipelines eval <flags>`` on the cluster and prints the job id.
+
+The job's runtime_env: the project as ``working_dir`` (build outputs and ``.git`` excluded), the
+checkout's git revision as ``env_vars.LEE_GIT_REV`` (``-dirty`` if modified; the job's copy has no
+``.git``, so the runner records this one), and, without ``--runtime-env``, ``pip``: the project's
+dependencies from ``pyproject.toml`` (Ray itself excepted: the cluster's Ray is used). A
+``--runtime-env`` YAML replaces the keys it sets (``pip`` included) and adds to ``env_vars``.
+Clusters with token authentication (``RAY_AUTH_MODE=token``) need the same ``RAY_AUTH_TOKEN`` (or
+``~/.ray/auth_token``) on this side.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -47,21 +56,61 @@ def _project_dir(explicit: str | None) -> str:
     raise UsageError("cannot find the project directory to upload; pass --working-dir")
 
 
-def load_runtime_env(path: str | None, working_dir: str) -> dict:
-    """Default: the project as ``working_dir`` with build outputs excluded; a YAML file adds to it."""
+def git_revision(directory: str) -> str | None:
+    """``HEAD`` of the git checkout at ``directory`` (``-dirty`` if tracked files are modified); None outside git."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", directory, *args], capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
+    try:
+        rev = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev + ("-dirty" if dirty else "") if rev else None
+
+
+def project_requirements(working_dir: str) -> list[str]:
+    """The ``[project] dependencies`` of ``<working_dir>/pyproject.toml``, without Ray (the cluster's Ray is used)."""
+    path = Path(working_dir, "pyproject.toml")
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        deps = tomllib.loads(path.read_text())["project"]["dependencies"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise UsageError(f"cannot read the project's dependencies from {path}: {exc}; pass --runtime-env") from None
+    return [d for d in deps if re.split(r"[\s\[<>=!~;]", d, maxsplit=1)[0].lower() != "ray"]
+
+
+def load_runtime_env(path: str | None, working_dir: str, git_rev: str | None = None) -> dict:
+    """The job's runtime_env.
+
+    Default: the project as ``working_dir`` with build outputs excluded, ``pip``: the project's
+    dependencies (:func:`project_requirements`), and ``env_vars.LEE_GIT_REV`` = ``git_rev``. A YAML
+    file replaces the keys it sets (its ``pip``, or none, instead of the default one) and adds its
+    ``env_vars`` (a ``LEE_GIT_REV`` there wins).
+    """
     env: dict = {"working_dir": working_dir, "excludes": list(EXCLUDES)}
+    env_vars = {"LEE_GIT_REV": git_rev} if git_rev else {}
     if path:
         import yaml
 
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as exc:
+        except (OSError, yaml.YAMLError) as exc:
             raise UsageError(f"runtime env file {path!r}: {exc}") from None
         if not isinstance(data, dict):
             raise UsageError(f"runtime env file {path!r} must be a mapping")
         if data.get("working_dir") in (".", "./"):
             data["working_dir"] = working_dir
+        env_vars.update(data.pop("env_vars", None) or {})
         env.update(data)
+    else:
+        env["pip"] = {"packages": project_requirements(working_dir), "pip_check": False}
+    if env_vars:
+        env["env_vars"] = {k: str(v) for k, v in env_vars.items()}
     return env
 
 
@@ -80,6 +129,7 @@ def _eval_argv(rest: list[str]) -> list[str]:
     cfg = config_from_args(ns)
     validate(cfg)
     resolve_models(cfg)
+    _check_datasets(cfg.datasets)
     argv = list(rest)
     if "://" not in cfg.output and not os.path.isabs(cfg.output):
         argv += ["--output", os.path.abspath(cfg.output)]  # a job's cwd is a temporary copy
@@ -88,10 +138,23 @@ def _eval_argv(rest: list[str]) -> list[str]:
     return argv
 
 
+def _check_datasets(selection: list[str]) -> None:
+    """Dataset names, groups and YAML files resolve (their URIs are the cluster's to read)."""
+    import catalog
+
+    if not selection:
+        raise UsageError("no datasets selected")
+    for sel in selection:
+        try:
+            catalog.load_datasets(sel)
+        except (ValueError, FileNotFoundError) as exc:  # CatalogError is a ValueError
+            raise UsageError(str(exc)) from None
+
+
 def submit(args) -> int:
     wd = _project_dir(args.working_dir)
     argv = _eval_argv(args.eval_args or [])
-    runtime_env = load_runtime_env(args.runtime_env, wd)
+    runtime_env = load_runtime_env(args.runtime_env, wd, git_revision(wd))
     client = _client(_address(args))
     entrypoint = shlex.join(["python", "-m", "pipelines", "eval", "--no-progress", *argv])
     deadline = time.time() + AGENT_WAIT_S
@@ -162,6 +225,27 @@ def logs(args) -> int:
     return 0
 
 
+def _reject_flags_before_dashes(parser: argparse.ArgumentParser) -> None:
+    """Make ``lee submit`` say that `lee eval` flags go after ``--`` when they are given without it.
+
+    (Left alone, argparse's top-level parser answers ``lee submit -m x`` with just "unrecognized
+    arguments: -m".) The subcommand parser's ``parse_known_args`` is wrapped: leftovers become its error.
+    """
+    parse_known_args = parser.parse_known_args
+
+    def parse(args=None, namespace=None):
+        ns, extra = parse_known_args(args, namespace)
+        if extra:
+            stray = shlex.join(extra + list(getattr(ns, "eval_args", None) or []))
+            parser.error(
+                f"unrecognized arguments: {shlex.join(extra)}; `lee eval` flags go after `--`, e.g. "
+                f"lee submit [--address URL] [--runtime-env YAML] -- {stray}"
+            )
+        return ns, extra
+
+    parser.parse_known_args = parse  # type: ignore[method-assign]
+
+
 def register(subparsers) -> None:
     addr_help = f"Ray job server (dashboard) address (default $RAY_ADDRESS or {DEFAULT_JOB_ADDRESS})"
     p = subparsers.add_parser(
@@ -180,6 +264,7 @@ def register(subparsers) -> None:
     p.add_argument("--wait", action="store_true", help="wait for the job, print its logs, exit 0 iff it succeeded")
     p.add_argument("eval_args", nargs=argparse.REMAINDER, help="-- then `lee eval` flags")
     p.set_defaults(func=submit)
+    _reject_flags_before_dashes(p)
 
     s = subparsers.add_parser("status", help="status of a Ray Job (or list the jobs)")
     s.add_argument("job_id", nargs="?")

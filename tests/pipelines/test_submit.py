@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -90,6 +91,10 @@ def test_submit_runs_a_job_to_completion_and_results_land(loopback_head, tmp_pat
     assert "1 computed" in logs.stdout, logs.stdout[-3000:]
     runs = Store(str(out)).runs().to_pylist()
     assert [r["status"] for r in runs] == ["done"]
+    # The job's copy has no .git: the revision is the one `lee submit` computed here (LEE_GIT_REV).
+    from pipelines.commands.submit_cmd import git_revision
+
+    assert runs[0]["git_rev"] == git_revision(str(REPO)) is not None
     assert Store(str(out)).read_table("lee").num_rows == 4
     listing = _lee(["status", "--address", address], env)
     assert job_id in listing.stdout and "SUCCEEDED" in listing.stdout
@@ -98,3 +103,57 @@ def test_submit_runs_a_job_to_completion_and_results_land(loopback_head, tmp_pat
 def test_submit_rejects_bad_arguments_before_submitting(tmp_path):
     r = _lee(["submit", "--address", "http://127.0.0.1:9", "--", "-m", "no_such_model_xyz"], dict(os.environ))
     assert r.returncode == 2 and "no_such_model_xyz" in r.stderr
+
+
+def test_submit_rejects_an_unknown_dataset_before_contacting_the_server():
+    # Nothing listens on port 9: an error about the dataset shows the check ran first.
+    r = _lee(["submit", "--address", "http://127.0.0.1:9", "--", "-m", "test_resnet.r160_in1k", "-d", "nosuchds"],
+             dict(os.environ))
+    assert r.returncode == 2 and "unknown dataset 'nosuchds'" in r.stderr, r.stderr
+    assert "job server" not in r.stderr and "submission" not in r.stderr
+
+
+def test_submit_says_eval_flags_go_after_dashes():
+    r = _lee(["submit", "--address", "http://127.0.0.1:9", "-m", "test_resnet.r160_in1k"], dict(os.environ))
+    assert r.returncode == 2
+    assert "unrecognized arguments: -m" in r.stderr and "go after `--`" in r.stderr, r.stderr
+    assert "-- -m test_resnet.r160_in1k" in r.stderr, r.stderr
+
+
+def test_default_runtime_env_installs_the_projects_requirements_and_carries_the_git_revision(tmp_path):
+    import tomllib
+
+    from pipelines.commands.submit_cmd import git_revision, load_runtime_env
+
+    rev = git_revision(str(REPO))
+    assert rev is None or re.fullmatch(r"[0-9a-f]{40}(-dirty)?", rev)
+    env = load_runtime_env(None, str(REPO), "0123abc-dirty")
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert env["working_dir"] == str(REPO) and ".git" in env["excludes"]
+    assert env["pip"]["packages"] == [d for d in deps if not d.startswith("ray")]  # the cluster's Ray is used
+    assert any(p.startswith("e2cnn") for p in env["pip"]["packages"])
+    assert env["env_vars"] == {"LEE_GIT_REV": "0123abc-dirty"}
+    # A runtime_env YAML replaces pip (its own list) and adds to env_vars.
+    yaml_env = load_runtime_env(str(REPO / "runtime_env.yaml"), str(REPO), "0123abc")
+    assert yaml_env["working_dir"] == str(REPO)
+    assert yaml_env["env_vars"]["LEE_GIT_REV"] == "0123abc" and len(yaml_env["env_vars"]) > 1
+    # runtime_env.yaml lists every dependency but those of the cluster image (torch, torchvision and Ray).
+    def names(reqs):
+        return {re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0].lower().replace("_", "-") for r in reqs}
+
+    assert names(deps) - {"torch", "torchvision", "ray"} <= names(yaml_env["pip"]["packages"])
+
+
+def test_git_revision_marks_modified_checkouts(tmp_path):
+    from pipelines.commands.submit_cmd import git_revision
+
+    assert git_revision(str(tmp_path)) is None  # not a checkout
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "f.txt").write_text("a")
+    subprocess.run([*git, "add", "f.txt"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "c"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    assert git_revision(str(tmp_path)) == head
+    (tmp_path / "f.txt").write_text("b")
+    assert git_revision(str(tmp_path)) == head + "-dirty"
