@@ -28,6 +28,8 @@ from catalog._registry import (
     list_models,
     load_catalog_file,
     load_models,
+    names_for,
+    unknown_model_error,
     zoo_catalog_file,
 )
 from catalog._sample import materialize_sample
@@ -60,6 +62,8 @@ __all__ = [
     "load_datasets",
     "load_models",
     "materialize_sample",
+    "names_for",
+    "unknown_model_error",
     "all_catalog_text",
     "generate_all_catalog",
     "generated_specs",

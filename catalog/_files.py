@@ -49,7 +49,9 @@ def check_keys(data: dict[str, Any], allowed: tuple[str, ...], where: str, requi
     """Raise a CatalogError naming every unknown or missing key of ``data``."""
     unknown = [k for k in data if k not in allowed]
     if unknown:
-        raise CatalogError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}")
+        raise CatalogError(
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(dict.fromkeys(allowed))}"
+        )
     missing = [k for k in required if k not in data]
     if missing:
         raise CatalogError(f"{where}: missing key(s) {', '.join(map(repr, missing))}")

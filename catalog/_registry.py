@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from catalog._errors import CatalogError, unknown_name_error
+from catalog._errors import CatalogError, close_matches, unknown_name_error
 from catalog._files import PACKAGE_DIR, check_keys, read_catalog_file
 from catalog._paths import zoo_catalog_path
 from catalog._spec import ModelSpec, spec_from_dict
@@ -26,6 +26,8 @@ __all__ = [
     "list_models",
     "load_catalog_file",
     "load_models",
+    "names_for",
+    "unknown_model_error",
 ]
 
 MODELS_DIR = PACKAGE_DIR / "models"
@@ -42,6 +44,7 @@ _GENERATED_KEYS = ("generated_by", "timm_version", "sources", "models", "arch_de
                    "description", "version")
 _CURATED_KEYS = ("name", "description", "version", "models", "groups", "unresolved", "generated_by",
                  "timm_version", "sources", "trained")
+_CATALOG_KEYS = tuple(dict.fromkeys(_CURATED_KEYS + _GENERATED_KEYS))  # what a catalog file may hold, once each
 
 
 def _is_pattern(text: str) -> bool:
@@ -97,6 +100,37 @@ def get_model(name: str) -> ModelSpec:
     raise unknown_name_error("model", name, _candidates())
 
 
+def names_for(name: str, specs: Sequence[ModelSpec]) -> list[str]:
+    """The names among ``specs`` that a plain (non-pattern) model name stands for.
+
+    The name itself; else the current name of a deprecated timm name (``tv_resnet50`` ->
+    ``resnet50.tv_in1k``); else every ``arch.*`` of a bare architecture (``resnet50`` -> ``resnet50.*``).
+
+    Args:
+        name: Model name without wildcards.
+        specs: The catalog to look in (e.g. ``list_models(catalog=...)``).
+
+    Returns:
+        Matching names in catalog order; empty if none.
+    """
+    names = [s.name for s in specs]
+    if name in names:
+        return [name]
+    _, _, aliases = _base()
+    if aliases.get(name) in names:
+        return [aliases[name]]
+    return [s.name for s in specs if s.arch == name]
+
+
+def unknown_model_error(name: str, specs: Sequence[ModelSpec], where: str) -> CatalogError:
+    """The error for a model name that :func:`names_for` finds nothing for, with close matches from ``specs``."""
+    _, _, aliases = _base()
+    candidates = [*(s.name for s in specs), *dict.fromkeys(s.arch for s in specs), *aliases]
+    hints = close_matches(name, candidates)
+    hint = f"; did you mean {', '.join(repr(h) for h in hints)}?" if hints else ""
+    return CatalogError(f"unknown model {name!r} in {where}{hint}")
+
+
 def _entry_to_spec(entry: Any, where: str) -> list[ModelSpec]:
     if isinstance(entry, str):
         if _is_pattern(entry):
@@ -145,7 +179,7 @@ def load_catalog_file(path: str | Path) -> list[ModelSpec]:
     """
     path = Path(path)
     data = read_catalog_file(path)
-    check_keys(data, _CURATED_KEYS + _GENERATED_KEYS, str(path), required=("models",))
+    check_keys(data, _CATALOG_KEYS, str(path), required=("models",))
     entries = data["models"]
     if not isinstance(entries, list):
         raise CatalogError(f"{path}: 'models' must be a list")

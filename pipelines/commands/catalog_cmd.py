@@ -3,6 +3,7 @@
 Examples::
 
     lee catalog ls 'resnet50*' --exclude '*gluon*'
+    lee catalog ls resnet50            # a bare arch lists its tags (resnet50.*); old timm names resolve
     lee catalog ls --catalog paper
     lee catalog validate my_models.yaml
     lee catalog datasets
@@ -11,6 +12,8 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import sys
 from pathlib import Path
 
 import catalog
@@ -58,16 +61,39 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _is_pattern(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
-    """Print name, family, params_m, top1, img_size and source of the matching models."""
+    """Print name, family, params_m, top1, img_size and source of the matching models.
+
+    fnmatch patterns filter the catalog; a plain name that is not a catalog name resolves through the
+    catalog's lookup (a deprecated timm name -> its current name, a bare arch -> all its tags). A plain
+    name that resolves to nothing is reported with close matches (exit 1).
+    """
     try:
-        specs = catalog.list_models(args.pattern or None, args.exclude or None, catalog=args.catalog)
+        pool = catalog.list_models(None, args.exclude or None, catalog=args.catalog)
+        keep: set[str] = set()
+        unknown = []
+        for pat in args.pattern:
+            found = [s.name for s in pool if fnmatch.fnmatchcase(s.name, pat)]
+            if not found and not _is_pattern(pat):
+                found = catalog.names_for(pat, pool)
+                if not found:
+                    unknown.append(pat)
+            keep.update(found)
     except catalog.CatalogError as exc:
         raise UsageError(str(exc)) from None
+    specs = [s for s in pool if s.name in keep] if args.pattern else pool
+    for name in unknown:
+        print(f"lee: error: {catalog.unknown_model_error(name, pool, f'catalog {args.catalog!r}')}", file=sys.stderr)
+    if unknown and not specs:
+        return 1
     rows = [[s.name, _fmt(s.family), _fmt(s.params_m), _fmt(s.top1), _fmt(s.img_size), s.source] for s in specs]
     print(_table(["name", "family", "params_m", "top1", "img_size", "source"], rows))
     print(f"({len(specs)} models)")
-    return 0
+    return 1 if unknown else 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

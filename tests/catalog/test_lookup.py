@@ -104,3 +104,29 @@ def test_cli_datasets(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["catalog", "datasets"]) == 0
     out = capsys.readouterr().out
     assert "sample-train" in out and "${IMAGENET_ROOT}/val" in out
+
+
+def test_cli_ls_resolves_plain_names(capsys: pytest.CaptureFixture[str]) -> None:
+    def listed(*args: str) -> tuple[int, list[str], str]:
+        rc = main(["catalog", "ls", *args])
+        cap = capsys.readouterr()
+        return rc, [ln.split()[0] for ln in cap.out.splitlines()[1:-1]], cap.err
+
+    rc, names, _ = listed("resnet50")  # a bare arch: all its tags
+    assert rc == 0 and names == [s.name for s in catalog.list_models("resnet50.*")] and len(names) > 10
+    assert listed("tv_resnet50")[:2] == (0, ["resnet50.tv_in1k"])  # an old timm name
+    assert listed("resnet50", "--catalog", "paper")[:2] == (0, [s.name for s in catalog.list_models(
+        "resnet50.*", catalog="paper")])
+    rc, names, err = listed("resnt50")
+    assert rc == 1 and names == [] and "unknown model 'resnt50' in catalog 'all'; did you mean 'resnet50'" in err
+    rc, names, err = listed("resnt50", "resnet18.a1_in1k")  # the known one is still listed
+    assert rc == 1 and names == ["resnet18.a1_in1k"] and "'resnt50'" in err
+
+
+def test_unknown_key_error_lists_each_allowed_key_once(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text('{"models": ["resnet18.a1_in1k"], "modles": []}')
+    with pytest.raises(catalog.CatalogError, match="unknown key\\(s\\) 'modles'") as info:
+        catalog.load_catalog_file(path)
+    allowed = str(info.value).split("allowed: ", 1)[1].split(", ")
+    assert "models" in allowed and len(allowed) == len(set(allowed))
