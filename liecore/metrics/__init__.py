@@ -4,7 +4,8 @@ r"""Alternative equivariance metrics, all behind one signature.
 
     metric(f, x, *, rng=None, seed=0, **params) -> MetricResult
 
-``rng`` is a CPU ``torch.Generator`` (else one is seeded with ``seed``); results hold
+``rng`` is a CPU ``torch.Generator``, or a sequence of them, one per image, which makes each
+image's draws (and value) independent of the batch it is in (else one is seeded with ``seed``); results hold
 per-image values ``(B,)`` in float64 with the metric's name, unit, ``higher_is_better``,
 mean/stderr and the parameters used. :data:`METRICS` maps names to the callables.
 

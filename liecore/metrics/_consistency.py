@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 
 from .._derivative import differentiable_mode
-from ._result import MetricResult, make_rng
+from ._result import MetricResult, Rng, make_rng, randint
 
 __all__ = ["circular_shift_consistency", "shift_consistency"]
 
@@ -56,7 +56,7 @@ def _consistency(
     name: str,
     f: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
-    rng: torch.Generator | None,
+    rng: Rng | None,
     seed: int | None,
     num_pairs: int,
     max_shift: int,
@@ -69,11 +69,11 @@ def _consistency(
     b, _, h, w = x.shape
     if not circular and (h <= max_shift or w <= max_shift):
         raise ValueError(f"crops of ({h}-{max_shift}, {w}-{max_shift}) are empty; lower max_shift")
-    gen = make_rng(rng, seed)
+    gen = make_rng(rng, seed, b)
     agree = torch.zeros(b, dtype=torch.float64)
     with differentiable_mode(f):
         for _ in range(num_pairs):
-            off = torch.randint(0, max_shift, (4, b), generator=gen)
+            off = randint(gen, max_shift, 4, b)
             if circular:
                 x1, x2 = _roll(x, off[0], off[1]), _roll(x, off[2], off[3])
             else:
@@ -102,7 +102,7 @@ def shift_consistency(
     f: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     *,
-    rng: torch.Generator | None = None,
+    rng: Rng | None = None,
     seed: int | None = 0,
     num_pairs: int = 5,
     max_shift: int = 32,
@@ -113,7 +113,7 @@ def shift_consistency(
         f: classifier mapping ``(B, C, h, w)`` images to logits ``(B, K)``; it receives
             crops of size ``(H - max_shift, W - max_shift)``.
         x: images ``(B, C, H, W)`` (e.g. 256 px for 224 crops).
-        rng: a CPU ``torch.Generator`` (else one seeded with ``seed``).
+        rng: a CPU ``torch.Generator``, or one per image (else one seeded with ``seed``).
         seed: seed used when ``rng`` is None.
         num_pairs: random pairs of crops per image.
         max_shift: offsets are drawn uniformly from ``0 .. max_shift - 1`` per axis.
@@ -129,7 +129,7 @@ def circular_shift_consistency(
     f: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     *,
-    rng: torch.Generator | None = None,
+    rng: Rng | None = None,
     seed: int | None = 0,
     num_pairs: int = 5,
     max_shift: int = 32,

@@ -47,7 +47,7 @@ from torch import nn
 from .._derivative import differentiable_mode, with_output
 from .._layout import Layout
 from ._resample import fractional_translate, integer_translate, masked_sq_error, psnr, rotate
-from ._result import MetricResult, make_rng
+from ._result import MetricResult, Rng, make_rng, rand
 
 __all__ = ["EQ_KINDS", "LayerwiseEQResult", "eq_layerwise", "eq_r", "eq_t", "eq_t_frac"]
 
@@ -83,8 +83,8 @@ class _Draw:
     angle: torch.Tensor
 
 
-def _draw(b: int, gen: torch.Generator, t_max: float, angle_max: float) -> _Draw:
-    u = torch.rand(3, b, generator=gen, dtype=torch.float64) * 2 - 1
+def _draw(b: int, gen: Rng, t_max: float, angle_max: float) -> _Draw:
+    u = rand(gen, 3, b) * 2 - 1
     return _Draw(u[0] * t_max, u[1] * t_max, u[2] * angle_max)
 
 
@@ -128,7 +128,7 @@ def _eq(
     f: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     *,
-    rng: torch.Generator | None,
+    rng: Rng | None,
     seed: int | None,
     num_samples: int,
     t_max: float,
@@ -144,8 +144,8 @@ def _eq(
         raise ValueError("num_samples must be >= 1")
     layout = out_layout or Layout.invariant()
     fo, output = _resolve_output(f, layout, output)
-    gen = make_rng(rng, seed)
     b, _, h, w = x.shape
+    gen = make_rng(rng, seed, b)
     mse = torch.zeros(b, dtype=torch.float64)
     with differentiable_mode(f):
         y = fo(x)
@@ -189,7 +189,7 @@ def eq_t(
     f: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     *,
-    rng: torch.Generator | None = None,
+    rng: Rng | None = None,
     seed: int | None = 0,
     num_samples: int = 10,
     t_max: float = 0.125,
@@ -202,7 +202,7 @@ def eq_t(
     Args:
         f: model or callable on ``(B, C, H, W)`` images; samples processed independently.
         x: images ``(B, C, H, W)``.
-        rng: a CPU ``torch.Generator`` to draw from (else one seeded with ``seed``).
+        rng: a CPU ``torch.Generator`` to draw from, or one per image (else one seeded with ``seed``).
         seed: seed used when ``rng`` is None.
         num_samples: draws per image.
         t_max: translations :math:`t \sim U[-t_{max}, t_{max}]` per axis, as a fraction of
@@ -226,7 +226,7 @@ def eq_t_frac(
     f: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     *,
-    rng: torch.Generator | None = None,
+    rng: Rng | None = None,
     seed: int | None = 0,
     num_samples: int = 10,
     t_max: float = 0.125,
@@ -248,7 +248,7 @@ def eq_r(
     f: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     *,
-    rng: torch.Generator | None = None,
+    rng: Rng | None = None,
     seed: int | None = 0,
     num_samples: int = 10,
     angle_max: float = math.pi,
@@ -372,7 +372,7 @@ def eq_layerwise(
     *,
     metric: EQKind = "eq_t",
     mode: Literal["local", "cumulative"] = "local",
-    rng: torch.Generator | None = None,
+    rng: Rng | None = None,
     seed: int | None = 0,
     num_samples: int = 1,
     t_max: float = 0.125,
@@ -411,8 +411,8 @@ def eq_layerwise(
         raise ValueError(f"images must be (B, C, H, W), got shape {tuple(x.shape)}")
     names = list(layers)
     lays = {n: (v if isinstance(v, tuple) else (v, v)) for n, v in layers.items()}
-    gen = make_rng(rng, seed)
     b, _, h, w = x.shape
+    gen = make_rng(rng, seed, b)
     nl = len(names)
     sse = torch.zeros(b, nl, dtype=torch.float64)
     cnt = torch.zeros(b, nl, dtype=torch.float64)

@@ -15,30 +15,57 @@ over :math:`\sqrt n`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-__all__ = ["MetricResult", "make_rng"]
+__all__ = ["MetricResult", "Rng", "make_rng", "rand", "randint"]
+
+Rng = torch.Generator | Sequence[torch.Generator]
+"""One CPU generator for the batch, or one per image (then image ``i`` draws only from ``rng[i]``,
+so its draws, and its value, do not depend on which other images share the batch)."""
 
 
-def make_rng(rng: torch.Generator | None, seed: int | None) -> torch.Generator:
-    """The CPU random generator a metric draws from: ``rng`` itself, else one seeded with ``seed``.
+def _check_cpu(g: object) -> torch.Generator:
+    if not isinstance(g, torch.Generator):
+        raise TypeError(f"rng must be a torch.Generator or a sequence of them, got {type(g).__name__}")
+    if g.device.type != "cpu":
+        raise ValueError("rng must be a CPU torch.Generator (draws are made on the CPU)")
+    return g
+
+
+def make_rng(rng: Rng | None, seed: int | None, b: int | None = None) -> Rng:
+    """The CPU random generator(s) a metric draws from: ``rng`` itself, else one seeded with ``seed``.
 
     Draws are made on the CPU so that a seed gives the same transformations on every
-    device.
+    device. A sequence of ``b`` generators (one per image) is returned as a list.
     """
     if rng is not None:
-        if not isinstance(rng, torch.Generator):
-            raise TypeError(f"rng must be a torch.Generator, got {type(rng).__name__}")
-        if rng.device.type != "cpu":
-            raise ValueError("rng must be a CPU torch.Generator (draws are made on the CPU)")
-        return rng
+        if isinstance(rng, torch.Generator):
+            return _check_cpu(rng)
+        gens = [_check_cpu(g) for g in rng]
+        if b is not None and len(gens) != b:
+            raise ValueError(f"rng holds {len(gens)} generators for a batch of {b} images")
+        return gens
     g = torch.Generator()
     g.manual_seed(0 if seed is None else int(seed))
     return g
+
+
+def rand(gen: Rng, rows: int, b: int) -> torch.Tensor:
+    """``(rows, b)`` float64 uniform draws in ``[0, 1)``; column ``i`` from ``gen[i]`` for per-image generators."""
+    if isinstance(gen, torch.Generator):
+        return torch.rand(rows, b, generator=gen, dtype=torch.float64)
+    return torch.stack([torch.rand(rows, generator=g, dtype=torch.float64) for g in gen], dim=1)
+
+
+def randint(gen: Rng, high: int, rows: int, b: int) -> torch.Tensor:
+    """``(rows, b)`` integers uniform in ``[0, high)``; column ``i`` from ``gen[i]`` for per-image generators."""
+    if isinstance(gen, torch.Generator):
+        return torch.randint(0, high, (rows, b), generator=gen)
+    return torch.stack([torch.randint(0, high, (rows,), generator=g) for g in gen], dim=1)
 
 
 @dataclass(frozen=True)

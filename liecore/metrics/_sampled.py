@@ -33,7 +33,7 @@ from .._generators import Generator, get_generator
 from .._grid import Interpolation
 from .._layout import Layout
 from ._eq import _resolve_output
-from ._result import MetricResult, make_rng
+from ._result import MetricResult, Rng, make_rng, rand
 
 __all__ = ["sampled_equivariance_error"]
 
@@ -52,7 +52,7 @@ def sampled_equivariance_error(
     x: torch.Tensor,
     generator: str | Generator = "translate_x",
     *,
-    rng: torch.Generator | None = None,
+    rng: Rng | None = None,
     seed: int | None = 0,
     num_samples: int = 10,
     t_max: float = 0.1,
@@ -68,7 +68,7 @@ def sampled_equivariance_error(
         f: model or callable on ``(B, C, H, W)`` images; samples processed independently.
         x: images ``(B, C, H, W)``.
         generator: the Lie-algebra generator :math:`X` (name or :class:`liecore.Generator`).
-        rng: a CPU ``torch.Generator`` to draw :math:`t` from (else one seeded with ``seed``).
+        rng: a CPU ``torch.Generator`` to draw :math:`t` from, or one per image (else one seeded with ``seed``).
         seed: seed used when ``rng`` is None.
         num_samples: draws of :math:`t` per image.
         t_max: :math:`t \sim U[-t_{max}, t_{max}]` in flow-time units of the generator.
@@ -90,15 +90,15 @@ def sampled_equivariance_error(
         raise ValueError("num_samples must be >= 1")
     layout = out_layout or Layout.invariant()
     fo, output = _resolve_output(f, layout, output)
-    g = make_rng(rng, seed)
     b = x.shape[0]
+    g = make_rng(rng, seed, b)
     err = torch.zeros(b, dtype=torch.float64)
     ratio = torch.zeros(b, dtype=torch.float64)
     with differentiable_mode(f):
         y = fo(x)
         layout.check(y, "output")
         for _ in range(num_samples):
-            ts = (torch.rand(b, generator=g, dtype=torch.float64) * 2 - 1) * t_max
+            ts = (rand(g, 1, b)[0] * 2 - 1) * t_max
             xt = torch.cat(
                 [
                     transform(x[i : i + 1], gen, float(ts[i]), interpolation=interpolation, mean=mean, std=std)
