@@ -22,15 +22,17 @@ def package_versions() -> str:
 
     out = {"python": platform.python_version(), "liecore": liecore.__version__}
     try:
-        out["lee-eval"] = metadata.version("lee-eval")
+        dist = metadata.version("lee-eval")
     except metadata.PackageNotFoundError:
-        out["lee-eval"] = None
-    try:
-        import catalog
-
-        out["catalog"] = getattr(catalog, "__version__", None)
-    except ImportError:  # pragma: no cover
-        out["catalog"] = None
+        dist = None
+    out["lee-eval"] = dist
+    # catalog and pipelines ship in the lee-eval distribution: its version unless they declare their own
+    for name in ("catalog", "pipelines"):
+        try:
+            mod = __import__(name)
+        except ImportError:  # pragma: no cover
+            mod = None
+        out[name] = getattr(mod, "__version__", None) or dist
     for name in _PACKAGES:
         try:
             out[name] = metadata.version(name)
@@ -47,7 +49,8 @@ def package_versions() -> str:
 
 @functools.cache
 def git_revision() -> str | None:
-    """``HEAD`` of the checkout this code lives in (``-dirty`` if modified); None outside git."""
+    """``LEE_GIT_REV`` when set (``lee submit`` sets it for Ray Jobs, whose working dir has no ``.git``),
+    else ``HEAD`` of the checkout this code lives in (``-dirty`` if modified); None outside git."""
     if os.environ.get("LEE_GIT_REV"):
         return os.environ["LEE_GIT_REV"]
     here = os.path.dirname(os.path.abspath(__file__))

@@ -5,6 +5,11 @@ Each family turns ``(model, images)`` into long-format columns for its table in
 ``lee`` uses :func:`liecore.lee`; ``alt`` uses ``liecore.metrics.METRICS``; ``layerwise`` uses
 ``liecore.layerwise``. A family's ``version`` goes into the unit key, so a new metric version
 makes ``lee reevaluate`` redo the units it affects.
+
+Randomness is per image: image ``i`` of the evaluated dataset (``first_index`` + its position in
+the batch) draws from its own generator seeded with :func:`image_seed` ``(seed, i)``, so a value
+does not depend on the batch size or on which images share the batch (out-of-memory halving
+changes no number).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["FAMILY_IMPLS", "Family", "available_alt_metrics", "family_version"]
+__all__ = ["FAMILY_IMPLS", "Family", "available_alt_metrics", "family_version", "image_rngs", "image_seed"]
 
 Columns = dict[str, list[Any] | np.ndarray]
 
@@ -55,6 +60,17 @@ def available_alt_metrics() -> list[str]:
     return sorted(m.METRICS)
 
 
+def image_seed(seed: int, index: int) -> int:
+    """Seed of image ``index`` (0-based position in the evaluated dataset) of a unit seeded with ``seed``."""
+    ss = np.random.SeedSequence([int(seed) % 2**64, int(index)])
+    return int(ss.generate_state(1, dtype=np.uint64)[0])
+
+
+def image_rngs(seed: int, first_index: int, n: int) -> list[torch.Generator]:
+    """CPU generators of images ``first_index .. first_index + n - 1`` (one per image)."""
+    return [torch.Generator().manual_seed(image_seed(seed, first_index + i)) for i in range(n)]
+
+
 def _kwargs_for(fn: Callable, offered: dict[str, Any]) -> dict[str, Any]:
     """The subset of ``offered`` that ``fn`` accepts (by name)."""
     try:
@@ -73,7 +89,7 @@ def _np(t) -> np.ndarray:
     return np.asarray(t, dtype=np.float64)
 
 
-def compute_lee(model, x: torch.Tensor, *, config: dict[str, Any], mean, std, seed: int) -> Columns:
+def compute_lee(model, x: torch.Tensor, *, config: dict[str, Any], mean, std, seed: int, first_index: int = 0) -> Columns:
     """``lee`` rows for one batch: one per (image, generator)."""
     import liecore
 
@@ -98,8 +114,8 @@ def compute_lee(model, x: torch.Tensor, *, config: dict[str, Any], mean, std, se
     }
 
 
-def compute_alt(model, x: torch.Tensor, *, config: dict[str, Any], mean, std, seed: int) -> Columns:
-    """``alt`` rows for one batch: one per (image, metric)."""
+def compute_alt(model, x: torch.Tensor, *, config: dict[str, Any], mean, std, seed: int, first_index: int = 0) -> Columns:
+    """``alt`` rows for one batch: one per (image, metric); each image draws from its own generator."""
     import liecore.metrics as m
 
     cols: dict[str, list] = {k: [] for k in ("sample_pos", "metric", "value", "value_unit", "higher_is_better", "seed")}
@@ -112,7 +128,10 @@ def compute_alt(model, x: torch.Tensor, *, config: dict[str, Any], mean, std, se
     }
     for name in config["metrics"]:
         fn = m.METRICS[name]
-        res = fn(model, x, **_kwargs_for(fn, offered))
+        kwargs = _kwargs_for(fn, offered)
+        if "rng" in inspect.signature(fn).parameters:
+            kwargs["rng"] = image_rngs(seed, first_index, x.shape[0])
+        res = fn(model, x, **kwargs)
         vals = _np(res.values).reshape(-1)
         n = len(vals)
         cols["sample_pos"].extend(range(n))
@@ -146,9 +165,14 @@ def activation_layouts(model: torch.nn.Module):
     return liecore.ActivationLayouts(spatial=liecore.Layout.spatial(channels_last=fmt == "NHWC"), tokens=tokens)
 
 
-def compute_layerwise(model, x: torch.Tensor, *, config: dict[str, Any], mean, std, seed: int) -> Columns:
+def compute_layerwise(
+    model, x: torch.Tensor, *, config: dict[str, Any], mean, std, seed: int, first_index: int = 0
+) -> Columns:
     """``layerwise`` rows for one batch: per (image, generator) one row per layer call, one
-    ``end_to_end`` and one ``unattributed`` row (shares add up to the end-to-end value)."""
+    ``end_to_end`` and one ``unattributed`` row (shares add up to the end-to-end value).
+
+    The stochastic method runs image by image, each with the probes of :func:`image_seed`, so
+    its estimates do not depend on the batch; the exact method runs on the whole batch."""
     import liecore
 
     names = ("sample_pos", "generator", "method", "num_probes", "kind", "layer", "layer_class", "call_index",
@@ -158,10 +182,10 @@ def compute_layerwise(model, x: torch.Tensor, *, config: dict[str, Any], mean, s
     probes = config.get("num_probes") if method == "stochastic" else None
     layouts = activation_layouts(model)
 
-    def add(gen, kind, layer, cls, idx, layer_kind, value, share, stderr=None):
+    def add(gen, kind, layer, cls, idx, layer_kind, value, share, stderr=None, pos0=0):
         vals = _np(value).reshape(-1)
         n = len(vals)
-        cols["sample_pos"].extend(range(n))
+        cols["sample_pos"].extend(range(pos0, pos0 + n))
         for key, v in (("generator", gen), ("method", method), ("num_probes", probes), ("kind", kind),
                        ("layer", layer), ("layer_class", cls), ("call_index", int(idx)), ("layer_kind", layer_kind)):
             cols[key].extend([v] * n)
@@ -169,10 +193,10 @@ def compute_layerwise(model, x: torch.Tensor, *, config: dict[str, Any], mean, s
         cols["share"].extend(_np(share).reshape(-1).tolist())
         cols["stderr"].extend([None] * n if stderr is None else _np(stderr).reshape(-1).tolist())
 
-    for gen in config["generators"]:
-        res = liecore.layerwise(
+    def run(gen, xs, probe_seed):
+        return liecore.layerwise(
             model,
-            x,
+            xs,
             gen,
             method=method,
             output=config.get("output"),
@@ -181,12 +205,21 @@ def compute_layerwise(model, x: torch.Tensor, *, config: dict[str, Any], mean, s
             mean=mean,
             std=std,
             num_probes=probes or 100,
-            seed=seed,
+            seed=probe_seed,
         )
-        for r in res.records:
-            add(gen, "layer", r.name, r.cls, r.index, r.kind, r.value, r.share, r.stderr)
-        add(gen, "end_to_end", "<end_to_end>", "", -1, "end_to_end", res.end_to_end, res.end_to_end)
-        add(gen, "unattributed", "<unattributed>", "", -1, "unattributed", res.unattributed, res.unattributed_share)
+
+    for gen in config["generators"]:
+        if method == "stochastic":  # one image per call: its probes come from its own seed
+            results = [run(gen, x[i : i + 1], image_seed(seed, first_index + i)) for i in range(x.shape[0])]
+        else:
+            results = [run(gen, x, seed)]
+        for i, res in enumerate(results):
+            pos0 = i if method == "stochastic" else 0  # position of the result's first image in the batch
+            for r in res.records:
+                add(gen, "layer", r.name, r.cls, r.index, r.kind, r.value, r.share, r.stderr, pos0=pos0)
+            add(gen, "end_to_end", "<end_to_end>", "", -1, "end_to_end", res.end_to_end, res.end_to_end, pos0=pos0)
+            add(gen, "unattributed", "<unattributed>", "", -1, "unattributed", res.unattributed,
+                res.unattributed_share, pos0=pos0)
     return cols
 
 

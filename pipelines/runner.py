@@ -1,9 +1,15 @@
 """The model actor: load a model once, run work units on batches with liecore, write the unit.
 
 :class:`UnitRunner` is a plain class (usable in-process); :mod:`pipelines.sweep` wraps it in a
-Ray actor with ``num_gpus=1`` on GPU clusters (``num_cpus`` otherwise) and restarts it if it
+Ray actor with ``num_gpus`` on GPU clusters (``num_cpus`` otherwise) and restarts it if it
 dies. Every exception inside a unit becomes a ``failed`` ``runs`` row; CUDA/CPU out-of-memory
-first halves the batch, down to one image.
+first halves the batch, down to one image (no number changes: randomness is per image, see
+:mod:`pipelines.families`).
+
+Write order of a unit (what makes a kill at any moment harmless): first its ``runs`` row is
+replaced by an ``Interrupted`` placeholder (status ``failed``), so the unit no longer counts as
+done; then its data file is written under a temporary name and renamed over the old one (the
+old data is never deleted first); last the final ``runs`` row replaces the placeholder.
 """
 
 from __future__ import annotations
@@ -41,8 +47,8 @@ def is_oom(exc: BaseException) -> bool:
     )
 
 
-def base_row(unit: WorkUnit, sweep_id: str, attempt: int) -> dict[str, Any]:
-    """The ``runs`` columns known before the unit runs."""
+def base_row(unit: WorkUnit, sweep_id: str, attempt: int, git_rev: str | None = None) -> dict[str, Any]:
+    """The ``runs`` columns known before the unit runs (``git_rev``: the driver's, default this process's)."""
     spec = unit.model
     return {
         "unit": unit.key,
@@ -60,6 +66,7 @@ def base_row(unit: WorkUnit, sweep_id: str, attempt: int) -> dict[str, Any]:
         "metric_version": unit.metric_version,
         "key_json": unit.key_json,
         "config_json": json.dumps(unit.config, sort_keys=True),
+        "data_config_json": None,
         "seed": unit.seed,
         "n_images": unit.dataset.n_images,
         "n_rows": 0,
@@ -72,22 +79,34 @@ def base_row(unit: WorkUnit, sweep_id: str, attempt: int) -> dict[str, Any]:
         "images_per_s": None,
         "sweep_id": sweep_id,
         "package_versions": env.package_versions(),
-        "git_rev": env.git_revision(),
+        "git_rev": git_rev or env.git_revision(),
         "hostname": env.hostname(),
         "schema_version": schema.SCHEMA_VERSION,
     }
 
 
-def failed_row(unit: WorkUnit, sweep_id: str, attempt: int, exc: BaseException | str, started=None) -> dict[str, Any]:
-    """A ``failed`` ``runs`` row (also written by the driver when an actor died for good)."""
-    row = base_row(unit, sweep_id, attempt)
+def failed_row(
+    unit: WorkUnit,
+    sweep_id: str,
+    attempt: int,
+    exc: BaseException | str,
+    started=None,
+    *,
+    error_type: str = "Error",
+    git_rev: str | None = None,
+) -> dict[str, Any]:
+    """A ``failed`` ``runs`` row (also written by the driver when an actor died for good).
+
+    ``error_type`` is used when ``exc`` is a message (an exception gives its class name).
+    """
+    row = base_row(unit, sweep_id, attempt, git_rev)
     now = _now()
     if isinstance(exc, BaseException):
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         row["error_type"] = type(exc).__name__
         row["error"] = f"{type(exc).__name__}: {exc}\n{tb[-4000:]}"
     else:
-        row["error_type"] = "Error"
+        row["error_type"] = error_type
         row["error"] = str(exc)
     row.update(
         status="failed",
@@ -105,10 +124,12 @@ class UnitRunner:
     Args:
         root: results root (fsspec URI); data files and ``runs`` rows are written from here.
         device: torch device (default: CUDA if visible, else CPU).
+        git_rev: code revision to record (the driver's; default: this process's checkout).
     """
 
-    def __init__(self, root: str, device: str | None = None):
+    def __init__(self, root: str, device: str | None = None, *, git_rev: str | None = None):
         self.store = Store(root)
+        self.git_rev = git_rev
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self._cache_key = None
         self._loaded = None
@@ -141,11 +162,24 @@ class UnitRunner:
         attempt: int = 1,
         batch_size: int = 16,
     ) -> dict[str, Any]:
-        """Compute one unit and write it (data, then its ``runs`` row). Returns the ``runs`` row."""
+        """Compute one unit and write it (placeholder row, data, final ``runs`` row). Returns a summary.
+
+        Args:
+            attempt: this attempt's number (the stored row's ``attempt`` + 1; the driver reads it).
+        """
         started = _now()
         t0 = time.perf_counter()
+        loaded = None
         try:
-            self.store.clear_unit(unit.table, unit.model.name, unit.dataset.name, unit.key)
+            # The unit stops counting as done before its data is touched (a killed --force rerun
+            # leaves a failed placeholder, so the next run redoes the unit).
+            self.store.write_run(failed_row(
+                unit, sweep_id, attempt,
+                f"started {started:%Y-%m-%d %H:%M:%S} UTC on {env.hostname()} by sweep {sweep_id} and did not "
+                "finish: the process was killed or its node lost (or it is still running)",
+                started, error_type="Interrupted", git_rev=self.git_rev,
+            ) | {"hardware": env.hardware(self.device)})
+            self.store.clear_partials(unit.table, unit.model.name, unit.dataset.name, unit.key)
             loaded = self._load(unit)
             load_s = time.perf_counter() - t0
             impl = FAMILY_IMPLS[unit.family]
@@ -161,7 +195,7 @@ class UnitRunner:
                 tc = time.perf_counter()
                 x = loaded.preprocess(list(shard["images"])).to(self.device)
                 offset = len(ids)
-                cols, bs = _compute_with_oom_retry(impl.compute, loaded.model, x, unit, mean, std, bs)
+                cols, bs = _compute_with_oom_retry(impl.compute, loaded.model, x, unit, mean, std, bs, offset)
                 compute_s += time.perf_counter() - tc
                 cols["sample_pos"] = np.asarray(cols["sample_pos"]) + offset
                 parts.append(cols)
@@ -169,12 +203,13 @@ class UnitRunner:
                 labels.extend(shard["labels"])
             table = _assemble(unit, loaded.weights, parts, ids, labels)
             self.store.write_data(unit.table, unit.model.name, unit.dataset.name, unit.key, table)
-            row = base_row(unit, sweep_id, attempt)
+            row = base_row(unit, sweep_id, attempt, self.git_rev)
             now = _now()
             row.update(
                 status="done",
                 weights=loaded.weights,
                 weights_sha256=getattr(loaded, "weights_sha256", None),
+                data_config_json=_data_config_json(loaded),
                 n_rows=table.num_rows,
                 batch_size=bs,
                 started_at=started,
@@ -186,16 +221,28 @@ class UnitRunner:
                 hardware=env.hardware(self.device),
             )
         except Exception as exc:  # noqa: BLE001 - failure isolation: every error becomes a failed row
-            row = failed_row(unit, sweep_id, attempt, exc, started)
+            row = failed_row(unit, sweep_id, attempt, exc, started, git_rev=self.git_rev)
             row["hardware"] = env.hardware(self.device)
             row["wall_s"] = time.perf_counter() - t0
-            if self._loaded is not None:
-                row["weights"] = self._loaded.weights
-                row["weights_sha256"] = getattr(self._loaded, "weights_sha256", None)
+            loaded = loaded or self._loaded
+            if loaded is not None:
+                row["weights"] = loaded.weights
+                row["weights_sha256"] = getattr(loaded, "weights_sha256", None)
+                row["data_config_json"] = _data_config_json(loaded)
             if is_oom(exc):  # do not keep a model that filled the device
                 self._loaded = self._cache_key = None
         self.store.write_run(row)
         return _summary(row)
+
+
+def _data_config_json(loaded) -> str | None:
+    """timm's resolved eval data config of a loaded model (input_size, interpolation, crop_pct, crop_mode,
+    mean, std) as JSON."""
+    cfg = getattr(loaded, "data_config", None)
+    if cfg is None:
+        return None
+    clean = {k: list(v) if isinstance(v, tuple) else v for k, v in dict(cfg).items()}
+    return json.dumps(clean, sort_keys=True, default=str)
 
 
 def _summary(row: dict[str, Any]) -> dict[str, Any]:
@@ -203,15 +250,21 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
     return {k: row.get(k) for k in keep}
 
 
-def _compute_with_oom_retry(compute, model, x, unit, mean, std, bs):
-    """Run ``compute`` over ``x`` in chunks of ``bs`` images, halving ``bs`` on out-of-memory."""
+def _compute_with_oom_retry(compute, model, x, unit, mean, std, bs, first_index: int = 0):
+    """Run ``compute`` over ``x`` in chunks of ``bs`` images, halving ``bs`` on out-of-memory.
+
+    ``first_index`` is the position of ``x[0]`` in the evaluated dataset; each chunk is told its own
+    (``first_index``), from which the families seed each image's random draws, so chunking changes
+    no value.
+    """
     out: list[dict] = []
     start = 0
     while start < x.shape[0]:
         chunk = x[start : start + bs]
         try:
-            torch.manual_seed(unit.seed)
-            cols = compute(model, chunk, config=unit.config, mean=mean, std=std, seed=unit.seed)
+            torch.manual_seed(unit.seed)  # anything drawing from torch's global RNG sees the same state
+            cols = compute(model, chunk, config=unit.config, mean=mean, std=std, seed=unit.seed,
+                           first_index=first_index + start)
         except Exception as exc:
             if is_oom(exc) and bs > 1:
                 bs = max(1, bs // 2)

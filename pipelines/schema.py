@@ -11,12 +11,14 @@ Partition values are percent-encoded (:func:`partition_value`); the partition co
 also stored inside the files (same values), so a file read on its own is self-describing and
 ``read_parquet(..., hive_partitioning = true)`` gives the same columns.
 
-Visibility rule (what makes reruns exactly-once): a work unit writes its data file under a
-temporary name and renames it, then writes its ``runs`` row last (also temp + rename). **A
-unit's data rows count only when its ``runs`` row has ``status = 'done'``**; readers join on
-``unit``. Before a unit is (re)computed its data directories are removed, so a crash between
-the data write and the ``runs`` row leaves at most one stale, invisible file that the rerun
-replaces. Each unit has at most one ``runs`` row (the latest attempt).
+Visibility rule (what makes reruns exactly-once): **a unit's data rows count only when its
+``runs`` row has ``status = 'done'``**; readers join on ``unit``. A unit being computed first
+replaces its ``runs`` row by an ``Interrupted`` placeholder (``status = 'failed'``), then writes
+its data file under a temporary name and renames it over the old one (old data is never deleted
+first), and writes its final ``runs`` row last (also temp + rename). A kill at any moment
+therefore leaves either the old complete state or a unit that is not done and is redone by the
+next run; never a done row without its data. Each unit has at most one ``runs`` row (the latest
+attempt) and one data file.
 
 Long format: one value per row. Units of ``value``: the LEE is
 :math:`\|L_X f(x)\|^2/\dim(\mathrm{out})` in (output units)\ :sup:`2` per (generator
@@ -47,7 +49,7 @@ __all__ = [
     "runs_path",
 ]
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 """Bumped whenever a column is added, removed or changes meaning (stored in ``runs``)."""
 
 
@@ -144,7 +146,7 @@ LAYERWISE = Table(
     + (
         Column("generator", pa.string(), "-", "liecore generator name"),
         Column("method", pa.string(), "-", "decomposition method: `exact` or `stochastic`"),
-        Column("num_probes", pa.int32(), "-", "random probes of the stochastic method (null for `exact`)", nullable=True),
+        Column("num_probes", pa.int32(), "-", "random probes per image of the stochastic method, seeded with (`runs.seed`, `sample_index`) (null for `exact`)", nullable=True),
         Column("kind", pa.string(), "-", "`layer` (one layer call), `end_to_end` (the whole model's LEE) or `unattributed` (end-to-end minus the sum of layer rows)"),
         Column("layer", pa.string(), "-", "qualified module name (`stages.1.blocks.0.conv`); `<end_to_end>` / `<unattributed>` for those rows"),
         Column("layer_class", pa.string(), "-", "module class name (`Conv2d`, `LayerNorm`, ...); empty for non-layer rows"),
@@ -166,7 +168,7 @@ ALT = Table(
         Column("value", pa.float64(), "see `value_unit`", "the metric's value for this image"),
         Column("value_unit", pa.string(), "-", "unit of `value`, as declared by the metric"),
         Column("higher_is_better", pa.bool_(), "-", "the metric's declared direction"),
-        Column("seed", pa.int64(), "-", "seed passed to the metric (random group elements, probes)"),
+        Column("seed", pa.int64(), "-", "seed of the unit; the image's random draws (group elements, shifts) come from a generator seeded with (seed, `sample_index`), so values do not depend on the batch"),
     ),
     ("model", "dataset", "unit"),
 )
@@ -176,7 +178,7 @@ RUNS = Table(
     "One row per work unit (model x dataset x metric family x config): the latest attempt.",
     (
         Column("unit", pa.string(), "-", "content key of the work unit: sha256 (hex, 20 chars) of `key_json`"),
-        Column("status", pa.string(), "-", "`done` (data rows complete and visible) or `failed`"),
+        Column("status", pa.string(), "-", "`done` (data rows complete and visible) or `failed` (`error_type = 'Interrupted'`: started and never finished, or still running)"),
         Column("family", pa.string(), "-", "metric family: `lee`, `layerwise` or `alt` (= the data table)"),
         Column("model", pa.string(), "-", "catalog model name"),
         Column("arch", pa.string(), "-", "timm architecture", nullable=True),
@@ -191,11 +193,12 @@ RUNS = Table(
         Column("metric_version", pa.string(), "-", "version of the metric implementation (liecore `__version__` plus family)"),
         Column("key_json", pa.string(), "-", "canonical JSON the unit key hashes (model spec, dataset, family config, versions)"),
         Column("config_json", pa.string(), "-", "the family config as JSON (generators, output, interpolation, method, probes, metrics, ...)"),
-        Column("seed", pa.int64(), "-", "seed of the unit (torch RNG seeded with it before computing)"),
+        Column("data_config_json", pa.string(), "-", "timm's resolved eval data config of the loaded model as JSON (input_size, interpolation, crop_pct, crop_mode, mean, std); null if the model never loaded or the row predates schema 3", nullable=True),
+        Column("seed", pa.int64(), "-", "seed of the unit; random draws of image i use a generator seeded with (seed, i) (`pipelines.families.image_seed`)"),
         Column("n_images", pa.int32(), "images", "images the unit was asked to evaluate"),
         Column("n_rows", pa.int64(), "rows", "data rows written (0 for failed units)"),
         Column("batch_size", pa.int32(), "images", "batch size finally used (after out-of-memory halving)", nullable=True),
-        Column("attempt", pa.int32(), "-", "how many times the unit has been attempted (1 = first)"),
+        Column("attempt", pa.int32(), "-", "how many times the unit has been started, this attempt included (1 = first; the previous row's + 1)"),
         Column("error_type", pa.string(), "-", "exception class of a failed unit", nullable=True),
         Column("error", pa.string(), "-", "error message and traceback tail of a failed unit", nullable=True),
         Column("started_at", pa.timestamp("us", tz="UTC"), "UTC", "when the unit started"),
@@ -205,8 +208,8 @@ RUNS = Table(
         Column("wall_s", pa.float64(), "s", "total wall time of the unit in its actor"),
         Column("images_per_s", pa.float64(), "images/s", "n_images / compute_s", nullable=True),
         Column("sweep_id", pa.string(), "-", "id of the `lee eval` invocation that produced this row"),
-        Column("package_versions", pa.string(), "-", "JSON: liecore, catalog, pipelines, torch, timm, ray, python versions"),
-        Column("git_rev", pa.string(), "-", "git revision of the code (with `-dirty` if modified), null outside a checkout", nullable=True),
+        Column("package_versions", pa.string(), "-", "JSON: python, lee-eval, liecore, catalog, pipelines (the lee-eval version where a package has none of its own), torch (with its build), timm, ray, pyarrow, duckdb, fsspec, numpy"),
+        Column("git_rev", pa.string(), "-", "git revision of the sweep's code: `LEE_GIT_REV` if set (Ray Jobs), else the driver's checkout `HEAD` (with `-dirty` if modified); null outside a checkout", nullable=True),
         Column("hostname", pa.string(), "-", "node that ran the unit"),
         Column("hardware", pa.string(), "-", "device used (`cpu (N threads)` or the CUDA device name)"),
         Column("schema_version", pa.string(), "-", "`pipelines.schema.SCHEMA_VERSION` of the writer"),

@@ -5,6 +5,7 @@ See :mod:`pipelines.schema` for the layout and the visibility rule.
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Any
 
@@ -21,6 +22,10 @@ class StoreError(ValueError):
     """The output root cannot be reached or written."""
 
 
+IN_PROCESS_PROTOCOLS = ("memory",)
+"""fsspec protocols whose files live in one process: Ray actors would write to their own copies."""
+
+
 class Store:
     """One results root (``./lee-results``, ``s3://bucket/lee``, ``memory://x``...)."""
 
@@ -28,12 +33,24 @@ class Store:
         self.uri = root
         try:
             self.fs, self.path = fsspec.core.url_to_fs(root)
-        except (ImportError, ValueError) as exc:
+        except ImportError as exc:  # the filesystem's package (s3fs, gcsfs, ...) is not installed
+            raise StoreError(f"output root {root!r} cannot be opened: {exc} (pip install 'lee-eval[cloud]' "
+                             "for s3:// and gs://)") from None
+        except ValueError as exc:
             raise StoreError(f"output root {root!r} cannot be opened: {exc}") from None
         self.path = self.path.rstrip("/") or "/"
 
     def __reduce__(self):  # ship the URI to actors, not an open filesystem
         return (Store, (self.uri,))
+
+    @property
+    def protocol(self) -> str:
+        return self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+
+    @property
+    def in_process(self) -> bool:
+        """Whether the root lives in this process only (``memory://``): actors cannot write to it."""
+        return self.protocol in IN_PROCESS_PROTOCOLS
 
     # ---- checks ----------------------------------------------------------------------------------
     def check_writable(self) -> None:
@@ -49,30 +66,39 @@ class Store:
 
     # ---- writes ----------------------------------------------------------------------------------
     def _write_atomic(self, directory: str, table: pa.Table, name: str = "part-0.parquet") -> str:
+        """Write ``table`` to ``directory/name`` through a temporary file renamed over the old one.
+
+        The old file is never deleted first: at every moment ``name`` is either the old complete
+        file or the new complete one (``os.replace`` locally; object stores create the object whole).
+        """
         self.fs.makedirs(directory, exist_ok=True)
         final = f"{directory}/{name}"
         tmp = f"{directory}/_tmp-{uuid.uuid4().hex}.partial"  # ignored by *.parquet globs and pyarrow
         with self.fs.open(tmp, "wb") as fh:
             pq.write_table(table, fh, compression="zstd")
-        if self.fs.exists(final):
-            self.fs.rm(final)
-        self.fs.mv(tmp, final)
+        if self.protocol in ("file", "local"):
+            os.replace(tmp, final)
+        else:
+            self.fs.mv(tmp, final)
         return final
 
-    def clear_unit(self, table: str, model: str, dataset: str, unit: str) -> None:
-        """Remove any (invisible, stale) data of a unit before it is recomputed."""
+    def clear_partials(self, table: str, model: str, dataset: str, unit: str) -> None:
+        """Remove temporary files a killed write of the unit left behind (never its data file)."""
         d = schema.data_path(self.path, table, model, dataset, unit)
-        if self.fs.exists(d):
-            self.fs.rm(d, recursive=True)
+        for f in self.fs.glob(f"{d}/_tmp-*.partial"):
+            self.fs.rm(f)
 
     def write_data(self, table: str, model: str, dataset: str, unit: str, data: pa.Table) -> str:
-        """Write a unit's rows (already cast to the table schema), temp then rename."""
+        """Write a unit's rows (already cast to the table schema), temp then rename over the old file."""
         return self._write_atomic(schema.data_path(self.path, table, model, dataset, unit), data)
 
     def write_run(self, row: dict[str, Any]) -> str:
         """Write (replace) the unit's single ``runs`` row; this is what makes its data visible."""
         t = pa.Table.from_pylist([row], schema=schema.RUNS.schema)
-        return self._write_atomic(schema.runs_path(self.path, row["unit"]), t)
+        d = schema.runs_path(self.path, row["unit"])
+        for f in self.fs.glob(f"{d}/_tmp-*.partial"):  # left by a killed write
+            self.fs.rm(f)
+        return self._write_atomic(d, t)
 
     # ---- reads -----------------------------------------------------------------------------------
     def runs(self) -> pa.Table:
@@ -86,10 +112,15 @@ class Store:
                 tables.append(pq.read_table(fh, schema=schema.RUNS.schema))
         return pa.concat_tables(tables)
 
-    def run_status(self) -> dict[str, str]:
-        """unit key -> status."""
-        t = self.runs()
+    def run_status(self, runs: pa.Table | None = None) -> dict[str, str]:
+        """unit key -> status (of ``runs``, default all ``runs`` rows)."""
+        t = self.runs() if runs is None else runs
         return dict(zip(t.column("unit").to_pylist(), t.column("status").to_pylist(), strict=True))
+
+    def run_attempts(self, runs: pa.Table | None = None) -> dict[str, int]:
+        """unit key -> ``attempt`` of its stored row (how many times it was started)."""
+        t = self.runs() if runs is None else runs
+        return {u: int(a or 0) for u, a in zip(t.column("unit").to_pylist(), t.column("attempt").to_pylist(), strict=True)}
 
     def read_table(self, table: str, units: list[str] | None = None, *, only_done: bool = True) -> pa.Table:
         """Rows of a data table, only for units whose ``runs`` row says ``done`` (the visibility rule)."""
@@ -113,5 +144,4 @@ class Store:
 
     def local_path(self) -> str | None:
         """A local directory path when the root is on the local filesystem (for DuckDB globs)."""
-        protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
-        return self.path if protocol in ("file", "local") else None
+        return self.path if self.protocol in ("file", "local") else None

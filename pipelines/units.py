@@ -5,7 +5,9 @@ model spec (name, arch, tag, weight source, checkpoint, preprocessing, spec vers
 weights policy, the dataset (name, spec version, content fingerprint, number of images), the
 family config (generators, output, interpolation, method, probes, metrics), the seed and the
 family's implementation version. Batch size, actor count, cluster and output root are not in
-it: they do not change the numbers. Same key = same numbers; a done key is skipped.
+it: they do not change the numbers (random draws are per image, from a generator seeded with
+the unit's seed and the image's position, :func:`pipelines.families.image_seed`; only float
+rounding of differently batched kernels differs). Same key = same numbers; a done key is skipped.
 """
 
 from __future__ import annotations

@@ -1,0 +1,196 @@
+"""The unit runner in this process (no Ray): kills at any moment, batch-size independence, OOM retry.
+
+Real Parquet stores under ``tmp_path``; the datasets are decoded on the driver (dry-run plans).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines.config import SweepConfig
+from pipelines.runner import UnitRunner
+from pipelines.store import Store
+from pipelines.sweep import plan
+
+pytestmark = pytest.mark.slow
+
+MODEL = "test_resnet.r160_in1k"
+
+
+def _config(out, **kw) -> SweepConfig:
+    base = dict(models=[MODEL], datasets=["sample-test"], generators=["rotate"], images=4, img_size=32,
+                output=str(out), batch_size=4)
+    base.update(kw)
+    return SweepConfig(**base)
+
+
+def _run_todo(cfg: SweepConfig, runner: UnitRunner | None = None, sweep_id: str = "test") -> list[dict]:
+    """Run a plan's missing units in this process, as ``execute`` does (attempt = stored + 1)."""
+    p = plan(cfg, dry_run=True)
+    runner = runner or UnitRunner(cfg.output)
+    attempts = p.store.run_attempts()
+    return [
+        runner.run(u, p.datasets[u.dataset.name].shards, sweep_id, attempt=attempts.get(u.key, 0) + 1,
+                   batch_size=cfg.batch_size)
+        for u in p.todo
+    ]
+
+
+# A forced rerun of the done unit in another process, killed (os._exit, no cleanup) at one point.
+_KILLED_RERUN = textwrap.dedent(
+    """
+    import json, os, sys
+    from pipelines import families, runner, store
+    from pipelines.config import SweepConfig
+    from pipelines.sweep import plan
+
+    cfg = SweepConfig(**json.loads(sys.argv[1]))
+    where = sys.argv[2]
+
+    def die(*args, **kwargs):
+        os._exit(9)
+
+    if where == "compute":  # in the middle of computing the unit
+        runner.FAMILY_IMPLS = {**families.FAMILY_IMPLS, "lee": families.Family("lee", "lee", die)}
+    else:  # right after its new data file replaced the old one, before its final runs row
+        write_data = store.Store.write_data
+        store.Store.write_data = lambda self, *a, **k: (write_data(self, *a, **k), die())
+    p = plan(cfg, dry_run=True)
+    (u,) = p.todo
+    runner.UnitRunner(cfg.output).run(u, p.datasets[u.dataset.name].shards, "killed",
+                                      attempt=p.store.run_attempts().get(u.key, 0) + 1)
+    sys.exit("not killed")
+    """
+)
+
+
+def test_killed_force_rerun_then_plain_rerun_gives_the_unit_exactly_once(tmp_path):
+    cfg = _config(tmp_path / "res")
+    (first,) = _run_todo(cfg)
+    assert first["status"] == "done"
+    store = Store(cfg.output)
+    want = store.read_table("lee").sort_by([("sample_index", "ascending"), ("generator", "ascending")])
+    assert want.num_rows == 4
+    forced = json.dumps({**cfg.to_dict(), "force": True})
+    for where in ("compute", "after_data"):
+        proc = subprocess.run([sys.executable, "-c", _KILLED_RERUN, forced, where], capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 9, proc.stderr[-3000:]
+        # the unit no longer counts as done: its rows are invisible and a plain rerun redoes it
+        assert store.run_status() == {first["unit"]: "failed"}
+        assert store.runs().column("error_type").to_pylist() == ["Interrupted"]
+        assert store.read_table("lee").num_rows == 0
+    assert [u.key for u in plan(cfg, dry_run=True).todo] == [first["unit"]]
+    (again,) = _run_todo(cfg)
+    assert again["status"] == "done"
+    got = store.read_table("lee").sort_by([("sample_index", "ascending"), ("generator", "ascending")])
+    assert got.num_rows == 4 and got.column("value").to_pylist() == want.column("value").to_pylist()
+    run = store.runs().to_pylist()
+    assert len(run) == 1 and run[0]["status"] == "done" and run[0]["attempt"] == 4  # first, two killed, this
+    files = sorted(p.name for p in (tmp_path / "res").rglob("*") if p.is_file())
+    assert files == ["part-0.parquet", "part-0.parquet"]  # one data file, one runs row, no temp files
+    assert plan(cfg, dry_run=True).todo == []
+
+
+def test_runs_row_records_the_resolved_data_config_and_versions(tmp_path):
+    cfg = _config(tmp_path / "res", images=2)
+    _run_todo(cfg)
+    (row,) = Store(cfg.output).runs().to_pylist()
+    data_cfg = json.loads(row["data_config_json"])
+    assert data_cfg["input_size"] == [3, 32, 32] and {"crop_pct", "crop_mode", "interpolation", "mean"} <= set(data_cfg)
+    versions = json.loads(row["package_versions"])
+    assert versions["pipelines"] and versions["catalog"] and versions["liecore"]
+    assert row["attempt"] == 1
+
+
+def test_git_rev_comes_from_lee_git_rev():
+    code = "from pipelines import env; print(env.git_revision())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "LEE_GIT_REV": "abc123-job"})
+    assert out.stdout.strip() == "abc123-job"
+
+
+ALT = ["eq_t", "eq_r", "circular_shift_consistency", "sampled_equivariance_error"]
+EXACT = {"circular_shift_consistency"}  # percentages of argmax agreements: no rounding to differ by
+
+
+def _alt_values(cfg: SweepConfig, runner: UnitRunner | None = None) -> tuple[dict, dict]:
+    (row,) = _run_todo(cfg, runner)
+    assert row["status"] == "done", row["error"]
+    t = Store(cfg.output).read_table("alt").to_pandas().sort_values(["metric", "sample_index"])
+    return {m: g.value.to_numpy() for m, g in t.groupby("metric")}, Store(cfg.output).runs().to_pylist()[0]
+
+
+def _assert_same_values(a: dict, b: dict, names: list[str] = ALT) -> None:
+    assert sorted(a) == sorted(names) == sorted(b)
+    for name in names:
+        if name in EXACT:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+        else:  # the same draws; only float32 rounding of differently batched convolutions differs
+            np.testing.assert_allclose(a[name], b[name], rtol=1e-5, err_msg=name)
+
+
+def test_alt_values_do_not_depend_on_the_batch_size(tmp_path):
+    kw = dict(metrics=["alt"], alt_metrics=ALT, images=8)
+    by8, _ = _alt_values(_config(tmp_path / "b8", batch_size=8, **kw))
+    by3, row = _alt_values(_config(tmp_path / "b3", batch_size=3, **kw))
+    assert row["batch_size"] == 3
+    _assert_same_values(by8, by3)
+    # the control: another seed gives other draws, so the comparison above can fail
+    other, _ = _alt_values(_config(tmp_path / "seed1", batch_size=8, seed=1, **kw))
+    assert any(not np.allclose(other[m], by8[m], rtol=1e-5) for m in ALT)
+
+
+def test_stochastic_layerwise_does_not_depend_on_the_batch_size(tmp_path):
+    kw = dict(metrics=["layerwise"], layerwise_method="stochastic", num_probes=2, images=3)
+    tables = []
+    for bs in (3, 2):
+        cfg = _config(tmp_path / f"b{bs}", batch_size=bs, **kw)
+        (row,) = _run_todo(cfg)
+        assert row["status"] == "done", row["error"]
+        t = Store(cfg.output).read_table("layerwise").to_pandas()
+        tables.append(t.sort_values(["sample_index", "generator", "kind", "call_index"]).reset_index(drop=True))
+    assert len(tables[0]) == len(tables[1]) > 0
+    np.testing.assert_allclose(tables[0].value, tables[1].value, rtol=1e-4, atol=1e-12)
+    np.testing.assert_allclose(tables[0].stderr, tables[1].stderr, rtol=1e-4, atol=1e-12)
+
+
+class _OutOfMemoryAbove(torch.nn.Module):
+    """Our own model wrapper: raises torch's out-of-memory error for batches larger than ``limit``."""
+
+    def __init__(self, model: torch.nn.Module, limit: int):
+        super().__init__()
+        self.model, self.limit, self.batches = model, limit, []
+
+    def forward(self, x):
+        self.batches.append(x.shape[0])
+        if x.shape[0] > self.limit:
+            raise torch.OutOfMemoryError(f"out of memory (test): batch {x.shape[0]} > {self.limit}")
+        return self.model(x)
+
+
+class _SmallMemoryRunner(UnitRunner):
+    def _load(self, unit):
+        loaded = super()._load(unit)
+        if not isinstance(loaded.model, _OutOfMemoryAbove):
+            loaded.model = _OutOfMemoryAbove(loaded.model, 2)
+        return loaded
+
+
+def test_out_of_memory_halves_the_batch_and_changes_no_value(tmp_path):
+    names = ["eq_t", "circular_shift_consistency"]
+    kw = dict(metrics=["alt"], alt_metrics=names, images=6)
+    want, _ = _alt_values(_config(tmp_path / "ref", batch_size=8, **kw))
+    runner = _SmallMemoryRunner(str(tmp_path / "oom"))
+    got, row = _alt_values(_config(tmp_path / "oom", batch_size=8, **kw), runner)
+    assert row["status"] == "done" and row["batch_size"] == 2 and row["n_rows"] == 6 * len(names)
+    assert max(runner._loaded.model.batches) == 6 and 4 in runner._loaded.model.batches  # 8 (6 images), 4, 2
+    _assert_same_values(want, got, names)
