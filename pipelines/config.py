@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["FAMILIES", "SweepConfig", "DEFAULT_OUTPUT"]
 
 FAMILIES = ("lee", "layerwise", "alt")
+_FLAG_NAMES = {"gpus": "gpus_per_actor"}  # flags whose name differs from their field
 DEFAULT_OUTPUT = "./lee-results"
 
 
@@ -37,8 +41,12 @@ class SweepConfig:
         seed: seed of every unit.
         batch_size: images per liecore call (halved on out-of-memory).
         address: Ray cluster address (None: start a local Ray).
-        actors: number of model actors (None: one per GPU, or one per CPU).
+        actors: number of model actors (None: one per GPU, or one per CPU; with ``gpus_per_actor``
+            one per model, the work).
         cpus_per_actor: CPUs reserved per actor on CPU-only clusters.
+        gpus_per_actor: GPUs every actor requests (``--gpus``), whether or not the cluster has GPUs now,
+            so an autoscaler starts GPU workers from zero (None: auto-detect: ``num_gpus=1`` only if
+            the cluster already shows GPUs).
         force: recompute units that are already done.
     """
 
@@ -62,6 +70,7 @@ class SweepConfig:
     address: str | None = None
     actors: int | None = None
     cpus_per_actor: float = 1.0
+    gpus_per_actor: float | None = None
     force: bool = False
 
     @classmethod
@@ -70,13 +79,18 @@ class SweepConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> SweepConfig:
-        """Build from a mapping (YAML ``run.yaml``); unknown keys are errors (``-`` or ``_`` both accepted)."""
+        """Build from a mapping (YAML ``run.yaml``); field or flag names (``-`` or ``_`` both accepted).
+
+        Unknown keys and values of the wrong type are :class:`~pipelines.cli.UsageError` s naming the key,
+        the value and the expected type.
+        """
         from pipelines.cli import UsageError
 
         clean: dict[str, Any] = {}
         known = cls.field_names()
         for key, value in (data or {}).items():
             k = str(key).replace("-", "_")
+            k = _FLAG_NAMES.get(k, k)
             if k not in known:
                 import difflib
 
@@ -86,6 +100,12 @@ class SweepConfig:
             if k in ("models", "datasets", "generators", "metrics", "alt_metrics", "layerwise_generators"):
                 if isinstance(value, str):
                     value = [v.strip() for v in value.split(",") if v.strip()]
+            problem = _type_problem(value, _field_types()[k])
+            if problem:
+                hint = ""
+                if k in ("models", "datasets") and isinstance(value, list) and any(isinstance(v, dict) for v in value):
+                    hint = f"; {k[:-1]} specs go in a catalog YAML file, whose path you list here"
+                raise UsageError(f"{source}: {key}: expected {problem}, got {value!r} ({type(value).__name__}){hint}")
             clean[k] = value
         return cls(**clean)
 
@@ -102,6 +122,42 @@ class SweepConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
+
+
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(SweepConfig)
+
+
+_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _type_problem(value: Any, hint: Any) -> str | None:
+    """None if ``value`` fits the field type ``hint``, else what was expected (``an integer``...)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        problems = [_type_problem(value, a) for a in args if a is not type(None)]
+        if any(p is None for p in problems):
+            return None
+        return " or ".join(problems) + (" (or null)" if type(None) in args else "")
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        what = f"a list of {_NAMES[item].removeprefix('a ').removeprefix('an ')}s"
+        if item is str:
+            what += " or a comma-separated string"
+        if not isinstance(value, list):
+            return what
+        return what if any(_type_problem(v, item) for v in value) else None
+    if hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, hint)
+    return None if ok else _NAMES.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def load_yaml(path: str) -> dict[str, Any]:

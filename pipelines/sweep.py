@@ -4,14 +4,22 @@ Flow: validate everything (models, generators, families, datasets, output root) 
 work; read and decode each dataset once with Ray Data (:mod:`pipelines.data`: the blocks stay
 in the object store); group the units by model and hand each group to one model actor (several
 actors, so several models run at once) with the dataset's block refs; each actor loads the
-model once, applies the model's own preprocessing, runs liecore and writes the unit (data file,
-then its ``runs`` row). Dry runs decode on the driver instead and need no Ray.
+model once, applies the model's own preprocessing, runs liecore and writes the unit (placeholder
+``runs`` row, data file, final ``runs`` row; see :mod:`pipelines.runner`). Dry runs decode on the
+driver instead and need no Ray.
+
+Actors: with ``gpus_per_actor`` (``--gpus``) every actor asks for that many GPUs and there is one
+actor per model (capped by ``--actors``), whatever the cluster has now, so an autoscaler starts GPU
+workers from zero; an actor with nothing left to do is released at once, so its GPU goes to an
+actor still waiting. Without it the cluster's current resources decide (auto-detect).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import socket
 import sys
 import time
 import uuid
@@ -19,6 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from pipelines import env
 from pipelines.cli import UsageError
 from pipelines.config import FAMILIES, SweepConfig
 from pipelines.data import LoadedDataset
@@ -39,6 +48,8 @@ class Plan:
     todo: list[WorkUnit]
     status: dict[str, str]
     datasets: dict[str, LoadedDataset] = field(repr=False)
+    attempts: dict[str, int] = field(default_factory=dict)
+    """unit key -> ``attempt`` of its stored ``runs`` row (absent: never started)."""
 
     @property
     def skipped(self) -> list[WorkUnit]:
@@ -63,8 +74,39 @@ class SweepResult:
 
 
 # --------------------------------------------------------------------------------------------- plan
+def _message(exc: BaseException) -> str:
+    """The text of an exception (a KeyError's own message, without the quotes ``str`` adds)."""
+    if isinstance(exc, KeyError) and len(exc.args) == 1:
+        return str(exc.args[0])
+    return str(exc)
+
+
 def _usage(exc: Exception) -> UsageError:
-    return UsageError(str(exc).strip("'\""))
+    return UsageError(_message(exc))
+
+
+_CREDENTIAL_ERRORS = ("NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError", "RefreshError")
+
+
+def _fs_problem(uri: str, exc: BaseException) -> str | None:
+    """What is missing to open ``uri`` when ``exc`` says a filesystem package or credentials are missing."""
+    text = _message(exc)
+    protocol = uri.split("://", 1)[0] if "://" in uri else "file"
+    if isinstance(exc, ImportError):
+        return (f"the {protocol}:// filesystem needs a package that is not installed ({text}); "
+                "pip install 'lee-eval[cloud]' (s3fs, gcsfs) or the fsspec package for it")
+    name = type(exc).__name__
+    if name in _CREDENTIAL_ERRORS or "credential" in text.lower():
+        return f"no usable credentials for {protocol}:// ({name}: {text})"
+    return None
+
+
+def _dataset_error(name: str, uri: str, exc: Exception) -> UsageError | None:
+    """The usage error for a dataset that cannot be listed or read; None for an unexpected exception."""
+    problem = _fs_problem(uri, exc)
+    if problem is None and not isinstance(exc, ValueError | OSError):
+        return None
+    return UsageError(f"dataset {name!r} ({uri}) cannot be loaded: {problem or _message(exc)}")
 
 
 def resolve_models(cfg: SweepConfig) -> list:
@@ -110,17 +152,22 @@ def load_images(cfg: SweepConfig, *, dry_run: bool = False) -> dict[str, LoadedD
     for spec in specs:
         try:
             listed[spec.name] = (spec, data.select_items(spec))
-        except (ValueError, FileNotFoundError, OSError) as exc:
-            text = str(exc).strip("'\"")
-            raise UsageError(f"dataset {spec.name!r} ({spec.uri}) cannot be loaded: {text}") from None
+        except Exception as exc:  # noqa: BLE001 - filesystems raise anything (missing package, credentials)
+            err = _dataset_error(spec.name, spec.uri, exc)
+            if err is None:
+                raise
+            raise err from None
     if not dry_run:
         init_ray(cfg.address)
     out = {}
     for name, (spec, items) in listed.items():
         try:
             out[name] = data.load_dataset(spec, cfg.n_images, batch_size=cfg.batch_size, driver=dry_run, items=items)
-        except (ValueError, FileNotFoundError, OSError) as exc:
-            raise UsageError(str(exc).strip("'\"")) from None
+        except Exception as exc:  # noqa: BLE001 - as above
+            err = _dataset_error(name, spec.uri, exc)
+            if err is None:
+                raise
+            raise err from None
     return out
 
 
@@ -149,6 +196,10 @@ def validate(cfg: SweepConfig) -> None:
         raise UsageError("--images and --limit must be positive")
     if cfg.batch_size < 1:
         raise UsageError("--batch-size must be positive")
+    if cfg.actors is not None and cfg.actors < 1:
+        raise UsageError("--actors must be positive")
+    if cfg.gpus_per_actor is not None and cfg.gpus_per_actor <= 0:
+        raise UsageError(f"--gpus must be positive (GPUs per actor), got {cfg.gpus_per_actor}")
     if "layerwise" in cfg.metrics:
         if not hasattr(liecore, "layerwise"):
             raise UsageError("metric family 'layerwise' needs liecore.layerwise, which this liecore does not have")
@@ -181,13 +232,32 @@ def plan(cfg: SweepConfig, *, check_writable: bool = True, dry_run: bool = False
     validate(cfg)
     try:
         store = Store(cfg.output)
+        if store.in_process and not dry_run:
+            raise UsageError(
+                f"output root {cfg.output!r} is an in-process filesystem ({store.protocol}://): the rows are "
+                "written by Ray actors in other processes and would be lost; use a local path or a shared "
+                "store (s3://, gs://, ...)"
+            )
         if check_writable:
             store.check_writable()
-        status = store.run_status() if store.fs.exists(f"{store.path}/runs") else {}
+        runs = store.runs() if store.fs.exists(f"{store.path}/runs") else None
+        status = store.run_status(runs) if runs is not None else {}
+        attempts = store.run_attempts(runs) if runs is not None else {}
+    except UsageError:
+        raise
     except StoreError as exc:
         raise UsageError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - unreachable URIs raise anything
-        raise UsageError(f"output root {cfg.output!r} cannot be read: {type(exc).__name__}: {exc}") from None
+        problem = _fs_problem(cfg.output, exc) or f"{type(exc).__name__}: {_message(exc)}"
+        raise UsageError(f"output root {cfg.output!r} cannot be read: {problem}") from None
+    if cfg.gpus_per_actor and not dry_run and not (cfg.address or os.environ.get("RAY_ADDRESS")):
+        import torch
+
+        if torch.cuda.device_count() < cfg.gpus_per_actor:
+            raise UsageError(
+                f"--gpus {cfg.gpus_per_actor:g}: this machine has {torch.cuda.device_count()} GPU(s) and no --address "
+                "was given, so the local Ray could never place the actors; drop --gpus or join a cluster"
+            )
     specs = resolve_models(cfg) if specs is None else with_img_size(specs, cfg)
     datasets = load_images(cfg, dry_run=dry_run)
     units = []
@@ -197,26 +267,77 @@ def plan(cfg: SweepConfig, *, check_writable: bool = True, dry_run: bool = False
             for fam in cfg.metrics:
                 units.append(make_unit(fam, spec, ds, cfg, fam_cfgs[fam]))
     todo = [u for u in units if cfg.force or status.get(u.key) != "done"]
-    return Plan(cfg, store, units, todo, status, datasets)
+    return Plan(cfg, store, units, todo, status, datasets, attempts)
 
 
 # ------------------------------------------------------------------------------------------ execute
+def probe_address(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a Ray address nothing listens on (``ray.init`` would wait for minutes).
+
+    ``host:port`` (the GCS) and ``ray://host:port`` (Ray Client) are probed with a TCP connect;
+    ``auto``, ``local`` and other forms are left to Ray.
+    """
+    target = address.removeprefix("ray://") if address.startswith("ray://") else address
+    if "://" in target or address in ("auto", "local"):
+        return
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        raise UsageError(f"Ray address {address!r} is not host:port or ray://host:port")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"Ray address {address!r} is unreachable ({type(exc).__name__}: {exc or 'timed out'} within {timeout:g}s); "
+            "is the cluster up?"
+        ) from None
+
+
 def init_ray(address: str | None) -> None:
+    """Join the cluster at ``address`` (or ``RAY_ADDRESS``), else start an embedded local Ray.
+
+    The address is probed first (:func:`probe_address`). Off a terminal Ray's notice that token
+    authentication is on is not printed (a warning at startup, not an error).
+    """
     import ray
 
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        probe_address(address)
     if ray.is_initialized():
         return
     kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
-    if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address, **kwargs)
-    else:  # embedded local Ray
-        ray.init(include_dashboard=False, **kwargs)
+    auth_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    level = auth_log.level
+    if not sys.stderr.isatty():
+        auth_log.setLevel(logging.ERROR)
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:  # embedded local Ray
+            ray.init(include_dashboard=False, **kwargs)
+    finally:
+        auth_log.setLevel(level)
 
 
-def _actor_resources(cfg: SweepConfig, n_groups: int) -> tuple[int, dict[str, Any]]:
-    import ray
+def actor_plan(cfg: SweepConfig, n_groups: int, resources: dict[str, float] | None) -> tuple[int, dict[str, Any]]:
+    """(number of model actors, Ray actor options) for ``n_groups`` models to run.
 
-    res = ray.cluster_resources()
+    Args:
+        cfg: the sweep (``actors``, ``gpus_per_actor``, ``cpus_per_actor``).
+        n_groups: models to run (one group of units per model and weights policy).
+        resources: ``ray.cluster_resources()`` now; None when unknown (dry runs).
+
+    With ``gpus_per_actor`` the actors ask for GPUs whatever ``resources`` says and their number
+    comes from the work (one per model, at most ``actors``): the autoscaler sees the demand and
+    starts GPU workers. Otherwise one actor per GPU present (``num_gpus=1``), else per
+    ``cpus_per_actor`` CPUs.
+    """
+    if cfg.gpus_per_actor:
+        n = min(cfg.actors or n_groups, n_groups)
+        return max(1, n), {"num_gpus": cfg.gpus_per_actor, "num_cpus": 1}
+    res = resources or {}
     gpus = int(res.get("GPU", 0))
     if gpus:
         n = cfg.actors or gpus
@@ -226,6 +347,27 @@ def _actor_resources(cfg: SweepConfig, n_groups: int) -> tuple[int, dict[str, An
         n = cfg.actors or max(1, int(cpus // cfg.cpus_per_actor))
         opts = {"num_cpus": cfg.cpus_per_actor}
     return max(1, min(n, n_groups)), opts
+
+
+def describe_actors(p: Plan) -> str:
+    """One line for ``--dry-run``: the actors the sweep will ask Ray for."""
+    cfg = p.config
+    n_groups = len({(u.model.name, u.weights_policy) for u in p.todo})
+    if not n_groups:
+        return "actors: none (nothing to run)"
+    if cfg.gpus_per_actor:
+        n, opts = actor_plan(cfg, n_groups, None)
+        return (f"actors: {n} (one per model{f', at most --actors {cfg.actors}' if cfg.actors else ''}), each "
+                f"num_gpus={opts['num_gpus']:g} num_cpus={opts['num_cpus']:g}: GPUs are requested whether or not "
+                "the cluster has them now (an autoscaler starts GPU workers)")
+    return (f"actors: auto-detected at run time from the cluster's resources ({n_groups} model(s); "
+            "num_gpus=1 per actor only if GPUs are present then; --gpus N to request them always)")
+
+
+def _actor_resources(cfg: SweepConfig, n_groups: int) -> tuple[int, dict[str, Any]]:
+    import ray
+
+    return actor_plan(cfg, n_groups, ray.cluster_resources())
 
 
 def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None = None) -> SweepResult:
@@ -251,17 +393,23 @@ def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None =
         groups[(u.model.name, u.weights_policy)].append(u)
     queue = list(groups.values())
     n_actors, opts = _actor_resources(cfg, len(queue))
+    if opts.get("num_gpus") and cfg.gpus_per_actor:
+        have = float(ray.cluster_resources().get("GPU", 0))
+        if have < n_actors * opts["num_gpus"]:
+            print(f"lee: {n_actors} actor(s) ask for {opts['num_gpus']:g} GPU each; the cluster has {have:g} GPU(s) "
+                  "now: actors wait until the autoscaler adds GPU workers", file=sys.stderr)
     actor_cls = ray.remote(UnitRunner).options(max_restarts=2, max_task_retries=2, **opts)
+    git_rev = env.git_revision()  # the driver's code: workers' copies (Ray Jobs, rsync) have no .git
 
     def new_actor():
-        return actor_cls.remote(p.store.uri)
+        return actor_cls.remote(p.store.uri, git_rev=git_rev)
 
     actors = [new_actor() for _ in range(n_actors)]
     idle = list(range(n_actors))
     pending: dict[Any, tuple[int, WorkUnit]] = {}
     remaining_in_group: dict[int, int] = {}
     rows: list[dict] = []
-    attempts = {u.key: 1 for u in p.todo}
+    attempts = {u.key: p.attempts.get(u.key, 0) + 1 for u in p.todo}
 
     def dispatch():
         while idle and queue:
@@ -283,12 +431,13 @@ def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None =
                 try:
                     row = ray.get(ref)
                 except ray.exceptions.RayActorError as exc:  # died after its restarts: record, replace
-                    row = failed_row(u, sweep_id, attempts[u.key], f"actor died: {exc}")
+                    row = failed_row(u, sweep_id, attempts[u.key], f"actor died: {exc}", error_type="ActorDied",
+                                     git_rev=git_rev)
                     row["hardware"] = "unknown"
                     p.store.write_run(row)
                     actors[a] = new_actor()
                 except Exception as exc:  # noqa: BLE001 - e.g. a task that could not be deserialized
-                    row = failed_row(u, sweep_id, attempts[u.key], exc)
+                    row = failed_row(u, sweep_id, attempts[u.key], exc, git_rev=git_rev)
                     row["hardware"] = "unknown"
                     p.store.write_run(row)
                 rows.append(row)
@@ -296,8 +445,11 @@ def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None =
                     progress.update(row["status"], u.dataset.n_images)
                 remaining_in_group[a] -= 1
                 if remaining_in_group[a] == 0:
-                    idle.append(a)
-                    dispatch()
+                    if queue:
+                        idle.append(a)
+                        dispatch()
+                    else:  # nothing left for it: free its GPU/CPUs for actors still waiting for a node
+                        ray.kill(actors[a], no_restart=True)
     finally:
         for actor in actors:
             ray.kill(actor, no_restart=True)

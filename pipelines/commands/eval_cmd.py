@@ -63,7 +63,11 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     where.add_argument("-o", "--output", metavar="URI", help=f"results root, any fsspec URI (default {DEFAULT_OUTPUT})")
     where.add_argument("--config", metavar="YAML", help="run.yaml with the same keys; flags override it")
     where.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
-    where.add_argument("--actors", type=int, help="model actors (default: one per GPU, else one per CPU)")
+    where.add_argument("--actors", type=int, help="model actors (default: one per GPU, else one per CPU; "
+                                                  "with --gpus one per model)")
+    where.add_argument("--gpus", dest="gpus_per_actor", type=float, metavar="N",
+                       help="GPUs every actor requests, even if the cluster has none yet (autoscaling GPU "
+                            "workers from zero); default: num_gpus=1 only if GPUs are present")
     where.add_argument("--batch-size", type=int, help="images per liecore call (default 16; halved on OOM)")
     where.add_argument("--force", action="store_true", default=None, help="recompute units that are already done")
 
@@ -91,7 +95,7 @@ def register(subparsers) -> None:
 
 
 def print_units(plan, out=None) -> None:
-    from pipelines.sweep import format_table, print_dataset_errors
+    from pipelines.sweep import describe_actors, format_table, print_dataset_errors
 
     out = out or sys.stdout
     todo = {u.key for u in plan.todo}
@@ -111,6 +115,7 @@ def print_units(plan, out=None) -> None:
                               ("n", "images"), ("state", "action"), ("prev", "stored")]), file=out)
     print(f"\n{len(plan.units)} units, {len(plan.todo)} to run, {len(plan.units) - len(plan.todo)} already done "
           f"(output {plan.store.uri})", file=out)
+    print(describe_actors(plan), file=out)
     print_dataset_errors(plan, out)
 
 

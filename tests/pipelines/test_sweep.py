@@ -76,8 +76,11 @@ def test_sweep_writes_documented_schema(done_sweep):
     assert [r[0] for r in rows] == sorted(TINY)
     assert all(r[1] == N * len(GENS) and r[2] == N and r[3] == "random" for r in rows)
     run = Store(cfg.output).runs().to_pylist()[0]
-    assert json.loads(run["package_versions"])["torch"] == torch.__version__
+    versions = json.loads(run["package_versions"])
+    assert versions["torch"] == torch.__version__ and versions["pipelines"] and versions["catalog"]
     assert run["dataset_fingerprint"] and run["hardware"].startswith("cpu") and run["wall_s"] > 0
+    assert run["attempt"] == 1 and run["schema_version"] == schema.SCHEMA_VERSION
+    assert json.loads(run["data_config_json"])["input_size"] == [3, IMG, IMG]
 
 
 def test_values_equal_liecore_directly(done_sweep):
@@ -147,9 +150,13 @@ def test_failing_model_is_recorded_and_others_complete(ray_session, tmp_path):
     assert runs["broken_resnet"]["status"] == "failed" and runs["broken_resnet"]["error_type"]
     lee = store.read_table("lee").to_pandas()
     assert set(lee.model) == {TINY[0]} and len(lee) == N * len(GENS)
-    # a rerun retries the failed unit only
+    # a rerun retries the failed unit only, as its second attempt
     p = plan(cfg)
     assert [u.model.name for u in p.todo] == ["broken_resnet"]
+    (again,) = execute(p).rows
+    assert again["status"] == "failed"
+    runs = {r["model"]: r for r in store.runs().to_pylist()}
+    assert runs["broken_resnet"]["attempt"] == 2 and runs[TINY[0]]["attempt"] == 1
 
 
 def test_kill_and_resume_gives_each_unit_exactly_once(ray_session, tmp_path):
@@ -159,18 +166,23 @@ def test_kill_and_resume_gives_each_unit_exactly_once(ray_session, tmp_path):
             "-m", ",".join(models), "-d", "sample-test", "-n", "12", "--img-size", str(IMG),
             "-g", "translate_x,rotate,scale,shear_x", "--batch-size", "4", "--actors", "2", "--no-progress"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def n_done() -> int:  # units start with an Interrupted placeholder row; wait for a done one
+        return sum(s == "done" for s in Store(str(out)).run_status().values()) if (out / "runs").exists() else 0
+
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if list(out.glob("runs/unit=*/part-0.parquet")):
+        if n_done():
             break
-        time.sleep(0.05)
-    done_at_kill = len(list(out.glob("runs/unit=*/part-0.parquet")))
+        time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    done_at_kill = n_done()
     assert 0 < done_at_kill < len(models), f"kill did not land mid-sweep ({done_at_kill} done)"
     # rerun to completion
     rerun = subprocess.run(argv, capture_output=True, text=True, timeout=240)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "Token authentication" not in rerun.stderr  # Ray's startup notice, not shown off a terminal
     store = Store(str(out))
     runs = store.runs().to_pandas()
     assert len(runs) == len(models) and runs.unit.is_unique and set(runs.status) == {"done"}

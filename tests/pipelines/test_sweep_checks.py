@@ -1,0 +1,133 @@
+"""Checks before any work (exit 2, a message naming the problem), actor sizing, the quiet progress line.
+
+No Ray is started here: every case fails before ``ray.init`` or is a dry run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import socket
+import time
+
+import pytest
+import torch
+
+from pipelines.cli import main
+from pipelines.config import SweepConfig
+from pipelines.progress import Progress
+from pipelines.sweep import actor_plan
+
+BASE = ["eval", "-m", "test_resnet.r160_in1k", "-d", "sample-test", "--limit", "2", "-g", "rotate", "--img-size", "32"]
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("lee: error:"), err
+    assert "Traceback" not in err
+    return err
+
+
+def test_in_process_output_root_is_refused_unless_dry_run(capsys):
+    assert main([*BASE, "-o", "memory://lee-audit/res"]) == 2
+    err = _error(capsys)
+    assert "'memory://lee-audit/res'" in err and "in-process" in err
+    assert main([*BASE, "-o", "memory://lee-audit/res", "--dry-run"]) == 0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("s3fs") is not None, reason="s3fs is installed here")
+def test_dataset_whose_filesystem_package_is_missing(tmp_path, capsys):
+    ds = tmp_path / "datasets.yaml"
+    ds.write_text('datasets:\n  - {name: s3ds, uri: "s3://no-such-bucket/x", format: flat}\n')
+    assert main(["eval", "-m", "test_resnet.r160_in1k", "-d", str(ds), "--dry-run"]) == 2
+    err = _error(capsys)
+    assert "s3://no-such-bucket/x" in err and "s3fs" in err and "lee-eval[cloud]" in err
+
+
+@pytest.mark.parametrize(
+    "yaml_text, needle",
+    [
+        ("images: ten\n", "images: expected an integer, got 'ten' (str)"),
+        ("models: 5\n", "models: expected a list of strings or a comma-separated string, got 5 (int)"),
+        ("force: 'yes'\n", "force: expected true or false, got 'yes' (str)"),
+        ("gpus: many\n", "gpus: expected a number (or null), got 'many' (str)"),
+    ],
+)
+def test_config_values_are_type_checked(tmp_path, capsys, yaml_text, needle):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml_text)
+    assert main(["eval", "--config", str(cfg), "--dry-run"]) == 2
+    err = _error(capsys)
+    assert f"{cfg}: {needle}" in err, err
+
+
+def test_config_values_of_the_right_type_pass():
+    cfg = SweepConfig.from_dict({"images": 5, "models": "a, b", "cpus-per-actor": 2, "gpus": 0.5, "limit": None})
+    assert cfg.images == 5 and cfg.models == ["a", "b"] and cfg.cpus_per_actor == 2 and cfg.gpus_per_actor == 0.5
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("scheme", ["", "ray://"])
+def test_unreachable_ray_address_fails_fast(tmp_path, capsys, scheme):
+    address = f"{scheme}127.0.0.1:{_closed_port()}"
+    t0 = time.perf_counter()
+    assert main([*BASE, "-o", str(tmp_path / "r"), "--address", address]) == 2
+    assert time.perf_counter() - t0 < 30
+    err = _error(capsys)
+    assert f"'{address}'" in err and "unreachable" in err
+
+
+def test_error_messages_keep_their_quotes(tmp_path, capsys):
+    assert main(["eval", "-m", "nosuchmodel", "-o", str(tmp_path / "r"), "--dry-run"]) == 2
+    assert "unknown model 'nosuchmodel'" in _error(capsys)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_gpus_without_gpus_or_cluster_is_refused(tmp_path, capsys):
+    assert main([*BASE, "-o", str(tmp_path / "r"), "--gpus", "1"]) == 2
+    assert "--gpus 1" in _error(capsys)
+
+
+def test_actor_plan_requests_gpus_from_zero_when_asked():
+    cfg = SweepConfig(gpus_per_actor=1)
+    head_only = {"CPU": 0.0}  # cluster.yaml's head: no GPU worker started yet
+    assert actor_plan(cfg, 5, head_only) == (5, {"num_gpus": 1, "num_cpus": 1})
+    assert actor_plan(cfg, 5, None) == (5, {"num_gpus": 1, "num_cpus": 1})
+    assert actor_plan(SweepConfig(gpus_per_actor=0.5, actors=2), 5, head_only) == (2, {"num_gpus": 0.5, "num_cpus": 1})
+    assert actor_plan(SweepConfig(gpus_per_actor=1, actors=9), 3, head_only)[0] == 3
+    # auto-detect (default): what the cluster has now
+    assert actor_plan(SweepConfig(), 5, {"CPU": 4.0}) == (4, {"num_cpus": 1.0})
+    assert actor_plan(SweepConfig(), 5, {"CPU": 16.0, "GPU": 2.0}) == (2, {"num_gpus": 1, "num_cpus": 1})
+    assert actor_plan(SweepConfig(), 5, head_only) == (1, {"num_cpus": 1.0})
+
+
+def test_dry_run_shows_the_actor_request(tmp_path, capsys):
+    models = "test_resnet.r160_in1k,test_vit.r160_in1k"
+    args = ["eval", "-m", models, "-d", "sample-test", "--limit", "2", "-g", "rotate", "--dry-run",
+            "-o", str(tmp_path / "r")]
+    assert main([*args, "--gpus", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "actors: 2 (one per model), each num_gpus=1 num_cpus=1" in out
+    assert main(args) == 0
+    assert "actors: auto-detected at run time" in capsys.readouterr().out
+
+
+def test_progress_is_quiet_off_a_terminal():
+    stream = io.StringIO()  # isatty() is False
+    prog = Progress(3, 30, stream=stream)
+    assert not prog.enabled
+    prog.update("done", 10)
+    prog.update("failed", 10)
+    prog.render(force=True)
+    prog.close()
+    assert stream.getvalue() == ""
+    shown = io.StringIO()
+    prog = Progress(3, 30, stream=shown, enabled=True)
+    prog.update("done", 10)
+    prog.close()
+    assert "units 1/3: 1 done, 0 failed, 2 remaining" in shown.getvalue()
