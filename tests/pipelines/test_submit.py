@@ -79,9 +79,13 @@ def _lee(args, env, timeout=240):
 
 def test_submit_runs_a_job_to_completion_and_results_land(loopback_head, tmp_path):
     address, env = loopback_head
+    from pipelines.commands.submit_cmd import git_revision
+
     out = tmp_path / "results"
+    revs = {git_revision(str(REPO))}  # before and after: others may commit meanwhile
     sub = _lee(["submit", "--address", address, "--", "-m", "test_resnet.r160_in1k", "-d", "sample-test",
                 "-n", "4", "--img-size", "32", "-g", "translate_x", "-o", str(out)], env)
+    revs.add(git_revision(str(REPO)))
     assert sub.returncode == 0, sub.stderr
     job_id = sub.stdout.strip().splitlines()[-1]
     assert job_id
@@ -92,9 +96,7 @@ def test_submit_runs_a_job_to_completion_and_results_land(loopback_head, tmp_pat
     runs = Store(str(out)).runs().to_pylist()
     assert [r["status"] for r in runs] == ["done"]
     # The job's copy has no .git: the revision is the one `lee submit` computed here (LEE_GIT_REV).
-    from pipelines.commands.submit_cmd import git_revision
-
-    assert runs[0]["git_rev"] == git_revision(str(REPO)) is not None
+    assert runs[0]["git_rev"] is not None and runs[0]["git_rev"] in revs
     assert Store(str(out)).read_table("lee").num_rows == 4
     listing = _lee(["status", "--address", address], env)
     assert job_id in listing.stdout and "SUCCEEDED" in listing.stdout
