@@ -6,7 +6,8 @@ runs the queries) and a :class:`FigureContext` (dataset, weights, colours), and 
 pyplot's global state or the process-wide backend. A function that finds nothing it can draw raises
 :class:`NoData` with the reason; the report turns that into a :func:`placeholder` figure.
 
-Titles state the figure's n (models, images), the dataset and the weights (pretrained or random init).
+Titles state the figure's n (models, images), the dataset, the weights (pretrained or random init) and
+the output configuration (``output probs · cubic interpolation``).
 """
 
 from __future__ import annotations
@@ -75,12 +76,15 @@ class FigureContext:
         random_init: True when any drawn row comes from random-init weights (then the x-axis top-1 is the
             catalog accuracy of the *pretrained* checkpoint, not the accuracy of the evaluated weights).
         family_colors: Architecture family -> colour, the same in every figure.
+        config: The output configuration drawn, as a label (``output probs · cubic interpolation``);
+            empty: not stated.
     """
 
     dataset: str
     weights: str
     random_init: bool = False
     family_colors: dict[str, str] = field(default_factory=dict)
+    config: str = ""
 
     def color(self, family: object) -> str:
         return self.family_colors.get(str(family), "#7f7f7f")
@@ -114,7 +118,7 @@ def _suptitle(fig: Figure, lines: Sequence[str]) -> None:
 
 
 def _title(fig: Figure, what: str, ctx: FigureContext, n: str, extra: str = "") -> None:
-    line2 = f"dataset {ctx.dataset} · {ctx.weights} · {n}"
+    line2 = f"dataset {ctx.dataset} · {ctx.weights} · {ctx.config + ' · ' if ctx.config else ''}{n}"
     if extra:
         line2 += f" · {extra}"
     _suptitle(fig, [what, line2])
@@ -505,7 +509,7 @@ def gap(df: pd.DataFrame, ctx: FigureContext, ratios: pd.DataFrame | None = None
     if single:
         notes.append(f"{single} models with one role only not drawn")
     _suptitle(fig, ["Fig. 7 — equivariance gap: LEE on train vs test vs OOD data",
-                    f"{ctx.weights} · {n_text(df)} · " + "; ".join(notes)])
+                    f"{ctx.weights} · {ctx.config + ' · ' if ctx.config else ''}{n_text(df)} · " + "; ".join(notes)])
     return fig
 
 

@@ -9,6 +9,14 @@ versions, generation time). Everything the page loads is a relative path inside 
 Weights: ``pretrained`` (the default) keeps rows whose weights are ``hub`` or ``file``, ``random`` keeps
 random-init rows, and only ``any`` puts both in one figure (random-init points are then drawn hollow).
 
+Output configuration: one report shows one ``output`` (``probs``, the paper's choice and the default, or
+``logits``) and one ``interpolation`` (``cubic``, the default, or ``spectral``); the views keep these
+configurations apart, so a root with both would otherwise draw each model once per configuration. Every
+figure and table is restricted to them (alternative metrics have no interpolation setting: they are
+selected by output only), the named analyses' rows of other configurations are left out (the page counts
+them), and the titles and the page state the configuration. A figure with no rows for it while the root
+has others says which ``--output`` / ``--interpolation`` would show them.
+
 A figure without data is still written, as a placeholder naming what is missing and the ``lee eval``
 flags that produce it; a figure or analysis that fails is written as an error placeholder / error box
 with the exception, and the rest of the report goes on.
@@ -16,6 +24,7 @@ with the exception, and the rest of the report goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import html
 import json
@@ -32,7 +41,8 @@ import pandas as pd
 
 from pipelines.analysis import figures as F
 
-__all__ = ["FigureResult", "Report", "Selection", "TableResult", "WEIGHTS", "build_report"]
+__all__ = ["INTERPOLATIONS", "OUTPUTS", "FigureResult", "Report", "Selection", "TableResult", "WEIGHTS",
+           "build_report"]
 
 WEIGHTS: dict[str, tuple[str, ...] | None] = {"pretrained": ("hub", "file"), "random": ("random",), "any": None}
 """Weights selections: the ``weights`` values (weights actually used) each one keeps."""
@@ -42,6 +52,15 @@ _WEIGHTS_LABEL = {
     "random": "RANDOM-INIT weights (untrained)",
     "any": "pretrained + random-init weights mixed (--weights any)",
 }
+
+OUTPUTS: dict[str, str] = {
+    "probs": "class probabilities (softmax; the paper's choice)",
+    "logits": "logits (before the softmax)",
+}
+"""``--output`` choices (the ``output`` column: what liecore differentiated) and their page labels."""
+
+INTERPOLATIONS: tuple[str, ...] = ("cubic", "spectral")
+"""``--interpolation`` choices (the ``interpolation`` column: liecore's image interpolant)."""
 
 MAX_HTML_ROWS = 400
 """Rows of a table shown in the page; the CSV under ``tables/`` has all of them."""
@@ -63,18 +82,32 @@ class Selection:
         weights: ``pretrained`` (``hub``/``file``), ``random`` or ``any``.
         datasets: Dataset names to keep (empty: all).
         generators: Generator names to keep (empty: all).
+        output: ``probs`` or ``logits`` (see :data:`OUTPUTS`): the only output shown.
+        interpolation: ``cubic`` or ``spectral`` (see :data:`INTERPOLATIONS`): the only interpolation shown.
     """
 
     weights: str = "pretrained"
     datasets: tuple[str, ...] = ()
     generators: tuple[str, ...] = ()
+    output: str = "probs"
+    interpolation: str = "cubic"
 
     def __post_init__(self) -> None:
         if self.weights not in WEIGHTS:
             raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {self.weights!r}")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}")
 
-    def where(self, *, datasets: bool = True, generators: bool = True) -> str:
-        """SQL predicate over a view with ``weights``, ``dataset`` (and ``generator``) columns."""
+    def where(self, *, datasets: bool = True, generators: bool = True, config: bool = True,
+              any_interpolation: bool = False) -> str:
+        """SQL predicate over a view with ``weights``, ``dataset`` (``generator``, ``output``, ``interpolation``)
+        columns.
+
+        ``config``: keep only the selected output and interpolation. ``any_interpolation``: a NULL
+        interpolation passes too (alt rows and ``done_units`` of alt units: the metrics have no setting).
+        """
         parts = ["true"]
         allowed = WEIGHTS[self.weights]
         if allowed is not None:
@@ -83,11 +116,21 @@ class Selection:
             parts.append(_in("dataset", self.datasets))
         if generators and self.generators:
             parts.append(_in("generator", self.generators))
+        if config:
+            parts.append(f"output = {_lit(self.output)}")
+            interp = f"interpolation = {_lit(self.interpolation)}"
+            parts.append(f"(interpolation IS NULL OR {interp})" if any_interpolation else interp)
         return " AND ".join(parts)
 
     @property
     def label(self) -> str:
         return _WEIGHTS_LABEL[self.weights]
+
+    def config_label(self, *, alt: bool = False) -> str:
+        """``output probs · cubic interpolation`` (``alt``: the alternative metrics' own interpolation)."""
+        if alt:
+            return f"output {self.output} · each metric's own interpolation"
+        return f"output {self.output} · {self.interpolation} interpolation"
 
 
 @dataclass
@@ -159,6 +202,27 @@ def _lee_rows(con, where: str) -> pd.DataFrame:
         FROM lee_summary s WHERE {where} ORDER BY s.model, s.generator""")
 
 
+def _one_method(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """One layerwise decomposition per model, generator and weights: ``exact`` where there is one, else the
+    stochastic one with the most probes (the views keep methods apart; a figure draws a model once).
+
+    Returns the rows and a label of the methods drawn (``exact decomposition``, ...).
+    """
+    if frame.empty:
+        return frame, ""
+    probes = pd.to_numeric(frame["num_probes"], errors="coerce").fillna(-1)
+    rank = frame.assign(_exact=frame["method"] == "exact", _probes=probes)
+    best = (rank.sort_values(["_exact", "_probes"], ascending=False)
+            .drop_duplicates(["model", "generator", "weights"])[["model", "generator", "weights", "method", "_probes"]])
+    keep = rank.merge(best, on=["model", "generator", "weights", "method", "_probes"], how="inner")
+    kept = keep.drop(columns=["_exact", "_probes"])
+    methods = sorted({"exact" if m == "exact" else f"{m} ({int(n)} probes)" if n >= 0 else str(m)
+                      for m, n in zip(best["method"], best["_probes"], strict=True)})
+    label = f"{' / '.join(methods)} decomposition"
+    dropped = len(frame) - len(kept)
+    return kept, label + (" (exact preferred)" if dropped else "")
+
+
 def _aa_pairs(lee: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Rows of anti-aliased models and their plain counterparts, with a ``pair`` column.
 
@@ -202,11 +266,25 @@ class _Builder:
             "FROM done_units WHERE weights IS NOT NULL GROUP BY ALL").fetchall()
         return {w: int(n) for w, n in rows}
 
-    def ctx(self, dataset: str, frame: pd.DataFrame | None = None) -> F.FigureContext:
+    def ctx(self, dataset: str, frame: pd.DataFrame | None = None, *, alt: bool = False) -> F.FigureContext:
         random = self.sel.weights == "random" or (
             self.sel.weights == "any" and frame is not None and "weights" in frame and (frame["weights"] == "random").any())
         return F.FigureContext(dataset=dataset, weights=self.sel.label, random_init=bool(random),
-                               family_colors=self.colors)
+                               family_colors=self.colors, config=self.sel.config_label(alt=alt))
+
+    def _layerwise_ctx(self, dataset: str | None, frame: pd.DataFrame, method: str) -> F.FigureContext:
+        """:meth:`ctx` of a layerwise figure: the configuration label names the decomposition drawn."""
+        ctx = self.ctx(dataset or "(none)", frame)
+        return dataclasses.replace(ctx, config=f"{ctx.config} · {method}" if method else ctx.config)
+
+    def report_cmd(self, **change: str) -> str:
+        """``lee report`` of this root with this selection's non-default weights / output / interpolation,
+        changed by ``change``."""
+        opts = {"weights": self.sel.weights, "output": self.sel.output, "interpolation": self.sel.interpolation,
+                **change}
+        default = {"weights": "pretrained", "output": "probs", "interpolation": "cubic"}
+        flags = "".join(f" --{k} {v}" for k, v in opts.items() if v != default[k])
+        return f"lee report --results {self.results}{flags}"
 
     def no_rows_hint(self, family: str) -> tuple[str, list[str]]:
         """Why a family has no rows under this selection, and the commands that would give it some."""
@@ -217,15 +295,48 @@ class _Builder:
         n = _first(self.con, f"SELECT count(*) FROM done_units WHERE family = {_lit(family)}")
         if n == 0:
             return (f"no completed '{family}' units in {root}.", [f"lee eval {flags} -o {root}"])
-        sel = _first(self.con, f"SELECT count(*) FROM done_units WHERE family = {_lit(family)} "
-                               f"AND {self.sel.where(generators=False)}")
+        base = f"family = {_lit(family)} AND {self.sel.where(generators=False, config=False)}"
+        sel = _first(self.con, f"SELECT count(*) FROM done_units WHERE {base}")
         how = [f"lee eval {flags} -o {root}"]
         if sel == 0 and other and self.available.get(other):
-            how.insert(0, f"lee report --results {root} --weights {other}   # {self.available[other]} {other} models")
+            how.insert(0, f"{self.report_cmd(weights=other)}   # {self.available[other]} {other} models")
             return (f"{n} completed '{family}' units exist, but none with {self.sel.label}"
                     f"{' in the selected datasets' if self.sel.datasets else ''}.", how)
+        if sel:
+            hint = self._config_hint(family, base, flags)
+            if hint is not None:
+                return hint
         return (f"{n} completed '{family}' units exist, but none matches the selection (weights={self.sel.weights}, "
-                f"datasets={list(self.sel.datasets) or 'all'}, generators={list(self.sel.generators) or 'all'}).", how)
+                f"datasets={list(self.sel.datasets) or 'all'}, generators={list(self.sel.generators) or 'all'}, "
+                f"{self.sel.config_label(alt=family == 'alt')}).", how)
+
+    def _config_hint(self, family: str, base: str, flags: str) -> tuple[str, list[str]] | None:
+        """The hint when units of ``family`` match the weights and datasets but not the output / interpolation
+        (None when some do match them): which ``--output`` / ``--interpolation`` shows them."""
+        sel, root = self.sel, self.results
+        rows = self.con.sql(f"SELECT output, interpolation, count(*), count(DISTINCT model) FROM done_units "
+                            f"WHERE {base} GROUP BY ALL ORDER BY ALL").fetchall()
+        by_output: dict[str, list[int]] = {}
+        for out, _, units, models in rows:
+            agg = by_output.setdefault(str(out), [0, 0])
+            agg[0], agg[1] = agg[0] + int(units), max(agg[1], int(models))
+        if sel.output not in by_output:
+            how = [f"{self.report_cmd(output=o)}   # {models} models with output {o}"
+                   for o, (_, models) in sorted(by_output.items())]
+            how.append(f"lee eval {flags} --output-kind {sel.output} -o {root}")
+            have = ", ".join(f"{o} ({units} units)" for o, (units, _) in sorted(by_output.items()))
+            return (f"completed '{family}' units match the weights and datasets, but none has output {sel.output}: "
+                    f"they have output {have}. Use --output {' or '.join(sorted(by_output))} to show them.", how)
+        interps = {str(i): (int(u), int(m)) for o, i, u, m in rows if o == sel.output}
+        if family == "alt" or "None" in interps or sel.interpolation in interps:
+            return None  # alt units have no interpolation; a NULL one (an old config) may be any
+        how = [f"{self.report_cmd(interpolation=i)}   # {m} models with {i} interpolation"
+               for i, (_, m) in sorted(interps.items())]
+        how.append(f"lee eval {flags} --output-kind {sel.output} --interpolation {sel.interpolation} -o {root}")
+        have = ", ".join(f"{i} ({u} units)" for i, (u, _) in sorted(interps.items()))
+        return (f"completed '{family}' units with output {sel.output} exist, but none with {sel.interpolation} "
+                f"interpolation: they have {have}. Use --interpolation {' or '.join(sorted(interps))} to show them.",
+                how)
 
     def _dataset_for(self, view: str, where: str, primary: str | None) -> str | None:
         """``primary`` when ``view`` has rows for it, else the view's own pick (:func:`_pick_dataset`)."""
@@ -234,8 +345,11 @@ class _Builder:
         return _pick_dataset(self.con, view, where)
 
     def figure(self, stem: str, title: str, caption: str, draw: Callable[[], Any],
-               missing: tuple[str, Sequence[str]] | None = None) -> None:
-        """Draw (or a placeholder when ``missing`` or :class:`figures.NoData`), save PNG + SVG, record it."""
+               missing: tuple[str, Sequence[str]] | None = None, *, alt: bool = False) -> None:
+        """Draw (or a placeholder when ``missing`` or :class:`figures.NoData`), save PNG + SVG, record it.
+
+        The caption ends with the output configuration (``alt``: alternative metrics, no interpolation)."""
+        caption = f"{caption} Configuration: {self.sel.config_label(alt=alt)}."
         status, message = "ok", ""
         try:
             if missing is not None:
@@ -278,17 +392,17 @@ class _Builder:
 
         self.figure(
             "fig1_lee_vs_top1", "Fig. 1: LEE vs top-1 accuracy per generator",
-            f"Mean LEE over images (log scale) against {top1}, one panel per generator, on {primary}; colour = "
+            f"Mean LEE over images (log scale) against {top1}, one panel per generator, on {primary or '(no data)'}; colour = "
             "architecture family, marker area = parameter count, error bars = standard error of the mean over "
             "images (the paper's figure 1, right). Hollow markers: random-init weights.",
             lambda: F.lee_vs_top1(lee, ctx), lee_missing)
         self.figure(
             "fig5a_generators_vs_top1", "Fig. 5a: every generator's LEE vs top-1 accuracy",
-            f"The LEE of each generator (colour) against {top1} on {primary}, mean ± standard error; which "
+            f"The LEE of each generator (colour) against {top1} on {primary or '(no data)'}, mean ± standard error; which "
             "transformations the models are least equivariant to, and whether all follow accuracy.",
             lambda: F.generators_vs_top1(lee, ctx), lee_missing)
 
-        alt_where = sel.where(generators=False)
+        alt_where = sel.where(generators=False, any_interpolation=True)  # alt units have no interpolation
         alt_ds = self._dataset_for("alt_summary", alt_where, primary)
         alt = _df(self.con, f"""SELECT model, dataset, role, metric, weights, value_unit, higher_is_better, n, mean_value,
                                        se_value, coalesce(family, 'unknown') AS family, params_m, top1
@@ -297,36 +411,41 @@ class _Builder:
         self.figure(
             "fig5b_alt_metrics_vs_top1", "Fig. 5b: alternative equivariance metrics vs top-1 accuracy",
             f"Each alternative metric of liecore.metrics (shift consistency, EQ-T, EQ-R, sampled equivariance "
-            f"error, ...) against {top1} on {alt_ds}, mean ± standard error over images, colour = family.",
-            lambda: F.alt_vs_top1(alt, self.ctx(alt_ds or "(none)", alt)),
-            None if not alt.empty else self.no_rows_hint("alt"))
+            f"error, ...) against {top1} on {alt_ds or '(no data)'}, mean ± standard error over images, colour = family.",
+            lambda: F.alt_vs_top1(alt, self.ctx(alt_ds or "(none)", alt, alt=True)),
+            None if not alt.empty else self.no_rows_hint("alt"), alt=True)
 
         lw_where = sel.where()
         lw_ds = self._dataset_for("layerwise_cumulative", lw_where, primary)
         lw_missing = None if lw_ds else self.no_rows_hint("layerwise")
-        cum = _df(self.con, f"""SELECT c.model, c.dataset, c.generator, c.weights, c.method, c.layer, c.call_index,
+        cum = _df(self.con, f"""SELECT c.model, c.dataset, c.generator, c.weights, c.method, c.num_probes, c.layer,
+                                       c.call_index,
                                        c.layer_type, c.depth, c.cumulative_fraction, c.n, c.share_additive,
                                        coalesce(m.family, 'unknown') AS family
                                 FROM layerwise_cumulative c LEFT JOIN models m USING (model)
                                 WHERE {lw_where} AND c.dataset = {_lit(lw_ds or '')}
                                 ORDER BY c.model, c.generator, c.depth""")
-        lw_ctx = self.ctx(lw_ds or "(none)", cum)
+        cum, cum_method = _one_method(cum)
+        lw_ctx = self._layerwise_ctx(lw_ds, cum, cum_method)
         self.figure(
             "fig4a_layerwise_cumulative", "Fig. 4a: cumulative layerwise contribution vs depth",
             f"Per model (line; colour = family) and generator (panel), the running sum of the layers' additive "
-            f"shares of the end-to-end LEE, by relative depth (layer call order scaled to [0, 1]) on {lw_ds} "
-            "(the paper's figure 4). The distance of a line's end from 1 is the unattributed share.",
+            f"shares of the end-to-end LEE, by relative depth (layer call order scaled to [0, 1]) on {lw_ds or '(no data)'} "
+            "(the paper's figure 4). The distance of a line's end from 1 is the unattributed share. One "
+            "decomposition per model: exact where there is one, else the stochastic one with the most probes.",
             lambda: F.layerwise_cumulative(cum, lw_ctx), lw_missing)
-        shares = _df(self.con, f"""SELECT model, dataset, generator, weights, method, layer_type, share_fraction, n,
-                                          coalesce(family, 'unknown') AS family
+        shares = _df(self.con, f"""SELECT model, dataset, generator, weights, method, num_probes, layer_type,
+                                          share_fraction, n, coalesce(family, 'unknown') AS family
                                    FROM layer_type_shares WHERE {lw_where} AND dataset = {_lit(lw_ds or '')}
                                    ORDER BY model, generator, layer_type""")
+        shares, shares_method = _one_method(shares)
         self.figure(
             "fig4b_layer_type_shares", "Fig. 4b: share of the LEE by layer type",
             f"Signed share of the end-to-end LEE by layer type (patch embedding, convolution, normalization, "
-            f"activation, downsampling/pooling, attention, MLP, unattributed, ...) per model, on {lw_ds}: "
-            "positive shares stack right of 0, negative ones left; the net sum is 1.",
-            lambda: F.layer_type_shares(shares, self.ctx(lw_ds or "(none)", shares)), lw_missing)
+            f"activation, downsampling/pooling, attention, MLP, unattributed, ...) per model, on {lw_ds or '(no data)'}: "
+            "positive shares stack right of 0, negative ones left; the net sum is 1. One decomposition per "
+            "model: exact where there is one, else the stochastic one with the most probes.",
+            lambda: F.layer_type_shares(shares, self._layerwise_ctx(lw_ds, shares, shares_method)), lw_missing)
 
         pairs, unmatched = _aa_pairs(lee) if not lee.empty else (lee.assign(pair=pd.Series(dtype=str)), [])
         aa_missing = lee_missing
@@ -338,15 +457,15 @@ class _Builder:
         self.figure(
             "fig6a_antialiasing", "Fig. 6a: case study, anti-aliasing (BlurPool vs plain)",
             f"LEE per generator of each anti-aliased (BlurPool) model (filled) next to its plain counterpart "
-            f"(same architecture without blur pooling, hollow) on {primary}, mean ± standard error.",
+            f"(same architecture without blur pooling, hollow) on {primary or '(no data)'}, mean ± standard error.",
             lambda: F.antialiasing(pairs, ctx), aa_missing)
         self.figure(
             "fig6b_scale_within_family", "Fig. 6b: case study, scale within family",
-            f"LEE against parameter count (log-log), a line per architecture family, per generator, on {primary}.",
+            f"LEE against parameter count (log-log), a line per architecture family, per generator, on {primary or '(no data)'}.",
             lambda: F.scale_within_family(lee, ctx), lee_missing)
         self.figure(
             "fig6c_pretraining_data", "Fig. 6c: case study, pretraining data",
-            f"LEE by pretraining data set (ordered by its size: in1k, in12k, in21k, ...) on {primary}; "
+            f"LEE by pretraining data set (ordered by its size: in1k, in12k, in21k, ...) on {primary or '(no data)'}; "
             "checkpoints of one architecture are joined by a line; colour = family.",
             lambda: F.pretraining_data(lee, ctx), lee_missing)
 
@@ -372,11 +491,12 @@ class _Builder:
     def tables(self) -> None:
         sel = self.sel
         summary = _df(self.con, f"""
-            SELECT model, coalesce(family, 'unknown') AS family, weights, dataset, role, generator, n,
-                   mean_lee, se_lee, params_m, top1
+            SELECT model, coalesce(family, 'unknown') AS family, weights, dataset, role, generator, output,
+                   interpolation, n, mean_lee, se_lee, params_m, top1
             FROM lee_summary WHERE {sel.where()} ORDER BY dataset, generator, mean_lee""")
         self._table("lee_summary", "LEE per model, dataset and generator",
-                    "Mean LEE over images, its standard error and n (images); catalog parameters and top-1.",
+                    "Mean LEE over images, its standard error and n (images); catalog parameters and top-1 "
+                    f"({sel.config_label()}).",
                     lambda: summary)
         try:
             from pipelines.analysis.analyses import ANALYSES
@@ -404,12 +524,24 @@ class _Builder:
             return
         note = ""
         if self.sel.weights != "any" and "weights" in frame and not frame.empty:
-            keep = frame["weights"].isna() | (frame["weights"] == self.sel.weights)
+            # analyses label rows 'pretrained' / 'random', view rows carry the weights used ('hub', 'file', ...)
+            keep = frame["weights"].isna() | frame["weights"].isin({self.sel.weights, *WEIGHTS[self.sel.weights]})
             if not keep.all():
                 other = ", ".join(sorted(set(frame.loc[~keep, "weights"].astype(str))))
                 note = (f"{int((~keep).sum())} rows over {other} weights left out (the analysis fell back to them "
                         f"for want of {self.sel.weights} results); they are in a --weights {other} report.")
                 frame = frame[keep]
+        for col, want in (("output", self.sel.output), ("interpolation", self.sel.interpolation)):
+            # the analyses group by output / interpolation (they take no filter): keep the selected one; a
+            # row without one (alt-only statistics, no configuration) stays
+            if col in frame and not frame.empty:
+                keep = frame[col].isna() | (frame[col].astype(str) == want)
+                if not keep.all():
+                    other = sorted(set(frame.loc[~keep, col].astype(str)))
+                    note = " ".join(filter(None, [note, (
+                        f"{int((~keep).sum())} rows of {col} {', '.join(other)} left out (this page shows {col} "
+                        f"{want}); they are in a --{col} {other[0]} report.")]))
+                    frame = frame[keep]
         csv = Path("tables") / f"{name}.csv"
         (self.out / "tables").mkdir(parents=True, exist_ok=True)
         frame.to_csv(self.out / csv, index=False)
@@ -417,7 +549,7 @@ class _Builder:
 
     # -- provenance
     def provenance(self) -> None:
-        where = self.sel.where(generators=False)
+        where = self.sel.where(generators=False, any_interpolation=True)
         sweeps = _df(self.con, f"""
             SELECT r.sweep_id, count(*) AS units, count(DISTINCT r.model) AS models,
                    string_agg(DISTINCT r.family, ', ' ORDER BY r.family) AS families,
@@ -437,12 +569,32 @@ class _Builder:
             except (TypeError, ValueError):
                 versions.setdefault("(unparsable package_versions)", set()).add(str(text)[:80])
         failed = _first(self.con, "SELECT count(*) FROM runs WHERE status <> 'done'")
+        self.report.meta.update(configs=self._configs())
         self.report.meta.update(
             results=self.results, sweeps=sweeps, result_versions={k: sorted(v) for k, v in sorted(versions.items())},
             report_versions=_report_versions(), failed_units=int(failed), weights_available=self.available,
             generated=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             selection=self.sel,
         )
+
+    def _configs(self) -> list[dict[str, Any]]:
+        """The output configurations of the completed units under this weights / datasets selection: one dict
+        per (output, interpolation) with ``label``, ``models``, ``shown`` (this page's) and ``command``."""
+        rows = self.con.sql(f"""SELECT output, interpolation, bool_and(family = 'alt'), count(DISTINCT model)
+                                FROM done_units WHERE {self.sel.where(generators=False, config=False)}
+                                GROUP BY output, interpolation ORDER BY output, interpolation""").fetchall()
+        sel, out = self.sel, []
+        for output, interp, alt_only, models in rows:
+            shown = output == sel.output and interp in (None, sel.interpolation)
+            if interp is None:
+                what = "alternative metrics" if alt_only else "interpolation not recorded"
+                label, cmd = f"output {output} ({what})", self.report_cmd(output=str(output))
+            else:
+                label = f"output {output} · {interp} interpolation"
+                cmd = self.report_cmd(output=str(output), interpolation=str(interp))
+            out.append({"output": output, "interpolation": interp, "label": label, "models": int(models),
+                        "shown": shown, "command": cmd})
+        return out
 
 
 def _first_paragraph(doc: str) -> str:
@@ -539,7 +691,14 @@ def render_html(report: Report) -> str:
         "<h1>lee report: learned equivariance (Lie derivative, LEE)</h1>",
         _kv_table([
             ("results root", meta["results"]), ("generated (UTC)", meta["generated"]),
-            ("weights", f"{sel.weights}: {sel.label}"), ("datasets", ", ".join(sel.datasets) or "all"),
+            ("weights", f"{sel.weights}: {sel.label}"),
+            ("output", f"{sel.output}: {OUTPUTS[sel.output]}"),
+            ("interpolation", f"{sel.interpolation} (liecore's image interpolant; the alternative metrics use "
+                              "their own)"),
+            ("output configurations in the results", "; ".join(
+                f"{c['label']}: {c['models']} model{'s' if c['models'] != 1 else ''}"
+                + (" (shown)" if c["shown"] else "") for c in meta.get("configs", [])) or "none"),
+            ("datasets", ", ".join(sel.datasets) or "all"),
             ("generators", ", ".join(sel.generators) or "all"),
             ("one-dataset figures drawn on", meta.get("primary_dataset") or "(no LEE data)"),
             ("failed units (excluded)", meta["failed_units"]),
@@ -556,6 +715,21 @@ def render_html(report: Report) -> str:
         parts.append("<p class='warn'>This root has only random-init results "
                      f"({meta['weights_available']['random']} models); this pretrained report is empty. "
                      f"Use <code>lee report --results {_e(meta['results'])} --weights random</code>.</p>")
+    configs = meta.get("configs", [])
+    others: dict[str, list[dict[str, Any]]] = {}  # command -> the configurations it shows
+    for c in configs:
+        if not c["shown"]:
+            others.setdefault(c["command"], []).append(c)
+    if others:
+        cmds = "; ".join(
+            f"{_e(' and '.join(c['label'] for c in cs))} ({max(c['models'] for c in cs)} models): <code>{_e(cmd)}</code>"
+            for cmd, cs in others.items())
+        if not any(c["shown"] for c in configs):
+            parts.append(f"<p class='warn'>This root has no results with output {_e(sel.output)} and "
+                         f"{_e(sel.interpolation)} interpolation for this selection; it has {cmds}.</p>")
+        else:
+            parts.append(f"<p class='warn'>Only output {_e(sel.output)} with {_e(sel.interpolation)} interpolation "
+                         f"is shown; the results also have {cmds}.</p>")
     parts.append("<h2>Figures</h2>")
     for f in report.figures:
         cls = {"ok": "", "placeholder": "placeholder", "error": "figure-error"}[f.status]
@@ -611,6 +785,8 @@ def build_report(
     level: float = 0.95,
     catalogs: Sequence[str] = (),
     command: str = "",
+    output: str = "probs",
+    interpolation: str = "cubic",
 ) -> Report:
     """Write the report of ``results`` into ``out`` (created): figures (PNG + SVG), ``tables/*.csv``, ``index.html``.
 
@@ -623,6 +799,8 @@ def build_report(
         n_boot, seed, level: Bootstrap settings passed to every named analysis.
         catalogs: User catalog files with the metadata of models the built-in catalogs do not know.
         command: The command line, stated on the page.
+        output: ``probs`` (default) or ``logits``: the only output shown (see :data:`OUTPUTS`).
+        interpolation: ``cubic`` (default) or ``spectral``: the only interpolation shown.
 
     Raises:
         pipelines.cli.UsageError: No results under ``results``, or a dataset/generator not in them.
@@ -630,7 +808,8 @@ def build_report(
     from pipelines.analysis.views import connect
     from pipelines.cli import UsageError
 
-    sel = Selection(weights=weights, datasets=tuple(datasets), generators=tuple(generators))
+    sel = Selection(weights=weights, datasets=tuple(datasets), generators=tuple(generators), output=output,
+                    interpolation=interpolation)
     con = connect(results, catalogs=list(catalogs)) if catalogs else connect(results)
     try:
         for col, values in (("dataset", sel.datasets), ("generator", sel.generators)):

@@ -4,6 +4,7 @@ Examples::
 
     lee report --results ./lee-results --out report/
     lee report -r s3://bucket/lee --out report/ --weights random -d sample-test -g translate_x,rotate
+    lee report --out report-logits/ --output logits --interpolation spectral
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ EPILOG = """examples:
   lee report --out report/                                 # ./lee-results, pretrained weights only
   lee report -r ./res --out report/ --weights random       # random-init results (e.g. lee eval -m tiny)
   lee report -r s3://bucket/lee --out rep/ -d imagenet-val -g translate_x,rotate
+  lee report --out rep-logits/ --output logits             # LEE of the logits (lee eval --output-kind logits)
 """
 
 
@@ -40,6 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
     p.add_argument("--weights", choices=("pretrained", "random", "any"), default="pretrained",
                    help="pretrained (hub/file, default), random (random init) or any (both, never by default)")
+    p.add_argument("--output", choices=("probs", "logits"), default="probs",
+                   help="the output configuration shown: LEE of the class probabilities (probs, default: the "
+                        "paper's choice) or of the logits (results of lee eval --output-kind logits)")
+    p.add_argument("--interpolation", choices=("cubic", "spectral"), default="cubic",
+                   help="the image interpolation shown (cubic, default, or spectral; lee eval --interpolation); "
+                        "the alternative metrics have none and are selected by --output only")
     p.add_argument("-d", "--dataset", action=_Extend, dest="datasets", metavar="NAME",
                    help="only these datasets (repeatable, comma-separated; default all)")
     p.add_argument("-g", "--generator", action=_Extend, dest="generators", metavar="NAME",
@@ -52,7 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _command(args: argparse.Namespace) -> str:
     """The equivalent command line, for the page."""
-    parts = ["lee", "report", "--results", args.results, "--out", str(args.out), "--weights", args.weights]
+    parts = ["lee", "report", "--results", args.results, "--out", str(args.out), "--weights", args.weights,
+             "--output", args.output, "--interpolation", args.interpolation]
     for c in args.catalog:
         parts += ["--catalog", c]
     if args.datasets:
@@ -79,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     report = build_report(
         args.results, args.out, weights=args.weights, datasets=args.datasets or (), generators=args.generators or (),
         n_boot=args.n_boot, seed=args.seed, level=args.level, catalogs=args.catalog,
-        command=_command(args),
+        command=_command(args), output=args.output, interpolation=args.interpolation,
     )
     for f in report.figures:
         flag = {"ok": "", "placeholder": "  (placeholder: no data)", "error": "  (FAILED, see the page)"}[f.status]

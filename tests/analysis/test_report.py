@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -248,3 +249,138 @@ def test_a_failing_figure_is_shown_and_the_rest_written(sweep_root, tmp_path, mo
     assert page.classes.count("figure-error") == 1 and "placeholder" not in page.classes
     assert "boom &lt;b&gt;" in (out / "index.html").read_text(encoding="utf-8")
     assert all((out / f"{s}.png").is_file() for s in FIGURES)
+
+
+# ---- one output configuration per report (probs / logits, cubic / spectral) ------------------------------
+
+CONFIG_MODELS = {"resnet18.a1_in1k": 1.0, "vit_small_patch16_224.augreg_in21k_ft_in1k": 2.0}
+"""Planted per-model probs LEE; the logits LEE is 100 times it, the spectral (probs) LEE 10 times it."""
+
+
+def _config_store(root: Path, outputs: tuple[str, ...] = ("probs", "logits"), spectral: bool = True) -> str:
+    """Both models with a lee unit per output (cubic) and a spectral probs one, an alt unit per output."""
+    from pipelines.store import Store
+    from tests.analysis.conftest import lee_columns, write_unit
+
+    store, n = Store(str(root)), 4
+    for model, base in CONFIG_MODELS.items():
+        configs = [(o, "cubic", base * (100.0 if o == "logits" else 1.0)) for o in outputs]
+        if spectral:
+            configs.append(("probs", "spectral", base * 10.0))
+        for output, interp, value in configs:
+            cols = {**lee_columns(np.full((n, 2), value), ["rotate", "translate_x"]),
+                    "output": [output] * 2 * n, "interpolation": [interp] * 2 * n}
+            write_unit(store, "lee", model, "sample-test", "test", cols,
+                       config={"generators": ["rotate", "translate_x"], "output": output, "interpolation": interp})
+        for output in outputs:
+            cols = {"sample_id": [f"img{i}" for i in range(n)], "sample_index": list(range(n)), "metric": ["eq_t"] * n,
+                    "value": [base * (100.0 if output == "logits" else 1.0)] * n, "higher_is_better": [False] * n}
+            write_unit(store, "alt", model, "sample-test", "test", cols, config={"metrics": ["eq_t"], "output": output})
+    return str(root)
+
+
+def _spy(monkeypatch, names: tuple[str, ...]) -> dict[str, list]:
+    """Wrap these figure functions: every (frame, context) the report hands them, by name."""
+    import pipelines.analysis.figures as F
+
+    seen: dict[str, list] = {}
+
+    def wrap(name, fn):
+        def spy(df, ctx, *a, **k):
+            seen.setdefault(name, []).append((df.copy(), ctx))
+            return fn(df, ctx, *a, **k)
+        return spy
+
+    for name in names:
+        monkeypatch.setattr(F, name, wrap(name, getattr(F, name)))
+    return seen
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The frames the report hands to fig1 and fig5b, by figure."""
+    return _spy(monkeypatch, ("lee_vs_top1", "alt_vs_top1"))
+
+
+def _fig1_values(frame) -> dict[tuple[str, str], float]:
+    assert not frame.duplicated(["model", "generator"]).any(), frame  # one point per model and generator
+    return {(r.model, r.generator): r.mean_lee for r in frame.itertuples()}
+
+
+def test_report_shows_one_output_configuration(tmp_path, drawn):
+    root = _config_store(tmp_path / "results")
+    out = tmp_path / "probs"
+    assert main(["report", "-r", root, "--out", str(out), "--n-boot", "50"]) == 0
+    ((fig1, _),) = drawn["lee_vs_top1"]
+    assert _fig1_values(fig1) == {(m, g): v for m, v in CONFIG_MODELS.items() for g in ("rotate", "translate_x")}
+    ((alt, _),) = drawn["alt_vs_top1"]
+    assert sorted(alt["mean_value"]) == sorted(CONFIG_MODELS.values())
+    for stem in ("fig1_lee_vs_top1", "fig5a_generators_vs_top1", "fig6b_scale_within_family"):
+        text = re.sub(r"\s+", " ", _svg_text(out / f"{stem}.svg"))
+        assert "output probs · cubic interpolation" in text and "n = 2 models, 4 images each" in text, text[:400]
+    assert "output probs" in re.sub(r"\s+", " ", _svg_text(out / "fig5b_alt_metrics_vs_top1.svg"))
+    page = re.sub(r"\s+", " ", " ".join(_page(out).text))
+    assert "probs: class probabilities" in page and "cubic (liecore" in page
+    assert "--output logits" in page and "--interpolation spectral" in page  # the other configurations
+    summary = pd.read_csv(out / "tables" / "lee_summary.csv")
+    assert set(summary["output"]) == {"probs"} and set(summary["interpolation"]) == {"cubic"} and len(summary) == 4
+    for name in ("accuracy", "agreement"):  # the analyses' rows of other configurations are left out
+        table = pd.read_csv(out / "tables" / f"{name}.csv")
+        if "output" in table:
+            assert set(table["output"].dropna()) <= {"probs"}, name
+        if "interpolation" in table:
+            assert set(table["interpolation"].dropna()) <= {"cubic"}, name
+
+    drawn.clear()
+    out = tmp_path / "logits"
+    assert main(["report", "-r", root, "--out", str(out), "--n-boot", "50", "--output", "logits"]) == 0
+    ((fig1, _),) = drawn["lee_vs_top1"]
+    assert _fig1_values(fig1) == {(m, g): 100 * v for m, v in CONFIG_MODELS.items() for g in ("rotate", "translate_x")}
+    ((alt, _),) = drawn["alt_vs_top1"]
+    assert sorted(alt["mean_value"]) == sorted(100 * v for v in CONFIG_MODELS.values())
+    assert "output logits · cubic interpolation" in re.sub(r"\s+", " ", _svg_text(out / "fig1_lee_vs_top1.svg"))
+    page = " ".join(_page(out).text)
+    assert "logits: logits" in page and "--output logits" in (out / "index.html").read_text(encoding="utf-8")
+
+    drawn.clear()
+    out = tmp_path / "spectral"
+    assert main(["report", "-r", root, "--out", str(out), "--n-boot", "50", "--interpolation", "spectral"]) == 0
+    assert _fig1_values(drawn["lee_vs_top1"][0][0]) == {
+        (m, g): 10 * v for m, v in CONFIG_MODELS.items() for g in ("rotate", "translate_x")}
+
+
+def test_placeholder_names_the_output_that_has_results(tmp_path):
+    root = _config_store(tmp_path / "results", outputs=("logits",), spectral=False)
+    out = tmp_path / "probs"
+    assert main(["report", "-r", root, "--out", str(out), "--n-boot", "50"]) == 0
+    for stem in ("fig1_lee_vs_top1", "fig5b_alt_metrics_vs_top1"):
+        text = re.sub(r"\s+", " ", _svg_text(out / f"{stem}.svg"))
+        assert "NO DATA" in text and "--output logits" in text and "none has output probs" in text, (stem, text)
+    page = " ".join(_page(out).text)
+    assert "no results with output probs" in page and "--output logits" in page
+    assert main(["report", "-r", root, "--out", str(tmp_path / "s"), "--n-boot", "50", "--output", "logits",
+                 "--interpolation", "spectral"]) == 0
+    text = re.sub(r"\s+", " ", _svg_text(tmp_path / "s" / "fig1_lee_vs_top1.svg"))
+    assert "NO DATA" in text and "--output logits --interpolation cubic" not in text  # cubic is the default
+    assert "lee report --results" in text and "none with spectral interpolation" in text, text
+
+
+def test_layerwise_figures_draw_one_configuration_per_model(tmp_path, monkeypatch):
+    # probs / logits exact layerwise units and a stochastic probs one of the same model (conftest)
+    from tests.analysis.conftest import write_two_configurations
+
+    root = str(tmp_path / "results")
+    write_two_configurations(root)
+    seen = _spy(monkeypatch, ("layerwise_cumulative", "layer_type_shares"))
+    for output, conv in (("probs", 0.9), ("logits", 0.1)):
+        out = tmp_path / output
+        assert main(["report", "-r", root, "--out", str(out), "--n-boot", "20", "--output", output]) == 0
+        shares, ctx = seen["layer_type_shares"][-1]
+        assert not shares.duplicated(["model", "generator", "layer_type"]).any(), shares
+        assert set(shares["method"]) == {"exact"} and f"output {output}" in ctx.config and "exact" in ctx.config
+        by_type = shares.set_index("layer_type")["share_fraction"]
+        assert by_type["convolution"] == pytest.approx(conv) and by_type.sum() == pytest.approx(1.0)
+        cum, _ = seen["layerwise_cumulative"][-1]
+        assert not cum.duplicated(["model", "generator", "layer"]).any(), cum
+        text = re.sub(r"\s+", " ", _svg_text(out / "fig4b_layer_type_shares.svg"))
+        assert f"output {output} · cubic interpolation · exact decomposition" in text, text[:400]
