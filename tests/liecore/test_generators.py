@@ -154,6 +154,39 @@ def test_derivative_of_smooth_images_converges(interpolation, order):
         assert min(rates) > order - 0.2, rates
 
 
+def generic_smooth_image(n: int):
+    """``exp(0.5u + 0.3v) sin(1.3u - 0.7v + 0.4)`` on an ``n x n`` grid with its analytic
+    gradient; unlike :func:`smooth_image` its derivative does not vanish at the border."""
+    u = coords(n, torch.float64)[None, :].expand(n, n)
+    v = coords(n, torch.float64)[:, None].expand(n, n)
+    a = 1.3 * u - 0.7 * v + 0.4
+    e = torch.exp(0.5 * u + 0.3 * v)
+    f = e * torch.sin(a)
+    fu = e * (0.5 * torch.sin(a) + 1.3 * torch.cos(a))
+    fv = e * (0.3 * torch.sin(a) - 0.7 * torch.cos(a))
+    return f[None, None], fu, fv, u, v
+
+
+@pytest.mark.parametrize("name", ["rotate", "scale"])
+def test_tangent_of_a_smooth_image_converges(name):
+    """input_tangent -> the analytic tangent in the interior: cubic at O(1/N^2); spectral
+    only at O(1/N), since the symmetric extension has a kink at the border."""
+    errors: dict[str, list[float]] = {"cubic": [], "spectral": []}
+    for n in (17, 33, 65, 129):
+        f, fu, fv, u, v = generic_smooth_image(n)
+        au, av = TABLE[name](u, v)
+        exact = au * fu + av * fv
+        inner = (u.abs() <= 0.5) & (v.abs() <= 0.5)
+        for interpolation, errs in errors.items():
+            got = input_tangent(f, name, interpolation=interpolation)[0, 0]
+            errs.append(float((got - exact)[inner].abs().max()))
+    for interpolation, (lo, hi) in {"cubic": (1.9, 2.1), "spectral": (0.7, 1.2)}.items():
+        errs = errors[interpolation]
+        rates = [math.log2(a / b) for a, b in zip(errs, errs[1:], strict=False)]
+        assert all(lo < r < hi for r in rates), (interpolation, errs, rates)
+    assert errors["cubic"][-1] < 1e-4
+
+
 def test_colour_generators():
     x = torch.rand(2, 3, 5, 5, dtype=torch.float64)
     raw = x * torch.tensor(STD).reshape(1, 3, 1, 1) + torch.tensor(MEAN).reshape(1, 3, 1, 1)
