@@ -39,6 +39,7 @@ from .metrics import (
     eq_t,
     eq_t_frac,
     sampled_equivariance_error,
+    sampled_layerwise,
     shift_consistency,
 )
 
@@ -89,5 +90,6 @@ __all__ = [
     "eq_t_frac",
     "metrics",
     "sampled_equivariance_error",
+    "sampled_layerwise",
     "shift_consistency",
 ]

@@ -12,7 +12,9 @@ mean/stderr and the parameters used. :data:`METRICS` maps names to the callables
 * :func:`shift_consistency`, :func:`circular_shift_consistency` (Zhang 2019), percent;
 * :func:`eq_t`, :func:`eq_t_frac`, :func:`eq_r` (Karras et al. 2021), PSNR in dB, and
   :func:`eq_layerwise` per layer (normalized per :math:`N` and per :math:`\sqrt N`);
-* :func:`sampled_equivariance_error`, :math:`\mathbb E_t\|\rho(t)^{-1}f(\rho(t)x)-f(x)\|^2/\dim`.
+* :func:`sampled_equivariance_error`, :math:`\mathbb E_t\|\rho(t)^{-1}f(\rho(t)x)-f(x)\|^2/\dim`, and
+  :func:`sampled_layerwise` per layer (normalized per :math:`N` and per :math:`\sqrt N`, as
+  :func:`eq_layerwise`).
 """
 
 from collections.abc import Callable
@@ -21,7 +23,7 @@ from ._consistency import circular_shift_consistency, shift_consistency
 from ._eq import EQ_KINDS, LayerwiseEQResult, eq_layerwise, eq_r, eq_t, eq_t_frac
 from ._resample import fractional_translate, integer_translate, lanczos, psnr, resample, rotate
 from ._result import MetricResult
-from ._sampled import sampled_equivariance_error
+from ._sampled import sampled_equivariance_error, sampled_layerwise
 
 METRICS: dict[str, Callable[..., MetricResult]] = {
     "shift_consistency": shift_consistency,
@@ -50,5 +52,6 @@ __all__ = [
     "resample",
     "rotate",
     "sampled_equivariance_error",
+    "sampled_layerwise",
     "shift_consistency",
 ]

@@ -21,6 +21,7 @@ from liecore.metrics import (
     integer_translate,
     rotate,
     sampled_equivariance_error,
+    sampled_layerwise,
     shift_consistency,
 )
 
@@ -323,3 +324,31 @@ def test_sampled_error_is_t_squared_lee():
     for t_max, rtol in ((0.01, 0.5), (0.001, 0.05)):  # converges as t_max -> 0
         spatial = sampled_equivariance_error(model, x, "translate_x", out_layout=SPATIAL, t_max=t_max, num_samples=4)
         torch.testing.assert_close(spatial.extras["lee_estimate"], lee_sp, rtol=rtol, atol=0)
+
+
+def test_sampled_layerwise_matches_end_to_end_and_localizes():
+    x = _smooth_images(b=2)
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Tanh(), Weighting(4, 32, 32), SpatialLinear(4, 32, 32)).double()
+    layers = {"0": SPATIAL, "1": SPATIAL, "2": SPATIAL, "3": (SPATIAL, liecore.Layout.invariant())}
+    kw = dict(num_samples=3, t_max=0.05, seed=3, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    for gen in ("rotate", "brightness"):
+        # cumulative: the last layer is the model's output, with the end-to-end draws of t
+        cum = sampled_layerwise(model, x, layers, gen, mode="cumulative", **kw)
+        e2e = sampled_equivariance_error(model, x, gen, output="logits", **kw)
+        torch.testing.assert_close(cum.per_element[:, 3], e2e.values, rtol=1e-12, atol=0)
+        # local: the first layer sees the network input (full action, colour included)
+        loc = sampled_layerwise(model, x, layers, gen, **kw)
+        first = sampled_equivariance_error(model[0], x, gen, out_layout=SPATIAL, **kw)
+        torch.testing.assert_close(loc.per_element[:, 0], first.values, rtol=1e-12, atol=0)
+    assert loc.metric == "sampled_equivariance_error" and loc.params["generator"] == "brightness"
+    assert loc.count[0].tolist() == [4 * 32 * 32] * 3 + [10]
+    torch.testing.assert_close(loc.per_sqrt_element, loc.per_element * loc.count.sqrt())
+    # rotation, layer by layer, small t: the 1x1 convolution only shows the round trip of the
+    # interpolation (its square vanishes faster than t^2), the fixed spatial weighting and
+    # the spatial template are not equivariant (t^2 LEE)
+    rot = sampled_layerwise(model, x, layers, "rotate", num_samples=3, t_max=0.005, seed=3).summary()
+    assert rot["0"]["n"] < 2e-2 * rot["2"]["n"] and rot["0"]["n"] < 1e-4 * rot["3"]["n"], rot
+    with pytest.raises(ValueError, match="mode"):
+        sampled_layerwise(model, x, layers, mode="global")
+    assert not any(len(m._forward_hooks) for m in model.modules())
