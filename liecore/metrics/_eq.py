@@ -148,7 +148,7 @@ def _eq(
     gen = make_rng(rng, seed, b)
     mse = torch.zeros(b, dtype=torch.float64)
     with differentiable_mode(f):
-        y = fo(x)
+        y = fo(x.clone())  # a copy: a first layer may write into its input
         layout.check(y, "output")
         osize = _grid_size(y, layout)
         ref = _ref_grid(kind, [(h, w)] + ([osize] if osize else []))
@@ -419,7 +419,7 @@ def eq_layerwise(
     per_n = torch.zeros(b, nl, dtype=torch.float64)
     per_sqrt = torch.zeros(b, nl, dtype=torch.float64)
     with differentiable_mode(model), _Recorder(model, names) as rec:
-        base = dict(rec.run(x))
+        base = dict(rec.run(x.clone()))  # a copy: a first layer may write into its input
         out_sizes = {n: _grid_size(base[n][1], lays[n][1]) for n in names}
         for n in names:
             lays[n][1].check(base[n][1], f"output of {n!r}")

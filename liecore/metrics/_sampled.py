@@ -109,7 +109,7 @@ def sampled_equivariance_error(
     err = torch.zeros(b, dtype=torch.float64)
     ratio = torch.zeros(b, dtype=torch.float64)
     with differentiable_mode(f):
-        y = fo(x)
+        y = fo(x.clone())  # a copy: a first layer may write into its input
         layout.check(y, "output")
         for _ in range(num_samples):
             ts = (rand(g, 1, b)[0] * 2 - 1) * t_max

@@ -352,3 +352,20 @@ def test_sampled_layerwise_matches_end_to_end_and_localizes():
     with pytest.raises(ValueError, match="mode"):
         sampled_layerwise(model, x, layers, mode="global")
     assert not any(len(m._forward_hooks) for m in model.modules())
+
+
+def test_layers_writing_into_the_input_change_neither_the_caller_nor_the_metrics():
+    from .test_lee import inplace_net
+
+    x = _images(b=2, h=40, w=40)
+    x0 = x.clone()
+    for name, metric in METRICS.items():
+        got = metric(inplace_net(True), x, seed=0)
+        assert torch.equal(x, x0), name
+        torch.testing.assert_close(got.values, metric(inplace_net(False), x, seed=0).values, rtol=1e-12, atol=0)
+    layers = {"2": SPATIAL, "5": liecore.Layout.invariant()}
+    got = eq_layerwise(inplace_net(True), x, layers, metric="eq_t_frac", mode="cumulative")
+    assert torch.equal(x, x0)
+    torch.testing.assert_close(
+        got.per_element, eq_layerwise(inplace_net(False), x, layers, metric="eq_t_frac", mode="cumulative").per_element
+    )
