@@ -44,6 +44,8 @@ Two methods:
     errors over probes; ``unattributed`` is estimated the same way. The shares take one more
     backward pass with :math:`L_X F(x)` as the output gradient (a vector-Jacobian product
     giving every :math:`\langle c_i, L_X F\rangle` at once) and carry no sampling noise.
+    With ``rng`` one CPU generator per image, image ``i``'s probes come from ``rng[i]``
+    alone, so its estimates do not depend on the batch it is in.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ import contextlib
 import fnmatch
 import inspect
 import math
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -64,6 +67,7 @@ from ._derivative import batched_jvp, differentiable_mode, lie_derivatives, outp
 from ._generators import Generator, get_generator
 from ._grid import Interpolation, check_interpolation, spatial_tangent_nchw
 from ._layout import Layout
+from .metrics._result import Rng, make_rng
 
 __all__ = [
     "ActivationLayouts",
@@ -462,6 +466,7 @@ def layerwise(
     std: Sequence[float] | None = None,
     num_probes: int = 100,
     seed: int = 0,
+    rng: int | Rng | None = None,
     chunk_size: int | None = 16,
 ) -> LayerwiseResult:
     r"""Decompose :math:`L_X F(x)` into per-layer-call contributions.
@@ -477,7 +482,13 @@ def layerwise(
         composites: class names recorded as one layer.
         interpolation, mean, std: as in :func:`liecore.lie_derivatives`.
         num_probes: probes of the stochastic method.
-        seed: seed of the probes.
+        seed: seed of the probes when ``rng`` is None (a generator on ``x``'s device draws
+            the whole batch's probes).
+        rng: where the stochastic method draws its probes from, on the CPU (moved to ``x``'s
+            device afterwards, so the same draws on every device): a seed, one CPU
+            ``torch.Generator`` for the batch, or a sequence of one per image; then image
+            ``i``'s probes come from ``rng[i]`` alone and its values equal those of the
+            image evaluated alone with that generator (up to rounding of the batched layers).
         chunk_size: layers per vectorized pass of the exact method (bounds memory; the
             primal is recomputed once per chunk).
 
@@ -490,6 +501,7 @@ def layerwise(
         raise ValueError(f"unknown method {method!r}; choose 'exact' or 'stochastic'")
     if method == "stochastic" and num_probes < 1:
         raise ValueError("num_probes must be >= 1")
+    probe_rng = _probe_rng(rng, x.shape[0])
     if not isinstance(model, nn.Module):
         raise TypeError("layerwise needs an nn.Module (its layers are found in the module tree)")
     layouts = layouts or ActivationLayouts()
@@ -540,7 +552,7 @@ def layerwise(
             rest = e2e_flat.double() - cflat.double().sum(0)
             unattributed = (rest.square().sum(1) / dim).cpu()
         elif method == "stochastic" and active:
-            est = _probe_stochastic(f, x, rec, len(active), e2e_flat, num_probes, seed)
+            est = _probe_stochastic(f, x, rec, len(active), e2e_flat, num_probes, seed, probe_rng)
             for slot, i in enumerate(active):
                 values[i] = est["value"][slot] / dim
                 shares[i] = est["share"][slot] / dim
@@ -601,11 +613,36 @@ def _push_forward_exact(f, x: torch.Tensor, rec: LayerwiseRecorder, k: int, chun
     return out
 
 
-def _probe_stochastic(f, x, rec: LayerwiseRecorder, k: int, e2e_flat: torch.Tensor, num_probes: int, seed: int) -> dict:
+def _probe_rng(rng: int | Rng | None, b: int) -> Rng | None:
+    """The CPU generator(s) of the probes: None (a device generator seeded with ``seed``), one
+    generator (a seed is made one), or one per image (checked against the batch size)."""
+    if rng is None:
+        return None
+    if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
+        return make_rng(None, int(rng))
+    return make_rng(rng, None, b)
+
+
+def _draw_probe(shape: torch.Size, dtype: torch.dtype, device: torch.device, dev_gen, rng: Rng | None) -> torch.Tensor:
+    """One Gaussian probe of the output's shape ``(B, ...)``: from the device generator, or
+    drawn on the CPU (image ``i``'s slice from ``rng[i]`` for per-image generators) and moved."""
+    if rng is None:
+        return torch.randn(shape, generator=dev_gen, dtype=dtype, device=device)
+    if isinstance(rng, torch.Generator):
+        z = torch.randn(shape, generator=rng, dtype=dtype)
+    else:
+        z = torch.stack([torch.randn(shape[1:], generator=g, dtype=dtype) for g in rng])
+    return z.to(device)
+
+
+def _probe_stochastic(
+    f, x, rec: LayerwiseRecorder, k: int, e2e_flat: torch.Tensor, num_probes: int, seed: int, rng: Rng | None = None
+) -> dict:
     """:math:`\\|c_i\\|^2` estimated from ``num_probes`` Gaussian probes (one backward pass per
     probe gives every layer's :math:`z^\\top c_i`), with standard errors; the shares
     :math:`\\langle c_i, LF\\rangle` exactly, from one more backward pass with
-    :math:`LF` as the output gradient."""
+    :math:`LF` as the output gradient. Probes come from ``rng`` (CPU, see :func:`_draw_probe`)
+    or, when it is None, from a generator on ``x``'s device seeded with ``seed``."""
     b = x.shape[0]
     s = torch.zeros(k, b, dtype=x.dtype, device=x.device, requires_grad=True)
     rec.scale = s
@@ -620,12 +657,12 @@ def _probe_stochastic(f, x, rec: LayerwiseRecorder, k: int, e2e_flat: torch.Tens
     e2e = e2e_flat.reshape(out.shape).to(out.dtype)
     (share,) = torch.autograd.grad(out, s, grad_outputs=e2e, retain_graph=True)
     share = share.detach().double().cpu()  # (K, B): <c_i, L F> per image
-    gen = torch.Generator(device=x.device).manual_seed(seed)
+    dev_gen = torch.Generator(device=x.device).manual_seed(seed) if rng is None else None
     sq = torch.zeros(k, b, dtype=torch.float64)
     sq2 = torch.zeros(k, b, dtype=torch.float64)
     rest = torch.zeros(b, dtype=torch.float64)
     for p in range(num_probes):
-        z = torch.randn(out.shape, generator=gen, dtype=out.dtype, device=out.device)
+        z = _draw_probe(out.shape, out.dtype, out.device, dev_gen, rng)
         (proj,) = torch.autograd.grad(out, s, grad_outputs=z, retain_graph=p + 1 < num_probes)
         proj = proj.detach().double().cpu()  # (K, B): z^T c_i per image
         pe = (z * e2e).flatten(1).sum(1).double().cpu()  # z^T L F

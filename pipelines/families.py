@@ -171,8 +171,8 @@ def compute_layerwise(
     """``layerwise`` rows for one batch: per (image, generator) one row per layer call, one
     ``end_to_end`` and one ``unattributed`` row (shares add up to the end-to-end value).
 
-    The stochastic method runs image by image, each with the probes of :func:`image_seed`, so
-    its estimates do not depend on the batch; the exact method runs on the whole batch."""
+    Both methods run on the whole batch; the stochastic method draws image ``i``'s probes from
+    its own generator (:func:`image_rngs`), so its estimates do not depend on the batch."""
     import liecore
 
     names = ("sample_pos", "generator", "method", "num_probes", "kind", "layer", "layer_class", "call_index",
@@ -182,10 +182,10 @@ def compute_layerwise(
     probes = config.get("num_probes") if method == "stochastic" else None
     layouts = activation_layouts(model)
 
-    def add(gen, kind, layer, cls, idx, layer_kind, value, share, stderr=None, pos0=0):
+    def add(gen, kind, layer, cls, idx, layer_kind, value, share, stderr=None):
         vals = _np(value).reshape(-1)
         n = len(vals)
-        cols["sample_pos"].extend(range(pos0, pos0 + n))
+        cols["sample_pos"].extend(range(n))
         for key, v in (("generator", gen), ("method", method), ("num_probes", probes), ("kind", kind),
                        ("layer", layer), ("layer_class", cls), ("call_index", int(idx)), ("layer_kind", layer_kind)):
             cols[key].extend([v] * n)
@@ -193,10 +193,10 @@ def compute_layerwise(
         cols["share"].extend(_np(share).reshape(-1).tolist())
         cols["stderr"].extend([None] * n if stderr is None else _np(stderr).reshape(-1).tolist())
 
-    def run(gen, xs, probe_seed):
+    def run(gen):
         return liecore.layerwise(
             model,
-            xs,
+            x,
             gen,
             method=method,
             output=config.get("output"),
@@ -205,21 +205,17 @@ def compute_layerwise(
             mean=mean,
             std=std,
             num_probes=probes or 100,
-            seed=probe_seed,
+            seed=seed,
+            # fresh per generator: each image's probes are the same whatever generator comes first
+            rng=image_rngs(seed, first_index, x.shape[0]) if method == "stochastic" else None,
         )
 
     for gen in config["generators"]:
-        if method == "stochastic":  # one image per call: its probes come from its own seed
-            results = [run(gen, x[i : i + 1], image_seed(seed, first_index + i)) for i in range(x.shape[0])]
-        else:
-            results = [run(gen, x, seed)]
-        for i, res in enumerate(results):
-            pos0 = i if method == "stochastic" else 0  # position of the result's first image in the batch
-            for r in res.records:
-                add(gen, "layer", r.name, r.cls, r.index, r.kind, r.value, r.share, r.stderr, pos0=pos0)
-            add(gen, "end_to_end", "<end_to_end>", "", -1, "end_to_end", res.end_to_end, res.end_to_end, pos0=pos0)
-            add(gen, "unattributed", "<unattributed>", "", -1, "unattributed", res.unattributed,
-                res.unattributed_share, pos0=pos0)
+        res = run(gen)
+        for r in res.records:
+            add(gen, "layer", r.name, r.cls, r.index, r.kind, r.value, r.share, r.stderr)
+        add(gen, "end_to_end", "<end_to_end>", "", -1, "end_to_end", res.end_to_end, res.end_to_end)
+        add(gen, "unattributed", "<unattributed>", "", -1, "unattributed", res.unattributed, res.unattributed_share)
     return cols
 
 

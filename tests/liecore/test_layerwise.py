@@ -215,3 +215,55 @@ def test_layer_called_with_its_input_by_keyword(method):
     assert float(b.records[2].value.min()) > 0  # the strided convolution is not equivariant
     if method == "exact":
         assert (b.unattributed < 1e-20 * b.end_to_end).all(), b.unattributed
+
+
+def _image_rngs(seeds):
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+def test_stochastic_probes_of_each_image_come_from_its_own_generator():
+    """With one CPU generator per image, a batch's stochastic values are those of each image
+    alone with its own generator, and those of the image alone with that seed (the device
+    generator of ``seed=`` on the CPU draws the same probes)."""
+    m = _model()
+    x = torch.rand(5, 3, 16, 16, dtype=torch.float64)
+    seeds = [11, 7, 2024, 3, 11]
+    kw = dict(method="stochastic", num_probes=6)
+    batch = layerwise(m, x, "translate_x", rng=_image_rngs(seeds), **kw)
+    assert batch.num_probes == 6
+    for i, s in enumerate(seeds):
+        alone = layerwise(m, x[i : i + 1], "translate_x", rng=_image_rngs([s]), **kw)
+        by_seed = layerwise(m, x[i : i + 1], "translate_x", seed=s, **kw)
+        for ref in (alone, by_seed):
+            for a, b in zip(ref.records, batch.records, strict=True):
+                assert a.name == b.name
+                for field in ("value", "stderr", "share"):
+                    where = f"{a.name}.{field}, image {i}"
+                    torch.testing.assert_close(getattr(b, field)[i : i + 1], getattr(a, field), rtol=1e-10,
+                                               atol=0, msg=lambda s, w=where: f"{w}: {s}")
+            # unattributed parts are rounding here (a leaf-only network): compared on the end-to-end scale
+            scale = float(ref.end_to_end[0])
+            for field in ("end_to_end", "unattributed", "unattributed_share"):
+                torch.testing.assert_close(getattr(batch, field)[i : i + 1], getattr(ref, field), rtol=1e-10,
+                                           atol=1e-12 * scale, msg=lambda s, f=field: f"{f}, image {i}: {s}")
+        torch.testing.assert_close(batch.total_share(), batch.end_to_end, rtol=1e-9, atol=0)
+    # the control: the same image with another generator gets other probes, so other values
+    other = layerwise(m, x[:1], "translate_x", rng=_image_rngs([12]), **kw)
+    pairs = zip(other.records, batch.records, strict=True)
+    assert any(not torch.allclose(a.value, b.value[:1], rtol=1e-6) for a, b in pairs if float(a.value[0]) > 0)
+
+
+def test_stochastic_rng_forms():
+    m = _model()
+    x = torch.rand(2, 3, 16, 16, dtype=torch.float64)
+    kw = dict(method="stochastic", num_probes=4)
+    a = layerwise(m, x, "rotate", rng=5, **kw)
+    b = layerwise(m, x, "rotate", rng=torch.Generator().manual_seed(5), **kw)
+    c = layerwise(m, x, "rotate", seed=5, **kw)  # the CPU device generator: the same draws
+    for ra, rb, rc in zip(a.records, b.records, c.records, strict=True):
+        torch.testing.assert_close(rb.value, ra.value, rtol=0, atol=0)
+        torch.testing.assert_close(rc.value, ra.value, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="2 images"):
+        layerwise(m, x, "rotate", rng=_image_rngs([1, 2, 3]), **kw)
+    with pytest.raises(TypeError, match="rng"):
+        layerwise(m, x, "rotate", rng=[1, 2], **kw)
