@@ -21,7 +21,10 @@ from ._generators import Generator, resolve_generators
 from ._grid import Interpolation
 from ._layout import Layout
 
-__all__ = ["LEEResult", "assert_equivariant", "lee", "local_equivariance_error"]
+__all__ = ["CPU_PIXELS_PER_PASS", "LEEResult", "assert_equivariant", "lee", "local_equivariance_error"]
+
+CPU_PIXELS_PER_PASS = 8 * 224 * 224
+"""Largest ``images x generators x H x W`` that :func:`lee` differentiates in one pass on the CPU."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,12 @@ def lee(
             spatial or token outputs, which are differentiated as they are.
         out_layout: the output's layout (default invariant).
         interpolation, mean, std, chunk_size: see :func:`liecore.lie_derivatives`.
-        batch_size: images per forward pass (default: all at once).
+        batch_size: at most this many images per forward pass (default: all at once on
+            an accelerator). On the CPU a pass also holds at most
+            :data:`CPU_PIXELS_PER_PASS` tangent pixels (``images x generators x H x W``,
+            one 224 px image for the paper's eight generators): activations of larger
+            passes fall out of cache and every elementwise derivative rule slows down
+            (1.3x to 1.6x for resnet18 and vit_small at batch 8). Values do not depend on it.
 
     Returns:
         :class:`LEEResult` with per-image values.
@@ -122,6 +130,9 @@ def lee(
             raise ValueError(f"output={output!r} applies to classifiers; a {layout.kind} output is used raw")
         f = with_output(f, output)
     step = batch_size or x.shape[0]
+    if x.device.type == "cpu":
+        per_image = len(gens) * x.shape[-2] * x.shape[-1]
+        step = min(step, max(1, CPU_PIXELS_PER_PASS // per_image))
     values, mean_abs = [], []
     for start in range(0, x.shape[0], step):
         _, d = lie_derivatives(

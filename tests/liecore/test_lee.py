@@ -50,6 +50,24 @@ def test_batching_does_not_change_values():
     torch.testing.assert_close(a.values, b.values, rtol=1e-10, atol=1e-20)
 
 
+def test_cpu_passes_are_capped_in_tangent_pixels(monkeypatch):
+    f = smooth_cnn("invariant")
+    calls = []
+
+    def counted(z):
+        calls.append(z.shape[0])
+        return f(z)
+
+    x = torch.rand(5, 3, 10, 10, dtype=torch.float64)
+    big = liecore.lee(counted, x, ["rotate", "translate_x"], output="logits")
+    assert calls == [5]  # 5 x 2 x 100 tangent pixels: under the default cap, one pass
+    calls.clear()
+    monkeypatch.setattr("liecore._lee.CPU_PIXELS_PER_PASS", 2 * 2 * 100)  # two images per pass
+    small = liecore.lee(counted, x, ["rotate", "translate_x"], output="logits", batch_size=4)
+    assert calls == [2, 2, 1]
+    torch.testing.assert_close(small.values, big.values, rtol=1e-12, atol=1e-30)
+
+
 def test_assert_equivariant_passes_and_fails():
     x = torch.rand(2, 3, 12, 12, dtype=torch.float64)
     liecore.assert_equivariant(nn.Conv2d(3, 2, 1).double(), x, ["rotate", "scale"], out_layout=Layout.spatial())
