@@ -1,7 +1,7 @@
 """Throughput of a sweep through the pipeline (Ray actors, Parquet) vs. a plain in-process liecore loop.
 
-    python benchmarks/bench_pipeline.py                      # defaults: 4 small timm models, 96 px, 16 images
-    python benchmarks/bench_pipeline.py -m tiny --img-size 64 --images 8
+    python benchmarks/bench_pipeline.py                      # defaults: 4 small timm models, 224 px, 32 images
+    python benchmarks/bench_pipeline.py --img-size 96 --images 16   # a smoke-sized sweep: fixed costs dominate
 
 Both sides do the same work: read and decode the dataset once, build each model (same seeded
 weights), apply its preprocessing and compute the LEE of every image for every generator. The
@@ -47,8 +47,8 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-m", "--models", default=DEFAULT_MODELS)
-    ap.add_argument("--img-size", type=int, default=96)
-    ap.add_argument("--images", type=int, default=16)
+    ap.add_argument("--img-size", type=int, default=224)
+    ap.add_argument("--images", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args()

@@ -28,7 +28,7 @@ from ._layerwise import (
     layerwise,
 )
 from ._layout import Layout
-from ._lee import LEEResult, assert_equivariant, lee, local_equivariance_error
+from ._lee import CPU_PIXELS_PER_PASS, LEEResult, assert_equivariant, lee, local_equivariance_error
 from .metrics import (
     METRICS,
     LayerwiseEQResult,
@@ -46,6 +46,7 @@ from .metrics import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CPU_PIXELS_PER_PASS",
     "DEFAULT_COMPOSITES",
     "ActivationLayouts",
     "LayerRecord",
