@@ -43,14 +43,18 @@ def _liecore_version() -> str:
 def family_version(name: str, config: dict[str, Any] | None = None) -> str:
     """Version string of a family's implementation (part of the unit key)."""
     base = f"liecore-{_liecore_version()}"
+    # The family revision after the liecore version: bumped when a family's values change for
+    # the same unit key, so `lee reevaluate` redoes its units ("metric version changed").
+    # alt.2 / layerwise.2: random draws per image from (seed, sample_index) instead of per
+    # batch; layerwise.2 also: stochastic shares exact, keyword-input layers recorded.
     if name == "alt":
         import liecore.metrics as m
 
         versions = {k: str(getattr(v, "version", getattr(m, "__version__", "1"))) for k, v in m.METRICS.items()}
         names = (config or {}).get("metrics") or sorted(versions)
-        return base + "/alt:" + ",".join(f"{n}={versions.get(n, '?')}" for n in names)
+        return base + "/alt.2:" + ",".join(f"{n}={versions.get(n, '?')}" for n in names)
     if name == "layerwise":
-        return base + "/layerwise"
+        return base + "/layerwise.2"
     return base + "/lee"
 
 
