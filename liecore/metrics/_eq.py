@@ -320,6 +320,38 @@ class LayerwiseEQResult:
         }
 
 
+def _layer_specs(layers: Mapping[str, Layout | tuple[Layout, Layout]], mode: str, x: torch.Tensor):
+    """``(names, {name: (input layout, output layout)})`` of a per-layer metric, arguments checked."""
+    if mode not in ("local", "cumulative"):
+        raise ValueError(f"mode must be 'local' or 'cumulative', got {mode!r}")
+    if x.ndim != 4:
+        raise ValueError(f"images must be (B, C, H, W), got shape {tuple(x.shape)}")
+    return list(layers), {n: (v if isinstance(v, tuple) else (v, v)) for n, v in layers.items()}
+
+
+class _LayerErrors:
+    """Per-image, per-layer squared errors summed over draws, with both normalizations."""
+
+    def __init__(self, b: int, num_layers: int):
+        self.sse, self.cnt, self.per_n, self.per_sqrt = (
+            torch.zeros(b, num_layers, dtype=torch.float64) for _ in range(4)
+        )
+
+    def add(self, i: int, s: torch.Tensor, c: torch.Tensor) -> None:
+        """Add one draw's ``(B,)`` squared-error sums ``s`` over ``c`` valid elements to layer ``i``."""
+        s, c = s.cpu(), c.cpu()
+        self.sse[:, i] += s
+        self.cnt[:, i] += c
+        self.per_n[:, i] += s / c.clamp_min(1)
+        self.per_sqrt[:, i] += s / c.clamp_min(1).sqrt()
+
+    def result(self, metric: str, mode: str, names: list[str], num_samples: int, params) -> LayerwiseEQResult:
+        k = float(num_samples)
+        return LayerwiseEQResult(
+            metric, mode, tuple(names), self.sse / k, self.cnt / k, self.per_n / k, self.per_sqrt / k, params
+        )
+
+
 class _Recorder:
     """Owns forward hooks on named submodules; records (first tensor input, output) per call."""
 
@@ -405,19 +437,10 @@ def eq_layerwise(
     """
     if metric not in EQ_KINDS:
         raise ValueError(f"unknown metric {metric!r}; choose one of {EQ_KINDS}")
-    if mode not in ("local", "cumulative"):
-        raise ValueError(f"mode must be 'local' or 'cumulative', got {mode!r}")
-    if x.ndim != 4:
-        raise ValueError(f"images must be (B, C, H, W), got shape {tuple(x.shape)}")
-    names = list(layers)
-    lays = {n: (v if isinstance(v, tuple) else (v, v)) for n, v in layers.items()}
+    names, lays = _layer_specs(layers, mode, x)
     b, _, h, w = x.shape
     gen = make_rng(rng, seed, b)
-    nl = len(names)
-    sse = torch.zeros(b, nl, dtype=torch.float64)
-    cnt = torch.zeros(b, nl, dtype=torch.float64)
-    per_n = torch.zeros(b, nl, dtype=torch.float64)
-    per_sqrt = torch.zeros(b, nl, dtype=torch.float64)
+    acc = _LayerErrors(b, len(names))
     with differentiable_mode(model), _Recorder(model, names) as rec:
         base = dict(rec.run(x.clone()))  # a copy: a first layer may write into its input
         out_sizes = {n: _grid_size(base[n][1], lays[n][1]) for n in names}
@@ -451,13 +474,7 @@ def eq_layerwise(
                         zt = lin.from_nchw(pre, gt)
                     yt = model.get_submodule(n)(zt)
                 fn = _transform_fn(metric, draw, osize, tref, a) if osize else None
-                s, c = masked_sq_error(yt, y, lout, fn)
-                s, c = s.cpu(), c.cpu()
-                sse[:, i] += s
-                cnt[:, i] += c
-                per_n[:, i] += s / c.clamp_min(1)
-                per_sqrt[:, i] += s / c.clamp_min(1).sqrt()
-    k = float(num_samples)
+                acc.add(i, *masked_sq_error(yt, y, lout, fn))
     params = {
         "num_samples": num_samples,
         "seed": None if rng is not None else seed,
@@ -469,4 +486,4 @@ def eq_layerwise(
         params.update(t_max=t_max, t_unit="fraction of image size")
         if metric == "eq_t_frac":
             params["interpolation"] = f"lanczos{a}"
-    return LayerwiseEQResult(metric, mode, tuple(names), sse / k, cnt / k, per_n / k, per_sqrt / k, params)
+    return acc.result(metric, mode, names, num_samples, params)

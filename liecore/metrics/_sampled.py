@@ -34,7 +34,6 @@ as for spatial outputs of :func:`sampled_equivariance_error`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
@@ -46,7 +45,7 @@ from .._derivative import differentiable_mode
 from .._generators import Generator, get_generator
 from .._grid import Interpolation
 from .._layout import Layout
-from ._eq import LayerwiseEQResult, _Recorder, _resolve_output
+from ._eq import LayerwiseEQResult, _layer_specs, _LayerErrors, _Recorder, _resolve_output
 from ._result import MetricResult, Rng, make_rng, rand
 
 __all__ = ["sampled_equivariance_error", "sampled_layerwise"]
@@ -195,21 +194,12 @@ def sampled_layerwise(
         ``per_element`` is :math:`\mathbb E_t \|\cdot\|^2 / N`, ``count`` is :math:`N`.
     """
     gen = get_generator(generator)
-    if mode not in ("local", "cumulative"):
-        raise ValueError(f"mode must be 'local' or 'cumulative', got {mode!r}")
-    if x.ndim != 4:
-        raise ValueError(f"images must be (B, C, H, W), got shape {tuple(x.shape)}")
+    names, lays = _layer_specs(layers, mode, x)
     if num_samples < 1:
         raise ValueError("num_samples must be >= 1")
-    names = list(layers)
-    lays = {n: (v if isinstance(v, tuple) else (v, v)) for n, v in layers.items()}
     b = x.shape[0]
     g = make_rng(rng, seed, b)
-    nl = len(names)
-    sse = torch.zeros(b, nl, dtype=torch.float64)
-    cnt = torch.zeros(b, nl, dtype=torch.float64)
-    per_n = torch.zeros(b, nl, dtype=torch.float64)
-    per_sqrt = torch.zeros(b, nl, dtype=torch.float64)
+    acc = _LayerErrors(b, len(names))
     x = x.detach()
     with differentiable_mode(model), _Recorder(model, names) as rec:
         x_base = x.clone()  # a copy per pass: layers may write into their input
@@ -232,13 +222,8 @@ def sampled_layerwise(
                     zt = _act(z, lin, gen, ts, interpolation, z is x_base, mean, std)
                     yt = model.get_submodule(n)(zt)
                 back = _act(yt, lout, gen, -ts, interpolation, False, mean, std)
-                e = (back - y).to(torch.float64).reshape(b, -1).square().sum(-1).cpu()
-                size = float(y[0].numel())
-                sse[:, i] += e
-                cnt[:, i] += size
-                per_n[:, i] += e / size
-                per_sqrt[:, i] += e / math.sqrt(size)
-    k = float(num_samples)
+                e = (back - y).to(torch.float64).reshape(b, -1).square().sum(-1)
+                acc.add(i, e, torch.full_like(e, float(y[0].numel())))
     params = {
         "generator": gen.name,
         "t_range": (-t_max, t_max),
@@ -248,6 +233,4 @@ def sampled_layerwise(
         "seed": None if rng is not None else seed,
         "layouts": {n: (lays[n][0].kind, lays[n][1].kind) for n in names},
     }
-    return LayerwiseEQResult(
-        "sampled_equivariance_error", mode, tuple(names), sse / k, cnt / k, per_n / k, per_sqrt / k, params
-    )
+    return acc.result("sampled_equivariance_error", mode, names, num_samples, params)
