@@ -82,11 +82,14 @@ class Store:
             self.fs.mv(tmp, final)
         return final
 
+    def _remove_partials(self, directory: str) -> None:
+        """Remove the temporary files a killed :meth:`_write_atomic` left in ``directory``."""
+        for f in self.fs.glob(f"{directory}/_tmp-*.partial"):
+            self.fs.rm(f)
+
     def clear_partials(self, table: str, model: str, dataset: str, unit: str) -> None:
         """Remove temporary files a killed write of the unit left behind (never its data file)."""
-        d = schema.data_path(self.path, table, model, dataset, unit)
-        for f in self.fs.glob(f"{d}/_tmp-*.partial"):
-            self.fs.rm(f)
+        self._remove_partials(schema.data_path(self.path, table, model, dataset, unit))
 
     def write_data(self, table: str, model: str, dataset: str, unit: str, data: pa.Table) -> str:
         """Write a unit's rows (already cast to the table schema), temp then rename over the old file."""
@@ -96,8 +99,7 @@ class Store:
         """Write (replace) the unit's single ``runs`` row; this is what makes its data visible."""
         t = pa.Table.from_pylist([row], schema=schema.RUNS.schema)
         d = schema.runs_path(self.path, row["unit"])
-        for f in self.fs.glob(f"{d}/_tmp-*.partial"):  # left by a killed write
-            self.fs.rm(f)
+        self._remove_partials(d)
         return self._write_atomic(d, t)
 
     # ---- reads -----------------------------------------------------------------------------------

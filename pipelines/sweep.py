@@ -16,6 +16,7 @@ actor still waiting. Without it the cluster's current resources decide (auto-det
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -24,6 +25,7 @@ import sys
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -101,12 +103,17 @@ def _fs_problem(uri: str, exc: BaseException) -> str | None:
     return None
 
 
-def _dataset_error(name: str, uri: str, exc: Exception) -> UsageError | None:
-    """The usage error for a dataset that cannot be listed or read; None for an unexpected exception."""
-    problem = _fs_problem(uri, exc)
-    if problem is None and not isinstance(exc, ValueError | OSError):
-        return None
-    return UsageError(f"dataset {name!r} ({uri}) cannot be loaded: {problem or _message(exc)}")
+@contextlib.contextmanager
+def _dataset_errors(name: str, uri: str) -> Iterator[None]:
+    """Turn what listing or reading a dataset raises into a usage error naming it (a missing
+    filesystem package, credentials, a bad path); any other exception passes through."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - filesystems raise anything (missing package, credentials)
+        problem = _fs_problem(uri, exc)
+        if problem is None and not isinstance(exc, ValueError | OSError):
+            raise
+        raise UsageError(f"dataset {name!r} ({uri}) cannot be loaded: {problem or _message(exc)}") from None
 
 
 def resolve_models(cfg: SweepConfig) -> list:
@@ -150,24 +157,14 @@ def load_images(cfg: SweepConfig, *, dry_run: bool = False) -> dict[str, LoadedD
             raise _usage(exc) from None
     listed = {}
     for spec in specs:
-        try:
+        with _dataset_errors(spec.name, spec.uri):
             listed[spec.name] = (spec, data.select_items(spec))
-        except Exception as exc:  # noqa: BLE001 - filesystems raise anything (missing package, credentials)
-            err = _dataset_error(spec.name, spec.uri, exc)
-            if err is None:
-                raise
-            raise err from None
     if not dry_run:
         init_ray(cfg.address)
     out = {}
     for name, (spec, items) in listed.items():
-        try:
+        with _dataset_errors(name, spec.uri):
             out[name] = data.load_dataset(spec, cfg.n_images, batch_size=cfg.batch_size, driver=dry_run, items=items)
-        except Exception as exc:  # noqa: BLE001 - as above
-            err = _dataset_error(name, spec.uri, exc)
-            if err is None:
-                raise
-            raise err from None
     return out
 
 
