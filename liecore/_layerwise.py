@@ -67,7 +67,7 @@ from ._derivative import batched_jvp, differentiable_mode, lie_derivatives, outp
 from ._generators import Generator, get_generator
 from ._grid import Interpolation, check_interpolation, spatial_tangent_nchw
 from ._layout import Layout
-from .metrics._result import Rng, make_rng
+from .metrics._result import Rng, make_rng, randn
 
 __all__ = [
     "ActivationLayouts",
@@ -628,11 +628,7 @@ def _draw_probe(shape: torch.Size, dtype: torch.dtype, device: torch.device, dev
     drawn on the CPU (image ``i``'s slice from ``rng[i]`` for per-image generators) and moved."""
     if rng is None:
         return torch.randn(shape, generator=dev_gen, dtype=dtype, device=device)
-    if isinstance(rng, torch.Generator):
-        z = torch.randn(shape, generator=rng, dtype=dtype)
-    else:
-        z = torch.stack([torch.randn(shape[1:], generator=g, dtype=dtype) for g in rng])
-    return z.to(device)
+    return randn(rng, shape, dtype).to(device)
 
 
 def _probe_stochastic(

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["MetricResult", "Rng", "make_rng", "rand", "randint"]
+__all__ = ["MetricResult", "Rng", "make_rng", "rand", "randint", "randn"]
 
 Rng = torch.Generator | Sequence[torch.Generator]
 """One CPU generator for the batch, or one per image (then image ``i`` draws only from ``rng[i]``,
@@ -66,6 +66,13 @@ def randint(gen: Rng, high: int, rows: int, b: int) -> torch.Tensor:
     if isinstance(gen, torch.Generator):
         return torch.randint(0, high, (rows, b), generator=gen)
     return torch.stack([torch.randint(0, high, (rows,), generator=g) for g in gen], dim=1)
+
+
+def randn(gen: Rng, shape: Sequence[int], dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """``shape = (b, ...)`` standard normal draws on the CPU; slice ``i`` from ``gen[i]`` for per-image generators."""
+    if isinstance(gen, torch.Generator):
+        return torch.randn(tuple(shape), generator=gen, dtype=dtype)
+    return torch.stack([torch.randn(tuple(shape[1:]), generator=g, dtype=dtype) for g in gen])
 
 
 @dataclass(frozen=True)
