@@ -26,6 +26,7 @@ from torch.func import jvp, vmap
 from ._action import input_tangent
 from ._generators import Generator, resolve_generators
 from ._grid import Interpolation, check_interpolation, spatial_tangent_nchw
+from ._jvprules import TangentRules
 from ._layout import Layout
 
 __all__ = [
@@ -122,16 +123,18 @@ def batched_jvp(
 
     Each primal pass gets its own copy of ``x``: a layer that writes into its input
     (``ReLU(inplace=True)`` first) must neither change the caller's tensor nor the input of
-    the next chunk.
+    the next chunk. Linear layers, layer norms, softmax, GELU and SiLU use the exact rules
+    of :class:`~liecore._jvprules.TangentRules` (only ``x`` carries a tangent here).
     """
-    if len(tangents) == 1:
-        y, dy = jvp(f, (x.clone(),), (tangents[0],))
-        return y, dy.unsqueeze(0)
-    step = chunk_size or len(tangents)
-    parts = []
-    for start in range(0, len(tangents), step):
-        y, d = vmap(lambda t: jvp(f, (x.clone(),), (t,)), out_dims=(None, 0))(tangents[start : start + step])
-        parts.append(d)
+    with TangentRules():
+        if len(tangents) == 1:
+            y, dy = jvp(f, (x.clone(),), (tangents[0],))
+            return y, dy.unsqueeze(0)
+        step = chunk_size or len(tangents)
+        parts = []
+        for start in range(0, len(tangents), step):
+            y, d = vmap(lambda t: jvp(f, (x.clone(),), (t,)), out_dims=(None, 0))(tangents[start : start + step])
+            parts.append(d)
     return y, torch.cat(parts)
 
 
