@@ -52,6 +52,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args()
+    import liecore
+
+    liecore.tune_malloc()  # as the pipeline's CPU workers do, so the plain loop is timed alike
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = SweepConfig(models=args.models.split(","), datasets=["sample-test"], images=args.images,

@@ -27,8 +27,10 @@ from ._layerwise import (
     layer_kind,
     layerwise,
 )
+from ._jvprules import TangentRules
 from ._layout import Layout
 from ._lee import CPU_PIXELS_PER_PASS, LEEResult, assert_equivariant, lee, local_equivariance_error
+from ._malloc import tune_malloc
 from .metrics import (
     METRICS,
     LayerwiseEQResult,
@@ -93,4 +95,6 @@ __all__ = [
     "sampled_equivariance_error",
     "sampled_layerwise",
     "shift_consistency",
+    "TangentRules",
+    "tune_malloc",
 ]

@@ -131,6 +131,10 @@ class UnitRunner:
         self.store = Store(root)
         self.git_rev = git_rev
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cpu":
+            import liecore
+
+            liecore.tune_malloc()  # reuse freed activations instead of page-faulting them in per pass
         self._cache_key = None
         self._loaded = None
 
