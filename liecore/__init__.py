@@ -18,6 +18,7 @@ from ._generators import (
     resolve_generators,
 )
 from ._grid import INTERPOLATIONS, coords, d_dpixel, gradient
+from ._jvprules import TangentRules
 from ._layerwise import (
     DEFAULT_COMPOSITES,
     ActivationLayouts,
@@ -27,7 +28,6 @@ from ._layerwise import (
     layer_kind,
     layerwise,
 )
-from ._jvprules import TangentRules
 from ._layout import Layout
 from ._lee import CPU_PIXELS_PER_PASS, LEEResult, assert_equivariant, lee, local_equivariance_error
 from ._malloc import tune_malloc

@@ -42,6 +42,7 @@ RULED = {
     "nn.Linear": (lambda x: F.linear(x, W, B), "linear", 1),
     "linear, no bias": (lambda x: F.linear(x, W), "linear", 1),
     "linear, bias keyword": (lambda x: F.linear(x, W, bias=B), "linear", 1),
+    "linear, bias computed in f": (lambda x: F.linear(x, W, torch.cat([B[:3], B[3:]])), "linear", 1),
     "nn.LayerNorm": (LN, "layer_norm", 1),
     "layer norm, no affine": (lambda x: F.layer_norm(x, (5,)), "layer_norm", 1),
     "layer norm over two dims": (lambda x: F.layer_norm(x, (4, 5), G, H, eps=1e-3), "layer_norm", 1),
@@ -60,7 +61,7 @@ RULED = {
 # calls that must keep PyTorch's rule (a parameter computed from the input or inside f, ...)
 KEPT = {
     "weight from the input": lambda x: F.linear(x, x[0, 0, :1, :].expand(5, 5).T * 0.3),
-    "bias computed in f": lambda x: F.linear(x, W, torch.cat([B[:3], B[3:]])),
+    "bias from the input": lambda x: F.linear(x, W, torch.cat([x[0, 0, 0], x[0, 0, 1, :2]])),
     "layer-norm weight from the input": lambda x: F.layer_norm(x, (5,), x[0, 0, 0]),
     "softmax with dtype": lambda x: F.softmax(x, dim=-1, dtype=torch.float64),
     "silu in place": lambda x: F.silu(x * 1.0, inplace=True),
@@ -113,7 +114,7 @@ def test_single_tangent_and_reverse_mode():
     [
         ("test_vit", dict(img_size=32), 32),
         ("test_convnext", {}, 32),
-        # computes its qkv bias in forward: that linear keeps PyTorch's rule
+        # computes its qkv bias in forward (a tensor made inside the transforms)
         ("beit_base_patch16_224", dict(img_size=32, depth=1, embed_dim=32, num_heads=2), 32),
     ],
 )
