@@ -40,7 +40,8 @@ from torch.overrides import TorchFunctionMode
 __all__ = ["TangentRules"]
 
 Rule = Callable[[torch.Tensor, torch.Tensor, list], tuple[torch.Tensor, torch.Tensor]]
-"""``rule(primal, tangent, args) -> (output, output tangent)``."""
+"""``rule(primal, tangent, args) -> (output, output tangent)``; a binder maps a call's other
+arguments to ``(rule, args)``, or to None when the call does not qualify."""
 
 
 def _linear(x, t, args):
@@ -51,9 +52,8 @@ def _linear(x, t, args):
 def _layer_norm(x, t, args):
     shape, w, b, eps = args
     y, mean, rstd = torch.native_layer_norm(x, shape, w, b, eps)
-    d = torch.ops.aten.native_layer_norm_backward(t, x, shape, mean, rstd, None, None, [True, False, False])[
-        0
-    ]
+    input_only = [True, False, False]  # the backward's output mask: no weight or bias gradients
+    d = torch.ops.aten.native_layer_norm_backward(t, x, shape, mean, rstd, None, None, input_only)[0]
     return y, (d if w is None else d * w)
 
 
@@ -131,7 +131,13 @@ _RULES = {
     F.gelu: _bind_gelu,
     F.silu: _bind_silu,
 }
-_NAMES = {_linear: "linear", _layer_norm: "layer_norm", _softmax: "softmax", _gelu: "gelu", _silu: "silu"}
+_NAMES: dict[Rule, str] = {
+    _linear: "linear",
+    _layer_norm: "layer_norm",
+    _softmax: "softmax",
+    _gelu: "gelu",
+    _silu: "silu",
+}
 
 
 class TangentRules(TorchFunctionMode):
