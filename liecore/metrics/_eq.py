@@ -353,12 +353,22 @@ class _LayerErrors:
 
 
 class _Recorder:
-    """Owns forward hooks on named submodules; records (first tensor input, output) per call."""
+    """Owns hooks on named submodules; records ``(first tensor input, output)`` per call.
 
-    def __init__(self, model: nn.Module, names: list[str]) -> None:
+    Both are copies taken when the layer runs: the input before the call (``inputs=True``;
+    a layer may write into it, ``ReLU(inplace=True)``), the output after it (a later layer
+    may write into it). ``fed_input`` names the layers whose input was the tensor given to
+    :meth:`run` itself.
+    """
+
+    def __init__(self, model: nn.Module, names: list[str], *, inputs: bool = True) -> None:
         self.model = model
         self.names = names
-        self.store: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.inputs = inputs
+        self.store: dict[str, tuple[torch.Tensor | None, torch.Tensor]] = {}
+        self.fed_input: set[str] = set()
+        self._seen: dict[str, Any] = {}
+        self._x: torch.Tensor | None = None
         self.handles: list[Any] = []
         self.active = False
 
@@ -366,26 +376,34 @@ class _Recorder:
         for name in self.names:
             mod = self.model.get_submodule(name)
 
+            def pre_hook(module, args, _name=name):
+                if not self.active:
+                    return
+                if _name in self._seen:
+                    raise RuntimeError(f"layer {_name!r} was called twice in one forward pass; hook a distinct module")
+                inp = args[0] if args else None
+                if inp is self._x:
+                    self.fed_input.add(_name)
+                self._seen[_name] = inp.clone() if self.inputs and isinstance(inp, torch.Tensor) else inp
+
             def hook(module, args, out, _name=name):
                 if not self.active:
                     return
-                inp = args[0] if args else None
-                if _name in self.store:
-                    raise RuntimeError(f"layer {_name!r} was called twice in one forward pass; hook a distinct module")
                 if not isinstance(out, torch.Tensor):
                     raise TypeError(f"layer {_name!r} returned {type(out).__name__}; a tensor is needed")
-                self.store[_name] = (inp, out)
+                self.store[_name] = (self._seen[_name] if self.inputs else None, out.clone())
 
+            self.handles.append(mod.register_forward_pre_hook(pre_hook))
             self.handles.append(mod.register_forward_hook(hook))
         return self
 
-    def run(self, x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        self.store = {}
+    def run(self, x: torch.Tensor) -> dict[str, tuple[torch.Tensor | None, torch.Tensor]]:
+        self.store, self._seen, self.fed_input, self._x = {}, {}, set(), x
         self.active = True
         try:
             self.model(x)
         finally:
-            self.active = False
+            self.active, self._x = False, None
         missing = [n for n in self.names if n not in self.store]
         if missing:
             raise RuntimeError(f"layers not called in the forward pass: {missing}")
@@ -441,7 +459,7 @@ def eq_layerwise(
     b, _, h, w = x.shape
     gen = make_rng(rng, seed, b)
     acc = _LayerErrors(b, len(names))
-    with differentiable_mode(model), _Recorder(model, names) as rec:
+    with differentiable_mode(model), _Recorder(model, names, inputs=mode == "local") as rec:
         base = dict(rec.run(x.clone()))  # a copy: a first layer may write into its input
         out_sizes = {n: _grid_size(base[n][1], lays[n][1]) for n in names}
         for n in names:
@@ -467,7 +485,7 @@ def eq_layerwise(
                     isize = _grid_size(z, lin)
                     tref = _ref_grid(metric, [s for s in (isize, osize) if s])
                     if isize is None:
-                        zt = z
+                        zt = z.clone()  # the layer may write into it; z serves every draw
                     else:
                         pre, grid = lin.to_nchw(z)
                         gt, _ = _transform_fn(metric, draw, isize, tref, a)(grid)

@@ -201,9 +201,9 @@ def sampled_layerwise(
     g = make_rng(rng, seed, b)
     acc = _LayerErrors(b, len(names))
     x = x.detach()
-    with differentiable_mode(model), _Recorder(model, names) as rec:
-        x_base = x.clone()  # a copy per pass: layers may write into their input
-        base = dict(rec.run(x_base))
+    with differentiable_mode(model), _Recorder(model, names, inputs=mode == "local") as rec:
+        base = dict(rec.run(x.clone()))  # a copy: a first layer may write into its input
+        image_fed = set(rec.fed_input)
         for n in names:
             lays[n][1].check(base[n][1], f"output of {n!r}")
         for _ in range(num_samples):
@@ -219,8 +219,8 @@ def sampled_layerwise(
                     if not isinstance(z, torch.Tensor):
                         raise TypeError(f"layer {n!r} has no tensor input to transform")
                     lin.check(z, f"input of {n!r}")
-                    zt = _act(z, lin, gen, ts, interpolation, z is x_base, mean, std)
-                    yt = model.get_submodule(n)(zt)
+                    zt = _act(z, lin, gen, ts, interpolation, n in image_fed, mean, std)
+                    yt = model.get_submodule(n)(zt if zt is not z else z.clone())  # z serves every draw
                 back = _act(yt, lout, gen, -ts, interpolation, False, mean, std)
                 e = (back - y).to(torch.float64).reshape(b, -1).square().sum(-1)
                 acc.add(i, e, torch.full_like(e, float(y[0].numel())))

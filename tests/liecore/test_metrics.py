@@ -369,3 +369,39 @@ def test_layers_writing_into_the_input_change_neither_the_caller_nor_the_metrics
     torch.testing.assert_close(
         got.per_element, eq_layerwise(inplace_net(False), x, layers, metric="eq_t_frac", mode="cumulative").per_element
     )
+
+
+def _inplace_inside(inplace: bool) -> nn.Module:
+    """In-place layers after hooked ones: a ReLU and an ``x += 1`` (or their out-of-place twins)."""
+    from .test_lee import AddOne, AddOneInPlace
+
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(inplace=inplace),
+        nn.Conv2d(4, 4, 3, padding=1),
+        AddOneInPlace() if inplace else AddOne(),
+        nn.Tanh(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 5),
+    ).double().eval()
+
+
+@pytest.mark.parametrize("mode", ["local", "cumulative"])
+@pytest.mark.parametrize("metric", ["eq_t_frac", "eq_r", "sampled"])
+def test_layerwise_metrics_record_in_place_layers_as_called(metric, mode):
+    # "0" and "2" are followed by layers that write into their outputs; "1" and "3" write
+    # into their own inputs: records must hold the values as each layer saw and made them
+    x = _images(b=2, h=24, w=24)
+    layers = {"0": SPATIAL, "1": SPATIAL, "2": SPATIAL, "3": SPATIAL, "7": liecore.Layout.invariant()}
+
+    def run(inplace):
+        model = _inplace_inside(inplace)
+        if metric == "sampled":
+            return sampled_layerwise(model, x, layers, "rotate", mode=mode, num_samples=2, t_max=0.05, seed=1)
+        return eq_layerwise(model, x, layers, metric=metric, mode=mode, num_samples=2, seed=1)
+
+    got, ref = run(True), run(False)
+    assert (ref.per_element[:, 1] > 0).all()  # the ReLU aliases: a real, non-zero local error
+    torch.testing.assert_close(got.per_element, ref.per_element, rtol=1e-12, atol=0)
