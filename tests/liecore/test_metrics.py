@@ -399,8 +399,11 @@ def test_layerwise_metrics_record_in_place_layers_as_called(metric, mode):
     def run(inplace):
         model = _inplace_inside(inplace)
         if metric == "sampled":
-            return sampled_layerwise(model, x, layers, "rotate", mode=mode, num_samples=2, t_max=0.05, seed=1)
-        return eq_layerwise(model, x, layers, metric=metric, mode=mode, num_samples=2, seed=1)
+            res = sampled_layerwise(model, x, layers, "rotate", mode=mode, num_samples=2, t_max=0.05, seed=1)
+        else:
+            res = eq_layerwise(model, x, layers, metric=metric, mode=mode, num_samples=2, seed=1)
+        assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+        return res
 
     got, ref = run(True), run(False)
     assert (ref.per_element[:, 1] > 0).all()  # the ReLU aliases: a real, non-zero local error
