@@ -144,7 +144,7 @@ def check_fits(model: nn.Module, state: dict[str, torch.Tensor], uri: str, arch:
     """
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
+    unexpected = sorted(k for k in state if k not in expected)  # safetensors' key order varies by process
     shapes = [
         f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
         for k in expected if k in state and state[k].shape != expected[k].shape
