@@ -12,6 +12,8 @@ import liecore
 from liecore._derivative import batched_jvp
 from liecore._jvprules import TangentRules
 
+from .test_timm_families import FAMILIES
+
 timm = pytest.importorskip("timm")
 
 
@@ -136,3 +138,23 @@ def test_timm_models_lie_derivatives_equal_pytorchs_rules(name, kw, size):
     torch.testing.assert_close(y1, y0, rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(d1, d0, rtol=1e-10, atol=1e-14)
     assert d0.abs().max() > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_every_family_with_rules_matches_pytorchs_rules(name):
+    model, size = FAMILIES[name]()
+    model = model.double().eval()
+    with torch.no_grad():  # zero-initialized heads would make every tangent 0
+        for mod in model.modules():
+            if isinstance(mod, nn.Linear) and not mod.weight.any():
+                mod.weight.normal_(0, 0.02)
+    f = liecore.with_output(model, "probs")
+    x = torch.randn(1, 3, size, size, dtype=torch.float64)
+    tangents = torch.stack([liecore.input_tangent(x, g) for g in ("translate_x", "rotate")])
+    with liecore.differentiable_mode(f):
+        _, d0 = reference(f, x, tangents)
+        _, d1, rerouted = with_rules(f, x, tangents)
+    assert rerouted["linear"] >= 1 and rerouted["softmax"] >= 1, rerouted
+    assert d0.abs().max() > 1e-4
+    torch.testing.assert_close(d1, d0, rtol=1e-10, atol=1e-12 * float(d0.abs().max()))
