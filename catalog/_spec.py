@@ -57,6 +57,12 @@ class ModelSpec:
         training: Provenance of a model trained by ``lee zoo train``: task, train-set size, augmentation
             recipe, seed, epochs, train/test/OOD accuracy, data fingerprints, cache key (free-form mapping,
             recorded, never executed).
+        key_map: How a ``file`` checkpoint's keys map onto the architecture's, for checkpoints saved in
+            another naming: ``rename`` (a list of ``[regex, replacement]`` pairs applied in order with
+            ``re.sub`` to every key) and ``by_order`` (``true``: pair the i-th checkpoint tensor with the
+            i-th model tensor, allowed only when the counts and every shape match). timm's own
+            ``checkpoint_filter_fn`` of the architecture is applied before ``by_order`` whenever the keys
+            do not fit as they are. None: keys must fit after the usual wrapper and prefix removal.
     """
 
     name: str
@@ -85,6 +91,7 @@ class ModelSpec:
     num_classes: int | None = None
     in_chans: int | None = None
     training: dict[str, Any] | None = None
+    key_map: dict[str, Any] | None = None
 
     def __hash__(self) -> int:  # the mapping fields are not hashable; name + weights identify a spec
         return hash((self.name, self.arch, self.tag, self.source, self.checkpoint, self.version))
@@ -96,6 +103,8 @@ class ModelSpec:
             raise CatalogError(f"model {self.name!r}: source must be one of {WEIGHT_SOURCES}, got {self.source!r}")
         if self.source == "file" and not self.checkpoint:
             raise CatalogError(f"model {self.name!r}: source 'file' needs a checkpoint path or URI")
+        if self.key_map is not None:
+            object.__setattr__(self, "key_map", _check_key_map(self.key_map, self.name))
         for key in ("mean", "std"):
             value = getattr(self, key)
             if value is not None:
@@ -176,7 +185,36 @@ _FLOAT_FIELDS = {
     "params_m", "crop_pct", "top1", "top5", "top1_v2", "top1_sketch", "top1_r", "top1_real",
 }
 _INT_FIELDS = {"img_size", "version", "n", "seed", "num_classes", "in_chans"}
-_MAPPING_FIELDS = {"model_kwargs", "training"}
+_MAPPING_FIELDS = {"model_kwargs", "training", "key_map"}
+KEY_MAP_KEYS = ("rename", "by_order")
+
+
+def _check_key_map(key_map: Any, name: str) -> dict[str, Any]:
+    """Validate a ``key_map`` and return it normalized: ``{"rename": [[regex, repl], ...], "by_order": bool}``."""
+    import re
+
+    where = f"model {name!r}: key_map"
+    if not isinstance(key_map, dict):
+        raise CatalogError(f"{where} must be a mapping with keys {', '.join(KEY_MAP_KEYS)}, got {key_map!r}")
+    unknown = [k for k in key_map if k not in KEY_MAP_KEYS]
+    if unknown:
+        raise CatalogError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(KEY_MAP_KEYS)}")
+    rename = key_map.get("rename") or []
+    if isinstance(rename, dict):  # {regex: replacement} in file order
+        rename = [list(item) for item in rename.items()]
+    if not isinstance(rename, (list, tuple)) or not all(
+        isinstance(r, (list, tuple)) and len(r) == 2 and all(isinstance(p, str) for p in r) for r in rename
+    ):
+        raise CatalogError(f"{where}: rename must be a list of [regex, replacement] pairs, got {rename!r}")
+    for pattern, _ in rename:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise CatalogError(f"{where}: rename pattern {pattern!r} is not a valid regular expression: {exc}") from None
+    by_order = key_map.get("by_order", False)
+    if not isinstance(by_order, bool):
+        raise CatalogError(f"{where}: by_order must be true or false, got {by_order!r}")
+    return {"rename": [list(r) for r in rename], "by_order": by_order}
 
 
 def _check_type(cls: type, key: str, value: Any, where: str) -> Any:

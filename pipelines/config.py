@@ -48,6 +48,13 @@ class SweepConfig:
             so an autoscaler starts GPU workers from zero (None: auto-detect: ``num_gpus=1`` only if
             the cluster already shows GPUs).
         force: recompute units that are already done.
+        checkpoint: a checkpoint (path, fsspec URI or ``package://MODULE/PATH``) to evaluate as one more model
+            (``--checkpoint``), on the timm architecture ``arch``; alone (no ``models`` given) it is the only model.
+        arch: timm architecture of ``checkpoint`` (``--arch``).
+        model_name: catalog name of the checkpoint's model (default ``ARCH@FILE-STEM``).
+        map_keys_by_order: pair the checkpoint's tensors with the architecture's by order when every shape
+            matches (``key_map: {by_order: true}``).
+        rename_keys: ``REGEX=REPLACEMENT`` rules applied in order to the checkpoint's keys (``key_map: {rename}``).
     """
 
     models: list[str] = field(default_factory=lambda: ["quickstart"])
@@ -72,6 +79,11 @@ class SweepConfig:
     cpus_per_actor: float = 1.0
     gpus_per_actor: float | None = None
     force: bool = False
+    checkpoint: str | None = None
+    arch: str | None = None
+    model_name: str | None = None
+    map_keys_by_order: bool = False
+    rename_keys: list[str] | None = None
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -97,7 +109,7 @@ class SweepConfig:
                 close = difflib.get_close_matches(k, known, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise UsageError(f"{source}: unknown key {key!r}{hint}")
-            if k in ("models", "datasets", "generators", "metrics", "alt_metrics", "layerwise_generators"):
+            if k in ("models", "datasets", "generators", "metrics", "alt_metrics", "layerwise_generators", "rename_keys"):
                 if isinstance(value, str):
                     value = [v.strip() for v in value.split(",") if v.strip()]
             problem = _type_problem(value, _field_types()[k])

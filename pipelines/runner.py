@@ -28,7 +28,7 @@ from pipelines import env, schema
 from pipelines.data import resolve_shard
 from pipelines.families import FAMILY_IMPLS
 from pipelines.store import Store
-from pipelines.units import WorkUnit
+from pipelines.units import WorkUnit, effective_weights
 
 __all__ = ["UnitRunner", "failed_row", "is_oom"]
 
@@ -59,6 +59,7 @@ def base_row(unit: WorkUnit, sweep_id: str, attempt: int, git_rev: str | None = 
         "weights_policy": unit.weights_policy,
         "weights": None,
         "weights_sha256": None,
+        "key_mapping": None,
         "dataset": unit.dataset.name,
         "role": unit.dataset.role,
         "dataset_fingerprint": unit.dataset.fingerprint,
@@ -150,9 +151,7 @@ class UnitRunner:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             torch.manual_seed(unit.seed)  # random-init weights are reproducible
-            policy = unit.weights_policy
-            if policy in ("spec", None) or (policy == "auto" and unit.model.source != "hub"):
-                policy = None  # the spec's own source: 'auto' only decides hub-or-random for hub specs
+            policy = effective_weights(unit.weights_policy, unit.model)
             self._loaded = catalog.build_model(unit.model, weights=policy, device=str(self.device))
             self._cache_key = key
         return self._loaded
@@ -213,6 +212,7 @@ class UnitRunner:
                 status="done",
                 weights=loaded.weights,
                 weights_sha256=getattr(loaded, "weights_sha256", None),
+                key_mapping=_key_mapping_json(loaded),
                 data_config_json=_data_config_json(loaded),
                 n_rows=table.num_rows,
                 batch_size=bs,
@@ -232,11 +232,17 @@ class UnitRunner:
             if loaded is not None:
                 row["weights"] = loaded.weights
                 row["weights_sha256"] = getattr(loaded, "weights_sha256", None)
+                row["key_mapping"] = _key_mapping_json(loaded)
                 row["data_config_json"] = _data_config_json(loaded)
             if is_oom(exc):  # do not keep a model that filled the device
                 self._loaded = self._cache_key = None
         self.store.write_run(row)
         return _summary(row)
+
+
+def _key_mapping_json(loaded) -> str | None:
+    mapping = getattr(loaded, "key_mapping", None)
+    return json.dumps(mapping, sort_keys=True) if mapping else None
 
 
 def _data_config_json(loaded) -> str | None:

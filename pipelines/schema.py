@@ -49,7 +49,7 @@ __all__ = [
     "runs_path",
 ]
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 """Bumped whenever a column is added, removed or changes meaning (stored in ``runs``)."""
 
 
@@ -186,6 +186,7 @@ RUNS = Table(
         Column("weights_policy", pa.string(), "-", "requested weights: `auto`, `hub`, `file` or `random`"),
         Column("weights", pa.string(), "-", "weights actually used (`hub`, `file`, `random`); null if the model never loaded", nullable=True),
         Column("weights_sha256", pa.string(), "-", "sha256 of the loaded state dict / checkpoint", nullable=True),
+        Column("key_mapping", pa.string(), "-", "how a `file` checkpoint's keys were mapped onto the architecture, as JSON (`rename` rules, `timm_filter` applied, `by_order`: the spec's `key_map`); null when they fit as stored, for hub and random weights, and in rows before schema 4", nullable=True),
         Column("dataset", pa.string(), "-", "catalog dataset name"),
         Column("role", pa.string(), "-", "dataset role", nullable=True),
         Column("dataset_fingerprint", pa.string(), "-", "content fingerprint of the decoded dataset (catalog `ImageSet.fingerprint`)"),

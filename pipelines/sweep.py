@@ -35,7 +35,7 @@ from pipelines.config import FAMILIES, SweepConfig
 from pipelines.data import LoadedDataset
 from pipelines.progress import Progress
 from pipelines.store import Store, StoreError
-from pipelines.units import WorkUnit, family_config, make_unit
+from pipelines.units import WorkUnit, effective_weights, family_config, make_unit
 
 __all__ = ["Plan", "SweepResult", "execute", "plan", "run_sweep", "summary_table"]
 
@@ -116,21 +116,59 @@ def _dataset_errors(name: str, uri: str) -> Iterator[None]:
         raise UsageError(f"dataset {name!r} ({uri}) cannot be loaded: {problem or _message(exc)}") from None
 
 
+def checkpoint_spec(cfg: SweepConfig):
+    """The model of ``--checkpoint PATH --arch NAME`` (with its key mapping flags), as a catalog spec."""
+    import catalog
+
+    if not cfg.arch:
+        raise UsageError("--checkpoint needs --arch: the timm architecture the checkpoint belongs to")
+    stem = os.path.basename(cfg.checkpoint.rstrip("/")).split(".")[0] or "checkpoint"
+    rename = []
+    for rule in cfg.rename_keys or []:
+        pattern, sep, repl = rule.partition("=")
+        if not sep or not pattern:
+            raise UsageError(f"--rename-keys {rule!r}: expected REGEX=REPLACEMENT")
+        rename.append([pattern, repl])
+    key_map = {"rename": rename, "by_order": bool(cfg.map_keys_by_order)} if rename or cfg.map_keys_by_order else None
+    entry = {"name": cfg.model_name or f"{cfg.arch}@{stem}", "arch": cfg.arch, "source": "file",
+             "checkpoint": cfg.checkpoint, "key_map": key_map}
+    try:
+        return catalog.spec_from_entry(entry, where="--checkpoint")
+    except ValueError as exc:
+        raise _usage(exc) from None
+
+
 def resolve_models(cfg: SweepConfig) -> list:
     import catalog
 
-    if not cfg.models:
+    if not cfg.models and not cfg.checkpoint:
         raise UsageError("no models selected")
     try:
         specs = []
-        for sel in cfg.models:  # each entry: catalog name, YAML path, model name or pattern
+        for sel in cfg.models or []:  # each entry: catalog name, YAML path, model name or pattern
             specs.extend(catalog.load_models(sel))
-        specs = list({s.name: s for s in specs}.values())
     except (ValueError, FileNotFoundError) as exc:  # CatalogError is a ValueError
         raise _usage(exc) from None
+    if cfg.checkpoint:
+        specs.append(checkpoint_spec(cfg))
+    specs = list({s.name: s for s in specs}.values())
     if not specs:
         raise UsageError(f"model selection {cfg.models} matches no model")
     return with_img_size(specs, cfg)
+
+
+def check_checkpoints(specs: list, cfg: SweepConfig) -> None:
+    """Every checkpoint the sweep would load exists, loads safely and fits its architecture (before Ray starts)."""
+    import catalog
+
+    for spec in specs:
+        policy = effective_weights(cfg.weights, spec) or spec.source
+        if policy != "file" and not (policy == "auto" and spec.source == "file"):
+            continue
+        try:
+            catalog.validate_checkpoint(spec, policy)
+        except ValueError as exc:  # CatalogError
+            raise _usage(exc) from None
 
 
 def with_img_size(specs: list, cfg: SweepConfig) -> list:
@@ -256,6 +294,7 @@ def plan(cfg: SweepConfig, *, check_writable: bool = True, dry_run: bool = False
                 "was given, so the local Ray could never place the actors; drop --gpus or join a cluster"
             )
     specs = resolve_models(cfg) if specs is None else with_img_size(specs, cfg)
+    check_checkpoints(specs, cfg)
     datasets = load_images(cfg, dry_run=dry_run)
     units = []
     fam_cfgs = {f: family_config(f, cfg) for f in cfg.metrics}

@@ -20,7 +20,7 @@ from typing import Any
 from pipelines.config import SweepConfig
 from pipelines.families import family_version
 
-__all__ = ["DatasetInfo", "WorkUnit", "family_config", "make_unit", "unit_key"]
+__all__ = ["DatasetInfo", "WorkUnit", "effective_weights", "family_config", "make_unit", "unit_key"]
 
 _SPEC_KEY_FIELDS = (
     "name",
@@ -93,9 +93,23 @@ def family_config(family: str, cfg: SweepConfig) -> dict[str, Any]:
     raise ValueError(f"unknown metric family {family!r}")
 
 
+def effective_weights(policy: str | None, spec) -> str | None:
+    """The ``weights`` argument ``catalog.build_model`` gets for a unit: None means the spec's own source.
+
+    ``spec`` (and no policy) is each spec's source; ``auto`` decides hub-or-random for hub specs only, so a
+    spec that names a checkpoint (or random init) keeps it.
+    """
+    if policy in ("spec", None) or (policy == "auto" and spec.source != "hub"):
+        return None
+    return policy
+
+
 def spec_key_dict(spec) -> dict[str, Any]:
     d = spec.to_dict()
-    return {k: d.get(k) for k in _SPEC_KEY_FIELDS}
+    out = {k: d.get(k) for k in _SPEC_KEY_FIELDS}
+    if d.get("key_map"):  # only when declared, so the keys of specs without one stay as they were
+        out["key_map"] = d["key_map"]
+    return out
 
 
 def unit_key(payload: dict[str, Any]) -> tuple[str, str]:

@@ -104,7 +104,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
             specs, _ = catalog.load_dataset_file(path)
             print(f"ok: {len(specs)} datasets")
         else:
-            print(f"ok: {len(catalog.load_catalog_file(path))} models")
+            specs = catalog.load_catalog_file(path)
+            checked = 0
+            for spec in specs:  # every checkpoint exists, loads safely and fits its architecture
+                if spec.source == "file" and spec.checkpoint:
+                    catalog.validate_checkpoint(spec)
+                    checked += 1
+            print(f"ok: {len(specs)} models" + (f" ({checked} checkpoints load and fit)" if checked else ""))
     except catalog.CatalogError as exc:
         raise UsageError(str(exc)) from None
     return 0

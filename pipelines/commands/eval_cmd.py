@@ -14,6 +14,8 @@ EPILOG = """examples:
   lee eval --config run.yaml --images 50               # YAML base, flags override
   lee eval -m paper --dry-run                          # list the units, compute nothing
   lee eval --catalog zoo -d digits-test                # the trained model zoo (lee zoo train)
+  lee eval -m offline --metrics lee,layerwise,alt      # ImageNet-pretrained EfficientNet-Lites, no hub needed
+  lee eval --checkpoint lite0.pth --arch tf_efficientnet_lite0 --map-keys-by-order   # your own checkpoint
   lee eval --address ray://head:10001 -o s3://bucket/lee   # join a Ray cluster
 """
 
@@ -50,6 +52,19 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("--weights", choices=("auto", "spec", "hub", "file", "random"),
                       help="weights policy (default auto: for hub models the hub weights if cached, else random "
                            "init, recorded; file/random models use their own source; spec: each spec's source)")
+    ckpt = p.add_argument_group("a checkpoint of your own (any key naming)")
+    ckpt.add_argument("--checkpoint", metavar="PATH",
+                      help="evaluate this checkpoint (path, fsspec URI, or package://MODULE/PATH) as one more model; "
+                           "without -m it is the only one; loaded safely (safetensors or weights_only)")
+    ckpt.add_argument("--arch", metavar="NAME", help="timm architecture of --checkpoint (e.g. tf_efficientnet_lite0)")
+    ckpt.add_argument("--model-name", metavar="NAME", help="name of the checkpoint's model in the results "
+                                                           "(default ARCH@FILE-STEM)")
+    ckpt.add_argument("--map-keys-by-order", action="store_true", default=None,
+                      help="pair the checkpoint's tensors with the architecture's by order (only when every shape "
+                           "matches in order: key_map {by_order: true})")
+    ckpt.add_argument("--rename-keys", action="append", metavar="REGEX=REPL",
+                      help="rename the checkpoint's keys with re.sub(REGEX, REPL) before loading (repeatable, "
+                           "applied in order: key_map {rename})")
     what.add_argument("--img-size", type=int, help="override every model's input size (smoke runs)")
     what.add_argument("--output-kind", choices=("probs", "logits"), help="differentiate probs (default) or logits")
     what.add_argument("--interpolation", choices=("cubic", "spectral"), help="liecore interpolant (default cubic)")
@@ -73,9 +88,13 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> SweepConfig:
-    base = SweepConfig.from_dict(load_yaml(args.config), source=args.config) if args.config else SweepConfig()
+    data = load_yaml(args.config) if args.config else {}
+    base = SweepConfig.from_dict(data, source=args.config) if args.config else SweepConfig()
     overrides = {name: getattr(args, name, None) for name in SweepConfig.field_names()}
-    return base.merged(overrides)
+    cfg = base.merged(overrides)
+    if cfg.checkpoint and getattr(args, "models", None) is None and "models" not in (data or {}):
+        cfg.models = []  # --checkpoint alone: that model only, not the default catalog
+    return cfg
 
 
 def register(subparsers) -> None:
