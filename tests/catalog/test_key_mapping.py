@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import catalog
-from catalog._checkpoint import map_state_dict, resolve_checkpoint_uri
+from catalog._checkpoint import resolve_checkpoint_uri
 from pipelines.cli import main
 
 TINY = "test_resnet.r160_in1k"
