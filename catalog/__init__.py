@@ -4,7 +4,17 @@ Importing ``catalog`` imports neither timm nor torch: they are loaded inside ``b
 preprocessing helpers) only. It never imports ray, duckdb or liecore.
 """
 
-from catalog._build import LoadedModel, build_model, hub_cached_file, resolve_data_config, zoo_data_config
+from catalog._build import (
+    HubStatus,
+    LoadedModel,
+    auto_weights,
+    build_model,
+    check_hub,
+    hub_cached_file,
+    hub_endpoint,
+    resolve_data_config,
+    zoo_data_config,
+)
 from catalog._checkpoint import read_checkpoint
 from catalog._datasets import (
     Image,
@@ -42,17 +52,21 @@ __all__ = [
     "CatalogError",
     "DatasetSpec",
     "DecodeError",
+    "HubStatus",
     "Image",
     "ImageSet",
     "LoadedModel",
     "ModelSpec",
+    "auto_weights",
     "build_model",
     "cache_dir",
     "catalog_groups",
+    "check_hub",
     "decode_image",
     "get_dataset",
     "get_model",
     "hub_cached_file",
+    "hub_endpoint",
     "list_catalogs",
     "list_datasets",
     "list_models",
