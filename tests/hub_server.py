@@ -79,8 +79,8 @@ class HubServer:
         self.files[(repo_id, filename)] = Path(path)
 
     def downloads(self) -> list[str]:
-        """Paths fetched with GET (file downloads)."""
-        return [p for m, p in self.requests if m == "GET"]
+        """Files fetched with GET (``.../resolve/...``; huggingface_hub also GETs an API listing of its own)."""
+        return [p for m, p in self.requests if m == "GET" and "/resolve/" in p]
 
     def __enter__(self) -> HubServer:
         self._thread.start()
