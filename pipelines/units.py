@@ -2,8 +2,9 @@
 
 The key is ``sha256`` over a canonical JSON of everything that changes the numbers: the
 model spec (name, arch, tag, weight source, checkpoint, preprocessing, spec version), the
-weights policy (``auto`` as the sweep resolved it for a hub model: ``hub`` or ``random``, so a unit
-that fell back to random init offline and the same unit with hub weights never share a key), the dataset (name, spec version, content fingerprint, number of images), the
+weights policy (``auto`` as the sweep resolved it for a hub model: ``hub`` or ``random``, so a
+unit that fell back to random init offline and the same unit with hub weights never share a
+key), the dataset (name, spec version, content fingerprint, number of images), the
 family config (generators, output, interpolation, method, probes, metrics), the seed and the
 family's implementation version. Batch size, actor count, cluster and output root are not in
 it: they do not change the numbers (random draws are per image, from a generator seeded with
