@@ -28,11 +28,17 @@ __all__ = [
     "hub_cached_file",
     "resolve_data_config",
     "validate_checkpoint",
+    "HubStatus",
+    "auto_weights",
+    "check_hub",
+    "hub_endpoint",
     "zoo_data_config",
 ]
 
 WEIGHT_POLICIES = ("hub", "file", "random", "auto")
 RANDOM_SEED = 0
+DEFAULT_HUB_ENDPOINT = "https://huggingface.co"
+HUB_CHECK_TIMEOUT_S = 3.0
 _DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 
 
@@ -65,6 +71,8 @@ class LoadedModel:
     feature_fmt: str
     transform: Callable[[Any], torch.Tensor] = field(repr=False)
     key_mapping: dict[str, Any] | None = None
+    fallback: str | None = None
+    """Why ``auto`` fell back to random init (hub offline or unreachable, weights not cached); else None."""
 
     def preprocess(self, images: Sequence[np.ndarray | PILImage.Image]) -> torch.Tensor:
         """Apply timm's eval transform (resize, centre crop, to tensor, normalize) to each image.
@@ -118,6 +126,67 @@ def _hub_offline() -> bool:
     return flag.strip().lower() in ("1", "true", "yes", "on")
 
 
+def hub_endpoint() -> str:
+    """The Hugging Face hub endpoint: ``$HF_ENDPOINT`` (a mirror), else https://huggingface.co (read at each call)."""
+    return (os.environ.get("HF_ENDPOINT") or DEFAULT_HUB_ENDPOINT).rstrip("/")
+
+
+@dataclass(frozen=True)
+class HubStatus:
+    """Whether the Hugging Face hub answers: checked once (per sweep, on the driver) by :func:`check_hub`.
+
+    Attributes:
+        online: The endpoint answered (weights that are not cached can be downloaded).
+        endpoint: The endpoint checked.
+        reason: Why it is not online (``HF_HUB_OFFLINE`` set, the error or timeout); empty when online.
+    """
+
+    online: bool
+    endpoint: str
+    reason: str = ""
+
+    def describe(self) -> str:
+        """One phrase for messages: ``the hub (URL) is reachable`` or ``... is offline/unreachable (why)``."""
+        if self.online:
+            return f"the hub ({self.endpoint}) is reachable"
+        return f"the hub ({self.endpoint}) is {self.reason}"
+
+
+def check_hub(endpoint: str | None = None, timeout: float = HUB_CHECK_TIMEOUT_S) -> HubStatus:
+    """Whether the hub answers, with one quick request; no request at all when ``HF_HUB_OFFLINE`` is set.
+
+    A ``HEAD`` of the endpoint's root (through the ``HTTP(S)_PROXY`` of the environment): any HTTP answer
+    below 500 counts as online; a connection error, a timeout after ``timeout`` seconds or a server error
+    as unreachable.
+
+    Args:
+        endpoint: Default :func:`hub_endpoint` (``$HF_ENDPOINT``).
+        timeout: Seconds to wait for the answer.
+
+    Returns:
+        The status, with the reason when offline.
+    """
+    import urllib.error
+    import urllib.request
+
+    endpoint = (endpoint or hub_endpoint()).rstrip("/")
+    if _hub_offline():
+        return HubStatus(False, endpoint, "offline (HF_HUB_OFFLINE is set)")
+    try:
+        with urllib.request.urlopen(urllib.request.Request(endpoint + "/", method="HEAD"), timeout=timeout):
+            pass
+    except urllib.error.HTTPError as exc:
+        if exc.code >= 500:
+            return HubStatus(False, endpoint, f"unreachable (it answered HTTP {exc.code})")
+    except (OSError, ValueError) as exc:  # URLError, timeouts, refused connections; ValueError: a malformed URL
+        why = getattr(exc, "reason", None) or exc
+        text = str(why) or type(why).__name__
+        if isinstance(why, TimeoutError) or "timed out" in text:
+            text = f"no answer within {timeout:g}s"
+        return HubStatus(False, endpoint, f"unreachable ({text})")
+    return HubStatus(True, endpoint)
+
+
 def _timm_cfg(spec: ModelSpec) -> Any:
     """timm's PretrainedCfg for the spec's ``arch.tag`` (or the arch default), None if timm has none."""
     from timm.models import get_pretrained_cfg
@@ -128,6 +197,18 @@ def _timm_cfg(spec: ModelSpec) -> Any:
         except RuntimeError:  # a tag timm does not know (user-made name on a known arch)
             pass
     return get_pretrained_cfg(spec.arch)
+
+
+def _hub_filenames(cfg: Any) -> list[str]:
+    """The files timm would take from the spec's hub repo, in timm's order: the safetensors alternative first."""
+    name = cfg.hf_hub_filename or "pytorch_model.bin"
+    if name == "pytorch_model.bin":
+        return ["model.safetensors", name]
+    if name == "open_clip_pytorch_model.bin":
+        return ["open_clip_model.safetensors", name]
+    if name.endswith(".bin"):
+        return [name[:-4] + ".safetensors", name]
+    return [name]
 
 
 def hub_cached_file(spec: ModelSpec) -> str | None:
@@ -146,8 +227,7 @@ def hub_cached_file(spec: ModelSpec) -> str | None:
         from huggingface_hub import try_to_load_from_cache
 
         repo_id, _, revision = cfg.hf_hub_id.partition("@")
-        names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
-        for filename in names:
+        for filename in _hub_filenames(cfg):
             found = try_to_load_from_cache(repo_id, filename, cache_dir=_hf_cache_dir(), revision=revision or None)
             if isinstance(found, str) and os.path.exists(found):
                 return found
@@ -158,6 +238,65 @@ def hub_cached_file(spec: ModelSpec) -> str | None:
         if os.path.exists(path):
             return path
     return None
+
+
+def _has_hub_weights(spec: ModelSpec) -> bool:
+    """Whether timm names pretrained weights for the spec (a hub repo or a URL)."""
+    cfg = _timm_cfg(spec)
+    return cfg is not None and bool(cfg.hf_hub_id or cfg.url)
+
+
+def auto_weights(spec: ModelSpec, hub: HubStatus | Callable[[], HubStatus] | None = None) -> tuple[str, str | None]:
+    """What ``weights='auto'`` loads for a hub spec: ``hub`` when the weights are cached or the hub answers,
+    else ``random``, with the reason.
+
+    Args:
+        spec: A timm spec.
+        hub: The hub's status, or a function giving it (called only when the weights are not cached);
+            default: :func:`check_hub` now.
+
+    Returns:
+        (``hub`` or ``random``, why random: None for ``hub``).
+    """
+    if hub_cached_file(spec):
+        return "hub", None
+    if not _has_hub_weights(spec):
+        return "random", f"timm has no pretrained weights for {spec.timm_name!r}"
+    status = hub() if callable(hub) else (hub or check_hub())
+    if status.online:
+        return "hub", None
+    return "random", f"not in the local cache ({_hf_cache_dir()}) and {status.describe()}"
+
+
+def _download_hub_weights(spec: ModelSpec, name: str, overlay: dict[str, Any]) -> tuple[Any, str | None]:
+    """(model, sha256) with the spec's hub weights downloaded into the local cache from :func:`hub_endpoint`.
+
+    Hub repos are fetched with ``hf_hub_download`` (the cache folder and endpoint of the environment read
+    now); the downloaded file is then loaded like a cached one, through timm's checkpoint filters. Weights
+    timm has only as a URL are left to timm's own download.
+    """
+    import timm
+
+    cfg = _timm_cfg(spec)
+    if cfg is None or not cfg.hf_hub_id:
+        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay)
+        cached = hub_cached_file(spec)
+        return model, (sha256_file(cached) if cached else None)
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+
+    repo_id, _, revision = cfg.hf_hub_id.partition("@")
+    names = _hub_filenames(cfg)
+    for i, filename in enumerate(names):
+        try:
+            path = hf_hub_download(repo_id, filename, revision=revision or None, cache_dir=_hf_cache_dir(),
+                                   endpoint=hub_endpoint())
+            break
+        except RemoteEntryNotFoundError:
+            if i == len(names) - 1:
+                raise
+    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={**overlay, "file": path, "source": None})
+    return model, sha256_file(path)
 
 
 def _overlay(spec: ModelSpec) -> dict[str, Any]:
@@ -333,15 +472,19 @@ def build_model(
     *,
     weights: str | None = None,
     device: str | torch.device | None = None,
+    hub: HubStatus | None = None,
 ) -> LoadedModel:
     """Build a catalog model in eval mode, with its weights and timm's eval preprocessing.
 
     Args:
         spec: Spec or catalog name.
-        weights: Override ``spec.source``: ``hub``, ``file``, ``random``, ``auto`` (hub if the weights are
-            in the local cache, else random; the choice is reported in ``LoadedModel.weights``), or a
-            checkpoint path/URI (implies ``file``).
+        weights: Override ``spec.source``: ``hub`` (cached, else downloaded), ``file``, ``random``, ``auto``
+            (the hub weights: cached, or downloaded when the hub answers; random init only when the hub is
+            offline or unreachable and the weights are not cached: ``LoadedModel.weights`` says which and
+            ``LoadedModel.fallback`` why), or a checkpoint path/URI (implies ``file``).
         device: Device for the model (default CPU).
+        hub: The hub's status for ``auto`` (a sweep checks it once, :func:`check_hub`); default: checked
+            here when the weights are not cached.
 
     Returns:
         The loaded model with its provenance and layout.
@@ -367,9 +510,10 @@ def build_model(
     cfg = _timm_cfg(spec)
     name = spec.timm_name if cfg is not None and cfg.tag == spec.tag else spec.arch
     overlay = _overlay(spec)
-    cached = hub_cached_file(spec) if policy in ("hub", "auto") else None
+    fallback = None
     if policy == "auto":
-        policy = "hub" if cached else "random"
+        policy, fallback = auto_weights(spec, hub)
+    cached = hub_cached_file(spec) if policy == "hub" else None
     sha: str | None = None
     mapping: dict[str, Any] | None = None
 
@@ -383,20 +527,19 @@ def build_model(
                 sha = sha256_file(cached)
             elif _hub_offline():
                 raise CatalogError(
-                    f"pretrained weights of {spec.name!r} are not cached locally and the hub is offline "
-                    f"(HF_HUB_OFFLINE); download them once online, or use --weights random (weights='random')"
+                    f"pretrained weights of {spec.name!r} are not cached locally ({_hf_cache_dir()}) and the hub is "
+                    f"offline (HF_HUB_OFFLINE); download them once online, or use --weights random (weights='random')"
                 )
             else:
                 try:
-                    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay)
+                    model, sha = _download_hub_weights(spec, name, overlay)
                 except Exception as exc:
                     raise CatalogError(
                         f"pretrained weights of {spec.name!r} are not cached locally and could not be downloaded "
-                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                        f"from {hub_endpoint()} ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}); "
                         f"use --weights random (weights='random') for a smoke run"
                     ) from exc
-                cached = hub_cached_file(spec)
-                sha = sha256_file(cached) if cached else None
         elif policy == "random":
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(RANDOM_SEED)
@@ -421,6 +564,7 @@ def build_model(
         feature_fmt=fmt,
         transform=transform,
         key_mapping=mapping,
+        fallback=fallback,
     )
 
 

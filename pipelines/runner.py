@@ -145,13 +145,14 @@ class UnitRunner:
     def _load(self, unit: WorkUnit):
         import catalog
 
-        key = (unit.model, unit.weights_policy, unit.seed)
+        policy = unit.weights or unit.weights_policy  # 'auto' as the driver resolved it (hub or random)
+        key = (unit.model, policy, unit.seed)
         if key != self._cache_key:
             self._loaded = self._cache_key = None
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             torch.manual_seed(unit.seed)  # random-init weights are reproducible
-            policy = effective_weights(unit.weights_policy, unit.model)
+            policy = effective_weights(policy, unit.model)
             self._loaded = catalog.build_model(unit.model, weights=policy, device=str(self.device))
             self._cache_key = key
         return self._loaded

@@ -37,7 +37,7 @@ from pipelines.progress import Progress
 from pipelines.store import Store, StoreError
 from pipelines.units import WorkUnit, effective_weights, family_config, make_unit
 
-__all__ = ["Plan", "SweepResult", "execute", "plan", "run_sweep", "summary_table"]
+__all__ = ["Plan", "SweepResult", "execute", "fallback_warning", "plan", "resolve_weights", "run_sweep", "summary_table"]
 
 WEIGHT_POLICIES = ("auto", "spec", "hub", "file", "random")
 
@@ -52,6 +52,10 @@ class Plan:
     datasets: dict[str, LoadedDataset] = field(repr=False)
     attempts: dict[str, int] = field(default_factory=dict)
     """unit key -> ``attempt`` of its stored ``runs`` row (absent: never started)."""
+    hub: Any = None
+    """``catalog.HubStatus`` of this sweep's one check of the hub (None: not needed, every hub model cached)."""
+    fallbacks: dict[str, str] = field(default_factory=dict)
+    """model name -> why ``--weights auto`` runs it on random init (hub offline or unreachable, not cached)."""
 
     @property
     def skipped(self) -> list[WorkUnit]:
@@ -295,15 +299,69 @@ def plan(cfg: SweepConfig, *, check_writable: bool = True, dry_run: bool = False
             )
     specs = resolve_models(cfg) if specs is None else with_img_size(specs, cfg)
     check_checkpoints(specs, cfg)
+    resolved, fallbacks, hub = resolve_weights(cfg, specs)
     datasets = load_images(cfg, dry_run=dry_run)
     units = []
     fam_cfgs = {f: family_config(f, cfg) for f in cfg.metrics}
     for spec in specs:
         for ds in (d.info for d in datasets.values()):
             for fam in cfg.metrics:
-                units.append(make_unit(fam, spec, ds, cfg, fam_cfgs[fam]))
+                units.append(make_unit(fam, spec, ds, cfg, fam_cfgs[fam], resolved.get(spec.name)))
     todo = [u for u in units if cfg.force or status.get(u.key) != "done"]
-    return Plan(cfg, store, units, todo, status, datasets, attempts)
+    return Plan(cfg, store, units, todo, status, datasets, attempts, hub, fallbacks)
+
+
+def resolve_weights(cfg: SweepConfig, specs: list) -> tuple[dict[str, str], dict[str, str], Any]:
+    """``--weights auto`` decided once, on the driver, for every hub model: ``hub`` when its weights are
+    cached or the hub answers (the actor downloads them; a failed download fails that unit), else ``random``.
+
+    The hub is checked at most once per sweep (``catalog.check_hub``: one quick request, none under
+    ``HF_HUB_OFFLINE``), and only when some model's weights are not cached.
+
+    Returns:
+        (model name -> ``hub`` | ``random``, model name -> why random, the hub status or None if not checked).
+    """
+    if cfg.weights != "auto":
+        return {}, {}, None
+    import catalog
+
+    checked: list = []
+
+    def hub_status():
+        if not checked:
+            checked.append(catalog.check_hub())
+        return checked[0]
+
+    resolved: dict[str, str] = {}
+    fallbacks: dict[str, str] = {}
+    for spec in specs:
+        if spec.source != "hub":
+            continue  # 'auto' on a file or random model is the spec's own source
+        try:
+            resolved[spec.name], why = catalog.auto_weights(spec, hub_status)
+        except Exception:  # noqa: BLE001 - e.g. an arch timm does not know: the unit fails with the reason
+            continue
+        if why:
+            fallbacks[spec.name] = why
+    return resolved, fallbacks, (checked[0] if checked else None)
+
+
+def fallback_warning(p: Plan) -> str | None:
+    """The loud line(s) naming the models that ``--weights auto`` runs on random init, why, and the way out."""
+    if not p.fallbacks:
+        return None
+    by_reason: dict[str, list[str]] = defaultdict(list)
+    for name, why in p.fallbacks.items():
+        by_reason[why].append(name)
+    lines = [f"lee: warning: RANDOM-INIT (untrained) weights for {len(p.fallbacks)} model(s): --weights auto "
+             "fell back to random init"]
+    for why, names in by_reason.items():
+        shown = ", ".join(names[:10]) + (f" ... (+{len(names) - 10})" if len(names) > 10 else "")
+        lines.append(f"  {shown}: {why}")
+    lines.append("  Their LEE measures untrained networks. For pretrained weights: go online (or set HF_ENDPOINT to a "
+                 "reachable mirror), or fill the Hugging Face cache (HF_HOME) where the hub is reachable and set "
+                 "HF_HUB_OFFLINE=1 here; --weights random asks for random init.")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------ execute
@@ -426,7 +484,7 @@ def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None =
     shards = {name: [s if isinstance(s, Shard) else ray.put(s) for s in d.shards] for name, d in p.datasets.items()}
     groups: dict[tuple, list[WorkUnit]] = defaultdict(list)
     for u in p.todo:
-        groups[(u.model.name, u.weights_policy)].append(u)
+        groups[(u.model.name, u.weights or u.weights_policy)].append(u)
     queue = list(groups.values())
     n_actors, opts = _actor_resources(cfg, len(queue))
     if opts.get("num_gpus") and cfg.gpus_per_actor:
@@ -563,16 +621,22 @@ def print_summary(result: SweepResult, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     p = result.plan
     rows, columns = pivot_summary(summary_table(p.store, p.units))
+    for r in rows:
+        if r["weights"] == "random" and r["model"] in p.fallbacks:
+            r["weights"] = "random*"  # not asked for: --weights auto fell back (warning below)
     if rows:
         print("LEE = E_x ||L_X f(x)||^2 / dim(out), mean ± standard error over n images:", file=out)
     print(format_table(rows, columns), file=out)
-    if any(r["weights"] == "random" for r in rows):
+    if any(r["weights"].startswith("random") for r in rows):
         print(
             "weights=random: random-init models (no pretrained weights here). Their softmax output is near uniform,\n"
             "so LEE is small; some sit at 0 or the float floor (ResMLP: timm zero-inits its classifier;\n"
             "EfficientNet: random-init features barely vary with the input). Learned equivariance needs trained weights: see `lee zoo train`.",
             file=out,
         )
+    warning = fallback_warning(p)
+    if warning:
+        print("* " + warning.removeprefix("lee: warning: "), file=out)
     n_failed = len(result.failed)
     print(
         f"\n{len(p.units)} units: {len(result.done)} computed, {len(p.skipped)} already done (skipped), "

@@ -2,7 +2,9 @@
 
 The key is ``sha256`` over a canonical JSON of everything that changes the numbers: the
 model spec (name, arch, tag, weight source, checkpoint, preprocessing, spec version), the
-weights policy, the dataset (name, spec version, content fingerprint, number of images), the
+weights policy (``auto`` as the sweep resolved it for a hub model: ``hub`` or ``random``, so a
+unit that fell back to random init offline and the same unit with hub weights never share a
+key), the dataset (name, spec version, content fingerprint, number of images), the
 family config (generators, output, interpolation, method, probes, metrics), the seed and the
 family's implementation version. Batch size, actor count, cluster and output root are not in
 it: they do not change the numbers (random draws are per image, from a generator seeded with
@@ -59,6 +61,9 @@ class WorkUnit:
     seed: int = 0
     metric_version: str = ""
     key_json: str = ""
+    weights: str | None = None
+    """The weights the runner builds with: ``weights_policy`` (the request), or for ``auto`` on a hub model
+    what the sweep resolved once on the driver (``hub`` or ``random``)."""
 
     @property
     def table(self) -> str:
@@ -118,12 +123,16 @@ def unit_key(payload: dict[str, Any]) -> tuple[str, str]:
     return hashlib.sha256(text.encode()).hexdigest()[:20], text
 
 
-def make_unit(family: str, spec, dataset: DatasetInfo, cfg: SweepConfig, fam_cfg: dict[str, Any]) -> WorkUnit:
+def make_unit(
+    family: str, spec, dataset: DatasetInfo, cfg: SweepConfig, fam_cfg: dict[str, Any], weights: str | None = None
+) -> WorkUnit:
+    """The unit of ``family`` x ``spec`` x ``dataset``; ``weights``: ``cfg.weights`` as resolved for this model
+    (default ``cfg.weights``)."""
     version = family_version(family, fam_cfg)
     payload = {
         "family": family,
         "model": spec_key_dict(spec),
-        "weights": cfg.weights,
+        "weights": weights or cfg.weights,
         "dataset": {
             "name": dataset.name,
             "version": dataset.version,
@@ -135,4 +144,4 @@ def make_unit(family: str, spec, dataset: DatasetInfo, cfg: SweepConfig, fam_cfg
         "metric_version": version,
     }
     key, text = unit_key(payload)
-    return WorkUnit(key, family, spec, dataset, cfg.weights, fam_cfg, cfg.seed, version, text)
+    return WorkUnit(key, family, spec, dataset, cfg.weights, fam_cfg, cfg.seed, version, text, weights or cfg.weights)

@@ -8,6 +8,9 @@ import pytest
 import torch
 
 os.environ.setdefault("LEE_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".cache", "lee-tests"))
+# No test reaches the real Hugging Face hub: `--weights auto` sees the hub offline (cached weights or random
+# init), and the hub tests serve their own checkpoints on the loopback address (tests/hub_server.py).
+os.environ["HF_HUB_OFFLINE"] = "1"
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 

@@ -569,6 +569,7 @@ class _Builder:
             except (TypeError, ValueError):
                 versions.setdefault("(unparsable package_versions)", set()).add(str(text)[:80])
         failed = _first(self.con, "SELECT count(*) FROM runs WHERE status <> 'done'")
+        self.report.meta.update(random_models=self._random_models())
         self.report.meta.update(configs=self._configs())
         self.report.meta.update(
             results=self.results, sweeps=sweeps, result_versions={k: sorted(v) for k, v in sorted(versions.items())},
@@ -576,6 +577,16 @@ class _Builder:
             generated=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             selection=self.sel,
         )
+
+    def _random_models(self) -> dict[str, list[str]]:
+        """The models of this root with only random-init results: ``fallback`` (``--weights auto`` on a hub model
+        fell back, the hub offline or unreachable) and ``asked`` (random init requested, or a random-init spec)."""
+        rows = self.con.sql("""
+            SELECT model, bool_or(weights_policy = 'auto' AND key_json LIKE '%"source":"hub"%') AS fell_back
+            FROM runs WHERE status = 'done' AND weights = 'random'
+              AND model NOT IN (SELECT model FROM runs WHERE status = 'done' AND weights IN ('hub', 'file'))
+            GROUP BY model ORDER BY model""").fetchall()
+        return {"fallback": [m for m, fb in rows if fb], "asked": [m for m, fb in rows if not fb]}
 
     def _configs(self) -> list[dict[str, Any]]:
         """The output configurations of the completed units under this weights / datasets selection: one dict
@@ -715,6 +726,23 @@ def render_html(report: Report) -> str:
         parts.append("<p class='warn'>This root has only random-init results "
                      f"({meta['weights_available']['random']} models); this pretrained report is empty. "
                      f"Use <code>lee report --results {_e(meta['results'])} --weights random</code>.</p>")
+    randoms = meta.get("random_models") or {}
+    if randoms.get("fallback") or randoms.get("asked"):
+        def names(models: list[str]) -> str:
+            return _e(", ".join(models[:20]) + (f" ... (+{len(models) - 20})" if len(models) > 20 else ""))
+
+        text = []
+        if randoms.get("fallback"):
+            text.append(f"<b>{len(randoms['fallback'])} model(s) ran on random init because the hub was offline or "
+                        f"unreachable</b> (<code>--weights auto</code> fell back; their pretrained weights were not "
+                        f"cached): {names(randoms['fallback'])}. Rerun <code>lee eval</code> online (or with the "
+                        "weights in the Hugging Face cache) for their pretrained results.")
+        if randoms.get("asked"):
+            text.append(f"{len(randoms['asked'])} model(s) have random-init results only (random init asked for, or "
+                        f"random-init specs): {names(randoms['asked'])}.")
+        where = ("They are not in this pretrained report." if sel.weights == "pretrained" else
+                 "Their LEE measures untrained networks.")
+        parts.append(f"<p class='warn'>Random-init models in this root: {' '.join(text)} {where}</p>")
     configs = meta.get("configs", [])
     others: dict[str, list[dict[str, Any]]] = {}  # command -> the configurations it shows
     for c in configs:

@@ -50,8 +50,10 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("-n", "--images", type=int, help="images per dataset (default: 100, the paper's)")
     what.add_argument("--limit", type=int, help="smoke runs: at most this many images per dataset")
     what.add_argument("--weights", choices=("auto", "spec", "hub", "file", "random"),
-                      help="weights policy (default auto: for hub models the hub weights if cached, else random "
-                           "init, recorded; file/random models use their own source; spec: each spec's source)")
+                      help="weights policy (default auto: for hub models the pretrained hub weights, cached or "
+                           "downloaded; random init only when the hub (HF_ENDPOINT) is unreachable or HF_HUB_OFFLINE "
+                           "is set and they are not cached, with a warning, recorded per row; file/random models "
+                           "use their own source; spec: each spec's source; hub: hub weights or fail)")
     ckpt = p.add_argument_group("a checkpoint of your own (any key naming)")
     ckpt.add_argument("--checkpoint", metavar="PATH",
                       help="evaluate this checkpoint (path, fsspec URI, or package://MODULE/PATH) as one more model; "
@@ -138,6 +140,15 @@ def print_units(plan, out=None) -> None:
     print_dataset_errors(plan, out)
 
 
+def warn_fallbacks(plan) -> None:
+    """On stderr, before any work: the models ``--weights auto`` runs on random init, and why."""
+    from pipelines.sweep import fallback_warning
+
+    warning = fallback_warning(plan)
+    if warning:
+        print(warning, file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     from pipelines import sweep
 
@@ -145,8 +156,10 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         p = sweep.plan(cfg, check_writable=False, dry_run=True)
         print_units(p)
+        warn_fallbacks(p)
         return 0
     p = sweep.plan(cfg)
+    warn_fallbacks(p)
     total_images = sum(u.dataset.n_images for u in p.todo)
     prog = sweep.Progress(len(p.todo), total_images, enabled=args.progress)
     result = sweep.execute(p, progress=prog)

@@ -11,7 +11,8 @@ table. A unit is run when its key has no ``done`` row; the reason says why:
 * ``changed model spec``: same model, different spec (weights source/tag/checkpoint/preprocessing/version);
 * ``metric version``: the family's implementation version changed (e.g. a new liecore);
 * ``config``: generators, images, output kind... changed;
-* ``weights now available``: ``auto`` weights ran on random init and hub weights are now cached;
+* ``weights now available``: ``auto`` weights ran on random init (the hub was offline) and hub weights
+  are now cached or the hub answers (they are downloaded);
 * ``weights changed``: same unit, but the weights file differs from the one the done run recorded
   (``runs.weights_sha256``): a ``file`` checkpoint overwritten under the same path, or a hub cache that
   now holds another revision (hub files are compared when the cache names them by sha256, as the
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.cli import UsageError
-from pipelines.commands.eval_cmd import add_sweep_arguments, config_from_args
+from pipelines.commands.eval_cmd import add_sweep_arguments, config_from_args, warn_fallbacks
 
 GENERATED_BY = "lee reevaluate (catalog.generate_all_catalog)"
 
@@ -134,7 +135,7 @@ def resolve_fresh(selection: list[str], fresh: FreshCatalog) -> list:
     return list(out.values())
 
 
-def _reason(unit, status: dict[str, str], by_model: dict, hub_cached) -> str:
+def _reason(unit, status: dict[str, str], by_model: dict) -> str:
     if status.get(unit.key) == "failed":
         return "failed before"
     prev = by_model.get((unit.family, unit.model.name, unit.dataset.name))
@@ -148,10 +149,12 @@ def _reason(unit, status: dict[str, str], by_model: dict, hub_cached) -> str:
             reasons.add("changed model spec")
         if old.get("metric_version") != new.get("metric_version"):
             reasons.add("metric version")
-        if {k: old.get(k) for k in ("config", "dataset", "seed", "weights")} != {
-            k: new.get(k) for k in ("config", "dataset", "seed", "weights")
-        }:
+        if {k: old.get(k) for k in ("config", "dataset", "seed")} != {k: new.get(k) for k in ("config", "dataset", "seed")}:
             reasons.add("config")
+        if old.get("weights") != new.get("weights"):
+            # auto resolves to hub or random per sweep: random before, hub weights (cached or downloadable) now
+            now_hub = unit.weights_policy == "auto" and new.get("weights") == "hub"
+            reasons.add("weights now available" if now_hub and row.get("weights") == "random" else "weights policy")
     return ", ".join(sorted(reasons)) or "changed"
 
 
@@ -175,23 +178,12 @@ def plan_reevaluation(cfg, *, dry_run: bool = False, fresh: FreshCatalog | None 
         if r["status"] == "done":
             by_model.setdefault((r["family"], r["model"], r["dataset"]), []).append(r)
     reasons = {}
-    hub_cached = _hub_cached_fn()
-    done_random = {
-        (r["family"], r["model"], r["dataset"]): r for r in runs if r["status"] == "done" and r["weights"] == "random"
-    }
     done_rows = {r["unit"]: r for r in runs if r["status"] == "done"}
     shas: dict = {}
     for u in p.units:
         if p.status.get(u.key) != "done":
-            reasons[u.key] = _reason(u, p.status, by_model, hub_cached)
-        elif (
-            u.weights_policy == "auto"
-            and (u.family, u.model.name, u.dataset.name) in done_random
-            and u.model.source == "hub"
-            and hub_cached is not None
-            and hub_cached(u.model)
-        ):
-            reasons[u.key] = "weights now available"
+            # 'auto' is resolved in the key (hub or random): weights that became available give a new key
+            reasons[u.key] = _reason(u, p.status, by_model)
         elif _weights_changed(u, done_rows.get(u.key), shas):
             reasons[u.key] = "weights changed"
     if cfg.force:
@@ -250,6 +242,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"catalog regenerated from timm {fresh.timm_version}: {len(fresh.specs)} models "
           f"({len(fresh.new)} new vs the packaged catalog{new}) -> {fresh.path}", file=sys.stderr)
     p, reasons = plan_reevaluation(cfg, dry_run=args.dry_run, fresh=fresh)
+    warn_fallbacks(p)
     rows = [
         {"unit": u.key, "family": u.family, "model": u.model.name, "dataset": u.dataset.name, "reason": reasons[u.key]}
         for u in p.todo

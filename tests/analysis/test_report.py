@@ -384,3 +384,32 @@ def test_layerwise_figures_draw_one_configuration_per_model(tmp_path, monkeypatc
         assert not cum.duplicated(["model", "generator", "layer"]).any(), cum
         text = re.sub(r"\s+", " ", _svg_text(out / "fig4b_layer_type_shares.svg"))
         assert f"output {output} · cubic interpolation · exact decomposition" in text, text[:400]
+
+
+def test_page_names_the_models_that_fell_back_to_random_init(tmp_path):
+    """A hub model run offline under --weights auto (random init) is named on the page, apart from a model
+    that is random-init by request, and from a model with pretrained results."""
+    import json
+
+    from pipelines.store import Store
+    from tests.analysis.conftest import lee_columns, runs_row, write_unit
+
+    store, n = Store(str(tmp_path / "results")), 4
+    kinds = {"resnet18.a1_in1k": ("hub", "hub"), "vit_small_patch16_224.augreg_in21k_ft_in1k": ("random", "hub"),
+             "test_resnet.r160_in1k": ("random", "random")}
+    for model, (weights, source) in kinds.items():
+        cols = lee_columns(np.full((n, 1), 1.0), ["rotate"])
+        unit = write_unit(store, "lee", model, "sample-test", "test", cols, status=None, weights=weights,
+                          config={"generators": ["rotate"], "output": "probs", "interpolation": "cubic"})
+        row = runs_row(unit, "lee", model, "sample-test", "test", weights=weights, n_images=n, n_rows=n)
+        row["key_json"] = json.dumps({"model": {"name": model, "source": source}, "weights": weights},
+                                     sort_keys=True, separators=(",", ":"))
+        store.write_run(row)
+    out = tmp_path / "report"
+    assert main(["report", "-r", str(store.uri), "--out", str(out), "--n-boot", "50"]) == 0
+    page = re.sub(r"\s+", " ", " ".join(_page(out).text))
+    assert "1 model(s) ran on random init because the hub was offline or unreachable" in page, page
+    assert "were not cached): vit_small_patch16_224.augreg_in21k_ft_in1k. Rerun lee eval online" in page
+    assert "1 model(s) have random-init results only (random init asked for, or random-init specs): " \
+           "test_resnet.r160_in1k." in page
+    assert "resnet18.a1_in1k" not in page.split("Random-init models in this root")[1].split("pretrained report")[0]

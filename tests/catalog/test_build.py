@@ -214,3 +214,103 @@ def test_quickstart_models_build_and_run(name: str) -> None:
     assert out.shape == (1, 1000) and torch.isfinite(out).all()
     if loaded.spec.family == "vit":
         assert loaded.feature_fmt == "NLC" and loaded.num_prefix_tokens >= 1 and loaded.grid_size == (14, 14)
+
+
+@pytest.fixture()
+def online_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A loopback hub as ``HF_ENDPOINT``, online, with an empty private cache (the user's is never touched).
+
+    ``huggingface_hub`` reads ``HF_HUB_OFFLINE`` once, at import (the test session sets it): its flag is
+    switched off here too, for this test only.
+    """
+    import huggingface_hub.constants
+
+    from tests.hub_server import HubServer
+
+    with HubServer() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        yield hub
+
+
+def _closed_port_endpoint() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"  # nothing listens there any more: connections are refused
+
+
+def test_auto_downloads_hub_weights_through_the_endpoint(
+    online_hub, tmp_path: Path, source_model: catalog.LoadedModel
+) -> None:
+    from safetensors.torch import save_file
+
+    served = tmp_path / "served.safetensors"
+    save_file({k: v.contiguous() for k, v in source_model.model.state_dict().items()}, str(served))
+    online_hub.add("timm/test_resnet.r160_in1k", "model.safetensors", served)
+    spec = catalog.get_model(TINY)
+    assert catalog.hub_cached_file(spec) is None
+    status = catalog.check_hub()
+    assert status.online and status.endpoint == online_hub.endpoint, status
+
+    loaded = catalog.build_model(TINY, weights="auto", hub=status)
+    assert (loaded.weights, loaded.fallback) == ("hub", None)
+    assert loaded.weights_sha256 == catalog._checkpoint.sha256_file(str(served))
+    torch.testing.assert_close(_outputs(loaded), _outputs(source_model), rtol=0, atol=0)
+    assert online_hub.downloads() == ["/timm/test_resnet.r160_in1k/resolve/main/model.safetensors"]
+    cached = catalog.hub_cached_file(spec)  # downloaded into the cache of HF_HUB_CACHE
+    assert cached is not None and cached.startswith(str(tmp_path / "hub"))
+
+    again = catalog.build_model(TINY, weights="auto")  # cached now: loaded without any request
+    assert again.weights == "hub" and again.weights_sha256 == loaded.weights_sha256
+    assert len(online_hub.downloads()) == 1
+
+
+def test_auto_with_an_answering_hub_fails_when_the_download_fails(online_hub) -> None:
+    """The hub answers but has no such file: the model fails, loudly, instead of running on random init."""
+    with pytest.raises(catalog.CatalogError, match=rf"could not be downloaded from {online_hub.endpoint}"):
+        catalog.build_model(TINY, weights="auto", hub=catalog.check_hub())
+    assert ("HEAD", "/timm/test_resnet.r160_in1k/resolve/main/model.safetensors") in online_hub.requests
+
+
+def test_auto_falls_back_to_random_only_when_the_hub_is_unreachable(
+    online_hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    status = catalog.check_hub()
+    assert not status.online and "HF_HUB_OFFLINE" in status.reason
+    assert online_hub.requests == []  # offline: not even the reachability check is sent
+    loaded = catalog.build_model(TINY, weights="auto", hub=status)
+    assert loaded.weights == "random" and loaded.weights_sha256 is None
+    assert "not in the local cache" in loaded.fallback and "HF_HUB_OFFLINE" in loaded.fallback
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    dead = _closed_port_endpoint()
+    monkeypatch.setenv("HF_ENDPOINT", dead)
+    status = catalog.check_hub()
+    assert not status.online and status.endpoint == dead and status.reason.startswith("unreachable"), status
+    loaded = catalog.build_model(TINY, weights="auto")  # checks the hub itself
+    assert loaded.weights == "random" and dead in loaded.fallback
+    with pytest.raises(catalog.CatalogError, match="could not be downloaded"):
+        catalog.build_model(TINY, weights="hub")  # asked for hub weights: no fallback
+
+
+def test_check_hub_times_out_quickly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An endpoint that accepts the connection but never answers is unreachable after the timeout."""
+    import socket
+    import time
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        t0 = time.perf_counter()
+        status = catalog.check_hub(f"http://127.0.0.1:{s.getsockname()[1]}", timeout=0.5)
+        elapsed = time.perf_counter() - t0
+    assert not status.online and "no answer within 0.5s" in status.reason, status
+    assert elapsed < 3
