@@ -110,6 +110,9 @@ def register(subparsers) -> None:
     )
     add_sweep_arguments(p)
     p.add_argument("--dry-run", action="store_true", help="list the units (todo / done) and exit")
+    p.add_argument("--report", metavar="DIR",
+                   help="after the sweep, write `lee report` of the results root into DIR (figures, tables, "
+                        "index.html): the pretrained results, or the random-init ones when the root has no others")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress line on stderr (default: when stderr is a terminal)")
     p.set_defaults(func=run)
@@ -164,4 +167,24 @@ def run(args: argparse.Namespace) -> int:
     prog = sweep.Progress(len(p.todo), total_images, enabled=args.progress)
     result = sweep.execute(p, progress=prog)
     sweep.print_summary(result)
-    return 1 if result.failed else 0
+    rc = 1 if result.failed else 0
+    if args.report:
+        files = [m for m in cfg.models or [] if m.endswith((".yaml", ".yml", ".json"))]
+        rc = max(rc, write_report(p.store.uri, args.report, files))
+    return rc
+
+
+def write_report(results: str, out: str, catalogs: list[str] | None = None) -> int:
+    """``lee report --results RESULTS --out OUT`` after a sweep: pretrained results, else the random-init ones."""
+    from pipelines.analysis.views import connect
+    from pipelines.commands import report_cmd
+
+    con = connect(results)
+    kinds = {w for (w,) in con.execute("SELECT DISTINCT weights FROM runs WHERE status = 'done'").fetchall()}
+    weights = "pretrained" if kinds & {"hub", "file"} or not kinds else "random"
+    args = report_cmd.parse([
+        "--results", results, "--out", out, "--weights", weights,
+        *[a for c in catalogs or [] for a in ("--catalog", c)],
+    ])
+    print(f"\nlee report --results {results} --out {out} --weights {weights}")
+    return report_cmd.run(args)

@@ -58,6 +58,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The arguments of ``lee report ARGV`` (for ``lee eval --report``)."""
+    parser = argparse.ArgumentParser(prog="lee")
+    register(parser.add_subparsers())
+    return parser.parse_args(["report", *argv])
+
+
 def _command(args: argparse.Namespace) -> str:
     """The equivalent command line, for the page."""
     parts = ["lee", "report", "--results", args.results, "--out", str(args.out), "--weights", args.weights,
