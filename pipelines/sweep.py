@@ -631,8 +631,8 @@ def print_summary(result: SweepResult, out: TextIO | None = None) -> None:
         print(
             "weights=random: random-init models (no pretrained weights here). Their softmax output is near uniform,\n"
             "so LEE is small; some sit at 0 or the float floor (ResMLP: timm zero-inits its classifier;\n"
-            "EfficientNet: random-init features barely vary with the input). Learned equivariance needs trained weights: `lee eval -m offline` (ImageNet-pretrained, no hub),
-the hub (--weights auto/hub), or `lee zoo train`.",
+            "EfficientNet: random-init features barely vary with the input). Learned equivariance needs trained weights: `lee eval -m offline` (ImageNet-pretrained, no hub),\n"
+            "the hub (--weights auto/hub), or `lee zoo train`.",
             file=out,
         )
     warning = fallback_warning(p)
