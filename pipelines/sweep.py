@@ -134,8 +134,11 @@ def resolve_models(cfg: SweepConfig) -> list:
 
 
 def with_img_size(specs: list, cfg: SweepConfig) -> list:
-    """``--img-size`` applied to every spec (smoke runs)."""
-    if cfg.img_size:
+    """``--img-size`` applied to every spec (smoke runs), checked against each architecture's minimum first."""
+    if cfg.img_size is not None:
+        from pipelines.checks import check_img_size
+
+        check_img_size(int(cfg.img_size), specs)
         specs = [s.replace(img_size=int(cfg.img_size)) for s in specs]
     return specs
 
@@ -193,6 +196,10 @@ def validate(cfg: SweepConfig) -> None:
         raise UsageError("--images and --limit must be positive")
     if cfg.batch_size < 1:
         raise UsageError("--batch-size must be positive")
+    if cfg.img_size is not None:
+        from pipelines.checks import check_img_size
+
+        check_img_size(cfg.img_size, [])  # positive, and not below the floor of every model
     if cfg.actors is not None and cfg.actors < 1:
         raise UsageError("--actors must be positive")
     if cfg.gpus_per_actor is not None and cfg.gpus_per_actor <= 0:
@@ -227,6 +234,7 @@ def plan(cfg: SweepConfig, *, check_writable: bool = True, dry_run: bool = False
             default: ``cfg.models`` through the packaged catalog.
     """
     validate(cfg)
+    specs = resolve_models(cfg) if specs is None else with_img_size(specs, cfg)  # --img-size checked here
     try:
         store = Store(cfg.output)
         if store.in_process and not dry_run:
@@ -237,6 +245,10 @@ def plan(cfg: SweepConfig, *, check_writable: bool = True, dry_run: bool = False
             )
         if check_writable:
             store.check_writable()
+        else:  # dry runs write nothing, but a root that could never be written is an error all the same
+            from pipelines.checks import check_root_usable
+
+            check_root_usable(store)
         runs = store.runs() if store.fs.exists(f"{store.path}/runs") else None
         status = store.run_status(runs) if runs is not None else {}
         attempts = store.run_attempts(runs) if runs is not None else {}
@@ -255,7 +267,6 @@ def plan(cfg: SweepConfig, *, check_writable: bool = True, dry_run: bool = False
                 f"--gpus {cfg.gpus_per_actor:g}: this machine has {torch.cuda.device_count()} GPU(s) and no --address "
                 "was given, so the local Ray could never place the actors; drop --gpus or join a cluster"
             )
-    specs = resolve_models(cfg) if specs is None else with_img_size(specs, cfg)
     datasets = load_images(cfg, dry_run=dry_run)
     units = []
     fam_cfgs = {f: family_config(f, cfg) for f in cfg.metrics}
