@@ -48,8 +48,10 @@ __all__ = [
     "MODEL_COLUMNS",
     "PRETRAIN_IMAGES",
     "ResultsRoot",
+    "allowed_directories",
     "connect",
     "model_rows",
+    "restrict_to_root",
     "sql_files",
     "views_script",
 ]
@@ -416,6 +418,40 @@ def _connection(root: ResultsRoot, threads: int | None):
     return con
 
 
+def allowed_directories(root: ResultsRoot) -> list[str]:
+    """The directory prefixes DuckDB may open for ``root`` (``allowed_directories``), each ending in ``/``.
+
+    A local root is listed as given and as its real path; an fsspec root (``memory://``) in both spellings
+    DuckDB uses for it (its globs expand to ``memory:///path``).
+    """
+    import os
+
+    if root.local is not None:
+        paths = {os.path.abspath(root.local), os.path.realpath(root.local)}
+        return sorted(p.rstrip("/") + "/" for p in paths)
+    if root.register is not None:
+        path = root.store.path.strip("/")
+        return [f"{root.protocol}://{path}/", f"{root.protocol}:///{path}/"]
+    return [root.prefix.rstrip("/") + "/"]
+
+
+def restrict_to_root(con: Any, root: ResultsRoot) -> None:
+    """Let ``con`` open files only under the results root, and lock that.
+
+    ``allowed_directories`` is set to the root, ``enable_external_access`` turned off (nothing outside the
+    allowed directories can be read or written; no extension can be installed or loaded; no database
+    attached) and ``lock_configuration`` turned on (no ``SET`` can undo it). Writes *inside* the root are
+    still possible for DuckDB (``COPY ... TO``), so :mod:`pipelines.commands.query_cmd` also refuses
+    statements other than queries.
+    """
+    dirs = ", ".join(_quote(d) for d in allowed_directories(root))
+    con.execute(f"SET allowed_directories = [{dirs}]")
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
 def views_script(
     results: str | ResultsRoot, *, models: str = "results", catalogs: Sequence[str | Path] = ()
 ) -> str:
@@ -447,6 +483,7 @@ def connect(
     models: str = "results",
     catalogs: Sequence[str | Path] = (),
     threads: int | None = None,
+    read_only: bool = False,
 ):
     """An in-memory DuckDB connection with the views of :func:`views_script` over ``results``.
 
@@ -458,6 +495,8 @@ def connect(
         models: ``results`` or ``all``, as in :func:`views_script`.
         catalogs: User catalog files, as in :func:`views_script`.
         threads: DuckDB threads (default: DuckDB's, the number of cores).
+        read_only: After the views are built, let the connection open files only under the results root
+            (:func:`restrict_to_root`: ``lee query``'s default).
 
     Raises:
         pipelines.cli.UsageError: The root has no results (no ``runs/``) or cannot be read.
@@ -466,6 +505,8 @@ def connect(
     con = _connection(root, threads)
     try:
         _build(con, root, models, catalogs)
+        if read_only:
+            restrict_to_root(con, root)
     except BaseException:
         con.close()
         raise
