@@ -15,7 +15,27 @@ import pyarrow.parquet as pq
 
 from pipelines import schema
 
-__all__ = ["Store", "StoreError"]
+__all__ = ["Store", "StoreError", "file_problem"]
+
+
+def file_problem(fs: Any, path: str, *, full: bool = False) -> tuple[str | None, pa.Schema | None]:
+    """Whether a Parquet file can be read: ``(None, its schema)``, or ``(the reason, None)``.
+
+    Args:
+        fs: The fsspec filesystem.
+        path: The file's path on ``fs``.
+        full: Read every row (``lee verify --full``), not only the footer.
+    """
+    try:
+        with fs.open(path, "rb") as fh:
+            if full:
+                return None, pq.read_table(fh).schema
+            return None, pq.ParquetFile(fh).schema_arrow
+    except FileNotFoundError:
+        return "missing", None
+    except Exception as exc:  # noqa: BLE001 - a damaged file raises anything (ArrowInvalid, OSError, ...)
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        return f"{type(exc).__name__}: {text}".rstrip(": "), None
 
 
 class StoreError(ValueError):
@@ -39,6 +59,8 @@ class Store:
         except ValueError as exc:
             raise StoreError(f"output root {root!r} cannot be opened: {exc}") from None
         self.path = self.path.rstrip("/") or "/"
+        self.unreadable: dict[str, str] = {}
+        """file -> reason, for every file a read of this store skipped because it could not be read."""
 
     def __reduce__(self):  # ship the URI to actors, not an open filesystem
         return (Store, (self.uri,))
@@ -108,11 +130,33 @@ class Store:
         files = self.fs.glob(f"{self.path}/runs/unit=*/part-0.parquet")
         if not files:
             return schema.RUNS.schema.empty_table()
-        tables = []
-        for f in files:
-            with self.fs.open(f, "rb") as fh:
-                tables.append(pq.read_table(fh, schema=schema.RUNS.schema))
+        tables = [t for t in (self._read(f, schema.RUNS.schema) for f in files) if t is not None]
+        if not tables:
+            return schema.RUNS.schema.empty_table()
         return pa.concat_tables(tables)
+
+    def _read(self, path: str, sch: pa.Schema) -> pa.Table | None:
+        """One file read with ``sch`` (columns it lacks read as NULL); None, recorded in :attr:`unreadable`,
+        when it cannot be read (truncated, damaged, deleted meanwhile)."""
+        try:
+            with self.fs.open(path, "rb") as fh:
+                t = pq.read_table(fh)
+        except Exception as exc:  # noqa: BLE001 - a damaged file raises anything
+            text = str(exc).splitlines()[0] if str(exc) else ""
+            self.unreadable[path] = f"{type(exc).__name__}: {text}".rstrip(": ")
+            return None
+        cols = [t.column(f.name).cast(f.type) if f.name in t.column_names else pa.nulls(t.num_rows, f.type)
+                for f in sch]
+        return pa.Table.from_arrays(cols, schema=sch)
+
+    def data_file(self, table: str, model: str, dataset: str, unit: str) -> str:
+        """Path of a unit's data file."""
+        return f"{schema.data_path(self.path, table, model, dataset, unit)}/part-0.parquet"
+
+    def data_problem(self, table: str, model: str, dataset: str, unit: str) -> str | None:
+        """None if the unit's data file can be read (its footer), else why not (``missing``, the error)."""
+        problem, _ = file_problem(self.fs, self.data_file(table, model, dataset, unit))
+        return problem
 
     def run_status(self, runs: pa.Table | None = None) -> dict[str, str]:
         """unit key -> status (of ``runs``, default all ``runs`` rows)."""
@@ -138,10 +182,9 @@ class Store:
         sch = schema.TABLES[table].schema
         if not files:
             return sch.empty_table()
-        parts = []
-        for f in files:
-            with self.fs.open(f, "rb") as fh:
-                parts.append(pq.read_table(fh, schema=sch))
+        parts = [t for t in (self._read(f, sch) for f in files) if t is not None]
+        if not parts:
+            return sch.empty_table()
         return pa.concat_tables(parts)
 
     def local_path(self) -> str | None:

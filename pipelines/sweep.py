@@ -52,6 +52,9 @@ class Plan:
     datasets: dict[str, LoadedDataset] = field(repr=False)
     attempts: dict[str, int] = field(default_factory=dict)
     """unit key -> ``attempt`` of its stored ``runs`` row (absent: never started)."""
+    damaged: dict[str, str] = field(default_factory=dict)
+    """unit key -> why its data file cannot be read, for units whose ``runs`` row says done (redone, with the
+    reason ``data unreadable``)."""
 
     @property
     def skipped(self) -> list[WorkUnit]:
@@ -274,8 +277,30 @@ def plan(cfg: SweepConfig, *, check_writable: bool = True, dry_run: bool = False
         for ds in (d.info for d in datasets.values()):
             for fam in cfg.metrics:
                 units.append(make_unit(fam, spec, ds, cfg, fam_cfgs[fam]))
-    todo = [u for u in units if cfg.force or status.get(u.key) != "done"]
-    return Plan(cfg, store, units, todo, status, datasets, attempts)
+    damaged = find_damaged(store, units, status)
+    todo = [u for u in units if cfg.force or status.get(u.key) != "done" or u.key in damaged]
+    return Plan(cfg, store, units, todo, status, datasets, attempts, damaged)
+
+
+def find_damaged(store: Store, units: list[WorkUnit], status: dict[str, str]) -> dict[str, str]:
+    """The done units whose data file is missing or cannot be read (its Parquet footer), with the problem.
+
+    Such a unit is redone (its ``runs`` row says done, but its rows cannot be read). ``runs`` files that
+    could not be read are named too: their units count as never started. Each is a ``lee: warning:`` line.
+    """
+    damaged = {}
+    for u in units:
+        if status.get(u.key) == "done":
+            problem = store.data_problem(u.table, u.model.name, u.dataset.name, u.key)
+            if problem is not None:
+                damaged[u.key] = problem
+                print(f"lee: warning: unit {u.describe()} is done but its data file "
+                      f"{store.data_file(u.table, u.model.name, u.dataset.name, u.key)} is unreadable ({problem}): "
+                      "it is redone", file=sys.stderr)
+    for path, problem in store.unreadable.items():
+        print(f"lee: warning: skipping unreadable runs file {path} ({problem}): its unit counts as not started",
+              file=sys.stderr)
+    return damaged
 
 
 # ------------------------------------------------------------------------------------------ execute

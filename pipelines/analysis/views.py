@@ -36,6 +36,7 @@ import importlib.resources
 import json
 import math
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,9 @@ class ResultsRoot:
         except StoreError as exc:
             raise UsageError(str(exc)) from None
         self.uri = uri
+        self.damaged: list[tuple[str, str]] = []
+        """``(file, reason)`` of every data file the views leave out because it cannot be read."""
+        self._scans: dict[str, tuple[list[str], int]] = {}
         fs = self.store.fs
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         self.protocol = protocol
@@ -207,17 +211,37 @@ class ResultsRoot:
 
         return search(f"{self.store.path}/{table}", 0)
 
-    def file_schemas(self, con: Any, table: str) -> int:
-        """How many different Parquet schemas (column names and types) the files of ``table`` have.
+    def scan(self, table: str) -> tuple[list[str], int]:
+        """The readable files of ``table`` (paths as DuckDB opens them) and how many schemas they have.
 
-        Reads every file's footer once (DuckDB ``parquet_schema``).
+        Reads every file's Parquet footer once (through fsspec). A file whose footer cannot be read (a
+        truncated or damaged file) is left out, recorded in :attr:`damaged` and named in a warning on
+        stderr (``lee: warning: ...``), so one damaged file never takes down the views.
         """
-        sql = (
-            "SELECT count(DISTINCT cols) FROM (SELECT file_name, string_agg(name || ':' || coalesce(type, '') || ':' "
-            "|| coalesce(CAST(logical_type AS VARCHAR), ''), ',' ORDER BY name) AS cols "
-            f"FROM parquet_schema({_quote(self.glob(table))}) GROUP BY file_name)"
-        )
-        return int(con.execute(sql).fetchall()[0][0])
+        if table in self._scans:
+            return self._scans[table]
+        from pipelines.store import file_problem
+
+        fs = self.store.fs
+        pattern = self.glob(table)[len(self.prefix):]
+        found = sorted(fs.glob(f"{self.store.path}{pattern}"))
+        good, schemas = [], set()
+        for path in found:
+            problem, sch = file_problem(fs, path)
+            if problem is not None:
+                shown = self._duck_path(path)
+                self.damaged.append((shown, problem))
+                print(f"lee: warning: skipping unreadable {table} file {shown}: {problem}", file=sys.stderr)
+                continue
+            good.append(self._duck_path(path))
+            schemas.add(tuple(sorted((f.name, str(f.type)) for f in sch)))
+        self._scans[table] = (good, len(schemas))
+        return self._scans[table]
+
+    def _duck_path(self, path: str) -> str:
+        """A path of :attr:`store`'s filesystem as DuckDB opens it (the prefix's spelling)."""
+        rel = path[len(self.store.path):] if path.startswith(self.store.path) else "/" + path.lstrip("/")
+        return f"{self.prefix}{rel}"
 
     def source(self, table: str, con: Any = None) -> str:
         """The ``{{source:<table>}}`` replacement for this root.
@@ -230,13 +254,22 @@ class ResultsRoot:
         empty = empty_select(table)
         if not self.has_files(table):
             return f"{empty} /* no {table} files under {self.uri} yet */"
+        good, n_schemas = self.scan(table)
+        if not good:
+            return f"{empty} /* every {table} file under {self.uri} is unreadable (lee verify) */"
         hive = ", ".join(f"'{p}': VARCHAR" for p in schema.TABLES[table].partition_by)
-        uniform = con is not None and self.file_schemas(con, table) <= 1
+        uniform = con is not None and n_schemas <= 1
         union = (" /* every file had the same schema when this script was made; if newer files differ, DuckDB "
                  "says 'schema mismatch': run `lee sql` again */" if uniform else ", union_by_name = true")
+        n_bad = sum(1 for f, _ in self.damaged if f.startswith(f"{self.prefix}/{table}/"))
+        if n_bad:  # name the readable files: the glob would reach the damaged ones
+            files = "[" + ", ".join(_quote(f) for f in good) + "]"
+            note = f" /* {n_bad} unreadable {table} file(s) left out: lee verify -r {self.uri} */"
+        else:
+            files, note = _quote(self.glob(table)), ""
         return (
-            f"SELECT * FROM read_parquet({_quote(self.glob(table))}, hive_partitioning = true, "
-            f"hive_types = {{{hive}}}{union})\n    UNION ALL BY NAME {empty}"
+            f"SELECT * FROM read_parquet({files}, hive_partitioning = true, "
+            f"hive_types = {{{hive}}}{union}){note}\n    UNION ALL BY NAME {empty}"
         )
 
 

@@ -16,7 +16,8 @@ table. A unit is run when its key has no ``done`` row; the reason says why:
   (``runs.weights_sha256``): a ``file`` checkpoint overwritten under the same path, or a hub cache that
   now holds another revision (hub files are compared when the cache names them by sha256, as the
   Hugging Face cache does for weights; nothing is downloaded);
-* ``failed before``: the last attempt failed.
+* ``failed before``: the last attempt failed;
+* ``data unreadable``: the unit is done, but its data file is missing or cannot be read (damaged).
 """
 
 from __future__ import annotations
@@ -182,7 +183,9 @@ def plan_reevaluation(cfg, *, dry_run: bool = False, fresh: FreshCatalog | None 
     done_rows = {r["unit"]: r for r in runs if r["status"] == "done"}
     shas: dict = {}
     for u in p.units:
-        if p.status.get(u.key) != "done":
+        if u.key in p.damaged:
+            reasons[u.key] = "data unreadable"
+        elif p.status.get(u.key) != "done":
             reasons[u.key] = _reason(u, p.status, by_model, hub_cached)
         elif (
             u.weights_policy == "auto"
