@@ -49,7 +49,7 @@ __all__ = [
     "runs_path",
 ]
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 """Bumped whenever a column is added, removed or changes meaning (stored in ``runs``)."""
 
 
@@ -196,9 +196,11 @@ RUNS = Table(
         Column("data_config_json", pa.string(), "-", "timm's resolved eval data config of the loaded model as JSON (input_size, interpolation, crop_pct, crop_mode, mean, std); null if the model never loaded or the row predates schema 3", nullable=True),
         Column("seed", pa.int64(), "-", "seed of the unit; random draws of image i use a generator seeded with (seed, i) (`pipelines.families.image_seed`)"),
         Column("n_images", pa.int32(), "images", "images the unit was asked to evaluate"),
+        Column("n_skipped", pa.int32(), "images", "images of the dataset's seeded subset that could not be read, or were needed and could not be decoded: skipped, the next decodable ones used instead (the subset is read whole for the fingerprint); null in rows before schema 4", nullable=True),
+        Column("skipped_json", pa.string(), "-", "JSON list of the skipped images, `[{\"id\": image_id, \"reason\": message}, ...]` in id order (at most 1000; `n_skipped` has the count); null in rows before schema 4", nullable=True),
         Column("n_rows", pa.int64(), "rows", "data rows written (0 for failed units)"),
         Column("batch_size", pa.int32(), "images", "batch size finally used (after out-of-memory halving)", nullable=True),
-        Column("attempt", pa.int32(), "-", "how many times the unit has been started, this attempt included (1 = first; the previous row's + 1)"),
+        Column("attempt", pa.int32(), "-", "how many times the unit has been started, this attempt included (1 = first; the previous row's + 1, read under the unit's lock, so concurrent runs on a local root count truly)"),
         Column("error_type", pa.string(), "-", "exception class of a failed unit", nullable=True),
         Column("error", pa.string(), "-", "error message and traceback tail of a failed unit", nullable=True),
         Column("started_at", pa.timestamp("us", tz="UTC"), "UTC", "when the unit started"),

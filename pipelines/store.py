@@ -5,8 +5,12 @@ See :mod:`pipelines.schema` for the layout and the visibility rule.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import fsspec
@@ -123,6 +127,89 @@ class Store:
         d = schema.runs_path(self.path, row["unit"])
         self._remove_partials(d)
         return self._write_atomic(d, t)
+
+    # ---- concurrent writers ------------------------------------------------------------------------
+    @property
+    def can_lock(self) -> bool:
+        """Whether units can be locked here: local roots (``fcntl.flock``); object stores cannot."""
+        return self.protocol in ("file", "local") and hasattr(os, "O_CREAT")
+
+    def lock_path(self, unit: str) -> str:
+        return f"{self.path}/_locks/{unit}.lock"
+
+    @contextlib.contextmanager
+    def unit_lock(self, unit: str, *, poll_s: float = 0.2) -> Iterator[bool]:
+        """Hold the unit's lock while the body runs (waiting for another holder first); yields whether a
+        lock was taken.
+
+        Local roots: an exclusive ``fcntl.flock`` on ``_locks/<unit>.lock``, so two runs on one root never
+        compute a unit at the same time; the kernel releases it when its process dies (a killed run never
+        leaves a unit locked). The holder removes the file when done; a waiter that locked a file removed
+        meanwhile tries again. Other filesystems (``s3://``, ``gs://`` ...) have no such lock: nothing is
+        locked (yields False) and the caller's re-read of the ``runs`` row is the only coordination.
+        """
+        if not self.can_lock:
+            yield False
+            return
+        import fcntl
+
+        path = self.lock_path(unit)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        while True:
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        time.sleep(poll_s)
+                try:
+                    same = os.fstat(fd).st_ino == os.stat(path).st_ino
+                except FileNotFoundError:
+                    same = False
+            except BaseException:
+                os.close(fd)
+                raise
+            if same:
+                break
+            os.close(fd)  # the holder removed the file after we opened it: lock the new one
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{socket.gethostname()} pid {os.getpid()} since {time.time():.0f}\n".encode())
+            yield True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            os.close(fd)
+
+    def lock_held(self, unit: str) -> bool:
+        """Whether a process holds the unit's lock now (False where units cannot be locked)."""
+        if not self.can_lock or not os.path.exists(self.lock_path(unit)):
+            return False
+        import fcntl
+
+        try:
+            fd = os.open(self.lock_path(unit), os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def run_row(self, unit: str) -> dict[str, Any] | None:
+        """The unit's stored ``runs`` row (None if it has none, or it cannot be read)."""
+        path = f"{schema.runs_path(self.path, unit)}/part-0.parquet"
+        try:
+            exists = self.fs.exists(path)
+        except OSError:
+            return None
+        t = self._read(path, schema.RUNS.schema) if exists else None
+        return t.to_pylist()[0] if t is not None and t.num_rows else None
 
     # ---- reads -----------------------------------------------------------------------------------
     def runs(self) -> pa.Table:

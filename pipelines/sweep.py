@@ -273,8 +273,9 @@ def plan(cfg: SweepConfig, *, check_writable: bool = True, dry_run: bool = False
     datasets = load_images(cfg, dry_run=dry_run)
     units = []
     fam_cfgs = {f: family_config(f, cfg) for f in cfg.metrics}
+    infos = [dataclasses.replace(d.info, skipped=tuple(d.errors)) for d in datasets.values()]  # -> runs.n_skipped
     for spec in specs:
-        for ds in (d.info for d in datasets.values()):
+        for ds in infos:
             for fam in cfg.metrics:
                 units.append(make_unit(fam, spec, ds, cfg, fam_cfgs[fam]))
     damaged = find_damaged(store, units, status)
@@ -571,9 +572,11 @@ def print_summary(result: SweepResult, out: TextIO | None = None) -> None:
             file=out,
         )
     n_failed = len(result.failed)
+    meanwhile = [r for r in result.done if r.get("skipped")]  # done by a concurrent run on the same root
+    other = f"{len(meanwhile)} computed meanwhile by another run (not redone), " if meanwhile else ""
     print(
-        f"\n{len(p.units)} units: {len(result.done)} computed, {len(p.skipped)} already done (skipped), "
-        f"{n_failed} failed; {result.wall_s:.1f}s. Results: {p.store.uri}",
+        f"\n{len(p.units)} units: {len(result.done) - len(meanwhile)} computed, {other}{len(p.skipped)} already "
+        f"done (skipped), {n_failed} failed; {result.wall_s:.1f}s. Results: {p.store.uri}",
         file=out,
     )
     for r in result.failed:
