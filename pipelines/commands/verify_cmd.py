@@ -117,7 +117,9 @@ def verify_root(uri: str, *, full: bool = False) -> tuple[list[Finding], int]:
                                 "left by a killed write; removed by the unit's next write"))
     for path in sorted(fs.glob(f"{store.path}/_locks/*.lock")):
         unit = path.rsplit("/", 1)[-1].removesuffix(".lock")
-        findings.append(Finding("lock", path, unit, "the unit is being computed (or its process died)"))
+        held = store.lock_held(unit)
+        findings.append(Finding("lock", path, unit, "held: the unit is being computed now" if held else
+                                "not held: left by a process that died; harmless, removed by the unit's next run"))
     findings.sort(key=lambda f: (not f.damage, f.kind, f.path))
     return findings, checked
 

@@ -105,3 +105,19 @@ def test_verify_full_reads_every_row_and_a_clean_root_passes(tmp_path, capsys):
     assert "0 damaged" in capsys.readouterr().err
     assert main(["verify", "-r", str(tmp_path / "none")]) == 2
     assert capsys.readouterr().err.startswith("lee: error: no results under")
+
+
+def test_verify_notes_locks_and_temporary_files_without_calling_them_damage(tmp_path, capsys):
+    root = str(tmp_path / "r")
+    s = Store(root)
+    unit = write_unit(s, "lee", MODELS[0], "sample-test", "test", lee_columns(np.ones((2, 1)), ["rotate"]))
+    (unit_dir,) = glob.glob(f"{root}/lee/model=*/dataset=*/unit={unit}")
+    open(f"{unit_dir}/_tmp-dead.partial", "wb").close()
+    with s.unit_lock(unit) as locked:
+        assert locked and s.lock_held(unit)
+        findings, _ = verify_root(root)
+        assert {(f.kind, f.damage) for f in findings} == {("lock", False), ("temporary file", False)}
+        assert next(f for f in findings if f.kind == "lock").detail.startswith("held")
+        assert main(["verify", "-r", root]) == 0
+    assert not s.lock_held(unit) and [f.kind for f in verify_root(root)[0]] == ["temporary file"]
+    capsys.readouterr()
