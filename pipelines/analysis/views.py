@@ -163,7 +163,7 @@ class ResultsRoot:
         self.uri = uri
         self.damaged: list[tuple[str, str]] = []
         """``(file, reason)`` of every data file the views leave out because it cannot be read."""
-        self._scans: dict[str, tuple[list[str], int]] = {}
+        self._scans: dict[str, tuple[list[str] | None, int]] = {}
         fs = self.store.fs
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         self.protocol = protocol
@@ -211,15 +211,38 @@ class ResultsRoot:
 
         return search(f"{self.store.path}/{table}", 0)
 
-    def scan(self, table: str) -> tuple[list[str], int]:
-        """The readable files of ``table`` (paths as DuckDB opens them) and how many schemas they have.
+    def file_schemas(self, con: Any, table: str) -> int:
+        """How many different Parquet schemas (column names and types) the files of ``table`` have.
 
-        Reads every file's Parquet footer once (through fsspec). A file whose footer cannot be read (a
-        truncated or damaged file) is left out, recorded in :attr:`damaged` and named in a warning on
-        stderr (``lee: warning: ...``), so one damaged file never takes down the views.
+        Reads every file's footer once (DuckDB ``parquet_schema``); raises ``duckdb.Error`` when one cannot
+        be read.
+        """
+        sql = (
+            "SELECT count(DISTINCT cols) FROM (SELECT file_name, string_agg(name || ':' || coalesce(type, '') || ':' "
+            "|| coalesce(CAST(logical_type AS VARCHAR), ''), ',' ORDER BY name) AS cols "
+            f"FROM parquet_schema({_quote(self.glob(table))}) GROUP BY file_name)"
+        )
+        return int(con.execute(sql).fetchall()[0][0])
+
+    def scan(self, table: str, con: Any = None) -> tuple[list[str] | None, int]:
+        """The readable files of ``table`` and how many schemas they have.
+
+        Every file's Parquet footer is read once: by DuckDB (``parquet_schema`` over the glob, fast) when a
+        connection is given and every footer reads; then the file list is None (the glob holds them all).
+        Otherwise each footer is read through fsspec: a file whose footer cannot be read (truncated, damaged)
+        is left out, recorded in :attr:`damaged` and named in a warning on stderr (``lee: warning: ...``), so
+        one damaged file never takes down the views; the list names the readable files (as DuckDB opens them).
         """
         if table in self._scans:
             return self._scans[table]
+        if con is not None:
+            import duckdb
+
+            try:
+                self._scans[table] = (None, self.file_schemas(con, table))
+                return self._scans[table]
+            except duckdb.Error:
+                pass  # a footer that does not read: find which, file by file
         from pipelines.store import file_problem
 
         fs = self.store.fs
@@ -254,15 +277,15 @@ class ResultsRoot:
         empty = empty_select(table)
         if not self.has_files(table):
             return f"{empty} /* no {table} files under {self.uri} yet */"
-        good, n_schemas = self.scan(table)
-        if not good:
+        good, n_schemas = self.scan(table, con)
+        if good is not None and not good:
             return f"{empty} /* every {table} file under {self.uri} is unreadable (lee verify) */"
         hive = ", ".join(f"'{p}': VARCHAR" for p in schema.TABLES[table].partition_by)
         uniform = con is not None and n_schemas <= 1
         union = (" /* every file had the same schema when this script was made; if newer files differ, DuckDB "
                  "says 'schema mismatch': run `lee sql` again */" if uniform else ", union_by_name = true")
         n_bad = sum(1 for f, _ in self.damaged if f.startswith(f"{self.prefix}/{table}/"))
-        if n_bad:  # name the readable files: the glob would reach the damaged ones
+        if good is not None and n_bad:  # name the readable files: the glob would reach the damaged ones
             files = "[" + ", ".join(_quote(f) for f in good) + "]"
             note = f" /* {n_bad} unreadable {table} file(s) left out: lee verify -r {self.uri} */"
         else:
