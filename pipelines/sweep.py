@@ -289,15 +289,18 @@ def find_damaged(store: Store, units: list[WorkUnit], status: dict[str, str]) ->
     Such a unit is redone (its ``runs`` row says done, but its rows cannot be read). ``runs`` files that
     could not be read are named too: their units count as never started. Each is a ``lee: warning:`` line.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
+    done = [u for u in units if status.get(u.key) == "done"]
+    with ThreadPoolExecutor(max_workers=16) as pool:  # one footer read per done unit: object stores are slow
+        problems = list(pool.map(lambda u: store.data_problem(u.table, u.model.name, u.dataset.name, u.key), done))
     damaged = {}
-    for u in units:
-        if status.get(u.key) == "done":
-            problem = store.data_problem(u.table, u.model.name, u.dataset.name, u.key)
-            if problem is not None:
-                damaged[u.key] = problem
-                print(f"lee: warning: unit {u.describe()} is done but its data file "
-                      f"{store.data_file(u.table, u.model.name, u.dataset.name, u.key)} is unreadable ({problem}): "
-                      "it is redone", file=sys.stderr)
+    for u, problem in zip(done, problems, strict=True):
+        if problem is not None:
+            damaged[u.key] = problem
+            print(f"lee: warning: unit {u.describe()} is done but its data file "
+                  f"{store.data_file(u.table, u.model.name, u.dataset.name, u.key)} is unreadable ({problem}): "
+                  "it is redone", file=sys.stderr)
     for path, problem in store.unreadable.items():
         print(f"lee: warning: skipping unreadable runs file {path} ({problem}): its unit counts as not started",
               file=sys.stderr)
