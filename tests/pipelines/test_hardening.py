@@ -63,6 +63,12 @@ def test_a_done_unit_with_unreadable_data_is_redone(tmp_path, capsys):
     assert f"lee: warning: unit lee:{MODEL}@sample-test[{first['unit']}] is done but its data file {path}" in err
     _, reasons = plan_reevaluation(cfg, dry_run=True)
     assert reasons == {first["unit"]: "data unreadable"}
+    from pipelines.cli import main
+
+    assert main(["eval", "-m", MODEL, "-d", "sample-test", "-g", "rotate", "-n", "3", "--img-size", "32",
+                 "--batch-size", "4", "-o", cfg.output, "--dry-run"]) == 0
+    row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(first["unit"]))
+    assert row.split()[-3:] == ["todo", "data", "unreadable"]  # action, stored
     assert [f.kind for f in verify_root(cfg.output)[0]] == ["data unreadable"]
     (again,) = _run_todo(cfg)
     assert again["status"] == "done" and again["attempt"] == 2
