@@ -110,9 +110,10 @@ def check_statements(sql: str) -> None:
     for st in statements:
         kind = st.type.name
         if kind not in ALLOWED_STATEMENTS:
-            words = " ".join(st.query.split()[:2]) if st.query.strip() else kind
+            first = st.query.split()[0].upper() if st.query.split() else ""
+            verb = first if first.isalpha() else kind  # INSTALL and LOAD are both DuckDB's LOAD type
             raise UsageError(
-                f"lee query is read-only: {kind} statements are refused ({words!r} ...); it runs queries "
+                f"lee query is read-only: {verb} is refused ({' '.join(st.query.split()[:3])!r} ...); it runs queries "
                 f"({', '.join(ALLOWED_STATEMENTS)} on the in-memory views) and reads only the results root. "
                 "Write a result with --format/--out, or pass --unrestricted for SQL you trust"
             )
