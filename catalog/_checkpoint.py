@@ -136,6 +136,50 @@ def _unwrap(obj: Any, uri: str) -> dict[str, torch.Tensor]:
     return obj
 
 
+_UNSAFE_HINT = re.compile(r"weights_only[`'\"]?\s*(?:set to|=)\s*[`'\"]?False", re.IGNORECASE)
+_GLOBAL = re.compile(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL|Unsupported operand)\s+([^\s]+)")
+
+CONVERT_HINT = (
+    "convert it once, where you trust the file, to a plain state dict of tensors: load it there, then "
+    "`safetensors.torch.save_file(model.state_dict(), 'model.safetensors')` (or "
+    "`torch.save(model.state_dict(), 'model.pt')`), and point the catalog's `checkpoint:` at the new file"
+)
+"""How to make a refused checkpoint loadable without ever unpickling it here."""
+
+
+def _refusal(uri: str, exc: Exception) -> str:
+    """The project's message for a checkpoint that cannot be read as weights only.
+
+    PyTorch's own text for a refused pickle advises re-running ``torch.load`` with
+    ``weights_only=False``, which would run the file's code; it is never passed on. A refused
+    pickle says why (the global that is not a tensor type) and how to convert the file safely.
+    """
+    import pickle
+
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
+        found = _GLOBAL.search(text)
+        if found and "GLOBAL" in found.group(0):
+            return (
+                f"checkpoint {uri!r} was refused: it is a pickle that holds Python objects other than tensors "
+                f"({found.group(0).rstrip('.')}), and loading those could run code from the file, so lee reads "
+                f"weights only (torch.load(weights_only=True) or safetensors). To use it, {CONVERT_HINT}"
+            )
+        why = f" ({found.group(0).rstrip('.')})" if found else ""
+        return (
+            f"checkpoint {uri!r} was refused: the weights-only reader (torch.load(weights_only=True)) could not "
+            f"read it{why}; it is damaged, not a torch.save file, or holds content other than tensors. "
+            f"To use it, {CONVERT_HINT}"
+        )
+    first = next((line for line in text.splitlines() if line.strip() and not _UNSAFE_HINT.search(line)), "")
+    if _UNSAFE_HINT.search(first):
+        first = ""
+    return (
+        f"cannot load checkpoint {uri!r} as weights only (safetensors or torch.load(weights_only=True)): "
+        f"{type(exc).__name__}: {first}".rstrip(": ")
+    )
+
+
 def read_checkpoint(uri: str) -> tuple[dict[str, torch.Tensor], str]:
     """Read a state dict from a local path or fsspec URI, never running code from the file.
 
@@ -169,10 +213,7 @@ def read_checkpoint(uri: str) -> tuple[dict[str, torch.Tensor], str]:
         else:
             obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # safetensors errors, UnpicklingError for non-weights content, zip errors
-        raise CatalogError(
-            f"cannot load checkpoint {uri!r} as weights only (safetensors or torch.load(weights_only=True)): "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        ) from None
+        raise CatalogError(_refusal(uri, exc)) from None
     return _unwrap(obj, uri), sha
 
 

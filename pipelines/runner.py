@@ -70,6 +70,7 @@ def base_row(unit: WorkUnit, sweep_id: str, attempt: int, git_rev: str | None = 
         "data_config_json": None,
         "seed": unit.seed,
         "n_images": unit.dataset.n_images,
+        **skipped_columns(unit),
         "n_rows": 0,
         "batch_size": None,
         "attempt": attempt,
@@ -84,6 +85,17 @@ def base_row(unit: WorkUnit, sweep_id: str, attempt: int, git_rev: str | None = 
         "hostname": env.hostname(),
         "schema_version": schema.SCHEMA_VERSION,
     }
+
+
+MAX_SKIPPED_LISTED = 1000
+"""Skipped images listed in ``runs.skipped_json`` at most (``n_skipped`` counts them all)."""
+
+
+def skipped_columns(unit: WorkUnit) -> dict[str, Any]:
+    """``n_skipped`` and ``skipped_json`` of a unit: the images of its dataset that could not be read or decoded."""
+    skipped = list(getattr(unit.dataset, "skipped", ()) or ())
+    listed = [{"id": str(i), "reason": str(r)[:500]} for i, r in skipped[:MAX_SKIPPED_LISTED]]
+    return {"n_skipped": len(skipped), "skipped_json": json.dumps(listed)}
 
 
 def failed_row(
@@ -163,14 +175,30 @@ class UnitRunner:
         shards: list,
         sweep_id: str,
         *,
-        attempt: int = 1,
+        attempt: int | None = None,
         batch_size: int = 16,
     ) -> dict[str, Any]:
         """Compute one unit and write it (placeholder row, data, final ``runs`` row). Returns a summary.
 
+        Concurrent runs on one root: the unit is computed under its lock (:meth:`Store.unit_lock`; local
+        roots), and its ``runs`` row is read again under it. A row started after the driver planned
+        (its ``attempt`` is at least the planned one) that is ``done`` was computed meanwhile by another run:
+        the unit is not computed again (the summary says ``skipped``). Otherwise this attempt is the stored
+        row's ``attempt`` + 1, read under the lock, so ``attempt`` counts every start.
+
         Args:
-            attempt: this attempt's number (the stored row's ``attempt`` + 1; the driver reads it).
+            attempt: The attempt the driver planned (the stored row's ``attempt`` + 1 when it planned);
+                None: no plan, compute whatever is stored.
         """
+        with self.store.unit_lock(unit.key):
+            stored = self.store.run_row(unit.key)
+            prev = int(stored.get("attempt") or 0) if stored else 0
+            if stored is not None and attempt is not None and stored["status"] == "done" and prev >= attempt:
+                return _summary(stored) | {"skipped": f"computed meanwhile by sweep {stored.get('sweep_id')}"}
+            return self._compute(unit, shards, sweep_id, attempt=prev + 1, batch_size=batch_size)
+
+    def _compute(self, unit: WorkUnit, shards: list, sweep_id: str, *, attempt: int, batch_size: int) -> dict[str, Any]:
+        """:meth:`run` once the unit is locked and its attempt known."""
         started = _now()
         t0 = time.perf_counter()
         loaded = None
@@ -257,7 +285,8 @@ def _data_config_json(loaded) -> str | None:
 
 
 def _summary(row: dict[str, Any]) -> dict[str, Any]:
-    keep = ("unit", "status", "family", "model", "weights", "dataset", "n_images", "n_rows", "error", "compute_s", "wall_s")
+    keep = ("unit", "status", "family", "model", "weights", "dataset", "n_images", "n_rows", "error", "compute_s", "wall_s",
+            "attempt")
     return {k: row.get(k) for k in keep}
 
 

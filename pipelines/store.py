@@ -5,8 +5,12 @@ See :mod:`pipelines.schema` for the layout and the visibility rule.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import fsspec
@@ -15,7 +19,27 @@ import pyarrow.parquet as pq
 
 from pipelines import schema
 
-__all__ = ["Store", "StoreError"]
+__all__ = ["Store", "StoreError", "file_problem"]
+
+
+def file_problem(fs: Any, path: str, *, full: bool = False) -> tuple[str | None, pa.Schema | None]:
+    """Whether a Parquet file can be read: ``(None, its schema)``, or ``(the reason, None)``.
+
+    Args:
+        fs: The fsspec filesystem.
+        path: The file's path on ``fs``.
+        full: Read every row (``lee verify --full``), not only the footer.
+    """
+    try:
+        with fs.open(path, "rb") as fh:
+            if full:
+                return None, pq.read_table(fh).schema
+            return None, pq.ParquetFile(fh).schema_arrow
+    except FileNotFoundError:
+        return "missing", None
+    except Exception as exc:  # noqa: BLE001 - a damaged file raises anything (ArrowInvalid, OSError, ...)
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        return f"{type(exc).__name__}: {text}".rstrip(": "), None
 
 
 class StoreError(ValueError):
@@ -39,6 +63,8 @@ class Store:
         except ValueError as exc:
             raise StoreError(f"output root {root!r} cannot be opened: {exc}") from None
         self.path = self.path.rstrip("/") or "/"
+        self.unreadable: dict[str, str] = {}
+        """file -> reason, for every file a read of this store skipped because it could not be read."""
 
     def __reduce__(self):  # ship the URI to actors, not an open filesystem
         return (Store, (self.uri,))
@@ -102,17 +128,122 @@ class Store:
         self._remove_partials(d)
         return self._write_atomic(d, t)
 
+    # ---- concurrent writers ------------------------------------------------------------------------
+    @property
+    def can_lock(self) -> bool:
+        """Whether units can be locked here: local roots (``fcntl.flock``); object stores cannot."""
+        return self.protocol in ("file", "local") and hasattr(os, "O_CREAT")
+
+    def lock_path(self, unit: str) -> str:
+        return f"{self.path}/_locks/{unit}.lock"
+
+    @contextlib.contextmanager
+    def unit_lock(self, unit: str, *, poll_s: float = 0.2) -> Iterator[bool]:
+        """Hold the unit's lock while the body runs (waiting for another holder first); yields whether a
+        lock was taken.
+
+        Local roots: an exclusive ``fcntl.flock`` on ``_locks/<unit>.lock``, so two runs on one root never
+        compute a unit at the same time; the kernel releases it when its process dies (a killed run never
+        leaves a unit locked). The holder removes the file when done; a waiter that locked a file removed
+        meanwhile tries again. Other filesystems (``s3://``, ``gs://`` ...) have no such lock: nothing is
+        locked (yields False) and the caller's re-read of the ``runs`` row is the only coordination.
+        """
+        if not self.can_lock:
+            yield False
+            return
+        import fcntl
+
+        path = self.lock_path(unit)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        while True:
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        time.sleep(poll_s)
+                try:
+                    same = os.fstat(fd).st_ino == os.stat(path).st_ino
+                except FileNotFoundError:
+                    same = False
+            except BaseException:
+                os.close(fd)
+                raise
+            if same:
+                break
+            os.close(fd)  # the holder removed the file after we opened it: lock the new one
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{socket.gethostname()} pid {os.getpid()} since {time.time():.0f}\n".encode())
+            yield True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            os.close(fd)
+
+    def lock_held(self, unit: str) -> bool:
+        """Whether a process holds the unit's lock now (False where units cannot be locked)."""
+        if not self.can_lock or not os.path.exists(self.lock_path(unit)):
+            return False
+        import fcntl
+
+        try:
+            fd = os.open(self.lock_path(unit), os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def run_row(self, unit: str) -> dict[str, Any] | None:
+        """The unit's stored ``runs`` row (None if it has none, or it cannot be read)."""
+        path = f"{schema.runs_path(self.path, unit)}/part-0.parquet"
+        try:
+            exists = self.fs.exists(path)
+        except OSError:
+            return None
+        t = self._read(path, schema.RUNS.schema) if exists else None
+        return t.to_pylist()[0] if t is not None and t.num_rows else None
+
     # ---- reads -----------------------------------------------------------------------------------
     def runs(self) -> pa.Table:
         """All ``runs`` rows (empty table with the schema when there are none)."""
         files = self.fs.glob(f"{self.path}/runs/unit=*/part-0.parquet")
         if not files:
             return schema.RUNS.schema.empty_table()
-        tables = []
-        for f in files:
-            with self.fs.open(f, "rb") as fh:
-                tables.append(pq.read_table(fh, schema=schema.RUNS.schema))
+        tables = [t for t in (self._read(f, schema.RUNS.schema) for f in files) if t is not None]
+        if not tables:
+            return schema.RUNS.schema.empty_table()
         return pa.concat_tables(tables)
+
+    def _read(self, path: str, sch: pa.Schema) -> pa.Table | None:
+        """One file read with ``sch`` (columns it lacks read as NULL); None, recorded in :attr:`unreadable`,
+        when it cannot be read (truncated, damaged, deleted meanwhile)."""
+        try:
+            with self.fs.open(path, "rb") as fh:
+                t = pq.read_table(fh)
+        except Exception as exc:  # noqa: BLE001 - a damaged file raises anything
+            text = str(exc).splitlines()[0] if str(exc) else ""
+            self.unreadable[path] = f"{type(exc).__name__}: {text}".rstrip(": ")
+            return None
+        cols = [t.column(f.name).cast(f.type) if f.name in t.column_names else pa.nulls(t.num_rows, f.type)
+                for f in sch]
+        return pa.Table.from_arrays(cols, schema=sch)
+
+    def data_file(self, table: str, model: str, dataset: str, unit: str) -> str:
+        """Path of a unit's data file."""
+        return f"{schema.data_path(self.path, table, model, dataset, unit)}/part-0.parquet"
+
+    def data_problem(self, table: str, model: str, dataset: str, unit: str) -> str | None:
+        """None if the unit's data file can be read (its footer), else why not (``missing``, the error)."""
+        problem, _ = file_problem(self.fs, self.data_file(table, model, dataset, unit))
+        return problem
 
     def run_status(self, runs: pa.Table | None = None) -> dict[str, str]:
         """unit key -> status (of ``runs``, default all ``runs`` rows)."""
@@ -138,10 +269,9 @@ class Store:
         sch = schema.TABLES[table].schema
         if not files:
             return sch.empty_table()
-        parts = []
-        for f in files:
-            with self.fs.open(f, "rb") as fh:
-                parts.append(pq.read_table(fh, schema=sch))
+        parts = [t for t in (self._read(f, sch) for f in files) if t is not None]
+        if not parts:
+            return sch.empty_table()
         return pa.concat_tables(parts)
 
     def local_path(self) -> str | None:

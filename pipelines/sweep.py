@@ -56,6 +56,9 @@ class Plan:
     """``catalog.HubStatus`` of this sweep's one check of the hub (None: not needed, every hub model cached)."""
     fallbacks: dict[str, str] = field(default_factory=dict)
     """model name -> why ``--weights auto`` runs it on random init (hub offline or unreachable, not cached)."""
+    damaged: dict[str, str] = field(default_factory=dict)
+    """unit key -> why its data file cannot be read, for units whose ``runs`` row says done (redone, with the
+    reason ``data unreadable``)."""
 
     @property
     def skipped(self) -> list[WorkUnit]:
@@ -176,8 +179,11 @@ def check_checkpoints(specs: list, cfg: SweepConfig) -> None:
 
 
 def with_img_size(specs: list, cfg: SweepConfig) -> list:
-    """``--img-size`` applied to every spec (smoke runs)."""
-    if cfg.img_size:
+    """``--img-size`` applied to every spec (smoke runs), checked against each architecture's minimum first."""
+    if cfg.img_size is not None:
+        from pipelines.checks import check_img_size
+
+        check_img_size(int(cfg.img_size), specs)
         specs = [s.replace(img_size=int(cfg.img_size)) for s in specs]
     return specs
 
@@ -235,6 +241,10 @@ def validate(cfg: SweepConfig) -> None:
         raise UsageError("--images and --limit must be positive")
     if cfg.batch_size < 1:
         raise UsageError("--batch-size must be positive")
+    if cfg.img_size is not None:
+        from pipelines.checks import check_img_size
+
+        check_img_size(cfg.img_size, [])  # positive, and not below the floor of every model
     if cfg.actors is not None and cfg.actors < 1:
         raise UsageError("--actors must be positive")
     if cfg.gpus_per_actor is not None and cfg.gpus_per_actor <= 0:
@@ -269,6 +279,7 @@ def plan(cfg: SweepConfig, *, check_writable: bool = True, dry_run: bool = False
             default: ``cfg.models`` through the packaged catalog.
     """
     validate(cfg)
+    specs = resolve_models(cfg) if specs is None else with_img_size(specs, cfg)  # --img-size checked here
     try:
         store = Store(cfg.output)
         if store.in_process and not dry_run:
@@ -279,6 +290,10 @@ def plan(cfg: SweepConfig, *, check_writable: bool = True, dry_run: bool = False
             )
         if check_writable:
             store.check_writable()
+        else:  # dry runs write nothing, but a root that could never be written is an error all the same
+            from pipelines.checks import check_root_usable
+
+            check_root_usable(store)
         runs = store.runs() if store.fs.exists(f"{store.path}/runs") else None
         status = store.run_status(runs) if runs is not None else {}
         attempts = store.run_attempts(runs) if runs is not None else {}
@@ -297,18 +312,43 @@ def plan(cfg: SweepConfig, *, check_writable: bool = True, dry_run: bool = False
                 f"--gpus {cfg.gpus_per_actor:g}: this machine has {torch.cuda.device_count()} GPU(s) and no --address "
                 "was given, so the local Ray could never place the actors; drop --gpus or join a cluster"
             )
-    specs = resolve_models(cfg) if specs is None else with_img_size(specs, cfg)
     check_checkpoints(specs, cfg)
     resolved, fallbacks, hub = resolve_weights(cfg, specs)
     datasets = load_images(cfg, dry_run=dry_run)
     units = []
     fam_cfgs = {f: family_config(f, cfg) for f in cfg.metrics}
+    infos = [dataclasses.replace(d.info, skipped=tuple(d.errors)) for d in datasets.values()]  # -> runs.n_skipped
     for spec in specs:
-        for ds in (d.info for d in datasets.values()):
+        for ds in infos:
             for fam in cfg.metrics:
                 units.append(make_unit(fam, spec, ds, cfg, fam_cfgs[fam], resolved.get(spec.name)))
-    todo = [u for u in units if cfg.force or status.get(u.key) != "done"]
-    return Plan(cfg, store, units, todo, status, datasets, attempts, hub, fallbacks)
+    damaged = find_damaged(store, units, status)
+    todo = [u for u in units if cfg.force or status.get(u.key) != "done" or u.key in damaged]
+    return Plan(cfg, store, units, todo, status, datasets, attempts, hub=hub, fallbacks=fallbacks, damaged=damaged)
+
+
+def find_damaged(store: Store, units: list[WorkUnit], status: dict[str, str]) -> dict[str, str]:
+    """The done units whose data file is missing or cannot be read (its Parquet footer), with the problem.
+
+    Such a unit is redone (its ``runs`` row says done, but its rows cannot be read). ``runs`` files that
+    could not be read are named too: their units count as never started. Each is a ``lee: warning:`` line.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    done = [u for u in units if status.get(u.key) == "done"]
+    with ThreadPoolExecutor(max_workers=16) as pool:  # one footer read per done unit: object stores are slow
+        problems = list(pool.map(lambda u: store.data_problem(u.table, u.model.name, u.dataset.name, u.key), done))
+    damaged = {}
+    for u, problem in zip(done, problems, strict=True):
+        if problem is not None:
+            damaged[u.key] = problem
+            print(f"lee: warning: unit {u.describe()} is done but its data file "
+                  f"{store.data_file(u.table, u.model.name, u.dataset.name, u.key)} is unreadable ({problem}): "
+                  "it is redone", file=sys.stderr)
+    for path, problem in store.unreadable.items():
+        print(f"lee: warning: skipping unreadable runs file {path} ({problem}): its unit counts as not started",
+              file=sys.stderr)
+    return damaged
 
 
 def resolve_weights(cfg: SweepConfig, specs: list) -> tuple[dict[str, str], dict[str, str], Any]:
@@ -639,9 +679,11 @@ def print_summary(result: SweepResult, out: TextIO | None = None) -> None:
     if warning:
         print("* " + warning.removeprefix("lee: warning: "), file=out)
     n_failed = len(result.failed)
+    meanwhile = [r for r in result.done if r.get("skipped")]  # done by a concurrent run on the same root
+    other = f"{len(meanwhile)} computed meanwhile by another run (not redone), " if meanwhile else ""
     print(
-        f"\n{len(p.units)} units: {len(result.done)} computed, {len(p.skipped)} already done (skipped), "
-        f"{n_failed} failed; {result.wall_s:.1f}s. Results: {p.store.uri}",
+        f"\n{len(p.units)} units: {len(result.done) - len(meanwhile)} computed, {other}{len(p.skipped)} already "
+        f"done (skipped), {n_failed} failed; {result.wall_s:.1f}s. Results: {p.store.uri}",
         file=out,
     )
     for r in result.failed:

@@ -48,6 +48,9 @@ class DatasetInfo:
     version: str | None
     fingerprint: str
     n_images: int
+    skipped: tuple[tuple[str, str], ...] = ()
+    """``(image_id, reason)`` of the images of the subset that could not be read or decoded (not in the key:
+    the fingerprint covers them)."""
 
 
 @dataclass(frozen=True)

@@ -713,8 +713,16 @@ def render_html(report: Report) -> str:
             ("generators", ", ".join(sel.generators) or "all"),
             ("one-dataset figures drawn on", meta.get("primary_dataset") or "(no LEE data)"),
             ("failed units (excluded)", meta["failed_units"]),
+            ("unreadable files (skipped)", len(meta.get("damaged_files", []))),
         ]),
     ]
+    damaged = meta.get("damaged_files", [])
+    if damaged:
+        shown = "".join(f"<li><code>{_e(f)}</code>: {_e(why)}</li>" for f, why in damaged[:20])
+        more = f"<li>... and {len(damaged) - 20} more</li>" if len(damaged) > 20 else ""
+        parts.append(f"<div class='warn'><p>{len(damaged)} data file(s) of this root cannot be read and are left "
+                     f"out of every figure and table (<code>lee verify -r {_e(meta['results'])}</code> lists them; "
+                     f"<code>lee eval</code> with the sweep's flags redoes their units):</p><ul>{shown}{more}</ul></div>")
     if sel.weights == "random":
         parts.append("<p class='warn'>These are <b>random-init</b> (untrained) networks: their LEE measures the "
                      "architecture at initialization, not learned equivariance, and the accuracy axes show the catalog "
@@ -833,12 +841,13 @@ def build_report(
     Raises:
         pipelines.cli.UsageError: No results under ``results``, or a dataset/generator not in them.
     """
-    from pipelines.analysis.views import connect
+    from pipelines.analysis.views import ResultsRoot, connect
     from pipelines.cli import UsageError
 
     sel = Selection(weights=weights, datasets=tuple(datasets), generators=tuple(generators), output=output,
                     interpolation=interpolation)
-    con = connect(results, catalogs=list(catalogs)) if catalogs else connect(results)
+    root = ResultsRoot(results)
+    con = connect(root, catalogs=list(catalogs)) if catalogs else connect(root)
     try:
         for col, values in (("dataset", sel.datasets), ("generator", sel.generators)):
             if not values:
@@ -860,6 +869,7 @@ def build_report(
         b.report.figures.sort(key=lambda f: f.stem)
         b.provenance()
         b.report.meta["command"] = command
+        b.report.meta["damaged_files"] = list(root.damaged)
         b.report.index.write_text(render_html(b.report), encoding="utf-8")
         return b.report
     finally:

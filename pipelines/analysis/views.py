@@ -36,6 +36,7 @@ import importlib.resources
 import json
 import math
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,10 @@ __all__ = [
     "MODEL_COLUMNS",
     "PRETRAIN_IMAGES",
     "ResultsRoot",
+    "allowed_directories",
     "connect",
     "model_rows",
+    "restrict_to_root",
     "sql_files",
     "views_script",
 ]
@@ -158,6 +161,9 @@ class ResultsRoot:
         except StoreError as exc:
             raise UsageError(str(exc)) from None
         self.uri = uri
+        self.damaged: list[tuple[str, str]] = []
+        """``(file, reason)`` of every data file the views leave out because it cannot be read."""
+        self._scans: dict[str, tuple[list[str] | None, int]] = {}
         fs = self.store.fs
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         self.protocol = protocol
@@ -208,7 +214,8 @@ class ResultsRoot:
     def file_schemas(self, con: Any, table: str) -> int:
         """How many different Parquet schemas (column names and types) the files of ``table`` have.
 
-        Reads every file's footer once (DuckDB ``parquet_schema``).
+        Reads every file's footer once (DuckDB ``parquet_schema``); raises ``duckdb.Error`` when one cannot
+        be read.
         """
         sql = (
             "SELECT count(DISTINCT cols) FROM (SELECT file_name, string_agg(name || ':' || coalesce(type, '') || ':' "
@@ -216,6 +223,48 @@ class ResultsRoot:
             f"FROM parquet_schema({_quote(self.glob(table))}) GROUP BY file_name)"
         )
         return int(con.execute(sql).fetchall()[0][0])
+
+    def scan(self, table: str, con: Any = None) -> tuple[list[str] | None, int]:
+        """The readable files of ``table`` and how many schemas they have.
+
+        Every file's Parquet footer is read once: by DuckDB (``parquet_schema`` over the glob, fast) when a
+        connection is given and every footer reads; then the file list is None (the glob holds them all).
+        Otherwise each footer is read through fsspec: a file whose footer cannot be read (truncated, damaged)
+        is left out, recorded in :attr:`damaged` and named in a warning on stderr (``lee: warning: ...``), so
+        one damaged file never takes down the views; the list names the readable files (as DuckDB opens them).
+        """
+        if table in self._scans:
+            return self._scans[table]
+        if con is not None:
+            import duckdb
+
+            try:
+                self._scans[table] = (None, self.file_schemas(con, table))
+                return self._scans[table]
+            except duckdb.Error:
+                pass  # a footer that does not read: find which, file by file
+        from pipelines.store import file_problem
+
+        fs = self.store.fs
+        pattern = self.glob(table)[len(self.prefix):]
+        found = sorted(fs.glob(f"{self.store.path}{pattern}"))
+        good, schemas = [], set()
+        for path in found:
+            problem, sch = file_problem(fs, path)
+            if problem is not None:
+                shown = self._duck_path(path)
+                self.damaged.append((shown, problem))
+                print(f"lee: warning: skipping unreadable {table} file {shown}: {problem}", file=sys.stderr)
+                continue
+            good.append(self._duck_path(path))
+            schemas.add(tuple(sorted((f.name, str(f.type)) for f in sch)))
+        self._scans[table] = (good, len(schemas))
+        return self._scans[table]
+
+    def _duck_path(self, path: str) -> str:
+        """A path of :attr:`store`'s filesystem as DuckDB opens it (the prefix's spelling)."""
+        rel = path[len(self.store.path):] if path.startswith(self.store.path) else "/" + path.lstrip("/")
+        return f"{self.prefix}{rel}"
 
     def source(self, table: str, con: Any = None) -> str:
         """The ``{{source:<table>}}`` replacement for this root.
@@ -228,13 +277,22 @@ class ResultsRoot:
         empty = empty_select(table)
         if not self.has_files(table):
             return f"{empty} /* no {table} files under {self.uri} yet */"
+        good, n_schemas = self.scan(table, con)
+        if good is not None and not good:
+            return f"{empty} /* every {table} file under {self.uri} is unreadable (lee verify) */"
         hive = ", ".join(f"'{p}': VARCHAR" for p in schema.TABLES[table].partition_by)
-        uniform = con is not None and self.file_schemas(con, table) <= 1
+        uniform = con is not None and n_schemas <= 1
         union = (" /* every file had the same schema when this script was made; if newer files differ, DuckDB "
                  "says 'schema mismatch': run `lee sql` again */" if uniform else ", union_by_name = true")
+        n_bad = sum(1 for f, _ in self.damaged if f.startswith(f"{self.prefix}/{table}/"))
+        if good is not None and n_bad:  # name the readable files: the glob would reach the damaged ones
+            files = "[" + ", ".join(_quote(f) for f in good) + "]"
+            note = f" /* {n_bad} unreadable {table} file(s) left out: lee verify -r {self.uri} */"
+        else:
+            files, note = _quote(self.glob(table)), ""
         return (
-            f"SELECT * FROM read_parquet({_quote(self.glob(table))}, hive_partitioning = true, "
-            f"hive_types = {{{hive}}}{union})\n    UNION ALL BY NAME {empty}"
+            f"SELECT * FROM read_parquet({files}, hive_partitioning = true, "
+            f"hive_types = {{{hive}}}{union}){note}\n    UNION ALL BY NAME {empty}"
         )
 
 
@@ -416,6 +474,40 @@ def _connection(root: ResultsRoot, threads: int | None):
     return con
 
 
+def allowed_directories(root: ResultsRoot) -> list[str]:
+    """The directory prefixes DuckDB may open for ``root`` (``allowed_directories``), each ending in ``/``.
+
+    A local root is listed as given and as its real path; an fsspec root (``memory://``) in both spellings
+    DuckDB uses for it (its globs expand to ``memory:///path``).
+    """
+    import os
+
+    if root.local is not None:
+        paths = {os.path.abspath(root.local), os.path.realpath(root.local)}
+        return sorted(p.rstrip("/") + "/" for p in paths)
+    if root.register is not None:
+        path = root.store.path.strip("/")
+        return [f"{root.protocol}://{path}/", f"{root.protocol}:///{path}/"]
+    return [root.prefix.rstrip("/") + "/"]
+
+
+def restrict_to_root(con: Any, root: ResultsRoot) -> None:
+    """Let ``con`` open files only under the results root, and lock that.
+
+    ``allowed_directories`` is set to the root, ``enable_external_access`` turned off (nothing outside the
+    allowed directories can be read or written; no extension can be installed or loaded; no database
+    attached) and ``lock_configuration`` turned on (no ``SET`` can undo it). Writes *inside* the root are
+    still possible for DuckDB (``COPY ... TO``), so :mod:`pipelines.commands.query_cmd` also refuses
+    statements other than queries.
+    """
+    dirs = ", ".join(_quote(d) for d in allowed_directories(root))
+    con.execute(f"SET allowed_directories = [{dirs}]")
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
 def views_script(
     results: str | ResultsRoot, *, models: str = "results", catalogs: Sequence[str | Path] = ()
 ) -> str:
@@ -447,6 +539,7 @@ def connect(
     models: str = "results",
     catalogs: Sequence[str | Path] = (),
     threads: int | None = None,
+    read_only: bool = False,
 ):
     """An in-memory DuckDB connection with the views of :func:`views_script` over ``results``.
 
@@ -458,6 +551,8 @@ def connect(
         models: ``results`` or ``all``, as in :func:`views_script`.
         catalogs: User catalog files, as in :func:`views_script`.
         threads: DuckDB threads (default: DuckDB's, the number of cores).
+        read_only: After the views are built, let the connection open files only under the results root
+            (:func:`restrict_to_root`: ``lee query``'s default).
 
     Raises:
         pipelines.cli.UsageError: The root has no results (no ``runs/``) or cannot be read.
@@ -466,6 +561,8 @@ def connect(
     con = _connection(root, threads)
     try:
         _build(con, root, models, catalogs)
+        if read_only:
+            restrict_to_root(con, root)
     except BaseException:
         con.close()
         raise

@@ -10,4 +10,5 @@ COMMAND_MODULES = (
     "pipelines.commands.sql_cmd",
     "pipelines.commands.query_cmd",
     "pipelines.commands.report_cmd",
+    "pipelines.commands.verify_cmd",
 )

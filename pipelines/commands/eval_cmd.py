@@ -131,7 +131,7 @@ def print_units(plan, out=None) -> None:
             "dataset": u.dataset.name,
             "n": u.dataset.n_images,
             "state": "todo" if u.key in todo else "done",
-            "prev": plan.status.get(u.key, "-"),
+            "prev": "data unreadable" if u.key in plan.damaged else plan.status.get(u.key, "-"),
         }
         for u in plan.units
     ]

@@ -9,6 +9,11 @@ Examples::
     lee query --analysis gap --weights any --format json --out gap.json
 
 Views: see ``lee sql`` / README "Analysis". Named analyses: ``pipelines.analysis.analyses.ANALYSES``.
+
+Read-only by default: the DuckDB connection may open files only under the results root
+(``allowed_directories``, ``enable_external_access = false``, ``lock_configuration = true``), and only
+queries run (``COPY``, ``EXPORT``, ``ATTACH``, ``INSTALL``, ``LOAD``, ``SET``, ``PRAGMA``, ``CALL`` ... are
+refused); results are written with ``--out``. ``--unrestricted`` lifts both, for SQL you trust.
 """
 
 from __future__ import annotations
@@ -40,7 +45,10 @@ EPILOG = """examples:
 
 analyses: accuracy (LEE vs top-1: correlations, regression on family), scale (size, pretraining data,
 recipe, anti-aliasing), gap (train / test / OOD ratios), layerwise (cumulative and by layer type),
-agreement (rank correlation of LEE with the alternative metrics)."""
+agreement (rank correlation of LEE with the alternative metrics).
+
+read-only: the SQL may read only the results root, and COPY, ATTACH, INSTALL, LOAD, SET ... are refused;
+write results with --out. --unrestricted lifts this (only for SQL you trust)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -72,7 +80,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     a.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
     p.add_argument("--threads", type=int, help="DuckDB threads (default: all cores)")
+    p.add_argument("--unrestricted", action="store_true",
+                   help="lift the read-only sandbox: let the SQL read and write any file, attach databases, "
+                        "install and load extensions (COPY, ATTACH, INSTALL, LOAD, SET ...); only for SQL you "
+                        "trust")
     p.set_defaults(func=run)
+
+
+ALLOWED_STATEMENTS = ("SELECT", "EXPLAIN", "CREATE", "DROP", "INSERT", "UPDATE", "DELETE")
+"""Statement types ``lee query`` runs by default: queries, and changes to the in-memory database only."""
+
+
+def check_statements(sql: str) -> None:
+    """Refuse any statement that is not a query or a change of the in-memory database (read-only mode).
+
+    ``COPY``, ``EXPORT``, ``ATTACH``/``DETACH``, ``INSTALL``/``LOAD``, ``SET``/``RESET``, ``PRAGMA``, ``CALL``
+    and the rest are refused by type (parsed by DuckDB, not matched as text); a SQL that does not parse is
+    left to DuckDB's own error.
+
+    Raises:
+        UsageError: Naming the statement and the flag that allows it.
+    """
+    import duckdb
+
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error:
+        return  # the query itself reports the syntax error
+    for st in statements:
+        kind = st.type.name
+        if kind not in ALLOWED_STATEMENTS:
+            first = st.query.split()[0].upper() if st.query.split() else ""
+            verb = first if first.isalpha() else kind  # INSTALL and LOAD are both DuckDB's LOAD type
+            raise UsageError(
+                f"lee query is read-only: {verb} is refused ({' '.join(st.query.split()[:3])!r} ...); it runs queries "
+                f"({', '.join(ALLOWED_STATEMENTS)} on the in-memory views) and reads only the results root. "
+                "Write a result with --format/--out, or pass --unrestricted for SQL you trust"
+            )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,7 +140,10 @@ def run(args: argparse.Namespace) -> int:
     if sql is not None and not sql.strip():
         raise UsageError("empty query")
 
-    con = connect(args.results, models=args.models, catalogs=args.catalog, threads=args.threads)
+    if sql is not None and not args.unrestricted:
+        check_statements(sql)
+    con = connect(args.results, models=args.models, catalogs=args.catalog, threads=args.threads,
+                  read_only=not args.unrestricted)
     try:
         header: list[str] = []
         if args.analysis:
@@ -110,6 +157,10 @@ def run(args: argparse.Namespace) -> int:
             try:
                 rel = con.sql(sql)
                 table = rel.to_arrow_table() if rel is not None else None
+            except duckdb.PermissionException as exc:
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise UsageError(f"query refused: {first} (lee query reads only the results root "
+                                 f"{args.results!r}; --unrestricted lifts this for SQL you trust)") from None
             except duckdb.Error as exc:
                 raise UsageError(f"query failed: {exc}") from None
     finally:

@@ -17,7 +17,8 @@ table. A unit is run when its key has no ``done`` row; the reason says why:
   (``runs.weights_sha256``): a ``file`` checkpoint overwritten under the same path, or a hub cache that
   now holds another revision (hub files are compared when the cache names them by sha256, as the
   Hugging Face cache does for weights; nothing is downloaded);
-* ``failed before``: the last attempt failed.
+* ``failed before``: the last attempt failed;
+* ``data unreadable``: the unit is done, but its data file is missing or cannot be read (damaged).
 """
 
 from __future__ import annotations
@@ -181,7 +182,9 @@ def plan_reevaluation(cfg, *, dry_run: bool = False, fresh: FreshCatalog | None 
     done_rows = {r["unit"]: r for r in runs if r["status"] == "done"}
     shas: dict = {}
     for u in p.units:
-        if p.status.get(u.key) != "done":
+        if u.key in p.damaged:
+            reasons[u.key] = "data unreadable"
+        elif p.status.get(u.key) != "done":
             # 'auto' is resolved in the key (hub or random): weights that became available give a new key
             reasons[u.key] = _reason(u, p.status, by_model)
         elif _weights_changed(u, done_rows.get(u.key), shas):

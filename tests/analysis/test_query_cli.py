@@ -121,3 +121,79 @@ def test_default_root_is_where_lee_eval_writes(root, capsys, monkeypatch, tmp_pa
     monkeypatch.chdir(tmp_path)
     assert main(["query", "SELECT count(DISTINCT model) AS n FROM lee", "--format", "csv"]) == 0
     assert capsys.readouterr().out == "n\n4\n"
+
+
+def _refused(argv, capsys, *needles):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lee: error:") and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err  # one line
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def test_query_is_read_only_by_default(root, capsys, tmp_path):
+    import glob
+    import os
+
+    outside = tmp_path / "x.csv"
+    _refused(["query", f"COPY (SELECT 1 AS a) TO '{outside}'", "-r", root], capsys, "read-only", "COPY")
+    assert not outside.exists()
+    # a COPY into the root could plant a data file that looks like results: refused too
+    unit_dir = glob.glob(f"{root}/lee/model=*/dataset=*/unit=*")[0]
+    planted = f"{unit_dir}/part-1.parquet"
+    _refused(["query", f"COPY (FROM lee LIMIT 1) TO '{planted}' (FORMAT parquet)", "-r", root], capsys, "COPY")
+    assert not os.path.exists(planted)
+    _refused(["query", f"ATTACH '{tmp_path / 'new.db'}'", "-r", root], capsys, "ATTACH")
+    assert not (tmp_path / "new.db").exists()
+    for sql in ("INSTALL httpfs", "LOAD httpfs", "SET enable_external_access = true", "PRAGMA threads=1",
+                "SELECT 1; COPY (SELECT 1) TO 'x.csv'"):
+        _refused(["query", sql, "-r", root], capsys, "read-only")
+    # reading anything outside the root is refused by DuckDB's own access settings
+    secret = tmp_path / "secret.txt"
+    secret.write_text("hostname")
+    _refused(["query", f"SELECT * FROM read_text('{secret}')", "-r", root], capsys, "query refused",
+             "Permission Error", "--unrestricted")
+    _refused(["query", "SELECT * FROM glob('/etc/*')", "-r", root], capsys, "query refused")
+    # queries over the root (also reading its files directly) still work
+    assert main(["query", f"SELECT count(*) AS n FROM read_parquet('{root}/runs/*/*.parquet')", "-r", root,
+                 "--format", "csv"]) == 0
+    assert capsys.readouterr().out == "n\n8\n"
+    assert main(["query", "CREATE TABLE t AS SELECT 1 AS a; SELECT a FROM t", "-r", root, "--format", "csv"]) == 0
+    assert capsys.readouterr().out == "a\n1\n"
+
+
+def test_unrestricted_opens_it_up(root, capsys, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("hello")
+    assert main(["query", f"SELECT content FROM read_text('{secret}')", "-r", root, "--format", "csv",
+                 "--unrestricted"]) == 0
+    assert capsys.readouterr().out == "content\nhello\n"
+    out = tmp_path / "copied.csv"
+    assert main(["query", f"COPY (SELECT 1 AS a) TO '{out}'", "-r", root, "--unrestricted"]) == 0
+    assert out.read_text().strip().splitlines() == ["a", "1"]
+
+
+def test_memory_root_is_read_only_too(root, capsys):
+    import os
+    import uuid
+
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    base = f"/lee-ro-{uuid.uuid4().hex[:8]}"
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            path = os.path.join(dirpath, f)
+            fs.pipe(f"{base}/{os.path.relpath(path, root)}", open(path, "rb").read())
+    fs.pipe("/lee-other/secret.csv", b"a\n1\n")
+    try:
+        assert main(["query", "SELECT count(DISTINCT model) AS n FROM lee", "-r", f"memory://{base}",
+                     "--format", "csv"]) == 0
+        assert capsys.readouterr().out == "n\n4\n"
+        _refused(["query", "FROM read_csv('memory://lee-other/secret.csv')", "-r", f"memory://{base}"], capsys,
+                 "query refused")
+    finally:
+        fs.rm(base, recursive=True)
+        fs.rm("/lee-other", recursive=True)

@@ -90,6 +90,33 @@ def test_checkpoint_with_code_is_refused(tmp_path: Path) -> None:
         catalog.build_model(TINY, weights=str(tmp_path / "missing.pt"))
 
 
+class _RunsCode:
+    """Pickles as a call of ``os.getcwd`` (a harmless stand-in for the code a malicious checkpoint runs)."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.getcwd, ())
+
+
+@pytest.mark.parametrize("payload", ["code", "garbage"])
+def test_refused_checkpoint_gets_a_safe_message(tmp_path: Path, payload: str) -> None:
+    path = tmp_path / "evil.pt"
+    if payload == "code":
+        torch.save({"state_dict": {"w": torch.zeros(1)}, "hook": _RunsCode()}, path)
+    else:
+        path.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(catalog.CatalogError) as info:
+        catalog.build_model(TINY, weights=str(path))
+    message = str(info.value)
+    assert str(path) in message and "refused" in message
+    assert "safetensors.torch.save_file" in message  # how to convert it safely
+    if payload == "code":
+        assert "GLOBAL" in message and "getcwd" in message  # why: the global that is not a tensor type
+    # PyTorch's own hint (re-run with weights_only=False, "will likely succeed") is never passed on
+    assert "False" not in message and "likely succeed" not in message and "weights_only=False" not in message
+
+
 def test_random_weights_are_seeded() -> None:
     a = catalog.build_model(TINY, weights="random")
     b = catalog.build_model(TINY, weights="random")

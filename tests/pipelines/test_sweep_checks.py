@@ -131,3 +131,46 @@ def test_progress_is_quiet_off_a_terminal():
     prog.update("done", 10)
     prog.close()
     assert "units 1/3: 1 done, 0 failed, 2 remaining" in shown.getvalue()
+
+
+@pytest.mark.parametrize(
+    "size, needle",
+    [
+        ("0", "--img-size must be a positive number of pixels, got 0"),
+        ("-5", "--img-size must be a positive number of pixels, got -5"),
+        ("1", "--img-size 1 is too small: at least 8 pixels"),
+        ("16", "--img-size 16 is below the total stride or patch size of test_resnet.r160_in1k (at least 32)"),
+    ],
+)
+def test_img_size_is_checked_before_any_work(tmp_path, capsys, size, needle):
+    import ray
+
+    argv = ["eval", "-m", "test_resnet.r160_in1k", "-d", "sample-test", "--limit", "2", "-g", "rotate",
+            "--img-size", size, "-o", str(tmp_path / "r")]
+    ray_before = ray.is_initialized()  # other test files of the session may have started it
+    assert main(argv) == 2
+    assert needle in _error(capsys)
+    assert ray.is_initialized() == ray_before  # refused before Ray starts
+    assert not (tmp_path / "r").exists()  # and before the root is touched
+    assert main([*argv, "--dry-run"]) == 2
+    assert needle in _error(capsys)
+
+
+def test_img_size_minimum_is_the_patch_size_of_a_vit(tmp_path, capsys):
+    import catalog
+    from pipelines.checks import arch_min_img_size
+
+    assert arch_min_img_size(catalog.get_model("test_vit.r160_in1k")) == 16  # patch 16
+    assert arch_min_img_size(catalog.get_model("test_resnet.r160_in1k")) == 32  # total stride 32
+    assert main(["eval", "-m", "test_vit.r160_in1k", "-d", "sample-test", "--limit", "2", "--img-size", "16",
+                 "-o", str(tmp_path / "r"), "--dry-run"]) == 0
+    capsys.readouterr()
+
+
+def test_dry_run_checks_the_output_root(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for root, needle in [(afile, "is not a directory"), (afile / "sub", "cannot be created")]:
+        assert main([*BASE, "-o", str(root), "--dry-run"]) == 2
+        err = _error(capsys)
+        assert f"output root {str(root)!r}" in err and needle in err
