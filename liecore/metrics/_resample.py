@@ -44,6 +44,7 @@ named option only.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -167,7 +168,8 @@ def bandlimit_filter(
     limits of input and output grid), times the circular convolution of the two
     separable Lanczos windows of width :math:`a` in the same coordinates; cut to
     :math:`|x|, |y| < a_{max}`, and each of the :math:`\mathrm{up}^2` polyphase components
-    normalized to sum to :math:`1/\mathrm{up}^2`. Computed in float64.
+    normalized to sum to :math:`1/\mathrm{up}^2`. Computed in float64 (on the CPU, cached
+    per matrix).
 
     Args:
         mat: ``(2, 2)`` or ``(B, 2, 2)``, the linear part of the map (StyleGAN3's
@@ -186,28 +188,50 @@ def bandlimit_filter(
     m = torch.as_tensor(mat, dtype=torch.float64)
     single = m.ndim == 2
     m = m.reshape(-1, 2, 2)
-    dev = m.device
+    f = torch.stack([
+        _bandlimit_filter(tuple(mi.reshape(-1).tolist()), a, amax, aflt, up, float(cutoff_in), float(cutoff_out))
+        for mi in m.cpu()
+    ]).to(m.device)
+    return f[0] if single else f
+
+
+def _design_grid(aflt: int, up: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The periodic design grid in FFT order: ``(y_i, x_i)``, each ``(n, n)``, ``n = 2 aflt up - 1``."""
     n = 2 * aflt * up - 1
-    t = ((torch.arange(n, dtype=torch.float64, device=dev) + 1) / up - aflt).roll(1 - aflt * up)  # FFT order
-    yi, xi = t[:, None].expand(n, n), t[None, :].expand(n, n)
-    m00, m01, m10, m11 = (m[:, i, j, None, None] for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)))
+    t = ((torch.arange(n, dtype=torch.float64) + 1) / up - aflt).roll(1 - aflt * up)
+    return t[:, None].expand(n, n), t[None, :].expand(n, n)
+
+
+@functools.lru_cache(maxsize=8)
+def _input_spectra(a: int, aflt: int, up: int, cutoff_in: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spectra of the input grid's ideal low-pass and Lanczos window (they do not depend on the map)."""
+    yi, xi = _design_grid(aflt, up)
+    ideal = torch.sinc(xi * cutoff_in) * torch.sinc(yi * cutoff_in)
+    return torch.fft.rfft2(ideal), torch.fft.rfft2(_window(xi, a) * _window(yi, a))
+
+
+@functools.lru_cache(maxsize=256)
+def _bandlimit_filter(
+    mat: tuple[float, ...], a: int, amax: int, aflt: int, up: int, cutoff_in: float, cutoff_out: float
+) -> torch.Tensor:
+    """:func:`bandlimit_filter` of one map (cached: one draw serves the input and every layer)."""
+    yi, xi = _design_grid(aflt, up)
+    n = xi.shape[-1]
+    m00, m01, m10, m11 = mat
     xo = xi * m00 + yi * m01
     yo = xi * m10 + yi * m11
-
-    def circ_conv(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        return torch.fft.ifft2(torch.fft.fft2(p) * torch.fft.fft2(q)).real
-
-    ideal = circ_conv(torch.sinc(xi * cutoff_in) * torch.sinc(yi * cutoff_in),
-                      torch.sinc(xo * cutoff_out) * torch.sinc(yo * cutoff_out))
-    window = circ_conv(_window(xi, a) * _window(yi, a), _window(xo, a) * _window(yo, a))
+    ideal_in, window_in = _input_spectra(a, aflt, up, cutoff_in)
+    # circular convolutions on the design grid: input band limit * output band limit, and the two windows
+    ideal = torch.fft.irfft2(ideal_in * torch.fft.rfft2(torch.sinc(xo * cutoff_out) * torch.sinc(yo * cutoff_out)),
+                             s=(n, n))
+    window = torch.fft.irfft2(window_in * torch.fft.rfft2(_window(xo, a) * _window(yo, a)), s=(n, n))
     f = ideal * window
     c = (aflt - amax) * up
-    f = f.roll((aflt * up - 1, aflt * up - 1), dims=(-2, -1))[:, c:-c, c:-c]
+    f = f.roll((aflt * up - 1, aflt * up - 1), dims=(-2, -1))[c:-c, c:-c]
     k = 2 * amax * up
-    f = F.pad(f, [0, 1, 0, 1]).reshape(-1, 2 * amax, up, 2 * amax, up)
-    f = f / f.sum((1, 3), keepdim=True) / up**2
-    f = f.reshape(-1, k, k)[:, :-1, :-1]
-    return f[0] if single else f
+    f = F.pad(f, [0, 1, 0, 1]).reshape(2 * amax, up, 2 * amax, up)
+    f = f / f.sum((0, 2), keepdim=True) / up**2
+    return f.reshape(k, k)[:-1, :-1]
 
 
 # --- the transformations ----------------------------------------------------------------
@@ -421,13 +445,16 @@ def apply_to_layout(
 
 
 def masked_sq_error(
-    y_t: torch.Tensor, ty: torch.Tensor, layout: Layout, fn
+    y_t: torch.Tensor, ty: torch.Tensor, layout: Layout, fn, fn_t=None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Sum of squared errors between ``y_t = f(T x)`` and ``T f(x)`` over valid elements, and their count.
 
     ``ty`` is ``f(x)``; ``fn`` applies :math:`T` to a ``(B, C, h, w)`` map and returns
-    ``(map, mask)``. Invariant parts (prefix tokens, logits) are compared directly and all
-    count as valid. Returns ``(sse, count)``, each ``(B,)`` float64.
+    ``(map, mask)``; ``fn_t``, if given, is applied to the map of ``y_t`` likewise (StyleGAN3's
+    pseudo-rotation :math:`R^*`) and its mask multiplies ``fn``'s. Invariant parts (prefix
+    tokens, logits) are compared directly and all count as valid. The count is per element
+    (valid pixels times channels), as StyleGAN3's mask. Returns ``(sse, count)``, each
+    ``(B,)`` float64.
     """
     prefix_t, grid_t = layout.to_nchw(y_t)
     prefix, grid_tf, mask = apply_to_layout(ty, layout, fn)
@@ -439,6 +466,9 @@ def masked_sq_error(
         sse = sse + d.square().sum(-1)
         cnt = cnt + d.shape[-1]
     if grid_tf is not None:
+        if fn_t is not None:
+            grid_t, mask_t = fn_t(grid_t)
+            mask = mask * mask_t
         m = mask.to(torch.float64)
         d = (grid_t.to(torch.float64) - grid_tf.to(torch.float64)) * m
         sse = sse + d.square().reshape(b, -1).sum(-1)
