@@ -41,7 +41,9 @@ reports (total squared error over total mask count over the whole run), and
 ``extras["sse"]``, ``extras["count"]`` (per image, summed over draws) let batches be
 pooled the same way: ``psnr(sum(sse) / sum(count))``. It is not the PSNR of the mean of
 :math:`\mathrm{MSE}_i` (the two differ when masks differ in size). Higher is better;
-``inf`` for an exact result.
+``inf`` for an exact result; NaN where no element is valid (an empty mask: StyleGAN3's
+rotation mask keeps about :math:`(n - 12)^2` pixels of an :math:`n \times n` map, none for
+:math:`n \le 12`).
 
 Per layer (:func:`eq_layerwise`) the same comparison is made on activations with declared
 layouts and two normalizations are returned, since they change rankings between layers of
@@ -116,6 +118,11 @@ def _quantum(sizes: list[int]) -> tuple[int, int]:
                 f"eq_t needs grid sizes that are multiples of the coarsest one to shift by whole pixels, got {sizes}"
             )
     return g, max(sizes)
+
+
+def _ratio(sse: torch.Tensor, cnt: torch.Tensor, power: float = 1.0) -> torch.Tensor:
+    """``sse / cnt ** power``, NaN where nothing was valid (``cnt == 0``: the error is undefined, not 0)."""
+    return torch.where(cnt > 0, sse / cnt.clamp_min(1) ** power, torch.full_like(sse, math.nan))
 
 
 def _transform_fn(kind: str, draw: _Draw, size: tuple[int, int], ref: tuple[int, int] | None, a: int):
@@ -198,7 +205,7 @@ def _eq(
             fn = _transform_fn(kind, draw, osize, ref, a) if osize else None
             sse, cnt = masked_sq_error(yt, y, layout, fn, _pseudo_fn(kind, draw, a, pseudo_rotation))
             sse, cnt = sse.cpu(), cnt.cpu()
-            mse += sse / cnt.clamp_min(1)
+            mse += _ratio(sse, cnt)
             sse_sum += sse
             cnt_sum += cnt
     mse /= num_samples
@@ -218,7 +225,7 @@ def _eq(
         higher_is_better=True,
         params=params,
         extras={"mse": mse, "sse": sse_sum, "count": cnt_sum},
-        pooled=float(psnr(sse_sum.sum() / cnt_sum.sum().clamp_min(1), peak_to_peak)),
+        pooled=float(psnr(_ratio(sse_sum.sum(), cnt_sum.sum()), peak_to_peak)),
         pooled_definition=POOLED_DEFINITION,
     )
 
@@ -327,8 +334,9 @@ class LayerwiseEQResult:
         layers: qualified module names, in column order.
         sse: ``(B, L)`` float64, squared error summed over valid elements, averaged over draws.
         count: ``(B, L)`` float64, number of valid elements :math:`N`, averaged over draws.
-        per_element: ``(B, L)``, :math:`\mathbb E_T[\mathrm{SSE}/N]`.
-        per_sqrt_element: ``(B, L)``, :math:`\mathbb E_T[\mathrm{SSE}/\sqrt N]`.
+        per_element: ``(B, L)``, :math:`\mathbb E_T[\mathrm{SSE}/N]` (NaN if some draw had
+            :math:`N = 0`, an empty mask).
+        per_sqrt_element: ``(B, L)``, :math:`\mathbb E_T[\mathrm{SSE}/\sqrt N]` (likewise).
         params: the parameters used.
     """
 
@@ -390,8 +398,8 @@ class _LayerErrors:
         s, c = s.cpu(), c.cpu()
         self.sse[:, i] += s
         self.cnt[:, i] += c
-        self.per_n[:, i] += s / c.clamp_min(1)
-        self.per_sqrt[:, i] += s / c.clamp_min(1).sqrt()
+        self.per_n[:, i] += _ratio(s, c)
+        self.per_sqrt[:, i] += _ratio(s, c, 0.5)
 
     def result(self, metric: str, mode: str, names: list[str], num_samples: int, params) -> LayerwiseEQResult:
         k = float(num_samples)

@@ -290,9 +290,13 @@ def fractional_translate(
 def _shift_crop(y: torch.Tensor, sy: torch.Tensor, sx: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """``out[i, :, p, q] = y[i, :, p - sy[i], q - sx[i]]`` on an ``h x w`` grid, zero where that is outside ``y``."""
     hy, wy = y.shape[-2:]
-    return torch.stack([
-        F.pad(y[i], [int(sx[i]), w - wy - int(sx[i]), int(sy[i]), h - hy - int(sy[i])]) for i in range(y.shape[0])
-    ])
+    out = y.new_zeros(y.shape[0], y.shape[1], h, w)
+    for i, (dy, dx) in enumerate(zip(sy.tolist(), sx.tolist(), strict=True)):
+        r0, r1 = max(0, -dy), min(hy, h - dy)  # source rows landing on the grid
+        c0, c1 = max(0, -dx), min(wy, w - dx)
+        if r0 < r1 and c0 < c1:
+            out[i, :, r0 + dy:r1 + dy, c0 + dx:c1 + dx] = y[i, :, r0:r1, c0:c1]
+    return out
 
 
 def _rotation(angle: torch.Tensor) -> torch.Tensor:

@@ -341,6 +341,17 @@ def test_eq_statistics_per_image_and_pooled_as_stylegan3():
     torch.testing.assert_close(one.values, res.values - 20 * math.log10(2), rtol=0, atol=1e-12)
 
 
+def test_eq_r_on_a_map_too_small_for_the_mask_is_nan_not_exact():
+    """StyleGAN3's rotation mask is empty on maps of 12 px or less: no valid element, no value (not inf)."""
+    f = Weighting(3, 12, 12)
+    small = eq_r(f, _images(b=2, h=12, w=12), out_layout=SPATIAL, num_samples=1)
+    assert torch.isnan(small.values).all() and math.isnan(small.pooled) and (small.extras["count"] == 0).all()
+    res = eq_r(Weighting(3, 13, 13), _images(b=2, h=13, w=13), out_layout=SPATIAL, num_samples=1)
+    assert bool(torch.isfinite(res.values).all()) and (res.extras["count"] == 3).all()  # one pixel, 3 channels
+    lay = eq_layerwise(nn.Sequential(f), _images(b=2, h=12, w=12), {"0": SPATIAL}, metric="eq_r")
+    assert torch.isnan(lay.per_element).all() and torch.isnan(lay.per_sqrt_element).all()
+
+
 def test_eq_r_pseudo_rotation_option():
     """StyleGAN3 also band-limits f(Tx) by R*: off by default, since then even the identity is inexact."""
     x = _smooth_images(b=2, n=40)
