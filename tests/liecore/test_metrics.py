@@ -221,6 +221,8 @@ def test_rotation_sense_and_exact_cases():
     out, mask = integer_translate(x, torch.tensor([2, -3]), torch.tensor([0, 5]))
     torch.testing.assert_close(out[0, :, 2:], x[0, :, :-2])
     assert mask[0, 0, :2].sum() == 0 and mask[0, 0, 2:].min() == 1
+    out, mask = fractional_translate(x, torch.tensor([40.5, -2.0], dtype=F64), torch.tensor([0.0, -70.0], dtype=F64))
+    assert not out.any() and not mask.any()  # shifted off the map: nothing left, nothing valid
     # a quarter turn: content turns counter-clockwise on screen, torch.rot90(k=1), up to the filter
     out, mask = rotate(x, torch.full((2,), math.pi / 2, dtype=F64))
     assert mask.sum() > 0.3 * mask.numel()
