@@ -47,12 +47,14 @@ def family_version(name: str, config: dict[str, Any] | None = None) -> str:
     # the same unit key, so `lee reevaluate` redoes its units ("metric version changed").
     # alt.2 / layerwise.2: random draws per image from (seed, sample_index) instead of per
     # batch; layerwise.2 also: stochastic shares exact, keyword-input layers recorded.
+    # alt.3: eq_r and eq_t_frac use StyleGAN3's transforms and masks (band-limited rotation at
+    # 4x with the rotated-square mask; the fractional-shift mask on whole-pixel shifts).
     if name == "alt":
         import liecore.metrics as m
 
         versions = {k: str(getattr(v, "version", getattr(m, "__version__", "1"))) for k, v in m.METRICS.items()}
         names = (config or {}).get("metrics") or sorted(versions)
-        return base + "/alt.2:" + ",".join(f"{n}={versions.get(n, '?')}" for n in names)
+        return base + "/alt.3:" + ",".join(f"{n}={versions.get(n, '?')}" for n in names)
     if name == "layerwise":
         return base + "/layerwise.2"
     return base + "/lee"

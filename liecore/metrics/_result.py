@@ -9,7 +9,10 @@ Every metric in :mod:`liecore.metrics` has the signature
 and returns per-image values ``(B,)`` (float64, CPU), so that results from several
 batches can be concatenated and aggregated the same way as :class:`liecore.LEEResult`:
 the mean over images and its standard error (sample standard deviation, ``ddof = 1``,
-over :math:`\sqrt n`).
+over :math:`\sqrt n`). A metric whose published figure pools over the whole run (EQ-T,
+EQ-T_frac, EQ-R: StyleGAN3's PSNR of the total squared error over the total count) also
+gives that figure for the batch (:attr:`MetricResult.pooled`) and the per-image sums behind
+it (``extras``), named apart from the per-image ``values``.
 """
 
 from __future__ import annotations
@@ -86,10 +89,15 @@ class MetricResult:
         unit: ``"percent"``, ``"dB"``, ``"mse"``, ...
         higher_is_better: whether larger values mean more equivariance/consistency.
         params: the parameters used (ranges, number of draws, layout, seed, ...).
-        extras: further per-image ``(B,)`` float64 tensors (e.g. ``"mse"`` behind a PSNR).
+        extras: further per-image ``(B,)`` float64 tensors. The EQ metrics keep
+            ``"mse"`` (the per-image MSE behind ``values``, averaged over draws), ``"sse"``
+            (squared error summed over valid elements and draws) and ``"count"`` (valid
+            elements summed over draws), so that batches can be pooled.
         pooled: the metric computed on data pooled over all images and draws, where that
-            differs from the mean of per-image values (Karras et al. report the PSNR of the
-            pooled MSE); ``None`` otherwise.
+            differs from the mean of per-image values, as :attr:`pooled_definition`
+            says; ``None`` otherwise. For the EQ metrics it is StyleGAN3's statistic:
+            the PSNR of ``sum(sse) / sum(count)``.
+        pooled_definition: how :attr:`pooled` is computed, in words (``None`` without it).
     """
 
     name: str
@@ -99,6 +107,7 @@ class MetricResult:
     params: Mapping[str, Any] = field(default_factory=dict)
     extras: Mapping[str, torch.Tensor] = field(default_factory=dict)
     pooled: float | None = None
+    pooled_definition: str | None = None
 
     def __post_init__(self) -> None:
         v = torch.as_tensor(self.values).detach().to(device="cpu", dtype=torch.float64)

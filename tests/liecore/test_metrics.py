@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -11,7 +13,9 @@ from torch import nn
 import liecore
 from liecore.metrics import (
     METRICS,
+    POOLED_DEFINITION,
     MetricResult,
+    bandlimit_filter,
     circular_shift_consistency,
     eq_layerwise,
     eq_r,
@@ -19,10 +23,13 @@ from liecore.metrics import (
     eq_t_frac,
     fractional_translate,
     integer_translate,
+    lanczos_rotate,
+    pseudo_rotate,
     rotate,
     sampled_equivariance_error,
     sampled_layerwise,
     shift_consistency,
+    upfirdn2d,
 )
 
 F64 = torch.float64
@@ -132,21 +139,153 @@ def test_metric_result_stats():
         MetricResult("m", torch.zeros(2, 2), "mse", False)
 
 
-# --- the transformations ----------------------------------------------------------------
-def test_transforms_exact_cases():
-    x = _images(b=2, c=2, h=17, w=17)
+# --- the transformations: StyleGAN3's, against outputs of their code -----------------------
+REF = Path(__file__).parent / "data" / "stylegan3_equivariance_vectors.npz"
+
+
+@pytest.fixture(scope="module")
+def sg3() -> dict[str, torch.Tensor]:
+    """StyleGAN3's reference vectors (float64 runs of their transform functions; see data/README.md)."""
+    with np.load(REF) as d:
+        return {k: torch.from_numpy(d[k]) for k in d.files}
+
+
+def _sg3_transform(kind: str, x: torch.Tensor, param: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Our transform with StyleGAN3's parameters: ``param`` per image, an angle or ``(ty, tx)`` fractions."""
+    h, w = x.shape[-2:]
+    if kind == "rot":
+        return rotate(x, param)
+    dy, dx = param[:, 0] * h, param[:, 1] * w
+    if kind == "frac":
+        return fractional_translate(x, dy, dx)
+    return integer_translate(x, torch.round(dy), torch.round(dx))  # apply_integer_translation's rounding
+
+
+def _sg3_param(sg3, kind: str, i: int) -> torch.Tensor:
+    return sg3[f"rot{i}_angle"].reshape(1) if kind == "rot" else sg3[f"{kind}{i}_shift"].reshape(1, 2)
+
+
+@pytest.mark.parametrize("kind", ["int", "frac", "rot"])
+@pytest.mark.parametrize("i", range(4))
+def test_transforms_equal_stylegan3(sg3, kind, i):
+    """Images to 1e-10 and masks exactly, for every vector; also with a different parameter per image."""
+    x = sg3["x"]
+    p = _sg3_param(sg3, kind, i)
+    out, mask = _sg3_transform(kind, x, p.expand(2, *p.shape[1:]))
+    assert out.dtype == F64 and mask.shape == (2, 1, 64, 64)
+    torch.testing.assert_close(out, sg3[f"{kind}{i}_out"], atol=1e-10, rtol=0)
+    assert torch.equal(mask == 1, sg3[f"{kind}{i}_mask"]) and bool(((mask == 0) | (mask == 1)).all())
+    # per-image parameters: image 0 with vector i, image 1 with vector i + 1
+    j = (i + 1) % 4
+    out, mask = _sg3_transform(kind, x, torch.cat([p, _sg3_param(sg3, kind, j)]))
+    torch.testing.assert_close(out[0], sg3[f"{kind}{i}_out"][0], atol=1e-10, rtol=0)
+    torch.testing.assert_close(out[1], sg3[f"{kind}{j}_out"][1], atol=1e-10, rtol=0)
+    assert torch.equal(mask[0] == 1, sg3[f"{kind}{i}_mask"][0]) and torch.equal(mask[1] == 1, sg3[f"{kind}{j}_mask"][1])
+
+
+def test_reference_vectors_cover_whole_pixel_fractional_shifts(sg3):
+    """frac1 and frac3 are whole-pixel shifts: StyleGAN3 keeps its fractional mask there, not the copy's."""
+    for i, whole in ((1, (-8, 8)), (3, (-4, None))):
+        ty, tx = (sg3[f"frac{i}_shift"] * 64).tolist()
+        assert ty == whole[0] and (whole[1] is None or tx == whole[1])
+    # shift (-8, +8) px: n + 3 <= p < 64 + min(n - 2, 0) gives rows 0 .. 53 and columns 11 .. 63, not the
+    # all-taps-inside footprint of an exact copy (taps p - n - 2 .. p - n + 3: rows 0 .. 52, columns 10 .. 63)
+    want = torch.zeros(64, 64, dtype=torch.bool)
+    want[:54, 11:] = True
+    assert torch.equal(sg3["frac1_mask"][0, 0], want)
+    out, mask = fractional_translate(sg3["x"], torch.full((2,), -8.0, dtype=F64), torch.full((2,), 8.0, dtype=F64))
+    assert torch.equal(mask[0, 0] == 1, want)
+    torch.testing.assert_close(out * mask, sg3["int1_out"] * mask, atol=1e-15, rtol=0)  # a copy where valid
+
+
+def test_lanczos_rotation_is_not_stylegan3s(sg3):
+    """Negative control: the separable Lanczos rotation misses the reference by far more than 1e-10."""
+    x = sg3["x"]
+    for i in range(4):
+        angle = sg3[f"rot{i}_angle"].expand(2)
+        out, mask = lanczos_rotate(x, angle)
+        both = mask * sg3[f"rot{i}_mask"]
+        err = float(((out - sg3[f"rot{i}_out"]) * both).abs().max())
+        assert err > 1e-3, err  # the same sense of rotation, another filter
+        assert not torch.equal(mask == 1, sg3[f"rot{i}_mask"])  # a disc, not the rotated square
+        wrong = float(((lanczos_rotate(x, -angle)[0] - sg3[f"rot{i}_out"]) * both).abs().max())
+        assert wrong > 10 * err or i == 3 and wrong > 1e-2
+
+
+def test_rotation_sense_and_exact_cases():
+    x = _smooth_images(b=2, c=2, n=33)
     zero = torch.zeros(2, dtype=F64)
-    for fn in (lambda z: fractional_translate(z, zero, zero), lambda z: rotate(z, zero)):
-        out, mask = fn(x)
-        torch.testing.assert_close(out, x, atol=1e-12, rtol=0)
+    out, mask = fractional_translate(x, zero, zero)
+    torch.testing.assert_close(out, x, atol=1e-15, rtol=0)
+    assert int(mask.sum()) == 2 * 28 * 28  # StyleGAN3's mask: rows and columns 3 .. 30
     out, mask = integer_translate(x, torch.tensor([2, -3]), torch.tensor([0, 5]))
     torch.testing.assert_close(out[0, :, 2:], x[0, :, :-2])
     assert mask[0, 0, :2].sum() == 0 and mask[0, 0, 2:].min() == 1
-    # a quarter turn samples integer positions: torch.rot90 (clockwise on screen) inside the disc
+    out, mask = fractional_translate(x, torch.tensor([40.5, -2.0], dtype=F64), torch.tensor([0.0, -70.0], dtype=F64))
+    assert not out.any() and not mask.any()  # shifted off the map: nothing left, nothing valid
+    # a quarter turn: content turns counter-clockwise on screen, torch.rot90(k=1), up to the filter
     out, mask = rotate(x, torch.full((2,), math.pi / 2, dtype=F64))
-    ref = torch.rot90(x, k=-1, dims=(-2, -1))
-    assert mask.sum() > 0.25 * mask.numel()
-    torch.testing.assert_close(out * mask, ref * mask, atol=1e-12, rtol=0)
+    assert mask.sum() > 0.3 * mask.numel()
+    ccw = float(((out - torch.rot90(x, 1, (-2, -1))) * mask).abs().max())
+    cw = float(((out - torch.rot90(x, -1, (-2, -1))) * mask).abs().max())
+    assert ccw < 0.02 * x.abs().max() < cw
+    # rotation by 0 is a band-limited near-identity, not an exact one (StyleGAN3's filter)
+    out, mask = rotate(x, zero)
+    assert 1e-8 < float(((out - x) * mask).abs().max()) < 1e-2
+
+
+def test_pseudo_rotation():
+    """R*_0 is the identity; R*_theta has the period pi/2 of the square grid and its mirror symmetry."""
+    x = _smooth_images(b=2, n=48)
+    zero = torch.zeros(2, dtype=F64)
+    out, mask = pseudo_rotate(x, zero)
+    torch.testing.assert_close(out, x, atol=1e-13, rtol=0)
+    assert torch.equal(mask[0, 0, 5:-5, 5:-5], torch.ones(38, 38, dtype=F64)) and int(mask.sum()) == 2 * 38 * 38
+    th = torch.tensor([0.3, -1.1], dtype=F64)
+    torch.testing.assert_close(pseudo_rotate(x, th)[0], pseudo_rotate(x, th + math.pi / 2)[0], atol=1e-13, rtol=0)
+    # mirror symmetry: the band limit for -theta is that for theta with rows and columns swapped
+    xt = x.transpose(-2, -1)
+    torch.testing.assert_close(pseudo_rotate(x, -th)[0], pseudo_rotate(xt, th)[0].transpose(-2, -1), atol=1e-13, rtol=0)
+    noise = _images(b=2, h=48, w=48)
+    out, mask = pseudo_rotate(noise, th)
+    assert float(((out - noise) * mask).square().mean()) > 1e-3  # it removes what the rotated grid cannot hold
+
+
+def _upfirdn2d_by_definition(x, f, up, padding, gain):
+    """Zero insertion, zero padding (negative: crop), true convolution: the definition, literally."""
+    b, c, h, w = x.shape
+    px0, px1, py0, py1 = padding
+    u = torch.zeros(b, c, h * up, w * up, dtype=x.dtype)
+    u[:, :, ::up, ::up] = x
+    u = nn.functional.pad(u, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
+    u = u[:, :, max(-py0, 0): u.shape[2] - max(-py1, 0), max(-px0, 0): u.shape[3] - max(-px1, 0)]
+    fl = (f * gain).flip(-2, -1)
+    if fl.ndim == 2:
+        fl = fl.expand(b, *fl.shape)
+    return torch.stack([nn.functional.conv2d(u[i:i + 1].transpose(0, 1), fl[i][None, None])[:, 0] for i in range(b)])
+
+
+@pytest.mark.parametrize(("up", "padding", "shape"), [(1, (2, 3, 0, 0), (1, 6)), (4, (25, 21, 25, 21), (7, 7)),
+                                                      (4, (10, -3, 4, 0), (9, 6)), (2, (0, 0, 1, 1), (3, 3))])
+def test_upfirdn2d_matches_its_definition(up, padding, shape):
+    g = torch.Generator().manual_seed(up + shape[0])
+    x = torch.randn(2, 3, 9, 8, generator=g, dtype=F64)
+    for f in (torch.randn(*shape, generator=g, dtype=F64), torch.randn(2, *shape, generator=g, dtype=F64)):
+        got = upfirdn2d(x, f, up, padding, gain=1.5)
+        torch.testing.assert_close(got, _upfirdn2d_by_definition(x, f, up, padding, 1.5), atol=1e-13, rtol=0)
+
+
+def test_bandlimit_filter_structure():
+    """Each of the up^2 polyphase components sums to 1/up^2; a rotation by pi/2 gives the transposed filter."""
+    c, s = math.cos(0.4), math.sin(0.4)
+    f = bandlimit_filter(torch.tensor([[c, s], [-s, c]]), a=3, amax=6, up=4)
+    assert f.shape == (47, 47) and f.dtype == F64
+    fp = nn.functional.pad(f, [0, 1, 0, 1]).reshape(12, 4, 12, 4).sum((0, 2))
+    torch.testing.assert_close(fp, torch.full((4, 4), 1 / 16, dtype=F64), atol=1e-15, rtol=0)
+    eye = bandlimit_filter(torch.eye(2), a=3, amax=6, up=4)
+    torch.testing.assert_close(eye, eye.T, atol=1e-15, rtol=0)
+    quarter = bandlimit_filter(torch.tensor([[0.0, 1.0], [-1.0, 0.0]]), a=3, amax=6, up=4)
+    torch.testing.assert_close(quarter, eye, atol=1e-12, rtol=0)
 
 
 def test_fractional_round_trip_of_band_limited_signal():
@@ -173,7 +312,55 @@ def test_eq_identity_and_pointwise_are_exact_for_integer_shifts():
         assert bool((res.values > 200).all()), res.values
     bad = eq_t(Weighting(3, 32, 32), x, out_layout=SPATIAL, num_samples=3)
     assert bool((bad.values < 20).all()), bad.values
-    assert bad.pooled is not None and math.isclose(bad.pooled, float(20 * math.log10(2) - 10 * torch.log10(bad.extras["mse"].mean())))
+    pooled = 20 * math.log10(2) - 10 * math.log10(float(bad.extras["sse"].sum() / bad.extras["count"].sum()))
+    assert bad.pooled is not None and math.isclose(bad.pooled, pooled, rel_tol=1e-12)
+
+
+def test_eq_statistics_per_image_and_pooled_as_stylegan3():
+    """Per image: PSNR of the draws' mean MSE; pooled: PSNR of total squared error over total count (StyleGAN3)."""
+    x = _images(b=3, h=24, w=24) * torch.tensor([0.2, 1.0, 3.0], dtype=F64)[:, None, None, None]
+    f = Weighting(3, 24, 24)
+    res = eq_r(f, x, out_layout=SPATIAL, num_samples=2, seed=5)
+    # the same draws by hand: per sample, rand(3, B) from the seeded generator, angle from its third row
+    g = torch.Generator().manual_seed(5)
+    sse, cnt, mse = (torch.zeros(3, dtype=F64) for _ in range(3))
+    for _ in range(2):
+        angle = (torch.rand(3, 3, generator=g, dtype=F64)[2] * 2 - 1) * math.pi
+        ref, m = rotate(f(x), angle)
+        e = ((f(rotate(x, angle)[0]) - ref) * m).square().sum((1, 2, 3))
+        n = m.sum((1, 2, 3)) * 3  # valid pixels times channels, as StyleGAN3's per-channel mask
+        sse, cnt, mse = sse + e, cnt + n, mse + e / n / 2
+    torch.testing.assert_close(res.extras["sse"], sse, rtol=1e-12, atol=0)
+    assert torch.equal(res.extras["count"], cnt) and len(set(cnt.tolist())) > 1  # masks differ in size
+    torch.testing.assert_close(res.extras["mse"], mse, rtol=1e-12, atol=0)
+    torch.testing.assert_close(res.values, 20 * math.log10(2) - 10 * torch.log10(mse), rtol=1e-12, atol=0)
+    assert math.isclose(res.pooled, 20 * math.log10(2) - 10 * math.log10(float(sse.sum() / cnt.sum())), rel_tol=1e-12)
+    mean_mse = 20 * math.log10(2) - 10 * math.log10(float(mse.mean()))  # the old 'pooled': another number
+    assert abs(res.pooled - mean_mse) > 1e-3, (res.pooled, mean_mse)
+    assert res.pooled_definition == POOLED_DEFINITION and res.params["peak_to_peak"] == 2.0
+    assert res.params["mask"] == "stylegan3-rotated-square" and not res.params["pseudo_rotation"]
+    one = eq_r(f, x, out_layout=SPATIAL, num_samples=2, seed=5, peak_to_peak=1.0)
+    torch.testing.assert_close(one.values, res.values - 20 * math.log10(2), rtol=0, atol=1e-12)
+
+
+def test_eq_r_on_a_map_too_small_for_the_mask_is_nan_not_exact():
+    """StyleGAN3's rotation mask is empty on maps of 12 px or less: no valid element, no value (not inf)."""
+    f = Weighting(3, 12, 12)
+    small = eq_r(f, _images(b=2, h=12, w=12), out_layout=SPATIAL, num_samples=1)
+    assert torch.isnan(small.values).all() and math.isnan(small.pooled) and (small.extras["count"] == 0).all()
+    res = eq_r(Weighting(3, 13, 13), _images(b=2, h=13, w=13), out_layout=SPATIAL, num_samples=1)
+    assert bool(torch.isfinite(res.values).all()) and (res.extras["count"] == 3).all()  # one pixel, 3 channels
+    lay = eq_layerwise(nn.Sequential(f), _images(b=2, h=12, w=12), {"0": SPATIAL}, metric="eq_r")
+    assert torch.isnan(lay.per_element).all() and torch.isnan(lay.per_sqrt_element).all()
+
+
+def test_eq_r_pseudo_rotation_option():
+    """StyleGAN3 also band-limits f(Tx) by R*: off by default, since then even the identity is inexact."""
+    x = _smooth_images(b=2, n=40)
+    exact = eq_r(lambda z: z, x, out_layout=SPATIAL, num_samples=2, seed=1)
+    pseudo = eq_r(lambda z: z, x, out_layout=SPATIAL, num_samples=2, seed=1, pseudo_rotation=True)
+    assert torch.isinf(exact.values).all() and bool((pseudo.values > 30).all() & torch.isfinite(pseudo.values).all())
+    assert bool((pseudo.extras["count"] < exact.extras["count"]).all()) and pseudo.params["pseudo_rotation"]
 
 
 def test_eq_t_frac_sees_aliasing_of_pointwise_nonlinearity():

@@ -138,6 +138,14 @@ def _assert_same_values(a: dict, b: dict, names: list[str] = ALT) -> None:
             np.testing.assert_allclose(a[name], b[name], rtol=1e-5, err_msg=name)
 
 
+def test_alt_family_revision_follows_the_stylegan3_transforms():
+    """alt.3: EQ-R / EQ-T_frac values changed with StyleGAN3's transforms, so stored alt units are redone."""
+    from pipelines.families import family_version
+
+    v = family_version("alt", {"metrics": ["eq_r", "eq_t_frac"]})
+    assert "/alt.3:eq_r=" in v and ",eq_t_frac=" in v and "/alt.2:" not in v
+
+
 def test_alt_values_do_not_depend_on_the_batch_size(tmp_path):
     kw = dict(metrics=["alt"], alt_metrics=ALT, images=8)
     by8, _ = _alt_values(_config(tmp_path / "b8", batch_size=8, **kw))
