@@ -49,7 +49,7 @@ __all__ = [
     "runs_path",
 ]
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 """Bumped whenever a column is added, removed or changes meaning (stored in ``runs``)."""
 
 
@@ -209,8 +209,10 @@ RUNS = Table(
         Column("images_per_s", pa.float64(), "images/s", "n_images / compute_s", nullable=True),
         Column("sweep_id", pa.string(), "-", "id of the `lee eval` invocation that produced this row"),
         Column("package_versions", pa.string(), "-", "JSON: python, lee-eval, liecore, catalog, pipelines (the lee-eval version where a package has none of its own), torch (with its build), timm, ray, pyarrow, duckdb, fsspec, numpy"),
-        Column("git_rev", pa.string(), "-", "git revision of the sweep's code: `LEE_GIT_REV` if set (Ray Jobs), else the driver's checkout `HEAD` (with `-dirty` if modified); null outside a checkout", nullable=True),
-        Column("hostname", pa.string(), "-", "node that ran the unit"),
+        Column("git_rev", pa.string(), "-", "revision of the sweep's code, as the driver saw it: `LEE_GIT_REV` if set (`lee submit` sets it), else `HEAD` of the working directory's git checkout, else of the package's (with `-dirty` if modified), else `lee-eval==<version>` (the installed package's recorded version); null if none is known", nullable=True),
+        Column("hostname", pa.string(), "-", "host name of the machine that ran the unit (the same for every Ray node of one machine: see `node_id`)"),
+        Column("node_id", pa.string(), "-", "Ray node id (hex) of the node whose worker ran the unit; null when the driver wrote the row (an actor that died) or the row predates schema 4", nullable=True),
+        Column("pid", pa.int64(), "-", "process id of the worker that ran the unit on that node; null as for `node_id`", nullable=True),
         Column("hardware", pa.string(), "-", "device used (`cpu (N threads)` or the CUDA device name)"),
         Column("schema_version", pa.string(), "-", "`pipelines.schema.SCHEMA_VERSION` of the writer"),
     ),

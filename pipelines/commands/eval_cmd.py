@@ -90,7 +90,8 @@ def register(subparsers) -> None:
     add_sweep_arguments(p)
     p.add_argument("--dry-run", action="store_true", help="list the units (todo / done) and exit")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress line on stderr (default: when stderr is a terminal)")
+                   help="progress on stderr (default on): a line updated in place on a terminal; off one "
+                        "(Ray Job logs, cron) a log line per finished unit and every 30 s")
     p.set_defaults(func=run)
 
 
