@@ -48,8 +48,12 @@ def _address(args) -> str:
 
 
 def _client(address: str):
+    import logging
+
     from pipelines.cluster import job_client
 
+    # Ray's packaging and SDK notices (files skipped by .gitignore, websocket closed) are not for lee's users.
+    logging.getLogger("ray").setLevel(logging.ERROR)
     return job_client(address)
 
 
