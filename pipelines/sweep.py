@@ -2,8 +2,9 @@
 
 Flow: validate everything (models, generators, families, datasets, output root) before any
 work; read and decode each dataset once with Ray Data (:mod:`pipelines.data`: the blocks stay
-in the object store); group the units by model and hand each group to one model actor (several
-actors, so several models run at once) with the dataset's block refs; each actor loads the
+in the object store, their refs from the public ``Dataset.to_arrow_refs``); group the units by
+model and hand each group, costliest first, to one model actor (Ray core actors spread over the
+nodes; several actors, so several models run at once) with the dataset's block refs; each actor loads the
 model once, applies the model's own preprocessing, runs liecore and writes the unit (placeholder
 ``runs`` row, data file, final ``runs`` row; see :mod:`pipelines.runner`). Dry runs decode on the
 driver instead and need no Ray.
