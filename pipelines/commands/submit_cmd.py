@@ -35,9 +35,9 @@ DEFAULT_JOB_ADDRESS = "http://127.0.0.1:8265"
 # Never uploaded: version control, virtualenvs, caches, build outputs, results (and the sweep's own
 # output root when it lies inside the project: added by submit). Ray also skips what .gitignore lists.
 EXCLUDES = [
-    ".git", ".venv", "venv", ".env", "env", ".tox", ".nox", ".conda", "**/__pycache__", "*.pyc", ".cache",
-    ".pytest_cache", ".ruff_cache", ".mypy_cache", "*.egg-info", "build", "dist", "lee-results", "results",
-    "reports", "*.parquet", ".ipynb_checkpoints", "node_modules", "wandb",
+    ".git", ".venv", "venv", ".env", "/env", ".tox", ".nox", ".conda", "**/__pycache__", "*.pyc", ".cache",
+    ".pytest_cache", ".ruff_cache", ".mypy_cache", "*.egg-info", "/build", "/dist", "lee-results", "/results",
+    "/reports", "*.parquet", ".ipynb_checkpoints", "node_modules", "/wandb",
 ]
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 AGENT_WAIT_S = 60.0  # how long to retry a submission the head refuses because its job agent is not up yet
