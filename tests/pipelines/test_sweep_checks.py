@@ -157,3 +157,20 @@ def test_progress_on_a_terminal_rewrites_one_line():
     prog.update("done", 10)
     prog.close()
     assert "\r" in shown.getvalue() and "units 1/3: 1 done, 0 failed, 2 remaining" in shown.getvalue()
+
+
+def test_costlier_models_are_scheduled_first(tmp_path):
+    from pipelines.sweep import plan, unit_cost
+
+    cfg = SweepConfig(models=["test_resnet.r160_in1k", "resnet50.a1_in1k"], datasets=["sample-test"], images=2,
+                      generators=["rotate"], output=str(tmp_path / "r"), weights="random")
+    units = {u.model.name: u for u in plan(cfg, check_writable=False, dry_run=True).units}
+    small, large = units["test_resnet.r160_in1k"], units["resnet50.a1_in1k"]
+    assert large.model.params_m > 10 * (small.model.params_m or 0)
+    assert unit_cost(large) > unit_cost(small)
+    # pixels count too: the same model at twice the side costs four times as much
+    bigger = SweepConfig(**{**cfg.__dict__, "img_size": 64})
+    smaller = SweepConfig(**{**cfg.__dict__, "img_size": 32})
+    u64 = next(u for u in plan(bigger, check_writable=False, dry_run=True).units if u.model.name == large.model.name)
+    u32 = next(u for u in plan(smaller, check_writable=False, dry_run=True).units if u.model.name == large.model.name)
+    assert unit_cost(u64) == pytest.approx(4 * unit_cost(u32))
