@@ -8,13 +8,15 @@ weights), apply its preprocessing and compute the LEE of every image for every g
 loop runs in this process with torch's default threads (decoding with ``catalog.load_dataset``);
 the pipeline runs ``lee eval``'s plan (read + decode on Ray Data) + execute (model actors,
 Parquet writes) on a local Ray that is already up (Ray start-up is reported separately, not
-counted). Prints images x generators per second, models per hour, and the ratio pipeline / loop
-(plan + execute; the execute-only ratio is printed too).
+counted). Loop and pipeline runs alternate (``--repeats`` pairs), each pair printed with the load
+average, so other processes' load falls on both alike. Prints images x generators per second,
+models per hour, and the ratio pipeline / loop (plan + execute; the execute-only ratio is printed too).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -69,15 +71,18 @@ def main() -> None:
               f"at {args.img_size}px, batch {args.batch_size}; torch threads {torch.get_num_threads()}")
 
         loop(cfg, specs[:1], 1)  # warm-up (imports, first allocations), not counted
-        t_loop = [loop(cfg, specs, n_images) for _ in range(args.repeats)]
         t0 = time.perf_counter()
         init_ray(None)
         import ray
 
         t_ray = time.perf_counter() - t0
         ray.get([ray.remote(lambda: 0).remote() for _ in range(4)])  # workers warm
-        t_pipe, t_exec, t_plan, stats = [], [], [], []
-        for _ in range(args.repeats):
+        # Loop and pipeline alternate, so load from other processes falls on both alike; each pair's
+        # ratio is printed with the load average around it.
+        t_loop, t_pipe, t_exec, t_plan, stats = [], [], [], [], []
+        for i in range(args.repeats):
+            load0 = os.getloadavg()[0]
+            t_loop.append(loop(cfg, specs, n_images))
             t0 = time.perf_counter()
             p = plan(cfg)
             t_plan.append(time.perf_counter() - t0)
@@ -86,6 +91,8 @@ def main() -> None:
             t_pipe.append(time.perf_counter() - t0)
             t_exec.append(r.wall_s)
             stats.append(r.rows)
+            print(f"pair {i + 1}: loop {t_loop[-1]:.2f}s, pipeline {t_pipe[-1]:.2f}s, ratio {t_loop[-1] / t_pipe[-1]:.2f} "
+                  f"(load average {load0:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
         lo, pi, ex = statistics.median(t_loop), statistics.median(t_pipe), statistics.median(t_exec)
         rows = stats[-1]
         compute = sum(r["compute_s"] or 0 for r in rows)

@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipelines.cluster import prepare_auth
+
+    prepare_auth()  # RAY_AUTH_MODE=token when a token is found: Ray reads it once, when it is imported
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

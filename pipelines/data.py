@@ -299,7 +299,7 @@ def _run_ray(blocks: list[pa.Table], keep_alive: list) -> tuple[list[Any], list[
     ds = ray.data.from_arrow(blocks).map_batches(read_decode, batch_size=None, batch_format="numpy")
     mds = ds.materialize()
     keep_alive.append(mds)
-    refs = list(dict.fromkeys(ref for bundle in mds.iter_internal_ref_bundles() for ref in bundle.block_refs))
+    refs = list(dict.fromkeys(mds.to_arrow_refs()))  # the blocks are Arrow already: the same refs, no copy
     meta_fn = ray.remote(num_cpus=0)(_block_meta)
     metas = ray.get(meta_fn.remote(*refs)) if refs else []
     return refs, metas

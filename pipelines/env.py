@@ -10,7 +10,7 @@ import socket
 import subprocess
 from importlib import metadata
 
-__all__ = ["git_revision", "hardware", "hostname", "package_versions"]
+__all__ = ["git_revision", "hardware", "hostname", "node_id", "package_versions"]
 
 _PACKAGES = ("torch", "timm", "ray", "pyarrow", "duckdb", "fsspec", "numpy")
 
@@ -47,27 +47,53 @@ def package_versions() -> str:
     return json.dumps(out, sort_keys=True)
 
 
-@functools.cache
-def git_revision() -> str | None:
-    """``LEE_GIT_REV`` when set (``lee submit`` sets it for Ray Jobs, whose working dir has no ``.git``),
-    else ``HEAD`` of the checkout this code lives in (``-dirty`` if modified); None outside git."""
-    if os.environ.get("LEE_GIT_REV"):
-        return os.environ["LEE_GIT_REV"]
-    here = os.path.dirname(os.path.abspath(__file__))
+def _git_head(directory: str) -> str | None:
+    """``HEAD`` of the git checkout containing ``directory`` (``-dirty`` if tracked files are modified)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=directory, capture_output=True, text=True, timeout=5,
+                              check=True).stdout.strip()
+
     try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
+        rev = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
     return rev + ("-dirty" if dirty else "") if rev else None
+
+
+@functools.cache
+def git_revision() -> str | None:
+    """The revision of the code that runs, however it was started.
+
+    In order: ``LEE_GIT_REV`` (``lee submit`` sets it: a Ray Job's copy of the project has no
+    ``.git``); ``HEAD`` of the working directory's git checkout; of the checkout this package lives
+    in (``-dirty`` if modified); ``lee-eval==<version>``, the installed distribution's recorded
+    version (``ray job submit ... python -m pipelines ...`` without ``LEE_GIT_REV``). None if none.
+    """
+    if os.environ.get("LEE_GIT_REV"):
+        return os.environ["LEE_GIT_REV"]
+    here = os.path.dirname(os.path.abspath(__file__))
+    for directory in dict.fromkeys((os.getcwd(), here)):
+        rev = _git_head(directory)
+        if rev:
+            return rev
+    try:
+        return f"lee-eval=={metadata.version('lee-eval')}"
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def node_id() -> str | None:
+    """The Ray node id (hex) of this process's node; None outside Ray."""
+    import sys
+
+    if "ray" not in sys.modules:
+        return None
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    return ray.get_runtime_context().get_node_id()
 
 
 def hostname() -> str:

@@ -1,58 +1,146 @@
-"""One progress line for a sweep (units done/failed/remaining, images/s, ETA); silent off a terminal."""
+"""Progress of a sweep, on a terminal and off it (Ray Job logs, cron logs).
+
+On a terminal: one line rewritten in place (units done/failed/remaining, images/s, ETA). Off a
+terminal: plain log lines, one per finished or failed unit, and at most every ``interval`` seconds
+(30 by default) one with the units done, images/s and ETA. ``--no-progress`` silences both.
+
+The throughput is measured over the units themselves: images of the finished units divided by the
+time since the first of them started (its ``started_at``), so Ray's start-up, the dataset's decoding
+and the actors' imports do not count; the ETA is the remaining images at that rate.
+"""
 
 from __future__ import annotations
 
+import datetime as _dt
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 __all__ = ["Progress"]
 
 
+def _stamp() -> str:
+    return _dt.datetime.now().strftime("%H:%M:%S")
+
+
 class Progress:
-    def __init__(self, total_units: int, total_images: int, *, stream: TextIO | None = None, enabled: bool | None = None):
+    """Counts finished units and reports them.
+
+    Args:
+        total_units: Units this invocation runs.
+        total_images: Images over those units (a unit of n images counts n).
+        stream: Where to write (default stderr).
+        enabled: False: silent (``--no-progress``); default True.
+        plain: Log lines instead of a line rewritten in place; default: when ``stream`` is not a terminal.
+        interval: Seconds between two periodic lines in plain mode.
+    """
+
+    def __init__(self, total_units: int, total_images: int, *, stream: TextIO | None = None,
+                 enabled: bool | None = None, plain: bool | None = None, interval: float = 30.0):
         self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.enabled = True if enabled is None else enabled
+        isatty = getattr(self.stream, "isatty", None)
+        self.plain = (not (isatty and isatty())) if plain is None else plain
+        self.interval = interval
         self.total_units = total_units
         self.total_images = total_images
-        self.done = self.failed = self.images = 0
-        self.t0 = time.perf_counter()
-        self._last = 0.0
+        self.done = self.failed = self.images = self.images_failed = 0
+        self.t0 = time.time()
+        self.first_start: float | None = None  # epoch seconds: when the first finished unit started
+        self._last = time.time()
 
-    def update(self, status: str, n_images: int) -> None:
+    # ---------------------------------------------------------------------------------- counting
+    def update(self, status: str, n_images: int, row: dict[str, Any] | None = None) -> None:
+        """Count one finished unit (``row``: its ``runs`` summary, for the log line and the rate)."""
         if status == "done":
             self.done += 1
             self.images += n_images
         else:
             self.failed += 1
-        self.render(force=True)
+            self.images_failed += n_images
+        started = (row or {}).get("started_at")
+        if isinstance(started, _dt.datetime):
+            ts = started.timestamp()
+            self.first_start = ts if self.first_start is None else min(self.first_start, ts)
+        if not self.enabled:
+            return
+        if self.plain:
+            self._write(self.unit_line(status, n_images, row or {}) + "\n")
+        else:
+            self.render(force=True)
 
     @property
     def remaining(self) -> int:
         return self.total_units - self.done - self.failed
 
+    def rate(self, now: float | None = None) -> float | None:
+        """Images per second over the units finished so far (None before the first one)."""
+        if self.first_start is None or not self.images:
+            return None
+        span = (now or time.time()) - self.first_start
+        return self.images / span if span > 0 else None
+
+    def eta(self, now: float | None = None) -> float | None:
+        rate = self.rate(now)
+        if rate is None:
+            return None
+        return max(0.0, self.total_images - self.images - self.images_failed) / rate
+
+    # ----------------------------------------------------------------------------------- lines
     def line(self) -> str:
-        el = time.perf_counter() - self.t0
-        rate = self.images / el if el > 0 else 0.0
+        now = time.time()
+        rate, eta = self.rate(now), self.eta(now)
         finished = self.done + self.failed
-        eta = (el / finished * self.remaining) if finished else float("nan")
-        eta_s = "?" if eta != eta else f"{eta:,.0f}s"
         return (
             f"units {finished}/{self.total_units}: {self.done} done, {self.failed} failed, "
-            f"{self.remaining} remaining | {rate:.1f} images/s | elapsed {el:,.0f}s | ETA {eta_s}"
+            f"{self.remaining} remaining | {'?' if rate is None else f'{rate:.1f}'} images/s | "
+            f"elapsed {now - self.t0:,.0f}s | ETA {'?' if eta is None else f'{eta:,.0f}s'}"
         )
 
+    def unit_line(self, status: str, n_images: int, row: dict[str, Any]) -> str:
+        """``lee: [HH:MM:SS] unit 3/12 done: lee test_resnet@sample-test (16 images, 2.1s; node 1a2b3c4d pid 123)``."""
+        what = f"{row.get('family', '?')} {row.get('model', '?')}@{row.get('dataset', '?')}"
+        where = []
+        if row.get("wall_s") is not None:
+            where.append(f"{row['wall_s']:.1f}s")
+        if row.get("node_id"):
+            where.append(f"node {str(row['node_id'])[:8]} pid {row.get('pid')}")
+        detail = f" ({n_images} images{', ' + '; '.join(where) if where else ''})"
+        text = f"lee: [{_stamp()}] unit {self.done + self.failed}/{self.total_units} {status}: {what}{detail}"
+        if status != "done" and row.get("error"):
+            text += f": {str(row['error']).strip().splitlines()[0][:300]}"
+        return text
+
+    def start(self, n_actors: int) -> None:
+        """The first line of a run (plain mode): what is to be done, on how many actors."""
+        if self.enabled and self.plain:
+            self._write(f"lee: [{_stamp()}] running {self.total_units} unit(s), {self.total_images} images, "
+                        f"on {n_actors} actor(s)\n")
+        self._last = time.time()
+
     def render(self, force: bool = False) -> None:
+        """The in-place line (terminal, at most every 0.5 s) or a periodic log line (plain, every ``interval``)."""
         if not self.enabled:
             return
-        now = time.perf_counter()
+        now = time.time()
+        if self.plain:
+            if now - self._last >= self.interval:
+                self._last = now
+                self._write(f"lee: [{_stamp()}] {self.line()}\n")
+            return
         if not force and now - self._last < 0.5:
             return
         self._last = now
-        self.stream.write("\r\033[K" + self.line())
-        self.stream.flush()
+        self._write("\r\033[K" + self.line())
 
     def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\r\033[K" + self.line() + "\n")
-            self.stream.flush()
+        if not self.enabled:
+            return
+        if self.plain:
+            self._write(f"lee: [{_stamp()}] {self.line()}\n")
+        else:
+            self._write("\r\033[K" + self.line() + "\n")
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()

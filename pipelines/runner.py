@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import time
 import traceback
 from typing import Any
@@ -83,6 +84,8 @@ def base_row(unit: WorkUnit, sweep_id: str, attempt: int, git_rev: str | None = 
         "package_versions": env.package_versions(),
         "git_rev": git_rev or env.git_revision(),
         "hostname": env.hostname(),
+        "node_id": env.node_id(),
+        "pid": os.getpid(),
         "schema_version": schema.SCHEMA_VERSION,
     }
 
@@ -286,7 +289,7 @@ def _data_config_json(loaded) -> str | None:
 
 def _summary(row: dict[str, Any]) -> dict[str, Any]:
     keep = ("unit", "status", "family", "model", "weights", "dataset", "n_images", "n_rows", "error", "compute_s", "wall_s",
-            "attempt")
+            "attempt", "started_at", "hostname", "node_id", "pid")
     return {k: row.get(k) for k in keep}
 
 

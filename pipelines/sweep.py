@@ -2,8 +2,9 @@
 
 Flow: validate everything (models, generators, families, datasets, output root) before any
 work; read and decode each dataset once with Ray Data (:mod:`pipelines.data`: the blocks stay
-in the object store); group the units by model and hand each group to one model actor (several
-actors, so several models run at once) with the dataset's block refs; each actor loads the
+in the object store, their refs from the public ``Dataset.to_arrow_refs``); group the units by
+model and hand each group, costliest first, to one model actor (Ray core actors spread over the
+nodes; several actors, so several models run at once) with the dataset's block refs; each actor loads the
 model once, applies the model's own preprocessing, runs liecore and writes the unit (placeholder
 ``runs`` row, data file, final ``runs`` row; see :mod:`pipelines.runner`). Dry runs decode on the
 driver instead and need no Ray.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import os
 import socket
 import sys
@@ -406,18 +406,26 @@ def fallback_warning(p: Plan) -> str | None:
 
 # ------------------------------------------------------------------------------------------ execute
 def probe_address(address: str, timeout: float = 5.0) -> None:
-    """Fail fast on a Ray address nothing listens on (``ray.init`` would wait for minutes).
+    """Fail fast on a Ray address nothing listens on, or whose GCS refuses this side's token
+    (``ray.init`` would retry for 20 s or minutes, then raise a traceback).
 
-    ``host:port`` (the GCS) and ``ray://host:port`` (Ray Client) are probed with a TCP connect;
-    ``auto``, ``local`` and other forms are left to Ray.
+    ``host:port`` (the GCS) is asked for its cluster id with the token (:func:`pipelines.cluster.check_gcs`);
+    ``ray://host:port`` (Ray Client) is probed with a TCP connect; ``auto``, ``local`` and other forms are
+    left to Ray.
     """
-    target = address.removeprefix("ray://") if address.startswith("ray://") else address
+    from pipelines.cluster import check_gcs
+
+    client = address.startswith("ray://")
+    target = address.removeprefix("ray://")
     if "://" in target or address in ("auto", "local"):
         return
     host, sep, port = target.rpartition(":")
     if not sep or not port.isdigit():
         raise UsageError(f"Ray address {address!r} is not host:port or ray://host:port")
     host = host.strip("[]") or "127.0.0.1"
+    if not client:
+        check_gcs(f"{host}:{port}", timeout=timeout)
+        return
     try:
         with socket.create_connection((host, int(port)), timeout=timeout):
             pass
@@ -431,28 +439,33 @@ def probe_address(address: str, timeout: float = 5.0) -> None:
 def init_ray(address: str | None) -> None:
     """Join the cluster at ``address`` (or ``RAY_ADDRESS``), else start an embedded local Ray.
 
-    The address is probed first (:func:`probe_address`). Off a terminal Ray's notice that token
-    authentication is on is not printed (a warning at startup, not an error).
+    The address is probed first (:func:`probe_address`: unreachable, token missing or refused). The
+    token mode is set before Ray is imported (:func:`pipelines.cluster.prepare_auth`); an embedded Ray
+    is started with ``RAY_AUTH_MODE=token`` stated (Ray's default for new local clusters, without its
+    notice) unless the mode is set.
     """
-    import ray
+    from pipelines.cluster import auth_fix, prepare_auth
 
+    prepare_auth()
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         probe_address(address)
+    elif "ray" not in sys.modules:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    import ray
+
     if ray.is_initialized():
         return
     kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
-    auth_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
-    level = auth_log.level
-    if not sys.stderr.isatty():
-        auth_log.setLevel(logging.ERROR)
     try:
         if address:
             ray.init(address=address, **kwargs)
         else:  # embedded local Ray
             ray.init(include_dashboard=False, **kwargs)
-    finally:
-        auth_log.setLevel(level)
+    except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
+        cause = f"{exc} {exc.__cause__ or ''}"
+        fix = auth_fix() if "auth" in cause.lower() else "is the cluster up, and is this its GCS address (HEAD:6379)?"
+        raise UsageError(f"cannot join the Ray cluster at {address!r}: {fix}") from None
 
 
 def actor_plan(cfg: SweepConfig, n_groups: int, resources: dict[str, float] | None) -> tuple[int, dict[str, Any]]:
@@ -504,19 +517,34 @@ def _actor_resources(cfg: SweepConfig, n_groups: int) -> tuple[int, dict[str, An
     return actor_plan(cfg, n_groups, ray.cluster_resources())
 
 
+def unit_cost(u: WorkUnit) -> float:
+    """A unit's relative cost for long-first scheduling: parameters (millions) x pixels x images, a
+    layerwise unit counted 10x (one pass per layer call); unknown parameter counts count as 25 M."""
+    spec = u.model
+    params = float(getattr(spec, "params_m", None) or 25.0)
+    side = float(getattr(spec, "img_size", None) or 224)
+    return params * side * side * max(1, u.dataset.n_images) * (10.0 if u.family == "layerwise" else 1.0)
+
+
 def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None = None) -> SweepResult:
-    """Run ``p.todo`` on Ray actors. Returns the ``runs`` rows of this invocation."""
+    """Run ``p.todo`` on Ray actors. Returns the ``runs`` rows of this invocation.
+
+    The units are grouped by model (one model build per actor) and the groups handed out longest
+    first (:func:`unit_cost`), so the costliest model does not start last and hold the sweep up.
+    Actors are spread over the nodes (``SPREAD``); each unit gets the dataset's decoded blocks as
+    object refs (:class:`pipelines.data.Shard`) and writes itself.
+    """
     t0 = time.perf_counter()
     sweep_id = sweep_id or uuid.uuid4().hex[:12]
     if not p.todo:
         return SweepResult(p, [], 0.0)
-    import ray
-
     from pipelines.data import Shard
     from pipelines.runner import UnitRunner, failed_row
 
     cfg = p.config
     init_ray(cfg.address)
+    import ray
+
     t_ray = time.perf_counter() - t0
 
     bs = cfg.batch_size
@@ -525,14 +553,15 @@ def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None =
     groups: dict[tuple, list[WorkUnit]] = defaultdict(list)
     for u in p.todo:
         groups[(u.model.name, u.weights or u.weights_policy)].append(u)
-    queue = list(groups.values())
+    queue = sorted(groups.values(), key=lambda g: -sum(unit_cost(u) for u in g))  # longest first
     n_actors, opts = _actor_resources(cfg, len(queue))
     if opts.get("num_gpus") and cfg.gpus_per_actor:
         have = float(ray.cluster_resources().get("GPU", 0))
         if have < n_actors * opts["num_gpus"]:
             print(f"lee: {n_actors} actor(s) ask for {opts['num_gpus']:g} GPU each; the cluster has {have:g} GPU(s) "
                   "now: actors wait until the autoscaler adds GPU workers", file=sys.stderr)
-    actor_cls = ray.remote(UnitRunner).options(max_restarts=2, max_task_retries=2, **opts)
+    actor_cls = ray.remote(UnitRunner).options(max_restarts=2, max_task_retries=2, scheduling_strategy="SPREAD",
+                                               **opts)
     git_rev = env.git_revision()  # the driver's code: workers' copies (Ray Jobs, rsync) have no .git
 
     def new_actor():
@@ -545,6 +574,13 @@ def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None =
     rows: list[dict] = []
     attempts = {u.key: p.attempts.get(u.key, 0) + 1 for u in p.todo}
 
+    def driver_row(u: WorkUnit, exc, **kw) -> dict:
+        """A failed row the driver writes (the actor is gone): where it ran is unknown."""
+        row = failed_row(u, sweep_id, attempts[u.key], exc, git_rev=git_rev, **kw)
+        row.update(hardware="unknown", node_id=None, pid=None)
+        p.store.write_run(row)
+        return row
+
     def dispatch():
         while idle and queue:
             a = idle.pop(0)
@@ -554,6 +590,8 @@ def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None =
                 ref = actors[a].run.remote(u, shards[u.dataset.name], sweep_id, attempt=attempts[u.key], batch_size=bs)
                 pending[ref] = (a, u)
 
+    if progress:
+        progress.start(n_actors)
     dispatch()
     try:
         while pending:
@@ -565,18 +603,13 @@ def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None =
                 try:
                     row = ray.get(ref)
                 except ray.exceptions.RayActorError as exc:  # died after its restarts: record, replace
-                    row = failed_row(u, sweep_id, attempts[u.key], f"actor died: {exc}", error_type="ActorDied",
-                                     git_rev=git_rev)
-                    row["hardware"] = "unknown"
-                    p.store.write_run(row)
+                    row = driver_row(u, f"actor died: {exc}", error_type="ActorDied")
                     actors[a] = new_actor()
                 except Exception as exc:  # noqa: BLE001 - e.g. a task that could not be deserialized
-                    row = failed_row(u, sweep_id, attempts[u.key], exc, git_rev=git_rev)
-                    row["hardware"] = "unknown"
-                    p.store.write_run(row)
+                    row = driver_row(u, exc)
                 rows.append(row)
                 if progress:
-                    progress.update(row["status"], u.dataset.n_images)
+                    progress.update(row["status"], u.dataset.n_images, row)
                 remaining_in_group[a] -= 1
                 if remaining_in_group[a] == 0:
                     if queue:

@@ -114,7 +114,8 @@ def register(subparsers) -> None:
                    help="after the sweep, write `lee report` of the results root into DIR (figures, tables, "
                         "index.html): the pretrained results, or the random-init ones when the root has no others")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress line on stderr (default: when stderr is a terminal)")
+                   help="progress on stderr (default on): a line updated in place on a terminal; off one "
+                        "(Ray Job logs, cron) a log line per finished unit and every 30 s")
     p.set_defaults(func=run)
 
 

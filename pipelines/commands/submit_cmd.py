@@ -4,13 +4,18 @@
 validates the flags (models, datasets, generators...) here, uploads the project
 (``working_dir``), starts ``python -m pipelines eval <flags>`` on the cluster and prints the job id.
 
-The job's runtime_env: the project as ``working_dir`` (build outputs and ``.git`` excluded), the
-checkout's git revision as ``env_vars.LEE_GIT_REV`` (``-dirty`` if modified; the job's copy has no
-``.git``, so the runner records this one), and, without ``--runtime-env``, ``pip``: the project's
-dependencies from ``pyproject.toml`` (Ray itself excepted: the cluster's Ray is used). A
-``--runtime-env`` YAML replaces the keys it sets (``pip`` included) and adds to ``env_vars``.
-Clusters with token authentication (``RAY_AUTH_MODE=token``) need the same ``RAY_AUTH_TOKEN`` (or
-``~/.ray/auth_token``) on this side.
+The job's runtime_env: the project's source as ``working_dir`` (never ``.git``, virtualenvs,
+caches, build outputs or results roots: :data:`EXCLUDES`, plus the sweep's output root when it lies
+in the project), the checkout's git revision as ``env_vars.LEE_GIT_REV`` (``-dirty`` if modified;
+the job's copy has no ``.git``, so the runner records this one), and, without ``--runtime-env``,
+``pip``: the project's dependencies from ``pyproject.toml`` (Ray itself excepted: the cluster's Ray
+is used), an environment Ray builds once per node and reuses while the list is unchanged. A
+``--runtime-env`` YAML replaces the keys it sets (``pip`` included) and adds to ``env_vars`` and
+``excludes``. The job runs ``lee eval`` with its progress as log lines (``lee logs --follow``).
+
+Token authentication (:mod:`pipelines.cluster`): the token is found here (``RAY_AUTH_TOKEN``,
+``~/.ray/auth_token``) and ``RAY_AUTH_MODE=token`` set for this process; every failure to reach the
+job server or to authenticate is one ``lee: error:`` line naming the fix.
 """
 
 from __future__ import annotations
@@ -27,7 +32,13 @@ from pathlib import Path
 from pipelines.cli import UsageError
 
 DEFAULT_JOB_ADDRESS = "http://127.0.0.1:8265"
-EXCLUDES = [".git", "**/__pycache__", "lee-results", "*.parquet", ".pytest_cache", ".ruff_cache", "*.egg-info"]
+# Never uploaded: version control, virtualenvs, caches, build outputs, results (and the sweep's own
+# output root when it lies inside the project: added by submit). Ray also skips what .gitignore lists.
+EXCLUDES = [
+    ".git", ".venv", "venv", ".env", "/env", ".tox", ".nox", ".conda", "**/__pycache__", "*.pyc", ".cache",
+    ".pytest_cache", ".ruff_cache", ".mypy_cache", "*.egg-info", "/build", "/dist", "lee-results", "/results",
+    "/reports", "*.parquet", ".ipynb_checkpoints", "node_modules", "/wandb",
+]
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 AGENT_WAIT_S = 60.0  # how long to retry a submission the head refuses because its job agent is not up yet
 
@@ -37,12 +48,28 @@ def _address(args) -> str:
 
 
 def _client(address: str):
-    from ray.job_submission import JobSubmissionClient
+    import logging
+
+    from pipelines.cluster import job_client
+
+    # Ray's packaging and SDK notices (files skipped by .gitignore, websocket closed) are not for lee's users.
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    return job_client(address)
+
+
+def _job_call(address: str, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` on the job client; an unknown job id, a lost connection or a refused token
+    becomes one :class:`UsageError` line."""
+    from pipelines.cluster import describe_error
 
     try:
-        return JobSubmissionClient(address)
-    except Exception as exc:  # noqa: BLE001 - connection errors come in many types
-        raise UsageError(f"cannot reach the Ray job server at {address!r}: {type(exc).__name__}: {exc}") from None
+        return fn(*args, **kwargs)
+    except RuntimeError as exc:  # the job server's answer, e.g. "Job ... does not exist"
+        if "authentication" in str(exc).lower():
+            raise UsageError(describe_error(address, exc)) from None
+        raise UsageError(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - connection and auth errors come in many types
+        raise UsageError(describe_error(address, exc)) from None
 
 
 def _project_dir(explicit: str | None) -> str:
@@ -84,16 +111,21 @@ def project_requirements(working_dir: str) -> list[str]:
     return [d for d in deps if re.split(r"[\s\[<>=!~;]", d, maxsplit=1)[0].lower() != "ray"]
 
 
-def load_runtime_env(path: str | None, working_dir: str, git_rev: str | None = None) -> dict:
+def load_runtime_env(path: str | None, working_dir: str, git_rev: str | None = None,
+                     extra_excludes: list[str] | None = None) -> dict:
     """The job's runtime_env.
 
     Default: the project as ``working_dir`` with build outputs excluded, ``pip``: the project's
-    dependencies (:func:`project_requirements`), and ``env_vars.LEE_GIT_REV`` = ``git_rev``. A YAML
+    dependencies (:func:`project_requirements`; Ray builds that environment once per node and
+    list of requirements, and reuses it for later jobs), ``env_vars.LEE_GIT_REV`` = ``git_rev`` and
+    ``PYTHONUNBUFFERED=1``. ``extra_excludes`` are added to :data:`EXCLUDES` (the output root). A YAML
     file replaces the keys it sets (its ``pip``, or none, instead of the default one) and adds its
     ``env_vars`` (a ``LEE_GIT_REV`` there wins).
     """
-    env: dict = {"working_dir": working_dir, "excludes": list(EXCLUDES)}
-    env_vars = {"LEE_GIT_REV": git_rev} if git_rev else {}
+    env: dict = {"working_dir": working_dir, "excludes": list(dict.fromkeys(EXCLUDES + (extra_excludes or [])))}
+    env_vars = {"PYTHONUNBUFFERED": "1"}  # the job's log shows progress as it happens
+    if git_rev:
+        env_vars["LEE_GIT_REV"] = git_rev
     if path:
         import yaml
 
@@ -106,6 +138,8 @@ def load_runtime_env(path: str | None, working_dir: str, git_rev: str | None = N
         if data.get("working_dir") in (".", "./"):
             data["working_dir"] = working_dir
         env_vars.update(data.pop("env_vars", None) or {})
+        if "excludes" in data:  # the defaults (virtualenvs, caches, .git) are never uploaded either
+            data["excludes"] = list(dict.fromkeys(env["excludes"] + list(data["excludes"] or [])))
         env.update(data)
     else:
         env["pip"] = {"packages": project_requirements(working_dir), "pip_check": False}
@@ -114,8 +148,12 @@ def load_runtime_env(path: str | None, working_dir: str, git_rev: str | None = N
     return env
 
 
-def _eval_argv(rest: list[str]) -> list[str]:
-    """Validate the forwarded ``lee eval`` flags here (fail before submitting) and absolutise the output."""
+def _eval_argv(rest: list[str]) -> tuple[list[str], str]:
+    """Validate the forwarded ``lee eval`` flags here (fail before submitting) and absolutise the output.
+
+    Returns:
+        The flags to forward, and the output root (absolute when local).
+    """
     from pipelines.cli import build_parser
     from pipelines.commands.eval_cmd import config_from_args
     from pipelines.sweep import resolve_models, validate
@@ -131,11 +169,21 @@ def _eval_argv(rest: list[str]) -> list[str]:
     resolve_models(cfg)
     _check_datasets(cfg.datasets)
     argv = list(rest)
+    output = cfg.output
     if "://" not in cfg.output and not os.path.isabs(cfg.output):
-        argv += ["--output", os.path.abspath(cfg.output)]  # a job's cwd is a temporary copy
-        print(f"lee: note: local output {cfg.output!r} sent as {os.path.abspath(cfg.output)!r}; on a "
+        output = os.path.abspath(cfg.output)
+        argv += ["--output", output]  # a job's cwd is a temporary copy
+        print(f"lee: note: local output {cfg.output!r} sent as {output!r}; on a "
               f"multi-node cluster use a shared URI (s3://, gs://, NFS)", file=sys.stderr)
-    return argv
+    return argv, output
+
+
+def _inside(path: str, directory: str) -> str | None:
+    """``path`` relative to ``directory`` when it lies inside it (an exclude pattern), else None."""
+    if "://" in path:
+        return None
+    rel = os.path.relpath(os.path.abspath(path), directory)
+    return None if rel == "." or rel.startswith("..") else rel.replace(os.sep, "/")
 
 
 def _check_datasets(selection: list[str]) -> None:
@@ -153,10 +201,12 @@ def _check_datasets(selection: list[str]) -> None:
 
 def submit(args) -> int:
     wd = _project_dir(args.working_dir)
-    argv = _eval_argv(args.eval_args or [])
-    runtime_env = load_runtime_env(args.runtime_env, wd, git_revision(wd))
+    argv, output = _eval_argv(args.eval_args or [])
+    inside = _inside(output, wd)
+    runtime_env = load_runtime_env(args.runtime_env, wd, git_revision(wd), [f"/{inside}"] if inside else None)
     client = _client(_address(args))
-    entrypoint = shlex.join(["python", "-m", "pipelines", "eval", "--no-progress", *argv])
+    # Progress: plain log lines (the job's stderr is no terminal), which `lee logs --follow` shows.
+    entrypoint = shlex.join(["python", "-m", "pipelines", "eval", *argv])
     deadline = time.time() + AGENT_WAIT_S
     while True:
         try:
@@ -167,61 +217,66 @@ def submit(args) -> int:
             if "try again later" in str(exc) and time.time() < deadline:
                 time.sleep(1.0)
                 continue
-            raise UsageError(f"job submission to {_address(args)} failed: {type(exc).__name__}: {exc}") from None
+            from pipelines.cluster import describe_error
+
+            raise UsageError(f"job submission failed: {describe_error(_address(args), exc)}") from None
     print(job_id)
     if args.wait:
-        return _wait(client, job_id, follow=True)
+        return _wait(client, job_id, follow=True, address=_address(args))
     return 0
 
 
-def _wait(client, job_id: str, *, follow: bool, poll: float = 1.0, timeout: float | None = None) -> int:
+def _wait(client, job_id: str, *, follow: bool, poll: float = 1.0, timeout: float | None = None,
+          address: str = "") -> int:
+    """Wait for the job (``follow``: stream its log meanwhile); print ``ID: STATUS`` on stdout."""
     t0 = time.time()
+    if follow:
+        _tail(client, job_id, address)
     while True:
-        status = str(client.get_job_status(job_id)).split(".")[-1]
+        status = str(_job_call(address, client.get_job_status, job_id)).split(".")[-1]
         if status in TERMINAL:
             break
         if timeout and time.time() - t0 > timeout:
-            print(f"{job_id}: still {status} after {timeout:.0f}s", file=sys.stderr)
+            print(f"{job_id}: still {status} after {timeout:.0f}s")
             return 3
         time.sleep(poll)
-    if follow:
-        sys.stdout.write(client.get_job_logs(job_id))
-    print(f"{job_id}: {status}", file=sys.stderr)
+    print(f"{job_id}: {status}")
     return 0 if status == "SUCCEEDED" else 1
 
 
+def _tail(client, job_id: str, address: str) -> None:
+    """Stream the job's log to stdout until it ends."""
+    import asyncio
+
+    async def tail():
+        async for chunk in client.tail_job_logs(job_id):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+
+    _job_call(address, asyncio.run, tail())
+
+
 def status(args) -> int:
-    client = _client(_address(args))
+    address = _address(args)
+    client = _client(address)
     if args.job_id is None:
-        for job in client.list_jobs():
+        for job in _job_call(address, client.list_jobs):
             print(f"{job.submission_id or job.job_id}\t{str(job.status).split('.')[-1]}\t{job.entrypoint}")
         return 0
-    try:
-        if args.wait:
-            return _wait(client, args.job_id, follow=False, timeout=args.timeout)
-        info = client.get_job_info(args.job_id)
-    except RuntimeError as exc:
-        raise UsageError(str(exc)) from None
+    if args.wait:
+        return _wait(client, args.job_id, follow=False, timeout=args.timeout, address=address)
+    info = _job_call(address, client.get_job_info, args.job_id)
     print(f"{args.job_id}\t{str(info.status).split('.')[-1]}\t{info.message or ''}")
     return 0
 
 
 def logs(args) -> int:
-    client = _client(_address(args))
-    try:
-        if args.follow:
-            import asyncio
-
-            async def tail():
-                async for chunk in client.tail_job_logs(args.job_id):
-                    sys.stdout.write(chunk)
-                    sys.stdout.flush()
-
-            asyncio.run(tail())
-        else:
-            sys.stdout.write(client.get_job_logs(args.job_id))
-    except RuntimeError as exc:
-        raise UsageError(str(exc)) from None
+    address = _address(args)
+    client = _client(address)
+    if args.follow:
+        _tail(client, args.job_id, address)
+    else:
+        sys.stdout.write(_job_call(address, client.get_job_logs, args.job_id))
     return 0
 
 

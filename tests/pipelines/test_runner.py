@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -116,6 +117,40 @@ def test_git_rev_comes_from_lee_git_rev():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "LEE_GIT_REV": "abc123-job"})
     assert out.stdout.strip() == "abc123-job"
+
+
+def test_git_rev_without_lee_git_rev_comes_from_the_working_directory_else_the_package_version(tmp_path):
+    """`ray job submit --working-dir . -- python -m pipelines ...`: the job's copy has no .git."""
+    import shutil
+    from importlib import metadata
+
+    import pipelines
+
+    copy = tmp_path / "job"  # a Ray Job's working_dir: the package, no .git
+    shutil.copytree(Path(pipelines.__file__).parent, copy / "pipelines", ignore=shutil.ignore_patterns("__pycache__"))
+    code = "from pipelines import env; print(env.git_revision())"
+    env = {k: v for k, v in os.environ.items() if k != "LEE_GIT_REV"} | {"PYTHONPATH": str(copy)}
+
+    def rev(cwd) -> str:
+        out = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=60,
+                             env=env)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    try:
+        version = metadata.version("lee-eval")
+    except metadata.PackageNotFoundError:
+        version = None
+    assert rev(copy) == (f"lee-eval=={version}" if version else "None")  # was None (NULL) before
+    repo = tmp_path / "repo"  # run from a checkout: its HEAD
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "f.txt").write_text("a")
+    subprocess.run([*git, "add", "f.txt"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "c"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    assert rev(repo) == head
 
 
 ALT = ["eq_t", "eq_r", "circular_shift_consistency", "sampled_equivariance_error"]

@@ -81,6 +81,10 @@ def test_sweep_writes_documented_schema(done_sweep):
     assert run["dataset_fingerprint"] and run["hardware"].startswith("cpu") and run["wall_s"] > 0
     assert run["attempt"] == 1 and run["schema_version"] == schema.SCHEMA_VERSION
     assert json.loads(run["data_config_json"])["input_size"] == [3, IMG, IMG]
+    import ray
+
+    # where it ran: the session's one node, in an actor's process (not the driver's)
+    assert run["node_id"] == ray.get_runtime_context().get_node_id() and run["pid"] not in (None, os.getpid())
 
 
 def test_values_equal_liecore_directly(done_sweep):

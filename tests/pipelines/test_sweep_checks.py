@@ -117,20 +117,46 @@ def test_dry_run_shows_the_actor_request(tmp_path, capsys):
     assert "actors: auto-detected at run time" in capsys.readouterr().out
 
 
-def test_progress_is_quiet_off_a_terminal():
-    stream = io.StringIO()  # isatty() is False
-    prog = Progress(3, 30, stream=stream)
-    assert not prog.enabled
+def test_progress_off_a_terminal_writes_log_lines_per_unit_and_periodically():
+    import datetime as dt
+
+    stream = io.StringIO()  # isatty() is False: plain log lines
+    prog = Progress(3, 30, stream=stream, interval=30.0)
+    assert prog.enabled and prog.plain
+    prog.start(2)
+    assert "running 3 unit(s), 30 images, on 2 actor(s)" in stream.getvalue()
+    prog.render()  # under 30 s since the last line: nothing
+    assert stream.getvalue().count("\n") == 1
+    # The rate counts from when the first finished unit started, not from the progress' creation.
+    started = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=5)
+    prog.t0 -= 1000  # a long start-up (Ray, decoding) must not slow the measured rate
+    prog.update("done", 10, {"family": "lee", "model": "m1", "dataset": "d", "wall_s": 5.0, "started_at": started,
+                             "node_id": "abcdef0123456789", "pid": 42})
+    prog.update("failed", 10, {"family": "lee", "model": "m2", "dataset": "d", "error": "ValueError: boom\ntb"})
+    lines = stream.getvalue().splitlines()
+    assert "unit 1/3 done: lee m1@d (10 images, 5.0s; node abcdef01 pid 42)" in lines[1]
+    assert "unit 2/3 failed: lee m2@d (10 images): ValueError: boom" in lines[2]
+    rate = prog.rate()
+    assert 10 / 5.5 < rate <= 10 / 5.0  # 10 images in the ~5 s since the unit started
+    assert abs(prog.eta() - 10 / rate) < 1e-3  # the one unit left: 10 images at that rate
+    prog._last -= 31  # 30 s later: a periodic line
+    prog.render()
+    assert "units 2/3: 1 done, 1 failed, 1 remaining" in stream.getvalue().splitlines()[-1]
+    assert "images/s" in stream.getvalue().splitlines()[-1] and "ETA " in stream.getvalue().splitlines()[-1]
+    quiet = io.StringIO()
+    prog = Progress(3, 30, stream=quiet, enabled=False)  # --no-progress
+    prog.start(1)
     prog.update("done", 10)
-    prog.update("failed", 10)
-    prog.render(force=True)
     prog.close()
-    assert stream.getvalue() == ""
+    assert quiet.getvalue() == ""
+
+
+def test_progress_on_a_terminal_rewrites_one_line():
     shown = io.StringIO()
-    prog = Progress(3, 30, stream=shown, enabled=True)
+    prog = Progress(3, 30, stream=shown, plain=False)
     prog.update("done", 10)
     prog.close()
-    assert "units 1/3: 1 done, 0 failed, 2 remaining" in shown.getvalue()
+    assert "\r" in shown.getvalue() and "units 1/3: 1 done, 0 failed, 2 remaining" in shown.getvalue()
 
 
 @pytest.mark.parametrize(
@@ -174,3 +200,20 @@ def test_dry_run_checks_the_output_root(tmp_path, capsys):
         assert main([*BASE, "-o", str(root), "--dry-run"]) == 2
         err = _error(capsys)
         assert f"output root {str(root)!r}" in err and needle in err
+
+
+def test_costlier_models_are_scheduled_first(tmp_path):
+    from pipelines.sweep import plan, unit_cost
+
+    cfg = SweepConfig(models=["test_resnet.r160_in1k", "resnet50.a1_in1k"], datasets=["sample-test"], images=2,
+                      generators=["rotate"], output=str(tmp_path / "r"), weights="random")
+    units = {u.model.name: u for u in plan(cfg, check_writable=False, dry_run=True).units}
+    small, large = units["test_resnet.r160_in1k"], units["resnet50.a1_in1k"]
+    assert large.model.params_m > 10 * (small.model.params_m or 0)
+    assert unit_cost(large) > unit_cost(small)
+    # pixels count too: the same model at twice the side costs four times as much
+    bigger = SweepConfig(**{**cfg.__dict__, "img_size": 64})
+    smaller = SweepConfig(**{**cfg.__dict__, "img_size": 32})
+    u64 = next(u for u in plan(bigger, check_writable=False, dry_run=True).units if u.model.name == large.model.name)
+    u32 = next(u for u in plan(smaller, check_writable=False, dry_run=True).units if u.model.name == large.model.name)
+    assert unit_cost(u64) == pytest.approx(4 * unit_cost(u32))

@@ -1,0 +1,123 @@
+"""Connecting to a Ray cluster: the authentication token, and one clear error per failure.
+
+Ray (>= 2.60) protects a cluster's GCS and job server with a token when the head runs with
+``RAY_AUTH_MODE=token``. A client needs the token *and* ``RAY_AUTH_MODE=token`` on its own side,
+read when Ray is imported. :func:`prepare_auth` finds the token (``RAY_AUTH_TOKEN``, the file at
+``RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``) and, when ``RAY_AUTH_MODE`` is unset, sets it to
+``token`` for this process (a token-mode client also connects to clusters without
+authentication). ``lee`` calls it before it imports Ray.
+
+:func:`check_gcs` asks the GCS at ``host:port`` for its cluster id over gRPC, with the token, and
+turns what goes wrong (nothing listens, the token is missing or wrong) into a
+:class:`~pipelines.cli.UsageError` naming the fix, instead of ``ray.init``'s 20 s of retries and a
+traceback. :func:`job_client` does the same for the job server (``lee submit``, ``status``, ``logs``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from pipelines.cli import UsageError
+
+__all__ = ["auth_fix", "auth_token", "check_gcs", "describe_error", "job_client", "prepare_auth"]
+
+_GET_CLUSTER_ID = "/ray.rpc.NodeInfoGcsService/GetClusterId"  # the GCS's first call from any client
+
+
+def auth_token() -> tuple[str, str] | None:
+    """``(token, where it came from)`` of the first of ``RAY_AUTH_TOKEN``, ``$RAY_AUTH_TOKEN_PATH``,
+    ``~/.ray/auth_token`` that holds one (Ray's own order); None if none does."""
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return os.environ["RAY_AUTH_TOKEN"].strip(), "RAY_AUTH_TOKEN"
+    paths = [os.environ["RAY_AUTH_TOKEN_PATH"]] if os.environ.get("RAY_AUTH_TOKEN_PATH") else []
+    paths.append(str(Path.home() / ".ray" / "auth_token"))
+    for path in paths:
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text:
+            return text, path
+    return None
+
+
+def prepare_auth() -> str | None:
+    """Set ``RAY_AUTH_MODE=token`` for this process when it is unset and a token is found.
+
+    Ray reads the mode when it is imported, so this runs first (``lee``'s entry point does). Returns
+    where the token comes from, or None without one. An explicit ``RAY_AUTH_MODE`` is left alone.
+    """
+    found = auth_token()
+    if found and "RAY_AUTH_MODE" not in os.environ and "ray" not in sys.modules:
+        os.environ["RAY_AUTH_MODE"] = "token"
+    return found[1] if found else None
+
+
+def auth_fix() -> str:
+    """What to do about a token the cluster refused, given what this side has."""
+    found = auth_token()
+    get = "`ray get-auth-token` on the head prints the cluster's token"
+    if found is None:
+        return (f"the cluster requires token authentication and no token was found here: {get}; set it as "
+                "RAY_AUTH_TOKEN or save it to ~/.ray/auth_token")
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        return (f"a token was found ({found[1]}) but RAY_AUTH_MODE is {os.environ.get('RAY_AUTH_MODE')!r}: "
+                "set RAY_AUTH_MODE=token (or unset it: lee then sets it)")
+    return (f"the cluster rejected the token from {found[1]}: {get}; set it as RAY_AUTH_TOKEN or save it to "
+            "~/.ray/auth_token")
+
+
+def check_gcs(address: str, timeout: float = 5.0) -> None:
+    """Fail fast, with the fix, when the GCS at ``host:port`` is unreachable or refuses this side's token.
+
+    Raises:
+        UsageError: Nothing answers at ``address`` within ``timeout``; the token is missing or wrong.
+    """
+    try:
+        import grpc
+    except ImportError:  # pragma: no cover - Ray depends on grpcio
+        return
+    found = auth_token() if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else None  # what Ray sends
+    metadata = [("authorization", f"Bearer {found[0]}")] if found else []
+    with grpc.insecure_channel(address) as channel:
+        call = channel.unary_unary(_GET_CLUSTER_ID)
+        try:
+            call(b"", timeout=timeout, metadata=metadata)
+        except grpc.RpcError as exc:
+            code = exc.code()
+            if code == grpc.StatusCode.UNAUTHENTICATED:
+                raise UsageError(f"Ray cluster at {address!r}: {auth_fix()}") from None
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise UsageError(
+                    f"Ray address {address!r} is unreachable ({exc.details() or code.name}); is the cluster up? "
+                    "(`ray start --head` prints the address to join)"
+                ) from None
+            # Any other answer came from a GCS that let this side in.
+
+
+def describe_error(address: str, exc: BaseException) -> str:
+    """One line for a failure to talk to the job server at ``address``, naming the fix."""
+    try:
+        from ray.exceptions import AuthenticationError
+    except ImportError:  # pragma: no cover
+        AuthenticationError = ()  # type: ignore[assignment]  # noqa: N806
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, AuthenticationError) or "authentication" in text.lower():
+        return f"Ray job server at {address!r}: {auth_fix()}"
+    if isinstance(exc, ConnectionError | OSError) or "connect" in text.lower():
+        return (f"cannot reach the Ray job server at {address!r} ({text}); is the cluster up, and is this the "
+                "dashboard address (http://HEAD:8265)?")
+    return f"Ray job server at {address!r}: {type(exc).__name__}: {text}"
+
+
+def job_client(address: str):
+    """A ``JobSubmissionClient`` for ``address``; any failure to connect is a :class:`UsageError` with the fix."""
+    prepare_auth()
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        return JobSubmissionClient(address)
+    except Exception as exc:  # noqa: BLE001 - connection and auth errors come in many types
+        raise UsageError(describe_error(address, exc)) from None
