@@ -45,11 +45,13 @@ from catalog._registry import (
     zoo_catalog_file,
 )
 from catalog._sample import materialize_sample
-from catalog._spec import DatasetSpec, ModelSpec
+from catalog._spec import WEIGHT_POLICIES, WEIGHT_SOURCES, DatasetSpec, ModelSpec
 from catalog._zoo_data import materialize_zoo_data
 from catalog._zoo_models import ZOO_ARCHS, build_zoo_arch
 
 __all__ = [
+    "WEIGHT_POLICIES",
+    "WEIGHT_SOURCES",
     "BUILTIN_CATALOGS",
     "CatalogError",
     "DatasetSpec",

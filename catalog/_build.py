@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from catalog._checkpoint import check_fits, map_state_dict, read_checkpoint, sha256_file
 from catalog._errors import CatalogError
-from catalog._spec import ModelSpec
+from catalog._spec import WEIGHT_POLICIES, ModelSpec
 from catalog._zoo_models import build_zoo_arch, is_zoo_arch
 
 if TYPE_CHECKING:
@@ -35,7 +35,6 @@ __all__ = [
     "zoo_data_config",
 ]
 
-WEIGHT_POLICIES = ("hub", "file", "random", "auto")
 RANDOM_SEED = 0
 DEFAULT_HUB_ENDPOINT = "https://huggingface.co"
 HUB_CHECK_TIMEOUT_S = 3.0

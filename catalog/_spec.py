@@ -13,11 +13,15 @@ __all__ = [
     "DATASET_ROLES",
     "DatasetSpec",
     "ModelSpec",
+    "WEIGHT_POLICIES",
     "WEIGHT_SOURCES",
     "spec_from_dict",
 ]
 
 WEIGHT_SOURCES = ("hub", "file", "random")
+"""Where a spec's weights come from (``ModelSpec.source``); also the values of ``weights`` in every result row."""
+WEIGHT_POLICIES = ("auto", *WEIGHT_SOURCES)
+"""What ``build_model(weights=...)`` accepts: a source, or ``auto`` (hub weights if available, else random)."""
 DATASET_FORMATS = ("imagefolder", "flat", "parquet")
 DATASET_ROLES = ("train", "test", "ood")
 

@@ -10,11 +10,15 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FAMILIES", "SweepConfig", "DEFAULT_OUTPUT"]
+from catalog import WEIGHT_POLICIES as _CATALOG_POLICIES
+
+__all__ = ["FAMILIES", "SweepConfig", "DEFAULT_OUTPUT", "WEIGHT_POLICIES"]
 
 FAMILIES = ("lee", "layerwise", "alt")
 _FLAG_NAMES = {"gpus": "gpus_per_actor"}  # flags whose name differs from their field
 DEFAULT_OUTPUT = "./lee-results"
+WEIGHT_POLICIES = (*_CATALOG_POLICIES, "spec")
+"""``--weights``: catalog's policies plus ``spec`` (each spec's own source); see ``pipelines.units.effective_weights``."""
 
 
 @dataclass

@@ -166,7 +166,7 @@ class UnitRunner:
             self._loaded = self._cache_key = None
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-            torch.manual_seed(unit.seed)  # random-init weights are reproducible
+            torch.manual_seed(unit.seed)  # torch's global RNG; random init does not use it: catalog seeds it with RANDOM_SEED
             policy = effective_weights(policy, unit.model)
             self._loaded = catalog.build_model(unit.model, weights=policy, device=str(self.device))
             self._cache_key = key

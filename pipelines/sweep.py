@@ -31,7 +31,7 @@ from typing import Any, TextIO
 
 from pipelines import env
 from pipelines.cli import UsageError
-from pipelines.config import FAMILIES, SweepConfig
+from pipelines.config import FAMILIES, WEIGHT_POLICIES, SweepConfig
 from pipelines.data import LoadedDataset
 from pipelines.progress import Progress
 from pipelines.store import Store, StoreError
@@ -39,7 +39,6 @@ from pipelines.units import WorkUnit, effective_weights, family_config, make_uni
 
 __all__ = ["Plan", "SweepResult", "execute", "fallback_warning", "plan", "resolve_weights", "run_sweep", "summary_table"]
 
-WEIGHT_POLICIES = ("auto", "spec", "hub", "file", "random")
 
 
 @dataclass

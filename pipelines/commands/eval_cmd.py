@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipelines.config import DEFAULT_OUTPUT, FAMILIES, SweepConfig, load_yaml
+from pipelines.config import DEFAULT_OUTPUT, FAMILIES, WEIGHT_POLICIES, SweepConfig, load_yaml
 
 EPILOG = """examples:
   lee eval --limit 8                                   # quickstart models on the sample set, 8 images
@@ -49,7 +49,7 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
                       help=f"metric families: {', '.join(FAMILIES)} (default: lee)")
     what.add_argument("-n", "--images", type=int, help="images per dataset (default: 100, the paper's)")
     what.add_argument("--limit", type=int, help="smoke runs: at most this many images per dataset")
-    what.add_argument("--weights", choices=("auto", "spec", "hub", "file", "random"),
+    what.add_argument("--weights", choices=WEIGHT_POLICIES,
                       help="weights policy (default auto: for hub models the pretrained hub weights, cached or "
                            "downloaded; random init only when the hub (HF_ENDPOINT) is unreachable or HF_HUB_OFFLINE "
                            "is set and they are not cached, with a warning, recorded per row; file/random models "
