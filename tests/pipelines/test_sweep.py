@@ -136,16 +136,23 @@ def test_reevaluate_dry_run_lists_exactly_the_missing_unit(done_sweep, tmp_path,
 
 
 def test_failing_model_is_recorded_and_others_complete(ray_session, tmp_path):
-    bad_ckpt = tmp_path / "broken.pth"
-    bad_ckpt.write_bytes(b"this is not a checkpoint")
+    """A checkpoint that breaks after the checks made before any work (overwritten while the sweep starts)."""
+    import catalog
+    import torch
+
+    ckpt = tmp_path / "resnet.pth"
+    good = catalog.build_model(TINY[0], weights="random").model.state_dict()
+    torch.save(good, ckpt)
     models = tmp_path / "models.yaml"
     models.write_text(
         "models:\n"
         f"  - {TINY[0]}\n"
-        f"  - {{name: broken_resnet, arch: test_resnet, source: file, checkpoint: '{bad_ckpt}'}}\n"
+        f"  - {{name: broken_resnet, arch: test_resnet, source: file, checkpoint: '{ckpt}'}}\n"
     )
     cfg = sweep_config(tmp_path / "res", models=[str(models)])
-    result = execute(plan(cfg))
+    p = plan(cfg)  # the checkpoint loads and fits here
+    ckpt.write_bytes(b"this is not a checkpoint")
+    result = execute(p)
     by_model = {r["model"]: r for r in result.rows}
     assert by_model["broken_resnet"]["status"] == "failed" and by_model["broken_resnet"]["error"]
     assert by_model[TINY[0]]["status"] == "done"
@@ -154,11 +161,12 @@ def test_failing_model_is_recorded_and_others_complete(ray_session, tmp_path):
     assert runs["broken_resnet"]["status"] == "failed" and runs["broken_resnet"]["error_type"]
     lee = store.read_table("lee").to_pandas()
     assert set(lee.model) == {TINY[0]} and len(lee) == N * len(GENS)
-    # a rerun retries the failed unit only, as its second attempt
+    # a rerun retries the failed unit only, as its second attempt (the checkpoint repaired)
+    torch.save(good, ckpt)
     p = plan(cfg)
     assert [u.model.name for u in p.todo] == ["broken_resnet"]
     (again,) = execute(p).rows
-    assert again["status"] == "failed"
+    assert again["status"] == "done"
     runs = {r["model"]: r for r in store.runs().to_pylist()}
     assert runs["broken_resnet"]["attempt"] == 2 and runs[TINY[0]]["attempt"] == 1
 
