@@ -18,14 +18,18 @@ from catalog._build import (
 )
 from catalog._checkpoint import read_checkpoint
 from catalog._datasets import (
+    DatasetItem,
     Image,
     ImageSet,
+    fingerprint,
     get_dataset,
     list_datasets,
+    list_items,
     load_dataset,
     load_dataset_file,
     load_datasets,
     resolve_uri,
+    select_items,
 )
 from catalog._decode import DecodeError, decode_image
 from catalog._errors import CatalogError
@@ -54,6 +58,7 @@ __all__ = [
     "WEIGHT_SOURCES",
     "BUILTIN_CATALOGS",
     "CatalogError",
+    "DatasetItem",
     "DatasetSpec",
     "DecodeError",
     "HubStatus",
@@ -67,12 +72,14 @@ __all__ = [
     "catalog_groups",
     "check_hub",
     "decode_image",
+    "fingerprint",
     "get_dataset",
     "get_model",
     "hub_cached_file",
     "hub_endpoint",
     "list_catalogs",
     "list_datasets",
+    "list_items",
     "list_models",
     "load_catalog_file",
     "load_dataset",
@@ -90,6 +97,7 @@ __all__ = [
     "read_checkpoint",
     "resolve_data_config",
     "resolve_uri",
+    "select_items",
     "ZOO_ARCHS",
     "build_zoo_arch",
     "materialize_zoo_data",

@@ -53,9 +53,6 @@ class LoadedModel:
         data_config: timm's resolved eval data config: input_size, interpolation, mean, std, crop_pct,
             crop_mode. Record it with every result: the numbers depend on it.
         num_prefix_tokens: Class/register/distillation tokens before the patch tokens (model attribute; 0 if none).
-        grid_size: Patch grid (rows, cols) from ``patch_embed.grid_size`` (or the stem's), None if the model has none.
-        feature_fmt: Layout of ``forward_features``: the model's declared ``output_fmt`` (``NHWC`` for Swin,
-            MambaOut ...), else the rank of the features: ``NCHW`` (4-d) or ``NLC`` (3-d token sequence).
         key_mapping: How a ``file`` checkpoint's keys were mapped onto the model (``rename``,
             ``timm_filter``, ``by_order``; see ``catalog._checkpoint.map_state_dict``); None if they fit as stored.
     """
@@ -66,8 +63,6 @@ class LoadedModel:
     weights_sha256: str | None
     data_config: dict[str, Any]
     num_prefix_tokens: int
-    grid_size: tuple[int, int] | None
-    feature_fmt: str
     transform: Callable[[Any], torch.Tensor] = field(repr=False)
     key_mapping: dict[str, Any] | None = None
     fallback: str | None = None
@@ -332,30 +327,9 @@ def resolve_data_config(spec: ModelSpec | str) -> dict[str, Any]:
     return {k: resolved[k] for k in _DATA_CONFIG_KEYS if k in resolved}
 
 
-def _layout(model: nn.Module, data_config: dict[str, Any], device: Any) -> tuple[int, tuple[int, int] | None, str]:
-    """num_prefix_tokens, grid_size, feature_fmt read from the model (the format checked by one forward)."""
-    import torch
-
-    prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
-    grid = None
-    for holder in ("patch_embed", "stem"):
-        g = getattr(getattr(model, holder, None), "grid_size", None)
-        if g is not None:
-            grid = (int(g[0]), int(g[1]))
-            break
-    declared = getattr(model, "output_fmt", None)
-    declared = getattr(declared, "value", declared)
-    with torch.inference_mode():
-        feats = model.forward_features(torch.zeros(1, *data_config["input_size"], device=device))
-    if isinstance(feats, (list, tuple)):
-        feats = feats[-1]
-    if declared:
-        fmt = str(declared)
-    else:
-        fmt = {4: "NCHW", 3: "NLC", 2: "NC"}.get(feats.ndim, f"{feats.ndim}d")
-    if fmt == "NLC" and grid is not None and feats.shape[1] != prefix + grid[0] * grid[1]:
-        grid = None  # tokens are not prefix + patch grid (pooled or merged tokens): do not claim a grid
-    return prefix, grid, fmt
+def _num_prefix_tokens(model: nn.Module) -> int:
+    """Class/register/distillation tokens before the patch tokens (the model's attribute; 0 if none)."""
+    return int(getattr(model, "num_prefix_tokens", 0) or 0)
 
 
 def zoo_data_config(spec: ModelSpec) -> dict[str, Any]:
@@ -400,10 +374,8 @@ def _build_zoo(spec: ModelSpec, policy: str, device: str | torch.device | None) 
     model = model.to(device).eval()
     data_config = zoo_data_config(spec)
     transform = timm.data.create_transform(**data_config, is_training=False)
-    prefix, grid, fmt = _layout(model, data_config, device)
     return LoadedModel(model=model, spec=spec, weights=policy, weights_sha256=sha, data_config=data_config,
-                       num_prefix_tokens=prefix, grid_size=grid, feature_fmt=fmt, transform=transform,
-                       key_mapping=mapping)
+                       num_prefix_tokens=_num_prefix_tokens(model), transform=transform, key_mapping=mapping)
 
 
 def _load_file(model: nn.Module, spec: ModelSpec) -> tuple[str, dict[str, Any] | None]:
@@ -551,16 +523,13 @@ def build_model(
     model = model.to(device).eval()
     data_config = {k: v for k, v in timm.data.resolve_model_data_config(model).items() if k in _DATA_CONFIG_KEYS}
     transform = timm.data.create_transform(**data_config, is_training=False)
-    prefix, grid, fmt = _layout(model, data_config, device)
     return LoadedModel(
         model=model,
         spec=spec,
         weights=policy,
         weights_sha256=sha,
         data_config=data_config,
-        num_prefix_tokens=prefix,
-        grid_size=grid,
-        feature_fmt=fmt,
+        num_prefix_tokens=_num_prefix_tokens(model),
         transform=transform,
         key_mapping=mapping,
         fallback=fallback,

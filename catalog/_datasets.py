@@ -10,7 +10,7 @@ import hashlib
 import os
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,14 +24,18 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = [
+    "DatasetItem",
     "Image",
     "ImageSet",
+    "fingerprint",
     "get_dataset",
     "list_datasets",
+    "list_items",
     "load_dataset",
     "load_dataset_file",
     "load_datasets",
     "resolve_uri",
+    "select_items",
 ]
 
 DATASETS_FILE = PACKAGE_DIR / "datasets.yaml"
@@ -63,7 +67,8 @@ class ImageSet:
         spec: The dataset spec.
         images: Decoded images, sorted by id.
         errors: ``(image_id or source, message)`` for each selected image that could not be decoded.
-        fingerprint: sha256 hex over the sorted selected ids and the sha256 of each one's encoded bytes.
+        fingerprint: sha256 hex over the sorted selected ids and the sha256 of each one's encoded bytes
+            (:func:`fingerprint`).
     """
 
     spec: DatasetSpec
@@ -76,7 +81,16 @@ class ImageSet:
 
 
 @dataclass(frozen=True)
-class _Item:
+class DatasetItem:
+    """One image of a dataset's listing, not read yet.
+
+    Attributes:
+        image_id: Stable id (as :attr:`Image.image_id`).
+        source: File path or URI, ``file#row`` for a Parquet row.
+        label: Class name / label value, None if the dataset has none.
+        read: Returns the encoded bytes (raises ``OSError`` or :class:`DecodeError`).
+    """
+
     image_id: str
     source: str
     label: int | str | None
@@ -184,7 +198,7 @@ def resolve_uri(spec: DatasetSpec) -> str:
     return uri
 
 
-def _folder_items(fs: Any, root: str, uri: str, labelled: bool) -> list[_Item]:
+def _folder_items(fs: Any, root: str, uri: str, labelled: bool) -> list[DatasetItem]:
     if not fs.isdir(root):
         raise CatalogError(f"dataset folder {uri!r} does not exist or is not a folder")
     items = []
@@ -195,11 +209,11 @@ def _folder_items(fs: Any, root: str, uri: str, labelled: bool) -> list[_Item]:
         parts = rel.split("/")
         label = parts[0] if labelled and len(parts) > 1 else None
         source = fs.unstrip_protocol(path)
-        items.append(_Item(rel, source, label, functools.partial(fs.cat_file, path)))
+        items.append(DatasetItem(rel, source, label, functools.partial(fs.cat_file, path)))
     return items
 
 
-def _parquet_items(fs: Any, root: str, uri: str, spec: DatasetSpec) -> list[_Item]:
+def _parquet_items(fs: Any, root: str, uri: str, spec: DatasetSpec) -> list[DatasetItem]:
     import pyarrow.parquet as pq
 
     if fs.isdir(root):
@@ -208,7 +222,7 @@ def _parquet_items(fs: Any, root: str, uri: str, spec: DatasetSpec) -> list[_Ite
         files = [root]
     else:
         raise CatalogError(f"dataset {spec.name!r}: Parquet file or folder {uri!r} does not exist")
-    items: list[_Item] = []
+    items: list[DatasetItem] = []
     for path in files:
         rel = path[len(root):].lstrip("/") or os.path.basename(path)
         with fs.open(path, "rb") as fh:
@@ -229,7 +243,7 @@ def _parquet_items(fs: Any, root: str, uri: str, spec: DatasetSpec) -> list[_Ite
         for row in range(nrows):
             image_id = str(ids[row]) if ids is not None else f"{rel}#{row}"
             label = labels[row] if labels is not None else None
-            items.append(_Item(image_id, f"{source}#{row}", label, functools.partial(reader.get, row)))
+            items.append(DatasetItem(image_id, f"{source}#{row}", label, functools.partial(reader.get, row)))
     return items
 
 
@@ -254,7 +268,12 @@ class _ParquetColumn:
         return bytes(value)
 
 
-def _select(items: list[_Item], n: int | None, seed: int) -> list[_Item]:
+def select_items(items: list[DatasetItem], n: int | None, seed: int) -> list[DatasetItem]:
+    """The seeded subset: ``n`` of ``items`` (all when ``n`` is None or too large), in id order.
+
+    Drawn from the ids sorted in a stable order with ``random.Random(seed)``, so it depends only
+    on the ids, ``n`` and ``seed``.
+    """
     items = sorted(items, key=lambda it: it.image_id)
     if n is None or n >= len(items):
         return items
@@ -262,11 +281,43 @@ def _select(items: list[_Item], n: int | None, seed: int) -> list[_Item]:
     return [items[i] for i in sorted(chosen)]
 
 
+def list_items(spec: DatasetSpec) -> list[DatasetItem]:
+    """Every image of a dataset (folder or Parquet, through fsspec), listed without reading one.
+
+    Raises:
+        CatalogError: Unset variable, missing folder/file, wrong Parquet columns, no images.
+    """
+    import fsspec
+
+    uri = resolve_uri(spec)
+    fs, root = fsspec.core.url_to_fs(uri)
+    root = root.rstrip("/") or root
+    if spec.format == "parquet":
+        items = _parquet_items(fs, root, uri, spec)
+    else:
+        items = _folder_items(fs, root, uri, labelled=spec.format == "imagefolder")
+    if not items:
+        raise CatalogError(f"dataset {spec.name!r}: no images found at {uri!r} (format {spec.format})")
+    return items
+
+
+def fingerprint(entries: Iterable[tuple[str, str | None]]) -> str:
+    """The dataset fingerprint: sha256 hex over ``(image_id, sha256 hex of its encoded bytes)`` of
+    every selected image in id order, ``None`` (or ``""``) for an image that could not be read.
+
+    Unit keys contain it: whoever loads a dataset computes it here, so that they agree.
+    """
+    digest = hashlib.sha256()
+    for image_id, sha in entries:
+        digest.update(f"{image_id}\0{sha or 'unreadable'}\n".encode())
+    return digest.hexdigest()
+
+
 def load_dataset(spec_or_name: DatasetSpec | str) -> ImageSet:
     """Load the seeded subset of a dataset, decoded to RGB uint8.
 
-    The subset is drawn from the ids sorted in a stable order with ``random.Random(spec.seed)``, so
-    it depends only on the ids, ``n`` and ``seed``. Only the selected images are read.
+    The subset is :func:`select_items` of :func:`list_items` (``spec.n`` images drawn with
+    ``spec.seed``), so it depends only on the ids, ``n`` and ``seed``. Only the selected images are read.
 
     Args:
         spec_or_name: Spec or built-in dataset name.
@@ -277,20 +328,9 @@ def load_dataset(spec_or_name: DatasetSpec | str) -> ImageSet:
     Raises:
         CatalogError: Unknown name, unset variable, missing folder/file, wrong Parquet columns.
     """
-    import fsspec
-
     spec = get_dataset(spec_or_name) if isinstance(spec_or_name, str) else spec_or_name
-    uri = resolve_uri(spec)
-    fs, root = fsspec.core.url_to_fs(uri)
-    root = root.rstrip("/") or root
-    if spec.format == "parquet":
-        items = _parquet_items(fs, root, uri, spec)
-    else:
-        items = _folder_items(fs, root, uri, labelled=spec.format == "imagefolder")
-    if not items:
-        raise CatalogError(f"dataset {spec.name!r}: no images found at {uri!r} (format {spec.format})")
-    chosen = _select(items, spec.n, spec.seed)
-    digest = hashlib.sha256()
+    chosen = select_items(list_items(spec), spec.n, spec.seed)
+    hashed: list[tuple[str, str | None]] = []
     images: list[Image] = []
     errors: list[tuple[str, str]] = []
     for item in chosen:
@@ -298,13 +338,13 @@ def load_dataset(spec_or_name: DatasetSpec | str) -> ImageSet:
             data = item.read()
         except (OSError, DecodeError) as exc:
             errors.append((item.image_id, f"{item.source}: cannot read: {exc}"))
-            digest.update(f"{item.image_id}\0unreadable\n".encode())
+            hashed.append((item.image_id, None))
             continue
-        digest.update(f"{item.image_id}\0{hashlib.sha256(data).hexdigest()}\n".encode())
+        hashed.append((item.image_id, hashlib.sha256(data).hexdigest()))
         try:
             array = decode_image(data)
         except DecodeError as exc:
             errors.append((item.image_id, f"{item.source}: {exc}"))
             continue
         images.append(Image(item.image_id, array, item.label, item.source))
-    return ImageSet(spec=spec, images=images, errors=errors, fingerprint=digest.hexdigest())
+    return ImageSet(spec=spec, images=images, errors=errors, fingerprint=fingerprint(hashed))

@@ -35,6 +35,7 @@ __all__ = [
     "lie_derivative",
     "lie_derivatives",
     "output_tangent",
+    "resolve_output",
     "with_output",
 ]
 
@@ -103,6 +104,24 @@ def with_output(f: Callable[[torch.Tensor], torch.Tensor], output: str) -> Calla
     if output == "probs":
         return Probs(f)
     raise ValueError(f"unknown output {output!r}; choose one of {OUTPUTS}")
+
+
+def resolve_output(
+    f: Callable[[torch.Tensor], torch.Tensor], layout: Layout, output: str | None
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
+    """``(the function to differentiate, the output's name)`` of ``f`` with output ``layout``.
+
+    ``output=None`` means ``"probs"`` for invariant outputs (classifiers) and ``"raw"`` for
+    spatial and token outputs, which are always used as they are; ``"probs"`` and
+    ``"logits"`` apply to classifiers only (see :func:`with_output`).
+    """
+    if output is None:
+        output = "probs" if layout.kind == "invariant" else "raw"
+    if output == "raw":
+        return f, output
+    if layout.kind != "invariant":
+        raise ValueError(f"output={output!r} applies to classifiers; a {layout.kind} output is used raw")
+    return with_output(f, output), output
 
 
 def output_tangent(y: torch.Tensor, generator: Generator, layout: Layout, interpolation: Interpolation) -> torch.Tensor | None:

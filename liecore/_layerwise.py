@@ -50,9 +50,7 @@ Two methods:
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
-import inspect
 import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
@@ -63,10 +61,11 @@ from torch import nn
 from torch.func import jvp
 
 from ._action import input_tangent
-from ._derivative import batched_jvp, differentiable_mode, lie_derivatives, output_tangent, with_output
+from ._derivative import batched_jvp, differentiable_mode, lie_derivatives, output_tangent, resolve_output
 from ._generators import Generator, get_generator
 from ._grid import Interpolation, check_interpolation, spatial_tangent_nchw
 from ._layout import Layout
+from ._recorder import LayerCall, LayerRecorder
 from .metrics._result import Rng, make_rng, randn
 
 __all__ = [
@@ -76,6 +75,7 @@ __all__ = [
     "LayerwiseRecorder",
     "LayerwiseResult",
     "layer_kind",
+    "layer_units",
     "layerwise",
 ]
 
@@ -275,48 +275,9 @@ _ROUNDING_FACTOR = 64.0
 """A local Lie derivative below this many ulps of its two terms counts as zero."""
 
 
-@dataclass
-class _Call:
-    name: str
-    module: nn.Module
-    args: tuple
-    kwargs: dict
-    x: torch.Tensor
-    y: torch.Tensor
-    is_input: bool
-    key: str | None = None  # the input's keyword when the layer was called with it by name
-
-    def apply(self, a: torch.Tensor) -> torch.Tensor:
-        """The layer on input ``a``, its other arguments held fixed."""
-        if self.key is None:
-            return self.module(a, *self.args, **self.kwargs)
-        return self.module(*self.args, **{self.key: a}, **self.kwargs)
-
-
-def _input_name(mod: nn.Module) -> str | None:
-    """Name of the first parameter of ``mod.forward`` when it can be passed by keyword."""
-    try:
-        params = list(inspect.signature(mod.forward).parameters.values())
-    except (TypeError, ValueError):
-        return None
-    if params and params[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD:
-        return params[0].name
-    return None
-
-
-def _layer_input(mod: nn.Module, args: tuple, kwargs: dict) -> tuple[torch.Tensor, str | None] | None:
-    """``(input, keyword)`` of a layer call: its first positional argument, else the first
-    parameter of ``forward`` passed by keyword (keyword ``None`` for positional); None when
-    that is not a tensor. The record and inject passes both count calls by this rule."""
-    if args:
-        return (args[0], None) if isinstance(args[0], torch.Tensor) else None
-    key = _input_name(mod)
-    if key is not None and isinstance(kwargs.get(key), torch.Tensor):
-        return kwargs[key], key
-    return None
-
-
-def _units(model: nn.Module, composites: Iterable[str]) -> list[tuple[str, nn.Module]]:
+def layer_units(model: nn.Module, composites: Iterable[str] = DEFAULT_COMPOSITES) -> list[tuple[str, nn.Module]]:
+    """``(qualified name, module)`` of the recorded layers: leaves (``nn.Identity`` excluded) and
+    modules whose class is in ``composites``, whose children are then not recorded."""
     comp = frozenset(composites)
     out: list[tuple[str, nn.Module]] = []
     skip: list[str] = []
@@ -333,88 +294,21 @@ def _units(model: nn.Module, composites: Iterable[str]) -> list[tuple[str, nn.Mo
     return out
 
 
-class LayerwiseRecorder(contextlib.AbstractContextManager):
-    """Context manager that owns the hooks of a layerwise decomposition.
+class LayerwiseRecorder(LayerRecorder):
+    """The :class:`~liecore._recorder.LayerRecorder` of a layerwise decomposition.
 
-    On entry it registers hooks on the recorded layers of ``model``; on exit it removes
-    every handle (nothing is left on the modules). Inside, :attr:`mode` selects what the
-    hooks do: ``"record"`` keeps each call's input and output, ``"inject"`` adds
-    ``s[k] * v[k]`` to the output of call ``k``.
+    A context manager: on entry it registers hooks on the recorded layers of ``model``
+    (:func:`layer_units`), on exit it removes every handle (nothing is left on the modules).
+    :meth:`record` keeps each call's input and output, :meth:`inject` adds ``s[k] * v[k]``
+    to the output of call ``k``.
     """
 
     def __init__(self, model: nn.Module, composites: Iterable[str] = DEFAULT_COMPOSITES):
-        self.model = model
-        self.units = _units(model, composites)
-        self.handles: list = []
-        self.mode = "off"
-        self.calls: list[_Call] = []
-        self._pending: list[tuple | None] = []  # one entry per open call (pre hook to post hook)
-        self.k = 0
-        self.scale: torch.Tensor | None = None
-        self.vectors: list[torch.Tensor | None] = []
-        self.slots: list[int] = []
-        self.x_net: torch.Tensor | None = None
-
-    def __enter__(self) -> LayerwiseRecorder:
-        for name, mod in self.units:
-            self.handles.append(mod.register_forward_pre_hook(self._pre(name), with_kwargs=True))
-            self.handles.append(mod.register_forward_hook(self._post(name), with_kwargs=True))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles.clear()
-        self._pending.clear()
-        self.mode = "off"
-
-    def _pre(self, name: str):
-        def hook(mod, args, kwargs):
-            if self.mode == "record":
-                found = _layer_input(mod, args, kwargs)
-                entry = None
-                if found is not None:
-                    inp, key = found
-                    rest_args = args[1:] if key is None else args
-                    rest_kwargs = dict(kwargs) if key is None else {k: v for k, v in kwargs.items() if k != key}
-                    # clone: in-place layers (ReLU(inplace=True)) overwrite their input
-                    entry = (rest_args, rest_kwargs, inp.detach().clone(), inp is self.x_net, key)
-                self._pending.append(entry)
-            return None
-
-        return hook
-
-    def _post(self, name: str):
-        def hook(mod, args, kwargs, output):
-            if self.mode == "record":
-                entry = self._pending.pop() if self._pending else None
-                if entry is not None and isinstance(output, torch.Tensor):
-                    rest_args, rest_kwargs, x, is_input, key = entry
-                    self.calls.append(
-                        _Call(name, mod, rest_args, rest_kwargs, x, output.detach().clone(), is_input, key)
-                    )
-                return None
-            if not isinstance(output, torch.Tensor) or _layer_input(mod, args, kwargs) is None:
-                return None
-            if self.mode == "inject":
-                k = self.k
-                self.k += 1
-                v = self.vectors[k]
-                if v is None:
-                    return None
-                if v.shape != output.shape:
-                    raise RuntimeError(f"layer call {k} ({name}) changed shape between passes")
-                s = self.scale[self.slots[k]]
-                if s.ndim:  # per-image scale (stochastic method)
-                    s = s.reshape(-1, *([1] * (output.ndim - 1)))
-                return output + s * v
-            return None
-
-        return hook
+        super().__init__(model, layer_units(model, composites))
 
 
 def _local_lie_derivative(
-    call: _Call,
+    call: LayerCall,
     gen: Generator,
     layouts: ActivationLayouts,
     interpolation: Interpolation,
@@ -506,36 +400,23 @@ def layerwise(
         raise TypeError("layerwise needs an nn.Module (its layers are found in the module tree)")
     layouts = layouts or ActivationLayouts()
     out_layout = out_layout or Layout.invariant()
-    if output is None:
-        output = "probs" if out_layout.kind == "invariant" else "raw"
     # a module (Probs holds the model): differentiable_mode(f) reaches the model's layers
-    f = model if output == "raw" else with_output(model, output)
+    f, output = resolve_output(model, out_layout, output)
     # read only; each forward pass below gets its own copy, since a layer that writes into
     # its input (ReLU(inplace=True) first) would change the input of the passes after it
     x = x.detach()
 
     with LayerwiseRecorder(model, composites) as rec:
         with differentiable_mode(model):
-            x_rec = x.clone()
-            rec.mode = "record"
-            rec.x_net = x_rec
-            rec._pending.clear()
-            try:
-                y = f(x_rec)
-            finally:
-                rec.mode = "off"
-                rec.x_net = None
-            calls = rec.calls
+            y, calls = rec.record(f, x.clone())
+            calls = [c for c in calls if c.is_tensor_call]
             vectors = [_local_lie_derivative(c, gen, layouts, interpolation, mean, std) for c in calls]
         _, e2e = lie_derivatives(f, x, [gen], out_layout=out_layout, interpolation=interpolation, mean=mean, std=std)
         e2e = e2e[0]
         dim = int(y[0].numel())
         b = x.shape[0]
+        rec.set_vectors(vectors)
         active = [i for i, v in enumerate(vectors) if v is not None]
-        rec.vectors = vectors
-        rec.slots = [0] * len(vectors)
-        for slot, i in enumerate(active):
-            rec.slots[i] = slot
         zeros = torch.zeros(b, dtype=torch.float64)
         values = {i: zeros for i in range(len(calls))}
         shares = dict(values)
@@ -598,18 +479,11 @@ def _push_forward_exact(f, x: torch.Tensor, rec: LayerwiseRecorder, k: int, chun
     s0 = torch.zeros(k, dtype=x.dtype, device=x.device)
 
     def g(s):
-        rec.scale = s
-        rec.k = 0
-        return f(x.clone())  # a fresh input per pass (in-place first layers)
+        return rec.inject(f, x.clone(), s)  # a fresh input per pass (in-place first layers)
 
     basis = torch.eye(k, dtype=x.dtype, device=x.device)
-    rec.mode = "inject"
-    try:
-        with differentiable_mode(rec.model):
-            _, out = batched_jvp(g, s0, basis, chunk_size)
-    finally:
-        rec.mode = "off"
-        rec.scale = None
+    with differentiable_mode(rec.model):
+        _, out = batched_jvp(g, s0, basis, chunk_size)
     return out
 
 
@@ -641,15 +515,8 @@ def _probe_stochastic(
     or, when it is None, from a generator on ``x``'s device seeded with ``seed``."""
     b = x.shape[0]
     s = torch.zeros(k, b, dtype=x.dtype, device=x.device, requires_grad=True)
-    rec.scale = s
-    rec.k = 0
-    rec.mode = "inject"
-    try:
-        with differentiable_mode(rec.model, grad=True):
-            out = f(x.clone())  # a fresh input (in-place first layers)
-    finally:
-        rec.mode = "off"
-        rec.scale = None
+    with differentiable_mode(rec.model, grad=True):
+        out = rec.inject(f, x.clone(), s)  # a fresh input (in-place first layers)
     e2e = e2e_flat.reshape(out.shape).to(out.dtype)
     (share,) = torch.autograd.grad(out, s, grad_outputs=e2e, retain_graph=True)
     share = share.detach().double().cpu()  # (K, B): <c_i, L F> per image

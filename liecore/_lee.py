@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._derivative import lie_derivatives, with_output
+from ._derivative import lie_derivatives, resolve_output
 from ._generators import Generator, resolve_generators
 from ._grid import Interpolation
 from ._layout import Layout
@@ -123,12 +123,7 @@ def lee(
     """
     gens = resolve_generators(generators)
     layout = out_layout or Layout.invariant()
-    if output is None:
-        output = "probs" if layout.kind == "invariant" else "raw"
-    if output != "raw":
-        if layout.kind != "invariant":
-            raise ValueError(f"output={output!r} applies to classifiers; a {layout.kind} output is used raw")
-        f = with_output(f, output)
+    f, output = resolve_output(f, layout, output)
     step = batch_size or x.shape[0]
     if x.device.type == "cpu":
         per_image = len(gens) * x.shape[-2] * x.shape[-1]

@@ -7,18 +7,44 @@ import functools
 import json
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from catalog import WEIGHT_POLICIES as _CATALOG_POLICIES
 
-__all__ = ["FAMILIES", "SweepConfig", "DEFAULT_OUTPUT", "WEIGHT_POLICIES"]
+__all__ = ["FAMILIES", "INTERPOLATIONS", "SweepConfig", "DEFAULT_OUTPUT", "WEIGHT_POLICIES"]
 
 FAMILIES = ("lee", "layerwise", "alt")
 _FLAG_NAMES = {"gpus": "gpus_per_actor"}  # flags whose name differs from their field
 DEFAULT_OUTPUT = "./lee-results"
 WEIGHT_POLICIES = (*_CATALOG_POLICIES, "spec")
 """``--weights``: catalog's policies plus ``spec`` (each spec's own source); see ``pipelines.units.effective_weights``."""
+
+
+class _LiecoreInterpolations(Sequence):
+    """:data:`liecore.INTERPOLATIONS`, read when first used (``in``, iteration, help text).
+
+    Importing liecore imports torch, about 2 s of CPU, which commands that never differentiate
+    (``lee query``, ``lee sql``, ``lee --help``) should not pay to build their parser."""
+
+    def _values(self) -> tuple[str, ...]:
+        import liecore
+
+        return liecore.INTERPOLATIONS
+
+    def __getitem__(self, i):
+        return self._values()[i]
+
+    def __len__(self) -> int:
+        return len(self._values())
+
+    def __repr__(self) -> str:
+        return repr(self._values())
+
+
+INTERPOLATIONS: Sequence[str] = _LiecoreInterpolations()
+"""liecore's image interpolants (``choices=`` of the ``--interpolation`` flags), one definition."""
 
 
 @dataclass

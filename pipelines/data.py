@@ -70,22 +70,13 @@ def _selected_items(spec) -> list[dict[str, Any]]:
     """The seeded subset of a dataset as rows to read: the catalog's own listing and selection."""
     import fsspec
 
-    from catalog import CatalogError, DecodeError, resolve_uri
-    from catalog._datasets import _folder_items, _parquet_items, _select  # the one listing, not a copy
+    from catalog import DecodeError, list_items, select_items  # the one listing, not a copy
 
-    uri = resolve_uri(spec)
-    fs, root = fsspec.core.url_to_fs(uri)
-    root = root.rstrip("/") or root
-    if spec.format == "parquet":
-        items = _parquet_items(fs, root, uri, spec)
-    else:
-        items = _folder_items(fs, root, uri, labelled=spec.format == "imagefolder")
-    if not items:
-        raise CatalogError(f"dataset {spec.name!r}: no images found at {uri!r} (format {spec.format})")
-    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
-    inline = "memory" in protocols  # an in-process filesystem: Ray workers cannot see it
+    items = list_items(spec)
     rows = []
-    for pos, item in enumerate(_select(items, spec.n, spec.seed)):
+    for pos, item in enumerate(select_items(items, spec.n, spec.seed)):
+        # an in-process filesystem: Ray workers cannot see it
+        inline = fsspec.core.split_protocol(item.source)[0] == "memory"
         file_uri, row = item.source, -1
         if spec.format == "parquet":
             file_uri, _, r = item.source.rpartition("#")
@@ -338,6 +329,7 @@ def load_dataset(
     Raises:
         catalog.CatalogError: As :func:`select_items`; no image of the subset can be decoded.
     """
+    import catalog
     from pipelines.units import DatasetInfo  # not at import: Ray Data workers import this module, not torch
 
     rows = items if items is not None else _selected_items(spec)
@@ -367,11 +359,11 @@ def load_dataset(
         tried |= decode
         untried = [p for p in sorted(meta_by_pos) if p not in tried and not meta_by_pos[p]["error"]]
         decode = set(untried[: short + batch_size]) if short > 0 else set()
-    digest = hashlib.sha256()
     errors = []
+    hashed = []  # (image_id, sha256 of its bytes, "" if unreadable) of the whole subset, for the fingerprint
     for p in sorted(meta_by_pos):
         m = meta_by_pos[p]
-        digest.update(f"{m['image_id']}\0{m['sha256'] or 'unreadable'}\n".encode())
+        hashed.append((m["image_id"], m["sha256"]))
         if m["error"]:
             errors.append((m["image_id"], m["error"]))
     kept = [p for p in sorted(meta_by_pos) if meta_by_pos[p]["decoded"]][:n_images]
@@ -393,7 +385,7 @@ def load_dataset(
         name=spec.name,
         role=getattr(spec, "role", None),
         version=str(getattr(spec, "version", "")),
-        fingerprint=digest.hexdigest(),
+        fingerprint=catalog.fingerprint(hashed),
         n_images=len(kept),
     )
     n_decoded = sum(1 for m in meta_by_pos.values() if m["decoded"])

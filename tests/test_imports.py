@@ -53,3 +53,43 @@ def test_nothing_imports_pipelines():
         for path in (root / pkg).rglob("*.py"):
             text = path.read_text()
             assert "import pipelines" not in text and "from pipelines" not in text, path
+
+
+def test_liecore_modules_import_no_private_names_from_each_other():
+    """A name with a leading underscore stays inside its module: what two liecore modules
+    share is public (``from ._layers import LayerErrors``, never ``_LayerErrors``)."""
+    import ast
+    import pathlib
+
+    import liecore
+
+    root = pathlib.Path(liecore.__file__).parent
+    found = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level == 0 and not (node.module or "").startswith("liecore"):
+                continue
+            found += [f"{path.relative_to(root)}: {a.name}" for a in node.names if a.name.startswith("_")]
+    assert not found, found
+
+
+def test_interpolation_flags_offer_liecores_interpolations_without_importing_torch():
+    """``--interpolation`` of ``lee eval`` and ``lee report`` takes liecore's list (one definition),
+    and building the ``lee`` parser still imports no torch (``lee query`` must start fast)."""
+    code = (
+        "import sys, json\n"
+        "from pipelines.cli import build_parser\n"
+        "p = build_parser()\n"
+        "before = 'torch' in sys.modules\n"
+        "sub = next(a for a in p._actions if a.dest == 'command')\n"
+        "ch = {c: list(next(a for a in sub.choices[c]._actions if a.dest == 'interpolation').choices)\n"
+        "      for c in ('eval', 'report')}\n"
+        "import liecore\n"
+        "print(json.dumps([before, ch, list(liecore.INTERPOLATIONS)]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    torch_loaded, choices, expected = json.loads(out.strip().splitlines()[-1])
+    assert not torch_loaded
+    assert choices == {"eval": expected, "report": expected}

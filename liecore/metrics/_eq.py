@@ -56,14 +56,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from .._derivative import differentiable_mode, with_output
+from .._derivative import differentiable_mode, resolve_output
 from .._layout import Layout
+from .._recorder import LayerRecorder
+from ._layers import LayerErrors, LayerwiseEQResult, layer_specs, named_calls, named_units, ratio
 from ._resample import fractional_translate, integer_translate, masked_sq_error, pseudo_rotate, psnr, rotate
 from ._result import MetricResult, Rng, make_rng, rand
 
@@ -75,16 +77,6 @@ EQKind = Literal["eq_t", "eq_t_frac", "eq_r"]
 
 POOLED_DEFINITION = "psnr(sum(sse) / sum(count)) over images and draws (StyleGAN3's compute_equivariance_metrics)"
 """What :attr:`MetricResult.pooled` of the EQ metrics is."""
-
-
-def _resolve_output(f, layout: Layout, output: str | None) -> tuple[Callable, str]:
-    if output is None:
-        output = "probs" if layout.kind == "invariant" else "raw"
-    if output == "raw":
-        return f, output
-    if layout.kind != "invariant":
-        raise ValueError(f"output={output!r} applies to classifiers; a {layout.kind} output is used raw")
-    return with_output(f, output), output
 
 
 def _grid_size(y: torch.Tensor, layout: Layout) -> tuple[int, int] | None:
@@ -118,11 +110,6 @@ def _quantum(sizes: list[int]) -> tuple[int, int]:
                 f"eq_t needs grid sizes that are multiples of the coarsest one to shift by whole pixels, got {sizes}"
             )
     return g, max(sizes)
-
-
-def _ratio(sse: torch.Tensor, cnt: torch.Tensor, power: float = 1.0) -> torch.Tensor:
-    """``sse / cnt ** power``, NaN where nothing was valid (``cnt == 0``: the error is undefined, not 0)."""
-    return torch.where(cnt > 0, sse / cnt.clamp_min(1) ** power, torch.full_like(sse, math.nan))
 
 
 def _transform_fn(kind: str, draw: _Draw, size: tuple[int, int], ref: tuple[int, int] | None, a: int):
@@ -187,7 +174,7 @@ def _eq(
     if num_samples < 1:
         raise ValueError("num_samples must be >= 1")
     layout = out_layout or Layout.invariant()
-    fo, output = _resolve_output(f, layout, output)
+    fo, output = resolve_output(f, layout, output)
     b, _, h, w = x.shape
     gen = make_rng(rng, seed, b)
     mse = torch.zeros(b, dtype=torch.float64)
@@ -205,7 +192,7 @@ def _eq(
             fn = _transform_fn(kind, draw, osize, ref, a) if osize else None
             sse, cnt = masked_sq_error(yt, y, layout, fn, _pseudo_fn(kind, draw, a, pseudo_rotation))
             sse, cnt = sse.cpu(), cnt.cpu()
-            mse += _ratio(sse, cnt)
+            mse += ratio(sse, cnt)
             sse_sum += sse
             cnt_sum += cnt
     mse /= num_samples
@@ -225,7 +212,7 @@ def _eq(
         higher_is_better=True,
         params=params,
         extras={"mse": mse, "sse": sse_sum, "count": cnt_sum},
-        pooled=float(psnr(_ratio(sse_sum.sum(), cnt_sum.sum()), peak_to_peak)),
+        pooled=float(psnr(ratio(sse_sum.sum(), cnt_sum.sum()), peak_to_peak)),
         pooled_definition=POOLED_DEFINITION,
     )
 
@@ -322,155 +309,6 @@ def eq_r(
 
 
 # --- per layer ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LayerwiseEQResult:
-    r"""Per-image, per-layer EQ errors of one transformation family.
-
-    Attributes:
-        metric: ``"eq_t"``, ``"eq_t_frac"`` or ``"eq_r"``.
-        mode: ``"local"`` (each layer on its own recorded input) or ``"cumulative"``
-            (activations of the whole model on :math:`Tx` against :math:`T` of those on
-            :math:`x`).
-        layers: qualified module names, in column order.
-        sse: ``(B, L)`` float64, squared error summed over valid elements, averaged over draws.
-        count: ``(B, L)`` float64, number of valid elements :math:`N`, averaged over draws.
-        per_element: ``(B, L)``, :math:`\mathbb E_T[\mathrm{SSE}/N]` (NaN if some draw had
-            :math:`N = 0`, an empty mask).
-        per_sqrt_element: ``(B, L)``, :math:`\mathbb E_T[\mathrm{SSE}/\sqrt N]` (likewise).
-        params: the parameters used.
-    """
-
-    metric: str
-    mode: str
-    layers: tuple[str, ...]
-    sse: torch.Tensor
-    count: torch.Tensor
-    per_element: torch.Tensor
-    per_sqrt_element: torch.Tensor
-    params: Mapping[str, Any] = field(default_factory=dict)
-
-    NORMALIZATIONS = ("n", "sqrt_n")
-
-    def result(self, layer: str, normalization: str = "n") -> MetricResult:
-        """The :class:`MetricResult` of one layer, normalized per ``"n"`` or ``"sqrt_n"`` elements."""
-        i = self.layers.index(layer)
-        if normalization == "n":
-            vals, unit = self.per_element[:, i], "mse"
-        elif normalization == "sqrt_n":
-            vals, unit = self.per_sqrt_element[:, i], "sse/sqrt(n)"
-        else:
-            raise ValueError(f"normalization must be one of {self.NORMALIZATIONS}, got {normalization!r}")
-        return MetricResult(
-            name=f"{self.metric}_layer",
-            values=vals,
-            unit=unit,
-            higher_is_better=False,
-            params={**self.params, "layer": layer, "normalization": normalization, "mode": self.mode},
-        )
-
-    def summary(self) -> dict[str, dict[str, float]]:
-        """``{layer: {"n": mean, "sqrt_n": mean}}`` over images."""
-        return {
-            name: {"n": float(self.per_element[:, i].mean()), "sqrt_n": float(self.per_sqrt_element[:, i].mean())}
-            for i, name in enumerate(self.layers)
-        }
-
-
-def _layer_specs(layers: Mapping[str, Layout | tuple[Layout, Layout]], mode: str, x: torch.Tensor):
-    """``(names, {name: (input layout, output layout)})`` of a per-layer metric, arguments checked."""
-    if mode not in ("local", "cumulative"):
-        raise ValueError(f"mode must be 'local' or 'cumulative', got {mode!r}")
-    if x.ndim != 4:
-        raise ValueError(f"images must be (B, C, H, W), got shape {tuple(x.shape)}")
-    return list(layers), {n: (v if isinstance(v, tuple) else (v, v)) for n, v in layers.items()}
-
-
-class _LayerErrors:
-    """Per-image, per-layer squared errors summed over draws, with both normalizations."""
-
-    def __init__(self, b: int, num_layers: int):
-        self.sse, self.cnt, self.per_n, self.per_sqrt = (
-            torch.zeros(b, num_layers, dtype=torch.float64) for _ in range(4)
-        )
-
-    def add(self, i: int, s: torch.Tensor, c: torch.Tensor) -> None:
-        """Add one draw's ``(B,)`` squared-error sums ``s`` over ``c`` valid elements to layer ``i``."""
-        s, c = s.cpu(), c.cpu()
-        self.sse[:, i] += s
-        self.cnt[:, i] += c
-        self.per_n[:, i] += _ratio(s, c)
-        self.per_sqrt[:, i] += _ratio(s, c, 0.5)
-
-    def result(self, metric: str, mode: str, names: list[str], num_samples: int, params) -> LayerwiseEQResult:
-        k = float(num_samples)
-        return LayerwiseEQResult(
-            metric, mode, tuple(names), self.sse / k, self.cnt / k, self.per_n / k, self.per_sqrt / k, params
-        )
-
-
-class _Recorder:
-    """Owns hooks on named submodules; records ``(first tensor input, output)`` per call.
-
-    Both are copies taken when the layer runs: the input before the call (``inputs=True``;
-    a layer may write into it, ``ReLU(inplace=True)``), the output after it (a later layer
-    may write into it). ``fed_input`` names the layers whose input was the tensor given to
-    :meth:`run` itself.
-    """
-
-    def __init__(self, model: nn.Module, names: list[str], *, inputs: bool = True) -> None:
-        self.model = model
-        self.names = names
-        self.inputs = inputs
-        self.store: dict[str, tuple[torch.Tensor | None, torch.Tensor]] = {}
-        self.fed_input: set[str] = set()
-        self._seen: dict[str, Any] = {}
-        self._x: torch.Tensor | None = None
-        self.handles: list[Any] = []
-        self.active = False
-
-    def __enter__(self) -> _Recorder:
-        for name in self.names:
-            mod = self.model.get_submodule(name)
-
-            def pre_hook(module, args, _name=name):
-                if not self.active:
-                    return
-                if _name in self._seen:
-                    raise RuntimeError(f"layer {_name!r} was called twice in one forward pass; hook a distinct module")
-                inp = args[0] if args else None
-                if inp is self._x:
-                    self.fed_input.add(_name)
-                self._seen[_name] = inp.clone() if self.inputs and isinstance(inp, torch.Tensor) else inp
-
-            def hook(module, args, out, _name=name):
-                if not self.active:
-                    return
-                if not isinstance(out, torch.Tensor):
-                    raise TypeError(f"layer {_name!r} returned {type(out).__name__}; a tensor is needed")
-                self.store[_name] = (self._seen[_name] if self.inputs else None, out.clone())
-
-            self.handles.append(mod.register_forward_pre_hook(pre_hook))
-            self.handles.append(mod.register_forward_hook(hook))
-        return self
-
-    def run(self, x: torch.Tensor) -> dict[str, tuple[torch.Tensor | None, torch.Tensor]]:
-        self.store, self._seen, self.fed_input, self._x = {}, {}, set(), x
-        self.active = True
-        try:
-            self.model(x)
-        finally:
-            self.active, self._x = False, None
-        missing = [n for n in self.names if n not in self.store]
-        if missing:
-            raise RuntimeError(f"layers not called in the forward pass: {missing}")
-        return self.store
-
-    def __exit__(self, *exc) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles = []
-
-
 def eq_layerwise(
     model: nn.Module,
     x: torch.Tensor,
@@ -513,15 +351,15 @@ def eq_layerwise(
     """
     if metric not in EQ_KINDS:
         raise ValueError(f"unknown metric {metric!r}; choose one of {EQ_KINDS}")
-    names, lays = _layer_specs(layers, mode, x)
+    names, lays = layer_specs(layers, mode, x)
     b, _, h, w = x.shape
     gen = make_rng(rng, seed, b)
-    acc = _LayerErrors(b, len(names))
-    with differentiable_mode(model), _Recorder(model, names, inputs=mode == "local") as rec:
-        base = dict(rec.run(x.clone()))  # a copy: a first layer may write into its input
-        out_sizes = {n: _grid_size(base[n][1], lays[n][1]) for n in names}
+    acc = LayerErrors(b, len(names))
+    with differentiable_mode(model), LayerRecorder(model, named_units(model, names), inputs=mode == "local") as rec:
+        base = named_calls(rec, names, x.clone())  # a copy: a first layer may write into its input
+        out_sizes = {n: _grid_size(base[n].y, lays[n][1]) for n in names}
         for n in names:
-            lays[n][1].check(base[n][1], f"output of {n!r}")
+            lays[n][1].check(base[n].y, f"output of {n!r}")
         ref = None
         if mode == "cumulative":
             ref = _ref_grid(metric, [(h, w)] + [s for s in out_sizes.values() if s])
@@ -529,13 +367,13 @@ def eq_layerwise(
             draw = _draw(b, gen, t_max, angle_max)
             if mode == "cumulative":
                 xt, _ = _transform_fn(metric, draw, (h, w), ref, a)(x)
-                moved = rec.run(xt)
+                moved = named_calls(rec, names, xt)
             for i, n in enumerate(names):
                 lin, lout = lays[n]
-                z, y = base[n]
+                z, y = base[n].x, base[n].y
                 osize = out_sizes[n]
                 if mode == "cumulative":
-                    yt, tref = moved[n][1], ref
+                    yt, tref = moved[n].y, ref
                 else:
                     if not isinstance(z, torch.Tensor):
                         raise TypeError(f"layer {n!r} has no tensor input to transform")

@@ -41,11 +41,12 @@ import torch
 from torch import nn
 
 from .._action import transform
-from .._derivative import differentiable_mode
+from .._derivative import differentiable_mode, resolve_output
 from .._generators import Generator, get_generator
 from .._grid import Interpolation
 from .._layout import Layout
-from ._eq import LayerwiseEQResult, _layer_specs, _LayerErrors, _Recorder, _resolve_output
+from .._recorder import LayerRecorder
+from ._layers import LayerErrors, LayerwiseEQResult, layer_specs, named_calls, named_units
 from ._result import MetricResult, Rng, make_rng, rand
 
 __all__ = ["sampled_equivariance_error", "sampled_layerwise"]
@@ -102,7 +103,7 @@ def sampled_equivariance_error(
     if num_samples < 1:
         raise ValueError("num_samples must be >= 1")
     layout = out_layout or Layout.invariant()
-    fo, output = _resolve_output(f, layout, output)
+    fo, output = resolve_output(f, layout, output)
     b = x.shape[0]
     g = make_rng(rng, seed, b)
     err = torch.zeros(b, dtype=torch.float64)
@@ -194,27 +195,27 @@ def sampled_layerwise(
         ``per_element`` is :math:`\mathbb E_t \|\cdot\|^2 / N`, ``count`` is :math:`N`.
     """
     gen = get_generator(generator)
-    names, lays = _layer_specs(layers, mode, x)
+    names, lays = layer_specs(layers, mode, x)
     if num_samples < 1:
         raise ValueError("num_samples must be >= 1")
     b = x.shape[0]
     g = make_rng(rng, seed, b)
-    acc = _LayerErrors(b, len(names))
+    acc = LayerErrors(b, len(names))
     x = x.detach()
-    with differentiable_mode(model), _Recorder(model, names, inputs=mode == "local") as rec:
-        base = dict(rec.run(x.clone()))  # a copy: a first layer may write into its input
-        image_fed = set(rec.fed_input)
+    with differentiable_mode(model), LayerRecorder(model, named_units(model, names), inputs=mode == "local") as rec:
+        base = named_calls(rec, names, x.clone())  # a copy: a first layer may write into its input
+        image_fed = {n for n, c in base.items() if c.is_input}
         for n in names:
-            lays[n][1].check(base[n][1], f"output of {n!r}")
+            lays[n][1].check(base[n].y, f"output of {n!r}")
         for _ in range(num_samples):
             ts = (rand(g, 1, b)[0] * 2 - 1) * t_max
             if mode == "cumulative":
-                moved = rec.run(_act(x, Layout.spatial(), gen, ts, interpolation, True, mean, std))
+                moved = named_calls(rec, names, _act(x, Layout.spatial(), gen, ts, interpolation, True, mean, std))
             for i, n in enumerate(names):
                 lin, lout = lays[n]
-                z, y = base[n]
+                z, y = base[n].x, base[n].y
                 if mode == "cumulative":
-                    yt = moved[n][1]
+                    yt = moved[n].y
                 else:
                     if not isinstance(z, torch.Tensor):
                         raise TypeError(f"layer {n!r} has no tensor input to transform")

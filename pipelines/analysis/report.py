@@ -39,6 +39,7 @@ from typing import Any
 
 import pandas as pd
 
+from pipelines import config
 from pipelines.analysis import figures as F
 
 __all__ = ["INTERPOLATIONS", "OUTPUTS", "FigureResult", "Report", "Selection", "TableResult", "WEIGHTS",
@@ -59,7 +60,7 @@ OUTPUTS: dict[str, str] = {
 }
 """``--output`` choices (the ``output`` column: what liecore differentiated) and their page labels."""
 
-INTERPOLATIONS: tuple[str, ...] = ("cubic", "spectral")
+INTERPOLATIONS = config.INTERPOLATIONS  # liecore.INTERPOLATIONS, read when first used
 """``--interpolation`` choices (the ``interpolation`` column: liecore's image interpolant)."""
 
 MAX_HTML_ROWS = 400

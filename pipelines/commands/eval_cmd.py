@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipelines.config import DEFAULT_OUTPUT, FAMILIES, WEIGHT_POLICIES, SweepConfig, load_yaml
+from pipelines.config import DEFAULT_OUTPUT, FAMILIES, INTERPOLATIONS, WEIGHT_POLICIES, SweepConfig, load_yaml
 
 EPILOG = """examples:
   lee eval --limit 8                                   # quickstart models on the sample set, 8 images
@@ -69,7 +69,8 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
                            "applied in order: key_map {rename})")
     what.add_argument("--img-size", type=int, help="override every model's input size (smoke runs)")
     what.add_argument("--output-kind", choices=("probs", "logits"), help="differentiate probs (default) or logits")
-    what.add_argument("--interpolation", choices=("cubic", "spectral"), help="liecore interpolant (default cubic)")
+    what.add_argument("--interpolation", choices=INTERPOLATIONS, metavar="NAME",
+                      help="liecore interpolant: cubic (default) or spectral")
     what.add_argument("--layerwise-method", choices=("exact", "stochastic"), help="layerwise method (default exact)")
     what.add_argument("--layerwise-generators", action=_Extend, metavar="NAME",
                       help="generators of the layerwise family (default: the first generator)")

@@ -14,7 +14,7 @@ import shlex
 import sys
 
 from pipelines.commands.eval_cmd import _Extend
-from pipelines.config import DEFAULT_OUTPUT
+from pipelines.config import DEFAULT_OUTPUT, INTERPOLATIONS
 
 EPILOG = """examples:
   lee report --out report/                                 # ./lee-results, pretrained weights only
@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output", choices=("probs", "logits"), default="probs",
                    help="the output configuration shown: LEE of the class probabilities (probs, default: the "
                         "paper's choice) or of the logits (results of lee eval --output-kind logits)")
-    p.add_argument("--interpolation", choices=("cubic", "spectral"), default="cubic",
+    p.add_argument("--interpolation", choices=INTERPOLATIONS, default="cubic", metavar="NAME",
                    help="the image interpolation shown (cubic, default, or spectral; lee eval --interpolation); "
                         "the alternative metrics have none and are selected by --output only")
     p.add_argument("-d", "--dataset", action=_Extend, dest="datasets", metavar="NAME",

@@ -180,3 +180,37 @@ def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
         catalog.load_dataset(spec)
     with pytest.raises(catalog.CatalogError, match="role must be one of"):
         catalog.DatasetSpec(name="x", uri="/x", role="validation")
+
+
+def test_fingerprint_is_the_stated_hash_of_ids_and_bytes(tmp_path: Path) -> None:
+    """The fingerprint (part of every unit key) recomputed here from the files with hashlib, as its
+    docstring states it: the seeded subset of the sorted ids, each id with the sha256 of its bytes,
+    ``unreadable`` for an image that cannot be read. Public listing, selection and hash agree."""
+    import hashlib
+    import random
+
+    root = tmp_path / "flat"
+    root.mkdir()
+    for i in range(12):
+        (root / f"img{i:02d}.png").write_bytes(_png(_photo(i, (8, 8))))
+    (root / "img99.png").symlink_to(root / "missing.png")  # listed, cannot be read
+    spec = catalog.DatasetSpec(name="flat", uri=str(root), format="flat", n=13, seed=3)
+    ids = sorted(p.name for p in root.iterdir())
+    digest = hashlib.sha256()
+    for name in ids:
+        path = root / name
+        sha = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "unreadable"
+        digest.update(f"{name}\0{sha}\n".encode())
+    loaded = catalog.load_dataset(spec)
+    assert [e[0] for e in loaded.errors] == ["img99.png"] and len(loaded) == 12
+    assert loaded.fingerprint == digest.hexdigest()
+
+    items = catalog.list_items(spec.replace(n=5))
+    assert sorted(it.image_id for it in items) == ids
+    chosen = catalog.select_items(items, 5, 3)
+    expected = [ids[i] for i in sorted(random.Random(3).sample(range(len(ids)), 5))]
+    assert [it.image_id for it in chosen] == expected
+    hashed = [(it.image_id, hashlib.sha256((root / it.image_id).read_bytes()).hexdigest()) for it in chosen
+              if it.image_id != "img99.png"]
+    hashed += [("img99.png", None)] if "img99.png" in expected else []
+    assert catalog.fingerprint(sorted(hashed)) == catalog.load_dataset(spec.replace(n=5)).fingerprint

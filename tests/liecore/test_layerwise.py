@@ -267,3 +267,24 @@ def test_stochastic_rng_forms():
         layerwise(m, x, "rotate", rng=_image_rngs([1, 2, 3]), **kw)
     with pytest.raises(TypeError, match="rng"):
         layerwise(m, x, "rotate", rng=[1, 2], **kw)
+
+
+def test_layer_recorder_records_injects_and_leaves_no_hooks():
+    """The one hook recorder, driven only through its methods: record() returns every layer call in
+    order (copies of input and output, the network input flagged), inject() adds scale * v to the
+    chosen call's output and nothing else, and leaving the context removes every hook."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(inplace=True), nn.Linear(4, 2)).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    with liecore.LayerwiseRecorder(model) as rec:
+        y, calls = rec.record(model, x)
+        assert [c.name for c in calls] == ["0", "1", "2"] and [c.is_input for c in calls] == [True, False, False]
+        h = model[0](x)
+        torch.testing.assert_close(calls[1].x, h, rtol=0, atol=0)  # copied before ReLU wrote into it
+        torch.testing.assert_close(calls[1].y, h.clamp_min(0), rtol=0, atol=0)
+        v = torch.randn(5, 4, dtype=torch.float64)
+        assert rec.set_vectors([None, v, None]) == 1
+        out = rec.inject(model, x.clone(), torch.tensor([2.0], dtype=torch.float64))
+        torch.testing.assert_close(out, model[2](h.clamp_min(0) + 2 * v), rtol=0, atol=0)
+        torch.testing.assert_close(model(x.clone()), y, rtol=0, atol=0)  # hooks idle outside record/inject
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())

@@ -137,8 +137,9 @@ def test_reevaluate_dry_run_lists_exactly_the_missing_unit(done_sweep, tmp_path,
 
 def test_failing_model_is_recorded_and_others_complete(ray_session, tmp_path):
     """A checkpoint that breaks after the checks made before any work (overwritten while the sweep starts)."""
-    import catalog
     import torch
+
+    import catalog
 
     ckpt = tmp_path / "resnet.pth"
     good = catalog.build_model(TINY[0], weights="random").model.state_dict()

@@ -18,6 +18,7 @@ import yaml
 import catalog
 import liecore
 from pipelines.cli import main
+from pipelines.families import activation_layouts
 from pipelines.zoo import PRESETS, ZooModelConfig, ZooResult, preset, train_model
 from pipelines.zoo.data import augment, load_split
 
@@ -84,9 +85,8 @@ def test_every_zoo_architecture_builds_through_the_catalog(family, tmp_path):
     y = loaded.model(x)
     assert y.shape == (1, 10) and torch.isfinite(y).all()
     if family == "vit":
-        assert loaded.num_prefix_tokens == 1 and loaded.grid_size == (8, 8) and loaded.feature_fmt == "NLC"
-    else:
-        assert loaded.feature_fmt in ("NCHW", "NLC")
+        assert loaded.num_prefix_tokens == 1
+        assert activation_layouts(loaded.model).tokens == (liecore.Layout.tokens((8, 8), 1),)
     with pytest.raises(catalog.CatalogError, match="no hub weights"):
         catalog.build_model(spec, weights="hub")
 
