@@ -2,6 +2,6 @@
 
 import sys
 
-from pipelines.cli import main
+from pipelines import cli
 
-sys.exit(main())
+sys.exit(cli.main())

@@ -8,7 +8,7 @@ import functools
 import os
 import warnings
 
-from pipelines.cli import UsageError
+from pipelines.errors import UsageError
 
 __all__ = ["MIN_IMG_SIZE", "arch_min_img_size", "check_img_size", "check_root_usable"]
 

@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipelines.cli import UsageError
+from pipelines.errors import UsageError
 
 __all__ = ["auth_fix", "auth_token", "check_gcs", "describe_error", "job_client", "prepare_auth"]
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from catalog import WEIGHT_POLICIES as _CATALOG_POLICIES
+from pipelines.errors import UsageError
 
 __all__ = ["FAMILIES", "INTERPOLATIONS", "SweepConfig", "DEFAULT_OUTPUT", "WEIGHT_POLICIES"]
 
@@ -123,11 +124,9 @@ class SweepConfig:
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> SweepConfig:
         """Build from a mapping (YAML ``run.yaml``); field or flag names (``-`` or ``_`` both accepted).
 
-        Unknown keys and values of the wrong type are :class:`~pipelines.cli.UsageError` s naming the key,
+        Unknown keys and values of the wrong type are :class:`~pipelines.errors.UsageError` s naming the key,
         the value and the expected type.
         """
-        from pipelines.cli import UsageError
-
         clean: dict[str, Any] = {}
         known = cls.field_names()
         for key, value in (data or {}).items():
@@ -207,7 +206,6 @@ def load_yaml(path: str) -> dict[str, Any]:
     import fsspec
     import yaml
 
-    from pipelines.cli import UsageError
 
     try:
         with fsspec.open(path, "r") as fh:

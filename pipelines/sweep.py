@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from pipelines import env
-from pipelines.cli import UsageError
 from pipelines.config import FAMILIES, WEIGHT_POLICIES, SweepConfig
 from pipelines.data import LoadedDataset
+from pipelines.errors import UsageError
 from pipelines.progress import Progress
 from pipelines.store import Store, StoreError
 from pipelines.units import WorkUnit, effective_weights, family_config, make_unit

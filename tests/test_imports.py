@@ -93,3 +93,30 @@ def test_interpolation_flags_offer_liecores_interpolations_without_importing_tor
     torch_loaded, choices, expected = json.loads(out.strip().splitlines()[-1])
     assert not torch_loaded
     assert choices == {"eval": expected, "report": expected}
+
+
+def test_only_the_command_line_imports_the_command_line():
+    """Library code raises ``pipelines.errors.UsageError``; only ``pipelines/commands`` (and the entry
+    points) import ``pipelines.cli``, which maps the error to exit code 2."""
+    import ast
+    import pathlib
+
+    import pipelines
+
+    root = pathlib.Path(pipelines.__file__).parent
+    found = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root)
+        if rel.parts[0] == "commands" or rel.name in ("cli.py", "__main__.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "pipelines.cli":
+                found.append(f"{rel}:{node.lineno}")
+            elif isinstance(node, ast.ImportFrom) and node.module == "pipelines" and any(
+                a.name == "cli" for a in node.names
+            ):
+                found.append(f"{rel}:{node.lineno}")
+    assert not found, found
+    from pipelines import cli, errors
+
+    assert cli.UsageError is errors.UsageError
