@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from catalog._checkpoint import check_fits, map_state_dict, read_checkpoint, sha256_file
 from catalog._errors import CatalogError
 from catalog._spec import ModelSpec
-from catalog._zoo_models import build_zoo_arch, is_zoo_arch
+from catalog._zoo import build_zoo_arch, is_zoo_arch
 
 if TYPE_CHECKING:
     import numpy as np
