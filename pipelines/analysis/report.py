@@ -40,6 +40,7 @@ from typing import Any
 import pandas as pd
 
 from pipelines.analysis import figures as F
+from pipelines.analysis.sqltext import in_list, quote
 
 __all__ = ["INTERPOLATIONS", "OUTPUTS", "FigureResult", "Report", "Selection", "TableResult", "WEIGHTS",
            "build_report"]
@@ -64,14 +65,6 @@ INTERPOLATIONS: tuple[str, ...] = ("cubic", "spectral")
 
 MAX_HTML_ROWS = 400
 """Rows of a table shown in the page; the CSV under ``tables/`` has all of them."""
-
-
-def _lit(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def _in(col: str, values: Iterable[str]) -> str:
-    return f"{col} IN ({', '.join(_lit(v) for v in values)})"
 
 
 @dataclass(frozen=True)
@@ -111,14 +104,14 @@ class Selection:
         parts = ["true"]
         allowed = WEIGHTS[self.weights]
         if allowed is not None:
-            parts.append(_in("weights", allowed))
+            parts.append(in_list("weights", allowed))
         if datasets and self.datasets:
-            parts.append(_in("dataset", self.datasets))
+            parts.append(in_list("dataset", self.datasets))
         if generators and self.generators:
-            parts.append(_in("generator", self.generators))
+            parts.append(in_list("generator", self.generators))
         if config:
-            parts.append(f"output = {_lit(self.output)}")
-            interp = f"interpolation = {_lit(self.interpolation)}"
+            parts.append(f"output = {quote(self.output)}")
+            interp = f"interpolation = {quote(self.interpolation)}"
             parts.append(f"(interpolation IS NULL OR {interp})" if any_interpolation else interp)
         return " AND ".join(parts)
 
@@ -292,10 +285,10 @@ class _Builder:
         root = self.results
         flags = {"lee": "--metrics lee", "layerwise": "--metrics lee,layerwise --layerwise-generators translate_x,rotate",
                  "alt": "--metrics alt"}[family]
-        n = _first(self.con, f"SELECT count(*) FROM done_units WHERE family = {_lit(family)}")
+        n = _first(self.con, f"SELECT count(*) FROM done_units WHERE family = {quote(family)}")
         if n == 0:
             return (f"no completed '{family}' units in {root}.", [f"lee eval {flags} -o {root}"])
-        base = f"family = {_lit(family)} AND {self.sel.where(generators=False, config=False)}"
+        base = f"family = {quote(family)} AND {self.sel.where(generators=False, config=False)}"
         sel = _first(self.con, f"SELECT count(*) FROM done_units WHERE {base}")
         how = [f"lee eval {flags} -o {root}"]
         if sel == 0 and other and self.available.get(other):
@@ -340,7 +333,7 @@ class _Builder:
 
     def _dataset_for(self, view: str, where: str, primary: str | None) -> str | None:
         """``primary`` when ``view`` has rows for it, else the view's own pick (:func:`_pick_dataset`)."""
-        if primary and _first(self.con, f"SELECT count(*) FROM {view} WHERE {where} AND dataset = {_lit(primary)}"):
+        if primary and _first(self.con, f"SELECT count(*) FROM {view} WHERE {where} AND dataset = {quote(primary)}"):
             return primary
         return _pick_dataset(self.con, view, where)
 
@@ -406,7 +399,7 @@ class _Builder:
         alt_ds = self._dataset_for("alt_summary", alt_where, primary)
         alt = _df(self.con, f"""SELECT model, dataset, role, metric, weights, value_unit, higher_is_better, n, mean_value,
                                        se_value, coalesce(family, 'unknown') AS family, params_m, top1
-                                FROM alt_summary WHERE {alt_where} AND dataset = {_lit(alt_ds or '')}
+                                FROM alt_summary WHERE {alt_where} AND dataset = {quote(alt_ds or '')}
                                 ORDER BY metric, model""")
         self.figure(
             "fig5b_alt_metrics_vs_top1", "Fig. 5b: alternative equivariance metrics vs top-1 accuracy",
@@ -423,7 +416,7 @@ class _Builder:
                                        c.layer_type, c.depth, c.cumulative_fraction, c.n, c.share_additive,
                                        coalesce(m.family, 'unknown') AS family
                                 FROM layerwise_cumulative c LEFT JOIN models m USING (model)
-                                WHERE {lw_where} AND c.dataset = {_lit(lw_ds or '')}
+                                WHERE {lw_where} AND c.dataset = {quote(lw_ds or '')}
                                 ORDER BY c.model, c.generator, c.depth""")
         cum, cum_method = _one_method(cum)
         lw_ctx = self._layerwise_ctx(lw_ds, cum, cum_method)
@@ -436,7 +429,7 @@ class _Builder:
             lambda: F.layerwise_cumulative(cum, lw_ctx), lw_missing)
         shares = _df(self.con, f"""SELECT model, dataset, generator, weights, method, num_probes, layer_type,
                                           share_fraction, n, coalesce(family, 'unknown') AS family
-                                   FROM layer_type_shares WHERE {lw_where} AND dataset = {_lit(lw_ds or '')}
+                                   FROM layer_type_shares WHERE {lw_where} AND dataset = {quote(lw_ds or '')}
                                    ORDER BY model, generator, layer_type""")
         shares, shares_method = _one_method(shares)
         self.figure(
