@@ -3,8 +3,8 @@
 The zoo itself (its architectures, the code that builds its datasets, training) lives in ``pipelines.zoo``;
 the catalog keeps only what a spec or a dataset entry names:
 
-- a zoo architecture is an ``arch`` that starts with ``zoo_`` (``zoo_cnn``, ``zoo_e2cnn_c8``, ``zoo_vit``,
-  ``zoo_mixer``);
+- a zoo architecture is an ``arch`` of :data:`ZOO_ARCH_NAMES` (``zoo_cnn``, ``zoo_e2cnn_c8``, ``zoo_vit``,
+  ``zoo_mixer``: ``pipelines.zoo`` registers a builder for each, and checks that it does);
 - a zoo dataset is ``builtin://zoo-<task>/<split>`` with a task of :data:`ZOO_TASKS` and a split of
   :data:`ZOO_SPLITS`;
 - the trained zoo's catalog file is ``catalog.zoo_catalog_path()``.
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 __all__ = [
-    "ZOO_ARCH_PREFIX",
+    "ZOO_ARCH_NAMES",
     "ZOO_PROVIDER",
     "ZOO_SPLITS",
     "ZOO_TASKS",
@@ -39,7 +39,7 @@ __all__ = [
     "register_zoo",
 ]
 
-ZOO_ARCH_PREFIX = "zoo_"
+ZOO_ARCH_NAMES = ("zoo_cnn", "zoo_e2cnn_c8", "zoo_vit", "zoo_mixer")
 ZOO_TASKS = ("digits", "patches")
 ZOO_SPLITS = ("train", "test", "ood")
 ZOO_PROVIDER = "pipelines.zoo"
@@ -50,6 +50,8 @@ _HOOKS: dict[str, Callable[..., Any]] = {}
 
 def register_zoo(*, build_arch: Callable[..., nn.Module], materialize_data: Callable[..., Path]) -> None:
     """Register the zoo's builders (called by ``pipelines.zoo`` when it is imported).
+
+    ``build_arch`` must build every architecture of :data:`ZOO_ARCH_NAMES` (the registering side checks it).
 
     Args:
         build_arch: ``build_arch(arch, *, num_classes, in_chans=3, model_kwargs=None, name="?") -> nn.Module``:
@@ -74,8 +76,8 @@ def _hook(name: str) -> Callable[..., Any]:
 
 
 def is_zoo_arch(arch: str | None) -> bool:
-    """Whether ``arch`` names a zoo architecture (``zoo_...``) rather than a timm architecture."""
-    return isinstance(arch, str) and arch.startswith(ZOO_ARCH_PREFIX)
+    """Whether ``arch`` names a zoo architecture (one of :data:`ZOO_ARCH_NAMES`) rather than a timm one."""
+    return arch in ZOO_ARCH_NAMES
 
 
 def build_zoo_arch(arch: str, *, num_classes: int, in_chans: int = 3, model_kwargs: dict[str, Any] | None = None,

@@ -11,11 +11,14 @@ dataset it meets, so ``catalog.build_model`` builds a zoo spec in any process.
 """
 
 import catalog
+from catalog._zoo import ZOO_ARCH_NAMES
 from pipelines.zoo.datasets import materialize_zoo_data
 from pipelines.zoo.grid import ARCHS, PRESETS, RECIPES, ZooModelConfig, preset
 from pipelines.zoo.models import ZOO_ARCHS, build_zoo_arch
 from pipelines.zoo.train import ZOO_CODE_VERSION, TrainedModel, ZooResult, evaluate, train_model, train_zoo
 
+if set(ZOO_ARCHS) != set(ZOO_ARCH_NAMES):  # the catalog's zoo spec and the builders must name the same archs
+    raise ImportError(f"pipelines.zoo builds {sorted(ZOO_ARCHS)} but the catalog names {sorted(ZOO_ARCH_NAMES)}")
 catalog.register_zoo(build_arch=build_zoo_arch, materialize_data=materialize_zoo_data)
 
 __all__ = [
