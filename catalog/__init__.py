@@ -1,7 +1,8 @@
 """catalog: which models and datasets a sweep evaluates (data plus lookup).
 
 Importing ``catalog`` imports neither timm nor torch: they are loaded inside ``build_model`` (and the
-preprocessing helpers) only. It never imports ray, duckdb or liecore.
+preprocessing helpers) only. It never imports ray, duckdb, liecore, pipelines, e2cnn or scikit-learn: the
+model zoo's architectures and datasets live in ``pipelines.zoo``, which registers them (``register_zoo``).
 """
 
 from catalog._build import (
@@ -50,8 +51,7 @@ from catalog._registry import (
 )
 from catalog._sample import materialize_sample
 from catalog._spec import WEIGHT_POLICIES, WEIGHT_SOURCES, DatasetSpec, ModelSpec
-from catalog._zoo_data import materialize_zoo_data
-from catalog._zoo_models import ZOO_ARCHS, build_zoo_arch
+from catalog._zoo import is_zoo_arch, register_zoo
 
 __all__ = [
     "WEIGHT_POLICIES",
@@ -98,9 +98,8 @@ __all__ = [
     "resolve_data_config",
     "resolve_uri",
     "select_items",
-    "ZOO_ARCHS",
-    "build_zoo_arch",
-    "materialize_zoo_data",
+    "is_zoo_arch",
+    "register_zoo",
     "zoo_catalog_file",
     "zoo_catalog_path",
     "zoo_data_config",

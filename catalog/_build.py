@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from catalog._checkpoint import check_fits, map_state_dict, read_checkpoint, sha256_file
 from catalog._errors import CatalogError
 from catalog._spec import WEIGHT_POLICIES, ModelSpec
-from catalog._zoo_models import build_zoo_arch, is_zoo_arch
+from catalog._zoo import build_zoo_arch, is_zoo_arch
 
 if TYPE_CHECKING:
     import numpy as np
@@ -422,17 +422,25 @@ def validate_checkpoint(spec: ModelSpec | str, weights: str | None = None) -> di
             raise CatalogError(f"model {spec.name!r}: weights 'file' needs a checkpoint path or URI")
         return None
     state, _ = read_checkpoint(spec.checkpoint)
-    with warnings.catch_warnings(), torch.device("meta"):
-        warnings.simplefilter("ignore")
+    if is_zoo_arch(spec.arch) and spec.num_classes is None:
+        raise CatalogError(f"model {spec.name!r}: a zoo architecture needs num_classes")
+
+    def skeleton() -> nn.Module:
         if is_zoo_arch(spec.arch):
-            if spec.num_classes is None:
-                raise CatalogError(f"model {spec.name!r}: a zoo architecture needs num_classes")
-            model = build_zoo_arch(spec.arch, num_classes=spec.num_classes, in_chans=spec.in_chans or 3,
-                                   model_kwargs=spec.model_kwargs, name=spec.name)
-        else:
-            cfg = _timm_cfg(spec)
-            name = spec.timm_name if cfg is not None and cfg.tag == spec.tag else spec.arch
-            model = timm.create_model(name, pretrained=False, pretrained_cfg_overlay=_overlay(spec))
+            return build_zoo_arch(spec.arch, num_classes=spec.num_classes, in_chans=spec.in_chans or 3,
+                                  model_kwargs=spec.model_kwargs, name=spec.name)
+        cfg = _timm_cfg(spec)
+        name = spec.timm_name if cfg is not None and cfg.tag == spec.tag else spec.arch
+        return timm.create_model(name, pretrained=False, pretrained_cfg_overlay=_overlay(spec))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with torch.device("meta"):
+                model = skeleton()
+        except (NotImplementedError, RuntimeError):  # a builder that reads tensor values (e2cnn's bases)
+            with torch.random.fork_rng(devices=[]):
+                model = skeleton()
     state, mapping = map_state_dict(state, model, spec.key_map, spec.arch, spec.checkpoint, spec.name)
     check_fits(model, state, spec.checkpoint, spec.arch, spec.name)
     return mapping

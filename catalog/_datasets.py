@@ -185,7 +185,7 @@ def resolve_uri(spec: DatasetSpec) -> str:
     uri = _VAR.sub(expand, spec.uri)
     if uri.startswith("builtin://"):
         from catalog._sample import SAMPLE_SPLITS, materialize_sample
-        from catalog._zoo_data import ZOO_SPLITS, ZOO_TASKS, materialize_zoo_data
+        from catalog._zoo import ZOO_SPLITS, ZOO_TASKS, materialize_zoo_data
 
         kind, _, split = uri[len("builtin://"):].partition("/")
         if kind.startswith("zoo-") and kind[4:] in ZOO_TASKS and split in ZOO_SPLITS:

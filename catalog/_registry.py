@@ -18,7 +18,7 @@ from catalog._errors import CatalogError, close_matches, unknown_name_error
 from catalog._files import PACKAGE_DIR, check_keys, read_catalog_file
 from catalog._paths import zoo_catalog_path
 from catalog._spec import ModelSpec, spec_from_dict
-from catalog._zoo_models import is_zoo_arch
+from catalog._zoo import is_zoo_arch
 
 __all__ = [
     "BUILTIN_CATALOGS",

@@ -22,12 +22,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from catalog._errors import CatalogError
 from catalog._paths import cache_dir
 
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["SAMPLE_SPLITS", "SAMPLE_VERSION", "materialize_sample", "sample_path"]
+__all__ = ["NATURAL", "OOD", "SAMPLE_SPLITS", "SAMPLE_VERSION", "materialize_sample", "photo", "sample_path",
+           "split_region"]
 
 SAMPLE_VERSION = 2  # 2: stratified ids <split>/<k>-<photo> (1: <split>/<photo>/<k>)
 SAMPLE_SPLITS = ("train", "test", "ood")
@@ -38,20 +40,42 @@ NATURAL = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "chi
 OOD = ("immunohistochemistry", "retina")
 
 
-def _photo(name: str) -> np.ndarray:
+def _sklearn_image_file(name: str) -> Path:
+    """The JPEG scikit-learn ships as ``sklearn/datasets/images/<name>.jpg``, found without importing sklearn.
+
+    ``sklearn.datasets.load_sample_image`` decodes the same file with PIL (``np.asarray(Image.open(f))``);
+    importing scikit-learn for it would make ``catalog`` load scikit-learn (and scipy) just for two files.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")  # a top-level package: located, not imported
+    if spec is None or not spec.submodule_search_locations:
+        raise CatalogError(f"the sample photo {name!r} ships with scikit-learn, which is not installed: "
+                           "pip install scikit-learn")
+    for root in spec.submodule_search_locations:
+        path = Path(root) / "datasets" / "images" / f"{name}.jpg"
+        if path.is_file():
+            return path
+    raise CatalogError(f"the sample photo {name!r} is missing from the installed scikit-learn "
+                       f"(no datasets/images/{name}.jpg under {list(spec.submodule_search_locations)})")
+
+
+def photo(name: str) -> np.ndarray:
+    """One source photo of the sample set (``NATURAL`` or ``OOD``) as an ``(H, W, 3)`` uint8 array."""
     import numpy as np
 
     if name in ("china", "flower"):
-        from sklearn.datasets import load_sample_image
+        from PIL import Image
 
-        return np.asarray(load_sample_image(f"{name}.jpg"), dtype=np.uint8)
+        with Image.open(_sklearn_image_file(name)) as img:
+            return np.asarray(img, dtype=np.uint8)
     import skimage.data
 
     loader: Callable[[], np.ndarray] = getattr(skimage.data, name)
     return np.asarray(loader(), dtype=np.uint8)[..., :3]
 
 
-def _region(img: np.ndarray, split: str) -> np.ndarray:
+def split_region(img: np.ndarray, split: str) -> np.ndarray:
     """The part of a photo a split may crop from: a half (train/test) or the central part (ood)."""
     h, w = img.shape[:2]
     if split == "ood":
@@ -71,7 +95,7 @@ def _crops(split: str) -> list[tuple[str, bytes, str]]:
     counts = [PER_SPLIT // len(photos) + (i < PER_SPLIT % len(photos)) for i in range(len(photos))]
     rows = []
     for p_idx, (name, count) in enumerate(zip(photos, counts, strict=True)):
-        region = _region(_photo(name), split)
+        region = split_region(photo(name), split)
         rh, rw = region.shape[:2]
         short = min(rh, rw)
         rng = np.random.default_rng([SEED, SAMPLE_SPLITS.index(split), p_idx])

@@ -27,7 +27,7 @@ def _arch_minimum(arch: str, zoo: bool, num_classes: int | None, model_kwargs: s
         with warnings.catch_warnings(), torch.device("meta"):  # the structure only: no memory, no init cost
             warnings.simplefilter("ignore")
             if zoo:
-                from catalog import build_zoo_arch
+                from pipelines.zoo.models import build_zoo_arch
 
                 model = build_zoo_arch(arch, num_classes=num_classes or 10,
                                        model_kwargs=json.loads(model_kwargs) if model_kwargs else None)
@@ -54,7 +54,7 @@ def arch_min_img_size(spec) -> int | None:
 
     The model is built on PyTorch's ``meta`` device (no weights, no memory), once per architecture.
     """
-    from catalog._zoo_models import is_zoo_arch
+    from catalog import is_zoo_arch
 
     kwargs = None
     if spec.model_kwargs:

@@ -49,13 +49,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipelines.analysis import stats
+from pipelines.analysis.sqltext import in_list
 
 __all__ = [
     "ANALYSES",
@@ -97,24 +98,10 @@ Filter = str | Sequence[str] | None
 
 
 # ---- helpers -------------------------------------------------------------------------------------------
-def _q(value: Any) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
-
 def _as_list(value: Filter) -> list[str] | None:
     if value is None:
         return None
     return [value] if isinstance(value, str) else list(value)
-
-
-def _in(column: str, values: Iterable[Any] | None) -> str:
-    """``column IN (...)`` or ``true`` for no filter."""
-    if values is None:
-        return "true"
-    values = list(values)
-    if not values:
-        return "false"
-    return f"{column} IN ({', '.join(_q(v) for v in values)})"
 
 
 class _Weights:
@@ -126,7 +113,7 @@ class _Weights:
         self.label, self.kinds, self.note = weights, WEIGHT_KINDS[weights], ""
         if weights != "pretrained":
             return
-        where = f"{_in('family', families)} AND {_in('dataset', _as_list(dataset))}"
+        where = f"{in_list('family', families)} AND {in_list('dataset', _as_list(dataset))}"
         have = {
             r[0]
             for r in con.execute(f"SELECT DISTINCT weights FROM done_units WHERE {where}").fetchall()
@@ -136,14 +123,14 @@ class _Weights:
             self.label, self.kinds, self.note = "random", WEIGHT_KINDS["random"], _RANDOM_FALLBACK
 
     def where(self, column: str = "weights") -> str:
-        return _in(column, self.kinds)
+        return in_list(column, self.kinds)
 
 
 def _where(w: _Weights, dataset: Filter, generator: Filter, alias: str = "") -> str:
     """The weights / dataset / generator filter, on columns of ``alias`` (a table alias) if given."""
     p = f"{alias}." if alias else ""
-    return (f"{w.where(p + 'weights')} AND {_in(p + 'dataset', _as_list(dataset))} "
-            f"AND {_in(p + 'generator', _as_list(generator))}")
+    return (f"{w.where(p + 'weights')} AND {in_list(p + 'dataset', _as_list(dataset))} "
+            f"AND {in_list(p + 'generator', _as_list(generator))}")
 
 
 def _df(con: Any, sql: str) -> pd.DataFrame:
@@ -154,8 +141,25 @@ def _join_notes(*notes: str | None) -> str:
     return "; ".join(n for n in notes if n)
 
 
-def _iv(iv: stats.Interval) -> dict[str, Any]:
-    return {"estimate": iv.estimate, "ci_low": iv.low, "ci_high": iv.high, "n": iv.n, "p_value": iv.p_value}
+def stat_row(base: Mapping[str, Any], *, statistic: str, n_of: str, method: str, iv: stats.Interval | None = None,
+             estimate: float = math.nan, ci_low: float = math.nan, ci_high: float = math.nan, n: int | None = None,
+             p_value: float = math.nan, **columns: Any) -> dict[str, Any]:
+    """One row of an analysis table (the tidy row of :data:`COLUMNS`, then analysis-specific columns).
+
+    Args:
+        base: The group's columns (``dataset``, ``generator``, ``output``, ``interpolation`` ...), first.
+        statistic: What ``estimate`` is (``pearson_r``, ``coef``, ``slope``, ``ratio`` ...).
+        n_of: What ``n`` counts.
+        method: How the estimate and its interval were computed.
+        iv: The estimate with its interval, ``n`` and p-value (instead of ``estimate`` ... ``p_value``).
+        estimate, ci_low, ci_high, n, p_value: The numbers, when not given as ``iv`` (NaN / None: none).
+        **columns: ``scope``, ``family``, ``model``, ``term``, ``note`` and the analysis-specific columns, in the
+            order they appear in the table (a column left out is missing, not empty); they override ``base``.
+    """
+    if iv is not None:
+        estimate, ci_low, ci_high, n, p_value = iv.estimate, iv.low, iv.high, iv.n, iv.p_value
+    return {**base, **columns, "statistic": statistic, "estimate": estimate, "ci_low": ci_low, "ci_high": ci_high,
+            "n": n, "p_value": p_value, "n_of": n_of, "method": method}
 
 
 def _frame(name: str, rows: list[dict[str, Any]], w: _Weights, level: float, empty_note: str) -> pd.DataFrame:
@@ -243,10 +247,10 @@ def accuracy(
         for scope, fam, ys, xs in scopes:
             for method in ("pearson", "spearman"):
                 iv = stats.bootstrap_corr(ys, xs, method, n_boot=n_boot, seed=seed, level=level)
-                rows.append({**base, "scope": scope, "family": fam, "term": f"ln LEE vs {x}",
-                             "statistic": "pearson_r" if method == "pearson" else "spearman_rho",
-                             **_iv(iv), "n_of": "models", "method": f"{method} correlation; {boot}",
-                             "note": note if scope == "overall" else ""})
+                rows.append(stat_row(base, scope=scope, family=fam, term=f"ln LEE vs {x}",
+                                     statistic="pearson_r" if method == "pearson" else "spearman_rho", iv=iv,
+                                     n_of="models", method=f"{method} correlation; {boot}",
+                                     note=note if scope == "overall" else ""))
         rows += _family_regression(g, yv, xv, x, base, level, note)
     return _frame("accuracy", rows, w, level, "no lee results match")
 
@@ -268,15 +272,15 @@ def _family_regression(g: pd.DataFrame, y: np.ndarray, x: np.ndarray, xname: str
     rows = []
     for i, term in enumerate(full.terms):
         fam = term if i >= 2 else None
-        rows.append({**base, "scope": "regression", "family": fam,
-                     "term": f"family[{term}] - family[{ref}]" if fam else term, "statistic": "coef",
-                     "estimate": full.coef[i], "ci_low": full.low[i], "ci_high": full.high[i], "n": full.n,
-                     "n_of": "models", "p_value": full.p_value[i], "method": method, "note": note})
+        rows.append(stat_row(base, scope="regression", family=fam,
+                             term=f"family[{term}] - family[{ref}]" if fam else term, statistic="coef",
+                             estimate=full.coef[i], ci_low=full.low[i], ci_high=full.high[i], n=full.n,
+                             p_value=full.p_value[i], n_of="models", method=method, note=note))
     F, p, d1, d2 = stats.f_test(full, reduced)
-    rows.append({**base, "scope": "regression", "term": "family", "statistic": "F", "estimate": F,
-                 "ci_low": math.nan, "ci_high": math.nan, "n": full.n, "n_of": "models", "p_value": p,
-                 "method": f"nested F test: ln LEE ~ {xname} + family vs ln LEE ~ {xname}, F({d1}, {d2})",
-                 "note": note})
+    rows.append(stat_row(base, scope="regression", term="family", statistic="F", estimate=F, n=full.n, p_value=p,
+                         n_of="models",
+                         method=f"nested F test: ln LEE ~ {xname} + family vs ln LEE ~ {xname}, F({d1}, {d2})",
+                         note=note))
     return rows
 
 
@@ -425,20 +429,19 @@ def _trend(g: pd.DataFrame, col: str, base: dict[str, Any], level: float) -> lis
         if fit is None:
             continue
         r, k = fit
-        rows.append({**base, "scope": "family", "family": fam, "term": term, "statistic": "slope",
-                     "estimate": r.coef[0], "ci_low": r.low[0], "ci_high": r.high[0], "n": r.n, "n_of": "models",
-                     "p_value": r.p_value[0],
-                     "method": f"OLS ln LEE ~ {term} + an offset per group of models of equal {held_text} and "
-                               f"weights (the slope within groups; {k} group(s) with 2+ sizes); t interval, "
-                               f"df {r.df_resid}"})
+        rows.append(stat_row(base, scope="family", family=fam, term=term, statistic="slope", estimate=r.coef[0],
+                             ci_low=r.low[0], ci_high=r.high[0], n=r.n, p_value=r.p_value[0], n_of="models",
+                             method=f"OLS ln LEE ~ {term} + an offset per group of models of equal {held_text} and "
+                                    f"weights (the slope within groups; {k} group(s) with 2+ sizes); t interval, "
+                                    f"df {r.df_resid}"))
     fit = _within_slope(d, col, d["family"] + " || " + groups, term, level) if not d.empty else None
     if fit is not None:
         r, k = fit
-        rows.append({**base, "scope": "within-family", "term": term, "statistic": "slope",
-                     "estimate": r.coef[0], "ci_low": r.low[0], "ci_high": r.high[0], "n": r.n,
-                     "n_of": "models", "p_value": r.p_value[0],
-                     "method": f"OLS ln LEE ~ {term} + an offset per family and group of models of equal "
-                               f"{held_text} and weights ({k} groups with 2+ sizes); t interval, df {r.df_resid}"})
+        rows.append(stat_row(base, scope="within-family", term=term, statistic="slope", estimate=r.coef[0],
+                             ci_low=r.low[0], ci_high=r.high[0], n=r.n, p_value=r.p_value[0], n_of="models",
+                             method=f"OLS ln LEE ~ {term} + an offset per family and group of models of equal "
+                                    f"{held_text} and weights ({k} groups with 2+ sizes); t interval, "
+                                    f"df {r.df_resid}"))
     return rows
 
 
@@ -474,8 +477,8 @@ def _recipes(g: pd.DataFrame, base: dict[str, Any], level: float) -> list[dict[s
             iv, n_of = stats.t_interval(devs[0], se, df_within, n_models, level=level), "models"
             method = (f"{what} (1 group); t interval from the spread of models of equal group and recipe "
                       f"(seeds; pooled variance, df {df_within})")
-        rows.append({**base, "scope": "within-model", "term": f"recipe={recipe}", "statistic": "recipe_effect",
-                     **_iv(iv), "n_of": n_of, "method": method})
+        rows.append(stat_row(base, scope="within-model", term=f"recipe={recipe}", statistic="recipe_effect", iv=iv,
+                             n_of=n_of, method=method))
     return rows
 
 
@@ -488,7 +491,7 @@ def _anti_alias(con: Any, pairs: list[tuple[str, str]], filt: str, n_boot: int, 
         SELECT l.model, l.weights, l.dataset, l.generator, l.output, l.interpolation, l.sample_id, l.value,
                m.family
         FROM lee l LEFT JOIN models m USING (model)
-        WHERE {_in('l.model', names)} AND {filt}
+        WHERE {in_list('l.model', names)} AND {filt}
     """)
     rows = []
     keys = ["weights", "dataset", "generator", "output", "interpolation"]
@@ -506,11 +509,11 @@ def _anti_alias(con: Any, pairs: list[tuple[str, str]], filt: str, n_boot: int, 
             iv = stats.ratio_of_means(a.to_numpy(float), b.to_numpy(float), paired=paired, n_boot=n_boot,
                                       seed=seed, level=level)
             fam = g.loc[g["model"] == blur, "family"].iloc[0]
-            rows.append({**base, "scope": "pair", "family": fam, "model": blur, "term": "anti-aliased / plain",
-                         "statistic": "ratio", **_iv(iv), "n_of": "images",
-                         "method": f"ratio of mean LEE; percentile bootstrap over images ({n_boot} resamples, "
-                                   f"{'paired' if paired else 'unpaired'})",
-                         "reference": plain, "model_weights": wk})
+            rows.append(stat_row(base, scope="pair", family=fam, model=blur, term="anti-aliased / plain",
+                                 statistic="ratio", iv=iv, n_of="images",
+                                 method=f"ratio of mean LEE; percentile bootstrap over images ({n_boot} resamples, "
+                                        f"{'paired' if paired else 'unpaired'})",
+                                 reference=plain, model_weights=wk))
     return rows
 
 
@@ -595,11 +598,10 @@ def _gap_group(g: pd.DataFrame, base: dict[str, Any], reference: str, n_boot: in
     for role, (est, boot, n_img, dsets) in means.items():
         lo, hi = _quantiles(boot, q)
         for i in np.flatnonzero(n_img > 0):
-            rows.append({**base, "dataset": dsets, "scope": "model", "family": fams[i], "model": names[i],
-                         "term": role, "statistic": "mean_lee", "estimate": est[i],
-                         "ci_low": lo[i] if n_img[i] > 1 else math.nan, "ci_high": hi[i] if n_img[i] > 1 else math.nan,
-                         "n": int(n_img[i]), "n_of": "images", "method": f"mean over images; {boot_note}",
-                         "role": role, "model_weights": wts[i]})
+            rows.append(stat_row(base, dataset=dsets, scope="model", family=fams[i], model=names[i], term=role,
+                                 statistic="mean_lee", estimate=est[i], ci_low=lo[i] if n_img[i] > 1 else math.nan,
+                                 ci_high=hi[i] if n_img[i] > 1 else math.nan, n=int(n_img[i]), n_of="images",
+                                 method=f"mean over images; {boot_note}", role=role, model_weights=wts[i]))
     if reference not in means:
         return rows
     ref_est, ref_boot, ref_n, ref_ds = means[reference]
@@ -613,21 +615,21 @@ def _gap_group(g: pd.DataFrame, base: dict[str, Any], reference: str, n_boot: in
         method = f"ratio of mean LEE ({role} images / {reference} images)"
         lo, hi = _quantiles(rboot, q)
         for i in np.flatnonzero(ok):
-            rows.append({**base, "dataset": f"{dsets} / {ref_ds}", "scope": "model", "family": fams[i],
-                         "model": names[i], "term": term, "statistic": "ratio", "estimate": ratio[i],
-                         "ci_low": lo[i], "ci_high": hi[i], "n": int(min(n_img[i], ref_n[i])), "n_of": "images",
-                         "method": f"{method}; {boot_note}", "role": role, "model_weights": wts[i]})
+            rows.append(stat_row(base, dataset=f"{dsets} / {ref_ds}", scope="model", family=fams[i],
+                                 model=names[i], term=term, statistic="ratio", estimate=ratio[i], ci_low=lo[i],
+                                 ci_high=hi[i], n=int(min(n_img[i], ref_n[i])), n_of="images",
+                                 method=f"{method}; {boot_note}", role=role, model_weights=wts[i]))
         for fam in sorted(set(fams[ok])):
             sel = ok & (fams == fam)
             with np.errstate(invalid="ignore", divide="ignore"):
                 gb = np.exp(np.nanmean(np.log(rboot[:, sel]), axis=1))
             flo, fhi = np.nanquantile(gb, q)
-            rows.append({**base, "dataset": f"{dsets} / {ref_ds}", "scope": "family", "family": fam, "term": term,
-                         "statistic": "geomean_ratio", "estimate": float(np.exp(np.log(ratio[sel]).mean())),
-                         "ci_low": flo, "ci_high": fhi, "n": int(sel.sum()), "n_of": "models",
-                         "method": f"geometric mean over models of the {method}; percentile bootstrap over images "
-                                   f"shared by all models ({n_boot} resamples)",
-                         "role": role})
+            rows.append(stat_row(base, dataset=f"{dsets} / {ref_ds}", scope="family", family=fam, term=term,
+                                 statistic="geomean_ratio", estimate=float(np.exp(np.log(ratio[sel]).mean())),
+                                 ci_low=flo, ci_high=fhi, n=int(sel.sum()), n_of="models",
+                                 method=f"geometric mean over models of the {method}; percentile bootstrap over "
+                                        f"images shared by all models ({n_boot} resamples)",
+                                 role=role))
     return rows
 
 
@@ -680,13 +682,13 @@ def layerwise(
     """
     w = _Weights(con, weights, ["layerwise"], dataset)
     methods = None if method is None else [method]
-    filt = f"{_where(w, dataset, generator)} AND {_in('method', methods)}"
+    filt = f"{_where(w, dataset, generator)} AND {in_list('method', methods)}"
     names = _as_list(model)
     if names is None:
         names = [r[0] for r in con.execute(f"""
             SELECT DISTINCT model FROM current_items
-            WHERE family = 'layerwise' AND {w.where()} AND {_in('dataset', _as_list(dataset))}
-                  AND {_in('item', _as_list(generator))} AND {_in('method', methods)}
+            WHERE family = 'layerwise' AND {w.where()} AND {in_list('dataset', _as_list(dataset))}
+                  AND {in_list('item', _as_list(generator))} AND {in_list('method', methods)}
             ORDER BY model""").fetchall()]
     families = dict(con.execute("SELECT model, family FROM models").fetchall())
     rows: list[dict[str, Any]] = []
@@ -696,7 +698,7 @@ def layerwise(
             SELECT model, weights, dataset, generator, output, interpolation, method, num_probes, sample_id, kind,
                    layer, call_index, layer_class, layer_type, share, value, share_additive
             FROM layerwise
-            WHERE {_in('model', chunk)} AND {filt} AND kind IN ('layer', 'end_to_end', 'unattributed')
+            WHERE {in_list('model', chunk)} AND {filt} AND kind IN ('layer', 'end_to_end', 'unattributed')
         """)
         keys = ["model", "weights", "dataset", "generator", "output", "interpolation", "method", "num_probes"]
         for key, g in _groups(data, keys):
@@ -759,19 +761,19 @@ def _layerwise_model(g: pd.DataFrame, base: dict[str, Any], n_boot: int, seed: i
     n_layers = len(order)
     cum_method = f"sum of layer shares up to this call / end-to-end LEE (ratio of means); {boot_method}"
     for j, (call, layer, cls, ltype) in enumerate(order.itertuples(index=False)):
-        rows.append({**base, "term": layer, "statistic": "cumulative_fraction", "estimate": cum_est[j],
-                     "ci_low": cum_lo[j], "ci_high": cum_hi[j], "n": n, "n_of": "images", "method": cum_method,
-                     "note": note, "call_index": int(call), "depth": j / max(n_layers - 1, 1),
-                     "layer_type": ltype, "layer_class": cls})
+        rows.append(stat_row(base, term=layer, statistic="cumulative_fraction", estimate=cum_est[j],
+                             ci_low=cum_lo[j], ci_high=cum_hi[j], n=n, n_of="images", method=cum_method, note=note,
+                             call_index=int(call), depth=j / max(n_layers - 1, 1), layer_type=ltype,
+                             layer_class=cls))
     types = sorted(order["layer_type"].unique())
     by_type = np.column_stack([share[:, (order["layer_type"] == t).to_numpy()].sum(axis=1) for t in types]
                               + [unattr])
     t_est, t_lo, t_hi = fractions(by_type)
     for j, t in enumerate([*types, "unattributed"]):
-        rows.append({**base, "term": t, "statistic": "share_fraction", "estimate": t_est[j], "ci_low": t_lo[j],
-                     "ci_high": t_hi[j], "n": n, "n_of": "images",
-                     "method": f"sum of the type's shares / end-to-end LEE (ratio of means); {boot_method}",
-                     "note": note, "layer_type": t})
+        rows.append(stat_row(base, term=t, statistic="share_fraction", estimate=t_est[j], ci_low=t_lo[j],
+                             ci_high=t_hi[j], n=n, n_of="images",
+                             method=f"sum of the type's shares / end-to-end LEE (ratio of means); {boot_method}",
+                             note=note, layer_type=t))
     return rows
 
 
@@ -784,9 +786,9 @@ def _layer_type_families(rows: list[dict[str, Any]], level: float) -> list[dict[
     for key, g in d.groupby(keys, sort=True, dropna=False):  # num_probes is None for 'exact'
         base = {k: (None if pd.isna(v) else v) for k, v in zip(keys, key, strict=True)}
         iv = stats.mean_t_interval(g["estimate"].to_numpy(float), level=level)
-        out.append({**base, "scope": "family", "statistic": "share_fraction", **_iv(iv), "n_of": "models",
-                    "method": "mean over the family's models of their type fraction; t interval over models",
-                    "layer_type": base["term"]})
+        out.append(stat_row(base, scope="family", statistic="share_fraction", iv=iv, n_of="models",
+                            method="mean over the family's models of their type fraction; t interval over models",
+                            layer_type=base["term"]))
     return out
 
 
@@ -820,7 +822,7 @@ def agreement(
         SELECT model, weights, dataset, generator, output, interpolation, metric, mean_lee, mean_value,
                higher_is_better
         FROM metric_pairs
-        WHERE {_where(w, dataset, generator)} AND {_in('metric', _as_list(metric))}
+        WHERE {_where(w, dataset, generator)} AND {in_list('metric', _as_list(metric))}
     """)
     rows: list[dict[str, Any]] = []
     keys = ["dataset", "generator", "output", "interpolation", "metric"]
@@ -831,11 +833,11 @@ def agreement(
         hib = g["higher_is_better"].dropna()
         higher = bool(hib.iloc[0]) if len(hib) else None
         sign = -1.0 if higher else 1.0
-        rows.append({**base, "scope": "overall", "term": base["metric"], "statistic": "spearman_rho", **_iv(iv),
-                     "n_of": "models",
-                     "method": f"Spearman rank correlation of mean LEE and mean metric across models; percentile "
-                               f"bootstrap over models ({n_boot} resamples, seed {seed})",
-                     "higher_is_better": higher, "agreement": sign * iv.estimate})
+        rows.append(stat_row(base, scope="overall", term=base["metric"], statistic="spearman_rho", iv=iv,
+                             n_of="models",
+                             method=f"Spearman rank correlation of mean LEE and mean metric across models; "
+                                    f"percentile bootstrap over models ({n_boot} resamples, seed {seed})",
+                             higher_is_better=higher, agreement=sign * iv.estimate))
     return _frame("agreement", rows, w, level, "no models with both lee and alt results")
 
 

@@ -41,9 +41,11 @@ import pandas as pd
 
 from pipelines import config
 from pipelines.analysis import figures as F
+from pipelines.analysis.sqltext import in_list, quote
+from pipelines.errors import UsageError
 
-__all__ = ["INTERPOLATIONS", "OUTPUTS", "FigureResult", "Report", "Selection", "TableResult", "WEIGHTS",
-           "build_report"]
+__all__ = ["FIGURES", "INTERPOLATIONS", "OUTPUTS", "FigureData", "FigureResult", "FigureSpec", "Report", "Selection",
+           "TableResult", "WEIGHTS", "build_report"]
 
 WEIGHTS: dict[str, tuple[str, ...] | None] = {"pretrained": ("hub", "file"), "random": ("random",), "any": None}
 """Weights selections: the ``weights`` values (weights actually used) each one keeps."""
@@ -65,14 +67,6 @@ INTERPOLATIONS = config.INTERPOLATIONS  # liecore.INTERPOLATIONS, read when firs
 
 MAX_HTML_ROWS = 400
 """Rows of a table shown in the page; the CSV under ``tables/`` has all of them."""
-
-
-def _lit(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def _in(col: str, values: Iterable[str]) -> str:
-    return f"{col} IN ({', '.join(_lit(v) for v in values)})"
 
 
 @dataclass(frozen=True)
@@ -112,14 +106,14 @@ class Selection:
         parts = ["true"]
         allowed = WEIGHTS[self.weights]
         if allowed is not None:
-            parts.append(_in("weights", allowed))
+            parts.append(in_list("weights", allowed))
         if datasets and self.datasets:
-            parts.append(_in("dataset", self.datasets))
+            parts.append(in_list("dataset", self.datasets))
         if generators and self.generators:
-            parts.append(_in("generator", self.generators))
+            parts.append(in_list("generator", self.generators))
         if config:
-            parts.append(f"output = {_lit(self.output)}")
-            interp = f"interpolation = {_lit(self.interpolation)}"
+            parts.append(f"output = {quote(self.output)}")
+            interp = f"interpolation = {quote(self.interpolation)}"
             parts.append(f"(interpolation IS NULL OR {interp})" if any_interpolation else interp)
         return " AND ".join(parts)
 
@@ -248,6 +242,123 @@ def _aa_pairs(lee: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 # ---------------------------------------------------------------------------------------------- report
 
 
+@dataclass
+class FigureData:
+    """The rows the figures draw (filled by the report's queries) and the labels their captions name.
+
+    A ``*_missing`` field is None when there are rows, else ``(why, commands that would give rows)``.
+    """
+
+    lee_all: pd.DataFrame | None = None
+    lee: pd.DataFrame | None = None
+    primary: str | None = None
+    lee_missing: tuple[str, list[str]] | None = None
+    ctx: F.FigureContext | None = None
+    alt: pd.DataFrame | None = None
+    alt_ds: str | None = None
+    alt_missing: tuple[str, list[str]] | None = None
+    cum: pd.DataFrame | None = None
+    cum_method: str = ""
+    shares: pd.DataFrame | None = None
+    shares_method: str = ""
+    lw_ds: str | None = None
+    lw_missing: tuple[str, list[str]] | None = None
+    pairs: pd.DataFrame | None = None
+    aa_missing: tuple[str, list[str]] | None = None
+    gap_rows: pd.DataFrame | None = None
+    gap_missing: tuple[str, list[str]] | None = None
+    ratios: pd.DataFrame | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """One figure of the page, declared.
+
+    Attributes:
+        stem: File stem (``fig1_lee_vs_top1``); the page lists figures by stem.
+        title: Title (also of its placeholder).
+        caption: Caption template, filled from ``FigureData.labels`` (``{primary}``, ``{top1}`` ...).
+        missing: The ``FigureData`` field that says why its rows are missing (None: they are there).
+        draw: ``draw(builder, data)``: the figure (from ``data``'s rows; :class:`figures.NoData` if nothing to draw).
+        how: Commands that would give it rows, when ``draw`` finds none (``{root}``: the results root).
+        alt: Its configuration is the alternative metrics' (an output, no interpolation).
+    """
+
+    stem: str
+    title: str
+    caption: str
+    missing: str
+    draw: Callable[[Any, FigureData], Any]
+    how: tuple[str, ...] = ("lee eval -o {root}",)
+    alt: bool = False
+
+
+_LAYERWISE_HOW = ("lee eval --metrics lee,layerwise -o {root}",)
+_ONE_DECOMPOSITION = ("One decomposition per model: exact where there is one, else the stochastic one with the most "
+                      "probes.")
+
+FIGURES: tuple[FigureSpec, ...] = (
+    FigureSpec(
+        "fig1_lee_vs_top1", "Fig. 1: LEE vs top-1 accuracy per generator",
+        "Mean LEE over images (log scale) against {top1}, one panel per generator, on {primary}; colour = "
+        "architecture family, marker area = parameter count, error bars = standard error of the mean over "
+        "images (the paper's figure 1, right). Hollow markers: random-init weights.",
+        "lee_missing", lambda b, d: F.lee_vs_top1(d.lee, d.ctx)),
+    FigureSpec(
+        "fig5a_generators_vs_top1", "Fig. 5a: every generator's LEE vs top-1 accuracy",
+        "The LEE of each generator (colour) against {top1} on {primary}, mean ± standard error; which "
+        "transformations the models are least equivariant to, and whether all follow accuracy.",
+        "lee_missing", lambda b, d: F.generators_vs_top1(d.lee, d.ctx)),
+    FigureSpec(
+        "fig5b_alt_metrics_vs_top1", "Fig. 5b: alternative equivariance metrics vs top-1 accuracy",
+        "Each alternative metric of liecore.metrics (shift consistency, EQ-T, EQ-R, sampled equivariance "
+        "error, ...) against {top1} on {alt_ds}, mean ± standard error over images, colour = family.",
+        "alt_missing", lambda b, d: F.alt_vs_top1(d.alt, b.ctx(d.alt_ds or "(none)", d.alt, alt=True)),
+        how=("lee eval --metrics alt -o {root}",), alt=True),
+    FigureSpec(
+        "fig4a_layerwise_cumulative", "Fig. 4a: cumulative layerwise contribution vs depth",
+        "Per model (line; colour = family) and generator (panel), the running sum of the layers' additive "
+        "shares of the end-to-end LEE, by relative depth (layer call order scaled to [0, 1]) on {lw_ds} "
+        "(the paper's figure 4). The distance of a line's end from 1 is the unattributed share. "
+        + _ONE_DECOMPOSITION,
+        "lw_missing", lambda b, d: F.layerwise_cumulative(d.cum, b._layerwise_ctx(d.lw_ds, d.cum, d.cum_method)),
+        how=_LAYERWISE_HOW),
+    FigureSpec(
+        "fig4b_layer_type_shares", "Fig. 4b: share of the LEE by layer type",
+        "Signed share of the end-to-end LEE by layer type (patch embedding, convolution, normalization, "
+        "activation, downsampling/pooling, attention, MLP, unattributed, ...) per model, on {lw_ds}: "
+        "positive shares stack right of 0, negative ones left; the net sum is 1. " + _ONE_DECOMPOSITION,
+        "lw_missing",
+        lambda b, d: F.layer_type_shares(d.shares, b._layerwise_ctx(d.lw_ds, d.shares, d.shares_method)),
+        how=_LAYERWISE_HOW),
+    FigureSpec(
+        "fig6a_antialiasing", "Fig. 6a: case study, anti-aliasing (BlurPool vs plain)",
+        "LEE per generator of each anti-aliased (BlurPool) model (filled) next to its plain counterpart "
+        "(same architecture without blur pooling, hollow) on {primary}, mean ± standard error.",
+        "aa_missing", lambda b, d: F.antialiasing(d.pairs, d.ctx),
+        how=("lee eval -m resnetblur50.bt_in1k -m resnet50.a1_in1k -o {root}   # an anti-aliased/plain pair",)),
+    FigureSpec(
+        "fig6b_scale_within_family", "Fig. 6b: case study, scale within family",
+        "LEE against parameter count (log-log), a line per architecture family, per generator, on {primary}.",
+        "lee_missing", lambda b, d: F.scale_within_family(d.lee, d.ctx)),
+    FigureSpec(
+        "fig6c_pretraining_data", "Fig. 6c: case study, pretraining data",
+        "LEE by pretraining data set (ordered by its size: in1k, in12k, in21k, ...) on {primary}; "
+        "checkpoints of one architecture are joined by a line; colour = family.",
+        "lee_missing", lambda b, d: F.pretraining_data(d.lee, d.ctx)),
+    FigureSpec(
+        "fig7_gap", "Fig. 7: equivariance gap, train vs test vs OOD",
+        "LEE of each model on its train, test and OOD datasets (roles: {roles}), mean ± standard error, "
+        "per generator; the last panel (when the gap analysis ran) shows its LEE ratios with intervals.",
+        "gap_missing",
+        lambda b, d: F.gap(d.gap_rows, b.ctx(", ".join(sorted(d.gap_rows["dataset"].unique())), d.gap_rows),
+                           d.ratios),
+        how=("lee eval -d sample -o {root}   # sample-train, sample-test and sample-ood (roles train/test/ood)",)),
+)
+"""The report's figures, drawn in this order (the page lists them by stem)."""
+
+
 class _Builder:
     def __init__(self, con, results: str, out_dir: Path, sel: Selection, *, n_boot: int, seed: int, level: float):
         self.con = con
@@ -293,10 +404,10 @@ class _Builder:
         root = self.results
         flags = {"lee": "--metrics lee", "layerwise": "--metrics lee,layerwise --layerwise-generators translate_x,rotate",
                  "alt": "--metrics alt"}[family]
-        n = _first(self.con, f"SELECT count(*) FROM done_units WHERE family = {_lit(family)}")
+        n = _first(self.con, f"SELECT count(*) FROM done_units WHERE family = {quote(family)}")
         if n == 0:
             return (f"no completed '{family}' units in {root}.", [f"lee eval {flags} -o {root}"])
-        base = f"family = {_lit(family)} AND {self.sel.where(generators=False, config=False)}"
+        base = f"family = {quote(family)} AND {self.sel.where(generators=False, config=False)}"
         sel = _first(self.con, f"SELECT count(*) FROM done_units WHERE {base}")
         how = [f"lee eval {flags} -o {root}"]
         if sel == 0 and other and self.available.get(other):
@@ -341,152 +452,105 @@ class _Builder:
 
     def _dataset_for(self, view: str, where: str, primary: str | None) -> str | None:
         """``primary`` when ``view`` has rows for it, else the view's own pick (:func:`_pick_dataset`)."""
-        if primary and _first(self.con, f"SELECT count(*) FROM {view} WHERE {where} AND dataset = {_lit(primary)}"):
+        if primary and _first(self.con, f"SELECT count(*) FROM {view} WHERE {where} AND dataset = {quote(primary)}"):
             return primary
         return _pick_dataset(self.con, view, where)
 
-    def figure(self, stem: str, title: str, caption: str, draw: Callable[[], Any],
-               missing: tuple[str, Sequence[str]] | None = None, *, alt: bool = False) -> None:
-        """Draw (or a placeholder when ``missing`` or :class:`figures.NoData`), save PNG + SVG, record it.
+    def figure(self, spec: FigureSpec, data: FigureData) -> None:
+        """Draw one figure (or a placeholder when its data is missing or :class:`figures.NoData`), save PNG + SVG,
+        record it.
 
-        The caption ends with the output configuration (``alt``: alternative metrics, no interpolation)."""
-        caption = f"{caption} Configuration: {self.sel.config_label(alt=alt)}."
+        The caption ends with the output configuration (``spec.alt``: alternative metrics, no interpolation)."""
+        title = spec.title
+        caption = f"{spec.caption.format_map(data.labels)} Configuration: {self.sel.config_label(alt=spec.alt)}."
+        missing = getattr(data, spec.missing)
         status, message = "ok", ""
         try:
             if missing is not None:
                 raise F.NoData(missing[0])
-            fig = draw()
+            fig = spec.draw(self, data)
         except F.NoData as exc:
-            how = list(missing[1]) if missing is not None else self._generic_how(stem)
+            how = list(missing[1]) if missing is not None else [h.format(root=self.results) for h in spec.how]
             status, message = "placeholder", str(exc)
             fig = F.placeholder(title, str(exc), how)
         except Exception as exc:  # noqa: BLE001 - one broken figure must not lose the rest of the report
             status, message = "error", f"{type(exc).__name__}: {exc}"
-            print(f"lee report: warning: figure {stem} failed:\n{traceback.format_exc()}", file=sys.stderr)
+            print(f"lee report: warning: figure {spec.stem} failed:\n{traceback.format_exc()}", file=sys.stderr)
             fig = F.placeholder(title, message, ["(a bug in lee report: please report it with this message)"],
                                 error=True)
-        png, svg = F.save(fig, self.out, stem)
-        self.report.figures.append(FigureResult(stem, title, caption, png.name, svg.name, status, message))
-
-    def _generic_how(self, stem: str) -> list[str]:
-        root = self.results
-        if stem.startswith("fig4"):
-            return [f"lee eval --metrics lee,layerwise -o {root}"]
-        if stem.startswith("fig5b"):
-            return [f"lee eval --metrics alt -o {root}"]
-        if stem.startswith("fig6a"):
-            return [f"lee eval -m resnetblur50.bt_in1k -m resnet50.a1_in1k -o {root}   # an anti-aliased/plain pair"]
-        if stem.startswith("fig7"):
-            return [f"lee eval -d sample -o {root}   # sample-train, sample-test and sample-ood (roles train/test/ood)"]
-        return [f"lee eval -o {root}"]
+        png, svg = F.save(fig, self.out, spec.stem)
+        self.report.figures.append(FigureResult(spec.stem, title, caption, png.name, svg.name, status, message))
 
     # -- figures
-    def figures(self) -> None:
+    def figure_data(self) -> FigureData:
+        """The rows every figure draws (the report's queries), and the labels its caption names."""
         sel = self.sel
-        lee_all = _lee_rows(self.con, sel.where())
-        primary = _pick_dataset(self.con, "lee_summary", sel.where())
-        lee = lee_all[lee_all["dataset"] == primary] if primary else lee_all
-        lee_missing = None if not lee.empty else self.no_rows_hint("lee")
-        ctx = self.ctx(primary or "(none)", lee)
-        self.report.meta["primary_dataset"] = primary
-        top1 = "the catalog top-1 of the pretrained checkpoint (not of these weights)" if ctx.random_init else "top-1 accuracy (catalog)"
-
-        self.figure(
-            "fig1_lee_vs_top1", "Fig. 1: LEE vs top-1 accuracy per generator",
-            f"Mean LEE over images (log scale) against {top1}, one panel per generator, on {primary or '(no data)'}; colour = "
-            "architecture family, marker area = parameter count, error bars = standard error of the mean over "
-            "images (the paper's figure 1, right). Hollow markers: random-init weights.",
-            lambda: F.lee_vs_top1(lee, ctx), lee_missing)
-        self.figure(
-            "fig5a_generators_vs_top1", "Fig. 5a: every generator's LEE vs top-1 accuracy",
-            f"The LEE of each generator (colour) against {top1} on {primary or '(no data)'}, mean ± standard error; which "
-            "transformations the models are least equivariant to, and whether all follow accuracy.",
-            lambda: F.generators_vs_top1(lee, ctx), lee_missing)
+        d = FigureData()
+        d.lee_all = _lee_rows(self.con, sel.where())
+        d.primary = _pick_dataset(self.con, "lee_summary", sel.where())
+        d.lee = d.lee_all[d.lee_all["dataset"] == d.primary] if d.primary else d.lee_all
+        d.lee_missing = None if not d.lee.empty else self.no_rows_hint("lee")
+        d.ctx = self.ctx(d.primary or "(none)", d.lee)
+        self.report.meta["primary_dataset"] = d.primary
 
         alt_where = sel.where(generators=False, any_interpolation=True)  # alt units have no interpolation
-        alt_ds = self._dataset_for("alt_summary", alt_where, primary)
-        alt = _df(self.con, f"""SELECT model, dataset, role, metric, weights, value_unit, higher_is_better, n, mean_value,
-                                       se_value, coalesce(family, 'unknown') AS family, params_m, top1
-                                FROM alt_summary WHERE {alt_where} AND dataset = {_lit(alt_ds or '')}
-                                ORDER BY metric, model""")
-        self.figure(
-            "fig5b_alt_metrics_vs_top1", "Fig. 5b: alternative equivariance metrics vs top-1 accuracy",
-            f"Each alternative metric of liecore.metrics (shift consistency, EQ-T, EQ-R, sampled equivariance "
-            f"error, ...) against {top1} on {alt_ds or '(no data)'}, mean ± standard error over images, colour = family.",
-            lambda: F.alt_vs_top1(alt, self.ctx(alt_ds or "(none)", alt, alt=True)),
-            None if not alt.empty else self.no_rows_hint("alt"), alt=True)
+        d.alt_ds = self._dataset_for("alt_summary", alt_where, d.primary)
+        d.alt = _df(self.con, f"""SELECT model, dataset, role, metric, weights, value_unit, higher_is_better, n,
+                                         mean_value, se_value, coalesce(family, 'unknown') AS family, params_m, top1
+                                  FROM alt_summary WHERE {alt_where} AND dataset = {quote(d.alt_ds or '')}
+                                  ORDER BY metric, model""")
+        d.alt_missing = None if not d.alt.empty else self.no_rows_hint("alt")
 
         lw_where = sel.where()
-        lw_ds = self._dataset_for("layerwise_cumulative", lw_where, primary)
-        lw_missing = None if lw_ds else self.no_rows_hint("layerwise")
+        d.lw_ds = self._dataset_for("layerwise_cumulative", lw_where, d.primary)
+        d.lw_missing = None if d.lw_ds else self.no_rows_hint("layerwise")
         cum = _df(self.con, f"""SELECT c.model, c.dataset, c.generator, c.weights, c.method, c.num_probes, c.layer,
                                        c.call_index,
                                        c.layer_type, c.depth, c.cumulative_fraction, c.n, c.share_additive,
                                        coalesce(m.family, 'unknown') AS family
                                 FROM layerwise_cumulative c LEFT JOIN models m USING (model)
-                                WHERE {lw_where} AND c.dataset = {_lit(lw_ds or '')}
+                                WHERE {lw_where} AND c.dataset = {quote(d.lw_ds or '')}
                                 ORDER BY c.model, c.generator, c.depth""")
-        cum, cum_method = _one_method(cum)
-        lw_ctx = self._layerwise_ctx(lw_ds, cum, cum_method)
-        self.figure(
-            "fig4a_layerwise_cumulative", "Fig. 4a: cumulative layerwise contribution vs depth",
-            f"Per model (line; colour = family) and generator (panel), the running sum of the layers' additive "
-            f"shares of the end-to-end LEE, by relative depth (layer call order scaled to [0, 1]) on {lw_ds or '(no data)'} "
-            "(the paper's figure 4). The distance of a line's end from 1 is the unattributed share. One "
-            "decomposition per model: exact where there is one, else the stochastic one with the most probes.",
-            lambda: F.layerwise_cumulative(cum, lw_ctx), lw_missing)
+        d.cum, d.cum_method = _one_method(cum)
         shares = _df(self.con, f"""SELECT model, dataset, generator, weights, method, num_probes, layer_type,
                                           share_fraction, n, coalesce(family, 'unknown') AS family
-                                   FROM layer_type_shares WHERE {lw_where} AND dataset = {_lit(lw_ds or '')}
+                                   FROM layer_type_shares WHERE {lw_where} AND dataset = {quote(d.lw_ds or '')}
                                    ORDER BY model, generator, layer_type""")
-        shares, shares_method = _one_method(shares)
-        self.figure(
-            "fig4b_layer_type_shares", "Fig. 4b: share of the LEE by layer type",
-            f"Signed share of the end-to-end LEE by layer type (patch embedding, convolution, normalization, "
-            f"activation, downsampling/pooling, attention, MLP, unattributed, ...) per model, on {lw_ds or '(no data)'}: "
-            "positive shares stack right of 0, negative ones left; the net sum is 1. One decomposition per "
-            "model: exact where there is one, else the stochastic one with the most probes.",
-            lambda: F.layer_type_shares(shares, self._layerwise_ctx(lw_ds, shares, shares_method)), lw_missing)
+        d.shares, d.shares_method = _one_method(shares)
 
-        pairs, unmatched = _aa_pairs(lee) if not lee.empty else (lee.assign(pair=pd.Series(dtype=str)), [])
-        aa_missing = lee_missing
-        if aa_missing is None and pairs.empty:
+        lee = d.lee
+        d.pairs, unmatched = _aa_pairs(lee) if not lee.empty else (lee.assign(pair=pd.Series(dtype=str)), [])
+        d.aa_missing = d.lee_missing
+        if d.aa_missing is None and d.pairs.empty:
             why = ("no anti-aliased (BlurPool, arch containing 'blur') model in these results" if not unmatched else
                    f"anti-aliased model(s) without a plain counterpart (same arch without 'blur') here: "
                    f"{', '.join(unmatched)}")
-            aa_missing = (why, [f"lee eval -m resnetblur50.bt_in1k -m resnet50.a1_in1k -o {self.results}"])
-        self.figure(
-            "fig6a_antialiasing", "Fig. 6a: case study, anti-aliasing (BlurPool vs plain)",
-            f"LEE per generator of each anti-aliased (BlurPool) model (filled) next to its plain counterpart "
-            f"(same architecture without blur pooling, hollow) on {primary or '(no data)'}, mean ± standard error.",
-            lambda: F.antialiasing(pairs, ctx), aa_missing)
-        self.figure(
-            "fig6b_scale_within_family", "Fig. 6b: case study, scale within family",
-            f"LEE against parameter count (log-log), a line per architecture family, per generator, on {primary or '(no data)'}.",
-            lambda: F.scale_within_family(lee, ctx), lee_missing)
-        self.figure(
-            "fig6c_pretraining_data", "Fig. 6c: case study, pretraining data",
-            f"LEE by pretraining data set (ordered by its size: in1k, in12k, in21k, ...) on {primary or '(no data)'}; "
-            "checkpoints of one architecture are joined by a line; colour = family.",
-            lambda: F.pretraining_data(lee, ctx), lee_missing)
+            d.aa_missing = (why, [f"lee eval -m resnetblur50.bt_in1k -m resnet50.a1_in1k -o {self.results}"])
 
-        gap_rows = lee_all
-        gap_missing = lee_missing
-        if gap_missing is None and gap_rows["role"].nunique() < 2:
-            have = ", ".join(sorted(gap_rows["role"].dropna().unique())) or "none"
-            gap_missing = (f"results for only one dataset role ({have}); the gap needs train/test/ood datasets.",
-                           [f"lee eval -d sample -o {self.results}   # sample-train, sample-test, sample-ood"])
+        d.gap_rows = d.lee_all
+        d.gap_missing = d.lee_missing
+        if d.gap_missing is None and d.gap_rows["role"].nunique() < 2:
+            have = ", ".join(sorted(d.gap_rows["role"].dropna().unique())) or "none"
+            d.gap_missing = (f"results for only one dataset role ({have}); the gap needs train/test/ood datasets.",
+                             [f"lee eval -d sample -o {self.results}   # sample-train, sample-test, sample-ood"])
         gap_table = next((t.frame for t in self.report.tables if t.name == "gap" and t.frame is not None), None)
-        ratios = None
         if gap_table is not None and "statistic" in gap_table:
-            ratios = gap_table[gap_table["statistic"].isin(["ratio", "geomean_ratio"])]
-        roles = ", ".join(sorted(gap_rows["role"].dropna().unique()))
-        self.figure(
-            "fig7_gap", "Fig. 7: equivariance gap, train vs test vs OOD",
-            f"LEE of each model on its train, test and OOD datasets (roles: {roles}), mean ± standard error, "
-            "per generator; the last panel (when the gap analysis ran) shows its LEE ratios with intervals.",
-            lambda: F.gap(gap_rows, self.ctx(", ".join(sorted(gap_rows["dataset"].unique())), gap_rows), ratios),
-            gap_missing)
+            d.ratios = gap_table[gap_table["statistic"].isin(["ratio", "geomean_ratio"])]
+        d.labels = {
+            "primary": d.primary or "(no data)",
+            "alt_ds": d.alt_ds or "(no data)",
+            "lw_ds": d.lw_ds or "(no data)",
+            "top1": ("the catalog top-1 of the pretrained checkpoint (not of these weights)" if d.ctx.random_init
+                     else "top-1 accuracy (catalog)"),
+            "roles": ", ".join(sorted(d.gap_rows["role"].dropna().unique())),
+        }
+        return d
+
+    def figures(self) -> None:
+        """Draw every figure of :data:`FIGURES`, in order."""
+        d = self.figure_data()
+        for spec in FIGURES:
+            self.figure(spec, d)
 
     # -- tables
     def tables(self) -> None:
@@ -843,8 +907,6 @@ def build_report(
         pipelines.cli.UsageError: No results under ``results``, or a dataset/generator not in them.
     """
     from pipelines.analysis.views import ResultsRoot, connect
-    from pipelines.cli import UsageError
-
     sel = Selection(weights=weights, datasets=tuple(datasets), generators=tuple(generators), output=output,
                     interpolation=interpolation)
     root = ResultsRoot(results)

@@ -34,7 +34,6 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import json
-import math
 import re
 import sys
 from collections.abc import Iterable, Sequence
@@ -44,6 +43,8 @@ from typing import Any
 import pyarrow as pa
 
 from pipelines import schema
+from pipelines.analysis.sqltext import literal, quote
+from pipelines.errors import UsageError
 
 __all__ = [
     "MODEL_COLUMNS",
@@ -127,22 +128,6 @@ def _duck_type(t: pa.DataType) -> str:
     raise TypeError(f"no DuckDB type for {t}")
 
 
-def _quote(text: str) -> str:
-    return "'" + str(text).replace("'", "''") + "'"
-
-
-def _literal(value: Any) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return "NULL" if math.isnan(value) else repr(value)
-    return _quote(value)
-
-
 def empty_select(table: str) -> str:
     """A SELECT with no rows and every column of ``table`` in ``pipelines.schema``, typed."""
     cols = ", ".join(f'CAST(NULL AS {_duck_type(c.type)}) AS "{c.name}"' for c in schema.TABLES[table].columns)
@@ -153,7 +138,6 @@ class ResultsRoot:
     """A results root as DuckDB sees it: the glob prefix, and the fsspec filesystem to register, if any."""
 
     def __init__(self, uri: str):
-        from pipelines.cli import UsageError
         from pipelines.store import Store, StoreError
 
         try:
@@ -220,7 +204,7 @@ class ResultsRoot:
         sql = (
             "SELECT count(DISTINCT cols) FROM (SELECT file_name, string_agg(name || ':' || coalesce(type, '') || ':' "
             "|| coalesce(CAST(logical_type AS VARCHAR), ''), ',' ORDER BY name) AS cols "
-            f"FROM parquet_schema({_quote(self.glob(table))}) GROUP BY file_name)"
+            f"FROM parquet_schema({quote(self.glob(table))}) GROUP BY file_name)"
         )
         return int(con.execute(sql).fetchall()[0][0])
 
@@ -286,10 +270,10 @@ class ResultsRoot:
                  "says 'schema mismatch': run `lee sql` again */" if uniform else ", union_by_name = true")
         n_bad = sum(1 for f, _ in self.damaged if f.startswith(f"{self.prefix}/{table}/"))
         if good is not None and n_bad:  # name the readable files: the glob would reach the damaged ones
-            files = "[" + ", ".join(_quote(f) for f in good) + "]"
+            files = "[" + ", ".join(quote(f) for f in good) + "]"
             note = f" /* {n_bad} unreadable {table} file(s) left out: lee verify -r {self.uri} */"
         else:
-            files, note = _quote(self.glob(table)), ""
+            files, note = quote(self.glob(table)), ""
         return (
             f"SELECT * FROM read_parquet({files}, hive_partitioning = true, "
             f"hive_types = {{{hive}}}{union}){note}\n    UNION ALL BY NAME {empty}"
@@ -318,8 +302,6 @@ def _spec(name: str):
 def _user_specs(catalogs: Sequence[str | Path]) -> dict[str, Any]:
     """name -> spec of the models in user catalog files (``lee eval -m my-models.yaml``)."""
     import catalog
-    from pipelines.cli import UsageError
-
     specs: dict[str, Any] = {}
     for path in catalogs:
         try:
@@ -409,7 +391,7 @@ def models_sql(rows: list[dict[str, Any]]) -> str:
     ]
     if rows:
         values = ",\n".join(
-            "(" + ", ".join(_literal(r.get(n)) for n, _, _ in MODEL_COLUMNS) + ")" for r in rows
+            "(" + ", ".join(literal(r.get(n)) for n, _, _ in MODEL_COLUMNS) + ")" for r in rows
         )
         out.append(f"INSERT INTO models VALUES\n{values};")
     return "\n".join(out)
@@ -422,8 +404,6 @@ def _fill(text: str, root: ResultsRoot, con: Any = None) -> str:
 def _execute(con: Any, sql: str, where: str) -> None:
     """Run one part of the script; a DuckDB error names the part (a usage error, not a traceback)."""
     import duckdb
-
-    from pipelines.cli import UsageError
 
     try:
         con.execute(sql)
@@ -500,7 +480,7 @@ def restrict_to_root(con: Any, root: ResultsRoot) -> None:
     still possible for DuckDB (``COPY ... TO``), so :mod:`pipelines.commands.query_cmd` also refuses
     statements other than queries.
     """
-    dirs = ", ".join(_quote(d) for d in allowed_directories(root))
+    dirs = ", ".join(quote(d) for d in allowed_directories(root))
     con.execute(f"SET allowed_directories = [{dirs}]")
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")

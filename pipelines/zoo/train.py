@@ -142,7 +142,7 @@ def train_model(
     Returns:
         The trained model (eval mode) and its metrics: train/test/OOD accuracy, train_n, steps, wall_s.
     """
-    from catalog._zoo_models import build_zoo_arch
+    from pipelines.zoo.models import build_zoo_arch
 
     t0 = time.perf_counter()
     train = _subset(data["train"], cfg.train_n, cfg.seed)
@@ -260,7 +260,7 @@ def write_catalog(models: Sequence[TrainedModel], path: Path, *, preset: str | N
     doc = {
         "name": "zoo",
         "description": "Models trained offline by `lee zoo train` on rotated digits and photo patches "
-                       "(catalog/_zoo_data.py); file checkpoints with their training provenance.",
+                       "(pipelines/zoo/datasets.py); file checkpoints with their training provenance.",
         "version": 1,
         "trained": {"last_preset": preset, "code_version": ZOO_CODE_VERSION, "versions": _versions()},
         "models": list(entries.values()),

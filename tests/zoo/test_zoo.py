@@ -17,6 +17,7 @@ import yaml
 
 import catalog
 import liecore
+from pipelines import zoo
 from pipelines.cli import main
 from pipelines.families import activation_layouts
 from pipelines.zoo import PRESETS, ZooModelConfig, ZooResult, preset, train_model
@@ -49,7 +50,7 @@ def test_grid_covers_what_the_paper_varies():
 def test_zoo_datasets_are_deterministic_and_packaged(zoo_cache):
     first = {n: catalog.load_dataset(n) for n in ("digits-test", "patches-ood")}
     for task, split in (("digits", "test"), ("patches", "ood")):
-        catalog.materialize_zoo_data(task, split, force=True)
+        zoo.materialize_zoo_data(task, split, force=True)
     for name, imset in first.items():
         again = catalog.load_dataset(name)
         assert again.fingerprint == imset.fingerprint and len(again) == len(imset)
@@ -93,7 +94,7 @@ def test_every_zoo_architecture_builds_through_the_catalog(family, tmp_path):
 
 def test_e2cnn_is_c4_invariant_by_construction_even_untrained():
     torch.manual_seed(0)
-    model = catalog.build_zoo_arch("zoo_e2cnn_c8", num_classes=10, model_kwargs={"width": 16}).eval().double()
+    model = zoo.build_zoo_arch("zoo_e2cnn_c8", num_classes=10, model_kwargs={"width": 16}).eval().double()
     x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
     with torch.no_grad():
         y = model(x)
@@ -101,7 +102,7 @@ def test_e2cnn_is_c4_invariant_by_construction_even_untrained():
             assert torch.allclose(model(torch.rot90(x, k, (2, 3))), y, rtol=0, atol=1e-10 * y.abs().max())
     # e2cnn shares cached basis modules between the models it builds; ours own theirs, so the .double()
     # above leaves a new float32 model working
-    fresh = catalog.build_zoo_arch("zoo_e2cnn_c8", num_classes=10, model_kwargs={"width": 16})
+    fresh = zoo.build_zoo_arch("zoo_e2cnn_c8", num_classes=10, model_kwargs={"width": 16})
     assert fresh(torch.randn(2, 3, 32, 32)).dtype == torch.float32
 
 

@@ -14,7 +14,9 @@ the catalog reads its layout the same way.
 - ``zoo_vit``: timm's ``VisionTransformer`` (kwargs: patch_size, embed_dim, depth, num_heads, mlp_ratio ...).
 - ``zoo_mixer``: timm's ``MlpMixer`` (kwargs: patch_size, num_blocks, embed_dim, mlp_ratio ...).
 
-torch, timm and e2cnn are imported inside the builders only.
+torch, timm and e2cnn are imported inside the builders only. ``pipelines.zoo`` registers
+:func:`build_zoo_arch` with the catalog (``catalog.register_zoo``), which calls it for a spec whose ``arch``
+starts with ``zoo_``.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ import copy
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from catalog._errors import CatalogError, unknown_name_error
+from catalog import CatalogError
+from catalog._errors import unknown_name_error
 
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["ZOO_ARCHS", "build_zoo_arch", "is_zoo_arch"]
+__all__ = ["ZOO_ARCHS", "build_zoo_arch"]
 
 
 def _cnn(num_classes: int, in_chans: int = 3, width: int = 32, **kwargs: Any) -> nn.Module:
@@ -144,11 +147,6 @@ ZOO_ARCHS: dict[str, Callable[..., nn.Module]] = {
     "zoo_vit": _vit,
     "zoo_mixer": _mixer,
 }
-
-
-def is_zoo_arch(arch: str | None) -> bool:
-    """Whether ``arch`` names a zoo builder (rather than a timm architecture)."""
-    return arch in ZOO_ARCHS
 
 
 def build_zoo_arch(arch: str, *, num_classes: int, in_chans: int = 3, model_kwargs: dict[str, Any] | None = None,

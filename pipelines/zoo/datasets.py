@@ -15,6 +15,9 @@ grayscale PNG (decoded to RGB by replication: zoo models take 3 channels). Label
 resized to 32x32 (bicubic) and labelled by source photo (7 classes). Train crops come from one half of
 each photo and test crops from the other half (pixel-disjoint); ``ood``: crops of the histology slide and
 the retina photo (labelled by their source, classes the models never saw).
+
+``pipelines.zoo`` registers :func:`materialize_zoo_data` with the catalog (``catalog.register_zoo``), which
+calls it for the ``builtin://zoo-<task>/<split>`` URIs of ``catalog/datasets.yaml``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from catalog._paths import cache_dir
+from catalog import cache_dir
+from catalog._zoo import ZOO_SPLITS, ZOO_TASKS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -33,8 +37,6 @@ if TYPE_CHECKING:
 __all__ = ["ZOO_DATA_VERSION", "ZOO_SPLITS", "ZOO_TASKS", "materialize_zoo_data", "zoo_data_path"]
 
 ZOO_DATA_VERSION = 1
-ZOO_TASKS = ("digits", "patches")
-ZOO_SPLITS = ("train", "test", "ood")
 SIZE = 32
 DIGIT_SIZE = 20
 DIGITS_TRAIN = 1200
@@ -82,12 +84,12 @@ def _patch_rows(split: str) -> list[tuple[str, bytes, str]]:
     import numpy as np
     from PIL import Image
 
-    from catalog._sample import NATURAL, OOD, _photo, _region
+    from catalog._sample import NATURAL, OOD, photo, split_region
 
     photos = NATURAL if split in ("train", "test") else OOD
     rows = []
     for p_idx, name in enumerate(photos):
-        region = _region(_photo(name), split)
+        region = split_region(photo(name), split)
         rh, rw = region.shape[:2]
         short = min(rh, rw)
         rng = np.random.default_rng([SEED, 2, ZOO_SPLITS.index(split), p_idx])
