@@ -49,7 +49,7 @@ from catalog._registry import (
     unknown_model_error,
     zoo_catalog_file,
 )
-from catalog._sample import materialize_sample
+from catalog._sample import materialize_sample, write_images_parquet
 from catalog._spec import WEIGHT_POLICIES, WEIGHT_SOURCES, DatasetSpec, ModelSpec
 from catalog._zoo import is_zoo_arch, register_zoo
 
@@ -87,6 +87,7 @@ __all__ = [
     "load_datasets",
     "load_models",
     "materialize_sample",
+    "write_images_parquet",
     "names_for",
     "spec_from_entry",
     "unknown_model_error",

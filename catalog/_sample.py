@@ -112,6 +112,27 @@ def _crops(split: str) -> list[tuple[str, bytes, str]]:
     return sorted(rows)  # stratified: crop k of every photo before crop k + 1 of any
 
 
+def write_images_parquet(rows: list[tuple[str, bytes, str]], path: Path) -> None:
+    """Write ``(image_id, encoded image, label)`` rows as a Parquet file, atomically (temporary name, then
+    rename: concurrent builders write the same content). The sample and the zoo's datasets use it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({
+        "image_id": pa.array([r[0] for r in rows], pa.string()),
+        "image": pa.array([r[1] for r in rows], pa.binary()),
+        "label": pa.array([r[2] for r in rows], pa.string()),
+    })
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".parquet", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def sample_path(split: str) -> Path:
     """Path of one split's Parquet file (not necessarily built yet)."""
     return cache_dir() / "sample" / f"v{SAMPLE_VERSION}" / f"{split}.parquet"
@@ -127,9 +148,6 @@ def materialize_sample(split: str, *, force: bool = False) -> Path:
     Returns:
         The Parquet file path.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     if split not in SAMPLE_SPLITS:
         raise ValueError(f"unknown sample split {split!r}; one of {SAMPLE_SPLITS}")
     path = sample_path(split)
@@ -137,17 +155,5 @@ def materialize_sample(split: str, *, force: bool = False) -> Path:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = _crops(split)
-    table = pa.table({
-        "image_id": pa.array([r[0] for r in rows], pa.string()),
-        "image": pa.array([r[1] for r in rows], pa.binary()),
-        "label": pa.array([r[2] for r in rows], pa.string()),
-    })
-    fd, tmp = tempfile.mkstemp(prefix=f".{split}-", suffix=".parquet", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)  # atomic: concurrent builders write the same content
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_images_parquet(rows, path)
     return path

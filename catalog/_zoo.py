@@ -82,21 +82,9 @@ def is_zoo_arch(arch: str | None) -> bool:
 
 def build_zoo_arch(arch: str, *, num_classes: int, in_chans: int = 3, model_kwargs: dict[str, Any] | None = None,
                    name: str = "?") -> nn.Module:
-    """Build a zoo architecture with random weights (from the current torch RNG), through the registered hook.
-
-    Args:
-        arch: Builder name (``zoo_cnn``, ``zoo_e2cnn_c8``, ``zoo_vit``, ``zoo_mixer``).
-        num_classes: Number of output logits.
-        in_chans: Input channels.
-        model_kwargs: Architecture hyperparameters (``width``; timm constructor kwargs for vit/mixer).
-        name: Catalog name, for error messages.
-
-    Returns:
-        The module (train mode).
-
-    Raises:
-        CatalogError: Unknown builder, bad kwargs, or a package the builder needs is not installed.
-    """
+    """``pipelines.zoo.models.build_zoo_arch`` (same arguments, random weights from the current torch RNG),
+    reached through the hook ``pipelines.zoo`` registers; a :class:`CatalogError` for an unknown builder or
+    bad kwargs."""
     return _hook("build_arch")(arch, num_classes=num_classes, in_chans=in_chans, model_kwargs=model_kwargs,
                                name=name)
 

@@ -10,7 +10,7 @@ import socket
 import subprocess
 from importlib import metadata
 
-__all__ = ["git_revision", "hardware", "hostname", "node_id", "package_versions"]
+__all__ = ["git_head", "git_revision", "hardware", "hostname", "node_id", "package_versions"]
 
 _PACKAGES = ("torch", "timm", "ray", "pyarrow", "duckdb", "fsspec", "numpy")
 
@@ -47,7 +47,7 @@ def package_versions() -> str:
     return json.dumps(out, sort_keys=True)
 
 
-def _git_head(directory: str) -> str | None:
+def git_head(directory: str) -> str | None:
     """``HEAD`` of the git checkout containing ``directory`` (``-dirty`` if tracked files are modified)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=directory, capture_output=True, text=True, timeout=5,
@@ -74,7 +74,7 @@ def git_revision() -> str | None:
         return os.environ["LEE_GIT_REV"]
     here = os.path.dirname(os.path.abspath(__file__))
     for directory in dict.fromkeys((os.getcwd(), here)):
-        rev = _git_head(directory)
+        rev = git_head(directory)
         if rev:
             return rev
     try:

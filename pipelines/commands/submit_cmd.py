@@ -24,11 +24,11 @@ import argparse
 import os
 import re
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from pipelines import env
 from pipelines.cli import UsageError
 
 DEFAULT_JOB_ADDRESS = "http://127.0.0.1:8265"
@@ -85,16 +85,7 @@ def _project_dir(explicit: str | None) -> str:
 
 def git_revision(directory: str) -> str | None:
     """``HEAD`` of the git checkout at ``directory`` (``-dirty`` if tracked files are modified); None outside git."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", directory, *args], capture_output=True, text=True, timeout=10,
-                              check=True).stdout.strip()
-
-    try:
-        rev = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return rev + ("-dirty" if dirty else "") if rev else None
+    return env.git_head(directory)
 
 
 def project_requirements(working_dir: str) -> list[str]:

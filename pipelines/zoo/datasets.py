@@ -23,12 +23,10 @@ calls it for the ``builtin://zoo-<task>/<split>`` URIs of ``catalog/datasets.yam
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from catalog import cache_dir
+from catalog import cache_dir, write_images_parquet
 from catalog._zoo import ZOO_SPLITS, ZOO_TASKS
 
 if TYPE_CHECKING:
@@ -120,8 +118,6 @@ def materialize_zoo_data(task: str, split: str, *, force: bool = False) -> Path:
     Returns:
         The Parquet file path.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     if task not in ZOO_TASKS or split not in ZOO_SPLITS:
         raise ValueError(f"unknown zoo data {task!r}/{split!r}; tasks {ZOO_TASKS}, splits {ZOO_SPLITS}")
@@ -130,17 +126,5 @@ def materialize_zoo_data(task: str, split: str, *, force: bool = False) -> Path:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = _digit_rows(split) if task == "digits" else _patch_rows(split)
-    table = pa.table({
-        "image_id": pa.array([r[0] for r in rows], pa.string()),
-        "image": pa.array([r[1] for r in rows], pa.binary()),
-        "label": pa.array([r[2] for r in rows], pa.string()),
-    })
-    fd, tmp = tempfile.mkstemp(prefix=f".{task}-{split}-", suffix=".parquet", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)  # atomic: concurrent builders write the same content
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_images_parquet(rows, path)
     return path
