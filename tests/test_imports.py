@@ -16,6 +16,18 @@ RULES = {
 }
 
 
+def _source_imports(root):
+    """(file, absolute module name) of every import statement under ``root``, inside functions too."""
+    import ast
+
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                yield from ((path, a.name) for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                yield path, node.module or ""
+
+
 @pytest.mark.parametrize("package", list(RULES))
 def test_package_imports_stay_within_their_rules(package):
     code = f"import sys, json, {package}; print(json.dumps(sorted(m.split('.')[0] for m in sys.modules)))"
@@ -25,7 +37,6 @@ def test_package_imports_stay_within_their_rules(package):
 
 
 def test_liecore_source_imports_only_torch_and_numpy():
-    import ast
     import pathlib
 
     import liecore
@@ -33,17 +44,9 @@ def test_liecore_source_imports_only_torch_and_numpy():
     allowed = {"torch", "numpy", "liecore", "__future__"}
     root = pathlib.Path(liecore.__file__).parent
     stdlib = set(sys.stdlib_module_names)
-    for path in root.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                names = [node.module or ""]
-            else:
-                continue
-            for name in names:
-                top = name.split(".")[0]
-                assert top in allowed or top in stdlib, f"{path.name} imports {name}"
+    for path, name in _source_imports(root):
+        top = name.split(".")[0]
+        assert top in allowed or top in stdlib, f"{path.name} imports {name}"
 
 
 def test_nothing_imports_pipelines():
@@ -125,21 +128,12 @@ def test_only_the_command_line_imports_the_command_line():
 
 def test_catalog_source_never_imports_the_zoo_packages():
     """Not even lazily: e2cnn and scikit-learn belong to the zoo (``pipelines.zoo``)."""
-    import ast
     import pathlib
 
     import catalog
 
-    for path in pathlib.Path(catalog.__file__).parent.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                names = [node.module or ""]
-            else:
-                continue
-            for name in names:
-                assert name.split(".")[0] not in ("e2cnn", "sklearn", "pipelines"), f"{path.name} imports {name}"
+    for path, name in _source_imports(pathlib.Path(catalog.__file__).parent):
+        assert name.split(".")[0] not in ("e2cnn", "sklearn", "pipelines"), f"{path.name} imports {name}"
 
 
 def test_catalog_lookups_and_the_sample_set_load_neither_e2cnn_nor_sklearn(tmp_path):
