@@ -5,10 +5,16 @@ run before any work (no Ray, no weights, no dataset is read).
 from __future__ import annotations
 
 import functools
+import json
 import os
 import warnings
 
+import timm
+import torch
+
+from catalog import is_zoo_arch
 from pipelines.errors import UsageError
+from pipelines.zoo.models import build_zoo_arch
 
 __all__ = ["MIN_IMG_SIZE", "arch_min_img_size", "check_img_size", "check_root_usable"]
 
@@ -19,21 +25,13 @@ MIN_IMG_SIZE = 8
 
 @functools.lru_cache(maxsize=256)
 def _arch_minimum(arch: str, zoo: bool, num_classes: int | None, model_kwargs: str | None) -> int | None:
-    import json
-
-    import torch
-
     try:
         with warnings.catch_warnings(), torch.device("meta"):  # the structure only: no memory, no init cost
             warnings.simplefilter("ignore")
             if zoo:
-                from pipelines.zoo.models import build_zoo_arch
-
                 model = build_zoo_arch(arch, num_classes=num_classes or 10,
                                        model_kwargs=json.loads(model_kwargs) if model_kwargs else None)
             else:
-                import timm
-
                 model = timm.create_model(arch, pretrained=False)
     except Exception:  # noqa: BLE001 - an architecture that cannot be built on meta: no check beyond the floor
         return None
@@ -54,12 +52,8 @@ def arch_min_img_size(spec) -> int | None:
 
     The model is built on PyTorch's ``meta`` device (no weights, no memory), once per architecture.
     """
-    from catalog import is_zoo_arch
-
     kwargs = None
     if spec.model_kwargs:
-        import json
-
         kwargs = json.dumps(spec.model_kwargs, sort_keys=True, default=str)
     return _arch_minimum(spec.arch, is_zoo_arch(spec.arch), spec.num_classes, kwargs)
 

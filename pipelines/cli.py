@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 
+from pipelines.cluster import prepare_auth
 from pipelines.commands import COMMAND_MODULES
 from pipelines.errors import UsageError
 
@@ -24,8 +25,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.cluster import prepare_auth
-
     prepare_auth()  # RAY_AUTH_MODE=token when a token is found: Ray reads it once, when it is imported
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import json
 import types
@@ -133,8 +134,6 @@ class SweepConfig:
             k = str(key).replace("-", "_")
             k = _FLAG_NAMES.get(k, k)
             if k not in known:
-                import difflib
-
                 close = difflib.get_close_matches(k, known, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise UsageError(f"{source}: unknown key {key!r}{hint}")

@@ -26,12 +26,32 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import fsspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-__all__ = ["LoadedDataset", "Shard", "load_dataset", "read_decode", "resolve_shard", "select_items"]
+import catalog
+from catalog import CatalogError, DecodeError, decode_image
+
+__all__ = ["DatasetInfo", "LoadedDataset", "Shard", "load_dataset", "read_decode", "resolve_shard", "select_items"]
 
 _HASH_ONLY_BLOCK = 256  # images per block that are only read and hashed, not decoded
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A loaded dataset's identity, what a unit's key uses (:mod:`pipelines.units`): the same whether it was
+    loaded here or by :func:`catalog.load_dataset`."""
+
+    name: str
+    role: str | None
+    version: str | None
+    fingerprint: str
+    n_images: int
+    skipped: tuple[tuple[str, str], ...] = ()
+    """``(image_id, reason)`` of the images of the subset that could not be read or decoded (not in the key:
+    the fingerprint covers them)."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +74,7 @@ class LoadedDataset:
         decoded: How many images were decoded (the first ``n``, more if some failed).
     """
 
-    info: Any  # pipelines.units.DatasetInfo
+    info: DatasetInfo
     errors: list[tuple[str, str]]
     shards: list[Any] = field(repr=False)
     decoded: int = 0
@@ -68,13 +88,9 @@ class LoadedDataset:
 # ------------------------------------------------------------------------------------- the listing
 def _selected_items(spec) -> list[dict[str, Any]]:
     """The seeded subset of a dataset as rows to read: the catalog's own listing and selection."""
-    import fsspec
-
-    from catalog import DecodeError, list_items, select_items  # the one listing, not a copy
-
-    items = list_items(spec)
+    items = catalog.list_items(spec)  # the catalog's one listing and selection, not a copy
     rows = []
-    for pos, item in enumerate(select_items(items, spec.n, spec.seed)):
+    for pos, item in enumerate(catalog.select_items(items, spec.n, spec.seed)):
         # an in-process filesystem: Ray workers cannot see it
         inline = fsspec.core.split_protocol(item.source)[0] == "memory"
         file_uri, row = item.source, -1
@@ -116,11 +132,6 @@ def _blocks(rows: list[dict], decode: set[int], batch_size: int) -> list[pa.Tabl
 # --------------------------------------------------------------------------- the Ray Data function
 def _read_payloads(batch: dict[str, np.ndarray]) -> list[bytes | Exception]:
     """Encoded bytes of each row (or the exception that reading it raised), Parquet files read once."""
-    import fsspec
-    import pyarrow.parquet as pq
-
-    from catalog import DecodeError
-
     n = len(batch["pos"])
     out: list[bytes | Exception] = [OSError("not read")] * n
     by_file: dict[str, list[int]] = defaultdict(list)
@@ -178,8 +189,6 @@ def read_decode(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ``error`` (``""`` if none), ``decoded`` (bool), ``pixels`` (the ``(H, W, 3)`` uint8 image as
         bytes), ``height``, ``width``.
     """
-    from catalog import DecodeError, decode_image
-
     n = len(batch["pos"])
     sha = np.empty(n, dtype=object)
     error = np.empty(n, dtype=object)
@@ -329,9 +338,6 @@ def load_dataset(
     Raises:
         catalog.CatalogError: As :func:`select_items`; no image of the subset can be decoded.
     """
-    import catalog
-    from pipelines.units import DatasetInfo  # not at import: Ray Data workers import this module, not torch
-
     rows = items if items is not None else _selected_items(spec)
     keep_alive: list = []
     run = _run_driver if driver else (lambda b: _run_ray(b, keep_alive))
@@ -368,8 +374,6 @@ def load_dataset(
             errors.append((m["image_id"], m["error"]))
     kept = [p for p in sorted(meta_by_pos) if meta_by_pos[p]["decoded"]][:n_images]
     if not kept:
-        from catalog import CatalogError
-
         detail = f": {errors[:3]}" if errors else ""
         raise CatalogError(f"dataset {spec.name!r} has no readable images ({spec.uri}){detail}")
     by_part: dict[int, list[int]] = defaultdict(list)
@@ -383,8 +387,8 @@ def load_dataset(
             shards.append(Shard(parts[k], tuple(by_part[k])))
     info = DatasetInfo(
         name=spec.name,
-        role=getattr(spec, "role", None),
-        version=str(getattr(spec, "version", "")),
+        role=spec.role,
+        version=str(spec.version),
         fingerprint=catalog.fingerprint(hashed),
         n_images=len(kept),
     )

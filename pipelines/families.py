@@ -22,9 +22,16 @@ from typing import Any
 import numpy as np
 import torch
 
+import liecore
+from liecore.metrics import METRICS
+
 __all__ = ["FAMILY_IMPLS", "Family", "available_alt_metrics", "family_version", "image_rngs", "image_seed"]
 
 Columns = dict[str, list[Any] | np.ndarray]
+
+ALT_METRIC_REVISIONS: dict[str, str] = {name: "1" for name in METRICS}
+"""Each alternative metric's revision, part of the ``alt`` units' keys (``eq_t=1,...``): bump one metric's
+revision when its values change for the same inputs, so ``lee reevaluate`` redoes only the units that ran it."""
 
 
 @dataclass(frozen=True)
@@ -34,15 +41,9 @@ class Family:
     compute: Callable[..., Columns]
 
 
-def _liecore_version() -> str:
-    import liecore
-
-    return liecore.__version__
-
-
 def family_version(name: str, config: dict[str, Any] | None = None) -> str:
     """Version string of a family's implementation (part of the unit key)."""
-    base = f"liecore-{_liecore_version()}"
+    base = f"liecore-{liecore.__version__}"
     # The family revision after the liecore version: bumped when a family's values change for
     # the same unit key, so `lee reevaluate` redoes its units ("metric version changed").
     # alt.2 / layerwise.2: random draws per image from (seed, sample_index) instead of per
@@ -50,20 +51,15 @@ def family_version(name: str, config: dict[str, Any] | None = None) -> str:
     # alt.3: eq_r and eq_t_frac use StyleGAN3's transforms and masks (band-limited rotation at
     # 4x with the rotated-square mask; the fractional-shift mask on whole-pixel shifts).
     if name == "alt":
-        import liecore.metrics as m
-
-        versions = {k: str(getattr(v, "version", getattr(m, "__version__", "1"))) for k, v in m.METRICS.items()}
-        names = (config or {}).get("metrics") or sorted(versions)
-        return base + "/alt.3:" + ",".join(f"{n}={versions.get(n, '?')}" for n in names)
+        names = (config or {}).get("metrics") or sorted(METRICS)
+        return base + "/alt.3:" + ",".join(f"{n}={ALT_METRIC_REVISIONS.get(n, '?')}" for n in names)
     if name == "layerwise":
         return base + "/layerwise.2"
     return base + "/lee"
 
 
 def available_alt_metrics() -> list[str]:
-    import liecore.metrics as m
-
-    return sorted(m.METRICS)
+    return sorted(METRICS)
 
 
 def image_seed(seed: int, index: int) -> int:
@@ -97,8 +93,6 @@ def _np(t) -> np.ndarray:
 
 def compute_lee(model, x: torch.Tensor, *, config: dict[str, Any], mean, std, seed: int, first_index: int = 0) -> Columns:
     """``lee`` rows for one batch: one per (image, generator)."""
-    import liecore
-
     res = liecore.lee(
         model,
         x,
@@ -122,8 +116,6 @@ def compute_lee(model, x: torch.Tensor, *, config: dict[str, Any], mean, std, se
 
 def compute_alt(model, x: torch.Tensor, *, config: dict[str, Any], mean, std, seed: int, first_index: int = 0) -> Columns:
     """``alt`` rows for one batch: one per (image, metric); each image draws from its own generator."""
-    import liecore.metrics as m
-
     cols: dict[str, list] = {k: [] for k in ("sample_pos", "metric", "value", "value_unit", "higher_is_better", "seed")}
     offered = {
         "mean": mean,
@@ -133,7 +125,7 @@ def compute_alt(model, x: torch.Tensor, *, config: dict[str, Any], mean, std, se
         "output": config.get("output"),
     }
     for name in config["metrics"]:
-        fn = m.METRICS[name]
+        fn = METRICS[name]
         kwargs = _kwargs_for(fn, offered)
         if "rng" in inspect.signature(fn).parameters:
             kwargs["rng"] = image_rngs(seed, first_index, x.shape[0])
@@ -141,10 +133,10 @@ def compute_alt(model, x: torch.Tensor, *, config: dict[str, Any], mean, std, se
         vals = _np(res.values).reshape(-1)
         n = len(vals)
         cols["sample_pos"].extend(range(n))
-        cols["metric"].extend([getattr(res, "name", name)] * n)
+        cols["metric"].extend([res.name] * n)
         cols["value"].extend(vals.tolist())
-        cols["value_unit"].extend([str(getattr(res, "unit", ""))] * n)
-        cols["higher_is_better"].extend([bool(getattr(res, "higher_is_better", False))] * n)
+        cols["value_unit"].extend([res.unit] * n)
+        cols["higher_is_better"].extend([res.higher_is_better] * n)
         cols["seed"].extend([seed] * n)
     return cols
 
@@ -158,8 +150,6 @@ def activation_layouts(model: torch.nn.Module):
     declare their own ``output_fmt`` (timm's patch embeddings) are taken at their word by
     liecore.
     """
-    import liecore
-
     embed = getattr(model, "patch_embed", None) or getattr(model, "stem", None)
     grid = getattr(embed, "grid_size", None)
     tokens = ()
@@ -179,8 +169,6 @@ def compute_layerwise(
 
     Both methods run on the whole batch; the stochastic method draws image ``i``'s probes from
     its own generator (:func:`image_rngs`), so its estimates do not depend on the batch."""
-    import liecore
-
     names = ("sample_pos", "generator", "method", "num_probes", "kind", "layer", "layer_class", "call_index",
              "layer_kind", "value", "share", "stderr")
     cols: dict[str, list] = {k: [] for k in names}

@@ -1,4 +1,5 @@
-"""Progress of a sweep, on a terminal and off it (Ray Job logs, cron logs).
+"""Progress of a sweep, on a terminal and off it (Ray Job logs, cron logs), and the plain-text tables the
+commands print (:func:`format_table`).
 
 On a terminal: one line rewritten in place (units done/failed/remaining, images/s, ETA). Off a
 terminal: plain log lines, one per finished or failed unit, and at most every ``interval`` seconds
@@ -16,7 +17,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "format_table"]
 
 
 def _stamp() -> str:
@@ -144,3 +145,22 @@ class Progress:
     def _write(self, text: str) -> None:
         self.stream.write(text)
         self.stream.flush()
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
+    """A plain-text table: ``columns`` = [(key, header)]."""
+    if not rows:
+        return "(no rows)"
+    cells = [[h for _, h in columns]] + [[_fmt(r.get(k)) for k, _ in columns] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)

@@ -25,6 +25,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+import catalog
+import liecore
 from pipelines import env, schema
 from pipelines.data import resolve_shard
 from pipelines.families import FAMILY_IMPLS
@@ -96,7 +98,7 @@ MAX_SKIPPED_LISTED = 1000
 
 def skipped_columns(unit: WorkUnit) -> dict[str, Any]:
     """``n_skipped`` and ``skipped_json`` of a unit: the images of its dataset that could not be read or decoded."""
-    skipped = list(getattr(unit.dataset, "skipped", ()) or ())
+    skipped = list(unit.dataset.skipped)
     listed = [{"id": str(i), "reason": str(r)[:500]} for i, r in skipped[:MAX_SKIPPED_LISTED]]
     return {"n_skipped": len(skipped), "skipped_json": json.dumps(listed)}
 
@@ -148,8 +150,6 @@ class UnitRunner:
         self.git_rev = git_rev
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cpu":
-            import liecore
-
             liecore.tune_malloc()  # reuse freed activations instead of page-faulting them in per pass
         self._cache_key = None
         self._loaded = None
@@ -158,8 +158,6 @@ class UnitRunner:
         return f"{env.hostname()} {env.hardware(self.device)}"
 
     def _load(self, unit: WorkUnit):
-        import catalog
-
         policy = unit.weights or unit.weights_policy  # 'auto' as the driver resolved it (hub or random)
         key = (unit.model, policy, unit.seed)
         if key != self._cache_key:
@@ -243,7 +241,7 @@ class UnitRunner:
             row.update(
                 status="done",
                 weights=loaded.weights,
-                weights_sha256=getattr(loaded, "weights_sha256", None),
+                weights_sha256=loaded.weights_sha256,
                 key_mapping=_key_mapping_json(loaded),
                 data_config_json=_data_config_json(loaded),
                 n_rows=table.num_rows,
@@ -263,7 +261,7 @@ class UnitRunner:
             loaded = loaded or self._loaded
             if loaded is not None:
                 row["weights"] = loaded.weights
-                row["weights_sha256"] = getattr(loaded, "weights_sha256", None)
+                row["weights_sha256"] = loaded.weights_sha256
                 row["key_mapping"] = _key_mapping_json(loaded)
                 row["data_config_json"] = _data_config_json(loaded)
             if is_oom(exc):  # do not keep a model that filled the device
@@ -273,17 +271,15 @@ class UnitRunner:
 
 
 def _key_mapping_json(loaded) -> str | None:
-    mapping = getattr(loaded, "key_mapping", None)
-    return json.dumps(mapping, sort_keys=True) if mapping else None
+    return json.dumps(loaded.key_mapping, sort_keys=True) if loaded.key_mapping else None
 
 
 def _data_config_json(loaded) -> str | None:
     """timm's resolved eval data config of a loaded model (input_size, interpolation, crop_pct, crop_mode,
     mean, std) as JSON."""
-    cfg = getattr(loaded, "data_config", None)
-    if cfg is None:
+    if loaded.data_config is None:
         return None
-    clean = {k: list(v) if isinstance(v, tuple) else v for k, v in dict(cfg).items()}
+    clean = {k: list(v) if isinstance(v, tuple) else v for k, v in dict(loaded.data_config).items()}
     return json.dumps(clean, sort_keys=True, default=str)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import os
 import socket
 import sys
@@ -26,14 +27,25 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from pipelines import env
+import duckdb
+import torch
+
+import catalog
+import liecore
+from liecore import GENERATORS
+from liecore.metrics import METRICS
+from pipelines import data, env
+from pipelines.checks import check_img_size, check_root_usable
+from pipelines.cluster import auth_fix, check_gcs, prepare_auth
 from pipelines.config import FAMILIES, WEIGHT_POLICIES, SweepConfig
-from pipelines.data import LoadedDataset
+from pipelines.data import LoadedDataset, Shard
 from pipelines.errors import UsageError
-from pipelines.progress import Progress
+from pipelines.progress import Progress, format_table
+from pipelines.runner import UnitRunner, failed_row
 from pipelines.store import Store, StoreError
 from pipelines.units import WorkUnit, effective_weights, family_config, make_unit
 
@@ -124,8 +136,6 @@ def _dataset_errors(name: str, uri: str) -> Iterator[None]:
 
 def checkpoint_spec(cfg: SweepConfig):
     """The model of ``--checkpoint PATH --arch NAME`` (with its key mapping flags), as a catalog spec."""
-    import catalog
-
     if not cfg.arch:
         raise UsageError("--checkpoint needs --arch: the timm architecture the checkpoint belongs to")
     stem = os.path.basename(cfg.checkpoint.rstrip("/")).split(".")[0] or "checkpoint"
@@ -145,8 +155,6 @@ def checkpoint_spec(cfg: SweepConfig):
 
 
 def resolve_models(cfg: SweepConfig) -> list:
-    import catalog
-
     if not cfg.models and not cfg.checkpoint:
         raise UsageError("no models selected")
     try:
@@ -165,8 +173,6 @@ def resolve_models(cfg: SweepConfig) -> list:
 
 def check_checkpoints(specs: list, cfg: SweepConfig) -> None:
     """Every checkpoint the sweep would load exists, loads safely and fits its architecture (before Ray starts)."""
-    import catalog
-
     for spec in specs:
         policy = effective_weights(cfg.weights, spec) or spec.source
         if policy != "file" and not (policy == "auto" and spec.source == "file"):
@@ -180,8 +186,6 @@ def check_checkpoints(specs: list, cfg: SweepConfig) -> None:
 def with_img_size(specs: list, cfg: SweepConfig) -> list:
     """``--img-size`` applied to every spec (smoke runs), checked against each architecture's minimum first."""
     if cfg.img_size is not None:
-        from pipelines.checks import check_img_size
-
         check_img_size(int(cfg.img_size), specs)
         specs = [s.replace(img_size=int(cfg.img_size)) for s in specs]
     return specs
@@ -193,9 +197,6 @@ def load_images(cfg: SweepConfig, *, dry_run: bool = False) -> dict[str, LoadedD
     The datasets are resolved and listed on the driver first (bad names, unset variables and missing
     folders fail here, before Ray starts); then each is decoded on Ray Data (on the driver for dry runs).
     """
-    import catalog
-    from pipelines import data
-
     specs = []
     for sel in cfg.datasets:
         try:
@@ -217,8 +218,6 @@ def load_images(cfg: SweepConfig, *, dry_run: bool = False) -> dict[str, LoadedD
 
 def validate(cfg: SweepConfig) -> None:
     """Cheap checks of everything that is not a model or dataset."""
-    import liecore
-
     bad = [m for m in cfg.metrics if m not in FAMILIES]
     if bad:
         raise UsageError(f"unknown metric family {bad[0]!r} (choose from {', '.join(FAMILIES)})")
@@ -241,30 +240,20 @@ def validate(cfg: SweepConfig) -> None:
     if cfg.batch_size < 1:
         raise UsageError("--batch-size must be positive")
     if cfg.img_size is not None:
-        from pipelines.checks import check_img_size
-
         check_img_size(cfg.img_size, [])  # positive, and not below the floor of every model
     if cfg.actors is not None and cfg.actors < 1:
         raise UsageError("--actors must be positive")
     if cfg.gpus_per_actor is not None and cfg.gpus_per_actor <= 0:
         raise UsageError(f"--gpus must be positive (GPUs per actor), got {cfg.gpus_per_actor}")
     if "layerwise" in cfg.metrics:
-        if not hasattr(liecore, "layerwise"):
-            raise UsageError("metric family 'layerwise' needs liecore.layerwise, which this liecore does not have")
         if cfg.layerwise_method not in ("exact", "stochastic"):
             raise UsageError(f"--layerwise-method must be exact or stochastic, got {cfg.layerwise_method!r}")
     if "alt" in cfg.metrics:
-        try:
-            import liecore.metrics as m
-        except ImportError:
-            raise UsageError("metric family 'alt' needs liecore.metrics, which this liecore does not have") from None
-        unknown = [n for n in (cfg.alt_metrics or []) if n not in m.METRICS]
+        unknown = [n for n in (cfg.alt_metrics or []) if n not in METRICS]
         if unknown:
-            import difflib
-
-            close = difflib.get_close_matches(unknown[0], list(m.METRICS), n=2)
+            close = difflib.get_close_matches(unknown[0], list(METRICS), n=2)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise UsageError(f"unknown alt metric {unknown[0]!r}{hint} (known: {', '.join(sorted(m.METRICS))})")
+            raise UsageError(f"unknown alt metric {unknown[0]!r}{hint} (known: {', '.join(sorted(METRICS))})")
 
 
 def plan(cfg: SweepConfig, *, check_writable: bool = True, dry_run: bool = False, specs: list | None = None) -> Plan:
@@ -290,8 +279,6 @@ def plan(cfg: SweepConfig, *, check_writable: bool = True, dry_run: bool = False
         if check_writable:
             store.check_writable()
         else:  # dry runs write nothing, but a root that could never be written is an error all the same
-            from pipelines.checks import check_root_usable
-
             check_root_usable(store)
         runs = store.runs() if store.fs.exists(f"{store.path}/runs") else None
         status = store.run_status(runs) if runs is not None else {}
@@ -304,8 +291,6 @@ def plan(cfg: SweepConfig, *, check_writable: bool = True, dry_run: bool = False
         problem = _fs_problem(cfg.output, exc) or f"{type(exc).__name__}: {_message(exc)}"
         raise UsageError(f"output root {cfg.output!r} cannot be read: {problem}") from None
     if cfg.gpus_per_actor and not dry_run and not (cfg.address or os.environ.get("RAY_ADDRESS")):
-        import torch
-
         if torch.cuda.device_count() < cfg.gpus_per_actor:
             raise UsageError(
                 f"--gpus {cfg.gpus_per_actor:g}: this machine has {torch.cuda.device_count()} GPU(s) and no --address "
@@ -332,8 +317,6 @@ def find_damaged(store: Store, units: list[WorkUnit], status: dict[str, str]) ->
     Such a unit is redone (its ``runs`` row says done, but its rows cannot be read). ``runs`` files that
     could not be read are named too: their units count as never started. Each is a ``lee: warning:`` line.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     done = [u for u in units if status.get(u.key) == "done"]
     with ThreadPoolExecutor(max_workers=16) as pool:  # one footer read per done unit: object stores are slow
         problems = list(pool.map(lambda u: store.data_problem(u.table, u.model.name, u.dataset.name, u.key), done))
@@ -362,8 +345,6 @@ def resolve_weights(cfg: SweepConfig, specs: list) -> tuple[dict[str, str], dict
     """
     if cfg.weights != "auto":
         return {}, {}, None
-    import catalog
-
     checked: list = []
 
     def hub_status():
@@ -412,8 +393,6 @@ def probe_address(address: str, timeout: float = 5.0) -> None:
     ``ray://host:port`` (Ray Client) is probed with a TCP connect; ``auto``, ``local`` and other forms are
     left to Ray.
     """
-    from pipelines.cluster import check_gcs
-
     client = address.startswith("ray://")
     target = address.removeprefix("ray://")
     if "://" in target or address in ("auto", "local"):
@@ -443,8 +422,6 @@ def init_ray(address: str | None) -> None:
     is started with ``RAY_AUTH_MODE=token`` stated (Ray's default for new local clusters, without its
     notice) unless the mode is set.
     """
-    from pipelines.cluster import auth_fix, prepare_auth
-
     prepare_auth()
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
@@ -537,8 +514,6 @@ def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None =
     sweep_id = sweep_id or uuid.uuid4().hex[:12]
     if not p.todo:
         return SweepResult(p, [], 0.0)
-    from pipelines.data import Shard
-    from pipelines.runner import UnitRunner, failed_row
 
     cfg = p.config
     init_ray(cfg.address)
@@ -634,8 +609,6 @@ def run_sweep(cfg: SweepConfig, *, show_progress: bool | None = None, stream: Te
 # ------------------------------------------------------------------------------------------ summary
 def summary_table(store: Store, units: list[WorkUnit]) -> list[dict[str, Any]]:
     """Mean LEE ± stderr per model, weights, dataset and generator over the done ``lee`` units."""
-    import duckdb
-
     keys = [u.key for u in units if u.family == "lee"]
     t = store.read_table("lee", keys)  # noqa: F841 - read by DuckDB below
     rel = duckdb.sql(
@@ -650,30 +623,9 @@ def summary_table(store: Store, units: list[WorkUnit]) -> list[dict[str, Any]]:
     return [dict(zip(cols, r, strict=True)) for r in rel.fetchall()]
 
 
-def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
-    """A plain-text table: ``columns`` = [(key, header)]."""
-    if not rows:
-        return "(no rows)"
-    cells = [[h for _, h in columns]] + [[_fmt(r.get(k)) for k, _ in columns] for r in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
 def pivot_summary(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """``summary_table`` rows pivoted for reading: one row per model, weights and dataset, one column per
     generator holding ``mean ± stderr`` of LEE, and the number of images. Generators keep liecore's order."""
-    from liecore import GENERATORS
-
     order = {name: i for i, name in enumerate(GENERATORS)}
     generators = sorted({r["generator"] for r in rows}, key=lambda g: (order.get(g, len(order)), g))
     table: dict[tuple[str, str, str], dict[str, Any]] = {}

@@ -19,8 +19,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import liecore
 from pipelines.config import SweepConfig
-from pipelines.families import family_version
+from pipelines.data import DatasetInfo
+from pipelines.families import available_alt_metrics, family_version
 
 __all__ = ["DatasetInfo", "WorkUnit", "effective_weights", "family_config", "make_unit", "unit_key"]
 
@@ -37,20 +39,6 @@ _SPEC_KEY_FIELDS = (
     "std",
     "version",
 )
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a unit needs to know about its (already loaded) dataset."""
-
-    name: str
-    role: str | None
-    version: str | None
-    fingerprint: str
-    n_images: int
-    skipped: tuple[tuple[str, str], ...] = ()
-    """``(image_id, reason)`` of the images of the subset that could not be read or decoded (not in the key:
-    the fingerprint covers them)."""
 
 
 @dataclass(frozen=True)
@@ -78,8 +66,6 @@ class WorkUnit:
 
 def family_config(family: str, cfg: SweepConfig) -> dict[str, Any]:
     """The part of the sweep config that the family's numbers depend on."""
-    import liecore
-
     gens = [g.name for g in liecore.resolve_generators(cfg.generators)]
     if family == "lee":
         return {"generators": gens, "output": cfg.output_kind, "interpolation": cfg.interpolation}
@@ -95,8 +81,6 @@ def family_config(family: str, cfg: SweepConfig) -> dict[str, Any]:
             out["num_probes"] = int(cfg.num_probes)
         return out
     if family == "alt":
-        from pipelines.families import available_alt_metrics
-
         return {"metrics": list(cfg.alt_metrics or available_alt_metrics()), "output": cfg.output_kind}
     raise ValueError(f"unknown metric family {family!r}")
 

@@ -41,7 +41,9 @@ import pandas as pd
 
 from pipelines import config
 from pipelines.analysis import figures as F
+from pipelines.analysis.analyses import ANALYSES, anti_alias_pairs
 from pipelines.analysis.sqltext import in_list, quote
+from pipelines.analysis.views import ResultsRoot, connect
 from pipelines.errors import UsageError
 
 __all__ = ["FIGURES", "INTERPOLATIONS", "OUTPUTS", "FigureData", "FigureResult", "FigureSpec", "Report", "Selection",
@@ -225,8 +227,6 @@ def _aa_pairs(lee: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     anti-aliased one's without ``blur``: ``resnetblur50`` / ``resnet50``), so the figure shows the pairs the
     ``scale`` analysis tests. Returns the rows and the anti-aliased models that have no counterpart here.
     """
-    from pipelines.analysis.analyses import anti_alias_pairs
-
     models = lee[["model", "arch"]].drop_duplicates("model")
     pairs = anti_alias_pairs(models)
     parts = [pd.concat([lee[lee["model"] == blur], lee[lee["model"] == plain]]).assign(pair=blur)
@@ -563,18 +563,9 @@ class _Builder:
                     "Mean LEE over images, its standard error and n (images); catalog parameters and top-1 "
                     f"({sel.config_label()}).",
                     lambda: summary)
-        try:
-            from pipelines.analysis.analyses import ANALYSES
-        except Exception as exc:  # noqa: BLE001 - the page says so instead of failing
-            self.report.tables.append(TableResult("analyses", "Named analyses", "", None,
-                                                  error=f"pipelines.analysis.analyses unavailable: "
-                                                        f"{type(exc).__name__}: {exc}"))
-            return
-        for name, entry in ANALYSES.items():
-            fn = getattr(entry, "fn", entry)
-            title = getattr(entry, "title", None) or name
-            doc = getattr(entry, "description", None) or getattr(entry, "doc", None) or (fn.__doc__ or "")
-            self._table(name, f"Analysis: {title}", _first_paragraph(doc), lambda fn=fn: self._run_analysis(fn))
+        for name, fn in ANALYSES.items():
+            self._table(name, f"Analysis: {name}", _first_paragraph(fn.__doc__ or ""),
+                        lambda fn=fn: self._run_analysis(fn))
 
     def _run_analysis(self, fn: Callable[..., pd.DataFrame]) -> pd.DataFrame:
         return fn(self.con, weights=self.sel.weights, dataset=list(self.sel.datasets) or None,
@@ -906,7 +897,6 @@ def build_report(
     Raises:
         pipelines.cli.UsageError: No results under ``results``, or a dataset/generator not in them.
     """
-    from pipelines.analysis.views import ResultsRoot, connect
     sel = Selection(weights=weights, datasets=tuple(datasets), generators=tuple(generators), output=output,
                     interpolation=interpolation)
     root = ResultsRoot(results)

@@ -34,17 +34,21 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import json
+import os
 import re
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 
+import catalog
 from pipelines import schema
 from pipelines.analysis.sqltext import literal, quote
 from pipelines.errors import UsageError
+from pipelines.store import Store, StoreError, file_problem
 
 __all__ = [
     "MODEL_COLUMNS",
@@ -138,8 +142,6 @@ class ResultsRoot:
     """A results root as DuckDB sees it: the glob prefix, and the fsspec filesystem to register, if any."""
 
     def __init__(self, uri: str):
-        from pipelines.store import Store, StoreError
-
         try:
             self.store = Store(uri)
         except StoreError as exc:
@@ -220,15 +222,11 @@ class ResultsRoot:
         if table in self._scans:
             return self._scans[table]
         if con is not None:
-            import duckdb
-
             try:
                 self._scans[table] = (None, self.file_schemas(con, table))
                 return self._scans[table]
             except duckdb.Error:
                 pass  # a footer that does not read: find which, file by file
-        from pipelines.store import file_problem
-
         fs = self.store.fs
         pattern = self.glob(table)[len(self.prefix):]
         found = sorted(fs.glob(f"{self.store.path}{pattern}"))
@@ -282,8 +280,6 @@ class ResultsRoot:
 
 @functools.lru_cache(maxsize=1)
 def _zoo_specs() -> dict[str, Any]:
-    import catalog
-
     try:
         return {s.name: s for s in catalog.load_models("zoo")}
     except Exception:  # noqa: BLE001 - no trained zoo: zoo models simply have no metadata
@@ -291,8 +287,6 @@ def _zoo_specs() -> dict[str, Any]:
 
 
 def _spec(name: str):
-    import catalog
-
     try:
         return catalog.get_model(name)
     except catalog.CatalogError:
@@ -301,7 +295,6 @@ def _spec(name: str):
 
 def _user_specs(catalogs: Sequence[str | Path]) -> dict[str, Any]:
     """name -> spec of the models in user catalog files (``lee eval -m my-models.yaml``)."""
-    import catalog
     specs: dict[str, Any] = {}
     for path in catalogs:
         try:
@@ -334,8 +327,6 @@ def model_rows(names: Iterable[str] | None, catalogs: Sequence[str | Path] = ())
         catalogs: User catalog files to look names up in first (models evaluated from a catalog file
             whose names the built-in catalogs do not know: their family, parameters, top-1 ...).
     """
-    import catalog
-
     user = _user_specs(catalogs)
     if names is None:
         specs = {s.name: s for s in catalog.load_models("all")}
@@ -403,8 +394,6 @@ def _fill(text: str, root: ResultsRoot, con: Any = None) -> str:
 
 def _execute(con: Any, sql: str, where: str) -> None:
     """Run one part of the script; a DuckDB error names the part (a usage error, not a traceback)."""
-    import duckdb
-
     try:
         con.execute(sql)
     except duckdb.Error as exc:
@@ -443,8 +432,6 @@ def _build(con: Any, root: ResultsRoot, models: str, catalogs: Sequence[str | Pa
 
 
 def _connection(root: ResultsRoot, threads: int | None):
-    import duckdb
-
     con = duckdb.connect()
     con.execute("SET enable_progress_bar = false")  # no progress bar on stderr of `lee query` / reports
     if threads:
@@ -460,8 +447,6 @@ def allowed_directories(root: ResultsRoot) -> list[str]:
     A local root is listed as given and as its real path; an fsspec root (``memory://``) in both spellings
     DuckDB uses for it (its globs expand to ``memory:///path``).
     """
-    import os
-
     if root.local is not None:
         paths = {os.path.abspath(root.local), os.path.realpath(root.local)}
         return sorted(p.rstrip("/") + "/" for p in paths)

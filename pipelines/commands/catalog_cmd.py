@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import catalog
-from pipelines.cli import UsageError
+from pipelines.errors import UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipelines.commands import report_cmd
+from pipelines.commands.args import ExtendList
 from pipelines.config import DEFAULT_OUTPUT, FAMILIES, INTERPOLATIONS, WEIGHT_POLICIES, SweepConfig, load_yaml
+from pipelines.progress import format_table
 
 EPILOG = """examples:
   lee eval --limit 8                                   # quickstart models on the sample set, 8 images
@@ -20,32 +23,20 @@ EPILOG = """examples:
 """
 
 
-def _csv(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-class _Extend(argparse.Action):
-    """Repeatable, comma-separated list flag."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        cur = getattr(namespace, self.dest) or []
-        setattr(namespace, self.dest, cur + _csv(values))
-
-
 def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     """The sweep flags (shared by ``eval``, ``submit`` and ``reevaluate``)."""
     what = p.add_argument_group("what to evaluate")
-    what.add_argument("-m", "--models", action=_Extend, metavar="SEL",
+    what.add_argument("-m", "--models", action=ExtendList, metavar="SEL",
                       help="catalog names (quickstart, paper, all, tiny), a YAML path, model names or fnmatch "
                            "patterns; comma-separated or repeated (default: quickstart)")
-    what.add_argument("--catalog", action=_Extend, dest="models", metavar="NAME_OR_FILE",
+    what.add_argument("--catalog", action=ExtendList, dest="models", metavar="NAME_OR_FILE",
                       help="every model of a catalog: a name (quickstart, paper, all, tiny, zoo: the trained zoo) "
                            "or a catalog YAML file; the same as -m, adding to its list (comma-separated or "
                            "repeated)")
-    what.add_argument("-d", "--datasets", action=_Extend, metavar="NAME", help="catalog datasets (default: sample)")
-    what.add_argument("-g", "--generators", action=_Extend, metavar="NAME",
+    what.add_argument("-d", "--datasets", action=ExtendList, metavar="NAME", help="catalog datasets (default: sample)")
+    what.add_argument("-g", "--generators", action=ExtendList, metavar="NAME",
                       help="liecore generators (default: the paper's eight)")
-    what.add_argument("--metrics", action=_Extend, metavar="FAMILY",
+    what.add_argument("--metrics", action=ExtendList, metavar="FAMILY",
                       help=f"metric families: {', '.join(FAMILIES)} (default: lee)")
     what.add_argument("-n", "--images", type=int, help="images per dataset (default: 100, the paper's)")
     what.add_argument("--limit", type=int, help="smoke runs: at most this many images per dataset")
@@ -72,10 +63,10 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("--interpolation", choices=INTERPOLATIONS, metavar="NAME",
                       help="liecore interpolant: cubic (default) or spectral")
     what.add_argument("--layerwise-method", choices=("exact", "stochastic"), help="layerwise method (default exact)")
-    what.add_argument("--layerwise-generators", action=_Extend, metavar="NAME",
+    what.add_argument("--layerwise-generators", action=ExtendList, metavar="NAME",
                       help="generators of the layerwise family (default: the first generator)")
     what.add_argument("--num-probes", type=int, help="probes of the stochastic layerwise method (default 8)")
-    what.add_argument("--alt-metrics", action=_Extend, metavar="NAME", help="alternative metrics (default: all)")
+    what.add_argument("--alt-metrics", action=ExtendList, metavar="NAME", help="alternative metrics (default: all)")
     what.add_argument("--seed", type=int, help="seed of every unit (default 0)")
     where = p.add_argument_group("where and how")
     where.add_argument("-o", "--output", metavar="URI", help=f"results root, any fsspec URI (default {DEFAULT_OUTPUT})")
@@ -121,7 +112,7 @@ def register(subparsers) -> None:
 
 
 def print_units(plan, out=None) -> None:
-    from pipelines.sweep import describe_actors, format_table, print_dataset_errors
+    from pipelines.sweep import describe_actors, print_dataset_errors
 
     out = out or sys.stdout
     todo = {u.key for u in plan.todo}
@@ -179,7 +170,6 @@ def run(args: argparse.Namespace) -> int:
 def write_report(results: str, out: str, catalogs: list[str] | None = None) -> int:
     """``lee report --results RESULTS --out OUT`` after a sweep: pretrained results, else the random-init ones."""
     from pipelines.analysis.views import connect
-    from pipelines.commands import report_cmd
 
     con = connect(results)
     kinds = {w for (w,) in con.execute("SELECT DISTINCT weights FROM runs WHERE status = 'done'").fetchall()}

@@ -28,9 +28,8 @@ import math
 import sys
 from typing import Any
 
-from pipelines.cli import UsageError
-from pipelines.commands.eval_cmd import _Extend
-from pipelines.commands.sql_cmd import add_results_arguments
+from pipelines.commands.args import ExtendList, add_results_arguments
+from pipelines.errors import UsageError
 
 ANALYSIS_NAMES = ("accuracy", "scale", "gap", "layerwise", "agreement")  # = analyses.ANALYSES (checked in tests)
 FORMATS = ("table", "csv", "json", "parquet")
@@ -72,9 +71,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--weights", choices=("pretrained", "random", "any"), default="pretrained",
                    help="pretrained (hub + file, default; falls back to random init, saying so, when there is "
                         "nothing else), random, or any (pooled)")
-    a.add_argument("-d", "--dataset", action=_Extend, metavar="NAME",
+    a.add_argument("-d", "--dataset", action=ExtendList, metavar="NAME",
                    help="only these datasets (repeatable, comma-separated; default all)")
-    a.add_argument("-g", "--generator", action=_Extend, metavar="NAME",
+    a.add_argument("-g", "--generator", action=ExtendList, metavar="NAME",
                    help="only these generators (repeatable, comma-separated; default all)")
     a.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
     a.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")

@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.cli import UsageError
 from pipelines.commands.eval_cmd import add_sweep_arguments, config_from_args, warn_fallbacks
+from pipelines.errors import UsageError
+from pipelines.progress import format_table
 
 GENERATED_BY = "lee reevaluate (catalog.generate_all_catalog)"
 
@@ -236,8 +237,6 @@ def _hub_cached_fn():
 
 def run(args: argparse.Namespace) -> int:
     from pipelines import sweep
-    from pipelines.sweep import format_table
-
     cfg = config_from_args(args)
     sweep.validate(cfg)  # bad flags fail before the catalog is regenerated
     fresh = regenerate_catalog()

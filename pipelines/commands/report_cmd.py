@@ -13,8 +13,9 @@ import argparse
 import shlex
 import sys
 
-from pipelines.commands.eval_cmd import _Extend
+from pipelines.commands.args import ExtendList
 from pipelines.config import DEFAULT_OUTPUT, INTERPOLATIONS
+from pipelines.errors import UsageError
 
 EPILOG = """examples:
   lee report --out report/                                 # ./lee-results, pretrained weights only
@@ -48,9 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--interpolation", choices=INTERPOLATIONS, default="cubic", metavar="NAME",
                    help="the image interpolation shown (cubic, default, or spectral; lee eval --interpolation); "
                         "the alternative metrics have none and are selected by --output only")
-    p.add_argument("-d", "--dataset", action=_Extend, dest="datasets", metavar="NAME",
+    p.add_argument("-d", "--dataset", action=ExtendList, dest="datasets", metavar="NAME",
                    help="only these datasets (repeatable, comma-separated; default all)")
-    p.add_argument("-g", "--generator", action=_Extend, dest="generators", metavar="NAME",
+    p.add_argument("-g", "--generator", action=ExtendList, dest="generators", metavar="NAME",
                    help="only these generators (repeatable, comma-separated; default all)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples of the analyses (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
@@ -83,10 +84,9 @@ def run(args: argparse.Namespace) -> int:
     """Build the report; print each figure's status and the page's path.
 
     Exit code 0, or 1 when a figure or an analysis raised (the page is written all the same and shows the
-    errors); usage errors exit 2 through :class:`pipelines.cli.UsageError`.
+    errors); usage errors exit 2 through :class:`pipelines.errors.UsageError`.
     """
     from pipelines.analysis.report import build_report
-    from pipelines.cli import UsageError
 
     if args.n_boot < 1:
         raise UsageError("--n-boot must be at least 1")

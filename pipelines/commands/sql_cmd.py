@@ -14,24 +14,12 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.config import DEFAULT_OUTPUT
+from pipelines.commands.args import add_results_arguments
 
 EPILOG = """examples:
   lee sql > views.sql && duckdb -init views.sql
   lee sql --results s3://bucket/lee --models all > views.sql
   lee sql -r results --catalog my-models.yaml > views.sql"""
-
-
-def add_results_arguments(p: argparse.ArgumentParser) -> None:
-    """``--results``, ``--models`` and ``--catalog`` (shared with ``lee query``)."""
-    p.add_argument("-r", "--results", default=DEFAULT_OUTPUT, metavar="URI",
-                   help=f"results root, any fsspec URI (default {DEFAULT_OUTPUT}, where `lee eval` writes)")
-    p.add_argument("--models", choices=("results", "all"), default="results",
-                   help="rows of the `models` metadata table: the models in the results (default) or the "
-                        "whole catalog")
-    p.add_argument("--catalog", action="append", default=[], metavar="FILE",
-                   help="catalog file with the metadata (family, top-1, params ...) of models the built-in "
-                        "catalogs do not know (repeatable)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

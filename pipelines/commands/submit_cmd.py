@@ -29,7 +29,9 @@ import time
 from pathlib import Path
 
 from pipelines import env
-from pipelines.cli import UsageError
+from pipelines.cluster import describe_error, job_client
+from pipelines.commands import eval_cmd
+from pipelines.errors import UsageError
 
 DEFAULT_JOB_ADDRESS = "http://127.0.0.1:8265"
 # Never uploaded: version control, virtualenvs, caches, build outputs, results (and the sweep's own
@@ -50,8 +52,6 @@ def _address(args) -> str:
 def _client(address: str):
     import logging
 
-    from pipelines.cluster import job_client
-
     # Ray's packaging and SDK notices (files skipped by .gitignore, websocket closed) are not for lee's users.
     logging.getLogger("ray").setLevel(logging.ERROR)
     return job_client(address)
@@ -60,8 +60,6 @@ def _client(address: str):
 def _job_call(address: str, fn, *args, **kwargs):
     """``fn(*args, **kwargs)`` on the job client; an unknown job id, a lost connection or a refused token
     becomes one :class:`UsageError` line."""
-    from pipelines.cluster import describe_error
-
     try:
         return fn(*args, **kwargs)
     except RuntimeError as exc:  # the job server's answer, e.g. "Job ... does not exist"
@@ -145,17 +143,16 @@ def _eval_argv(rest: list[str]) -> tuple[list[str], str]:
     Returns:
         The flags to forward, and the output root (absolute when local).
     """
-    from pipelines.cli import build_parser
-    from pipelines.commands.eval_cmd import config_from_args
     from pipelines.sweep import resolve_models, validate
 
     rest = [a for a in rest if a != "--"] if rest[:1] == ["--"] else rest
-    parser = build_parser()
+    parser = argparse.ArgumentParser(prog="lee")
+    eval_cmd.register(parser.add_subparsers())
     try:
         ns = parser.parse_args(["eval", *rest])
     except SystemExit:
         raise UsageError(f"bad lee eval flags: {shlex.join(rest)}") from None
-    cfg = config_from_args(ns)
+    cfg = eval_cmd.config_from_args(ns)
     validate(cfg)
     resolve_models(cfg)
     _check_datasets(cfg.datasets)
@@ -208,8 +205,6 @@ def submit(args) -> int:
             if "try again later" in str(exc) and time.time() < deadline:
                 time.sleep(1.0)
                 continue
-            from pipelines.cluster import describe_error
-
             raise UsageError(f"job submission failed: {describe_error(_address(args), exc)}") from None
     print(job_id)
     if args.wait:

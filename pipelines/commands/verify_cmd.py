@@ -29,6 +29,8 @@ import sys
 from dataclasses import dataclass
 
 from pipelines.config import DEFAULT_OUTPUT
+from pipelines.errors import UsageError
+from pipelines.progress import format_table
 
 DAMAGE = ("runs unreadable", "data missing", "data unreadable", "row count")
 NOTES = ("temporary file", "no runs row", "lock")
@@ -56,12 +58,11 @@ def verify_root(uri: str, *, full: bool = False) -> tuple[list[Finding], int]:
         full: Read every row of every file, not only its Parquet footer.
 
     Raises:
-        pipelines.cli.UsageError: The root cannot be opened or has no ``runs/``.
+        pipelines.errors.UsageError: The root cannot be opened or has no ``runs/``.
     """
     import pyarrow.parquet as pq
 
     from pipelines import schema
-    from pipelines.cli import UsageError
     from pipelines.store import Store, StoreError, file_problem
 
     try:
@@ -141,8 +142,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.sweep import format_table
-
     findings, checked = verify_root(args.results, full=args.full)
     damaged = [f for f in findings if f.damage]
     if findings:

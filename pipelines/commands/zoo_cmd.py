@@ -6,6 +6,8 @@ import argparse
 import sys
 import time
 
+from pipelines.errors import UsageError
+
 EPILOG = """examples:
   lee zoo train                              # the small preset (CI, a few minutes) into $LEE_CACHE_DIR/zoo
   lee zoo train --preset full                # the whole grid (under 30 minutes on two CPU cores)
@@ -56,8 +58,8 @@ def register(subparsers) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     import catalog
-    from pipelines.cli import UsageError
-    from pipelines.zoo import preset, train_zoo
+    from pipelines.zoo.grid import preset
+    from pipelines.zoo.train import train_zoo
 
     try:
         configs = preset(args.preset, args.only)
@@ -87,7 +89,6 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_summary(args: argparse.Namespace) -> int:
     import catalog
-    from pipelines.cli import UsageError
     from pipelines.zoo.summary import collect, render_markdown
 
     try:

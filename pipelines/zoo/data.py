@@ -9,8 +9,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+import catalog
 
 __all__ = ["MEAN", "STD", "TaskData", "augment", "load_split", "normalize"]
 
@@ -46,15 +49,12 @@ class TaskData:
 
 def load_split(task: str, split: str, classes: tuple[str, ...] | None = None) -> TaskData:
     """Load a catalog split (``<task>-<split>``) as tensors; ``classes`` default to the split's sorted labels."""
-    import catalog
-
     imset = catalog.load_dataset(f"{task}-{split}")
     if imset.errors:
         raise RuntimeError(f"{task}-{split}: {len(imset.errors)} images cannot be decoded: {imset.errors[:2]}")
     labels = [str(im.label) for im in imset.images]
     classes = classes or tuple(sorted(set(labels)))
     index = {c: i for i, c in enumerate(classes)}
-    import numpy as np
 
     arr = np.stack([im.array for im in imset.images])  # (N, H, W, 3) uint8
     images = torch.from_numpy(arr).permute(0, 3, 1, 2).to(torch.float32).div_(255.0).contiguous()

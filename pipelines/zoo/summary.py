@@ -18,7 +18,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import duckdb
 import numpy as np
+
+from pipelines.store import Store
 
 __all__ = ["collect", "render_markdown"]
 
@@ -31,10 +34,6 @@ def collect(results: str, specs: Sequence[Any], generator: str = "rotate") -> li
     counts, seeds or interpolants), the unit with the most images is used: images are never pooled across
     units.
     """
-    import duckdb
-
-    from pipelines.store import Store
-
     con = duckdb.connect()
     con.register("t", Store(results).read_table("lee"))
     rows = con.execute(

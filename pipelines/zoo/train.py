@@ -23,11 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
 import torch.nn.functional as F
+import yaml
+from safetensors.torch import save_file
 
+import catalog
 from pipelines.zoo.data import MEAN, PADDING, STD, TaskData, augment, load_split, normalize
-from pipelines.zoo.grid import ZooModelConfig
+from pipelines.zoo.grid import PRESETS, ZooModelConfig
+from pipelines.zoo.models import build_zoo_arch
 
 __all__ = ["ZOO_CODE_VERSION", "TrainedModel", "ZooResult", "evaluate", "train_model", "train_zoo"]
 
@@ -59,8 +64,6 @@ def _sha(obj: Any) -> str:
 
 
 def _versions() -> dict[str, str]:
-    import timm
-
     out = {"torch": str(torch.__version__), "timm": str(timm.__version__), "python": platform.python_version()}
     try:
         import e2cnn
@@ -101,8 +104,6 @@ def _lr_at(step: int, total: int, warmup: int, peak: float) -> float:
 
 
 def _save_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
-    from safetensors.torch import save_file
-
     # e2cnn shares basis buffers between layers: store independent contiguous copies.
     flat = {k: v.detach().to("cpu").clone().contiguous() for k, v in state.items()}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".safetensors", dir=path.parent)
@@ -142,8 +143,6 @@ def train_model(
     Returns:
         The trained model (eval mode) and its metrics: train/test/OOD accuracy, train_n, steps, wall_s.
     """
-    from pipelines.zoo.models import build_zoo_arch
-
     t0 = time.perf_counter()
     train = _subset(data["train"], cfg.train_n, cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -237,10 +236,6 @@ def _groups(models: Sequence[TrainedModel]) -> dict[str, list[str]]:
 
 def write_catalog(models: Sequence[TrainedModel], path: Path, *, preset: str | None = None) -> Path:
     """Write (merge into) the zoo catalog file: existing entries of other models are kept if their checkpoint exists."""
-    import yaml
-
-    import catalog
-
     entries: dict[str, dict[str, Any]] = {}
     if path.exists():
         try:
@@ -253,8 +248,6 @@ def write_catalog(models: Sequence[TrainedModel], path: Path, *, preset: str | N
     for m in models:
         entries[m.config.name] = _spec_entry(m.config, m.checkpoint, m.meta)
     # Rebuild the groups over every entry (configs of the kept entries from their metadata).
-    from pipelines.zoo.grid import PRESETS
-
     by_name = {c.name: c for cfgs in PRESETS.values() for c in cfgs}
     known = [TrainedModel(by_name[n], Path(e["checkpoint"]), {}, True) for n, e in entries.items() if n in by_name]
     doc = {
@@ -334,9 +327,7 @@ def train_zoo(
                 continue
             init = None
             if pre is not None:
-                from catalog import read_checkpoint
-
-                init, _ = read_checkpoint(str(pre.checkpoint))
+                init, _ = catalog.read_checkpoint(str(pre.checkpoint))
             model, metrics = train_model(cfg, d, init=init, log=say if verbose else None)
             meta = {
                 **cfg.to_dict(),

@@ -2,7 +2,8 @@
 
 import math
 
-from pipelines.sweep import format_table, pivot_summary
+from pipelines.progress import format_table
+from pipelines.sweep import pivot_summary
 
 
 def _row(model, dataset, generator, lee, se, n=4, weights="random"):

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pipelines.zoo import ZooResult
+from pipelines.zoo.train import ZooResult
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +22,8 @@ def zoo_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def small_zoo(zoo_cache: str) -> ZooResult:
     """The ``small`` preset trained once, into the default zoo folder (so the catalog name ``zoo`` finds it)."""
     import catalog
-    from pipelines.zoo import preset, train_zoo
+    from pipelines.zoo.grid import preset
+    from pipelines.zoo.train import train_zoo
 
     lines: list[str] = []
     result = train_zoo(preset("small"), catalog.zoo_dir(), preset="small", threads=2, log=lines.append)

@@ -20,8 +20,9 @@ import liecore
 from pipelines import zoo
 from pipelines.cli import main
 from pipelines.families import activation_layouts
-from pipelines.zoo import PRESETS, ZooModelConfig, ZooResult, preset, train_model
 from pipelines.zoo.data import augment, load_split
+from pipelines.zoo.grid import PRESETS, ZooModelConfig, preset
+from pipelines.zoo.train import ZooResult, train_model
 
 N_LEE = 200  # test digits per LEE measurement
 # e2cnn 0.2.3 builds its filter bases with uint8 masks, which torch deprecates (harmless)
