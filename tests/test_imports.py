@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
+import fnmatch
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -173,3 +176,132 @@ def test_catalog_builds_a_zoo_model_and_zoo_data_in_a_fresh_process(tmp_path):
     env = {**os.environ, "LEE_CACHE_DIR": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
+# ------------------------------------------------------------------------------------ pipelines' layers
+PIPELINES_LAYERS = (
+    # Top to bottom. A module imports only modules of its own layer or of the layers below it, the import graph
+    # has no cycle, and every module is listed (an exact name wins over a pattern).
+    ("entry", ("pipelines.cli", "pipelines.__main__")),
+    ("commands", ("pipelines.commands", "pipelines.commands.*")),
+    ("sweep/report", ("pipelines.sweep", "pipelines.analysis.report", "pipelines.zoo.train")),
+    ("runner/analysis", ("pipelines.runner", "pipelines.cluster", "pipelines.checks", "pipelines.progress",
+                         "pipelines.analysis", "pipelines.analysis.*", "pipelines.zoo.summary")),
+    ("store/schema/units", ("pipelines", "pipelines.store", "pipelines.schema", "pipelines.units", "pipelines.data",
+                            "pipelines.config", "pipelines.families", "pipelines.env", "pipelines.errors",
+                            "pipelines.zoo", "pipelines.zoo.*")),
+)
+LAZY_IMPORTERS = ("pipelines.cli", "pipelines.__main__", "pipelines.commands.*")
+"""Where an import of another ``pipelines`` module may sit inside a function: the command line, whose modules are
+all imported to build the parser, so that ``lee --help`` and ``lee query`` do not load torch, Ray or the sweep.
+Everywhere else such imports are at the top of the module (none is needed to dodge a cycle)."""
+
+
+def _layer(module: str) -> int | None:
+    for i, (_, names) in enumerate(PIPELINES_LAYERS):
+        if module in names:
+            return i
+    for i, (_, names) in enumerate(PIPELINES_LAYERS):
+        if any("*" in n and fnmatch.fnmatchcase(module, n) for n in names):
+            return i
+    return None
+
+
+def _pipelines_imports(root: pathlib.Path):
+    """``(importer, imported, lineno, inside_a_function)`` of every import of a ``pipelines`` module under
+    ``root`` (the package folder), with the parent packages an import executes (``pipelines.zoo`` for
+    ``pipelines.zoo.models``)."""
+    modules = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        modules[".".join(parts)] = path
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        in_function = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                in_function |= {id(n) for n in ast.walk(node)}
+        is_pkg = path.name == "__init__.py"
+        for node in ast.walk(tree):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = name.split(".")[: len(name.split(".")) - node.level + (1 if is_pkg else 0)]
+                    mod = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    mod = node.module or ""
+                targets = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in modules else mod for a in node.names]
+            for target in targets:
+                if target.split(".")[0] != "pipelines":
+                    continue
+                parts = target.split(".")
+                for k in range(2, len(parts) + 1):  # pipelines.a.b executes pipelines.a first
+                    imported = ".".join(parts[:k])
+                    if imported in modules and not name.startswith(imported + ".") and imported != name:
+                        yield name, imported, node.lineno, id(node) in in_function
+
+
+def _layer_problems(root: pathlib.Path) -> list[str]:
+    problems, edges = [], {}
+    for importer, imported, line, lazy in _pipelines_imports(root):
+        a, b = _layer(importer), _layer(imported)
+        for module, layer in ((importer, a), (imported, b)):
+            if layer is None:
+                problems.append(f"{module} is in no layer of PIPELINES_LAYERS")
+        if a is not None and b is not None and b < a:
+            problems.append(f"{importer}:{line} imports {imported}: up from {PIPELINES_LAYERS[a][0]} to "
+                            f"{PIPELINES_LAYERS[b][0]}")
+        if lazy and not any(fnmatch.fnmatchcase(importer, p) for p in LAZY_IMPORTERS):
+            problems.append(f"{importer}:{line} imports {imported} inside a function")
+        edges.setdefault(importer, set()).add(imported)
+    state: dict[str, int] = {}
+
+    def visit(node, path):  # depth-first search for a cycle
+        state[node] = 1
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                problems.append("import cycle: " + " -> ".join([*path[path.index(nxt):], nxt]))
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [node])
+    return sorted(set(problems))
+
+
+def test_pipelines_modules_import_only_their_layer_and_below():
+    """``commands`` -> ``sweep``/``report`` -> ``runner``/``analysis`` -> ``store``/``schema``/``units``: no
+    import goes up a layer, none forms a cycle, and outside the command line none hides inside a function."""
+    import pipelines
+
+    problems = _layer_problems(pathlib.Path(pipelines.__file__).parent)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_layer_rule_catches_an_upward_import_a_cycle_and_a_lazy_import(tmp_path):
+    """The rule itself, on a copy of the package with three planted faults."""
+    import shutil
+
+    import pipelines
+
+    root = tmp_path / "pipelines"
+    shutil.copytree(pathlib.Path(pipelines.__file__).parent, root, ignore=shutil.ignore_patterns("__pycache__"))
+    assert _layer_problems(root) == []
+    with (root / "store.py").open("a") as f:
+        f.write("\nfrom pipelines.sweep import plan  # planted: up\n")
+    with (root / "schema.py").open("a") as f:
+        f.write("\nfrom pipelines import store  # planted: a cycle with store -> schema\n")
+    with (root / "runner.py").open("a") as f:
+        f.write("\n\ndef planted():\n    from pipelines import store\n\n    return store\n")
+    (root / "newmodule.py").write_text("from pipelines import errors\n")
+    problems = "\n".join(_layer_problems(root))
+    assert "pipelines.store:" in problems and "imports pipelines.sweep: up from store/schema/units" in problems
+    assert "import cycle: " in problems and "pipelines.schema" in problems
+    assert "pipelines.runner:" in problems and "inside a function" in problems
+    assert "pipelines.newmodule is in no layer" in problems
