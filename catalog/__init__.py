@@ -17,7 +17,7 @@ from catalog._build import (
     validate_checkpoint,
     zoo_data_config,
 )
-from catalog._checkpoint import read_checkpoint
+from catalog._checkpoint import checkpoint_sha256, hub_blob_sha256, read_checkpoint
 from catalog._datasets import (
     DatasetItem,
     Image,
@@ -33,7 +33,8 @@ from catalog._datasets import (
     select_items,
 )
 from catalog._decode import DecodeError, decode_image
-from catalog._errors import CatalogError
+from catalog._errors import CatalogError, unknown_name_error
+from catalog._files import read_catalog_file
 from catalog._generate import all_catalog_text, generate_all_catalog, generated_specs
 from catalog._paths import cache_dir, zoo_catalog_path, zoo_dir
 from catalog._registry import (
@@ -49,13 +50,16 @@ from catalog._registry import (
     unknown_model_error,
     zoo_catalog_file,
 )
-from catalog._sample import materialize_sample, write_images_parquet
+from catalog._sample import materialize_sample, sample_regions, write_images_parquet
 from catalog._spec import WEIGHT_POLICIES, WEIGHT_SOURCES, DatasetSpec, ModelSpec
-from catalog._zoo import is_zoo_arch, register_zoo
+from catalog._zoo import ZOO_ARCH_NAMES, ZOO_SPLITS, ZOO_TASKS, is_zoo_arch, register_zoo
 
 __all__ = [
     "WEIGHT_POLICIES",
     "WEIGHT_SOURCES",
+    "ZOO_ARCH_NAMES",
+    "ZOO_SPLITS",
+    "ZOO_TASKS",
     "BUILTIN_CATALOGS",
     "CatalogError",
     "DatasetItem",
@@ -70,12 +74,14 @@ __all__ = [
     "build_model",
     "cache_dir",
     "catalog_groups",
+    "checkpoint_sha256",
     "check_hub",
     "decode_image",
     "fingerprint",
     "get_dataset",
     "get_model",
     "hub_cached_file",
+    "hub_blob_sha256",
     "hub_endpoint",
     "list_catalogs",
     "list_datasets",
@@ -87,14 +93,17 @@ __all__ = [
     "load_datasets",
     "load_models",
     "materialize_sample",
+    "sample_regions",
     "write_images_parquet",
     "names_for",
     "spec_from_entry",
     "unknown_model_error",
+    "unknown_name_error",
     "validate_checkpoint",
     "all_catalog_text",
     "generate_all_catalog",
     "generated_specs",
+    "read_catalog_file",
     "read_checkpoint",
     "resolve_data_config",
     "resolve_uri",

@@ -87,6 +87,17 @@ def split_region(img: np.ndarray, split: str) -> np.ndarray:
     return img[: h // 2] if split == "train" else img[h // 2:]
 
 
+def sample_regions(split: str) -> dict[str, np.ndarray]:
+    """The photos a split of the sample set crops from, each cut to the part that split may use
+    (:func:`split_region`): ``{name: (H, W, 3) uint8}`` over ``NATURAL`` for ``train`` and ``test`` (their halves)
+    and ``OOD`` for ``ood`` (the centres), in that order. Other crops of the same photos (the zoo's patches) keep
+    the sample set's split discipline by cropping from these.
+    """
+    if split not in SAMPLE_SPLITS:
+        raise ValueError(f"unknown sample split {split!r}; splits {SAMPLE_SPLITS}")
+    return {name: split_region(photo(name), split) for name in (NATURAL if split in ("train", "test") else OOD)}
+
+
 def _crops(split: str) -> list[tuple[str, bytes, str]]:
     import numpy as np
     from PIL import Image

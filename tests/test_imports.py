@@ -178,6 +178,25 @@ def test_catalog_builds_a_zoo_model_and_zoo_data_in_a_fresh_process(tmp_path):
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
 
 
+
+def test_pipelines_uses_only_the_public_names_of_liecore_and_catalog():
+    """No ``catalog._x`` or ``liecore._x`` module, no ``_name``: what pipelines needs, the two packages export."""
+    import pipelines
+
+    found = []
+    root = pathlib.Path(pipelines.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            found += [f"{path.relative_to(root)}:{node.lineno} {n}" for n in names
+                      if n.split(".")[0] in ("catalog", "liecore") and any(p.startswith("_") for p in n.split("."))]
+    assert not found, found
+
 # ------------------------------------------------------------------------------------ pipelines' layers
 PIPELINES_LAYERS = (
     # Top to bottom. A module imports only modules of its own layer or of the layers below it, the import graph

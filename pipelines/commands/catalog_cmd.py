@@ -117,7 +117,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _top_keys(path: Path) -> set[str]:
-    from catalog._files import read_catalog_file
+    from catalog import read_catalog_file
 
     try:
         return set(read_catalog_file(path))

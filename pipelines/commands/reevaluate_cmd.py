@@ -203,7 +203,7 @@ def current_weights_sha256(weights: str | None, spec) -> str | None:
     Face cache names the cached file by (cheap: nothing is read or downloaded); None when the weights
     are not cached or the cache does not name the file by its sha256. ``random``: None.
     """
-    from catalog._checkpoint import checkpoint_sha256, hub_blob_sha256
+    from catalog import checkpoint_sha256, hub_blob_sha256
 
     try:
         if weights == "file" and spec.checkpoint:

@@ -13,7 +13,7 @@ builds a zoo spec in any process. The package itself imports only what registeri
 """
 
 import catalog
-from catalog._zoo import ZOO_ARCH_NAMES
+from catalog import ZOO_ARCH_NAMES
 from pipelines.zoo.datasets import materialize_zoo_data
 from pipelines.zoo.grid import ARCHS, PRESETS, RECIPES, ZooModelConfig, preset
 from pipelines.zoo.models import ZOO_ARCHS, build_zoo_arch

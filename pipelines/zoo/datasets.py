@@ -26,8 +26,7 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from catalog import cache_dir, write_images_parquet
-from catalog._zoo import ZOO_SPLITS, ZOO_TASKS
+from catalog import ZOO_SPLITS, ZOO_TASKS, cache_dir, sample_regions, write_images_parquet
 
 if TYPE_CHECKING:
     import numpy as np
@@ -82,12 +81,8 @@ def _patch_rows(split: str) -> list[tuple[str, bytes, str]]:
     import numpy as np
     from PIL import Image
 
-    from catalog._sample import NATURAL, OOD, photo, split_region
-
-    photos = NATURAL if split in ("train", "test") else OOD
     rows = []
-    for p_idx, name in enumerate(photos):
-        region = split_region(photo(name), split)
+    for p_idx, (name, region) in enumerate(sample_regions(split).items()):
         rh, rw = region.shape[:2]
         short = min(rh, rw)
         rng = np.random.default_rng([SEED, 2, ZOO_SPLITS.index(split), p_idx])

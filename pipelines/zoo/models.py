@@ -25,8 +25,7 @@ import copy
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from catalog import CatalogError
-from catalog._errors import unknown_name_error
+from catalog import CatalogError, unknown_name_error
 
 if TYPE_CHECKING:
     from torch import nn
