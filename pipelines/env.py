@@ -8,6 +8,7 @@ import os
 import platform
 import socket
 import subprocess
+import sys
 from importlib import metadata
 
 __all__ = ["git_head", "git_revision", "hardware", "hostname", "node_id", "package_versions"]
@@ -85,8 +86,6 @@ def git_revision() -> str | None:
 
 def node_id() -> str | None:
     """The Ray node id (hex) of this process's node; None outside Ray."""
-    import sys
-
     if "ray" not in sys.modules:
         return None
     import ray

@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image, ImageFilter
 
 from catalog import ZOO_SPLITS, ZOO_TASKS, cache_dir, sample_regions, write_images_parquet
-
-if TYPE_CHECKING:
-    import numpy as np
 
 __all__ = ["ZOO_DATA_VERSION", "ZOO_SPLITS", "ZOO_TASKS", "materialize_zoo_data", "zoo_data_path"]
 
@@ -42,17 +41,13 @@ PATCHES_PER_CLASS = {"train": 100, "test": 50, "ood": 100}
 
 
 def _png(array: np.ndarray) -> bytes:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG", compress_level=6)
     return buf.getvalue()
 
 
 def _digit_rows(split: str) -> list[tuple[str, bytes, str]]:
-    import numpy as np
-    from PIL import Image, ImageFilter
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # scikit-learn only for the digits: it takes a second to import
 
     digits = load_digits()
     images = np.clip(np.rint(digits.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
@@ -78,9 +73,6 @@ def _digit_rows(split: str) -> list[tuple[str, bytes, str]]:
 
 
 def _patch_rows(split: str) -> list[tuple[str, bytes, str]]:
-    import numpy as np
-    from PIL import Image
-
     rows = []
     for p_idx, (name, region) in enumerate(sample_regions(split).items()):
         rh, rw = region.shape[:2]
