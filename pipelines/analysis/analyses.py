@@ -137,6 +137,29 @@ def _df(con: Any, sql: str) -> pd.DataFrame:
     return con.sql(sql).df()
 
 
+# Every query whose rows reach a statistic ends in a total ORDER BY: without one DuckDB returns rows in the
+# order its threads happen to produce them, which changes float sums (means, regressions, correlations) and
+# which rows a seeded bootstrap draws (it draws positions). The keys below are unique per row of each view
+# (the trailing value columns only break ties between rows that would be equal anyway).
+_SUMMARY_KEYS = ("dataset", "generator", "output", "interpolation", "model", "weights", "role")
+"""``lee_summary``: its GROUP BY columns."""
+_LEE_KEYS = ("model", "weights", "dataset", "generator", "output", "interpolation", "unit", "sample_index",
+             "sample_id", "value")
+"""``lee``: a unit's row per image and generator."""
+_LAYERWISE_KEYS = ("model", "weights", "dataset", "generator", "output", "interpolation", "method", "num_probes",
+                   "unit", "sample_index", "sample_id", "kind", "call_index", "layer", "value", "share")
+"""``layerwise``: a unit's row per image, generator and layer call."""
+_PAIR_KEYS = ("dataset", "generator", "output", "interpolation", "metric", "model", "weights", "role", "value_unit",
+              "higher_is_better", "mean_lee", "mean_value")
+"""``metric_pairs``: a ``lee_summary`` row's key and the metric (one ``alt_summary`` row per dataset)."""
+
+
+def _order(keys: Sequence[str], alias: str = "") -> str:
+    """``ORDER BY`` list of ``keys`` (on the columns of table ``alias`` if given), NULLs last."""
+    p = f"{alias}." if alias else ""
+    return ", ".join(f"{p}{k} NULLS LAST" for k in keys)
+
+
 def _join_notes(*notes: str | None) -> str:
     return "; ".join(n for n in notes if n)
 
@@ -230,6 +253,7 @@ def accuracy(
         SELECT model, weights, dataset, generator, output, interpolation, log_mean_lee AS y, {x} AS x, family
         FROM lee_summary
         WHERE {_where(w, dataset, generator)}
+        ORDER BY {_order(_SUMMARY_KEYS)}
     """)
     rows: list[dict[str, Any]] = []
     boot = f"percentile bootstrap over models ({n_boot} resamples, seed {seed})"
@@ -366,6 +390,7 @@ def scale(
                coalesce(m.arch, split_part(s.model, '.', 1)) AS arch
         FROM lee_summary s LEFT JOIN models m USING (model)
         WHERE {_where(w, dataset, generator, "s")}
+        ORDER BY {_order(_SUMMARY_KEYS, "s")}
     """)
     rows: list[dict[str, Any]] = []
     for (ds, gen, out, interp), g in _groups(data, ["dataset", "generator", "output", "interpolation"]):
@@ -376,7 +401,7 @@ def scale(
         for col in ("params_m", "pretrain_images"):
             rows += _trend(g, col, base, level)
         rows += _recipes(g, base, level)
-    model_arch = _df(con, "SELECT model, arch FROM models")
+    model_arch = _df(con, "SELECT model, arch FROM models ORDER BY model")
     chosen = list(pairs) if pairs is not None else anti_alias_pairs(model_arch)
     rows += _anti_alias(con, chosen, _where(w, dataset, generator, "l"), n_boot, seed, level)
     empty = ("no lee results match" if data.empty else
@@ -492,6 +517,7 @@ def _anti_alias(con: Any, pairs: list[tuple[str, str]], filt: str, n_boot: int, 
                m.family
         FROM lee l LEFT JOIN models m USING (model)
         WHERE {in_list('l.model', names)} AND {filt}
+        ORDER BY {_order(_LEE_KEYS, "l")}
     """)
     rows = []
     keys = ["weights", "dataset", "generator", "output", "interpolation"]
@@ -553,6 +579,7 @@ def gap(
         SELECT model, weights, dataset, role, generator, output, interpolation, sample_id, value, m.family
         FROM lee LEFT JOIN models m USING (model)
         WHERE {_where(w, dataset, generator)}
+        ORDER BY {_order(_LEE_KEYS, "lee")}
     """)
     rows: list[dict[str, Any]] = []
     if data.empty:
@@ -690,7 +717,7 @@ def layerwise(
             WHERE family = 'layerwise' AND {w.where()} AND {in_list('dataset', _as_list(dataset))}
                   AND {in_list('item', _as_list(generator))} AND {in_list('method', methods)}
             ORDER BY model""").fetchall()]
-    families = dict(con.execute("SELECT model, family FROM models").fetchall())
+    families = dict(con.execute("SELECT model, family FROM models ORDER BY model").fetchall())
     rows: list[dict[str, Any]] = []
     for start in range(0, len(names), MODELS_PER_QUERY):  # bounded memory; each query reads its models' files
         chunk = names[start : start + MODELS_PER_QUERY]
@@ -699,6 +726,7 @@ def layerwise(
                    layer, call_index, layer_class, layer_type, share, value, share_additive
             FROM layerwise
             WHERE {in_list('model', chunk)} AND {filt} AND kind IN ('layer', 'end_to_end', 'unattributed')
+            ORDER BY {_order(_LAYERWISE_KEYS)}
         """)
         keys = ["model", "weights", "dataset", "generator", "output", "interpolation", "method", "num_probes"]
         for key, g in _groups(data, keys):
@@ -823,6 +851,7 @@ def agreement(
                higher_is_better
         FROM metric_pairs
         WHERE {_where(w, dataset, generator)} AND {in_list('metric', _as_list(metric))}
+        ORDER BY {_order(_PAIR_KEYS)}
     """)
     rows: list[dict[str, Any]] = []
     keys = ["dataset", "generator", "output", "interpolation", "metric"]

@@ -79,7 +79,9 @@ def test_sweep_writes_documented_schema(done_sweep):
     versions = json.loads(run["package_versions"])
     assert versions["torch"] == torch.__version__ and versions["pipelines"] and versions["catalog"]
     assert run["dataset_fingerprint"] and run["hardware"].startswith("cpu") and run["wall_s"] > 0
-    assert run["attempt"] == 1 and run["schema_version"] == schema.SCHEMA_VERSION
+    # attempt counts every start: 1, or more when Ray restarted the actor (its memory monitor, under load) and the
+    # unit was retried; the row stored is the unit's last attempt, and it is done
+    assert run["status"] == "done" and run["attempt"] >= 1 and run["schema_version"] == schema.SCHEMA_VERSION
     assert json.loads(run["data_config_json"])["input_size"] == [3, IMG, IMG]
     import ray
 
