@@ -5,6 +5,7 @@ timm (and torch) are imported here lazily, inside the functions, never when ``ca
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -67,20 +68,35 @@ class LoadedModel:
     key_mapping: dict[str, Any] | None = None
     fallback: str | None = None
     """Why ``auto`` fell back to random init (hub offline or unreachable, weights not cached); else None."""
+    _margin_transforms: dict[int, Callable[[Any], torch.Tensor]] = field(default_factory=dict, repr=False,
+                                                                          compare=False)
 
-    def preprocess(self, images: Sequence[np.ndarray | PILImage.Image]) -> torch.Tensor:
+    def preprocess(self, images: Sequence[np.ndarray | PILImage.Image], *, margin: int = 0) -> torch.Tensor:
         """Apply timm's eval transform (resize, centre crop, to tensor, normalize) to each image.
 
         Args:
             images: ``(H, W, 3)`` uint8 RGB arrays or PIL images.
+            margin: Pixels per axis to keep around the model's input: the centre crop is ``H + margin`` by
+                ``W + margin`` at the eval transform's scale (:func:`margin_data_config`), so windows of the
+                model's input size can be cut from it at ``margin`` offsets (Zhang 2019's shift consistency:
+                224-pixel windows of a 256-pixel crop).
 
         Returns:
-            ``(B, 3, H', W')`` float32 batch, on the CPU.
+            ``(B, 3, H' + margin, W' + margin)`` float32 batch, on the CPU.
         """
         import numpy as np
+        import timm.data
         import torch
         from PIL import Image
 
+        if margin < 0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
+        transform = self.transform
+        if margin:
+            if margin not in self._margin_transforms:
+                config = margin_data_config(self.data_config, margin)
+                self._margin_transforms[margin] = timm.data.create_transform(**config, is_training=False)
+            transform = self._margin_transforms[margin]
         out = []
         for i, img in enumerate(images):
             if isinstance(img, np.ndarray):
@@ -91,7 +107,7 @@ class LoadedModel:
                 img = Image.fromarray(img, mode="RGB")
             elif img.mode != "RGB":
                 img = img.convert("RGB")
-            out.append(self.transform(img))
+            out.append(transform(img))
         return torch.stack(out).to(torch.float32)
 
     def provenance(self) -> dict[str, Any]:
@@ -301,6 +317,24 @@ def _overlay(spec: ModelSpec) -> dict[str, Any]:
         if getattr(spec, key) is not None:
             overlay[key] = getattr(spec, key)
     return overlay
+
+
+def margin_data_config(data_config: dict[str, Any], margin: int) -> dict[str, Any]:
+    """The eval data config whose centre crop is ``margin`` pixels larger per axis, at the same scale.
+
+    timm's eval transform resizes the shorter side to ``S = floor(H / crop_pct)`` and crops ``H``; this one crops
+    ``H + margin`` from the same resize (``crop_pct = (H + margin) / (S + 1/2)``, so that timm's ``floor`` gives
+    ``S`` back), and the centre ``H`` of it is exactly the eval transform's input when ``margin`` is a multiple of
+    4. When the resize leaves less than ``margin`` around the crop (``H + margin > S``), the image is resized to
+    ``H + margin`` (``crop_pct = 1``): a scale ``(H + margin) / S`` larger. For a non-square input the scale is
+    set by its height.
+    """
+    _, h, w = data_config["input_size"]
+    crop_pct = data_config.get("crop_pct") or 0.875  # timm's DEFAULT_CROP_PCT
+    scale = math.floor(h / crop_pct)
+    enlarged = h + margin
+    return {**data_config, "input_size": (3, enlarged, w + margin),
+            "crop_pct": enlarged / (scale + 0.5) if enlarged <= scale else 1.0}
 
 
 def resolve_data_config(spec: ModelSpec | str) -> dict[str, Any]:

@@ -29,16 +29,29 @@ __all__ = ["FAMILY_IMPLS", "Family", "available_alt_metrics", "family_version", 
 
 Columns = dict[str, list[Any] | np.ndarray]
 
-ALT_METRIC_REVISIONS: dict[str, str] = {name: "1" for name in METRICS}
+ALT_METRIC_REVISIONS: dict[str, str] = {name: "1" for name in METRICS} | {"shift_consistency": "2"}
 """Each alternative metric's revision, part of the ``alt`` units' keys (``eq_t=1,...``): bump one metric's
-revision when its values change for the same inputs, so ``lee reevaluate`` redoes only the units that ran it."""
+revision when its values change for the same inputs, so ``lee reevaluate`` redoes only the units that ran it.
+shift_consistency 2: its windows have the model's input size, cut from a crop :data:`SHIFT_MARGIN` larger (1: windows
+``SHIFT_MARGIN`` smaller than the input, which models of a fixed input size refused)."""
+
+SHIFT_MARGIN = 32
+"""Zhang (2019)'s shift consistency: two windows of the model's input size at offsets ``0 .. 31`` per axis, cut from
+the eval crop enlarged by 32 pixels (224-pixel windows of a 256-pixel crop), so every model sees inputs of the size
+it was built for."""
 
 
 @dataclass(frozen=True)
 class Family:
+    """A metric family: the table it fills and ``compute(model, x, *, config, mean, std, seed, first_index)``
+    over one batch. ``margin(config)``: pixels per axis its images need beyond the model's input; when it is
+    positive the runner also passes ``x_margin``, the same images cropped that much larger
+    (``LoadedModel.preprocess(margin=...)``)."""
+
     name: str
     table: str
     compute: Callable[..., Columns]
+    margin: Callable[[dict[str, Any]], int] = lambda config: 0
 
 
 def family_version(name: str, config: dict[str, Any] | None = None) -> str:
@@ -114,8 +127,17 @@ def compute_lee(model, x: torch.Tensor, *, config: dict[str, Any], mean, std, se
     }
 
 
-def compute_alt(model, x: torch.Tensor, *, config: dict[str, Any], mean, std, seed: int, first_index: int = 0) -> Columns:
-    """``alt`` rows for one batch: one per (image, metric); each image draws from its own generator."""
+def alt_margin(config: dict[str, Any]) -> int:
+    """The margin ``alt`` images need: :data:`SHIFT_MARGIN` when shift consistency is among the metrics."""
+    return SHIFT_MARGIN if "shift_consistency" in config["metrics"] else 0
+
+
+def compute_alt(model, x: torch.Tensor, *, config: dict[str, Any], mean, std, seed: int, first_index: int = 0,
+                x_margin: torch.Tensor | None = None) -> Columns:
+    """``alt`` rows for one batch: one per (image, metric); each image draws from its own generator.
+
+    ``x_margin`` (:func:`alt_margin`): the images cropped :data:`SHIFT_MARGIN` larger, for shift consistency.
+    """
     cols: dict[str, list] = {k: [] for k in ("sample_pos", "metric", "value", "value_unit", "higher_is_better", "seed")}
     offered = {
         "mean": mean,
@@ -129,7 +151,12 @@ def compute_alt(model, x: torch.Tensor, *, config: dict[str, Any], mean, std, se
         kwargs = _kwargs_for(fn, offered)
         if "rng" in inspect.signature(fn).parameters:
             kwargs["rng"] = image_rngs(seed, first_index, x.shape[0])
-        res = fn(model, x, **kwargs)
+        if name == "shift_consistency":
+            if x_margin is None:
+                raise ValueError(f"shift_consistency needs x_margin, the images cropped {SHIFT_MARGIN} pixels larger")
+            res = fn(model, x_margin, **kwargs, max_shift=SHIFT_MARGIN)
+        else:
+            res = fn(model, x, **kwargs)
         vals = _np(res.values).reshape(-1)
         n = len(vals)
         cols["sample_pos"].extend(range(n))
@@ -215,6 +242,6 @@ def compute_layerwise(
 
 FAMILY_IMPLS: dict[str, Family] = {
     "lee": Family("lee", "lee", compute_lee),
-    "alt": Family("alt", "alt", compute_alt),
+    "alt": Family("alt", "alt", compute_alt, margin=alt_margin),
     "layerwise": Family("layerwise", "layerwise", compute_layerwise),
 }

@@ -227,8 +227,11 @@ class UnitRunner:
                 shard = resolve_shard(shard)
                 tc = time.perf_counter()
                 x = loaded.preprocess(list(shard["images"])).to(self.device)
+                margin = impl.margin(unit.config)
+                x_margin = loaded.preprocess(list(shard["images"]), margin=margin).to(self.device) if margin else None
                 offset = len(ids)
-                cols, bs = _compute_with_oom_retry(impl.compute, loaded.model, x, unit, mean, std, bs, offset)
+                cols, bs = _compute_with_oom_retry(impl.compute, loaded.model, x, unit, mean, std, bs, offset,
+                                                   x_margin=x_margin)
                 compute_s += time.perf_counter() - tc
                 cols["sample_pos"] = np.asarray(cols["sample_pos"]) + offset
                 parts.append(cols)
@@ -289,8 +292,10 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
     return {k: row.get(k) for k in keep}
 
 
-def _compute_with_oom_retry(compute, model, x, unit, mean, std, bs, first_index: int = 0):
+def _compute_with_oom_retry(compute, model, x, unit, mean, std, bs, first_index: int = 0, *, x_margin=None):
     """Run ``compute`` over ``x`` in chunks of ``bs`` images, halving ``bs`` on out-of-memory.
+
+    ``x_margin`` (the same images cropped larger, for families with a margin) is chunked alike and passed on.
 
     ``first_index`` is the position of ``x[0]`` in the evaluated dataset; each chunk is told its own
     (``first_index``), from which the families seed each image's random draws, so chunking changes
@@ -300,10 +305,11 @@ def _compute_with_oom_retry(compute, model, x, unit, mean, std, bs, first_index:
     start = 0
     while start < x.shape[0]:
         chunk = x[start : start + bs]
+        extra = {} if x_margin is None else {"x_margin": x_margin[start : start + bs]}
         try:
             torch.manual_seed(unit.seed)  # anything drawing from torch's global RNG sees the same state
             cols = compute(model, chunk, config=unit.config, mean=mean, std=std, seed=unit.seed,
-                           first_index=first_index + start)
+                           first_index=first_index + start, **extra)
         except Exception as exc:
             if is_oom(exc) and bs > 1:
                 bs = max(1, bs // 2)

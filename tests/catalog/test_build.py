@@ -337,3 +337,25 @@ def test_check_hub_times_out_quickly(monkeypatch: pytest.MonkeyPatch) -> None:
         elapsed = time.perf_counter() - t0
     assert not status.online and "no answer within 0.5s" in status.reason, status
     assert elapsed < 3
+
+
+@pytest.mark.parametrize("crop_pct", [0.875, 0.5, 0.95])
+def test_preprocess_with_a_margin_enlarges_the_eval_crop_at_its_scale(crop_pct: float) -> None:
+    """Where the eval resize leaves room, the centre of the enlarged crop is exactly the eval input; where it
+    does not (crop_pct 0.95 at 160 px: 168 < 192), the image is resized to the enlarged crop."""
+    import dataclasses
+
+    import numpy as np
+
+    spec = dataclasses.replace(catalog.get_model("test_resnet.r160_in1k"), img_size=160, crop_pct=crop_pct)
+    loaded = catalog.build_model(spec, weights="random")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (300, 400, 3), dtype=np.uint8), rng.integers(0, 256, (257, 256, 3), dtype=np.uint8)]
+    x, x_margin = loaded.preprocess(images), loaded.preprocess(images, margin=32)
+    assert x.shape == (2, 3, 160, 160) and x_margin.shape == (2, 3, 192, 192)
+    room = math.floor(160 / crop_pct) >= 192
+    assert torch.equal(x_margin[..., 16:176, 16:176], x) is room
+    config = catalog.margin_data_config(loaded.data_config, 32)
+    assert config["input_size"] == (3, 192, 192) and (config["crop_pct"] == 1.0) is not room
+    with pytest.raises(ValueError, match="margin"):
+        loaded.preprocess(images, margin=-1)
