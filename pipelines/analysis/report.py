@@ -155,7 +155,7 @@ def _lee_rows(con, where: str) -> pd.DataFrame:
         SELECT s.model, s.dataset, s.role, s.generator, s.weights, s.n, s.mean_lee, s.se_lee,
                coalesce(s.family, 'unknown') AS family, s.params_m, s.top1, s.pretrain_data, s.pretrain_images,
                s.recipe, coalesce(s.anti_aliased, false) AS anti_aliased, coalesce(s.arch, s.model) AS arch
-        FROM lee_summary s WHERE {where} ORDER BY s.model, s.generator""")
+        FROM lee_summary s WHERE {where} ORDER BY s.model, s.generator, s.dataset, s.weights, s.role""")
 
 
 def _one_method(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -457,7 +457,7 @@ class _Builder:
         d.alt = _df(self.con, f"""SELECT model, dataset, role, metric, weights, value_unit, higher_is_better, n,
                                          mean_value, se_value, coalesce(family, 'unknown') AS family, params_m, top1
                                   FROM alt_summary WHERE {alt_where} AND dataset = {quote(d.alt_ds or '')}
-                                  ORDER BY metric, model""")
+                                  ORDER BY metric, model, weights, role""")
         d.alt_missing = None if not d.alt.empty else self.no_rows_hint("alt")
 
         lw_where = sel.where()
@@ -469,12 +469,13 @@ class _Builder:
                                        coalesce(m.family, 'unknown') AS family
                                 FROM layerwise_cumulative c LEFT JOIN models m USING (model)
                                 WHERE {lw_where} AND c.dataset = {quote(d.lw_ds or '')}
-                                ORDER BY c.model, c.generator, c.depth""")
+                                ORDER BY c.model, c.generator, c.depth, c.weights, c.method, c.num_probes,
+                                         c.call_index, c.layer""")
         d.cum, d.cum_method = _one_method(cum)
         shares = _df(self.con, f"""SELECT model, dataset, generator, weights, method, num_probes, layer_type,
                                           share_fraction, n, coalesce(family, 'unknown') AS family
                                    FROM layer_type_shares WHERE {lw_where} AND dataset = {quote(d.lw_ds or '')}
-                                   ORDER BY model, generator, layer_type""")
+                                   ORDER BY model, generator, layer_type, weights, method, num_probes""")
         d.shares, d.shares_method = _one_method(shares)
 
         lee = d.lee
@@ -517,7 +518,8 @@ class _Builder:
         summary = _df(self.con, f"""
             SELECT model, coalesce(family, 'unknown') AS family, weights, dataset, role, generator, output,
                    interpolation, n, mean_lee, se_lee, params_m, top1
-            FROM lee_summary WHERE {sel.where()} ORDER BY dataset, generator, mean_lee""")
+            FROM lee_summary WHERE {sel.where()}
+            ORDER BY dataset, generator, mean_lee, model, weights, role, output, interpolation""")
         self._table("lee_summary", "LEE per model, dataset and generator",
                     "Mean LEE over images, its standard error and n (images); catalog parameters and top-1 "
                     f"({sel.config_label()}).",
@@ -570,10 +572,10 @@ class _Builder:
                    string_agg(DISTINCT r.family, ', ' ORDER BY r.family) AS families,
                    string_agg(DISTINCT r.weights, ', ' ORDER BY r.weights) AS weights,
                    min(r.started_at) AS started, max(r.finished_at) AS finished,
-                   string_agg(DISTINCT coalesce(r.git_rev, '-'), ', ') AS git_rev,
-                   string_agg(DISTINCT r.hardware, ', ') AS hardware
+                   string_agg(DISTINCT coalesce(r.git_rev, '-'), ', ' ORDER BY coalesce(r.git_rev, '-')) AS git_rev,
+                   string_agg(DISTINCT r.hardware, ', ' ORDER BY r.hardware) AS hardware
             FROM runs r WHERE r.status = 'done' AND r.unit IN (SELECT unit FROM done_units WHERE {where})
-            GROUP BY r.sweep_id ORDER BY started""")
+            GROUP BY r.sweep_id ORDER BY started, r.sweep_id""")
         versions: dict[str, set[str]] = {}
         rows = self.con.sql(f"""SELECT DISTINCT package_versions FROM runs WHERE status = 'done'
                                 AND unit IN (SELECT unit FROM done_units WHERE {where})""").fetchall()
