@@ -138,7 +138,8 @@ def compute_alt(model, x: torch.Tensor, *, config: dict[str, Any], mean, std, se
 
     ``x_margin`` (:func:`alt_margin`): the images cropped :data:`SHIFT_MARGIN` larger, for shift consistency.
     """
-    cols: dict[str, list] = {k: [] for k in ("sample_pos", "metric", "value", "value_unit", "higher_is_better", "seed")}
+    cols: dict[str, list] = {k: [] for k in ("sample_pos", "metric", "value", "value_unit", "higher_is_better", "sse",
+                                             "mask_count", "peak_to_peak", "seed")}
     offered = {
         "mean": mean,
         "std": std,
@@ -164,6 +165,10 @@ def compute_alt(model, x: torch.Tensor, *, config: dict[str, Any], mean, std, se
         cols["value"].extend(vals.tolist())
         cols["value_unit"].extend([res.unit] * n)
         cols["higher_is_better"].extend([res.higher_is_better] * n)
+        pooled = "sse" in res.extras and "count" in res.extras  # the EQ metrics: StyleGAN3 pools these over images
+        cols["sse"].extend(_np(res.extras["sse"]).reshape(-1).tolist() if pooled else [None] * n)
+        cols["mask_count"].extend(_np(res.extras["count"]).reshape(-1).tolist() if pooled else [None] * n)
+        cols["peak_to_peak"].extend([float(res.params["peak_to_peak"]) if pooled else None] * n)
         cols["seed"].extend([seed] * n)
     return cols
 

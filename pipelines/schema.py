@@ -49,7 +49,7 @@ __all__ = [
     "runs_path",
 ]
 
-SCHEMA_VERSION = "4"
+SCHEMA_VERSION = "5"
 """Bumped whenever a column is added, removed or changes meaning (stored in ``runs``)."""
 
 
@@ -168,6 +168,9 @@ ALT = Table(
         Column("value", pa.float64(), "see `value_unit`", "the metric's value for this image"),
         Column("value_unit", pa.string(), "-", "unit of `value`, as declared by the metric"),
         Column("higher_is_better", pa.bool_(), "-", "the metric's declared direction"),
+        Column("sse", pa.float64(), "(output unit)^2", "EQ metrics (`eq_t`, `eq_t_frac`, `eq_r`): this image's squared error summed over the valid elements and the draws; null for the other metrics (and in units written before schema 5)", nullable=True),
+        Column("mask_count", pa.float64(), "-", "EQ metrics: this image's valid elements (StyleGAN3's mask) summed over the draws; `alt_summary.pooled_value` is StyleGAN3's PSNR of `sum(sse) / sum(mask_count)`; null for the other metrics", nullable=True),
+        Column("peak_to_peak", pa.float64(), "output unit", "EQ metrics: the value range their PSNR assumes (liecore's default 2); null for the other metrics", nullable=True),
         Column("seed", pa.int64(), "-", "seed of the unit; the image's random draws (group elements, shifts) come from a generator seeded with (seed, `sample_index`), so values do not depend on the batch"),
     ),
     ("model", "dataset", "unit"),

@@ -39,7 +39,13 @@ WITH s AS (
         count(*) AS n,
         count(DISTINCT unit) AS n_units,
         avg(value) AS mean_value,
-        stddev_samp(value) / sqrt(count(*)) AS se_value
+        stddev_samp(value) / sqrt(count(*)) AS se_value,
+        -- StyleGAN3's statistic for the EQ metrics: the PSNR of the squared error pooled over every image and draw
+        -- (total SSE over total mask count), not the mean of per-image PSNRs; NULL unless every row carries sse.
+        CASE WHEN count(sse) = count(*) AND sum(mask_count) > 0 THEN
+            CASE WHEN sum(sse) = 0 THEN 'inf'::DOUBLE
+                 ELSE 20 * log10(max(peak_to_peak)) - 10 * log10(sum(sse) / sum(mask_count)) END
+        END AS pooled_value
     FROM alt
     GROUP BY ALL
 )
