@@ -108,6 +108,7 @@ _KIND_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("attention", ("Attention", "Attn", "MultiheadAttention")),
     ("squeeze_excitation", ("SqueezeExcite", "SEModule", "SEBlock", "Eca", "GatherExcite", "Cbam", "Excitation")),
     ("mixer_block", ("MixerBlock", "ResBlock", "GatingBlock", "SwinTransformer")),
+    ("normalization_activation", ("NormAct", "EvoNorm")),  # timm's fused norm + activation (BatchNormAct2d ...)
     ("normalization", ("Norm", "Affine")),
     ("downsampling", ("Pool", "Downsample", "BlurPool", "PixelUnshuffle", "Flatten")),
     ("convolution", ("Conv",)),

@@ -61,13 +61,15 @@ def family_version(name: str, config: dict[str, Any] | None = None) -> str:
     # the same unit key, so `lee reevaluate` redoes its units ("metric version changed").
     # alt.2 / layerwise.2: random draws per image from (seed, sample_index) instead of per
     # batch; layerwise.2 also: stochastic shares exact, keyword-input layers recorded.
+    # layerwise.3: layer_kind `normalization_activation` for timm's fused norm + activation layers
+    # (BatchNormAct2d, ...), filed under `normalization` before (the values are unchanged).
     # alt.3: eq_r and eq_t_frac use StyleGAN3's transforms and masks (band-limited rotation at
     # 4x with the rotated-square mask; the fractional-shift mask on whole-pixel shifts).
     if name == "alt":
         names = (config or {}).get("metrics") or sorted(METRICS)
         return base + "/alt.3:" + ",".join(f"{n}={ALT_METRIC_REVISIONS.get(n, '?')}" for n in names)
     if name == "layerwise":
-        return base + "/layerwise.2"
+        return base + "/layerwise.3"
     return base + "/lee"
 
 

@@ -151,7 +151,7 @@ LAYERWISE = Table(
         Column("layer", pa.string(), "-", "qualified module name (`stages.1.blocks.0.conv`); `<end_to_end>` / `<unattributed>` for those rows"),
         Column("layer_class", pa.string(), "-", "module class name (`Conv2d`, `LayerNorm`, ...); empty for non-layer rows"),
         Column("call_index", pa.int32(), "-", "order of the call in the forward pass (0-based; -1 for non-layer rows)"),
-        Column("layer_kind", pa.string(), "-", "coarse layer type (`liecore.layer_kind`: convolution, normalization, activation, attention, patch_embedding, downsampling, linear, mixer_block, ...); `end_to_end` / `unattributed` for those rows"),
+        Column("layer_kind", pa.string(), "-", "coarse layer type (`liecore.layer_kind`: convolution, normalization, normalization_activation (timm's fused `BatchNormAct2d` ...), activation, attention, patch_embedding, downsampling, linear, mixer_block, ...); `end_to_end` / `unattributed` for those rows"),
         Column("value", pa.float64(), "(output unit)^2 / (generator parameter)^2", "`||c_i||^2 / dim(out)`: the layer's contribution c_i = dF_{N:i+1} L_X f_i on the LEE scale; the end-to-end LEE; or `||L F - sum_i c_i||^2 / dim(out)` for the unattributed row"),
         Column("share", pa.float64(), "(output unit)^2 / (generator parameter)^2", "signed additive share `<c_i, L_X F> / dim(out)` (liecore `LayerRecord.share`, `unattributed_share`): per image and generator the layer shares plus the unattributed share sum to the end-to-end value"),
         Column("stderr", pa.float64(), "(output unit)^2 / (generator parameter)^2", "standard error of `value` over probes (stochastic method); null for `exact`", nullable=True),

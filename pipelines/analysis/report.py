@@ -286,7 +286,7 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec(
         "fig4b_layer_type_shares", "Fig. 4b: share of the LEE by layer type",
         "Signed share of the end-to-end LEE by layer type (patch embedding, convolution, normalization, "
-        "activation, downsampling/pooling, attention, MLP, unattributed, ...) per model, on {lw_ds}: "
+        "normalization+activation, activation, downsampling/pooling, attention, MLP, unattributed, ...) per model, on {lw_ds}: "
         "positive shares stack right of 0, negative ones left; the net sum is 1. " + _ONE_DECOMPOSITION,
         "lw_missing",
         lambda b, d: F.layer_type_shares(d.shares, b._layerwise_ctx(d.lw_ds, d.shares, d.shares_method)),

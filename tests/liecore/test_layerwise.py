@@ -288,3 +288,17 @@ def test_layer_recorder_records_injects_and_leaves_no_hooks():
         torch.testing.assert_close(out, model[2](h.clamp_min(0) + 2 * v), rtol=0, atol=0)
         torch.testing.assert_close(model(x.clone()), y, rtol=0, atol=0)  # hooks idle outside record/inject
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_layer_kind_files_timms_fused_norm_activation_layers_apart():
+    """timm's BatchNormAct2d (batch norm then ReLU6 in one module, recorded as one layer) is not plain normalization:
+    its contribution is mostly the nonlinearity's."""
+    import timm.layers
+
+    from liecore import layer_kind
+
+    for cls in (timm.layers.BatchNormAct2d, timm.layers.GroupNormAct, timm.layers.LayerNormAct2d,
+                timm.layers.FrozenBatchNormAct2d, timm.layers.EvoNorm2dS0):
+        assert layer_kind(cls.__name__) == "normalization_activation", cls
+    assert layer_kind("BatchNorm2d") == layer_kind("LayerNorm") == "normalization"
+    assert layer_kind("ReLU6") == "activation"
