@@ -47,13 +47,14 @@ __all__ = [
 ]
 
 LAYER_TYPES: tuple[str, ...] = (
-    "patch embedding", "convolution", "normalization", "activation", "downsampling/pooling", "attention", "MLP",
-    "composite block", "other", "unattributed",
+    "patch embedding", "convolution", "normalization", "normalization+activation", "activation", "downsampling/pooling",
+    "attention", "MLP", "composite block", "other", "unattributed",
 )
 """The layer types of ``lee_layer_type`` (pipelines/sql/03_layerwise.sql), in drawing order."""
 
 _LAYER_COLORS = dict(zip(LAYER_TYPES, (
-    "#8c564b", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#d62728", "#17becf", "#bcbd22", "#c7c7c7", "#444444",
+    "#8c564b", "#1f77b4", "#2ca02c", "#e377c2", "#ff7f0e", "#9467bd", "#d62728", "#17becf", "#bcbd22", "#c7c7c7",
+    "#444444",
 ), strict=True))
 _PALETTE = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",

@@ -196,6 +196,20 @@ def test_layer_kind_macro_matches_liecore():
     assert got == {n: layer_kind(n) for n in names}
 
 
+
+def test_every_layer_type_of_the_views_has_a_place_in_the_figures():
+    """``lee_layer_type`` of every liecore layer kind is one of ``figures.LAYER_TYPES`` (drawing order and colour),
+    and every figure type is reachable."""
+    from liecore._layerwise import _KIND_RULES
+    from pipelines.analysis.figures import LAYER_TYPES
+
+    kinds = [k for k, _ in _KIND_RULES] + ["other", "unattributed"]
+    con = duckdb.connect()
+    con.execute(dict(sql_files())["03_layerwise.sql"].split("-- Visible layerwise rows")[0])
+    types = {con.execute("SELECT lee_layer_type(?)", [k]).fetchall()[0][0] for k in kinds}
+    assert types <= set(LAYER_TYPES), types - set(LAYER_TYPES)
+    assert set(LAYER_TYPES) <= types, set(LAYER_TYPES) - types
+
 def _parquet_scans(con, sql: str) -> tuple[list[dict], int]:
     """The READ_PARQUET operators' extra info of EXPLAIN ANALYZE, and the bytes the query read."""
     plan = json.loads(con.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}").fetchall()[0][-1])
