@@ -164,14 +164,17 @@ def test_failing_model_is_recorded_and_others_complete(ray_session, tmp_path):
     assert runs["broken_resnet"]["status"] == "failed" and runs["broken_resnet"]["error_type"]
     lee = store.read_table("lee").to_pandas()
     assert set(lee.model) == {TINY[0]} and len(lee) == N * len(GENS)
-    # a rerun retries the failed unit only, as its second attempt (the checkpoint repaired)
+    # a rerun retries the failed unit only, as its next attempt (the checkpoint repaired); the done unit is untouched
+    # (attempts are compared with their values before: a task Ray retried after an actor restart counts truly)
+    before = {m: r["attempt"] for m, r in runs.items()}
     torch.save(good, ckpt)
     p = plan(cfg)
     assert [u.model.name for u in p.todo] == ["broken_resnet"]
     (again,) = execute(p).rows
     assert again["status"] == "done"
     runs = {r["model"]: r for r in store.runs().to_pylist()}
-    assert runs["broken_resnet"]["attempt"] == 2 and runs[TINY[0]]["attempt"] == 1
+    assert runs["broken_resnet"]["attempt"] >= before["broken_resnet"] + 1
+    assert runs[TINY[0]]["attempt"] == before[TINY[0]]
 
 
 def test_kill_and_resume_gives_each_unit_exactly_once(ray_session, tmp_path):
