@@ -524,6 +524,19 @@ class _Builder:
                     "Mean LEE over images, its standard error and n (images); catalog parameters and top-1 "
                     f"({sel.config_label()}).",
                     lambda: summary)
+        alt_where = sel.where(generators=False, any_interpolation=True)  # alt units have no interpolation
+        alt = _df(self.con, f"""
+            SELECT model, coalesce(family, 'unknown') AS family, weights, dataset, role, metric, value_unit,
+                   higher_is_better, n, mean_value, se_value, pooled_value, top1
+            FROM alt_summary WHERE {alt_where}
+            ORDER BY dataset, metric, model, weights, role, output""")
+        if not alt.empty:
+            self._table("alt_summary", "Alternative metrics per model, dataset and metric",
+                        "Mean over images, its standard error and n; for EQ-T, EQ-T_frac and EQ-R also pooled_value, "
+                        "StyleGAN3's statistic (the PSNR of the squared error pooled over every image and draw, the "
+                        "figure its paper publishes; NULL for units written before schema 5) "
+                        f"({sel.config_label(alt=True)}).",
+                        lambda: alt)
         for name, fn in ANALYSES.items():
             self._table(name, f"Analysis: {name}", _first_paragraph(fn.__doc__ or ""),
                         lambda fn=fn: self._run_analysis(fn))

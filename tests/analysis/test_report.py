@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 TINY = ["test_resnet.r160_in1k", "test_vit.r160_in1k"]
 PAIR = ["resnetblur50.bt_in1k", "resnet50.a1_in1k"]
 GENS = ["translate_x", "rotate"]
-ALT = ["circular_shift_consistency", "eq_t", "sampled_equivariance_error"]  # crop shifts need > 32 px
+ALT = ["circular_shift_consistency", "eq_t", "sampled_equivariance_error", "shift_consistency"]
 FIGURES = [
     "fig1_lee_vs_top1", "fig4a_layerwise_cumulative", "fig4b_layer_type_shares", "fig5a_generators_vs_top1",
     "fig5b_alt_metrics_vs_top1", "fig6a_antialiasing", "fig6b_scale_within_family", "fig6c_pretraining_data",
@@ -147,6 +147,10 @@ def test_index_html_references_every_figure_and_table(report, sweep_root):
         assert needle in text, needle
     for name in ANALYSES:
         assert (report / "tables" / f"{name}.csv").stat().st_size > 100, name
+    alt = pd.read_csv(report / "tables" / "alt_summary.csv")  # with StyleGAN3's pooled EQ statistic
+    assert "table-alt_summary" in page.ids and set(alt["metric"]) == set(ALT)
+    eq = alt["metric"].str.startswith("eq_")
+    assert alt.loc[eq, "pooled_value"].notna().all() and alt.loc[~eq, "pooled_value"].isna().all()
 
 
 def _chromium() -> str | None:
