@@ -68,8 +68,9 @@ class LoadedModel:
     key_mapping: dict[str, Any] | None = None
     fallback: str | None = None
     """Why ``auto`` fell back to random init (hub offline or unreachable, weights not cached); else None."""
-    _margin_transforms: dict[int, Callable[[Any], torch.Tensor]] = field(default_factory=dict, repr=False,
-                                                                          compare=False)
+    _margin_transforms: dict[int, Callable[[Any], torch.Tensor]] = field(default_factory=dict, init=False,
+                                                                          repr=False, compare=False)
+    """The eval transforms of :meth:`preprocess` with a margin, built once per margin."""
 
     def preprocess(self, images: Sequence[np.ndarray | PILImage.Image], *, margin: int = 0) -> torch.Tensor:
         """Apply timm's eval transform (resize, centre crop, to tensor, normalize) to each image.
