@@ -28,20 +28,37 @@ from typing import TYPE_CHECKING, Any
 from catalog import CatalogError, unknown_name_error
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 __all__ = ["ZOO_ARCHS", "build_zoo_arch"]
 
 
+class _AvgPoolHead:
+    """What the zoo's CNNs share after their features: spatial average, then the linear ``head`` (timm's
+    ``forward_head`` / ``forward`` / ``reset_classifier``). Mixed in before ``nn.Module``."""
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x.mean((2, 3)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, n: int) -> None:
+        from torch import nn
+
+        self.num_classes = n
+        self.head = nn.Linear(self.head.in_features, n)
+
+
 def _cnn(num_classes: int, in_chans: int = 3, width: int = 32, **kwargs: Any) -> nn.Module:
-    import torch
     from torch import nn
 
     if kwargs:
         raise TypeError(f"zoo_cnn got unknown kwargs {sorted(kwargs)}")
     w = (width, 2 * width, 4 * width)
 
-    class ZooCNN(nn.Module):
+    class ZooCNN(_AvgPoolHead, nn.Module):
         """Plain CNN: [conv5-bn-relu-pool2] [conv3-bn-relu-pool2] [conv3-bn-relu] avgpool linear."""
 
         def __init__(self) -> None:
@@ -59,21 +76,10 @@ def _cnn(num_classes: int, in_chans: int = 3, width: int = 32, **kwargs: Any) ->
         def forward_features(self, x: torch.Tensor) -> torch.Tensor:
             return self.features(x)
 
-        def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-            return self.head(x.mean((2, 3)))
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.forward_head(self.forward_features(x))
-
-        def reset_classifier(self, n: int) -> None:
-            self.num_classes = n
-            self.head = nn.Linear(w[2], n)
-
     return ZooCNN()
 
 
 def _e2cnn_c8(num_classes: int, in_chans: int = 3, width: int = 32, **kwargs: Any) -> nn.Module:
-    import torch
     from e2cnn import gspaces
     from e2cnn import nn as enn
     from torch import nn
@@ -88,7 +94,7 @@ def _e2cnn_c8(num_classes: int, in_chans: int = 3, width: int = 32, **kwargs: An
     # Same channel counts as zoo_cnn of the same width: width // 8 regular fields of 8 channels each.
     f = [enn.FieldType(space, (c // order) * [space.regular_repr]) for c in (width, 2 * width, 4 * width)]
 
-    class ZooE2CNN(nn.Module):
+    class ZooE2CNN(_AvgPoolHead, nn.Module):
         """C8-steerable CNN with zoo_cnn's layout; group pooling then spatial average: C4-invariant logits."""
 
         def __init__(self) -> None:
@@ -110,16 +116,6 @@ def _e2cnn_c8(num_classes: int, in_chans: int = 3, width: int = 32, **kwargs: An
             y = self.features(enn.GeometricTensor(x, self.in_type)).tensor
             b, c, h, w = y.shape
             return y.view(b, c // order, order, h, w).amax(2)
-
-        def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-            return self.head(x.mean((2, 3)))
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.forward_head(self.forward_features(x))
-
-        def reset_classifier(self, n: int) -> None:
-            self.num_classes = n
-            self.head = nn.Linear(len(f[2]), n)
 
     # e2cnn caches basis-expansion modules globally and shares them between the layers of every model it
     # builds, so ``.double()`` on one model would change the dtype inside all later ones: own a private copy.
