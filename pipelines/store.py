@@ -86,8 +86,15 @@ class Store:
         return self.protocol in objectstore.BUCKET_PROTOCOLS
 
     def missing_bucket(self) -> str | None:
-        """The root's bucket when it does not exist (None when it does, or the root has no bucket)."""
-        return objectstore.missing_bucket(self.fs, self.path) if self.bucketed else None
+        """Why the root's bucket cannot hold it: it does not exist (None when it does, or the root has no bucket).
+
+        lee never creates a bucket: a mistyped name is an error naming it.
+        """
+        bucket = objectstore.missing_bucket(self.fs, self.path) if self.bucketed else None
+        if bucket is None:
+            return None
+        return (f"root {self.uri!r}: bucket {bucket!r} does not exist (lee never creates buckets: create it, or check "
+                "its name and the endpoint, AWS_ENDPOINT_URL)")
 
     # ---- checks ----------------------------------------------------------------------------------
     def check_writable(self) -> None:
@@ -97,9 +104,8 @@ class Store:
         """
         probe = f"{self.path}/_probe-{uuid.uuid4().hex}"
         try:
-            if (bucket := self.missing_bucket()) is not None:
-                raise StoreError(f"output root {self.uri!r}: bucket {bucket!r} does not exist (lee never creates "
-                                 "buckets: create it first, or check the name and the endpoint, AWS_ENDPOINT_URL)")
+            if (problem := self.missing_bucket()) is not None:
+                raise StoreError(f"output {problem}")
             self._makedirs(self.path)
             with self.fs.open(probe, "wb") as fh:
                 fh.write(b"ok")

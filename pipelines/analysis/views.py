@@ -164,9 +164,8 @@ class ResultsRoot:
             self.prefix = f"{protocol}://{self.store.path.lstrip('/')}"
             self.register = fs
         try:
-            if (bucket := self.store.missing_bucket()) is not None:
-                raise UsageError(f"results root {uri!r}: bucket {bucket!r} does not exist (check the name and the "
-                                 "endpoint, AWS_ENDPOINT_URL)")
+            if (problem := self.store.missing_bucket()) is not None:
+                raise UsageError(f"results {problem}")
             exists = fs.exists(self.store.path) and fs.exists(f"{self.store.path}/runs")
         except UsageError:
             raise

@@ -156,16 +156,17 @@ def test_query_sql_report_reevaluate_and_zoo_summary_agree(sweeps, capsys, tmp_p
         assert main(["report", "-r", r, "--weights", "random", "--out", str(tmp_path / name), "--n-boot", "50"]) == 0
         reports[name] = {p.name: p.read_text() for p in sorted((tmp_path / name / "tables").glob("*.csv"))}
     assert reports["s3"] and reports["s3"] == reports["local"]
-    # reevaluate (a plan against the runs table) and the zoo summary read the bucket alike
-    for argv in (["reevaluate", "-m", sweeps["inputs"]["{}_models"], "-d", sweeps["inputs"]["{}_datasets"], "-n",
-                  str(N_IMAGES), "--img-size", "32", "-g", GENS, "--dry-run", "-o"],
-                 ["zoo", "summary", "-m", sweeps["inputs"]["{}_models"], "-o"]):
-        texts = []
-        for r, where in ((local, "local"), (remote, "s3")):
-            full = [a.replace("{}", where) if isinstance(a, str) else a for a in argv]
-            full = [sweeps["inputs"][a] if a in sweeps["inputs"] else a for a in full]
-            texts.append(_out(capsys, [*full, r]).replace(r, "ROOT"))
-        assert texts[0] == texts[1]
+    # reevaluate (a plan against the runs table: nothing to do) and the zoo summary read the bucket alike
+    texts: dict[str, list[str]] = {}
+    for where, r in (("local", local), ("s3", remote)):
+        models, datasets = sweeps["inputs"][f"{where}_models"], sweeps["inputs"][f"{where}_datasets"]
+        plan = _out(capsys, ["reevaluate", "-m", models, "-d", datasets, "-n", str(N_IMAGES), "--img-size", "32",
+                             "-g", GENS, "--dry-run", "-o", r])
+        summary = _out(capsys, ["zoo", "summary", "-m", models, "-o", r])
+        texts[where] = [t.replace(r, "ROOT").replace(models, "MODELS").replace(datasets, "DATASETS")
+                        for t in (plan, summary)]
+    print(texts["s3"])
+    assert texts["s3"] == texts["local"]
 
 
 def test_query_reads_only_the_root_of_the_bucket(sweeps, capsys):
@@ -239,3 +240,68 @@ def test_kill_9_mid_sweep_on_s3_then_rerun_gives_each_unit_once(sweeps):
     assert not t.duplicated(["unit", "sample_id", "generator"]).any()
     assert sorted(t.groupby("model").size().items()) == [(m, N_IMAGES * 2) for m in sorted(models)]
     assert verify_root(root)[0] == []
+
+
+# ------------------------------------------------------------------------------------------- leases
+_HOLDER = """
+import sys, time
+from pipelines.store import Store
+with Store(sys.argv[1]).unit_lock("u1"):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+print("released", flush=True)
+"""
+
+
+def _holder(root: str, hold_s: float) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, root, str(hold_s)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "LEE_LEASE_TTL_S": "2"})
+    assert proc.stdout.readline().strip() == "held", proc.stderr.read()
+    return proc
+
+
+def _take(store: Store, log: list) -> None:
+    with store.unit_lock("u1") as held:
+        log.append(("taken", time.monotonic(), held))
+
+
+def test_a_lease_is_held_past_its_ttl_while_renewed_and_a_paused_holder_loses_it(s3_endpoint, monkeypatch):
+    """Exclusion, and its documented limit: a holder paused longer than the lease's ttl loses the lease."""
+    import threading
+
+    fs = _s3fs()
+    if not fs.exists(BUCKET):
+        fs.mkdir(BUCKET)
+    root = f"s3://{BUCKET}/leases"
+    monkeypatch.setenv("LEE_LEASE_TTL_S", "2")
+    store = Store(root)
+    # a live holder keeps its lease for 6 s (3 ttl) by renewing it: the other writer waits all that time
+    holder = _holder(root, 6)
+    assert store.lock_held("u1")
+    log: list = []
+    t0 = time.monotonic()
+    waiter = threading.Thread(target=_take, args=(store, log))
+    waiter.start()
+    waiter.join(timeout=60)
+    assert holder.stdout.readline().strip() == "released" and holder.wait(timeout=30) == 0
+    assert log and log[0][2] is True and log[0][1] - t0 > 4, log  # only after the holder released it
+    assert "lost the lease" not in holder.stderr.read()
+    assert not store.lock_held("u1") and not fs.exists(f"{BUCKET}/leases/_locks/u1.lock")
+    # the limit: a holder stopped (SIGSTOP) for longer than the ttl cannot renew; its lease expires and is taken
+    paused = _holder(root, 4)
+    os.kill(paused.pid, signal.SIGSTOP)
+    try:
+        log.clear()
+        t0 = time.monotonic()
+        with store.unit_lock("u1") as held:
+            taken_after = time.monotonic() - t0
+            assert held and 1.5 < taken_after < 30
+            os.kill(paused.pid, signal.SIGCONT)
+            # the paused holder wakes up inside its unit: both "hold" u1 now (the documented limit); its renewal
+            # fails, it says so, and its release leaves this lease alone (a conditional delete)
+            out, err = paused.communicate(timeout=60)
+            assert "released" in out and "lost the lease" in err, err
+            assert store.lock_held("u1")
+    finally:
+        os.kill(paused.pid, signal.SIGCONT)
+    assert not store.lock_held("u1")
