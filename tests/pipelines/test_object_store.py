@@ -303,5 +303,7 @@ def test_a_lease_is_held_past_its_ttl_while_renewed_and_a_paused_holder_loses_it
             assert "released" in out and "lost the lease" in err, err
             assert store.lock_held("u1")
     finally:
-        os.kill(paused.pid, signal.SIGCONT)
+        if paused.poll() is None:
+            os.kill(paused.pid, signal.SIGCONT)
+            paused.kill()
     assert not store.lock_held("u1")
