@@ -68,13 +68,22 @@ def bucket_of(path: str) -> str:
 def missing_bucket(fs: Any, path: str) -> str | None:
     """The bucket of ``path`` if it does not exist (None when it does); errors other than "not found" propagate.
 
-    A root's bucket is never created by lee: a mistyped bucket name would otherwise become a new bucket.
+    A root's bucket is never created by lee: a mistyped bucket name would otherwise become a new bucket. On S3
+    the bucket is asked for (``HEAD``): "not found" means missing; "access denied" (credentials that may write
+    under a prefix but not look at the bucket) counts as existing, and the write itself says if it is not
+    allowed. Other errors (the endpoint cannot be reached) propagate.
     """
     bucket = bucket_of(path)
-    try:
+    if hasattr(fs, "call_s3"):  # s3fs: its exists() says False for any error, a denied probe included
+        try:
+            fs.call_s3("head_bucket", Bucket=bucket)
+        except FileNotFoundError:
+            return bucket
+        except PermissionError:
+            return None
+        return None
+    with contextlib.suppress(Exception):  # a filesystem without a listing cache
         fs.invalidate_cache(bucket)
-    except Exception:  # noqa: BLE001 - a filesystem without a listing cache
-        pass
     return None if fs.exists(bucket) else bucket
 
 
