@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from catalog._errors import CatalogError
@@ -17,7 +17,7 @@ def read_catalog_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML (safe loader only: no tags, no code) or JSON file into a mapping.
 
     Args:
-        path: File path (``.yaml``, ``.yml`` or ``.json``).
+        path: File path or fsspec URI (``s3://bucket/models.yaml``; ``.yaml``, ``.yml`` or ``.json``).
 
     Returns:
         The top-level mapping.
@@ -25,13 +25,23 @@ def read_catalog_file(path: str | Path) -> dict[str, Any]:
     Raises:
         CatalogError: Missing file, parse error, or a top level that is not a mapping.
     """
-    path = Path(path)
+    uri = str(path) if "://" in str(path) else None  # an fsspec URI (s3://...), named as given
+    path = uri or Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if uri:
+            import fsspec
+
+            with fsspec.open(uri, "r", encoding="utf-8") as fh:
+                text = fh.read()
+        else:
+            text = Path(path).read_text(encoding="utf-8")
+    except ImportError as exc:  # the filesystem's package (s3fs, gcsfs, ...) is not installed
+        raise CatalogError(f"cannot read catalog file {uri!r}: {exc}") from None
     except OSError as exc:
         raise CatalogError(f"cannot read catalog file {str(path)!r}: {exc.strerror or exc}") from None
+    suffix = PurePosixPath(str(path)).suffix
     try:
-        if path.suffix == ".json":
+        if suffix == ".json":
             data = json.loads(text)
         else:
             import yaml
@@ -39,7 +49,7 @@ def read_catalog_file(path: str | Path) -> dict[str, Any]:
             loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
             data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader, never yaml.Loader
     except Exception as exc:  # yaml.YAMLError, json.JSONDecodeError
-        raise CatalogError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+        raise CatalogError(f"{path}: not valid {'JSON' if suffix == '.json' else 'YAML'}: {exc}") from None
     if not isinstance(data, dict):
         raise CatalogError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     return data

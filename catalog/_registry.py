@@ -192,7 +192,7 @@ def load_catalog_file(path: str | Path) -> list[ModelSpec]:
     Raises:
         CatalogError: Unknown keys (named with the file), unknown models, bad values.
     """
-    path = Path(path)
+    path = path if "://" in str(path) else Path(path)  # an fsspec URI (s3://...) stays a string
     data = read_catalog_file(path)
     check_keys(data, _CATALOG_KEYS, str(path), required=("models",))
     entries = data["models"]

@@ -17,7 +17,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import schema
+from pipelines import objectstore, schema
 
 __all__ = ["Store", "StoreError", "file_problem"]
 
@@ -56,7 +56,9 @@ class Store:
     def __init__(self, root: str):
         self.uri = root
         try:
-            self.fs, self.path = fsspec.core.url_to_fs(root)
+            # object stores: no listing cache, so a long-lived process (the driver, an actor) sees other writers
+            fresh = {"use_listings_cache": False} if root.split("://", 1)[0] in objectstore.BUCKET_PROTOCOLS else {}
+            self.fs, self.path = fsspec.core.url_to_fs(root, **fresh)
         except ImportError as exc:  # the filesystem's package (s3fs, gcsfs, ...) is not installed
             raise StoreError(f"output root {root!r} cannot be opened: {exc} (pip install 'lee-eval[cloud]' "
                              "for s3:// and gs://)") from None
@@ -78,26 +80,55 @@ class Store:
         """Whether the root lives in this process only (``memory://``): actors cannot write to it."""
         return self.protocol in IN_PROCESS_PROTOCOLS
 
+    @property
+    def bucketed(self) -> bool:
+        """Whether the root is in a bucket of an object store (``s3://``, ``gs://`` ...), never created by lee."""
+        return self.protocol in objectstore.BUCKET_PROTOCOLS
+
+    def missing_bucket(self) -> str | None:
+        """Why the root's bucket cannot hold it: it does not exist (None when it does, or the root has no bucket).
+
+        lee never creates a bucket: a mistyped name is an error naming it.
+        """
+        bucket = objectstore.missing_bucket(self.fs, self.path) if self.bucketed else None
+        if bucket is None:
+            return None
+        return (f"root {self.uri!r}: bucket {bucket!r} does not exist (lee never creates buckets: create it, or check "
+                "its name and the endpoint, AWS_ENDPOINT_URL)")
+
     # ---- checks ----------------------------------------------------------------------------------
     def check_writable(self) -> None:
-        """Create the root and write/delete a probe file; :class:`StoreError` naming the problem."""
+        """Create the root and write/delete a probe file; :class:`StoreError` naming the problem.
+
+        An object store's bucket must exist: it is never created (a mistyped name is an error naming it).
+        """
         probe = f"{self.path}/_probe-{uuid.uuid4().hex}"
         try:
-            self.fs.makedirs(self.path, exist_ok=True)
+            if (problem := self.missing_bucket()) is not None:
+                raise StoreError(f"output {problem}")
+            self._makedirs(self.path)
             with self.fs.open(probe, "wb") as fh:
                 fh.write(b"ok")
             self.fs.rm(probe)
+        except StoreError:
+            raise
         except Exception as exc:  # noqa: BLE001 - any filesystem error means "not writable"
             raise StoreError(f"output root {self.uri!r} is not writable: {type(exc).__name__}: {exc}") from None
 
     # ---- writes ----------------------------------------------------------------------------------
+    def _makedirs(self, directory: str) -> None:
+        """Create ``directory`` where folders exist; object stores have none (and their makedirs would create a
+        missing bucket)."""
+        if not self.bucketed:
+            self.fs.makedirs(directory, exist_ok=True)
+
     def _write_atomic(self, directory: str, table: pa.Table, name: str = "part-0.parquet") -> str:
         """Write ``table`` to ``directory/name`` through a temporary file renamed over the old one.
 
         The old file is never deleted first: at every moment ``name`` is either the old complete
         file or the new complete one (``os.replace`` locally; object stores create the object whole).
         """
-        self.fs.makedirs(directory, exist_ok=True)
+        self._makedirs(directory)
         final = f"{directory}/{name}"
         tmp = f"{directory}/_tmp-{uuid.uuid4().hex}.partial"  # ignored by *.parquet globs and pyarrow
         with self.fs.open(tmp, "wb") as fh:
@@ -131,8 +162,14 @@ class Store:
     # ---- concurrent writers ------------------------------------------------------------------------
     @property
     def can_lock(self) -> bool:
-        """Whether units can be locked here: local roots (``fcntl.flock``); object stores cannot."""
-        return self.protocol in ("file", "local") and hasattr(os, "O_CREAT")
+        """Whether units can be locked here: local roots (``fcntl.flock``) and S3 roots (a lease object,
+        :mod:`pipelines.objectstore`); other object stores cannot."""
+        return self.leased or (self.protocol in ("file", "local") and hasattr(os, "O_CREAT"))
+
+    @property
+    def leased(self) -> bool:
+        """Whether units are held through lease objects (S3 conditional writes) rather than ``flock``."""
+        return self.protocol in objectstore.LEASE_PROTOCOLS
 
     def lock_path(self, unit: str) -> str:
         return f"{self.path}/_locks/{unit}.lock"
@@ -145,9 +182,15 @@ class Store:
         Local roots: an exclusive ``fcntl.flock`` on ``_locks/<unit>.lock``, so two runs on one root never
         compute a unit at the same time; the kernel releases it when its process dies (a killed run never
         leaves a unit locked). The holder removes the file when done; a waiter that locked a file removed
-        meanwhile tries again. Other filesystems (``s3://``, ``gs://`` ...) have no such lock: nothing is
+        meanwhile tries again. S3 roots: a lease object at the same path, taken with a conditional write and
+        renewed while the body runs (:func:`pipelines.objectstore.object_lease`; a killed holder's lease
+        expires after ``LEE_LEASE_TTL_S``). Other filesystems (``gs://`` ...) have no such lock: nothing is
         locked (yields False) and the caller's re-read of the ``runs`` row is the only coordination.
         """
+        if self.leased:
+            with objectstore.object_lease(self.fs, self.lock_path(unit), poll_s=max(poll_s, 0.5)) as held:
+                yield held
+            return
         if not self.can_lock:
             yield False
             return
@@ -185,6 +228,9 @@ class Store:
 
     def lock_held(self, unit: str) -> bool:
         """Whether a process holds the unit's lock now (False where units cannot be locked)."""
+        if self.leased:
+            state = objectstore.lease_state(self.fs, self.lock_path(unit))
+            return state is not None and not state.expired
         if not self.can_lock or not os.path.exists(self.lock_path(unit)):
             return False
         import fcntl

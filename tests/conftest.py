@@ -1,11 +1,33 @@
-"""Session-wide test settings: seeded RNG, float64 by default for the numerics."""
+"""Session-wide test settings: seeded RNG, float64 by default for the numerics, a loopback S3 API."""
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 
 import pytest
 import torch
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# Object stores: no test reaches a real bucket. Every s3:// URI of the session goes to moto's S3 server on the
+# loopback address (the `s3_endpoint` fixture starts it on this port), with dummy credentials. Set before any
+# Ray starts, so that Ray's workers (actors writing s3:// roots) see it too; a short lease time (S3 unit leases,
+# pipelines/objectstore.py) lets a rerun take over a killed run's leases quickly.
+S3_ENDPOINT = f"http://127.0.0.1:{_free_port()}"
+for _var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_SHARED_CREDENTIALS_FILE"):
+    os.environ.pop(_var, None)
+os.environ.update(AWS_ENDPOINT_URL=S3_ENDPOINT, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                  AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true", LEE_LEASE_TTL_S="6")
 
 os.environ.setdefault("LEE_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".cache", "lee-tests"))
 # No test reaches the real Hugging Face hub: `--weights auto` sees the hub offline (cached weights or random
@@ -28,3 +50,27 @@ def dtype(request) -> torch.dtype:
 def tolerance(dtype: torch.dtype) -> float:
     """Relative tolerance of a derivative computed in ``dtype``."""
     return 1e-9 if dtype == torch.float64 else 2e-3
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server (a real S3 API over HTTP) on the loopback port of ``AWS_ENDPOINT_URL``; its URL."""
+    port = S3_ENDPOINT.rsplit(":", 1)[1]
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", port],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while True:
+        try:
+            urllib.request.urlopen(S3_ENDPOINT, timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise RuntimeError(f"moto's S3 server did not start on {S3_ENDPOINT}") from None
+            time.sleep(0.1)
+    yield S3_ENDPOINT
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()

@@ -23,10 +23,12 @@ units taken when the script runs, so every query joins the (small) unit list in 
 writing meanwhile cannot make half a unit visible. Connect again (or rerun the script) to see units
 that finished since. ``runs`` (every column, failed units too) stays a view over the files.
 
-The script runs as is in the plain ``duckdb`` shell (``lee sql -r ROOT > views.sql; duckdb -init
-views.sql``) for local roots and for roots DuckDB reads natively (``s3://``, ``gs://``, ``https://``,
-with its httpfs extension and your credentials). Other fsspec roots (``memory://`` ...) work through
-:func:`connect`, which registers the fsspec filesystem with the connection.
+Every root that is not a local folder (``s3://``, ``gs://``, ``memory://`` ...) is read by DuckDB through the
+root's own fsspec filesystem, registered with the connection (:func:`connect`): the endpoint and credentials
+are fsspec's (``AWS_ENDPOINT_URL``, profiles ...), and DuckDB never installs or loads an extension (its
+``httpfs`` is not needed; auto-install and auto-load are off). The script runs as is in the plain ``duckdb``
+shell (``lee sql -r ROOT > views.sql; duckdb -init views.sql``) for local roots; for ``s3://`` / ``gs://`` roots
+the shell reads the same paths with its own httpfs extension and settings.
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ import importlib.resources
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
+import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -61,8 +66,6 @@ __all__ = [
     "sql_files",
     "views_script",
 ]
-
-NATIVE_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "http", "https", "az", "azure", "abfss", "hf", "r2")
 
 PRETRAIN_IMAGES: dict[str, float] = {
     "in1k": 1.28e6,
@@ -157,13 +160,15 @@ class ResultsRoot:
         self.register = None
         if self.local is not None:
             self.prefix = self.local
-        elif protocol in NATIVE_PROTOCOLS:
-            self.prefix = uri.rstrip("/")
-        else:  # memory://, ... : DuckDB reads them through the registered fsspec filesystem
+        else:  # s3://, gs://, memory://, ...: DuckDB reads them through the registered fsspec filesystem
             self.prefix = f"{protocol}://{self.store.path.lstrip('/')}"
             self.register = fs
         try:
+            if (problem := self.store.missing_bucket()) is not None:
+                raise UsageError(f"results {problem}")
             exists = fs.exists(self.store.path) and fs.exists(f"{self.store.path}/runs")
+        except UsageError:
+            raise
         except Exception as exc:  # noqa: BLE001 - unreachable root: a usage error, not a traceback
             raise UsageError(f"results root {uri!r} cannot be read: {type(exc).__name__}: {exc}") from None
         if not exists:
@@ -432,7 +437,16 @@ def _build(con: Any, root: ResultsRoot, models: str, catalogs: Sequence[str | Pa
 
 
 def _connection(root: ResultsRoot, threads: int | None):
-    con = duckdb.connect()
+    """A fresh in-memory connection for ``root``: nothing downloaded, temporary files outside the working folder.
+
+    Extensions are never installed or loaded automatically (a non-local root is read through its registered
+    fsspec filesystem, not httpfs). DuckDB's temporary folder (default ``./.tmp`` of the current folder, which a
+    restricted connection could then read) is a fresh private folder, removed with the connection.
+    """
+    tmp = tempfile.mkdtemp(prefix="lee-duckdb-")
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False,
+                                 "temp_directory": tmp})
+    weakref.finalize(con, shutil.rmtree, tmp, True)
     con.execute("SET enable_progress_bar = false")  # no progress bar on stderr of `lee query` / reports
     if threads:
         con.execute(f"SET threads = {int(threads)}")
@@ -444,16 +458,14 @@ def _connection(root: ResultsRoot, threads: int | None):
 def allowed_directories(root: ResultsRoot) -> list[str]:
     """The directory prefixes DuckDB may open for ``root`` (``allowed_directories``), each ending in ``/``.
 
-    A local root is listed as given and as its real path; an fsspec root (``memory://``) in both spellings
-    DuckDB uses for it (its globs expand to ``memory:///path``).
+    A local root is listed as given and as its real path; an fsspec root (``s3://``, ``memory://``) in both
+    spellings DuckDB uses for it (``memory://`` globs expand to ``memory:///path``).
     """
     if root.local is not None:
         paths = {os.path.abspath(root.local), os.path.realpath(root.local)}
         return sorted(p.rstrip("/") + "/" for p in paths)
-    if root.register is not None:
-        path = root.store.path.strip("/")
-        return [f"{root.protocol}://{path}/", f"{root.protocol}:///{path}/"]
-    return [root.prefix.rstrip("/") + "/"]
+    path = root.store.path.strip("/")
+    return [f"{root.protocol}://{path}/", f"{root.protocol}:///{path}/"]
 
 
 def restrict_to_root(con: Any, root: ResultsRoot) -> None:

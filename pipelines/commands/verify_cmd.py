@@ -68,6 +68,8 @@ def verify_root(uri: str, *, full: bool = False) -> tuple[list[Finding], int]:
     try:
         store = Store(uri)
         fs = store.fs
+        if (problem := store.missing_bucket()) is not None:
+            raise UsageError(f"results {problem}")
         if not fs.exists(f"{store.path}/runs"):
             raise UsageError(f"no results under {uri!r} (no runs/ directory)")
     except StoreError as exc:
