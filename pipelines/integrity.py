@@ -147,11 +147,11 @@ def footer_problem(fs: Any, path: str) -> str | None:
     return None
 
 
-def _check_one(fs: Any, e: Expected, info: dict[str, Any] | None, full: bool) -> Damage | None:
+def _check_one(fs: Any, e: Expected, info: dict[str, Any] | None, full: bool, footers: bool) -> Damage | None:
     if info is None:
         return Damage("data missing", e.path, "the unit is done but has no data file")
     if e.size is None:  # written before schema 6: nothing recorded, only the footer can be checked
-        problem = footer_problem(fs, e.path)
+        problem = footer_problem(fs, e.path) if footers else None
         return Damage("data unreadable", e.path, problem) if problem else None
     size = int(info.get("size") or 0)
     if size != e.size:
@@ -172,7 +172,7 @@ def _check_one(fs: Any, e: Expected, info: dict[str, Any] | None, full: bool) ->
 
 
 def check_units(fs: Any, expected: list[Expected], files: dict[str, dict[str, Any]], *,
-                full: bool = False, threads: int = 16) -> dict[str, Damage]:
+                full: bool = False, footers: bool = True, threads: int = 16) -> dict[str, Damage]:
     """unit -> :class:`Damage` for every done unit of ``expected`` whose data file does not match its record.
 
     Args:
@@ -181,12 +181,14 @@ def check_units(fs: Any, expected: list[Expected], files: dict[str, dict[str, An
         files: The store's listing (:func:`listing`): path -> entry with ``size`` and the stamp's field.
         full: Hash every file that has a recorded checksum (``lee verify --full``), not only those the
             listing says were written again.
+        footers: Read the footer of the files of units that recorded nothing (before schema 6); False when the
+            caller reads every footer anyway (the views).
         threads: Files read at once (footers of old units, checksums): object stores are slow per request.
     """
     if not expected:
         return {}
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        found = list(pool.map(lambda e: _check_one(fs, e, files.get(e.path), full), expected))
+        found = list(pool.map(lambda e: _check_one(fs, e, files.get(e.path), full, footers), expected))
     return {e.unit: d for e, d in zip(expected, found, strict=True) if d is not None}
 
 
@@ -203,7 +205,8 @@ def expected_of(store: Any, rows: Iterable[dict[str, Any]]) -> list[Expected]:
     return out
 
 
-def check_store(store: Any, rows: Iterable[dict[str, Any]], *, full: bool = False) -> dict[str, Damage]:
+def check_store(store: Any, rows: Iterable[dict[str, Any]], *, full: bool = False,
+                footers: bool = True) -> dict[str, Damage]:
     """unit -> :class:`Damage` of the done units of ``rows`` (their ``runs`` rows) on ``store``
     (a :class:`pipelines.store.Store`): one listing of the tables they belong to, then :func:`check_units`."""
     rows = list(rows)
@@ -211,4 +214,4 @@ def check_store(store: Any, rows: Iterable[dict[str, Any]], *, full: bool = Fals
     if not expected:
         return {}
     tables = sorted({r["family"] for r in rows if r.get("status") == "done"})
-    return check_units(store.fs, expected, listing(store.fs, store.path, tables), full=full)
+    return check_units(store.fs, expected, listing(store.fs, store.path, tables), full=full, footers=footers)

@@ -34,9 +34,10 @@ def file_problem(fs: Any, path: str, *, full: bool = False) -> tuple[str | None,
     """
     try:
         with fs.open(path, "rb") as fh:
-            if full:
-                return None, pq.read_table(fh).schema
-            return None, pq.ParquetFile(fh).schema_arrow
+            pf = pq.ParquetFile(fh, pre_buffer=False)
+            if full:  # every row, on this thread: no dataset scan leaves Arrow threads running at exit
+                return None, pf.read(use_threads=False).schema
+            return None, pf.schema_arrow
     except FileNotFoundError:
         return "missing", None
     except Exception as exc:  # noqa: BLE001 - a damaged file raises anything (ArrowInvalid, OSError, ...)
