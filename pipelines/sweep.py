@@ -157,17 +157,32 @@ def resolve_models(cfg: SweepConfig) -> list:
     if not cfg.models and not cfg.checkpoint:
         raise UsageError("no models selected")
     try:
-        specs = []
+        found = []  # (spec, the -m entry it came from)
         for sel in cfg.models or []:  # each entry: catalog name, YAML path, model name or pattern
-            specs.extend(catalog.load_models(sel))
+            found.extend((s, f"-m {sel}") for s in catalog.load_models(sel))
     except (ValueError, FileNotFoundError) as exc:  # CatalogError is a ValueError
         raise _usage(exc) from None
     if cfg.checkpoint:
-        specs.append(checkpoint_spec(cfg))
-    specs = list({s.name: s for s in specs}.values())
+        found.append((checkpoint_spec(cfg), f"--checkpoint {cfg.checkpoint}"))
+    specs = unique_models(found)
     if not specs:
         raise UsageError(f"model selection {cfg.models} matches no model")
     return with_img_size(specs, cfg)
+
+
+def unique_models(found: list[tuple[Any, str]]) -> list:
+    """The specs of a selection, each name once: ``found`` is (spec, where it came from) in selection order.
+
+    One model reached twice (``-m tiny -m test_resnet.r160_in1k``) is kept once; two different specs with one
+    name (a user YAML's entry and a built-in model, two YAML files) are an error naming both sources.
+    """
+    out: dict[str, tuple[Any, str]] = {}
+    for spec, where in found:
+        if spec.name in out and out[spec.name][0] != spec:
+            raise UsageError(f"two different models are named {spec.name!r}: one from {out[spec.name][1]} (arch "
+                             f"{out[spec.name][0].arch}), one from {where} (arch {spec.arch}); rename one of them")
+        out.setdefault(spec.name, (spec, where))
+    return [spec for spec, _ in out.values()]
 
 
 def check_checkpoints(specs: list, cfg: SweepConfig) -> None:
