@@ -154,6 +154,12 @@ def _entry_to_spec(entry: Any, where: str) -> list[ModelSpec]:
         return [spec_from_dict(ModelSpec, entry, where)]
     specs, arch_defaults, _ = _base()
     base = specs.get(name)
+    if base is not None and isinstance(entry.get("arch"), str) and entry["arch"] != base.arch:
+        raise CatalogError(
+            f"{where}: {name!r} is the name of a built-in model (arch {base.arch!r}, catalog 'all' / 'tiny'), "
+            f"and this entry gives arch {entry['arch']!r}: a user entry may not shadow a built-in model; give it "
+            "another name"
+        )
     if base is None and isinstance(entry.get("arch"), str):
         arch = entry["arch"]
         if arch not in arch_defaults:
@@ -187,10 +193,11 @@ def load_catalog_file(path: str | Path) -> list[ModelSpec]:
         path: File path.
 
     Returns:
-        The specs, in file order, without duplicates.
+        The specs, in file order (a model that a pattern matches too appears once).
 
     Raises:
-        CatalogError: Unknown keys (named with the file), unknown models, bad values.
+        CatalogError: Unknown keys (named with the file), unknown models, bad values; a model name that two
+            entries give (both named), or an entry that gives a built-in model's name another architecture.
     """
     path = path if "://" in str(path) else Path(path)  # an fsspec URI (s3://...) stays a string
     data = read_catalog_file(path)
@@ -199,9 +206,19 @@ def load_catalog_file(path: str | Path) -> list[ModelSpec]:
     if not isinstance(entries, list):
         raise CatalogError(f"{path}: 'models' must be a list")
     out: dict[str, ModelSpec] = {}
+    named: dict[str, str] = {}  # model name -> the entry that names it (not a pattern)
     for i, entry in enumerate(entries):
-        for spec in _entry_to_spec(entry, f"{path} models[{i}]"):
-            out.setdefault(spec.name, spec)
+        where = f"{path} models[{i}]"
+        explicit = isinstance(entry, dict) or (isinstance(entry, str) and not _is_pattern(entry))
+        for spec in _entry_to_spec(entry, where):
+            if explicit and spec.name in named:
+                raise CatalogError(f"{path}: model {spec.name!r} is defined twice, by {named[spec.name]} and {where}; "
+                                   "each model name may appear once")
+            if explicit:
+                named[spec.name] = where
+                out[spec.name] = spec
+            else:  # a pattern's matches: a model it shares with another entry is the same built-in spec
+                out.setdefault(spec.name, spec)
     groups = data.get("groups") or {}
     if not isinstance(groups, dict):
         raise CatalogError(f"{path}: 'groups' must be a mapping of group name to model names")

@@ -238,7 +238,7 @@ class UnitRunner:
                 ids.extend(str(i) for i in shard["ids"])
                 labels.extend(shard["labels"])
             table = _assemble(unit, loaded.weights, parts, ids, labels)
-            self.store.write_data(unit.table, unit.model.name, unit.dataset.name, unit.key, table)
+            written = self.store.write_data(unit.table, unit.model.name, unit.dataset.name, unit.key, table)
             row = base_row(unit, sweep_id, attempt, self.git_rev)
             now = _now()
             row.update(
@@ -248,6 +248,7 @@ class UnitRunner:
                 key_mapping=_key_mapping_json(loaded),
                 data_config_json=_data_config_json(loaded),
                 n_rows=table.num_rows,
+                **written.columns(),  # data_sha256, data_bytes, data_stamp: what later checks compare
                 batch_size=bs,
                 started_at=started,
                 finished_at=now,

@@ -49,7 +49,7 @@ __all__ = [
     "runs_path",
 ]
 
-SCHEMA_VERSION = "5"
+SCHEMA_VERSION = "6"
 """Bumped whenever a column is added, removed or changes meaning (stored in ``runs``)."""
 
 
@@ -203,6 +203,9 @@ RUNS = Table(
         Column("n_skipped", pa.int32(), "images", "images of the dataset's seeded subset that could not be read, or were needed and could not be decoded: skipped, the next decodable ones used instead (the subset is read whole for the fingerprint); null in rows before schema 4", nullable=True),
         Column("skipped_json", pa.string(), "-", "JSON list of the skipped images, `[{\"id\": image_id, \"reason\": message}, ...]` in id order (at most 1000; `n_skipped` has the count); null in rows before schema 4", nullable=True),
         Column("n_rows", pa.int64(), "rows", "data rows written (0 for failed units)"),
+        Column("data_sha256", pa.string(), "-", "sha256 (hex) of the unit's data file, of the bytes as written; null for failed units and rows before schema 6 (not checkable: see docs/integrity.md)", nullable=True),
+        Column("data_bytes", pa.int64(), "bytes", "size of the unit's data file as written; null as for `data_sha256`", nullable=True),
+        Column("data_stamp", pa.string(), "-", "what the store's listing said of the data file just after it was written: `etag:<ETag>` on object stores, `mtime:<seconds>` on local and other filesystems; a listing that says otherwise means the file was rewritten since (its checksum is then compared); null if the store gives neither, and as for `data_sha256`", nullable=True),
         Column("batch_size", pa.int32(), "images", "batch size finally used (after out-of-memory halving)", nullable=True),
         Column("attempt", pa.int32(), "-", "how many times the unit has been started, this attempt included (1 = first; the previous row's + 1, read under the unit's lock, so concurrent runs on a local root count truly)"),
         Column("error_type", pa.string(), "-", "exception class of a failed unit", nullable=True),

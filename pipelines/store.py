@@ -6,6 +6,7 @@ See :mod:`pipelines.schema` for the layout and the visibility rule.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import socket
 import time
@@ -18,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import objectstore, schema
+from pipelines.integrity import Written, listing_stamp, parquet_bytes
 
 __all__ = ["Store", "StoreError", "file_problem"]
 
@@ -32,9 +34,10 @@ def file_problem(fs: Any, path: str, *, full: bool = False) -> tuple[str | None,
     """
     try:
         with fs.open(path, "rb") as fh:
-            if full:
-                return None, pq.read_table(fh).schema
-            return None, pq.ParquetFile(fh).schema_arrow
+            pf = pq.ParquetFile(fh, pre_buffer=False)
+            if full:  # every row, on this thread: no dataset scan leaves Arrow threads running at exit
+                return None, pf.read(use_threads=False).schema
+            return None, pf.schema_arrow
     except FileNotFoundError:
         return "missing", None
     except Exception as exc:  # noqa: BLE001 - a damaged file raises anything (ArrowInvalid, OSError, ...)
@@ -122,22 +125,35 @@ class Store:
         if not self.bucketed:
             self.fs.makedirs(directory, exist_ok=True)
 
-    def _write_atomic(self, directory: str, table: pa.Table, name: str = "part-0.parquet") -> str:
+    def _write_atomic(self, directory: str, table: pa.Table, name: str = "part-0.parquet") -> Written:
         """Write ``table`` to ``directory/name`` through a temporary file renamed over the old one.
 
         The old file is never deleted first: at every moment ``name`` is either the old complete
         file or the new complete one (``os.replace`` locally; object stores create the object whole).
+
+        Returns:
+            The file as written: the sha256 and size of the bytes written (hashed before they are written,
+            no second read) and its listing stamp after the rename (:func:`pipelines.integrity.listing_stamp`).
         """
         self._makedirs(directory)
         final = f"{directory}/{name}"
         tmp = f"{directory}/_tmp-{uuid.uuid4().hex}.partial"  # ignored by *.parquet globs and pyarrow
+        payload = parquet_bytes(table, compression="zstd")
         with self.fs.open(tmp, "wb") as fh:
-            pq.write_table(table, fh, compression="zstd")
+            fh.write(payload)
         if self.protocol in ("file", "local"):
             os.replace(tmp, final)
         else:
             self.fs.mv(tmp, final)
-        return final
+        return Written(final, hashlib.sha256(payload).hexdigest(), len(payload), self._stamp(final))
+
+    def _stamp(self, path: str) -> str | None:
+        """The listing stamp of a file just written (None if the store cannot say)."""
+        try:
+            self.fs.invalidate_cache(path)
+            return listing_stamp(self.fs.info(path))
+        except Exception:  # noqa: BLE001 - no stamp only weakens the cheap check (the size stays)
+            return None
 
     def _remove_partials(self, directory: str) -> None:
         """Remove the temporary files a killed :meth:`_write_atomic` left in ``directory``."""
@@ -148,11 +164,15 @@ class Store:
         """Remove temporary files a killed write of the unit left behind (never its data file)."""
         self._remove_partials(schema.data_path(self.path, table, model, dataset, unit))
 
-    def write_data(self, table: str, model: str, dataset: str, unit: str, data: pa.Table) -> str:
-        """Write a unit's rows (already cast to the table schema), temp then rename over the old file."""
+    def write_data(self, table: str, model: str, dataset: str, unit: str, data: pa.Table) -> Written:
+        """Write a unit's rows (already cast to the table schema), temp then rename over the old file.
+
+        Returns what its ``runs`` row records of the file (:meth:`Written.columns`: ``data_sha256``,
+        ``data_bytes``, ``data_stamp``).
+        """
         return self._write_atomic(schema.data_path(self.path, table, model, dataset, unit), data)
 
-    def write_run(self, row: dict[str, Any]) -> str:
+    def write_run(self, row: dict[str, Any]) -> Written:
         """Write (replace) the unit's single ``runs`` row; this is what makes its data visible."""
         t = pa.Table.from_pylist([row], schema=schema.RUNS.schema)
         d = schema.runs_path(self.path, row["unit"])

@@ -27,7 +27,6 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -38,7 +37,7 @@ import catalog
 import liecore
 from liecore import GENERATORS
 from liecore.metrics import METRICS
-from pipelines import data, env
+from pipelines import data, env, integrity
 from pipelines.checks import check_img_size, check_root_usable
 from pipelines.cluster import auth_fix, check_gcs, prepare_auth
 from pipelines.config import FAMILIES, WEIGHT_POLICIES, SweepConfig
@@ -68,8 +67,8 @@ class Plan:
     fallbacks: dict[str, str] = field(default_factory=dict)
     """model name -> why ``--weights auto`` runs it on random init (hub offline or unreachable, not cached)."""
     damaged: dict[str, str] = field(default_factory=dict)
-    """unit key -> why its data file cannot be read, for units whose ``runs`` row says done (redone, with the
-    reason ``data unreadable``)."""
+    """unit key -> why its data file cannot be trusted (missing, unreadable, or changed since it was written),
+    for units whose ``runs`` row says done: they are redone (reason: :func:`damage_reason`)."""
 
     @property
     def skipped(self) -> list[WorkUnit]:
@@ -158,17 +157,32 @@ def resolve_models(cfg: SweepConfig) -> list:
     if not cfg.models and not cfg.checkpoint:
         raise UsageError("no models selected")
     try:
-        specs = []
+        found = []  # (spec, the -m entry it came from)
         for sel in cfg.models or []:  # each entry: catalog name, YAML path, model name or pattern
-            specs.extend(catalog.load_models(sel))
+            found.extend((s, f"-m {sel}") for s in catalog.load_models(sel))
     except (ValueError, FileNotFoundError) as exc:  # CatalogError is a ValueError
         raise _usage(exc) from None
     if cfg.checkpoint:
-        specs.append(checkpoint_spec(cfg))
-    specs = list({s.name: s for s in specs}.values())
+        found.append((checkpoint_spec(cfg), f"--checkpoint {cfg.checkpoint}"))
+    specs = unique_models(found)
     if not specs:
         raise UsageError(f"model selection {cfg.models} matches no model")
     return with_img_size(specs, cfg)
+
+
+def unique_models(found: list[tuple[Any, str]]) -> list:
+    """The specs of a selection, each name once: ``found`` is (spec, where it came from) in selection order.
+
+    One model reached twice (``-m tiny -m test_resnet.r160_in1k``) is kept once; two different specs with one
+    name (a user YAML's entry and a built-in model, two YAML files) are an error naming both sources.
+    """
+    out: dict[str, tuple[Any, str]] = {}
+    for spec, where in found:
+        if spec.name in out and out[spec.name][0] != spec:
+            raise UsageError(f"two different models are named {spec.name!r}: one from {out[spec.name][1]} (arch "
+                             f"{out[spec.name][0].arch}), one from {where} (arch {spec.arch}); rename one of them")
+        out.setdefault(spec.name, (spec, where))
+    return [spec for spec, _ in out.values()]
 
 
 def check_checkpoints(specs: list, cfg: SweepConfig) -> None:
@@ -306,27 +320,50 @@ def plan(cfg: SweepConfig, *, check_writable: bool = True, dry_run: bool = False
         for ds in infos:
             for fam in cfg.metrics:
                 units.append(make_unit(fam, spec, ds, cfg, fam_cfgs[fam], resolved.get(spec.name)))
-    damaged = find_damaged(store, units, status)
+    damaged = find_damaged(store, units, status, runs)
     todo = [u for u in units if cfg.force or status.get(u.key) != "done" or u.key in damaged]
     return Plan(cfg, store, units, todo, status, datasets, attempts, hub=hub, fallbacks=fallbacks, damaged=damaged)
 
 
-def find_damaged(store: Store, units: list[WorkUnit], status: dict[str, str]) -> dict[str, str]:
-    """The done units whose data file is missing or cannot be read (its Parquet footer), with the problem.
+CHANGED = "changed since written:"
+"""How :attr:`Plan.damaged` starts for a unit whose data file reads but no longer matches its record."""
 
-    Such a unit is redone (its ``runs`` row says done, but its rows cannot be read). ``runs`` files that
+
+def damage_reason(problem: str) -> str:
+    """The reason a damaged unit is redone (``lee eval --dry-run``, ``lee reevaluate``): ``data damaged`` (the
+    file reads but changed since it was written) or ``data unreadable`` (missing, or it does not read)."""
+    return "data damaged" if problem.startswith(CHANGED) else "data unreadable"
+
+
+def find_damaged(store: Store, units: list[WorkUnit], status: dict[str, str],
+                 runs: Any = None) -> dict[str, str]:
+    """The done units whose data file is missing, cannot be read, or no longer matches what its ``runs`` row
+    recorded when it was written (:func:`pipelines.integrity.check_store`: one listing, checksums only of
+    the files written again since), with the problem.
+
+    Such a unit is redone (its ``runs`` row says done, but its rows cannot be trusted). ``runs`` files that
     could not be read are named too: their units count as never started. Each is a ``lee: warning:`` line.
+
+    Args:
+        runs: The stored ``runs`` rows (a table); default: read them.
     """
-    done = [u for u in units if status.get(u.key) == "done"]
-    with ThreadPoolExecutor(max_workers=16) as pool:  # one footer read per done unit: object stores are slow
-        problems = list(pool.map(lambda u: store.data_problem(u.table, u.model.name, u.dataset.name, u.key), done))
-    damaged = {}
-    for u, problem in zip(done, problems, strict=True):
-        if problem is not None:
-            damaged[u.key] = problem
-            print(f"lee: warning: unit {u.describe()} is done but its data file "
-                  f"{store.data_file(u.table, u.model.name, u.dataset.name, u.key)} is unreadable ({problem}): "
-                  "it is redone", file=sys.stderr)
+    keys = {u.key for u in units if status.get(u.key) == "done"}
+    damaged: dict[str, str] = {}
+    if keys:
+        t = store.runs() if runs is None else runs
+        rows = [r for r in t.to_pylist() if r["unit"] in keys]
+        found = integrity.check_store(store, rows)
+        for u in units:
+            d = found.get(u.key)
+            if d is None:
+                continue
+            damaged[u.key] = d.detail if d.kind != "data changed" else f"{CHANGED} {d.detail}"
+            what = {"data missing": "is missing", "data unreadable": f"is unreadable ({d.detail})",
+                    "data changed": f"no longer matches what was written ({d.detail})"}[d.kind]
+            if d.kind == "data missing":
+                damaged[u.key] = "missing"
+            print(f"lee: warning: unit {u.describe()} is done but its data file {d.path} {what}: it is redone",
+                  file=sys.stderr)
     for path, problem in store.unreadable.items():
         print(f"lee: warning: skipping unreadable runs file {path} ({problem}): its unit counts as not started",
               file=sys.stderr)

@@ -50,9 +50,10 @@ import duckdb
 import pyarrow as pa
 
 import catalog
-from pipelines import schema
+from pipelines import integrity, schema
 from pipelines.analysis.sqltext import literal, quote
 from pipelines.errors import UsageError
+from pipelines.integrity import Damage
 from pipelines.store import Store, StoreError, file_problem
 
 __all__ = [
@@ -110,6 +111,7 @@ MODEL_COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 _PLACEHOLDER = re.compile(r"\{\{source:([a-z_]+)\}\}")
+_DAMAGED = "{{damaged_units}}"
 
 
 def sql_files() -> list[tuple[str, str]]:
@@ -151,7 +153,10 @@ class ResultsRoot:
             raise UsageError(str(exc)) from None
         self.uri = uri
         self.damaged: list[tuple[str, str]] = []
-        """``(file, reason)`` of every data file the views leave out because it cannot be read."""
+        """``(file, reason)`` of every data file the views leave out: it cannot be read, or its done unit's file
+        no longer matches what was recorded when it was written (:meth:`check_damage`)."""
+        self.damaged_units: dict[str, Damage] | None = None
+        """unit -> :class:`pipelines.integrity.Damage` of the done units left out (None: not checked yet)."""
         self._scans: dict[str, tuple[list[str] | None, int]] = {}
         fs = self.store.fs
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
@@ -226,17 +231,27 @@ class ResultsRoot:
         """
         if table in self._scans:
             return self._scans[table]
+        skip = {f for f, _ in self.damaged}  # left out already (check_damage), with their warning
+        n_schemas = None
         if con is not None:
             try:
-                self._scans[table] = (None, self.file_schemas(con, table))
-                return self._scans[table]
+                n_schemas = self.file_schemas(con, table)
+                if not any(f.startswith(f"{self.prefix}/{table}/") for f in skip):
+                    self._scans[table] = (None, n_schemas)
+                    return self._scans[table]
             except duckdb.Error:
                 pass  # a footer that does not read: find which, file by file
         fs = self.store.fs
         pattern = self.glob(table)[len(self.prefix):]
         found = sorted(fs.glob(f"{self.store.path}{pattern}"))
         good, schemas = [], set()
+        if n_schemas is not None:  # every footer read: only the damaged units' files are left out
+            good = [p for p in map(self._duck_path, found) if p not in skip]
+            self._scans[table] = (good, n_schemas)
+            return self._scans[table]
         for path in found:
+            if self._duck_path(path) in skip:
+                continue
             problem, sch = file_problem(fs, path)
             if problem is not None:
                 shown = self._duck_path(path)
@@ -247,6 +262,55 @@ class ResultsRoot:
             schemas.add(tuple(sorted((f.name, str(f.type)) for f in sch)))
         self._scans[table] = (good, len(schemas))
         return self._scans[table]
+
+    def check_damage(self, con: Any = None) -> dict[str, Damage]:
+        """The done units whose data file is missing, unreadable or no longer the file they wrote
+        (:func:`pipelines.integrity.check_store`: one listing, a checksum only of files written again since),
+        found once per root. Each is left out of ``done_units`` (and its file out of the ``*_files`` views),
+        recorded in :attr:`damaged` and named in one ``lee: warning:`` line on stderr.
+
+        Args:
+            con: A DuckDB connection to read the ``runs`` files with (default: pyarrow, file by file).
+        """
+        if self.damaged_units is not None:
+            return self.damaged_units
+        cols = ("unit", "status", "family", "model", "dataset", "data_sha256", "data_bytes", "data_stamp")
+        rows: list[dict[str, Any]] = []
+        if self.has_files("runs"):
+            if con is not None:
+                good, _ = self.scan("runs", con)
+                src = self.source("runs", con)
+                if good is None or good:
+                    sql = f"SELECT {', '.join(cols)} FROM ({src}) WHERE status = 'done'"
+                    rows = [dict(zip(cols, r, strict=True)) for r in con.execute(sql).fetchall()]
+            else:
+                rows = [r for r in self.store.runs().select(list(cols)).to_pylist() if r["status"] == "done"]
+        self.damaged_units = integrity.check_store(self.store, rows, footers=False)
+        for unit, d in sorted(self.damaged_units.items(), key=lambda kv: kv[1].path):
+            shown = self._duck_path(d.path)
+            table = d.path[len(self.store.path):].lstrip("/").split("/", 1)[0]
+            if d.kind == "data unreadable":
+                msg = f"skipping unreadable {table} file {shown}: {d.detail}"
+            elif d.kind == "data missing":
+                msg = f"leaving out unit {unit}: it is done but its {table} file {shown} is missing"
+            else:
+                msg = f"skipping damaged {table} file {shown} of unit {unit}: not the file it wrote ({d.detail})"
+            if d.kind != "data missing":
+                self.damaged.append((shown, d.detail if d.kind == "data unreadable" else f"changed: {d.detail}"))
+            print(f"lee: warning: {msg}; `lee verify -r {self.uri}` lists it, `lee eval` redoes it", file=sys.stderr)
+        return self.damaged_units
+
+    def damaged_sql(self) -> str:
+        """The ``{{damaged_units}}`` replacement: a SELECT of :meth:`check_damage`'s units (unit, kind, file,
+        detail), typed and empty when there are none."""
+        cols = ", ".join(f"CAST(NULL AS VARCHAR) AS {c}" for c in ("unit", "kind", "file", "detail"))
+        units = self.damaged_units or {}
+        if not units:
+            return f"SELECT {cols} WHERE false"
+        values = ",\n    ".join(
+            f"({literal(u)}, {literal(d.kind)}, {literal(self._duck_path(d.path))}, {literal(d.detail)})"
+            for u, d in sorted(units.items()))
+        return f"SELECT * FROM (VALUES\n    {values}\n) AS t(unit, kind, file, detail)"
 
     def _duck_path(self, path: str) -> str:
         """A path of :attr:`store`'s filesystem as DuckDB opens it (the prefix's spelling)."""
@@ -394,6 +458,9 @@ def models_sql(rows: list[dict[str, Any]]) -> str:
 
 
 def _fill(text: str, root: ResultsRoot, con: Any = None) -> str:
+    if _DAMAGED in text:
+        root.check_damage(con)
+        text = text.replace(_DAMAGED, root.damaged_sql())
     return _PLACEHOLDER.sub(lambda m: root.source(m.group(1), con), text)
 
 

@@ -112,7 +112,7 @@ def register(subparsers) -> None:
 
 
 def print_units(plan, out=None) -> None:
-    from pipelines.sweep import describe_actors, print_dataset_errors
+    from pipelines.sweep import damage_reason, describe_actors, print_dataset_errors
 
     out = out or sys.stdout
     todo = {u.key for u in plan.todo}
@@ -124,7 +124,7 @@ def print_units(plan, out=None) -> None:
             "dataset": u.dataset.name,
             "n": u.dataset.n_images,
             "state": "todo" if u.key in todo else "done",
-            "prev": "data unreadable" if u.key in plan.damaged else plan.status.get(u.key, "-"),
+            "prev": damage_reason(plan.damaged[u.key]) if u.key in plan.damaged else plan.status.get(u.key, "-"),
         }
         for u in plan.units
     ]

@@ -184,7 +184,7 @@ def plan_reevaluation(cfg, *, dry_run: bool = False, fresh: FreshCatalog | None 
     shas: dict = {}
     for u in p.units:
         if u.key in p.damaged:
-            reasons[u.key] = "data unreadable"
+            reasons[u.key] = sweep.damage_reason(p.damaged[u.key])
         elif p.status.get(u.key) != "done":
             # 'auto' is resolved in the key (hub or random): weights that became available give a new key
             reasons[u.key] = _reason(u, p.status, by_model)

@@ -11,15 +11,19 @@ What counts as damage (exit code 1):
 * ``data missing``: a ``done`` unit without its data file;
 * ``data unreadable``: a data file that cannot be read (truncated, damaged; ``--full`` reads every row,
   not only the footer);
-* ``row count``: a ``done`` unit whose data file has another number of rows than ``runs.n_rows``.
+* ``row count``: a ``done`` unit whose data file has another number of rows than ``runs.n_rows``;
+* ``data changed``: a ``done`` unit whose data file reads but is not the file its unit wrote: another size
+  than recorded, or written again since (the listing's ETag / modification time differs) and another
+  sha256; ``--full`` compares every file's sha256, which also finds changes that kept the size and the
+  modification time (bit rot). Units written before schema 6 recorded nothing: their files are only read.
 
 Noted, not damage: temporary files of killed writes (``_tmp-*.partial``, removed by the unit's next
 write), data files without a ``runs`` row (a unit still being written, or never finished), and lock
 files of units being computed (see README, "Concurrent runs").
 
 ``lee eval`` / ``lee reevaluate`` with the same flags redo done units whose data is missing or
-unreadable (reason ``data unreadable``) and rewrite an unreadable ``runs`` file; views, ``lee query``
-and ``lee report`` leave unreadable files out with a warning.
+unreadable (reason ``data unreadable``) or changed (``data damaged``) and rewrite an unreadable ``runs`` file;
+views, ``lee query`` and ``lee report`` leave such units out with a warning line each (docs/integrity.md).
 """
 
 from __future__ import annotations
@@ -32,8 +36,10 @@ from pipelines.config import DEFAULT_OUTPUT
 from pipelines.errors import UsageError
 from pipelines.progress import format_table
 
-DAMAGE = ("runs unreadable", "data missing", "data unreadable", "row count")
+DAMAGE = ("runs unreadable", "data missing", "data unreadable", "row count", "data changed")
 NOTES = ("temporary file", "no runs row", "lock")
+RUNS_COLUMNS = ("unit", "status", "family", "model", "dataset", "n_rows", "data_sha256", "data_bytes", "data_stamp")
+"""The ``runs`` columns verify reads (no timestamps: converting them to Python would import pandas)."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,7 @@ def verify_root(uri: str, *, full: bool = False) -> tuple[list[Finding], int]:
     """
     import pyarrow.parquet as pq
 
-    from pipelines import schema
+    from pipelines import integrity, schema
     from pipelines.store import Store, StoreError, file_problem
 
     try:
@@ -89,10 +95,13 @@ def verify_root(uri: str, *, full: bool = False) -> tuple[list[Finding], int]:
         if problem is not None:
             findings.append(Finding("runs unreadable", path, unit, problem))
             continue
-        with fs.open(path, "rb") as fh:
-            for row in pq.read_table(fh, columns=["unit", "status", "family", "model", "dataset", "n_rows"]).to_pylist():
+        with fs.open(path, "rb") as fh:  # on this thread (no dataset scan: its threads can abort the exit)
+            pf = pq.ParquetFile(fh, pre_buffer=False)
+            cols = [c for c in RUNS_COLUMNS if c in pf.schema_arrow.names]  # data_*: schema 6 on
+            for row in pf.read(columns=cols, use_threads=False).to_pylist():
                 runs[row["unit"]] = row
     data_units: set[str] = set()
+    readable: list[dict] = []  # done units whose file reads and has its rows: compared with their record
     for table in (t for t in schema.TABLES if t != "runs"):
         for path in sorted(fs.glob(f"{store.path}/{table}/model=*/dataset=*/unit=*/*.parquet")):
             checked += 1
@@ -108,9 +117,16 @@ def verify_root(uri: str, *, full: bool = False) -> tuple[list[Finding], int]:
                                         "written, or never finished): not visible"))
             elif row["status"] == "done":
                 with fs.open(path, "rb") as fh:
-                    n = pq.ParquetFile(fh).metadata.num_rows
+                    n = pq.ParquetFile(fh, pre_buffer=False).metadata.num_rows
                 if row["n_rows"] is not None and n != row["n_rows"]:
                     findings.append(Finding("row count", path, unit, f"{n} rows, runs.n_rows says {row['n_rows']}"))
+                else:
+                    readable.append(row)
+    tables = sorted({r["family"] for r in readable})
+    changed = integrity.check_units(fs, integrity.expected_of(store, readable),
+                                    integrity.listing(fs, store.path, tables), full=full)
+    findings += [Finding(d.kind, d.path, unit, d.detail) for unit, d in sorted(changed.items())
+                 if d.kind == "data changed"]
     for unit, row in sorted(runs.items()):
         if row["status"] == "done" and unit not in data_units:
             path = store.data_file(row["family"], row["model"], row["dataset"], unit)
@@ -139,7 +155,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-r", "--results", default=DEFAULT_OUTPUT, metavar="URI",
                    help=f"results root, any fsspec URI (default {DEFAULT_OUTPUT})")
-    p.add_argument("--full", action="store_true", help="read every row of every file, not only its footer")
+    p.add_argument("--full", action="store_true",
+                   help="read every row of every file and compare every data file's sha256 with its record")
     p.set_defaults(func=run)
 
 
@@ -151,9 +168,10 @@ def run(args: argparse.Namespace) -> int:
                  "detail": f.detail} for f in findings]
         print(format_table(rows, [("state", "state"), ("kind", "kind"), ("unit", "unit"), ("path", "file"),
                                   ("detail", "problem")]))
-    print(f"{checked} files checked{' (every row)' if args.full else ' (footers)'}: {len(damaged)} damaged, "
+    how = " (every row, every sha256)" if args.full else " (footers; sizes and listing stamps against the records)"
+    print(f"{checked} files checked{how}: {len(damaged)} damaged, "
           f"{len(findings) - len(damaged)} notes ({args.results})", file=sys.stderr)
     if damaged:
         print("repair: `lee eval` (or `lee reevaluate`) with the sweep's flags redoes the done units whose data is "
-              "missing or unreadable and rewrites unreadable runs files", file=sys.stderr)
+              "missing, unreadable or changed and rewrites unreadable runs files", file=sys.stderr)
     return 1 if damaged else 0

@@ -10,6 +10,14 @@
 -- differ in schema: with it DuckDB reads the footer of every file at every query, so a filter on a
 -- partition column (model = '...') would no longer keep the query to that partition's files.
 -- These views hold every file, finished or not; use the views of 01_visible.sql.
+--
+-- The damaged_units placeholder becomes the done units whose data file is missing, does not read, or is not the file
+-- the unit wrote (its size, or its listing stamp and then its sha256, differ from what its runs row
+-- recorded; pipelines/integrity.py, docs/integrity.md), found when the script was made. Their files are
+-- left out of the *_files views and the units out of done_units; `lee verify` lists them, `lee eval` redoes
+-- them.
+
+CREATE OR REPLACE TABLE damaged_units AS {{damaged_units}};
 
 CREATE OR REPLACE VIEW runs_files AS {{source:runs}};
 CREATE OR REPLACE VIEW lee_files AS {{source:lee}};

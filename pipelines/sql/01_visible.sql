@@ -3,7 +3,8 @@
 --
 -- A unit's data rows count only when its `runs` row has status = 'done' (pipelines/schema.py). Data
 -- files of units that failed, or whose `runs` row is missing (still running, crashed), are excluded
--- here, so every view below sees completed work only.
+-- here, so every view below sees completed work only; so are done units whose data file is damaged
+-- (damaged_units, 00_sources.sql).
 
 -- Every work unit's latest attempt (done or failed), all columns, read from the files when queried.
 CREATE OR REPLACE VIEW runs AS
@@ -31,7 +32,7 @@ SELECT
     json_extract_string(config_json, '$.method') AS method,
     json_extract_string(config_json, '$.num_probes') AS num_probes
 FROM runs
-WHERE status = 'done';
+WHERE status = 'done' AND unit NOT IN (SELECT unit FROM damaged_units);
 
 -- The result that counts for each configuration. Several runs of the same model, weights, dataset and
 -- generator (or metric) with the same output / interpolation / method (a --limit 8 smoke run and a full

@@ -76,12 +76,13 @@ def write_unit(store: Store, family: str, model: str, dataset: str, role: str, c
     """Write one work unit the way a sweep does (data file, then its ``runs`` row unless status is None)."""
     unit = unit or f"u{next(_counter):08d}"
     t = data_table(family, columns, unit=unit, model=model, weights=weights, dataset=dataset, role=role)
-    store.write_data(family, model, dataset, unit, t)
+    written = store.write_data(family, model, dataset, unit, t)
     if status is not None:
         n_img = n_images if n_images is not None else len(set(columns["sample_id"]))
-        store.write_run(runs_row(unit, family, model, dataset, role, status=status, weights=weights, config=config,
-                                 n_images=n_img, minutes=next(_counter) if minutes is None else minutes,
-                                 n_rows=t.num_rows, sweep_id=sweep_id))
+        row = runs_row(unit, family, model, dataset, role, status=status, weights=weights, config=config,
+                       n_images=n_img, minutes=next(_counter) if minutes is None else minutes,
+                       n_rows=t.num_rows, sweep_id=sweep_id)
+        store.write_run(row | (written.columns() if status == "done" else {}))
     return unit
 
 
