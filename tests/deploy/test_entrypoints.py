@@ -19,6 +19,8 @@ import os
 import secrets
 import shlex
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -29,13 +31,47 @@ import yaml
 
 from pipelines.store import Store
 from tests.deploy.test_manifests import manifests
-from tests.pipelines.test_cluster import _free_port, _lee, _node_ports, _stop
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.cluster]
 
 SMALL = ["--limit", "2", "--img-size", "32", "-g", "translate_x"]
 MODEL = "test_resnet.r160_in1k"
 NEW_MODEL = "test_vit.r160_in1k"
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _node_ports() -> list[str]:
+    """Ports of one node's own processes (two nodes on one machine must not share any)."""
+    return [f"--node-manager-port={_free_port()}", f"--object-manager-port={_free_port()}",
+            f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
+            f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}"]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End a node: its process group (raylet, GCS, workers), never `ray stop` (every Ray on the machine)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=10)
+            break
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group
+    except ProcessLookupError:
+        pass
+
+
+def _lee(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipelines", *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+
 
 SUBMIT = """
 import json, sys, time
