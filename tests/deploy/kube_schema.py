@@ -3,11 +3,14 @@
 The Kubernetes API server validates a custom resource against its CRD's
 ``spec.versions[].schema.openAPIV3Schema``. Strict validation refuses unknown fields: every schema
 object that lists ``properties`` and neither sets ``additionalProperties`` nor
-``x-kubernetes-preserve-unknown-fields`` gets ``additionalProperties: false`` here. The
-``x-kubernetes-*`` extensions are otherwise dropped (``x-kubernetes-int-or-string`` is already an
-``anyOf``; the CEL rules of ``x-kubernetes-validations`` are not evaluated). An object without
-``properties`` (a resource's top-level ``metadata``) accepts anything, as in the CRD: the API server
-checks it as ObjectMeta, which :func:`validate` does by hand for the keys a manifest may set.
+``x-kubernetes-preserve-unknown-fields`` gets ``additionalProperties: false`` here. In KubeRay
+v1.7.0's CRDs no object preserves unknown fields: the embedded Pod templates (containers, volumes,
+tolerations...) are fully typed, so a misspelt container field fails too. The ``x-kubernetes-*``
+extensions are otherwise dropped (``x-kubernetes-int-or-string`` is already an ``anyOf``); the CEL
+rules of ``x-kubernetes-validations`` are not evaluated, and :func:`cel_ruled` lists the fields of a
+manifest that carry one (the tests require none). An object without ``properties`` (a resource's
+top-level ``metadata``) accepts anything in the CRD: the API server checks it as ObjectMeta, which
+:func:`errors` does by hand for the keys a manifest may set.
 """
 
 from __future__ import annotations
@@ -68,4 +71,31 @@ def errors(doc: dict) -> list[str]:
     if not isinstance(meta.get("name"), str) or not meta["name"]:
         found.append("metadata.name: missing")
     found += [f"metadata.{k}: unknown field" for k in sorted(set(meta) - OBJECT_META)]
+    return found
+
+
+def cel_ruled(doc: dict) -> list[str]:
+    """Paths of ``doc`` whose schema carries CEL rules (``x-kubernetes-validations``), which :func:`errors`
+    does not evaluate: a manifest that sets none of them leaves nothing unchecked to the API server's CEL."""
+    version = doc.get("apiVersion", "").partition("/")[2]
+    for v in _crd(doc["kind"])["spec"]["versions"]:
+        if v["name"] == version:
+            schema = v["schema"]["openAPIV3Schema"]
+    found: list[str] = []
+
+    def walk(value: Any, s: dict, path: str) -> None:
+        if s.get("x-kubernetes-validations"):
+            found.append(path or "<root>")
+        if isinstance(value, dict):
+            for k, item in value.items():
+                sub = (s.get("properties") or {}).get(k)
+                if sub is None and isinstance(s.get("additionalProperties"), dict):
+                    sub = s["additionalProperties"]
+                if sub is not None:
+                    walk(item, sub, f"{path}.{k}" if path else k)
+        elif isinstance(value, list) and isinstance(s.get("items"), dict):
+            for i, item in enumerate(value):
+                walk(item, s["items"], f"{path}.{i}")
+
+    walk(doc, schema, "")
     return found

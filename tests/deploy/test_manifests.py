@@ -76,6 +76,15 @@ def test_manifest_validates_against_kuberays_crd(key):
     assert kube_schema.errors(manifests()[key]) == []
 
 
+@pytest.mark.parametrize("key", _ray_kinds())
+def test_manifest_sets_no_field_whose_cel_rule_goes_unchecked(key):
+    doc = manifests()[key]
+    assert kube_schema.cel_ruled(doc) == []
+    if doc["kind"] == "RayJob":  # the walk finds one when it is there
+        ruled = _plant(doc, "spec.deletionStrategy", {"onSuccess": {"policy": "DeleteCluster"}})
+        assert kube_schema.cel_ruled(ruled) == ["spec.deletionStrategy"]
+
+
 def _plant(doc: dict, path: str, value) -> dict:
     doc = copy.deepcopy(doc)
     *parents, leaf = path.split(".")
