@@ -178,3 +178,9 @@ def test_the_page_check_refuses_what_it_does_not_know_and_wrong_names(tmp_path):
         check("0 2 * * * lee reevaluate --config /srv/lee/run.yaml >> /srv/lee/reeval.log 2>&1", tmp_path)
     with pytest.raises(SystemExit):  # argparse: an unknown flag
         check("lee reevaluate --config /srv/lee/run.yaml --nightly", tmp_path)
+
+
+def test_the_page_applies_every_manifest_of_kubernetes():
+    applied = {argv[i + 1] for c in commands() if c.startswith("kubectl apply")
+               for argv in [shlex.split(c)] for i, a in enumerate(argv) if a == "-f"}
+    assert applied == {f"kubernetes/{p.name}" for p in (REPO / "kubernetes").glob("*.yaml")}
