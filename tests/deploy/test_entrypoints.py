@@ -4,7 +4,9 @@ What KubeRay's submitter does, done here: the token in RAY_AUTH_TOKEN with RAY_A
 ``authOptions`` injects), the manifest's ``entrypoint`` and ``runtimeEnvYAML`` sent to the job server
 with Ray's public JobSubmissionClient. The cluster mirrors the manifests' (tests/pipelines/test_cluster.py's
 recipe): a head, and a worker that declares one GPU as the GPU worker group does, so ``--gpus 1`` is
-kept (no GPU is here: the actor runs on the CPU, as UnitRunner does without CUDA).
+kept (no GPU is here: the actor runs on the CPU, as UnitRunner does without CUDA). Unlike the
+manifests' head (``num-cpus: "0"``) this head has one CPU, for Ray Data's decoding tasks, which the
+GPU workers run on Kubernetes.
 
 Substituted, and only this: ``lee`` -> ``python -m pipelines`` (this checkout's code, not the installed
 console script's), the results root (``-o``, a local folder for the bucket), ``--config`` (a copy of
@@ -85,7 +87,7 @@ while client.get_job_status(job) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, 
         client.stop_job(job)
         break
     time.sleep(0.5)
-print(json.dumps({"status": str(client.get_job_status(job)), "logs": client.get_job_logs(job),
+print("JOB", json.dumps({"status": str(client.get_job_status(job)), "logs": client.get_job_logs(job),
                   "env": client.get_job_info(job).runtime_env}))
 """
 
@@ -117,22 +119,28 @@ def gpu_cluster():
             time.sleep(1)
         else:
             pytest.fail(f"job server at {address} did not come up: {r.stderr[-2000:]}")
-        worker_log = open(os.path.join(temps[0], "worker-start.log"), "w")  # noqa: SIM115 (closed with the node)
-        procs.append(subprocess.Popen(
-            ["ray", "start", f"--address={gcs}", *common, "--num-gpus=1", f"--temp-dir={temps[1]}", *_node_ports()],
-            env=env, stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True))
         code = (f"import json, ray; ray.init(address={gcs!r}, log_to_driver=False); "
-                "print(json.dumps({n['NodeID']: 'head' if 'head' in n['Resources'] else 'worker' "
+                "print('NODES', json.dumps({n['NodeID']: 'head' if 'head' in n['Resources'] else 'worker' "
                 "for n in ray.nodes() if n['Alive']}))")
         nodes: dict[str, str] = {}
-        while time.time() < deadline and len(nodes) < 2:
-            r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
-            nodes = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {}
-            if procs[1].poll() is not None:
-                worker_log.flush()
-                pytest.fail("ray worker node exited: " + open(worker_log.name).read()[-3000:])
-            if len(nodes) < 2:
-                time.sleep(1)
+        log = os.path.join(temps[0], "worker-start.log")
+        for attempt in (1, 2):  # a port picked free may be taken meanwhile by another Ray on this machine
+            with open(log, "w") as out:
+                procs.append(subprocess.Popen(
+                    ["ray", "start", f"--address={gcs}", *common, "--num-gpus=1", f"--temp-dir={temps[1]}",
+                     *_node_ports()], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+            while time.time() < deadline and len(nodes) < 2 and procs[-1].poll() is None:
+                r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+                lines = [line for line in r.stdout.splitlines() if line.startswith("NODES ")]
+                nodes = json.loads(lines[-1].removeprefix("NODES ")) if r.returncode == 0 and lines else {}
+                if len(nodes) < 2:
+                    time.sleep(1)
+            if len(nodes) == 2 or attempt == 2:
+                break
+            _stop(procs.pop())
+        if len(nodes) < 2:
+            with open(log) as f:
+                pytest.fail(f"the worker node did not join: {f.read()[-3000:]}")
         assert sorted(nodes.values()) == ["head", "worker"], f"the worker node did not join: {r.stderr[-2000:]}"
         yield address, token, nodes
     finally:
@@ -160,7 +168,8 @@ def submit(address: str, token: str, entrypoint: str, runtime_env_yaml: str, tim
     r = subprocess.run([sys.executable, "-c", SUBMIT, address, entrypoint, json.dumps(runtime_env), str(timeout)],
                        env=env, capture_output=True, text=True, timeout=timeout + 60)
     assert r.returncode == 0, r.stderr[-3000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    (line,) = [line for line in r.stdout.splitlines() if line.startswith("JOB ")]
+    return json.loads(line.removeprefix("JOB "))
 
 
 def test_sweep_rayjob_then_nightly_raycronjob_on_a_two_node_cluster(gpu_cluster, tmp_path):
