@@ -1,0 +1,206 @@
+"""Each KubeRay manifest's entrypoint and runtime env, run as a Ray job on a loopback two-node cluster.
+
+What KubeRay's submitter does, done here: the token in RAY_AUTH_TOKEN with RAY_AUTH_MODE=token (what
+``authOptions`` injects), the manifest's ``entrypoint`` and ``runtimeEnvYAML`` sent to the job server
+with Ray's public JobSubmissionClient. The cluster mirrors the manifests' (tests/pipelines/test_cluster.py's
+recipe): a head, and a worker that declares one GPU as the GPU worker group does, so ``--gpus 1`` is
+kept (no GPU is here: the actor runs on the CPU, as UnitRunner does without CUDA). Unlike the
+manifests' head (``num-cpus: "0"``) this head has one CPU, for Ray Data's decoding tasks, which the
+GPU workers run on Kubernetes.
+
+Substituted, and only this: ``lee`` -> ``python -m pipelines`` (this checkout's code, not the installed
+console script's), the results root (``-o``, a local folder for the bucket), ``--config`` (a copy of
+the ConfigMap's run.yaml for its mount path), the models (a tiny test model for ``paper``), and
+``--limit 2 --img-size 32 -g translate_x`` appended (flags override run.yaml).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+import yaml
+
+from pipelines.store import Store
+from tests.deploy.test_manifests import manifests
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.cluster]
+
+SMALL = ["--limit", "2", "--img-size", "32", "-g", "translate_x"]
+MODEL = "test_resnet.r160_in1k"
+NEW_MODEL = "test_vit.r160_in1k"
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _node_ports() -> list[str]:
+    """Ports of one node's own processes (two nodes on one machine must not share any)."""
+    return [f"--node-manager-port={_free_port()}", f"--object-manager-port={_free_port()}",
+            f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
+            f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}"]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End a node: its process group (raylet, GCS, workers), never `ray stop` (every Ray on the machine)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=10)
+            break
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group
+    except ProcessLookupError:
+        pass
+
+
+def _lee(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipelines", *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+SUBMIT = """
+import json, sys, time
+from ray.job_submission import JobStatus, JobSubmissionClient
+address, entrypoint, runtime_env, timeout = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), float(sys.argv[4])
+client = JobSubmissionClient(address)
+job = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+deadline = time.time() + timeout
+while client.get_job_status(job) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+    if time.time() > deadline:
+        client.stop_job(job)
+        break
+    time.sleep(0.5)
+print("JOB", json.dumps({"status": str(client.get_job_status(job)), "logs": client.get_job_logs(job),
+                  "env": client.get_job_info(job).runtime_env}))
+"""
+
+
+@pytest.fixture(scope="module")
+def gpu_cluster():
+    """A head (1 CPU) and a worker (1 CPU, 1 declared GPU) on 127.0.0.1 with token auth. Yields (job server URL,
+    token, {node id: 'head' | 'worker'})."""
+    token = secrets.token_hex(32)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    temps = [tempfile.mkdtemp(prefix="rd", dir="/tmp") for _ in range(2)]
+    port, dash = _free_port(), _free_port()
+    common = ["--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--object-store-memory=150000000",
+              "--disable-usage-stats"]
+    procs = [subprocess.Popen(
+        ["ray", "start", "--head", *common, f"--port={port}", "--include-dashboard=true",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--ray-client-server-port={_free_port()}",
+         f"--temp-dir={temps[0]}", "--resources={\"head\": 1}", *_node_ports()],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
+    gcs, address = f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            r = _lee(["status", "--address", address], env)
+            if r.returncode == 0:
+                break
+            assert procs[0].poll() is None, "ray head exited"
+            time.sleep(1)
+        else:
+            pytest.fail(f"job server at {address} did not come up: {r.stderr[-2000:]}")
+        code = (f"import json, ray; ray.init(address={gcs!r}, log_to_driver=False); "
+                "print('NODES', json.dumps({n['NodeID']: 'head' if 'head' in n['Resources'] else 'worker' "
+                "for n in ray.nodes() if n['Alive']}))")
+        nodes: dict[str, str] = {}
+        log = os.path.join(temps[0], "worker-start.log")
+        for attempt in (1, 2):  # a port picked free may be taken meanwhile by another Ray on this machine
+            with open(log, "w") as out:
+                procs.append(subprocess.Popen(
+                    ["ray", "start", f"--address={gcs}", *common, "--num-gpus=1", f"--temp-dir={temps[1]}",
+                     *_node_ports()], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+            while time.time() < deadline and len(nodes) < 2 and procs[-1].poll() is None:
+                r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+                lines = [line for line in r.stdout.splitlines() if line.startswith("NODES ")]
+                nodes = json.loads(lines[-1].removeprefix("NODES ")) if r.returncode == 0 and lines else {}
+                if len(nodes) < 2:
+                    time.sleep(1)
+            if len(nodes) == 2 or attempt == 2:
+                break
+            _stop(procs.pop())
+        if len(nodes) < 2:
+            with open(log) as f:
+                pytest.fail(f"the worker node did not join: {f.read()[-3000:]}")
+        assert sorted(nodes.values()) == ["head", "worker"], f"the worker node did not join: {r.stderr[-2000:]}"
+        yield address, token, nodes
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+        for t in temps:
+            shutil.rmtree(t, ignore_errors=True)
+
+
+def local_entrypoint(entrypoint: str, replace: dict[str, str], append: list[str]) -> str:
+    """The manifest's entrypoint with ``lee`` run from this checkout, the values of ``replace``'s flags (which
+    the entrypoint must have) replaced, and ``append`` added."""
+    argv = shlex.split(entrypoint)
+    assert argv[0] == "lee"
+    for flag, value in replace.items():
+        argv[argv.index(flag) + 1] = value
+    return shlex.join([sys.executable, "-m", "pipelines", *argv[1:], *append])
+
+
+def submit(address: str, token: str, entrypoint: str, runtime_env_yaml: str, timeout: float = 240) -> dict:
+    """Submit as KubeRay's submitter does (token from the Secret, auth mode token); wait; status, logs, env."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    runtime_env = yaml.safe_load(runtime_env_yaml)
+    r = subprocess.run([sys.executable, "-c", SUBMIT, address, entrypoint, json.dumps(runtime_env), str(timeout)],
+                       env=env, capture_output=True, text=True, timeout=timeout + 60)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (line,) = [line for line in r.stdout.splitlines() if line.startswith("JOB ")]
+    return json.loads(line.removeprefix("JOB "))
+
+
+def test_sweep_rayjob_then_nightly_raycronjob_on_a_two_node_cluster(gpu_cluster, tmp_path):
+    address, token, nodes = gpu_cluster
+    docs = manifests()
+    out = tmp_path / "lee-results"
+
+    # The RayJob's sweep: `lee eval -m paper -d sample-test --gpus 1 -o s3://...`, its runtime env as is.
+    sweep = docs["RayJob/lee-sweep"]["spec"]
+    entry = local_entrypoint(sweep["entrypoint"], {"-m": MODEL, "-o": str(out)}, SMALL)
+    assert "--gpus 1" in entry and "-d sample-test" in entry  # kept from the manifest
+    job = submit(address, token, entry, sweep["runtimeEnvYAML"])
+    assert job["status"] == "SUCCEEDED", job["logs"][-3000:]
+    assert job["env"]["env_vars"] == yaml.safe_load(sweep["runtimeEnvYAML"])["env_vars"]
+    assert "1 computed" in job["logs"], job["logs"][-3000:]
+    runs = Store(str(out)).runs().to_pylist()
+    assert [(r["model"], r["status"]) for r in runs] == [(MODEL, "done")]
+    assert nodes[runs[0]["node_id"]] == "worker"  # `--gpus 1`: the actor went to the (declared) GPU worker
+
+    # The RayCronJob's re-evaluation on the same results: run.yaml from the ConfigMap, a model added.
+    nightly = docs["RayCronJob/lee-reevaluate"]["spec"]["jobTemplate"]
+    config = tmp_path / "run.yaml"
+    config.write_text(docs["ConfigMap/lee-run"]["data"]["run.yaml"])
+    entry = local_entrypoint(nightly["entrypoint"], {"--config": str(config)},
+                             ["-m", f"{MODEL},{NEW_MODEL}", *SMALL, "-o", str(out)])
+    job = submit(address, token, entry, nightly["runtimeEnvYAML"])
+    logs = job["logs"]
+    assert job["status"] == "SUCCEEDED", logs[-3000:]
+    assert "catalog regenerated from timm" in logs, logs[-3000:]
+    assert "1 of 2 units to evaluate" in logs and "new model" in logs, logs[-3000:]  # only the new model ran
+    runs = Store(str(out)).runs().to_pylist()
+    assert sorted((r["model"], r["status"]) for r in runs) == [(MODEL, "done"), (NEW_MODEL, "done")]
+    assert all(nodes[r["node_id"]] == "worker" for r in runs)
+    assert all(r["git_rev"] for r in runs)
