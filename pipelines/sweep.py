@@ -70,6 +70,8 @@ class Plan:
     damaged: dict[str, str] = field(default_factory=dict)
     """unit key -> why its data file cannot be read, for units whose ``runs`` row says done (redone, with the
     reason ``data unreadable``)."""
+    gone: list = field(default_factory=list)
+    """``lee reevaluate``: checkpoints a watched folder or glob no longer lists, whose results are kept."""
 
     @property
     def skipped(self) -> list[WorkUnit]:
