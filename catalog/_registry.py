@@ -18,13 +18,7 @@ from catalog._errors import CatalogError, close_matches, unknown_name_error
 from catalog._files import PACKAGE_DIR, check_keys, read_catalog_file
 from catalog._paths import zoo_catalog_path
 from catalog._spec import ModelSpec, spec_from_dict
-from catalog._watch import (
-    CHECKPOINT_SUFFIXES,
-    DEFAULT_NAME_TEMPLATE,
-    checkpoint_name,
-    is_glob,
-    list_checkpoints,
-)
+from catalog._watch import DEFAULT_NAME_TEMPLATE, checkpoint_name, empty_reason, list_checkpoints
 from catalog._zoo import is_zoo_arch
 
 __all__ = [
@@ -198,9 +192,7 @@ def _checkpoints_to_specs(entry: dict[str, Any], where: str) -> list[ModelSpec]:
     except CatalogError as exc:
         raise CatalogError(f"{where}: {exc}") from None
     if not files:
-        why = ("the glob matches nothing" if is_glob(pattern) else
-               f"no such folder, or no {'/'.join(CHECKPOINT_SUFFIXES)} file in it")
-        raise CatalogError(f"{where}: checkpoints {pattern!r} match no file ({why})")
+        raise CatalogError(f"{where}: checkpoints {pattern!r} match no file ({empty_reason(pattern)})")
     specs, _, _ = _base()
     rest = {k: v for k, v in entry.items() if k not in ("checkpoints", "name", "source")}
     out: dict[str, ModelSpec] = {}

@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_NAME_TEMPLATE",
     "NAME_FIELDS",
     "checkpoint_name",
+    "empty_reason",
     "is_glob",
     "list_checkpoints",
     "watches",
@@ -112,6 +113,20 @@ def list_checkpoints(pattern: str) -> list[str]:
     except Exception as exc:  # noqa: BLE001 - filesystems raise anything (missing package, credentials)
         raise _problem(pattern, exc) from None
     return sorted(_spelled(root, fs_root, p, fs) for p in files)
+
+
+def empty_reason(pattern: str) -> str:
+    """Why :func:`list_checkpoints` found no file for ``pattern``, in a few words."""
+    if is_glob(pattern):
+        return "the glob matches nothing"
+    try:
+        fs, path = _fs(pattern)
+        exists = fs.isdir(path)
+    except Exception:  # noqa: BLE001 - the listing worked; say what is known
+        exists = False
+    if not exists:
+        return "no such folder"
+    return f"the folder has no {'/'.join(CHECKPOINT_SUFFIXES)} file"
 
 
 def _glob_regex(pattern: str) -> re.Pattern[str]:
