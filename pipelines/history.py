@@ -25,8 +25,9 @@ from typing import Any
 
 import catalog
 from pipelines.store import Store
+from pipelines.units import spec_key_dict
 
-__all__ = ["DigestCache", "HistoryError", "current_weights_sha256", "keep_previous", "listing_stamp"]
+__all__ = ["DigestCache", "HistoryError", "current_weights_sha256", "keep_previous", "listing_stamp", "loaded_before"]
 
 SETTLE_S = 2.0
 """A file modified less than this long ago is hashed but its digest not cached (a second write within the
@@ -128,6 +129,34 @@ def current_weights_sha256(weights: str | None, spec, cache: DigestCache | None 
     except Exception:  # noqa: BLE001 - a missing file or unknown hub entry is not a change we can tell
         return None
     return None
+
+
+def loaded_before(specs: list, runs: list[dict[str, Any]], cache: DigestCache | None = None) -> set[str]:
+    """Names of the ``file`` models whose checkpoint, as it is now, a done unit already loaded with this spec.
+
+    Such a checkpoint exists, loads safely and fits (it did, with these very bytes: same sha256, same spec
+    in the unit key, so the same key mapping), so a plan need not read and check it again; with ``cache``
+    the comparison reads no file whose listing is unchanged. A nightly ``lee reevaluate`` over a folder
+    of checkpoints then reads only the new and changed files.
+    """
+    done: dict[str, list[tuple[Any, str]]] = {}
+    for r in runs:
+        if r.get("status") == "done" and r.get("weights") == "file" and r.get("weights_sha256"):
+            try:
+                spec_json = json.loads(r["key_json"]).get("model")
+            except (TypeError, ValueError):
+                continue
+            done.setdefault(r["model"], []).append((spec_json, r["weights_sha256"]))
+    out = set()
+    for spec in specs:
+        rows = done.get(spec.name)
+        if not rows or spec.source != "file" or not spec.checkpoint:
+            continue
+        mine = json.loads(json.dumps(spec_key_dict(spec), default=str))
+        shas = {sha for spec_json, sha in rows if spec_json == mine}
+        if shas and current_weights_sha256("file", spec, cache) in shas:
+            out.add(spec.name)
+    return out
 
 
 def keep_previous(store: Store, unit, stored: dict[str, Any] | None) -> str | None:

@@ -66,6 +66,17 @@ def test_new_changed_and_gone_checkpoints_and_the_history_of_weights(ray_session
     cfg = SweepConfig(models=[str(models)], datasets=["sample-test"], generators=["translate_x"], images=2,
                       img_size=32, output=str(out), batch_size=2)
     execute(plan(cfg))
+    # The next plans read no checkpoint that a done unit loaded as it is now (digests cached by listing).
+    from pipelines import history
+
+    specs = [u.model for u in plan(cfg, dry_run=True).units]
+    done = Store(str(out)).runs().to_pylist()
+    cache = history.DigestCache(tmp_path / "digests.json")
+    assert history.loaded_before(specs, done, cache) == {"test_resnet@base"} and cache.hashed == 1
+    cache.save()
+    again = history.DigestCache(tmp_path / "digests.json")
+    assert history.loaded_before(specs, done, again) == {"test_resnet@base"} and again.hashed == 0
+    assert history.loaded_before([specs[0].replace(key_map={"by_order": True})], done, again) == set()
     argv = ["reevaluate", "--dry-run", "-o", str(out), "-m", str(models), "-d", "sample-test", "-g", "translate_x",
             "-n", "2", "--img-size", "32", "--batch-size", "2"]
     assert main(argv) == 0
