@@ -24,7 +24,7 @@ its data file under a temporary name and renames it over the old one (old data i
 first), and writes its final ``runs`` row last (also temp + rename). A kill at any moment
 therefore leaves either the old complete state or a unit that is not done and is redone by the
 next run; never a done row without its data. Each unit has at most one ``runs`` row (the latest
-attempt) and one data file.
+attempt) and one data file, plus, under ``history/``, one of each per earlier weights sha256.
 
 Long format: one value per row. Units of ``value``: the LEE is
 :math:`\|L_X f(x)\|^2/\dim(\mathrm{out})` in (output units)\ :sup:`2` per (generator

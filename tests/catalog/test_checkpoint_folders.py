@@ -140,3 +140,13 @@ def test_validate_and_ls_show_the_files_found(tmp_path: Path, capsys) -> None:
     assert main(["catalog", "ls", "--catalog", str(path)]) == 0
     out = capsys.readouterr().out
     assert "test_resnet@ep2  " in out and f"{tmp_path}/ck/ep2.safetensors" in out and "(2 models)" in out
+
+
+def test_a_folder_or_glob_given_as_one_checkpoint_says_to_use_checkpoints(tmp_path: Path, capsys) -> None:
+    _save(tmp_path / "ck" / "ep1.pth", 1)
+    for given, what in ((f"{tmp_path}/ck/*.pth", "has glob characters"), (f"{tmp_path}/ck", "is a folder")):
+        path = _catalog(tmp_path, f"{{name: mine, arch: test_resnet, source: file, checkpoint: '{given}'}}")
+        assert main(["catalog", "validate", str(path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"lee: error: checkpoint {given!r} {what}: name one file, or use `checkpoints:` (a folder or "
+                       "glob: one model per file) in the catalog entry"], err
