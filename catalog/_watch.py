@@ -40,7 +40,7 @@ __all__ = [
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 """Suffixes of the files a *folder* stands for (a glob takes whatever it matches)."""
 DEFAULT_NAME_TEMPLATE = "{arch}@{stem}"
-"""Model name of each file, as ``lee eval --checkpoint FILE --arch ARCH`` names its model."""
+"""Model name of each file, in the form ``lee eval --checkpoint FILE --arch ARCH`` names its model."""
 NAME_FIELDS = ("stem", "arch", "parent")
 """Placeholders of a name template: the file name without its last suffix, the entry's arch, the name of
 the folder holding the file."""
