@@ -53,9 +53,13 @@ from catalog._registry import (
 )
 from catalog._sample import materialize_sample, sample_regions, write_images_parquet
 from catalog._spec import WEIGHT_POLICIES, WEIGHT_SOURCES, DatasetSpec, ModelSpec
+from catalog._watch import CHECKPOINT_SUFFIXES, list_checkpoints, watches
 from catalog._zoo import ZOO_ARCH_NAMES, ZOO_SPLITS, ZOO_TASKS, is_zoo_arch, register_zoo
 
 __all__ = [
+    "CHECKPOINT_SUFFIXES",
+    "list_checkpoints",
+    "watches",
     "WEIGHT_POLICIES",
     "WEIGHT_SOURCES",
     "ZOO_ARCH_NAMES",

@@ -77,6 +77,24 @@ def resolve_checkpoint_uri(uri: str) -> str:
     raise CatalogError(f"checkpoint {uri!r}: package {module!r} has no file {rel!r}")
 
 
+_USE_CHECKPOINTS = "name one file, or use `checkpoints:` (a folder or glob: one model per file) in the catalog entry"
+
+
+def _not_one_file(uri: str) -> None:
+    """A ``checkpoint`` with glob characters names no single file: say so (fsspec's own error is garbled)."""
+    if not uri.startswith(PACKAGE_SCHEME) and any(ch in uri for ch in "*?["):
+        raise CatalogError(f"checkpoint {uri!r} has glob characters: {_USE_CHECKPOINTS}")
+
+
+def _read_error(uri: str, exc: BaseException) -> CatalogError:
+    """The error for a checkpoint that cannot be opened: a folder, a missing file, a filesystem error."""
+    if isinstance(exc, IsADirectoryError):
+        return CatalogError(f"checkpoint {uri!r} is a folder: {_USE_CHECKPOINTS}")
+    if isinstance(exc, FileNotFoundError):
+        return CatalogError(f"cannot read checkpoint {uri!r}: no such file")
+    return CatalogError(f"cannot read checkpoint {uri!r}: {exc}")
+
+
 def checkpoint_sha256(uri: str) -> str:
     """sha256 hex digest of a checkpoint at a local path or fsspec URI, streamed.
 
@@ -88,13 +106,14 @@ def checkpoint_sha256(uri: str) -> str:
     """
     import fsspec
 
+    _not_one_file(uri)
     digest = hashlib.sha256()
     try:
         with fsspec.open(resolve_checkpoint_uri(uri), "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
     except (OSError, ValueError) as exc:
-        raise CatalogError(f"cannot read checkpoint {uri!r}: {exc}") from None
+        raise _read_error(uri, exc) from None
     return digest.hexdigest()
 
 
@@ -199,11 +218,12 @@ def read_checkpoint(uri: str) -> tuple[dict[str, torch.Tensor], str]:
     import fsspec
     import torch
 
+    _not_one_file(uri)
     try:
         with fsspec.open(resolve_checkpoint_uri(uri), "rb") as fh:
             data = fh.read()
     except (OSError, ValueError) as exc:
-        raise CatalogError(f"cannot read checkpoint {uri!r}: {exc}") from None
+        raise _read_error(uri, exc) from None
     sha = hashlib.sha256(data).hexdigest()
     try:
         if uri.endswith(".safetensors"):

@@ -18,6 +18,7 @@ from catalog._errors import CatalogError, close_matches, unknown_name_error
 from catalog._files import PACKAGE_DIR, check_keys, read_catalog_file
 from catalog._paths import zoo_catalog_path
 from catalog._spec import ModelSpec, spec_from_dict
+from catalog._watch import DEFAULT_NAME_TEMPLATE, checkpoint_name, empty_reason, list_checkpoints
 from catalog._zoo import is_zoo_arch
 
 __all__ = [
@@ -147,6 +148,8 @@ def _entry_to_spec(entry: Any, where: str) -> list[ModelSpec]:
             raise CatalogError(f"{where}: {exc}") from None
     if not isinstance(entry, dict):
         raise CatalogError(f"{where}: an entry must be a model name or a mapping, got {type(entry).__name__}")
+    if "checkpoints" in entry:
+        return _checkpoints_to_specs(entry, where)
     name = entry.get("name")
     if not isinstance(name, str):
         raise CatalogError(f"{where}: a mapping entry needs a 'name'")
@@ -172,6 +175,46 @@ def _entry_to_spec(entry: Any, where: str) -> list[ModelSpec]:
     if base is None:
         raise CatalogError(f"{where}: {unknown_name_error('model', name, _candidates())} (a new name needs 'arch')")
     return [spec_from_dict(ModelSpec, entry, where, base=base)]
+
+
+def _checkpoints_to_specs(entry: dict[str, Any], where: str) -> list[ModelSpec]:
+    """The models of a ``checkpoints:`` entry: one ``file`` model per file of the folder or glob, named by
+    the entry's ``name`` template (see :mod:`catalog._watch`), in file order."""
+    pattern = entry["checkpoints"]
+    if not isinstance(pattern, str) or not pattern.strip():
+        raise CatalogError(f"{where}: checkpoints must be a folder or a glob (path or fsspec URI), got {pattern!r}")
+    arch = entry.get("arch")
+    if not isinstance(arch, str) or not arch:
+        raise CatalogError(f"{where}: checkpoints {pattern!r} need 'arch', the timm architecture of the files")
+    if "checkpoint" in entry:
+        raise CatalogError(f"{where}: give either 'checkpoint' (one file) or 'checkpoints' (a folder or glob), not both")
+    if entry.get("source", "file") != "file":
+        raise CatalogError(f"{where}: checkpoints are 'file' weights; drop source {entry['source']!r}")
+    template = entry.get("name", DEFAULT_NAME_TEMPLATE)
+    if not isinstance(template, str):
+        raise CatalogError(f"{where}: name must be a template string such as {DEFAULT_NAME_TEMPLATE!r}, got {template!r}")
+    try:
+        files = list_checkpoints(pattern)
+    except CatalogError as exc:
+        raise CatalogError(f"{where}: {exc}") from None
+    if not files:
+        raise CatalogError(f"{where}: checkpoints {pattern!r} match no file ({empty_reason(pattern)})")
+    specs, _, _ = _base()
+    rest = {k: v for k, v in entry.items() if k not in ("checkpoints", "name", "source")}
+    out: dict[str, ModelSpec] = {}
+    for uri in files:
+        name = checkpoint_name(template, uri, arch, where)
+        if name in out:
+            raise CatalogError(
+                f"{where}: checkpoints {pattern!r} give two models the name {name!r}: {out[name].checkpoint!r} and "
+                f"{uri!r}; use a name template that tells them apart (placeholders {{stem}}, {{parent}}, {{arch}})"
+            )
+        if name in specs:
+            raise CatalogError(f"{where}: checkpoint {uri!r} would be named {name!r}, a built-in model's name; "
+                               f"choose another name template (default {DEFAULT_NAME_TEMPLATE!r})")
+        one = {**rest, "name": name, "source": "file", "checkpoint": uri}
+        out[name] = _entry_to_spec(one, where)[0].replace(checkpoints=pattern)
+    return list(out.values())
 
 
 def spec_from_entry(entry: dict[str, Any], where: str = "model entry") -> ModelSpec:
@@ -212,6 +255,9 @@ def load_catalog_file(path: str | Path) -> list[ModelSpec]:
         explicit = isinstance(entry, dict) or (isinstance(entry, str) and not _is_pattern(entry))
         for spec in _entry_to_spec(entry, where):
             if explicit and spec.name in named:
+                if spec.checkpoints or out[spec.name].checkpoints:
+                    raise CatalogError(f"{where}: model name {spec.name!r} is also given by {named[spec.name]}; "
+                                       "checkpoints of a folder or glob need names of their own (a name template)")
                 raise CatalogError(f"{path}: model {spec.name!r} is defined twice, by {named[spec.name]} and {where}; "
                                    "each model name may appear once")
             if explicit:

@@ -67,6 +67,9 @@ class ModelSpec:
             i-th model tensor, allowed only when the counts and every shape match). timm's own
             ``checkpoint_filter_fn`` of the architecture is applied before ``by_order`` whenever the keys
             do not fit as they are. None: keys must fit after the usual wrapper and prefix removal.
+        checkpoints: The folder or glob of the catalog entry that found ``checkpoint`` (an entry with
+            ``checkpoints:`` gives one model per file, :mod:`catalog._watch`); None for a model named on its
+            own. Provenance only: not part of the unit key.
     """
 
     name: str
@@ -96,6 +99,7 @@ class ModelSpec:
     in_chans: int | None = None
     training: dict[str, Any] | None = None
     key_map: dict[str, Any] | None = None
+    checkpoints: str | None = None
 
     def __hash__(self) -> int:  # the mapping fields are not hashable; name + weights identify a spec
         return hash((self.name, self.arch, self.tag, self.source, self.checkpoint, self.version))

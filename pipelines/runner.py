@@ -27,7 +27,7 @@ import torch
 
 import catalog
 import liecore
-from pipelines import env, schema
+from pipelines import env, history, schema
 from pipelines.data import resolve_shard
 from pipelines.families import FAMILY_IMPLS
 from pipelines.store import Store
@@ -196,6 +196,11 @@ class UnitRunner:
             prev = int(stored.get("attempt") or 0) if stored else 0
             if stored is not None and attempt is not None and stored["status"] == "done" and prev >= attempt:
                 return _summary(stored) | {"skipped": f"computed meanwhile by sweep {stored.get('sweep_id')}"}
+            try:  # new weights under the same unit key: the earlier weights' results go to history/ first
+                history.keep_previous(self.store, unit, stored)
+            except history.HistoryError as exc:  # nothing written: the stored results stay as they were
+                return _summary(failed_row(unit, sweep_id, prev + 1, exc, error_type="HistoryError",
+                                           git_rev=self.git_rev))
             return self._compute(unit, shards, sweep_id, attempt=prev + 1, batch_size=batch_size)
 
     def _compute(self, unit: WorkUnit, shards: list, sweep_id: str, *, attempt: int, batch_size: int) -> dict[str, Any]:

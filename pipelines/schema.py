@@ -7,6 +7,12 @@ Layout under the output root (any fsspec URI), hive-partitioned Parquet::
     <root>/alt/model=<model>/dataset=<dataset>/unit=<key>/part-0.parquet
     <root>/runs/unit=<key>/part-0.parquet
 
+and, for units whose weights changed (a ``file`` checkpoint overwritten under the same path, a hub cache
+with another revision), the previous done attempt of each weights sha256 (:mod:`pipelines.history`)::
+
+    <root>/history/<table>/model=<model>/dataset=<dataset>/unit=<key>/weights_sha256=<sha256>/part-0.parquet
+    <root>/history/runs/unit=<key>/weights_sha256=<sha256>/part-0.parquet
+
 Partition values are percent-encoded (:func:`partition_value`); the partition columns are
 also stored inside the files (same values), so a file read on its own is self-describing and
 ``read_parquet(..., hive_partitioning = true)`` gives the same columns.
@@ -18,7 +24,7 @@ its data file under a temporary name and renames it over the old one (old data i
 first), and writes its final ``runs`` row last (also temp + rename). A kill at any moment
 therefore leaves either the old complete state or a unit that is not done and is redone by the
 next run; never a done row without its data. Each unit has at most one ``runs`` row (the latest
-attempt) and one data file.
+attempt) and one data file, plus, under ``history/``, one of each per earlier weights sha256.
 
 Long format: one value per row. Units of ``value``: the LEE is
 :math:`\|L_X f(x)\|^2/\dim(\mathrm{out})` in (output units)\ :sup:`2` per (generator
@@ -45,9 +51,14 @@ __all__ = [
     "Column",
     "Table",
     "data_path",
+    "history_data_path",
+    "history_runs_path",
     "partition_value",
     "runs_path",
 ]
+
+HISTORY_DIR = "history"
+"""Folder under the root that keeps the done attempts of earlier weights (same tables, one more partition)."""
 
 SCHEMA_VERSION = "6"
 """Bumped whenever a column is added, removed or changes meaning (stored in ``runs``)."""
@@ -247,6 +258,17 @@ def data_path(root: str, table: str, model: str, dataset: str, unit: str) -> str
 def runs_path(root: str, unit: str) -> str:
     """Directory of one unit's ``runs`` row."""
     return f"{root.rstrip('/')}/runs/unit={unit}"
+
+
+def history_data_path(root: str, table: str, model: str, dataset: str, unit: str, weights_sha256: str) -> str:
+    """Directory of a unit's data file as it was with the weights ``weights_sha256`` (kept when they changed)."""
+    return (f"{root.rstrip('/')}/{HISTORY_DIR}/{table}/model={partition_value(model)}/dataset={partition_value(dataset)}"
+            f"/unit={unit}/weights_sha256={partition_value(weights_sha256)}")
+
+
+def history_runs_path(root: str, unit: str, weights_sha256: str) -> str:
+    """Directory of a unit's ``runs`` row as it was with the weights ``weights_sha256``."""
+    return f"{root.rstrip('/')}/{HISTORY_DIR}/runs/unit={unit}/weights_sha256={partition_value(weights_sha256)}"
 
 
 def markdown() -> str:

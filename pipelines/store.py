@@ -172,6 +172,42 @@ class Store:
         """
         return self._write_atomic(schema.data_path(self.path, table, model, dataset, unit), data)
 
+    def _copy_atomic(self, src: str, directory: str, name: str = "part-0.parquet") -> str:
+        """Copy the file ``src`` to ``directory/name`` (temporary file, then renamed), byte for byte."""
+        self._makedirs(directory)
+        final = f"{directory}/{name}"
+        tmp = f"{directory}/_tmp-{uuid.uuid4().hex}.partial"
+        self.fs.pipe_file(tmp, self.fs.cat_file(src))
+        if self.protocol in ("file", "local"):
+            os.replace(tmp, final)
+        else:
+            self.fs.mv(tmp, final)
+        return final
+
+    def keep_history(self, row: dict[str, Any], table: str) -> str:
+        """Keep a done unit's data file and ``runs`` row under ``history/``, by its ``weights_sha256``.
+
+        The data file is copied first and the ``runs`` row last (the visibility rule, as for the unit
+        itself), both through temporary files; a copy that already exists for these weights is replaced.
+
+        Returns:
+            The directory of the kept ``runs`` row.
+        """
+        sha = row["weights_sha256"]
+        data_dir = schema.history_data_path(self.path, table, row["model"], row["dataset"], row["unit"], sha)
+        self._remove_partials(data_dir)
+        self._copy_atomic(self.data_file(table, row["model"], row["dataset"], row["unit"]), data_dir)
+        runs_dir = schema.history_runs_path(self.path, row["unit"], sha)
+        self._remove_partials(runs_dir)
+        self._write_atomic(runs_dir, pa.Table.from_pylist([row], schema=schema.RUNS.schema))
+        return runs_dir
+
+    def history_runs(self) -> pa.Table:
+        """The ``runs`` rows kept under ``history/`` (empty table with the schema when there are none)."""
+        files = self.fs.glob(f"{self.path}/{schema.HISTORY_DIR}/runs/unit=*/weights_sha256=*/part-0.parquet")
+        tables = [t for t in (self._read(f, schema.RUNS.schema) for f in files) if t is not None]
+        return pa.concat_tables(tables) if tables else schema.RUNS.schema.empty_table()
+
     def write_run(self, row: dict[str, Any]) -> Written:
         """Write (replace) the unit's single ``runs`` row; this is what makes its data visible."""
         t = pa.Table.from_pylist([row], schema=schema.RUNS.schema)

@@ -37,7 +37,7 @@ import catalog
 import liecore
 from liecore import GENERATORS
 from liecore.metrics import METRICS
-from pipelines import data, env, integrity
+from pipelines import data, env, history, integrity
 from pipelines.checks import check_img_size, check_root_usable
 from pipelines.cluster import auth_fix, check_gcs, prepare_auth
 from pipelines.config import FAMILIES, WEIGHT_POLICIES, SweepConfig
@@ -69,6 +69,8 @@ class Plan:
     damaged: dict[str, str] = field(default_factory=dict)
     """unit key -> why its data file cannot be trusted (missing, unreadable, or changed since it was written),
     for units whose ``runs`` row says done: they are redone (reason: :func:`damage_reason`)."""
+    gone: list = field(default_factory=list)
+    """``lee reevaluate``: checkpoints a watched folder or glob no longer lists, whose results are kept."""
 
     @property
     def skipped(self) -> list[WorkUnit]:
@@ -185,9 +187,15 @@ def unique_models(found: list[tuple[Any, str]]) -> list:
     return [spec for spec, _ in out.values()]
 
 
-def check_checkpoints(specs: list, cfg: SweepConfig) -> None:
-    """Every checkpoint the sweep would load exists, loads safely and fits its architecture (before Ray starts)."""
+def check_checkpoints(specs: list, cfg: SweepConfig, known: set[str] = frozenset()) -> None:
+    """Every checkpoint the sweep would load exists, loads safely and fits its architecture (before Ray starts).
+
+    ``known``: names of models whose checkpoint a done unit loaded as it is now (:func:`pipelines.history.loaded_before`):
+    not read again.
+    """
     for spec in specs:
+        if spec.name in known:
+            continue
         policy = effective_weights(cfg.weights, spec) or spec.source
         if policy != "file" and not (policy == "auto" and spec.source == "file"):
             continue
@@ -195,6 +203,17 @@ def check_checkpoints(specs: list, cfg: SweepConfig) -> None:
             catalog.validate_checkpoint(spec, policy)
         except ValueError as exc:  # CatalogError
             raise _usage(exc) from None
+
+
+def checked_before(specs: list, runs) -> set[str]:
+    """The ``file`` models whose checkpoint need not be checked again (see :func:`pipelines.history.loaded_before`)."""
+    if runs is None or not any(s.source == "file" and s.checkpoint for s in specs):
+        return set()
+    cache = history.DigestCache()
+    try:
+        return history.loaded_before(specs, runs.to_pylist(), cache)
+    finally:
+        cache.save()
 
 
 def with_img_size(specs: list, cfg: SweepConfig) -> list:
@@ -310,7 +329,7 @@ def plan(cfg: SweepConfig, *, check_writable: bool = True, dry_run: bool = False
                 f"--gpus {cfg.gpus_per_actor:g}: this machine has {torch.cuda.device_count()} GPU(s) and no --address "
                 "was given, so the local Ray could never place the actors; drop --gpus or join a cluster"
             )
-    check_checkpoints(specs, cfg)
+    check_checkpoints(specs, cfg, known=checked_before(specs, runs))
     resolved, fallbacks, hub = resolve_weights(cfg, specs)
     datasets = load_images(cfg, dry_run=dry_run)
     units = []

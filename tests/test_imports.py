@@ -206,7 +206,7 @@ PIPELINES_LAYERS = (
     ("sweep/report", ("pipelines.sweep", "pipelines.analysis.report", "pipelines.zoo.train")),
     ("runner/analysis", ("pipelines.runner", "pipelines.cluster", "pipelines.checks", "pipelines.progress",
                          "pipelines.analysis", "pipelines.analysis.*", "pipelines.zoo.summary")),
-    ("store/schema/units", ("pipelines", "pipelines.store", "pipelines.integrity", "pipelines.objectstore", "pipelines.schema", "pipelines.units",
+    ("store/schema/units", ("pipelines", "pipelines.store", "pipelines.integrity", "pipelines.history", "pipelines.objectstore", "pipelines.schema", "pipelines.units",
                             "pipelines.data",
                             "pipelines.config", "pipelines.families", "pipelines.env", "pipelines.errors",
                             "pipelines.zoo", "pipelines.zoo.*")),

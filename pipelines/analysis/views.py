@@ -3,7 +3,8 @@
 The views are plain SQL (``pipelines/sql/NN_*.sql``, run in file order). Two things depend on the
 results root and are filled in when the script is built (:func:`views_script`, printed by ``lee sql``):
 
-- ``{{source:<table>}}`` placeholders become the reader of that table's files::
+- ``{{source:<table>}}`` placeholders become the reader of that table's files (``{{history:<table>}}``:
+  of the files kept under ``history/`` for earlier weights, with their ``weights_sha256`` partition)::
 
       SELECT * FROM read_parquet('<root>/<table>/model=*/dataset=*/unit=*/*.parquet',
                                  hive_partitioning = true, hive_types = {...} [, union_by_name = true])
@@ -110,7 +111,9 @@ MODEL_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("in_catalog", "BOOLEAN", "metadata found in the catalog"),
 )
 
-_PLACEHOLDER = re.compile(r"\{\{source:([a-z_]+)\}\}")
+_PLACEHOLDER = re.compile(r"\{\{(source|history):([a-z_]+)\}\}")
+HISTORY_PARTITION = "weights_sha256"
+"""The extra partition of the results kept for earlier weights (``history/``, :mod:`pipelines.history`)."""
 _DAMAGED = "{{damaged_units}}"
 
 
@@ -137,10 +140,14 @@ def _duck_type(t: pa.DataType) -> str:
     raise TypeError(f"no DuckDB type for {t}")
 
 
-def empty_select(table: str) -> str:
-    """A SELECT with no rows and every column of ``table`` in ``pipelines.schema``, typed."""
-    cols = ", ".join(f'CAST(NULL AS {_duck_type(c.type)}) AS "{c.name}"' for c in schema.TABLES[table].columns)
-    return f"SELECT {cols} WHERE false"
+def empty_select(table: str, history: bool = False) -> str:
+    """A SELECT with no rows and every column of ``table`` in ``pipelines.schema``, typed (``history``: plus
+    the ``weights_sha256`` partition of ``history/``, for data tables that do not store it)."""
+    names = [c.name for c in schema.TABLES[table].columns]
+    cols = [f'CAST(NULL AS {_duck_type(c.type)}) AS "{c.name}"' for c in schema.TABLES[table].columns]
+    if history and HISTORY_PARTITION not in names:
+        cols.append(f'CAST(NULL AS VARCHAR) AS "{HISTORY_PARTITION}"')
+    return f"SELECT {', '.join(cols)} WHERE false"
 
 
 class ResultsRoot:
@@ -181,14 +188,17 @@ class ResultsRoot:
                 f"no results under {uri!r} (no runs/ directory); run `lee eval -o {uri}` first or pass --results"
             )
 
-    def glob(self, table: str) -> str:
+    def glob(self, table: str, history: bool = False) -> str:
+        """The files of ``table`` (``history``: those kept for earlier weights, one partition deeper)."""
+        base = f"{self.prefix}/{schema.HISTORY_DIR}" if history else self.prefix
+        extra = f"/{HISTORY_PARTITION}=*" if history else ""
         if table == "runs":
-            return f"{self.prefix}/runs/unit=*/*.parquet"
-        return f"{self.prefix}/{table}/model=*/dataset=*/unit=*/*.parquet"
+            return f"{base}/runs/unit=*{extra}/*.parquet"
+        return f"{base}/{table}/model=*/dataset=*/unit=*{extra}/*.parquet"
 
-    def has_files(self, table: str) -> bool:
+    def has_files(self, table: str, history: bool = False) -> bool:
         """Whether ``table`` has at least one data file (depth-first, stops at the first one)."""
-        depth = len(schema.TABLES[table].partition_by)
+        depth = len(schema.TABLES[table].partition_by) + (1 if history else 0)
         fs = self.store.fs
 
         def search(path: str, level: int) -> bool:
@@ -205,9 +215,9 @@ class ResultsRoot:
                     return True
             return False
 
-        return search(f"{self.store.path}/{table}", 0)
+        return search(f"{self.store.path}/{schema.HISTORY_DIR}/{table}" if history else f"{self.store.path}/{table}", 0)
 
-    def file_schemas(self, con: Any, table: str) -> int:
+    def file_schemas(self, con: Any, table: str, history: bool = False) -> int:
         """How many different Parquet schemas (column names and types) the files of ``table`` have.
 
         Reads every file's footer once (DuckDB ``parquet_schema``); raises ``duckdb.Error`` when one cannot
@@ -216,11 +226,11 @@ class ResultsRoot:
         sql = (
             "SELECT count(DISTINCT cols) FROM (SELECT file_name, string_agg(name || ':' || coalesce(type, '') || ':' "
             "|| coalesce(CAST(logical_type AS VARCHAR), ''), ',' ORDER BY name) AS cols "
-            f"FROM parquet_schema({quote(self.glob(table))}) GROUP BY file_name)"
+            f"FROM parquet_schema({quote(self.glob(table, history))}) GROUP BY file_name)"
         )
         return int(con.execute(sql).fetchall()[0][0])
 
-    def scan(self, table: str, con: Any = None) -> tuple[list[str] | None, int]:
+    def scan(self, table: str, con: Any = None, history: bool = False) -> tuple[list[str] | None, int]:
         """The readable files of ``table`` and how many schemas they have.
 
         Every file's Parquet footer is read once: by DuckDB (``parquet_schema`` over the glob, fast) when a
@@ -229,26 +239,27 @@ class ResultsRoot:
         is left out, recorded in :attr:`damaged` and named in a warning on stderr (``lee: warning: ...``), so
         one damaged file never takes down the views; the list names the readable files (as DuckDB opens them).
         """
-        if table in self._scans:
-            return self._scans[table]
+        which = (table, history)
+        if which in self._scans:
+            return self._scans[which]
         skip = {f for f, _ in self.damaged}  # left out already (check_damage), with their warning
         n_schemas = None
         if con is not None:
             try:
-                n_schemas = self.file_schemas(con, table)
+                n_schemas = self.file_schemas(con, table, history)
                 if not any(f.startswith(f"{self.prefix}/{table}/") for f in skip):
-                    self._scans[table] = (None, n_schemas)
-                    return self._scans[table]
+                    self._scans[which] = (None, n_schemas)
+                    return self._scans[which]
             except duckdb.Error:
                 pass  # a footer that does not read: find which, file by file
         fs = self.store.fs
-        pattern = self.glob(table)[len(self.prefix):]
+        pattern = self.glob(table, history)[len(self.prefix):]
         found = sorted(fs.glob(f"{self.store.path}{pattern}"))
         good, schemas = [], set()
         if n_schemas is not None:  # every footer read: only the damaged units' files are left out
             good = [p for p in map(self._duck_path, found) if p not in skip]
-            self._scans[table] = (good, n_schemas)
-            return self._scans[table]
+            self._scans[which] = (good, n_schemas)
+            return self._scans[which]
         for path in found:
             if self._duck_path(path) in skip:
                 continue
@@ -260,8 +271,8 @@ class ResultsRoot:
                 continue
             good.append(self._duck_path(path))
             schemas.add(tuple(sorted((f.name, str(f.type)) for f in sch)))
-        self._scans[table] = (good, len(schemas))
-        return self._scans[table]
+        self._scans[which] = (good, len(schemas))
+        return self._scans[which]
 
     def check_damage(self, con: Any = None) -> dict[str, Damage]:
         """The done units whose data file is missing, unreadable or no longer the file they wrote
@@ -317,7 +328,7 @@ class ResultsRoot:
         rel = path[len(self.store.path):] if path.startswith(self.store.path) else "/" + path.lstrip("/")
         return f"{self.prefix}{rel}"
 
-    def source(self, table: str, con: Any = None) -> str:
+    def source(self, table: str, con: Any = None, history: bool = False) -> str:
         """The ``{{source:<table>}}`` replacement for this root.
 
         With a connection, the files' schemas are compared first: when every file has the same one,
@@ -325,22 +336,24 @@ class ResultsRoot:
         at every query (to unify the schemas) instead of only the files left after partition pruning.
         Mixed schemas (a store written by several versions) keep ``union_by_name = true``.
         """
-        empty = empty_select(table)
-        if not self.has_files(table):
-            return f"{empty} /* no {table} files under {self.uri} yet */"
-        good, n_schemas = self.scan(table, con)
+        empty = empty_select(table, history)
+        what = f"{schema.HISTORY_DIR}/{table}" if history else table
+        if not self.has_files(table, history):
+            return f"{empty} /* no {what} files under {self.uri} yet */"
+        good, n_schemas = self.scan(table, con, history)
         if good is not None and not good:
-            return f"{empty} /* every {table} file under {self.uri} is unreadable (lee verify) */"
-        hive = ", ".join(f"'{p}': VARCHAR" for p in schema.TABLES[table].partition_by)
+            return f"{empty} /* every {what} file under {self.uri} is unreadable (lee verify) */"
+        parts = (*schema.TABLES[table].partition_by, *((HISTORY_PARTITION,) if history else ()))
+        hive = ", ".join(f"'{p}': VARCHAR" for p in parts)
         uniform = con is not None and n_schemas <= 1
         union = (" /* every file had the same schema when this script was made; if newer files differ, DuckDB "
                  "says 'schema mismatch': run `lee sql` again */" if uniform else ", union_by_name = true")
-        n_bad = sum(1 for f, _ in self.damaged if f.startswith(f"{self.prefix}/{table}/"))
+        n_bad = sum(1 for f, _ in self.damaged if f.startswith(f"{self.prefix}/{what}/"))
         if good is not None and n_bad:  # name the readable files: the glob would reach the damaged ones
             files = "[" + ", ".join(quote(f) for f in good) + "]"
             note = f" /* {n_bad} unreadable {table} file(s) left out: lee verify -r {self.uri} */"
         else:
-            files, note = quote(self.glob(table)), ""
+            files, note = quote(self.glob(table, history)), ""
         return (
             f"SELECT * FROM read_parquet({files}, hive_partitioning = true, "
             f"hive_types = {{{hive}}}{union}){note}\n    UNION ALL BY NAME {empty}"
@@ -461,7 +474,7 @@ def _fill(text: str, root: ResultsRoot, con: Any = None) -> str:
     if _DAMAGED in text:
         root.check_damage(con)
         text = text.replace(_DAMAGED, root.damaged_sql())
-    return _PLACEHOLDER.sub(lambda m: root.source(m.group(1), con), text)
+    return _PLACEHOLDER.sub(lambda m: root.source(m.group(2), con, history=m.group(1) == "history"), text)
 
 
 def _execute(con: Any, sql: str, where: str) -> None:

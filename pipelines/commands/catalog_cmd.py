@@ -91,7 +91,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if unknown and not specs:
         return 1
     rows = [[s.name, _fmt(s.family), _fmt(s.params_m), _fmt(s.top1), _fmt(s.img_size), s.source] for s in specs]
-    print(_table(["name", "family", "params_m", "top1", "img_size", "source"], rows))
+    header = ["name", "family", "params_m", "top1", "img_size", "source"]
+    if any(s.checkpoint for s in specs):  # file models: which file (a folder or glob entry lists one per file)
+        rows = [r + [_fmt(s.checkpoint)] for r, s in zip(rows, specs, strict=True)]
+        header.append("checkpoint")
+    print(_table(header, rows))
     print(f"({len(specs)} models)")
     return 1 if unknown else 0
 

@@ -8,6 +8,8 @@ would with the given flags / ``--config`` and compares their content keys with t
 table. A unit is run when its key has no ``done`` row; the reason says why:
 
 * ``new model``: the model has no done unit for this dataset and family;
+* ``new checkpoint``: the same, for a file that a ``checkpoints:`` folder or glob of the catalog lists now
+  and did not before;
 * ``changed model spec``: same model, different spec (weights source/tag/checkpoint/preprocessing/version);
 * ``metric version``: the family's implementation version changed (e.g. a new liecore);
 * ``config``: generators, images, output kind... changed;
@@ -19,6 +21,12 @@ table. A unit is run when its key has no ``done`` row; the reason says why:
   Hugging Face cache does for weights; nothing is downloaded);
 * ``failed before``: the last attempt failed;
 * ``data unreadable``: the unit is done, but its data file is missing or cannot be read (damaged).
+
+A file that a ``checkpoints:`` folder or glob listed before and lists no more is *gone*: its results stay
+in the store and it is listed after the plan (``status gone``), not an error. When weights change under
+one unit key, the runner keeps the earlier weights' results under ``history/`` (``runs_history`` and
+``lee_history`` in ``lee query``; :mod:`pipelines.history`). Checkpoint digests are cached by their
+listing (size and modification stamp) in ``$LEE_CACHE_DIR/checkpoints/sha256.json``.
 """
 
 from __future__ import annotations
@@ -142,7 +150,7 @@ def _reason(unit, status: dict[str, str], by_model: dict) -> str:
         return "failed before"
     prev = by_model.get((unit.family, unit.model.name, unit.dataset.name))
     if not prev:
-        return "new model"
+        return "new checkpoint" if getattr(unit.model, "checkpoints", None) else "new model"
     new = json.loads(unit.key_json)
     reasons = set()
     for row in prev:
@@ -167,7 +175,7 @@ def plan_reevaluation(cfg, *, dry_run: bool = False, fresh: FreshCatalog | None 
     Datasets are read and decoded once: on the driver for ``dry_run``, on Ray Data otherwise (the
     plan is then executed as it is).
     """
-    from pipelines import sweep
+    from pipelines import history, sweep
 
     specs = None
     if fresh is not None:
@@ -182,57 +190,95 @@ def plan_reevaluation(cfg, *, dry_run: bool = False, fresh: FreshCatalog | None 
     reasons = {}
     done_rows = {r["unit"]: r for r in runs if r["status"] == "done"}
     shas: dict = {}
+    cache = history.DigestCache()
     for u in p.units:
         if u.key in p.damaged:
             reasons[u.key] = sweep.damage_reason(p.damaged[u.key])
         elif p.status.get(u.key) != "done":
             # 'auto' is resolved in the key (hub or random): weights that became available give a new key
             reasons[u.key] = _reason(u, p.status, by_model)
-        elif _weights_changed(u, done_rows.get(u.key), shas):
+        elif _weights_changed(u, done_rows.get(u.key), shas, cache):
             reasons[u.key] = "weights changed"
+    cache.save()
     if cfg.force:
         reasons = {u.key: reasons.get(u.key, "forced") for u in p.units}
     p.todo = [u for u in p.units if u.key in reasons]
+    p.gone = gone_checkpoints([u.model for u in p.units], runs)
     return p, reasons
 
 
-def current_weights_sha256(weights: str | None, spec) -> str | None:
-    """sha256 of the weights a unit would load now, computed as the runner records it; None if unknown.
+def current_weights_sha256(weights: str | None, spec, cache=None) -> str | None:
+    """sha256 of the weights a unit would load now (:func:`pipelines.history.current_weights_sha256`)."""
+    from pipelines import history
 
-    ``file``: the checkpoint's digest (the file is read, not loaded). ``hub``: the digest the Hugging
-    Face cache names the cached file by (cheap: nothing is read or downloaded); None when the weights
-    are not cached or the cache does not name the file by its sha256. ``random``: None.
-    """
-    from catalog import checkpoint_sha256, hub_blob_sha256
-
-    try:
-        if weights == "file" and spec.checkpoint:
-            return checkpoint_sha256(spec.checkpoint)
-        if weights == "hub":
-            hub_cached = _hub_cached_fn()
-            path = hub_cached(spec) if hub_cached is not None else None
-            return hub_blob_sha256(path) if path else None
-    except Exception:  # noqa: BLE001 - a missing file or unknown hub entry is not a change we can tell
-        return None
-    return None
+    return history.current_weights_sha256(weights, spec, cache)
 
 
-def _weights_changed(unit, row: dict | None, shas: dict) -> bool:
+def _weights_changed(unit, row: dict | None, shas: dict, cache=None) -> bool:
     """Whether a done unit's recorded ``weights_sha256`` differs from the weights it would load now."""
     if row is None or not row.get("weights_sha256") or row.get("weights") not in ("file", "hub"):
         return False
     key = (row["weights"], unit.model.name, unit.model.checkpoint)
     if key not in shas:  # one digest per model and source, however many units share it
-        shas[key] = current_weights_sha256(row["weights"], unit.model)
+        shas[key] = current_weights_sha256(row["weights"], unit.model, cache)
     return shas[key] is not None and shas[key] != row["weights_sha256"]
 
 
-def _hub_cached_fn():
-    try:
-        from catalog import hub_cached_file
-    except ImportError:
-        return None
-    return hub_cached_file
+@dataclass(frozen=True)
+class Gone:
+    """A checkpoint that a watched folder or glob listed before and lists no more: its results stay.
+
+    Attributes:
+        model: The model name its units were evaluated under.
+        checkpoint: The file, spelled as the catalog entry spells it.
+        pattern: The folder or glob of the entry that watched it.
+        units: Its done units (all kept).
+        finished_at: When its last unit finished.
+    """
+
+    model: str
+    checkpoint: str
+    pattern: str
+    units: int
+    finished_at: Any
+
+
+def gone_checkpoints(specs: list, runs: list[dict]) -> list[Gone]:
+    """The checkpoints with done units in ``runs`` that a ``checkpoints:`` folder or glob of ``specs`` would
+    list, but no longer does (the file was deleted, moved or renamed)."""
+    from catalog import watches
+
+    patterns = list(dict.fromkeys(s.checkpoints for s in specs if getattr(s, "checkpoints", None)))
+    if not patterns:
+        return []
+    present = {s.checkpoint for s in specs if s.source == "file" and s.checkpoint}
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in runs:
+        if r["status"] != "done" or r.get("weights") != "file":
+            continue
+        ckpt = (json.loads(r["key_json"]).get("model") or {}).get("checkpoint")
+        if not ckpt or ckpt in present:
+            continue
+        pattern = next((p for p in patterns if watches(p, ckpt)), None)
+        if pattern is None:
+            continue
+        g = found.setdefault((r["model"], ckpt), {"pattern": pattern, "units": 0, "finished_at": r["finished_at"]})
+        g["units"] += 1
+        g["finished_at"] = max(g["finished_at"], r["finished_at"])
+    return [Gone(m, c, g["pattern"], g["units"], g["finished_at"]) for (m, c), g in sorted(found.items())]
+
+
+def print_gone(gone: list[Gone], out=None) -> None:
+    """The gone checkpoints, after the plan: their results are kept (not an error)."""
+    if not gone:
+        return
+    out = out or sys.stdout
+    print(f"\n{len(gone)} checkpoint(s) gone from their folder or glob (their results are kept):", file=out)
+    rows = [{"model": g.model, "checkpoint": g.checkpoint, "units": g.units,
+             "last evaluated": f"{g.finished_at:%Y-%m-%d %H:%M}" if g.finished_at else "-", "status": "gone"}
+            for g in gone]
+    print(format_table(rows, [("model", "model"), ("checkpoint", "checkpoint"), ("units", "units"),
+                              ("last evaluated", "last evaluated"), ("status", "status")]), file=out)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -251,12 +297,14 @@ def run(args: argparse.Namespace) -> int:
     ]
     print(format_table(rows, [("unit", "unit"), ("family", "family"), ("model", "model"), ("dataset", "dataset"),
                               ("reason", "reason")]) if rows else "nothing new or changed")
+    print_gone(p.gone)
     print(f"{len(p.todo)} of {len(p.units)} units to evaluate (output {p.store.uri})", file=sys.stderr)
     if args.dry_run or not p.todo:
         return 0
     prog = sweep.Progress(len(p.todo), sum(u.dataset.n_images for u in p.todo), enabled=args.progress)
     result = sweep.execute(p, progress=prog)
     sweep.print_summary(result)
+    print_gone(p.gone)
     return 1 if result.failed else 0
 
 
