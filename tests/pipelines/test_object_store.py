@@ -242,6 +242,36 @@ def test_kill_9_mid_sweep_on_s3_then_rerun_gives_each_unit_once(sweeps):
     assert verify_root(root)[0] == []
 
 
+def test_parquet_and_folder_datasets_read_from_s3_as_from_disk(s3_endpoint, tmp_path):
+    import catalog
+
+    fs = _s3fs()
+    if not fs.exists(BUCKET):
+        fs.mkdir(BUCKET)
+    photos = [np.random.default_rng(i).integers(0, 256, (16, 24, 3), dtype=np.uint8) for i in range(5)]
+    pngs = []
+    for p in photos:
+        buf = io.BytesIO()
+        Image.fromarray(p).save(buf, format="PNG")
+        pngs.append(buf.getvalue())
+    (tmp_path / "pq").mkdir()
+    pq.write_table(pa.table({"image_id": [f"r{i}" for i in range(5)], "image": pngs, "label": [0, 1, 0, 1, 0]}),
+                   tmp_path / "pq" / "part-0.parquet")
+    for i, png in enumerate(pngs):
+        (tmp_path / "folder" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "folder" / f"c{i % 2}" / f"{i}.png").write_bytes(png)
+    fs.put(str(tmp_path / "pq"), f"{BUCKET}/ds/pq", recursive=True)
+    fs.put(str(tmp_path / "folder"), f"{BUCKET}/ds/folder", recursive=True)
+    for fmt, sub in (("parquet", "pq"), ("imagefolder", "folder")):
+        sets = [catalog.load_dataset(catalog.DatasetSpec(name="d", uri=uri, format=fmt, n=4, seed=1))
+                for uri in (str(tmp_path / sub), f"s3://{BUCKET}/ds/{sub}")]
+        local, remote = sets
+        assert len(local) == 4 and not local.errors and not remote.errors
+        assert [(i.image_id, i.label) for i in remote.images] == [(i.image_id, i.label) for i in local.images]
+        assert all(np.array_equal(a.array, b.array) for a, b in zip(remote.images, local.images, strict=True))
+        assert remote.fingerprint == local.fingerprint
+
+
 # ------------------------------------------------------------------------------------------- leases
 _HOLDER = """
 import sys, time
