@@ -185,6 +185,10 @@ def object_lease(fs: Any, path: str, *, poll_s: float = 0.5) -> Iterator[bool]:
     lock = threading.Lock()
     current = {"etag": etag}
 
+    def lost() -> None:
+        print(f"lee: warning: lost the lease {path} (not renewed within {ttl:g} s, taken over by another run); "
+              "the unit may be computed twice", file=sys.stderr)
+
     def renew() -> None:
         nonlocal renewal
         while not stop.wait(ttl / 3):
@@ -196,8 +200,7 @@ def object_lease(fs: Any, path: str, *, poll_s: float = 0.5) -> Iterator[bool]:
                     print(f"lee: warning: cannot renew the lease {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
                     continue
                 if new is None:
-                    print(f"lee: warning: lost the lease {path} (not renewed within {ttl:g} s, taken over); "
-                          "the unit may be computed twice", file=sys.stderr)
+                    lost()
                     current["etag"] = None
                     return
                 current["etag"] = new
@@ -211,7 +214,15 @@ def object_lease(fs: Any, path: str, *, poll_s: float = 0.5) -> Iterator[bool]:
         thread.join()
         if current["etag"] is not None:
             bucket, key = _split(path)
-            with contextlib.suppress(Exception):  # lost meanwhile: the lease is another's now
+            try:  # only while it is still this holder's lease (If-Match): never another's
                 fs.call_s3("delete_object", Bucket=bucket, Key=key, IfMatch=current["etag"])
+            except FileNotFoundError:
+                lost()
+            except Exception as exc:  # noqa: BLE001 - the unit is written: a lease left behind only expires
+                if "precondition" in str(exc).lower().replace("-", ""):
+                    lost()  # taken over before a renewal noticed
+                else:
+                    print(f"lee: warning: cannot release the lease {path} ({type(exc).__name__}: {exc}); it expires "
+                          f"in {ttl:g} s", file=sys.stderr)
             with contextlib.suppress(Exception):
                 fs.invalidate_cache(path)
