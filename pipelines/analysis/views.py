@@ -614,7 +614,7 @@ def full_check_root(uri: str, exc: BaseException) -> ResultsRoot:
     Raises:
         pipelines.errors.UsageError: Nothing is damaged that way: the query's own error, with the way to check.
     """
-    print(f"lee: the query failed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): comparing "
+    print(f"lee: a query failed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): comparing "
           "every data file with its recorded sha256", file=sys.stderr)
     root = ResultsRoot(uri, full_check=True)
     con = _connection(root, threads=None)
