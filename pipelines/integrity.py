@@ -118,6 +118,7 @@ def listing(fs: Any, root: str, tables: Iterable[str]) -> dict[str, dict[str, An
     out: dict[str, dict[str, Any]] = {}
     for table in tables:
         try:
+            fs.invalidate_cache(f"{root}/{table}")  # a listing cached by this process may predate a change
             found = fs.find(f"{root}/{table}", detail=True)
         except FileNotFoundError:
             continue
@@ -128,6 +129,7 @@ def listing(fs: Any, root: str, tables: Iterable[str]) -> dict[str, dict[str, An
 def file_sha256(fs: Any, path: str) -> str:
     """sha256 (hex) of a stored file, read in chunks."""
     h = hashlib.sha256()
+    fs.invalidate_cache(path)  # open what is stored now, not what a cached listing said (s3fs checks the ETag)
     with fs.open(path, "rb") as fh:
         while chunk := fh.read(HASH_CHUNK):
             h.update(chunk)
@@ -137,6 +139,7 @@ def file_sha256(fs: Any, path: str) -> str:
 def footer_problem(fs: Any, path: str) -> str | None:
     """None if the file's Parquet footer reads, else why not."""
     try:
+        fs.invalidate_cache(path)
         with fs.open(path, "rb") as fh:
             pq.ParquetFile(fh).schema_arrow  # noqa: B018 - reading it is the check
     except FileNotFoundError:

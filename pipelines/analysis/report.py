@@ -36,6 +36,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pandas as pd
 
 from pipelines import config
@@ -43,7 +44,7 @@ from pipelines.analysis import figures as F
 from pipelines.analysis.analyses import ANALYSES, anti_alias_pairs
 from pipelines.analysis.page import FigureResult, Report, TableResult, render_html
 from pipelines.analysis.sqltext import in_list, quote
-from pipelines.analysis.views import ResultsRoot, connect
+from pipelines.analysis.views import ResultsRoot, connect, full_check_root
 from pipelines.errors import UsageError
 
 __all__ = ["FIGURES", "INTERPOLATIONS", "OUTPUTS", "FigureData", "FigureResult", "FigureSpec", "Report", "Selection",
@@ -687,7 +688,30 @@ def build_report(
     """
     sel = Selection(weights=weights, datasets=tuple(datasets), generators=tuple(generators), output=output,
                     interpolation=interpolation)
-    root = ResultsRoot(results)
+    try:
+        report = _build_report(ResultsRoot(results), results, out, sel, n_boot, seed, level, catalogs, command)
+    except duckdb.Error as exc:  # a data file damaged in a way its listing does not show (same size and mtime)
+        return _build_report(full_check_root(results, exc), results, out, sel, n_boot, seed, level, catalogs,
+                             command)
+    errors = [t.error for t in report.tables if t.error] + [f.message for f in report.figures if f.status == "error"]
+    read_errors = [e for e in errors if e and e.split(":", 1)[0] in READ_ERRORS]
+    if read_errors:  # the same, met inside a figure or an analysis: rebuild without the damaged units, if any
+        try:
+            root = full_check_root(results, RuntimeError(read_errors[0]))
+        except UsageError:
+            return report  # nothing damaged: the errors are the figures' own (shown on the page)
+        return _build_report(root, results, out, sel, n_boot, seed, level, catalogs, command)
+    return report
+
+
+READ_ERRORS = ("Error", "IOException", "InvalidInputException", "InternalException", "SerializationException")
+"""DuckDB's exception classes a data file that does not decode raises (a figure or table that failed with one
+makes :func:`build_report` compare every data file with its recorded sha256)."""
+
+
+def _build_report(root: ResultsRoot, results: str, out: str | Path, sel: Selection, n_boot: int, seed: int,
+                  level: float, catalogs: Sequence[str], command: str) -> Report:
+    """:func:`build_report` over ``root``."""
     con = connect(root, catalogs=list(catalogs)) if catalogs else connect(root)
     try:
         for col, values in (("dataset", sel.datasets), ("generator", sel.generators)):

@@ -63,6 +63,7 @@ __all__ = [
     "ResultsRoot",
     "allowed_directories",
     "connect",
+    "full_check_root",
     "model_rows",
     "restrict_to_root",
     "sql_files",
@@ -153,7 +154,10 @@ def empty_select(table: str, history: bool = False) -> str:
 class ResultsRoot:
     """A results root as DuckDB sees it: the glob prefix, and the fsspec filesystem to register, if any."""
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, *, full_check: bool = False):
+        self.full_check = full_check
+        """Compare every done unit's data file with its recorded sha256 (:meth:`check_damage`; reads the whole
+        store): what :func:`retry_with_full_check` does after a query failed on a file the listing did not flag."""
         try:
             self.store = Store(uri)
         except StoreError as exc:
@@ -296,7 +300,7 @@ class ResultsRoot:
                     rows = [dict(zip(cols, r, strict=True)) for r in con.execute(sql).fetchall()]
             else:
                 rows = [r for r in self.store.runs().select(list(cols)).to_pylist() if r["status"] == "done"]
-        self.damaged_units = integrity.check_store(self.store, rows, footers=False)
+        self.damaged_units = integrity.check_store(self.store, rows, footers=False, full=self.full_check)
         for unit, d in sorted(self.damaged_units.items(), key=lambda kv: kv[1].path):
             shown = self._duck_path(d.path)
             table = d.path[len(self.store.path):].lstrip("/").split("/", 1)[0]
@@ -308,7 +312,8 @@ class ResultsRoot:
                 msg = f"skipping damaged {table} file {shown} of unit {unit}: not the file it wrote ({d.detail})"
             if d.kind != "data missing":
                 self.damaged.append((shown, d.detail if d.kind == "data unreadable" else f"changed: {d.detail}"))
-            print(f"lee: warning: {msg}; `lee verify -r {self.uri}` lists it, `lee eval` redoes it", file=sys.stderr)
+            verify = f"lee verify -r {self.uri}" + (" --full" if self.full_check else "")
+            print(f"lee: warning: {msg}; `{verify}` lists it, `lee eval` redoes it", file=sys.stderr)
         return self.damaged_units
 
     def damaged_sql(self) -> str:
@@ -624,3 +629,25 @@ def connect(
         con.close()
         raise
     return con
+
+
+def full_check_root(uri: str, exc: BaseException) -> ResultsRoot:
+    """After a query on ``uri`` failed with ``exc`` (a DuckDB error): the root again, with every done unit's
+    data file compared with its recorded sha256, so that a file damaged in a way its listing does not show
+    (same size and modification time: bit rot) is found and left out.
+
+    Raises:
+        pipelines.errors.UsageError: Nothing is damaged that way: the query's own error, with the way to check.
+    """
+    print(f"lee: a query failed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): comparing "
+          "every data file with its recorded sha256", file=sys.stderr)
+    root = ResultsRoot(uri, full_check=True)
+    con = _connection(root, threads=None)
+    try:
+        root.check_damage(con)
+    finally:
+        con.close()
+    if not root.damaged_units:
+        raise UsageError(f"query failed: {exc} (no data file differs from its recorded sha256; units written "
+                         f"before schema 6 recorded none: `lee verify -r {uri} --full` reads every row)")
+    return root

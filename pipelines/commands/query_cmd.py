@@ -119,11 +119,7 @@ def check_statements(sql: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import duckdb
-    import pyarrow as pa
-
-    from pipelines.analysis import analyses
-    from pipelines.analysis.views import connect
+    from pipelines.analysis.views import full_check_root
 
     if args.format == "parquet" and not args.out:
         raise UsageError("--format parquet needs --out FILE")
@@ -141,7 +137,41 @@ def run(args: argparse.Namespace) -> int:
 
     if sql is not None and not args.unrestricted:
         check_statements(sql)
-    con = connect(args.results, models=args.models, catalogs=args.catalog, threads=args.threads,
+    try:
+        return _run_query(args, sql)
+    except _QueryFailed as failed:  # a file damaged in a way its listing does not show: find it, leave it out
+        root = full_check_root(args.results, failed.error)
+        try:
+            return _run_query(args, sql, root)
+        except _QueryFailed as again:
+            raise UsageError(f"query failed: {again.error}") from None
+
+
+def _query_errors() -> tuple[type[Exception], ...]:
+    """DuckDB's errors of the query text itself: no file is to blame (imported here: ``lee --help`` stays light)."""
+    import duckdb
+
+    return (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException, duckdb.SyntaxException,
+            duckdb.ConversionException, duckdb.OutOfRangeException, duckdb.NotImplementedException,
+            duckdb.InterruptException, duckdb.TypeMismatchException)
+
+
+class _QueryFailed(Exception):
+    """A DuckDB error while the query ran (not while the views were built)."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _run_query(args: argparse.Namespace, sql: str | None, root=None) -> int:
+    import duckdb
+    import pyarrow as pa
+
+    from pipelines.analysis import analyses
+    from pipelines.analysis.views import connect
+
+    con = connect(root or args.results, models=args.models, catalogs=args.catalog, threads=args.threads,
                   read_only=not args.unrestricted)
     try:
         header: list[str] = []
@@ -160,8 +190,10 @@ def run(args: argparse.Namespace) -> int:
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise UsageError(f"query refused: {first} (lee query reads only the results root "
                                  f"{args.results!r}; --unrestricted lifts this for SQL you trust)") from None
-            except duckdb.Error as exc:
+            except _query_errors() as exc:  # the query's own mistake: no file to blame
                 raise UsageError(f"query failed: {exc}") from None
+            except duckdb.Error as exc:  # reading a file failed (or another error at run time)
+                raise _QueryFailed(exc) from None
     finally:
         con.close()
     if table is None:  # a statement without a result (CREATE VIEW ...)

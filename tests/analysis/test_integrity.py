@@ -122,6 +122,15 @@ def test_only_verify_full_sees_a_change_that_kept_size_and_mtime(root, how, caps
     kind = "data unreadable" if how == "flipped" else "data changed"
     assert [(f.kind, f.unit) for f in verify_root(r, full=True)[0]] == [(kind, units[1])]
     capsys.readouterr()
+    assert main(["query", "SELECT model, avg(value) AS v FROM lee GROUP BY model ORDER BY model", "-r", r,
+                 "--format", "csv"]) == 0
+    out, err = capsys.readouterr()
+    if how == "rewritten":  # valid Parquet, size and mtime kept: read as it is (only verify --full sees it)
+        rows = dict(line.split(",") for line in out.splitlines()[1:])
+        assert len(rows) == 3 and float(rows[MODELS[1]]) != VALUES[1] and "warning" not in err
+    else:  # pages that do not decode: the query fails, every file is compared with its sha256, it is left out
+        assert out.splitlines()[1:] == ["convnext_atto.d2_in1k,0.125", "resnet18.a1_in1k,0.5"]
+        assert err.count("lee: warning:") == 1 and paths[1] in err and f"lee verify -r {r} --full" in err
 
 
 @pytest.mark.parametrize("how", list(DAMAGE))
