@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import difflib
 import os
+import re
 import socket
 import sys
 import time
@@ -40,7 +41,7 @@ from liecore import GENERATORS
 from liecore.metrics import METRICS
 from pipelines import data, env
 from pipelines.checks import check_img_size, check_root_usable
-from pipelines.cluster import auth_fix, check_gcs, prepare_auth
+from pipelines.cluster import auth_fix, check_gcs, memory_kill, prepare_auth
 from pipelines.config import FAMILIES, WEIGHT_POLICIES, SweepConfig
 from pipelines.data import LoadedDataset, Shard
 from pipelines.errors import UsageError
@@ -502,6 +503,39 @@ def unit_cost(u: WorkUnit) -> float:
     return params * side * side * max(1, u.dataset.n_images) * (10.0 if u.family == "layerwise" else 1.0)
 
 
+MAX_UNIT_RETRIES = 2
+"""A unit whose worker process dies (Ray's memory monitor, a signal, a lost node) is run again on a new
+actor at most this many times; each start counts in ``runs.attempt``."""
+
+def death_pid(exc: BaseException) -> int | None:
+    """The pid of the dead worker, when Ray's error names it."""
+    m = re.search(r"\bpid[=:]\s*(\d+)", str(exc))
+    return int(m.group(1)) if m else None
+
+
+def death_reason(exc: BaseException) -> str:
+    """Why a Ray worker died, in a few words, from Ray's (many-line) error: ``was killed by Ray's memory
+    monitor (node memory 7.1GB / 7.5GB = 0.95 above its threshold 0.95)``, ``was lost with its node``..."""
+    import ray
+
+    text = str(exc)
+    low = text.lower()
+    usage = memory_kill(text)
+    if isinstance(exc, ray.exceptions.OutOfMemoryError) or usage is not None:
+        return f"was killed by Ray's memory monitor{usage or ''}"
+    if getattr(exc, "preempted", False):
+        return "was lost with its node (preempted)"
+    if "node has died" in low or "node died" in low or "its node" in low or "raylet" in low:
+        return "was lost with its node (the node died or left the cluster)"
+    if getattr(exc, "actor_init_failed", False):
+        first = next((ln.strip() for ln in reversed(text.splitlines()) if ln.strip()), "")
+        return f"its constructor failed: {first[:200]}"
+    if "worker process has died" in low or "exit" in low:
+        return ("died: its process exited unexpectedly (killed by a signal, e.g. the kernel's OOM killer, "
+                "or crashed)")
+    return f"died ({type(exc).__name__})"
+
+
 def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None = None) -> SweepResult:
     """Run ``p.todo`` on Ray actors. Returns the ``runs`` rows of this invocation.
 
@@ -534,7 +568,9 @@ def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None =
         if have < n_actors * opts["num_gpus"]:
             print(f"lee: {n_actors} actor(s) ask for {opts['num_gpus']:g} GPU each; the cluster has {have:g} GPU(s) "
                   "now: actors wait until the autoscaler adds GPU workers", file=sys.stderr)
-    actor_cls = ray.remote(UnitRunner).options(max_restarts=2, max_task_retries=2, scheduling_strategy="SPREAD",
+    # No restarts or task retries by Ray: a dead actor's units are handed to a new actor here, so that
+    # what died, and why, is one line (Ray would retry silently or print its dump) and the retries are counted.
+    actor_cls = ray.remote(UnitRunner).options(max_restarts=0, max_task_retries=0, scheduling_strategy="SPREAD",
                                                **opts)
     git_rev = env.git_revision()  # the driver's code: workers' copies (Ray Jobs, rsync) have no .git
 
@@ -543,15 +579,19 @@ def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None =
 
     actors = [new_actor() for _ in range(n_actors)]
     idle = list(range(n_actors))
-    pending: dict[Any, tuple[int, WorkUnit]] = {}
+    pending: dict[Any, tuple[int, WorkUnit, int]] = {}  # ref -> (actor slot, unit, submission order)
     remaining_in_group: dict[int, int] = {}
     rows: list[dict] = []
     attempts = {u.key: p.attempts.get(u.key, 0) + 1 for u in p.todo}
+    deaths: dict[str, int] = defaultdict(int)  # unit key -> times the worker running it died
+    seq = iter(range(1 << 62))
 
     def driver_row(u: WorkUnit, exc, **kw) -> dict:
         """A failed row the driver writes (the actor is gone): where it ran is unknown."""
-        row = failed_row(u, sweep_id, attempts[u.key], exc, git_rev=git_rev, **kw)
-        row.update(hardware="unknown", node_id=None, pid=None)
+        stored = p.store.run_row(u.key) or {}
+        attempt = max(attempts[u.key], int(stored.get("attempt") or 0))  # the worker counted its starts
+        row = failed_row(u, sweep_id, attempt, exc, git_rev=git_rev, **kw)
+        row.update(hardware="unknown", node_id=stored.get("node_id"), pid=stored.get("pid"))
         p.store.write_run(row)
         return row
 
@@ -562,7 +602,68 @@ def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None =
             remaining_in_group[a] = len(group)
             for u in group:
                 ref = actors[a].run.remote(u, shards[u.dataset.name], sweep_id, attempt=attempts[u.key], batch_size=bs)
-                pending[ref] = (a, u)
+                pending[ref] = (a, u, next(seq))
+
+    def finished(a: int, u: WorkUnit, row: dict) -> None:
+        rows.append(row)
+        if progress:
+            progress.update(row["status"], u.dataset.n_images, row)
+        remaining_in_group[a] -= 1
+        if remaining_in_group[a] == 0:
+            if queue:
+                idle.append(a)
+                dispatch()
+            else:  # nothing left for it: free its GPU/CPUs for actors still waiting for a node
+                ray.kill(actors[a], no_restart=True)
+
+    def actor_died(a: int, exc: BaseException) -> None:
+        """Slot ``a``'s actor died: one line saying what and why; its units go to a new actor (the one it
+        was running at most :data:`MAX_UNIT_RETRIES` more times), or fail if its constructor failed."""
+        mine = sorted(((s, ref, u) for ref, (b, u, s) in pending.items() if b == a), key=lambda t: t[0])
+        for _, ref, _ in mine:
+            del pending[ref]
+        units = [u for _, _, u in mine]
+        running = units[0]  # an actor runs its units in submission order: the first unfinished one was running
+        stored = p.store.run_row(running.key) or {}
+        started = stored.get("sweep_id") == sweep_id and stored.get("status") == "failed"
+        deaths[running.key] += 1
+        ray.kill(actors[a], no_restart=True)
+        remaining_in_group[a] = 0
+        if getattr(exc, "actor_init_failed", False):  # its constructor failed: a new one would fail alike
+            note(f"lee: error: a model actor could not start ({death_reason(exc)}); {len(units)} unit(s) failed")
+            for u in units:
+                record_failed(u, f"actor died: {exc}")
+            units = []
+        else:
+            retry = deaths[running.key] <= MAX_UNIT_RETRIES
+            what = f"{running.family} {running.model.name}@{running.dataset.name}"
+            pid = death_pid(exc) or (stored.get("pid") if started else None)
+            node = stored.get("node_id") if started else None
+            where = "".join(x for x in (f" pid {pid}" if pid else "", f" on node {str(node)[:8]}" if node else ""))
+            verdict = (f"retrying it (try {deaths[running.key] + 1} of {MAX_UNIT_RETRIES + 1})" if retry
+                       else f"not retried: its worker died {deaths[running.key]} times")
+            note(f"lee: warning: the worker{where} running unit {what} {death_reason(exc)}; {verdict}")
+            if not retry:
+                record_failed(running, f"actor died {deaths[running.key]} times: {death_reason(exc)}: {exc}")
+                units = units[1:]
+        if units:
+            queue.insert(0, units)  # ahead of the groups not yet started: it was started first
+        if queue:
+            actors[a] = new_actor()
+            idle.append(a)
+            dispatch()
+
+    def record_failed(u: WorkUnit, message: str) -> None:
+        row = driver_row(u, message, error_type="ActorDied")
+        rows.append(row)
+        if progress:
+            progress.update(row["status"], u.dataset.n_images, row)
+
+    def note(line: str) -> None:
+        if progress:
+            progress.note(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
 
     if progress:
         progress.start(n_actors)
@@ -573,24 +674,20 @@ def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None =
             if progress:
                 progress.render()
             for ref in ready:
-                a, u = pending.pop(ref)
+                if ref not in pending:  # an actor's death already handled it
+                    continue
+                a, u, _ = pending[ref]
                 try:
                     row = ray.get(ref)
-                except ray.exceptions.RayActorError as exc:  # died after its restarts: record, replace
-                    row = driver_row(u, f"actor died: {exc}", error_type="ActorDied")
-                    actors[a] = new_actor()
+                except (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError) as exc:
+                    actor_died(a, exc)  # the worker process died (memory monitor, signal, lost node)
+                    continue
                 except Exception as exc:  # noqa: BLE001 - e.g. a task that could not be deserialized
-                    row = driver_row(u, exc)
-                rows.append(row)
-                if progress:
-                    progress.update(row["status"], u.dataset.n_images, row)
-                remaining_in_group[a] -= 1
-                if remaining_in_group[a] == 0:
-                    if queue:
-                        idle.append(a)
-                        dispatch()
-                    else:  # nothing left for it: free its GPU/CPUs for actors still waiting for a node
-                        ray.kill(actors[a], no_restart=True)
+                    del pending[ref]
+                    finished(a, u, driver_row(u, exc))
+                    continue
+                del pending[ref]
+                finished(a, u, row)
     finally:
         for actor in actors:
             ray.kill(actor, no_restart=True)
