@@ -9,6 +9,7 @@ start --block`` processes on this machine, each its own node (temp dir, ports, o
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -154,7 +155,7 @@ def test_submit_reevaluate_runs_as_a_job_and_is_resubmitted_when_its_supervisor_
     assert len(warnings) == 1 and "its supervisor (the job's driver) died" in warnings[0], stderr[-3000:]
     assert "resubmitting it (try 2 of 2)" in warnings[0]
     assert "Traceback" not in stderr
-    ids = [line for line in stdout.splitlines() if line.startswith("raysubmit_")]
+    ids = [line for line in stdout.splitlines() if re.fullmatch(r"raysubmit_\w+", line)]
     assert len(ids) == 2 and stdout.strip().splitlines()[-1] == f"{ids[1]}: SUCCEEDED", stdout[-3000:]
     runs = Store(str(out)).runs().to_pylist()
     assert len(runs) == 3 and {row["status"] for row in runs} == {"done"}, runs
