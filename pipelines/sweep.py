@@ -43,7 +43,7 @@ from pipelines import data, env
 from pipelines.checks import check_img_size, check_root_usable
 from pipelines.cluster import auth_fix, check_gcs, memory_kill, prepare_auth
 from pipelines.config import FAMILIES, WEIGHT_POLICIES, SweepConfig
-from pipelines.data import LoadedDataset, Shard
+from pipelines.data import LoadedDataset, resolve_shard
 from pipelines.errors import UsageError
 from pipelines.progress import Progress, format_table
 from pipelines.runner import UnitRunner, failed_row
@@ -525,6 +525,8 @@ def death_reason(exc: BaseException) -> str:
         return f"was killed by Ray's memory monitor{usage or ''}"
     if getattr(exc, "preempted", False):
         return "was lost with its node (preempted)"
+    if isinstance(exc, ray.exceptions.ActorUnavailableError):  # the connection broke before Ray declared it dead
+        return "became unreachable: its process or its node was lost"
     if "node has died" in low or "node died" in low or "its node" in low or "raylet" in low:
         return "was lost with its node (the node died or left the cluster)"
     if getattr(exc, "actor_init_failed", False):
@@ -541,8 +543,10 @@ def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None =
 
     The units are grouped by model (one model build per actor) and the groups handed out longest
     first (:func:`unit_cost`), so the costliest model does not start last and hold the sweep up.
-    Actors are spread over the nodes (``SPREAD``); each unit gets the dataset's decoded blocks as
-    object refs (:class:`pipelines.data.Shard`) and writes itself.
+    Actors are spread over the nodes (``SPREAD``); each unit gets the dataset's decoded images as
+    object refs the driver put (they survive a lost worker node) and writes itself. An actor whose
+    process dies (Ray's memory monitor, a signal, its node lost) is replaced: one line says what died
+    and why, and the unit it ran is retried (:data:`MAX_UNIT_RETRIES`), its attempt counted.
     """
     t0 = time.perf_counter()
     sweep_id = sweep_id or uuid.uuid4().hex[:12]
@@ -556,8 +560,10 @@ def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None =
     t_ray = time.perf_counter() - t0
 
     bs = cfg.batch_size
-    # Ray Data blocks are passed by ref; a plan decoded on the driver (dry run) is put once here.
-    shards = {name: [s if isinstance(s, Shard) else ray.put(s) for s in d.shards] for name, d in p.datasets.items()}
+    # Each block's images are put once by the driver, so they live on the driver's node and are owned by it: a
+    # worker node that is lost (a preempted spot instance) takes no dataset with it (a Ray Data block stored there
+    # would be lost, and Ray Data's outputs are not rebuilt). A plan decoded on the driver (dry run) is put alike.
+    shards = {name: [ray.put(resolve_shard(s)) for s in d.shards] for name, d in p.datasets.items()}
     groups: dict[tuple, list[WorkUnit]] = defaultdict(list)
     for u in p.todo:
         groups[(u.model.name, u.weights or u.weights_policy)].append(u)

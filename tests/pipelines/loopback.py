@@ -120,6 +120,9 @@ class LoopbackCluster:
     def __iter__(self):
         return iter((self.gcs, self.address, self.token, self.nodes))
 
+    def __getitem__(self, i: int):
+        return tuple(self)[i]
+
     def _common(self) -> list[str]:
         temp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Unix socket paths
         self.temps.append(temp)
@@ -154,20 +157,26 @@ class LoopbackCluster:
     def add_worker(self, timeout: float = 120) -> str:
         """Start a worker node and wait until it has joined; returns its node id."""
         before = set(self.alive_nodes())
-        self.worker = subprocess.Popen(
-            ["ray", "start", f"--address={self.gcs}", *self._common()],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.time() + timeout
-        while time.time() < deadline:
-            nodes = self.alive_nodes()
-            if self.worker.poll() is not None:
-                raise RuntimeError("ray worker node exited")
-            new = set(nodes) - before
-            if new:
-                self.nodes = nodes
-                self.worker_node = new.pop()
-                return self.worker_node
-            time.sleep(1)
+        for start in range(3):  # a node started right after another was lost is sometimes refused: start again
+            log = Path(tempfile.mkdtemp(prefix="rcl", dir="/tmp")) / "worker.log"
+            self.temps.append(str(log.parent))
+            with open(log, "wb") as fh:
+                self.worker = subprocess.Popen(
+                    ["ray", "start", f"--address={self.gcs}", *self._common()],
+                    env=self.env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+            while time.time() < deadline and self.worker.poll() is None:
+                nodes = self.alive_nodes()
+                new = set(nodes) - before
+                if new:
+                    self.nodes = nodes
+                    self.worker_node = new.pop()
+                    return self.worker_node
+                time.sleep(1)
+            if time.time() >= deadline:
+                break
+            if start == 2:
+                raise RuntimeError(f"ray worker node exited: {log.read_text()[-2000:]}")
         raise RuntimeError("the worker node did not join")
 
     def kill_worker(self) -> None:
