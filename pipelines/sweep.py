@@ -507,6 +507,10 @@ MAX_UNIT_RETRIES = 2
 """A unit whose worker process dies (Ray's memory monitor, a signal, a lost node) is run again on a new
 actor at most this many times; each start counts in ``runs.attempt``."""
 
+MAX_UNSTARTED_DEATHS = 8
+"""Actors that may die before starting any unit (placed on a node that was dying) without it counting."""
+
+
 def death_pid(exc: BaseException) -> int | None:
     """The pid of the dead worker, when Ray's error names it."""
     m = re.search(r"\bpid[=:]\s*(\d+)", str(exc))
@@ -590,6 +594,8 @@ def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None =
     rows: list[dict] = []
     attempts = {u.key: p.attempts.get(u.key, 0) + 1 for u in p.todo}
     deaths: dict[str, int] = defaultdict(int)  # unit key -> times the worker running it died
+    seen_attempt: dict[str, int] = {}  # unit key -> its stored attempt at its last death
+    unstarted = [0]  # actors that died before they started a unit
     seq = iter(range(1 << 62))
 
     def driver_row(u: WorkUnit, exc, **kw) -> dict:
@@ -631,10 +637,22 @@ def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None =
         units = [u for _, _, u in mine]
         running = units[0]  # an actor runs its units in submission order: the first unfinished one was running
         stored = p.store.run_row(running.key) or {}
-        started = stored.get("sweep_id") == sweep_id and stored.get("status") == "failed"
-        deaths[running.key] += 1
+        # Started by this actor: its placeholder row is this sweep's, with an attempt not seen at an earlier death.
+        attempt_now = int(stored.get("attempt") or 0) if stored.get("sweep_id") == sweep_id else 0
+        started = stored.get("status") == "failed" and attempt_now > seen_attempt.get(running.key, 0)
+        seen_attempt[running.key] = max(attempt_now, seen_attempt.get(running.key, 0))
         ray.kill(actors[a], no_restart=True)
         remaining_in_group[a] = 0
+        unstarted[0] += not started
+        if not started and unstarted[0] <= MAX_UNSTARTED_DEATHS and not getattr(exc, "actor_init_failed", False):
+            # An actor that died before it ran anything (placed on a node that was dying): nothing was lost; its
+            # units go to a new actor without a line or a counted try.
+            queue.insert(0, units)
+            actors[a] = new_actor()
+            idle.append(a)
+            dispatch()
+            return
+        deaths[running.key] += 1
         if getattr(exc, "actor_init_failed", False):  # its constructor failed: a new one would fail alike
             note(f"lee: error: a model actor could not start ({death_reason(exc)}); {len(units)} unit(s) failed")
             for u in units:

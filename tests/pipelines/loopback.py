@@ -150,9 +150,10 @@ class LoopbackCluster:
 
     def alive_nodes(self) -> list[str]:
         code = (f"import json, ray; ray.init(address={self.gcs!r}, log_to_driver=False); "
-                "print(json.dumps(sorted(n['NodeID'] for n in ray.nodes() if n['Alive'])))")
+                "print('NODES', json.dumps(sorted(n['NodeID'] for n in ray.nodes() if n['Alive'])))")
         r = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=60)
-        return json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else []
+        found = [line for line in r.stdout.splitlines() if line.startswith("NODES ")]  # Ray may print too
+        return json.loads(found[-1].removeprefix("NODES ")) if r.returncode == 0 and found else []
 
     def add_worker(self, timeout: float = 120) -> str:
         """Start a worker node and wait until it has joined; returns its node id."""

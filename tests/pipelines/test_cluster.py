@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 
@@ -180,7 +181,10 @@ def test_losing_the_worker_node_mid_sweep_finishes_on_the_head(cluster, tmp_path
         stdout, stderr = proc.communicate(timeout=300)
     finally:
         proc.kill()
-        cluster.add_worker()  # for the tests after this one
+        try:  # for any test after this one (it is the last of this module)
+            cluster.add_worker()
+        except RuntimeError as exc:
+            warnings.warn(f"the loopback cluster has one node left: {exc}", stacklevel=1)
     assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
     lost = [line for line in stderr.splitlines() if "lee: warning: the worker" in line]
     assert len(lost) == 1 and row["model"] in lost[0], stderr[-3000:]
