@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     prepare_auth()  # RAY_AUTH_MODE=token when a token is found: Ray reads it once, when it is imported
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed (`lee reevaluate --print-cron` echoes it)
     try:
         return int(args.func(args) or 0)
     except UsageError as exc:

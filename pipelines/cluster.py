@@ -16,12 +16,13 @@ traceback. :func:`job_client` does the same for the job server (``lee submit``, 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
 from pipelines.errors import UsageError
 
-__all__ = ["auth_fix", "auth_token", "check_gcs", "describe_error", "job_client", "prepare_auth"]
+__all__ = ["auth_fix", "auth_token", "check_gcs", "describe_error", "job_client", "memory_kill", "prepare_auth"]
 
 _GET_CLUSTER_ID = "/ray.rpc.NodeInfoGcsService/GetClusterId"  # the GCS's first call from any client
 
@@ -121,3 +122,20 @@ def job_client(address: str):
         return JobSubmissionClient(address)
     except Exception as exc:  # noqa: BLE001 - connection and auth errors come in many types
         raise UsageError(describe_error(address, exc)) from None
+
+
+_OOM_USAGE = re.compile(r"was ([\d.]+\s*[KMGT]?B) / ([\d.]+\s*[KMGT]?B) \(([\d.]+)\), which exceeds the memory usage "
+                        r"threshold of (\d+(?:\.\d+)?)")
+
+
+def memory_kill(text: str) -> str | None:
+    """None unless ``text`` (a Ray error or job message) says Ray's memory monitor killed a worker; then the
+    node's memory use in a few words: ``" (node memory 7.1GB / 7.5GB = 0.96, above its threshold 0.95)"``
+    (empty when Ray's message gives no figures)."""
+    if "running low on memory" not in text.lower():
+        return None
+    m = _OOM_USAGE.search(text)
+    if not m:
+        return ""
+    return (f" (node memory {m.group(1)} / {m.group(2)} = {float(m.group(3)):.2f}, above its threshold "
+            f"{float(m.group(4)):.2f})")

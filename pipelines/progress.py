@@ -119,6 +119,14 @@ class Progress:
                         f"on {n_actors} actor(s)\n")
         self._last = time.time()
 
+    def note(self, text: str) -> None:
+        """One line of its own (a worker that died, a retry), shown even with ``--no-progress``."""
+        if self.enabled and not self.plain:
+            self._write("\r\033[K" + text + "\n")
+            self.render(force=True)
+        else:
+            self._write(text + "\n")
+
     def render(self, force: bool = False) -> None:
         """The in-place line (terminal, at most every 0.5 s) or a periodic log line (plain, every ``interval``)."""
         if not self.enabled:

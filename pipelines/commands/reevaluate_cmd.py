@@ -34,6 +34,8 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import os
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,10 +283,63 @@ def print_gone(gone: list[Gone], out=None) -> None:
                               ("last evaluated", "last evaluated"), ("status", "status")]), file=out)
 
 
+CRON_ENV = ("LEE_CACHE_DIR", "HF_HOME", "HF_ENDPOINT", "HF_HUB_OFFLINE", "TORCH_HOME", "PYTHONPATH", "RAY_ADDRESS",
+            "RAY_AUTH_TOKEN_PATH", "AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_ENDPOINT_URL",
+            "GOOGLE_APPLICATION_CREDENTIALS")
+"""Variables ``--print-cron`` carries into the line when they are set (never secrets: ``RAY_AUTH_TOKEN`` and
+cloud keys stay out of a crontab; ``~/.ray/auth_token`` and credential files are found through ``HOME``)."""
+_CRON_FLAGS = {"--print-cron": 0, "--at": 1, "--log": 1}
+
+
+def cron_line(flags: list[str], schedule: str = "0 2 * * *", log: str = "reeval.log", *,
+              cwd: str | None = None, environ: dict[str, str] | None = None) -> str:
+    """The crontab line that runs ``lee reevaluate FLAGS`` under cron's bare environment.
+
+    cron runs ``/bin/sh -c`` with ``PATH=/usr/bin:/bin``, ``HOME`` and no locale, so the line names this
+    Python by its absolute path (``python -m pipelines``: no ``lee`` on cron's ``PATH``), runs from
+    ``cwd`` (relative ``--config``/``--output`` paths keep their meaning), sets a UTF-8 locale and a
+    ``PATH`` with this Python's ``bin`` (its virtualenv's tools) first, carries the :data:`CRON_ENV`
+    variables that are set, and appends stdout and stderr to ``log``. ``%`` is escaped (cron reads a
+    bare one as a newline).
+    """
+    environ = os.environ if environ is None else environ
+    cwd = cwd or os.getcwd()
+    exe = os.path.abspath(sys.executable)
+    path = ":".join(dict.fromkeys([os.path.dirname(exe), "/usr/local/bin", "/usr/bin", "/bin"]))
+    env = ["LANG=C.UTF-8", "LC_ALL=C.UTF-8", f"PATH={path}"]
+    env += [f"{k}={environ[k]}" for k in CRON_ENV if environ.get(k)]
+    command = (f"cd {shlex.quote(cwd)} && env {' '.join(shlex.quote(e) for e in env)} {shlex.quote(exe)} -m pipelines "
+               f"reevaluate {shlex.join(flags)} >> {shlex.quote(os.path.join(cwd, log))} 2>&1")
+    return f"{schedule} {command.replace('%', chr(92) + '%')}"
+
+
+def _flags_without_cron(argv: list[str]) -> list[str]:
+    """The ``lee reevaluate`` flags as typed, without ``--print-cron``, ``--at`` and ``--log``."""
+    rest = argv[argv.index("reevaluate") + 1:] if "reevaluate" in argv else list(argv)
+    out, skip = [], 0
+    for a in rest:
+        if skip:
+            skip -= 1
+            continue
+        name = a.split("=", 1)[0]
+        if name in _CRON_FLAGS:
+            skip = _CRON_FLAGS[name] if "=" not in a else 0
+            continue
+        out.append(a)
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from pipelines import sweep
     cfg = config_from_args(args)
     sweep.validate(cfg)  # bad flags fail before the catalog is regenerated
+    if args.print_cron:
+        if len(args.at.split()) != 5:
+            raise UsageError(f"--at {args.at!r}: expected a cron schedule of five fields, e.g. '0 2 * * *'")
+        print(cron_line(_flags_without_cron(getattr(args, "argv", None) or sys.argv[1:]), args.at, args.log))
+        print("lee: note: add this line with `crontab -e`; it carries no secrets (the Ray token is read from "
+              "~/.ray/auth_token, cloud credentials from their files)", file=sys.stderr)
+        return 0
     fresh = regenerate_catalog()
     new = f": {', '.join(fresh.new[:5])}{' ...' if len(fresh.new) > 5 else ''}" if fresh.new else ""
     print(f"catalog regenerated from timm {fresh.timm_version}: {len(fresh.specs)} models "
@@ -313,10 +368,19 @@ def register(subparsers) -> None:
         "reevaluate",
         help="evaluate only new or changed units (new models, new weights, new metric versions)",
         description=(__doc__ or "").split("\n\n", 1)[-1],
-        epilog="cron (nightly at 02:00):\n  0 2 * * * cd /srv/lee && lee reevaluate --config run.yaml >> reeval.log 2>&1",
+        epilog="cron (nightly at 02:00): print the line, then add it with `crontab -e`:\n"
+               "  lee reevaluate --config run.yaml --print-cron --at '0 2 * * *'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_sweep_arguments(p)
     p.add_argument("--dry-run", action="store_true", help="list the units that would run, and why")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    cron = p.add_argument_group("scheduling")
+    cron.add_argument("--print-cron", action="store_true",
+                      help="print the crontab line that runs these flags under cron's bare environment (absolute "
+                           "Python, this directory, locale, PATH); evaluates nothing")
+    cron.add_argument("--at", default="0 2 * * *", metavar="SCHEDULE",
+                      help="cron schedule of --print-cron (default '0 2 * * *': nightly at 02:00)")
+    cron.add_argument("--log", default="reeval.log", metavar="FILE",
+                      help="log file of --print-cron, relative to this directory (default reeval.log)")
     p.set_defaults(func=run)

@@ -1,17 +1,22 @@
-"""``lee submit`` / ``lee status`` / ``lee logs``: run a sweep as a Ray Job on a cluster and follow it.
+"""``lee submit`` / ``lee status`` / ``lee logs``: run a sweep command as a Ray Job on a cluster and follow it.
 
-``lee submit --address http://HEAD:8265 [--runtime-env runtime_env.yaml] -- <lee eval flags>``
-validates the flags (models, datasets, generators...) here, uploads the project
-(``working_dir``), starts ``python -m pipelines eval <flags>`` on the cluster and prints the job id.
+``lee submit --address http://HEAD:8265 [--runtime-env YAML] [--pip] -- [eval|reevaluate] <flags>``
+validates the command's flags with that command's own parser (``eval``: models, datasets,
+generators...; no command: ``eval``) here, uploads the project's source (``working_dir``), starts
+``python -m pipelines <command> <flags>`` on the cluster and prints the job id.
 
 The job's runtime_env: the project's source as ``working_dir`` (never ``.git``, virtualenvs,
 caches, build outputs or results roots: :data:`EXCLUDES`, plus the sweep's output root when it lies
 in the project), the checkout's git revision as ``env_vars.LEE_GIT_REV`` (``-dirty`` if modified;
-the job's copy has no ``.git``, so the runner records this one), and, without ``--runtime-env``,
-``pip``: the project's dependencies from ``pyproject.toml`` (Ray itself excepted: the cluster's Ray
-is used), an environment Ray builds once per node and reuses while the list is unchanged. A
-``--runtime-env`` YAML replaces the keys it sets (``pip`` included) and adds to ``env_vars`` and
-``excludes``. The job runs ``lee eval`` with its progress as log lines (``lee logs --follow``).
+the job's copy has no ``.git``, so the runner records this one). Nothing is installed: the job runs
+in the cluster's Python (the image has the project's dependencies); ``--pip`` adds ``pip``: the
+dependencies of ``pyproject.toml`` (Ray excepted), for a cluster whose Python lacks them. A
+``--runtime-env`` YAML replaces the keys it sets and adds to ``env_vars`` and ``excludes``. The job
+writes its progress as log lines (``lee logs --follow``).
+
+``--wait`` follows the job; when its supervisor (the driver) is killed by Ray's memory monitor or
+lost with its node, one line says so and the job is resubmitted (``--retries``, default 1): done
+units are skipped, the interrupted one is redone with its attempt counted.
 
 Token authentication (:mod:`pipelines.cluster`): the token is found here (``RAY_AUTH_TOKEN``,
 ``~/.ray/auth_token``) and ``RAY_AUTH_MODE=token`` set for this process; every failure to reach the
@@ -29,7 +34,7 @@ import time
 from pathlib import Path
 
 from pipelines import env
-from pipelines.cluster import describe_error, job_client
+from pipelines.cluster import describe_error, job_client, memory_kill
 from pipelines.commands import eval_cmd
 from pipelines.errors import UsageError
 
@@ -101,20 +106,24 @@ def project_requirements(working_dir: str) -> list[str]:
 
 
 def load_runtime_env(path: str | None, working_dir: str, git_rev: str | None = None,
-                     extra_excludes: list[str] | None = None) -> dict:
+                     extra_excludes: list[str] | None = None, *, pip: bool = False) -> dict:
     """The job's runtime_env.
 
-    Default: the project as ``working_dir`` with build outputs excluded, ``pip``: the project's
-    dependencies (:func:`project_requirements`; Ray builds that environment once per node and
-    list of requirements, and reuses it for later jobs), ``env_vars.LEE_GIT_REV`` = ``git_rev`` and
-    ``PYTHONUNBUFFERED=1``. ``extra_excludes`` are added to :data:`EXCLUDES` (the output root). A YAML
-    file replaces the keys it sets (its ``pip``, or none, instead of the default one) and adds its
-    ``env_vars`` (a ``LEE_GIT_REV`` there wins).
+    Default: the project as ``working_dir`` with build outputs and virtualenvs excluded (:data:`EXCLUDES`
+    and ``extra_excludes``, e.g. the output root), ``env_vars.LEE_GIT_REV`` = ``git_rev`` and
+    ``PYTHONUNBUFFERED=1``, and no ``pip``: the job runs in the cluster's own Python, which has the
+    project's dependencies (the image of ``Dockerfile``/``cluster.yaml``), so nothing is installed or
+    copied but the source. ``pip=True`` (``lee submit --pip``) adds ``pip``: the project's dependencies
+    (:func:`project_requirements`), a virtualenv over the cluster's site-packages that Ray builds once
+    per node and list, for clusters whose Python lacks them. A YAML file replaces the keys it sets (its
+    ``pip`` included) and adds its ``env_vars`` (a ``LEE_GIT_REV`` there wins) and ``excludes``.
     """
     env: dict = {"working_dir": working_dir, "excludes": list(dict.fromkeys(EXCLUDES + (extra_excludes or [])))}
     env_vars = {"PYTHONUNBUFFERED": "1"}  # the job's log shows progress as it happens
     if git_rev:
         env_vars["LEE_GIT_REV"] = git_rev
+    if pip:
+        env["pip"] = {"packages": project_requirements(working_dir), "pip_check": False}
     if path:
         import yaml
 
@@ -130,40 +139,70 @@ def load_runtime_env(path: str | None, working_dir: str, git_rev: str | None = N
         if "excludes" in data:  # the defaults (virtualenvs, caches, .git) are never uploaded either
             data["excludes"] = list(dict.fromkeys(env["excludes"] + list(data["excludes"] or [])))
         env.update(data)
-    else:
-        env["pip"] = {"packages": project_requirements(working_dir), "pip_check": False}
     if env_vars:
         env["env_vars"] = {k: str(v) for k, v in env_vars.items()}
     return env
 
 
-def _eval_argv(rest: list[str]) -> tuple[list[str], str]:
-    """Validate the forwarded ``lee eval`` flags here (fail before submitting) and absolutise the output.
+SWEEP_COMMANDS = {"eval": "pipelines.commands.eval_cmd", "reevaluate": "pipelines.commands.reevaluate_cmd"}
+"""The ``lee`` commands ``lee submit`` runs as a job (``lee submit -- -m tiny`` without one is ``eval``)."""
+
+
+def sweep_argv(rest: list[str], working_dir: str | None = None) -> tuple[str, list[str], str]:
+    """Validate a sweep command's flags here, with that command's own parser (fail before submitting).
+
+    ``rest``: what follows ``--``: ``[eval|reevaluate] FLAGS`` (no command: ``eval``). The flags are
+    checked as the command checks them (``eval``: models, datasets, generators...; ``reevaluate``: all
+    but the models, which resolve on the cluster against the catalog its timm regenerates). A local
+    relative output root is made absolute (the job's cwd is a temporary copy); a local ``--config``
+    file inside ``working_dir`` is passed relative to it (the job runs from the copy), one outside it
+    as an absolute path (the cluster must see it).
 
     Returns:
-        The flags to forward, and the output root (absolute when local).
+        The command, the flags to forward, and the output root (absolute when local).
     """
+    import importlib
+
     from pipelines.sweep import resolve_models, validate
 
-    rest = [a for a in rest if a != "--"] if rest[:1] == ["--"] else rest
+    rest = [a for a in rest if a != "--"] if rest[:1] == ["--"] else list(rest)
+    command = rest[0] if rest[:1] and rest[0] in SWEEP_COMMANDS else "eval"
+    flags = rest[1:] if rest[:1] == [command] else rest
     parser = argparse.ArgumentParser(prog="lee")
-    eval_cmd.register(parser.add_subparsers())
+    importlib.import_module(SWEEP_COMMANDS[command]).register(parser.add_subparsers())
     try:
-        ns = parser.parse_args(["eval", *rest])
+        import contextlib
+        import io
+
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            ns = parser.parse_args([command, *flags])
     except SystemExit:
-        raise UsageError(f"bad lee eval flags: {shlex.join(rest)}") from None
+        why = err.getvalue().strip().splitlines()[-1:] or [""]
+        why = why[0].split("error: ", 1)[-1]
+        raise UsageError(f"bad lee {command} flags ({why}): {shlex.join(flags)}") from None
     cfg = eval_cmd.config_from_args(ns)
     validate(cfg)
-    resolve_models(cfg)
+    if command == "eval":
+        resolve_models(cfg)
     _check_datasets(cfg.datasets)
-    argv = list(rest)
+    argv = list(flags)
+    if ns.config and "://" not in ns.config:
+        inside = _inside(ns.config, working_dir) if working_dir else None
+        sent = inside or os.path.abspath(ns.config)
+        if sent != ns.config:
+            argv += ["--config", sent]
+        if not inside:
+            print(f"lee: note: config {ns.config!r} lies outside the uploaded project: sent as {sent!r}, which "
+                  "the cluster must see (put it in the project, or on shared storage: s3://, gs://, NFS)",
+                  file=sys.stderr)
     output = cfg.output
     if "://" not in cfg.output and not os.path.isabs(cfg.output):
         output = os.path.abspath(cfg.output)
         argv += ["--output", output]  # a job's cwd is a temporary copy
         print(f"lee: note: local output {cfg.output!r} sent as {output!r}; on a "
               f"multi-node cluster use a shared URI (s3://, gs://, NFS)", file=sys.stderr)
-    return argv, output
+    return command, argv, output
 
 
 def _inside(path: str, directory: str) -> str | None:
@@ -189,45 +228,92 @@ def _check_datasets(selection: list[str]) -> None:
 
 def submit(args) -> int:
     wd = _project_dir(args.working_dir)
-    argv, output = _eval_argv(args.eval_args or [])
+    command, argv, output = sweep_argv(args.eval_args or [], wd)
     inside = _inside(output, wd)
-    runtime_env = load_runtime_env(args.runtime_env, wd, git_revision(wd), [f"/{inside}"] if inside else None)
-    client = _client(_address(args))
+    runtime_env = load_runtime_env(args.runtime_env, wd, git_revision(wd), [f"/{inside}"] if inside else None,
+                                   pip=args.pip)
+    address = _address(args)
+    client = _client(address)
     # Progress: plain log lines (the job's stderr is no terminal), which `lee logs --follow` shows.
-    entrypoint = shlex.join(["python", "-m", "pipelines", "eval", *argv])
-    deadline = time.time() + AGENT_WAIT_S
-    while True:
-        try:
-            job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=args.job_id)
-            break
-        except Exception as exc:  # noqa: BLE001
-            # A head that has just started answers before its job agent is up ("try again later").
-            if "try again later" in str(exc) and time.time() < deadline:
-                time.sleep(1.0)
-                continue
-            raise UsageError(f"job submission failed: {describe_error(_address(args), exc)}") from None
-    print(job_id)
-    if args.wait:
-        return _wait(client, job_id, follow=True, address=_address(args))
-    return 0
+    entrypoint = shlex.join(["python", "-m", "pipelines", command, *argv])
+
+    def start(submission_id: str | None) -> str:
+        deadline = time.time() + AGENT_WAIT_S
+        while True:
+            try:
+                return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=submission_id)
+            except Exception as exc:  # noqa: BLE001
+                # A head that has just started answers before its job agent is up ("try again later").
+                if "try again later" in str(exc) and time.time() < deadline:
+                    time.sleep(1.0)
+                    continue
+                raise UsageError(f"job submission failed: {describe_error(address, exc)}") from None
+
+    job_id = start(args.job_id)
+    print(job_id, flush=True)
+    if not args.wait:
+        return 0
+    for retry in range(args.retries + 1):
+        rc, info = _wait(client, job_id, follow=True, address=address)
+        cause = infrastructure_failure(info)
+        if rc == 0 or cause is None or retry == args.retries:
+            return rc
+        # The supervisor (the job's driver) was killed or lost, not the sweep failing: a new job resumes it
+        # (done units are skipped; the one that was running is redone, its attempt counted).
+        print(f"lee: warning: job {job_id} failed because {cause}; resubmitting it "
+              f"(try {retry + 2} of {args.retries + 1})", file=sys.stderr, flush=True)
+        job_id = start(f"{args.job_id}-retry{retry + 1}" if args.job_id else None)
+        print(job_id, flush=True)
+    return 1
+
+
+def infrastructure_failure(info) -> str | None:
+    """Why a FAILED job failed, in one line, when its supervisor died (Ray's memory monitor, a lost node, a
+    signal) rather than its entrypoint exiting non-zero; None otherwise (also for jobs that did not fail)."""
+    if info is None or str(getattr(info, "status", "")).split(".")[-1] != "FAILED":
+        return None
+    message = str(getattr(info, "message", "") or "")
+    kind = str(getattr(info, "error_type", "") or "").split(".")[-1]
+    low = message.lower()
+    usage = memory_kill(message)
+    if usage is not None:
+        return f"Ray's memory monitor killed its supervisor (the job's driver){usage}"
+    if kind in ("JOB_SUPERVISOR_ACTOR_DIED", "JOB_SUPERVISOR_ACTOR_UNKNOWN_FAILURE") or "supervisor actor died" in low:
+        why = "its node was lost" if "node" in low and ("died" in low or "dead" in low) else (
+            "its process was killed or crashed")
+        return f"its supervisor (the job's driver) died: {why}"
+    return None
+
+
+def failure_line(info) -> str:
+    """A FAILED job's message in one line (Ray's may be a 45-line dump)."""
+    cause = infrastructure_failure(info)
+    if cause:
+        return cause
+    message = str(getattr(info, "message", "") or "").strip()
+    return message.splitlines()[0][:300] if message else ""
 
 
 def _wait(client, job_id: str, *, follow: bool, poll: float = 1.0, timeout: float | None = None,
-          address: str = "") -> int:
-    """Wait for the job (``follow``: stream its log meanwhile); print ``ID: STATUS`` on stdout."""
+          address: str = "") -> tuple[int, object]:
+    """Wait for the job (``follow``: stream its log meanwhile); print ``ID: STATUS`` on stdout (and, on
+    stderr, why a failed job failed, in one line). Returns the exit code and the job's info."""
     t0 = time.time()
     if follow:
         _tail(client, job_id, address)
     while True:
-        status = str(_job_call(address, client.get_job_status, job_id)).split(".")[-1]
+        info = _job_call(address, client.get_job_info, job_id)
+        status = str(info.status).split(".")[-1]
         if status in TERMINAL:
             break
         if timeout and time.time() - t0 > timeout:
             print(f"{job_id}: still {status} after {timeout:.0f}s")
-            return 3
+            return 3, info
         time.sleep(poll)
-    print(f"{job_id}: {status}")
-    return 0 if status == "SUCCEEDED" else 1
+    print(f"{job_id}: {status}", flush=True)
+    if status == "FAILED" and failure_line(info):
+        print(f"lee: job {job_id} failed: {failure_line(info)}", file=sys.stderr, flush=True)
+    return (0 if status == "SUCCEEDED" else 1), info
 
 
 def _tail(client, job_id: str, address: str) -> None:
@@ -250,9 +336,10 @@ def status(args) -> int:
             print(f"{job.submission_id or job.job_id}\t{str(job.status).split('.')[-1]}\t{job.entrypoint}")
         return 0
     if args.wait:
-        return _wait(client, args.job_id, follow=False, timeout=args.timeout, address=address)
+        return _wait(client, args.job_id, follow=False, timeout=args.timeout, address=address)[0]
     info = _job_call(address, client.get_job_info, args.job_id)
-    print(f"{args.job_id}\t{str(info.status).split('.')[-1]}\t{info.message or ''}")
+    status = str(info.status).split(".")[-1]
+    print(f"{args.job_id}\t{status}\t{failure_line(info) if status == 'FAILED' else (info.message or '')}")
     return 0
 
 
@@ -267,7 +354,7 @@ def logs(args) -> int:
 
 
 def _reject_flags_before_dashes(parser: argparse.ArgumentParser) -> None:
-    """Make ``lee submit`` say that `lee eval` flags go after ``--`` when they are given without it.
+    """Make ``lee submit`` say that the sweep's flags go after ``--`` when they are given without it.
 
     (Left alone, argparse's top-level parser answers ``lee submit -m x`` with just "unrecognized
     arguments: -m".) The subcommand parser's ``parse_known_args`` is wrapped: leftovers become its error.
@@ -291,19 +378,27 @@ def register(subparsers) -> None:
     addr_help = f"Ray job server (dashboard) address (default $RAY_ADDRESS or {DEFAULT_JOB_ADDRESS})"
     p = subparsers.add_parser(
         "submit",
-        help="run a sweep as a Ray Job on a cluster; prints the job id",
-        description="Submit `lee eval` as a Ray Job. Everything after `--` is passed to `lee eval` "
-                    "(validated here first).",
-        epilog="example:\n  lee submit --address http://head:8265 --runtime-env runtime_env.yaml -- "
-               "-m paper -o s3://bucket/lee\n  lee status JOB_ID --wait; lee logs JOB_ID --follow",
+        help="run a sweep (eval or reevaluate) as a Ray Job on a cluster; prints the job id",
+        description="Submit `lee eval` or `lee reevaluate` as a Ray Job. Everything after `--` is the command "
+                    "and its flags (validated here first; no command: eval).",
+        epilog="examples:\n  lee submit --address http://head:8265 -- -m paper -o s3://bucket/lee\n"
+               "  lee submit --address http://head:8265 --wait -- reevaluate --config run.yaml\n"
+               "  lee status JOB_ID --wait; lee logs JOB_ID --follow",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--address", help=addr_help)
     p.add_argument("--runtime-env", metavar="YAML", help="runtime_env YAML (pip, env_vars, excludes...)")
     p.add_argument("--working-dir", help="project directory to upload (default: this checkout)")
     p.add_argument("--job-id", help="submission id to use (default: generated)")
+    p.add_argument("--pip", action="store_true",
+                   help="pip-install pyproject.toml's dependencies in the job's environment (clusters whose Python "
+                        "lacks them; default: the cluster's Python as it is, only the source is uploaded)")
     p.add_argument("--wait", action="store_true", help="wait for the job, print its logs, exit 0 iff it succeeded")
-    p.add_argument("eval_args", nargs=argparse.REMAINDER, help="-- then `lee eval` flags")
+    p.add_argument("--retries", type=int, default=1, metavar="N",
+                   help="with --wait: resubmit a job whose supervisor was killed (Ray's memory monitor, a lost "
+                        "node) up to N times; done units are not redone (default 1)")
+    p.add_argument("eval_args", nargs=argparse.REMAINDER,
+                   help="-- then a sweep command and its flags: `eval ...` or `reevaluate ...` (no command: eval)")
     p.set_defaults(func=submit)
     _reject_flags_before_dashes(p)
 

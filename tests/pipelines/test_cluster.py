@@ -1,127 +1,30 @@
 """A real two-node, token-authenticated Ray cluster on the loopback address (the README's recipe).
 
-Two ``ray start --block`` processes on this machine, each its own node (temp dir, ports, one CPU),
-started once for this module under their own process groups and stopped by those groups (never
-``ray stop``, which would end every Ray on the machine). ``lee eval --address``, ``lee submit``,
-``status`` and ``logs`` run against it as a user would: with the token in ``RAY_AUTH_TOKEN`` and
-``RAY_AUTH_MODE`` unset (``lee`` sets it).
+The session's ``cluster`` fixture (tests/pipelines/conftest.py, tests/pipelines/loopback.py): two ``ray
+start --block`` processes on this machine, each its own node (temp dir, ports, one CPU). ``lee eval
+--address``, ``lee submit``, ``status`` and ``logs`` run against it as a user would: with the token in
+``RAY_AUTH_TOKEN`` and ``RAY_AUTH_MODE`` unset (``lee`` sets it).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
-import shutil
-import signal
-import socket
+import re
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
+import warnings
 
 import pytest
 
 from pipelines.store import Store
+from tests.pipelines.loopback import REPO, lee, user_env
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.cluster]
 
-REPO = Path(__file__).resolve().parents[2]
 MODELS = ["test_resnet.r160_in1k", "test_vit.r160_in1k", "test_convnext.r160_in1k"]
 SWEEP = ["-d", "sample-test", "-n", "4", "--img-size", "32", "-g", "translate_x"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _node_ports() -> list[str]:
-    """Ports of one node's own processes (two nodes on one machine must not share any)."""
-    return [f"--node-manager-port={_free_port()}", f"--object-manager-port={_free_port()}",
-            f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
-            f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}"]
-
-
-def _user_env(token: str | None, home: str) -> dict[str, str]:
-    """A user's environment: the token (if any) in RAY_AUTH_TOKEN, RAY_AUTH_MODE unset, no ~/.ray."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN",
-                                                            "RAY_AUTH_TOKEN_PATH")}
-    env["HOME"] = home
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    if token is not None:
-        env["RAY_AUTH_TOKEN"] = token
-    return env
-
-
-def _lee(args, env, timeout=240):
-    return subprocess.run([sys.executable, "-m", "pipelines", *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group (raylet, GCS, workers)
-    except ProcessLookupError:
-        pass
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """Head + worker node on 127.0.0.1 with token auth. Yields (GCS address, job server URL, token, node ids)."""
-    token = secrets.token_hex(32)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
-    temps = [tempfile.mkdtemp(prefix="rc", dir="/tmp") for _ in range(2)]  # short: Unix socket paths
-    port, dash = _free_port(), _free_port()
-    common = ["--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--object-store-memory=150000000",
-              "--disable-usage-stats"]
-    procs = [subprocess.Popen(
-        ["ray", "start", "--head", *common, f"--port={port}", "--include-dashboard=true",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--ray-client-server-port={_free_port()}",
-         f"--temp-dir={temps[0]}", *_node_ports()],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
-    gcs, address = f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:  # the job server answers once the head is up
-            r = _lee(["status", "--address", address], env)
-            if r.returncode == 0:
-                break
-            assert procs[0].poll() is None, "ray head exited"
-            time.sleep(1)
-        else:
-            pytest.fail(f"job server at {address} did not come up: {r.stderr[-2000:]}")
-        procs.append(subprocess.Popen(
-            ["ray", "start", f"--address={gcs}", *common, f"--temp-dir={temps[1]}", *_node_ports()],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-        code = (f"import json, ray; ray.init(address={gcs!r}, log_to_driver=False); "
-                "print(json.dumps(sorted(n['NodeID'] for n in ray.nodes() if n['Alive'])))")
-        nodes: list[str] = []
-        while time.time() < deadline and len(nodes) < 2:
-            r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
-            nodes = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else []
-            assert procs[1].poll() is None, "ray worker node exited"
-            if len(nodes) < 2:
-                time.sleep(1)
-        assert len(nodes) == 2, f"the worker node did not join: {r.stderr[-2000:]}"
-        yield gcs, address, token, nodes
-    finally:
-        for proc in reversed(procs):
-            _stop(proc)
-        for t in temps:
-            shutil.rmtree(t, ignore_errors=True)
+_lee, _user_env = lee, user_env
 
 
 def test_sweep_runs_on_both_nodes_with_the_token_found_by_lee(cluster, tmp_path):
@@ -203,3 +106,99 @@ def test_auth_failures_are_one_error_line_naming_the_fix(cluster, tmp_path):
     (home / ".ray" / "auth_token").write_text(cluster[2])
     r = _lee(["status", "nosuchjob", "--address", address], _user_env(None, str(home)))
     assert "does not exist" in _one_error_line(r)  # authenticated: the job server answered
+
+
+def _wait_for(predicate, timeout: float, what: str, poll: float = 0.1):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def _running_row(out, node: str | None = None) -> dict | None:
+    """The ``Interrupted`` placeholder row of a unit running now (on ``node``), if any."""
+    if not (out / "runs").exists():
+        return None
+    try:
+        rows = Store(str(out)).runs().to_pylist()
+    except Exception:  # noqa: BLE001 - a row file being renamed into place
+        return None
+    return next((r for r in rows if r["error_type"] == "Interrupted" and (node is None or r["node_id"] == node)),
+                None)
+
+
+def test_submit_reevaluate_runs_as_a_job_and_is_resubmitted_when_its_supervisor_is_killed(cluster, tmp_path):
+    _, address, token, nodes = cluster
+    from pipelines.commands.submit_cmd import git_revision
+
+    env = _user_env(token, str(tmp_path))
+    out = tmp_path / "res"
+    revs = {git_revision(str(REPO))}
+    # the shipped example run.yaml (sent relative to the uploaded project), its costly keys overridden
+    argv = [sys.executable, "-m", "pipelines", "submit", "--address", address, "--wait", "--", "reevaluate",
+            "--config", "examples/run.yaml", "-m", ",".join(MODELS), *SWEEP, "--weights", "random", "-o", str(out)]
+    proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # kill the job's supervisor (and so its driver) once a unit runs: Ray's memory monitor would do the same
+        _wait_for(lambda: _running_row(out) or proc.poll() is not None, 180, "a unit of the job to start")
+        sup = cluster.processes("JobSupervisor")
+        assert proc.poll() is None and len(sup) == 1, "the job ended before its supervisor could be killed"
+        os.kill(sup[0], 9)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    revs.add(git_revision(str(REPO)))
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    warnings = [line for line in stderr.splitlines() if "lee: warning: job" in line]
+    assert len(warnings) == 1 and "its supervisor (the job's driver) died" in warnings[0], stderr[-3000:]
+    assert "resubmitting it (try 2 of 2)" in warnings[0]
+    assert "Traceback" not in stderr
+    ids = [line for line in stdout.splitlines() if re.fullmatch(r"raysubmit_\w+", line)]
+    assert len(ids) == 2 and stdout.strip().splitlines()[-1] == f"{ids[1]}: SUCCEEDED", stdout[-3000:]
+    runs = Store(str(out)).runs().to_pylist()
+    assert len(runs) == 3 and {row["status"] for row in runs} == {"done"}, runs
+    assert {row["node_id"] for row in runs} <= set(nodes) and all(row["pid"] > 0 for row in runs)
+    assert {row["git_rev"] for row in runs} <= revs and None not in revs
+    assert max(row["attempt"] for row in runs) == 2  # the unit the kill interrupted, redone by the second job
+
+
+def test_losing_the_worker_node_mid_sweep_finishes_on_the_head(cluster, tmp_path):
+    gcs, _, token, _ = cluster
+    worker = cluster.worker_node
+    out = tmp_path / "res"
+    models = [*MODELS, "test_efficientnet.r160_in1k"]
+    argv = [sys.executable, "-m", "pipelines", "eval", "--address", gcs, "-m", ",".join(models), "-d", "sample-test",
+            "-n", "8", "--img-size", "32", "-g", "translate_x,rotate", "--weights", "random", "-o", str(out)]
+    proc = subprocess.Popen(argv, env=_user_env(token, str(tmp_path)), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        row = _wait_for(lambda: _running_row(out, worker) or proc.poll(), 180, "a unit to start on the worker node")
+        assert isinstance(row, dict), "the sweep ended before a unit ran on the worker node"
+        cluster.kill_worker()  # every process of the node at once, as a preempted spot instance
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+        try:  # for any test after this one (it is the last of this module)
+            cluster.add_worker()
+        except RuntimeError as exc:
+            warnings.warn(f"the loopback cluster has one node left: {exc}", stacklevel=1)
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    lost = [line for line in stderr.splitlines() if "lee: warning: the worker" in line]
+    assert len(lost) == 1 and row["model"] in lost[0], stderr[-3000:]
+    assert re.search(r"lost with its node|its node was lost", lost[0]) and "retrying it (try 2 of 3)" in lost[0]
+    assert "Traceback" not in stderr
+    runs = Store(str(out)).runs().to_pandas()
+    assert len(runs) == len(models) and runs.unit.is_unique and set(runs.status) == {"done"}, runs
+    by_model = runs.set_index("model")
+    assert by_model.loc[row["model"], "attempt"] == 2  # started on the lost node, finished on the head
+    assert by_model.loc[row["model"], "node_id"] != worker
+    import duckdb
+
+    counts = duckdb.sql(
+        f"""SELECT model, count(*) AS n, count(DISTINCT (sample_id, generator)) AS distinct_n
+            FROM read_parquet('{out}/lee/**/*.parquet', hive_partitioning = true) GROUP BY 1"""
+    ).fetchall()
+    assert sorted(counts) == sorted((m, 8 * 2, 8 * 2) for m in models)  # each unit once: no row twice

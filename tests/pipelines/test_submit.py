@@ -9,6 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from pipelines.errors import UsageError
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -37,7 +41,7 @@ def test_submit_says_eval_flags_go_after_dashes():
     assert "-- -m test_resnet.r160_in1k" in r.stderr, r.stderr
 
 
-def test_default_runtime_env_installs_the_projects_requirements_and_carries_the_git_revision(tmp_path):
+def test_default_runtime_env_installs_nothing_and_carries_the_git_revision(tmp_path):
     import tomllib
 
     from pipelines.commands.submit_cmd import git_revision, load_runtime_env
@@ -47,8 +51,11 @@ def test_default_runtime_env_installs_the_projects_requirements_and_carries_the_
     env = load_runtime_env(None, str(REPO), "0123abc-dirty")
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     assert env["working_dir"] == str(REPO) and ".git" in env["excludes"]
-    assert env["pip"]["packages"] == [d for d in deps if not d.startswith("ray")]  # the cluster's Ray is used
-    assert any(p.startswith("e2cnn") for p in env["pip"]["packages"])
+    assert set(env) == {"working_dir", "excludes", "env_vars"}  # the cluster's Python as it is: no pip, no uv
+    # --pip: the project's dependencies, for a cluster whose Python lacks them (the cluster's Ray is used)
+    pip = load_runtime_env(None, str(REPO), None, pip=True)["pip"]
+    assert pip["packages"] == [d for d in deps if not d.startswith("ray")]
+    assert any(p.startswith("e2cnn") for p in pip["packages"])
     assert env["env_vars"] == {"LEE_GIT_REV": "0123abc-dirty", "PYTHONUNBUFFERED": "1"}
     # Never uploaded: virtualenvs, caches, results, version control.
     assert {".git", ".venv", "venv", ".cache", "lee-results", "*.parquet"} <= set(env["excludes"])
@@ -103,3 +110,60 @@ def test_an_address_nothing_listens_on_is_one_line(tmp_path):
     assert "cannot reach the Ray job server" in err and "is the cluster up" in err
     err = _one_line(_lee(["logs", "x", "--address", f"http://127.0.0.1:{port}"], env))
     assert "cannot reach the Ray job server" in err
+
+
+def test_submit_validates_each_sweep_command_with_its_own_parser():
+    # reevaluate's own flag (--dry-run) passes; a flag no sweep command has fails naming the command and the flag,
+    # before the cluster is contacted (nothing listens on port 9).
+    from pipelines.commands.submit_cmd import sweep_argv
+
+    cmd, argv, out = sweep_argv(["--", "reevaluate", "-m", "tiny", "-d", "sample-test", "--dry-run", "-o", "/tmp/x"])
+    assert (cmd, argv, out) == ("reevaluate", ["-m", "tiny", "-d", "sample-test", "--dry-run", "-o", "/tmp/x"], "/tmp/x")
+    assert sweep_argv(["-m", "test_resnet.r160_in1k", "-o", "/tmp/x"])[0] == "eval"  # today's form: eval
+    assert sweep_argv(["eval", "-m", "test_resnet.r160_in1k", "-o", "/tmp/x"])[:2] == (
+        "eval", ["-m", "test_resnet.r160_in1k", "-o", "/tmp/x"])
+    with pytest.raises(UsageError, match=r"bad lee reevaluate flags \(unrecognized arguments: --bogus-flag\)"):
+        sweep_argv(["reevaluate", "--bogus-flag"])
+    with pytest.raises(UsageError, match="unknown dataset 'nosuchds'"):
+        sweep_argv(["reevaluate", "-d", "nosuchds"])
+    r = _lee(["submit", "--address", "http://127.0.0.1:9", "--", "reevaluate", "--images", "x"], dict(os.environ))
+    assert r.returncode == 2 and "bad lee reevaluate flags" in r.stderr and "--images" in r.stderr, r.stderr
+    assert "job server" not in r.stderr
+
+
+def test_a_config_inside_the_project_is_sent_relative_to_it(tmp_path):
+    from pipelines.commands.submit_cmd import sweep_argv
+
+    cfg = REPO / "examples" / "run.yaml"
+    cmd, argv, _ = sweep_argv(["reevaluate", "--config", str(cfg), "-o", "/tmp/x"], str(REPO))
+    assert argv[-2:] == ["--config", "examples/run.yaml"]  # the job runs from the uploaded copy
+    outside = tmp_path / "run.yaml"
+    outside.write_text("images: 2\n")
+    _, argv, _ = sweep_argv(["reevaluate", "--config", str(outside), "-o", "/tmp/x"], str(REPO))
+    assert str(outside) in argv
+
+
+def test_a_job_whose_supervisor_was_killed_is_one_line(tmp_path):
+    from types import SimpleNamespace
+
+    from pipelines.commands.submit_cmd import failure_line, infrastructure_failure
+
+    # Ray's job message when its memory monitor killed the supervisor (its first lines; the rest is a process table)
+    oom = ("Unexpected error occurred: Task was killed due to the node running low on memory.\n"
+           "Memory on the node (IP: 10.0.0.5, ID: 8f2e) where the task (actor ID: 1a, name=JobSupervisor, pid=4242, "
+           "memory used=0.41GB) was running was 7.12GB / 7.48GB (0.951872), which exceeds the memory usage threshold "
+           "of 0.95. Ray killed this worker (ID: 9c) because it was the most recently scheduled task; ...\n"
+           + "\n".join(f"{i}\t0.1\tray::IDLE" for i in range(40)))
+    info = SimpleNamespace(status="FAILED", message=oom, error_type="JOB_SUPERVISOR_ACTOR_UNKNOWN_FAILURE")
+    line = infrastructure_failure(info)
+    assert line == ("Ray's memory monitor killed its supervisor (the job's driver) (node memory 7.12GB / 7.48GB = "
+                    "0.95, above its threshold 0.95)")
+    assert "\n" not in failure_line(info)
+    died = SimpleNamespace(status="FAILED", message="Job supervisor actor died: The actor died unexpectedly...",
+                           error_type="JOB_SUPERVISOR_ACTOR_DIED")
+    assert infrastructure_failure(died).startswith("its supervisor (the job's driver) died")
+    # the sweep itself failing is not retried
+    failed = SimpleNamespace(status="FAILED", message="Job entrypoint command failed with exit code 1, last "
+                             "available logs ...", error_type="JOB_ENTRYPOINT_COMMAND_ERROR")
+    assert infrastructure_failure(failed) is None
+    assert failure_line(failed).startswith("Job entrypoint command failed with exit code 1")

@@ -1,0 +1,217 @@
+"""A real two-node, token-authenticated Ray cluster on the loopback address (the README's recipe).
+
+Two ``ray start --block`` processes on this machine, each its own node (temp dir, ports, one CPU),
+under their own process groups and stopped by those groups (never ``ray stop``, which would end every
+Ray on the machine). Used by the ``cluster`` fixture (tests/pipelines/conftest.py) and by
+benchmarks/bench_jobs.py. :meth:`LoopbackCluster.kill_worker` ends the worker node's process group with
+SIGKILL (a preempted spot instance); :meth:`LoopbackCluster.add_worker` starts a new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _node_ports() -> list[str]:
+    """Ports of one node's own processes (two nodes on one machine must not share any)."""
+    return [f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
+
+
+def lee(args, env, timeout=240, cwd=REPO) -> subprocess.CompletedProcess:
+    """``python -m pipelines ARGS`` (the ``lee`` command of this checkout) in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "pipelines", *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def user_env(token: str | None, home: str) -> dict[str, str]:
+    """A user's environment: the token (if any) in RAY_AUTH_TOKEN, RAY_AUTH_MODE unset, no ~/.ray."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN",
+                                                            "RAY_AUTH_TOKEN_PATH")}
+    env["HOME"] = home
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    if token is not None:
+        env["RAY_AUTH_TOKEN"] = token
+    return env
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc: children, their children...)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state
+    out, frontier = [], [pid]
+    while frontier:
+        kids = [p for p, pp in parents.items() if pp in frontier]
+        out += kids
+        frontier = kids
+    return out
+
+
+def stop_group(proc: subprocess.Popen, sigs=((signal.SIGTERM, 10), (signal.SIGKILL, 10))) -> None:
+    """End ``proc``'s process group (the node's raylet, GCS, workers)."""
+    for sig, wait in sigs:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group
+    except ProcessLookupError:
+        pass
+
+
+class LoopbackCluster:
+    """Head + one worker node on 127.0.0.1 with token auth.
+
+    Attributes:
+        gcs: GCS address (``127.0.0.1:PORT``), for ``lee eval --address``.
+        address: job server URL (``http://127.0.0.1:PORT``), for ``lee submit``.
+        token: the cluster's token.
+        nodes: sorted ids of the alive nodes.
+
+    Unpacks as ``gcs, address, token, nodes`` (the fixture's former tuple).
+    """
+
+    def __init__(self, num_cpus: int = 1):
+        self.token = secrets.token_hex(32)
+        self.env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token)
+        self.num_cpus = num_cpus
+        self.temps: list[str] = []
+        self.head: subprocess.Popen | None = None
+        self.worker: subprocess.Popen | None = None
+        self.stopped: list[subprocess.Popen] = []
+        port, dash = free_port(), free_port()
+        self.gcs, self.address = f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}"
+        self._port, self._dash = port, dash
+        self.nodes: list[str] = []
+        self.worker_node: str | None = None
+
+    def __iter__(self):
+        return iter((self.gcs, self.address, self.token, self.nodes))
+
+    def __getitem__(self, i: int):
+        return tuple(self)[i]
+
+    def _common(self) -> list[str]:
+        temp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Unix socket paths
+        self.temps.append(temp)
+        return ["--block", "--node-ip-address=127.0.0.1", f"--num-cpus={self.num_cpus}",
+                "--object-store-memory=150000000", "--disable-usage-stats", f"--temp-dir={temp}", *_node_ports()]
+
+    def start(self, timeout: float = 120) -> LoopbackCluster:
+        self.head = subprocess.Popen(
+            ["ray", "start", "--head", *self._common(), f"--port={self._port}", "--include-dashboard=true",
+             "--dashboard-host=127.0.0.1", f"--dashboard-port={self._dash}",
+             f"--ray-client-server-port={free_port()}"],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + timeout
+        while True:  # the job server answers once the head is up
+            r = lee(["status", "--address", self.address], self.env)
+            if r.returncode == 0:
+                break
+            if self.head.poll() is not None:
+                raise RuntimeError("ray head exited")
+            if time.time() > deadline:
+                raise RuntimeError(f"job server at {self.address} did not come up: {r.stderr[-2000:]}")
+            time.sleep(1)
+        self.add_worker(timeout=max(30.0, deadline - time.time()))
+        return self
+
+    def alive_nodes(self) -> list[str]:
+        code = (f"import json, ray; ray.init(address={self.gcs!r}, log_to_driver=False); "
+                "print('NODES', json.dumps(sorted(n['NodeID'] for n in ray.nodes() if n['Alive'])))")
+        r = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=60)
+        found = [line for line in r.stdout.splitlines() if line.startswith("NODES ")]  # Ray may print too
+        return json.loads(found[-1].removeprefix("NODES ")) if r.returncode == 0 and found else []
+
+    def add_worker(self, timeout: float = 120) -> str:
+        """Start a worker node and wait until it has joined; returns its node id."""
+        before = set(self.alive_nodes())
+        deadline = time.time() + timeout
+        for start in range(3):  # a node started right after another was lost is sometimes refused: start again
+            log = Path(tempfile.mkdtemp(prefix="rcl", dir="/tmp")) / "worker.log"
+            self.temps.append(str(log.parent))
+            with open(log, "wb") as fh:
+                self.worker = subprocess.Popen(
+                    ["ray", "start", f"--address={self.gcs}", *self._common()],
+                    env=self.env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+            while time.time() < deadline and self.worker.poll() is None:
+                nodes = self.alive_nodes()
+                new = set(nodes) - before
+                if new:
+                    self.nodes = nodes
+                    self.worker_node = new.pop()
+                    return self.worker_node
+                time.sleep(1)
+            if time.time() >= deadline:
+                break
+            if start == 2:
+                raise RuntimeError(f"ray worker node exited: {log.read_text()[-2000:]}")
+        raise RuntimeError("the worker node did not join")
+
+    def kill_worker(self) -> None:
+        """SIGKILL every process of the worker node's group at once (a preempted spot instance)."""
+        assert self.worker is not None
+        stop_group(self.worker, sigs=((signal.SIGKILL, 10),))
+        self.stopped.append(self.worker)
+        self.worker = None
+
+    def processes(self, title: str) -> list[int]:
+        """Pids of this cluster's processes whose command line contains ``title`` (``ray::JobSupervisor``)."""
+        roots = [p.pid for p in (self.head, self.worker) if p is not None]
+        out = []
+        for pid in [q for r in roots for q in descendants(r)]:
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if title in cmd:
+                out.append(pid)
+        return out
+
+    def stop(self) -> None:
+        for proc in (self.worker, self.head):
+            if proc is not None:
+                stop_group(proc)
+        for t in self.temps:
+            shutil.rmtree(t, ignore_errors=True)
+
+
+def start_cluster(num_cpus: int = 1) -> LoopbackCluster:
+    c = LoopbackCluster(num_cpus)
+    try:
+        return c.start()
+    except BaseException:
+        c.stop()
+        raise
