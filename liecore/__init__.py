@@ -8,8 +8,8 @@ stated in :mod:`liecore._grid`, :mod:`liecore._action` and :mod:`liecore._layout
 from . import metrics
 from ._action import LUMA, input_tangent, sample, transform, warp
 from ._aliasing import alias, alias_lie_derivative
-from ._explain import Explanation, area_matrix, explain, explain_all, resample_mass
 from ._derivative import differentiable_mode, lie_derivative, lie_derivatives, output_tangent, with_output
+from ._explain import Explanation, area_matrix, explain, explain_all, resample_mass
 from ._generators import (
     COLOR_KINDS,
     GENERATORS,

@@ -47,7 +47,13 @@ from torch import nn
 from ._derivative import differentiable_mode, lie_derivatives, resolve_output
 from ._generators import Generator, get_generator
 from ._grid import Interpolation, check_interpolation
-from ._layerwise import DEFAULT_COMPOSITES, ActivationLayouts, LayerwiseRecorder, _local_lie_derivative, layer_kind
+from ._layerwise import (
+    DEFAULT_COMPOSITES,
+    ActivationLayouts,
+    LayerwiseRecorder,
+    _local_lie_derivative,
+    layer_kind,
+)
 from ._layout import Layout
 
 __all__ = ["Explanation", "explain", "explain_all", "area_matrix", "resample_mass"]
