@@ -51,8 +51,8 @@ from ._layerwise import (
     DEFAULT_COMPOSITES,
     ActivationLayouts,
     LayerwiseRecorder,
-    _local_lie_derivative,
     layer_kind,
+    local_lie_derivative,
 )
 from ._layout import Layout
 
@@ -203,7 +203,7 @@ def explain_all(
         _, lds = lie_derivatives(f, x, gens, out_layout=out_layout, interpolation=interpolation, mean=mean, std=std)
         for gen, ld in zip(gens, lds, strict=True):
             with differentiable_mode(model):
-                vectors = [_local_lie_derivative(c, gen, layouts, interpolation, mean, std) for c in calls]
+                vectors = [local_lie_derivative(c, gen, layouts, interpolation, mean, std) for c in calls]
             active = [i for i, v in enumerate(vectors) if v is not None]
             rec.set_vectors(vectors)
             norm2 = ld.flatten(1).double().square().sum(1)  # (B,) ||L||^2
