@@ -20,11 +20,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
-__all__ = ["ExplainEntry", "display_image", "layer_figure", "overlay_figure", "robust_vmax", "save", "write_index"]
+from pipelines.analysis.figures import NoData
+
+__all__ = [
+    "ExplainEntry",
+    "display_image",
+    "layer_figure",
+    "overlay_figure",
+    "robust_vmax",
+    "save",
+    "where_lee_lives",
+    "write_index",
+]
 
 CMAP = "RdBu_r"
 """Diverging colour map: red where a location adds to the LEE, blue where it cancels some of it."""
@@ -164,3 +176,74 @@ border; <i>remainder</i>: the share of what happens between recorded layers.</p>
     path = out / "index.html"
     path.write_text(page)
     return path
+
+
+def _weighted_mean(stack: np.ndarray, lee: np.ndarray) -> np.ndarray:
+    """LEE-weighted mean over images of per-image share maps (the share of the pooled LEE)."""
+    return np.tensordot(lee, stack, axes=(0, 0)) / lee.sum()
+
+
+def where_lee_lives(rows: pd.DataFrame, title: str, max_models: int = 6) -> Figure:
+    """The report's "where the LEE lives": per model (row) and generator (column) the mean image map on its pooled
+    cells, LEE-weighted over images, one colour scale for every panel; the last column plots the cumulative share
+    within ``k`` px of the border against ``k``, one line per generator, with the area those pixels cover (grey).
+
+    Args:
+        rows: the ``explain`` table's image rows: ``model``, ``weights``, ``generator``, ``lee``, ``cells``,
+            ``grid_h``, ``grid_w``, ``border_profile``, ``input_h``, ``input_w``.
+        title: the figure title.
+    """
+    if rows.empty:
+        raise NoData("no explain results (lee eval --metrics explain)")
+    rows = rows.assign(key=rows["model"] + " (" + rows["weights"] + ")")
+    keys = sorted(rows["key"].unique())[:max_models]
+    gens = sorted(rows["generator"].unique())
+    means: dict[tuple[str, str], np.ndarray] = {}
+    profiles: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+    for (k, g), d in rows[rows["key"].isin(keys)].groupby(["key", "generator"], sort=True):
+        gh, gw = int(d["grid_h"].iloc[0]), int(d["grid_w"].iloc[0])
+        lee = d["lee"].to_numpy(float)
+        means[(k, g)] = _weighted_mean(np.stack([np.asarray(c, float).reshape(gh, gw) for c in d["cells"]]), lee)
+        prof = _weighted_mean(np.stack([np.cumsum(np.asarray(p, float)) for p in d["border_profile"]]), lee)
+        h, w = int(d["input_h"].iloc[0]), int(d["input_w"].iloc[0])
+        ks = np.arange(1, len(prof) + 1)
+        area = 1 - np.clip(h - 2 * ks, 0, None) * np.clip(w - 2 * ks, 0, None) / (h * w)
+        profiles[(k, g)] = (prof, area)
+    vmax = robust_vmax(list(means.values()), 99.0)
+    ncol = len(gens) + 1
+    fig = Figure(figsize=(2.6 * ncol + 1.0, 2.5 * len(keys) + 0.8))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(keys), ncol, squeeze=False)
+    im = None
+    for r, k in enumerate(keys):
+        for c, g in enumerate(gens):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if (k, g) in means:
+                im = ax.imshow(means[(k, g)], cmap=CMAP, norm=_norm(vmax), interpolation="nearest")
+            if r == 0:
+                ax.set_title(g, fontsize=9)
+            if c == 0:
+                ax.set_ylabel("\n".join(k.rsplit(" ", 1)), fontsize=7)
+        ax = axes[r][-1]
+        for g in gens:
+            if (k, g) in profiles:
+                prof, area = profiles[(k, g)]
+                ax.plot(np.arange(1, len(prof) + 1), prof, label=g)
+        if profiles:
+            _, area = next(iter(profiles.values()))
+            ax.plot(np.arange(1, len(area) + 1), area, color="0.6", ls="--", label="area")
+        ax.set_xscale("log")
+        ax.tick_params(labelsize=6)
+        if r == 0:
+            ax.set_title("share within k px of the border", fontsize=8)
+            ax.legend(fontsize=6)
+        if r == len(keys) - 1:
+            ax.set_xlabel("k (px)", fontsize=7)
+    if im is not None:
+        cb = fig.colorbar(im, ax=[a for row in axes for a in row[:-1]], fraction=0.025, pad=0.02)
+        cb.set_label("share of the pooled LEE per cell", fontsize=7)
+    shown = "" if len(rows["key"].unique()) <= max_models else f" (first {max_models} models)"
+    fig.suptitle(title + shown, fontsize=9)
+    return fig

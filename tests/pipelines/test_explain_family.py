@@ -115,3 +115,15 @@ def test_named_analyses_answer_in_lee_query(explain_sweep, tmp_path, analysis, s
             assert by_k[(g, 16)]["area_fraction"] == 1.0 and by_k[(g, 1)]["area_fraction"] == pytest.approx(1 - 30 * 30 / 32**2)
             located = next(r for r in rows if r["generator"] == g and r["statistic"] == "located_share")
             assert by_k[(g, 16)]["estimate"] == pytest.approx(located["estimate"], abs=1e-9)  # all pixels
+
+
+def test_report_shows_where_the_lee_lives(explain_sweep, tmp_path):
+    import re
+
+    cfg, _ = explain_sweep
+    out = tmp_path / "report"
+    assert main(["report", "-r", cfg.output, "--out", str(out), "--weights", "random", "--n-boot", "50"]) == 0
+    svg = re.sub(r"\s+", " ", (out / "fig8_where_lee_lives.svg").read_text())
+    assert "NO DATA" not in svg and "Where the LEE lives" in svg and "translate_x" in svg
+    page = (out / "index.html").read_text()
+    assert "fig8_where_lee_lives.png" in page and "table-border_share" in page and "table-layer_location" in page
