@@ -25,7 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
-from pipelines.analysis.figures import NoData
+from pipelines.analysis.figures import FigureContext, NoData
 
 __all__ = [
     "ExplainEntry",
@@ -183,7 +183,7 @@ def _weighted_mean(stack: np.ndarray, lee: np.ndarray) -> np.ndarray:
     return np.tensordot(lee, stack, axes=(0, 0)) / lee.sum()
 
 
-def where_lee_lives(rows: pd.DataFrame, title: str, max_models: int = 6) -> Figure:
+def where_lee_lives(rows: pd.DataFrame, ctx: FigureContext, max_models: int = 6) -> Figure:
     """The report's "where the LEE lives": per model (row) and generator (column) the mean image map on its pooled
     cells, LEE-weighted over images, one colour scale for every panel; the last column plots the cumulative share
     within ``k`` px of the border against ``k``, one line per generator, with the area those pixels cover (grey).
@@ -191,7 +191,7 @@ def where_lee_lives(rows: pd.DataFrame, title: str, max_models: int = 6) -> Figu
     Args:
         rows: the ``explain`` table's image rows: ``model``, ``weights``, ``generator``, ``lee``, ``cells``,
             ``grid_h``, ``grid_w``, ``border_profile``, ``input_h``, ``input_w``.
-        title: the figure title.
+        ctx: the report's figure context (dataset, weights, configuration for the title).
     """
     if rows.empty:
         raise NoData("no explain results (lee eval --metrics explain)")
@@ -244,6 +244,10 @@ def where_lee_lives(rows: pd.DataFrame, title: str, max_models: int = 6) -> Figu
     if im is not None:
         cb = fig.colorbar(im, ax=[a for row in axes for a in row[:-1]], fraction=0.025, pad=0.02)
         cb.set_label("share of the pooled LEE per cell", fontsize=7)
-    shown = "" if len(rows["key"].unique()) <= max_models else f" (first {max_models} models)"
-    fig.suptitle(title + shown, fontsize=9)
+    shown = "" if len(rows["key"].unique()) <= max_models else f", first {max_models} shown"
+    per_model = rows.groupby("key")["sample_index"].nunique()
+    lo, hi = int(per_model.min()), int(per_model.max())
+    images = f"{lo} images each" if lo == hi else f"{lo}-{hi} images per model"
+    n = f"n = {len(per_model)} model{'s' if len(per_model) != 1 else ''}, {images}{shown}"
+    fig.suptitle(f"Where the LEE lives\ndataset {ctx.dataset} · {ctx.weights} · {ctx.config} · {n}", fontsize=9)
     return fig

@@ -326,7 +326,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         "border against k next to the area those pixels cover (dashed): a curve above the dashed line means the "
         "error concentrates at the border. The layers and cells that carry most of it: table layer_location.",
         "ex_missing",
-        lambda b, d: explain_maps.where_lee_lives(d.ex, f"Where the LEE lives · {d.ex_ds} · {b.sel.config_label()}"),
+        lambda b, d: explain_maps.where_lee_lives(d.ex, b.ctx(d.ex_ds or "(none)", d.ex)),
         how=("lee eval --metrics explain -g translate_x,rotate -o {root}",)),
 )
 """The report's figures, drawn in this order (the page lists them by stem)."""

@@ -56,7 +56,8 @@ def sweep_root(ray_local, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("report") / "results <&> x"
     common = dict(generators=GENS, images=4, img_size=32, output=str(root), batch_size=4, seed=0)
     for cfg in (
-        SweepConfig(models=TINY, datasets=["sample"], metrics=["lee", "layerwise", "alt"], alt_metrics=ALT,
+        SweepConfig(models=TINY, datasets=["sample"], metrics=["lee", "layerwise", "alt", "explain"],
+                    alt_metrics=ALT,
                     layerwise_generators=GENS, **common),
         SweepConfig(models=PAIR, datasets=["sample-test"], metrics=["lee"], **common),
     ):
