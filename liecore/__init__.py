@@ -9,6 +9,7 @@ from . import metrics
 from ._action import LUMA, input_tangent, sample, transform, warp
 from ._aliasing import alias, alias_lie_derivative
 from ._derivative import differentiable_mode, lie_derivative, lie_derivatives, output_tangent, with_output
+from ._explain import Explanation, area_matrix, explain, explain_all, resample_mass
 from ._generators import (
     COLOR_KINDS,
     GENERATORS,
@@ -51,6 +52,11 @@ __all__ = [
     "CPU_PIXELS_PER_PASS",
     "DEFAULT_COMPOSITES",
     "ActivationLayouts",
+    "Explanation",
+    "explain",
+    "explain_all",
+    "area_matrix",
+    "resample_mass",
     "LayerRecord",
     "LayerwiseRecorder",
     "LayerwiseResult",

@@ -76,6 +76,7 @@ __all__ = [
     "LayerwiseResult",
     "layer_kind",
     "layer_units",
+    "local_lie_derivative",
     "layerwise",
 ]
 
@@ -308,7 +309,7 @@ class LayerwiseRecorder(LayerRecorder):
         super().__init__(model, layer_units(model, composites))
 
 
-def _local_lie_derivative(
+def local_lie_derivative(
     call: LayerCall,
     gen: Generator,
     layouts: ActivationLayouts,
@@ -411,7 +412,7 @@ def layerwise(
         with differentiable_mode(model):
             y, calls = rec.record(f, x.clone())
             calls = [c for c in calls if c.is_tensor_call]
-            vectors = [_local_lie_derivative(c, gen, layouts, interpolation, mean, std) for c in calls]
+            vectors = [local_lie_derivative(c, gen, layouts, interpolation, mean, std) for c in calls]
         _, e2e = lie_derivatives(f, x, [gen], out_layout=out_layout, interpolation=interpolation, mean=mean, std=std)
         e2e = e2e[0]
         dim = int(y[0].numel())

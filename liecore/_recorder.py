@@ -149,10 +149,11 @@ class LayerRecorder(contextlib.AbstractContextManager):
             self._slots[i] = slot
         return len(active)
 
-    def inject(self, f: Callable[[torch.Tensor], Any], x: torch.Tensor, scale: torch.Tensor) -> Any:
+    def inject(self, f: Callable[[torch.Tensor], Any], x: torch.Tensor, scale: torch.Tensor | Sequence[torch.Tensor]) -> Any:
         """``f(x)`` with ``scale[slot] * vectors[k]`` added to the output of the ``k``-th call
         that has a tensor input and output; ``scale`` is ``(slots,)`` or ``(slots, B)``
-        (one scale per image)."""
+        (one scale per image), or a sequence of one tensor per slot shaped like that slot's
+        vector (one scale per element, :func:`liecore.explain`)."""
         self._mode, self._k, self._scale = "inject", 0, scale
         try:
             return f(x)
@@ -199,7 +200,7 @@ class LayerRecorder(contextlib.AbstractContextManager):
             if v.shape != output.shape:
                 raise RuntimeError(f"layer call {k} ({name}) changed shape between passes")
             s = self._scale[self._slots[k]]
-            if s.ndim:  # per-image scale (stochastic method)
+            if s.ndim and s.shape != output.shape:  # per-image scale (stochastic method)
                 s = s.reshape(-1, *([1] * (output.ndim - 1)))
             return output + s * v
 

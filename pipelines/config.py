@@ -17,7 +17,7 @@ from pipelines.errors import UsageError
 
 __all__ = ["FAMILIES", "INTERPOLATIONS", "SweepConfig", "DEFAULT_OUTPUT", "WEIGHT_POLICIES"]
 
-FAMILIES = ("lee", "layerwise", "alt")
+FAMILIES = ("lee", "layerwise", "alt", "explain")
 _FLAG_NAMES = {"gpus": "gpus_per_actor"}  # flags whose name differs from their field
 DEFAULT_OUTPUT = "./lee-results"
 WEIGHT_POLICIES = (*_CATALOG_POLICIES, "spec")
@@ -58,7 +58,7 @@ class SweepConfig:
             path, model names or fnmatch patterns.
         datasets: catalog dataset names (default the offline ``sample``).
         generators: liecore generator names (None: the paper's eight).
-        metrics: metric families to run: ``lee``, ``layerwise``, ``alt``.
+        metrics: metric families to run: ``lee``, ``layerwise``, ``alt``, ``explain``.
         images: images per dataset (the paper uses 100).
         limit: smoke runs: cap on images per dataset (applied after ``images``).
         output: results root, any fsspec URI.

@@ -25,7 +25,19 @@ import torch
 import liecore
 from liecore.metrics import METRICS
 
-__all__ = ["FAMILY_IMPLS", "Family", "available_alt_metrics", "family_version", "image_rngs", "image_seed"]
+__all__ = [
+    "EXPLAIN_GRID",
+    "FAMILY_IMPLS",
+    "Family",
+    "available_alt_metrics",
+    "border_distance",
+    "border_profile",
+    "border_share",
+    "family_version",
+    "image_rngs",
+    "image_seed",
+    "pool_map",
+]
 
 Columns = dict[str, list[Any] | np.ndarray]
 
@@ -70,6 +82,8 @@ def family_version(name: str, config: dict[str, Any] | None = None) -> str:
         return base + "/alt.3:" + ",".join(f"{n}={ALT_METRIC_REVISIONS.get(n, '?')}" for n in names)
     if name == "layerwise":
         return base + "/layerwise.3"
+    if name == "explain":
+        return base + "/explain.1"
     return base + "/lee"
 
 
@@ -247,8 +261,95 @@ def compute_layerwise(
     return cols
 
 
+EXPLAIN_GRID = 16
+"""Cells per axis of the ``explain`` family's pooled maps (a layer's own grid when it is smaller)."""
+
+
+def border_distance(h: int, w: int) -> np.ndarray:
+    """``(h, w)`` integer distance of each pixel to the nearest image edge (0 on the outermost ring)."""
+    r = np.arange(h)[:, None]
+    c = np.arange(w)[None, :]
+    return np.minimum(np.minimum(r, h - 1 - r), np.minimum(c, w - 1 - c))
+
+
+def border_profile(m: np.ndarray) -> np.ndarray:
+    """Sum of an ``(h, w)`` map over each 1-px ring at distance 0, 1, ... from the border (sums to the map's total)."""
+    d = border_distance(*m.shape)
+    return np.bincount(d.ravel(), weights=np.asarray(m, dtype=np.float64).ravel(), minlength=int(d.max()) + 1)
+
+
+def border_share(m: np.ndarray, k: int) -> float:
+    """Sum of an ``(h, w)`` map within ``k`` px of the border (distance < k)."""
+    return float(np.asarray(m, dtype=np.float64)[border_distance(*m.shape) < k].sum())
+
+
+def pool_map(m: torch.Tensor, cells: int = EXPLAIN_GRID) -> torch.Tensor:
+    """``(B, h, w)`` maps summed onto ``min(cells, h) x min(cells, w)`` cells by area overlap (totals kept)."""
+    h, w = m.shape[-2:]
+    return liecore.resample_mass(m, (min(cells, h), min(cells, w)))
+
+
+def compute_explain(
+    model, x: torch.Tensor, *, config: dict[str, Any], mean, std, seed: int, first_index: int = 0
+) -> Columns:
+    """``explain`` rows for one batch (:func:`liecore.explain_all`): per (image, generator) one ``layer`` row per
+    layer call with a located error (its share map pooled by :func:`pool_map`, row-major in ``cells``), one
+    ``special`` row per layer with unlocated shares (prefix tokens, outputs that do not move), one ``image`` row
+    (the image map pooled on the input's cells, and its border profile in 1-px rings), one ``remainder`` row.
+    Shares are fractions of the image's LEE: per image and generator ``total`` over the rows other than
+    ``image`` adds up to 1."""
+    names = ("sample_pos", "generator", "kind", "layer", "layer_class", "call_index", "layer_kind", "grid_h",
+             "grid_w", "total", "abs_total", "cells", "border_profile", "input_h", "input_w", "lee", "output",
+             "interpolation")
+    cols: dict[str, list] = {k: [] for k in names}
+    res = liecore.explain_all(
+        model, x, config["generators"], output=config.get("output"), layouts=activation_layouts(model),
+        interpolation=config.get("interpolation") or "cubic", mean=mean, std=std,
+    )
+    b = x.shape[0]
+
+    def add(i, gen, e, kind, layer, cls, idx, lkind, cells, profile=None, total=None, abs_total=None):
+        arr = None if cells is None else _np(cells)
+        cols["sample_pos"].append(i)
+        cols["generator"].append(gen)
+        cols["kind"].append(kind)
+        cols["layer"].append(layer)
+        cols["layer_class"].append(cls)
+        cols["call_index"].append(int(idx))
+        cols["layer_kind"].append(lkind)
+        cols["grid_h"].append(None if arr is None or arr.ndim != 2 else int(arr.shape[0]))
+        cols["grid_w"].append(None if arr is None or arr.ndim != 2 else int(arr.shape[1]))
+        cols["total"].append(float(arr.sum()) if total is None else float(total))
+        cols["abs_total"].append(float(np.abs(arr).sum()) if abs_total is None else float(abs_total))
+        cols["cells"].append(None if arr is None else arr.reshape(-1).tolist())
+        cols["border_profile"].append(None if profile is None else profile.tolist())
+        cols["input_h"].append(int(x.shape[-2]))
+        cols["input_w"].append(int(x.shape[-1]))
+        cols["lee"].append(float(e.lee[i]))
+        cols["output"].append(e.output)
+        cols["interpolation"].append(config.get("interpolation") or "cubic")
+
+    for gen, e in res.items():
+        pooled = {n: pool_map(m) for n, m in e.layer_maps.items()}
+        image = pool_map(e.image_map)
+        for i in range(b):
+            for n, (idx, cls, lkind) in sorted(e.layers.items(), key=lambda kv: kv[1][0]):
+                if n in pooled:
+                    add(i, gen, e, "layer", n, cls, idx, lkind, pooled[n][i],
+                        abs_total=float(e.layer_maps[n][i].abs().sum()))
+                if n in e.special:
+                    add(i, gen, e, "special", n, cls, idx, lkind, e.special[n][i])
+            im = e.image_map[i]
+            add(i, gen, e, "image", "<image>", "", -1, "image", image[i], profile=border_profile(_np(im)),
+                abs_total=float(im.abs().sum()))
+            add(i, gen, e, "remainder", "<remainder>", "", -1, "remainder", None, total=float(e.remainder[i]),
+                abs_total=abs(float(e.remainder[i])))
+    return cols
+
+
 FAMILY_IMPLS: dict[str, Family] = {
     "lee": Family("lee", "lee", compute_lee),
     "alt": Family("alt", "alt", compute_alt, margin=alt_margin),
     "layerwise": Family("layerwise", "layerwise", compute_layerwise),
+    "explain": Family("explain", "explain", compute_explain),
 }

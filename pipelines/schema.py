@@ -5,6 +5,7 @@ Layout under the output root (any fsspec URI), hive-partitioned Parquet::
     <root>/lee/model=<model>/dataset=<dataset>/unit=<key>/part-0.parquet
     <root>/layerwise/model=<model>/dataset=<dataset>/unit=<key>/part-0.parquet
     <root>/alt/model=<model>/dataset=<dataset>/unit=<key>/part-0.parquet
+    <root>/explain/model=<model>/dataset=<dataset>/unit=<key>/part-0.parquet
     <root>/runs/unit=<key>/part-0.parquet
 
 and, for units whose weights changed (a ``file`` checkpoint overwritten under the same path, a hub cache
@@ -43,6 +44,7 @@ import pyarrow as pa
 
 __all__ = [
     "ALT",
+    "EXPLAIN",
     "LAYERWISE",
     "LEE",
     "RUNS",
@@ -187,13 +189,41 @@ ALT = Table(
     ("model", "dataset", "unit"),
 )
 
+EXPLAIN = Table(
+    "explain",
+    "Where the LEE arises (liecore.explain): per image and generator one row per layer call with a located error "
+    "(its signed share map pooled on a grid), per layer with unlocated shares, one row for the image map and one "
+    "for the remainder. Shares are fractions of the image's LEE.",
+    _key_columns()
+    + (
+        Column("generator", pa.string(), "-", "liecore generator name"),
+        Column("kind", pa.string(), "-", "`layer` (a layer's map on its own grid, pooled), `special` (a layer's shares without a location: prefix tokens, outputs that do not move), `image` (the layer maps resampled to the input grid and added, pooled on its cells) or `remainder` (what happens between recorded layers)"),
+        Column("layer", pa.string(), "-", "qualified module name (`#k` for the k-th repeated call of a module); `<image>` / `<remainder>` for those rows"),
+        Column("layer_class", pa.string(), "-", "module class name; empty for image and remainder rows"),
+        Column("call_index", pa.int32(), "-", "order of the call in the forward pass (the `layerwise` table's `call_index`); -1 for image and remainder rows"),
+        Column("layer_kind", pa.string(), "-", "coarse layer type (`liecore.layer_kind`); `image` / `remainder` for those rows"),
+        Column("grid_h", pa.int32(), "cells", "rows of `cells`: min(16, the layer's grid rows) (the input's for `image` rows); null for special and remainder rows", nullable=True),
+        Column("grid_w", pa.int32(), "cells", "columns of `cells`, as `grid_h`", nullable=True),
+        Column("total", pa.float64(), "fraction of the image's LEE", "the row's share: sum of its map (the layer's `layerwise.share / end_to_end` for a layer with no special row); per image and generator the layer, special and remainder rows add up to 1"),
+        Column("abs_total", pa.float64(), "fraction of the image's LEE", "sum of the absolute values of the unpooled map (layer and image rows), or of the shares (special rows), |remainder| for remainder rows"),
+        Column("cells", pa.list_(pa.float64()), "fraction of the image's LEE", "the map summed onto grid_h x grid_w cells by area overlap, row-major (cell (r, c) covers rows [r H/grid_h, (r+1) H/grid_h) of the map's own grid); the prefix-token shares for special rows; null for remainder rows", nullable=True),
+        Column("border_profile", pa.list_(pa.float64()), "fraction of the image's LEE", "image rows: the full-resolution image map summed over 1-px rings at distance 0, 1, ... px from the input's border; null for other rows", nullable=True),
+        Column("input_h", pa.int32(), "px", "height of the model's input (the image map's grid)"),
+        Column("input_w", pa.int32(), "px", "width of the model's input"),
+        Column("lee", pa.float64(), "(output unit)^2 / (generator parameter)^2", "the image's end-to-end LEE (multiply the shares by it for LEE units)"),
+        Column("output", pa.string(), "-", "what was differentiated: `probs` or `logits`"),
+        Column("interpolation", pa.string(), "-", "image interpolant of the derivative: `cubic` or `spectral`"),
+    ),
+    ("model", "dataset", "unit"),
+)
+
 RUNS = Table(
     "runs",
     "One row per work unit (model x dataset x metric family x config): the latest attempt.",
     (
         Column("unit", pa.string(), "-", "content key of the work unit: sha256 (hex, 20 chars) of `key_json`"),
         Column("status", pa.string(), "-", "`done` (data rows complete and visible) or `failed` (`error_type = 'Interrupted'`: started and never finished, or still running)"),
-        Column("family", pa.string(), "-", "metric family: `lee`, `layerwise` or `alt` (= the data table)"),
+        Column("family", pa.string(), "-", "metric family: `lee`, `layerwise`, `alt` or `explain` (= the data table)"),
         Column("model", pa.string(), "-", "catalog model name"),
         Column("arch", pa.string(), "-", "timm architecture", nullable=True),
         Column("model_version", pa.string(), "-", "catalog spec version of the model", nullable=True),
@@ -239,7 +269,7 @@ RUNS = Table(
     ("unit",),
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (LEE, LAYERWISE, ALT, RUNS)}
+TABLES: dict[str, Table] = {t.name: t for t in (LEE, LAYERWISE, ALT, EXPLAIN, RUNS)}
 """Table name -> :class:`Table`. The metric families are the data tables ``lee``, ``layerwise``, ``alt``."""
 
 

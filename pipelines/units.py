@@ -80,6 +80,8 @@ def family_config(family: str, cfg: SweepConfig) -> dict[str, Any]:
         if cfg.layerwise_method == "stochastic":
             out["num_probes"] = int(cfg.num_probes)
         return out
+    if family == "explain":
+        return {"generators": gens, "output": cfg.output_kind, "interpolation": cfg.interpolation}
     if family == "alt":
         return {"metrics": list(cfg.alt_metrics or available_alt_metrics()), "output": cfg.output_kind}
     raise ValueError(f"unknown metric family {family!r}")

@@ -65,7 +65,9 @@ __all__ = [
     "accuracy",
     "agreement",
     "anti_alias_pairs",
+    "border_share",
     "gap",
+    "layer_location",
     "layerwise",
     "run_analysis",
     "scale",
@@ -870,6 +872,183 @@ def agreement(
     return _frame("agreement", rows, w, level, "no models with both lee and alt results")
 
 
+# ---- 6. where the LEE lives (the explain family) -------------------------------------------------------
+_EXPLAIN_KEYS = ("model", "weights", "dataset", "generator", "output", "interpolation")
+BORDER_PX: tuple[int, ...] = (1, 2, 4, 8, 16)
+"""Border bands (px) of :func:`border_share` by default."""
+
+
+def _explain_rows(con: Any, w: _Weights, dataset: Filter, generator: Filter, model: Filter, kinds: Sequence[str],
+                  columns: str) -> pd.DataFrame:
+    return _df(con, f"""
+        SELECT model, weights, dataset, generator, output, interpolation, unit, sample_index, sample_id, lee,
+               {columns}
+        FROM explain
+        WHERE {_where(w, dataset, generator)} AND {in_list('model', _as_list(model))} AND {in_list('kind', kinds)}
+        ORDER BY model, weights, dataset, generator, output, interpolation, unit, sample_index, sample_id,
+                 call_index, layer
+    """)
+
+
+def _lee_weighted(mat: np.ndarray, lee: np.ndarray, n_boot: int, seed: int,
+                  level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Share of the pooled LEE, ``sum_i lee_i mat_i / sum_i lee_i`` per column of ``mat`` ``(n, k)`` (fractions of
+    each image's LEE), with percentile bootstrap intervals over images."""
+    est = (lee @ mat) / lee.sum()
+    n = len(lee)
+    if n < 2:
+        return est, np.full_like(est, np.nan), np.full_like(est, np.nan)
+    counts = stats.bootstrap_counts(n, n_boot, np.random.default_rng(seed)).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        boot = (counts @ (lee[:, None] * mat)) / (counts @ lee)[:, None]
+    lo, hi = _quantiles(boot, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return est, lo, hi
+
+
+def _ring_area(h: int, w: int, k: int) -> float:
+    """Fraction of an ``h x w`` image within ``k`` px of its border."""
+    inner = max(h - 2 * k, 0) * max(w - 2 * k, 0)
+    return 1.0 - inner / (h * w)
+
+
+def border_share(
+    con: Any,
+    *,
+    weights: str = "pretrained",
+    dataset: Filter = None,
+    generator: Filter = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    model: Filter = None,
+    border_px: Sequence[int] = BORDER_PX,
+) -> pd.DataFrame:
+    r"""Does the equivariance error concentrate at the image border?
+
+    From the ``explain`` table's image rows (the border profile of each image's map, 1-px rings), per model,
+    weights, dataset, generator and configuration, for each band of ``k`` px (``border_px``):
+
+    - ``statistic = border_share``, ``term = "<k>px"``: the share of the LEE whose image map lies within ``k`` px
+      of the border, LEE-weighted over images (``sum_i LEE_i s_i(k) / sum_i LEE_i``: the share of the pooled LEE),
+      with a percentile bootstrap interval over images; columns ``border_px``, ``area_fraction`` (the fraction
+      of the image those pixels cover) and ``enrichment`` (share over area: 1 = no concentration);
+    - ``statistic = located_share``, ``term = "image"``: the share of the LEE that has a location at all (the
+      image map's total; the rest is in special tokens, unmoved outputs and the remainder).
+
+    Args:
+        model: Only these models.
+        border_px: The bands, in px.
+    """
+    w = _Weights(con, weights, ["explain"], dataset)
+    data = _explain_rows(con, w, dataset, generator, model, ["image"], "border_profile, input_h, input_w, total")
+    ks = sorted({int(k) for k in border_px})
+    if any(k < 1 for k in ks):
+        raise ValueError(f"border_px must be >= 1, got {list(border_px)}")
+    rows: list[dict[str, Any]] = []
+    families = dict(con.execute("SELECT model, family FROM models ORDER BY model").fetchall())
+    for key, g in _groups(data, list(_EXPLAIN_KEYS)):
+        name, wk, ds, gen, out, interp = key
+        h, wd = int(g["input_h"].iloc[0]), int(g["input_w"].iloc[0])
+        profiles = [np.asarray(p, dtype=float) for p in g["border_profile"]]
+        cum = np.stack([[p[:k].sum() for k in ks] for p in profiles])  # (n, K)
+        lee = g["lee"].to_numpy(float)
+        mat = np.column_stack([cum, g["total"].to_numpy(float)])
+        est, lo, hi = _lee_weighted(mat, lee, n_boot, seed, level)
+        n = len(lee)
+        base = {"dataset": ds, "generator": gen, "scope": "model", "family": families.get(name) or "unknown",
+                "model": name, "output": out, "interpolation": interp, "model_weights": wk}
+        method = f"LEE-weighted share over images; percentile bootstrap over images ({n_boot} resamples, seed {seed})"
+        for j, k in enumerate(ks):
+            area = _ring_area(h, wd, k)
+            rows.append(stat_row(base, term=f"{k}px", statistic="border_share", estimate=est[j], ci_low=lo[j],
+                                 ci_high=hi[j], n=n, n_of="images", method=method, border_px=k,
+                                 area_fraction=area, enrichment=est[j] / area, input_size=f"{h}x{wd}"))
+        rows.append(stat_row(base, term="image", statistic="located_share", estimate=est[-1], ci_low=lo[-1],
+                             ci_high=hi[-1], n=n, n_of="images", method=method, input_size=f"{h}x{wd}"))
+    return _frame("border_share", rows, w, level, "no explain results match")
+
+
+def layer_location(
+    con: Any,
+    *,
+    weights: str = "pretrained",
+    dataset: Filter = None,
+    generator: Filter = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    model: Filter = None,
+    top: int = 10,
+) -> pd.DataFrame:
+    r"""Which layers, and which cells of their feature maps, carry the equivariance error?
+
+    From the ``explain`` table's layer rows (each layer's signed share map pooled on at most 16 x 16 cells),
+    per model, weights, dataset, generator and configuration:
+
+    - ``statistic = layer_share``, ``term = <layer>``: the layer's share of the LEE (LEE-weighted over images),
+      for the ``top`` layers by absolute share; columns ``call_index``, ``layer_class``, ``layer_kind``,
+      ``abs_share`` (the same for the absolute map: how much the layer moves, cancellations included);
+    - ``statistic = cell_share``, ``term = "<layer>[r,c]"``: the ``top`` (layer, cell) pairs by absolute share;
+      columns ``cell_row``, ``cell_col``, ``grid_h``, ``grid_w`` and ``y``, ``x`` (the cell centre as a fraction
+      of the image height and width).
+
+    Percentile bootstrap intervals over images (the same resampled images for every layer and cell).
+
+    Args:
+        model: Only these models.
+        top: Layers and (layer, cell) pairs reported per group.
+    """
+    if top < 1:
+        raise ValueError(f"top must be >= 1, got {top}")
+    w = _Weights(con, weights, ["explain"], dataset)
+    data = _explain_rows(con, w, dataset, generator, model, ["layer"],
+                         "layer, call_index, layer_class, layer_kind, grid_h, grid_w, total, abs_total, cells")
+    rows: list[dict[str, Any]] = []
+    families = dict(con.execute("SELECT model, family FROM models ORDER BY model").fetchall())
+    for key, g in _groups(data, list(_EXPLAIN_KEYS)):
+        name, wk, ds, gen, out, interp = key
+        img_codes, images = pd.factorize(g["unit"].astype(str) + "/" + g["sample_index"].astype(str), sort=True)
+        n = len(images)
+        lee = np.zeros(n)
+        lee[img_codes] = g["lee"].to_numpy(float)
+        layers = (g[["call_index", "layer", "layer_class", "layer_kind", "grid_h", "grid_w"]]
+                  .drop_duplicates(["call_index", "layer"]).sort_values(["call_index", "layer"]).reset_index(drop=True))
+        pos = pd.MultiIndex.from_frame(layers[["call_index", "layer"]]).get_indexer(
+            pd.MultiIndex.from_frame(g[["call_index", "layer"]]))
+        tot = np.zeros((n, len(layers)))
+        ab = np.zeros((n, len(layers)))
+        np.add.at(tot, (img_codes, pos), g["total"].to_numpy(float))
+        np.add.at(ab, (img_codes, pos), g["abs_total"].to_numpy(float))
+        est, lo, hi = _lee_weighted(np.column_stack([tot, ab]), lee, n_boot, seed, level)
+        k = len(layers)
+        base = {"dataset": ds, "generator": gen, "scope": "model", "family": families.get(name) or "unknown",
+                "model": name, "output": out, "interpolation": interp, "model_weights": wk}
+        method = f"LEE-weighted share over images; percentile bootstrap over images ({n_boot} resamples, seed {seed})"
+        for j in np.argsort(-np.abs(est[:k]), kind="stable")[:top]:
+            lay = layers.iloc[j]
+            rows.append(stat_row(base, term=lay["layer"], statistic="layer_share", estimate=est[j], ci_low=lo[j],
+                                 ci_high=hi[j], n=n, n_of="images", method=method, call_index=int(lay["call_index"]),
+                                 layer_class=lay["layer_class"], layer_kind=lay["layer_kind"],
+                                 abs_share=est[k + j]))
+        # (layer, cell) pairs: one column per cell of every layer
+        offsets = np.concatenate([[0], np.cumsum((layers["grid_h"] * layers["grid_w"]).to_numpy(int))])
+        cells = np.zeros((n, int(offsets[-1])))
+        for code, p, c in zip(img_codes, pos, g["cells"], strict=True):
+            cells[code, offsets[p] : offsets[p + 1]] = np.asarray(c, dtype=float)
+        cest, clo, chi = _lee_weighted(cells, lee, n_boot, seed + 1, level)
+        for j in np.argsort(-np.abs(cest), kind="stable")[:top]:
+            p = int(np.searchsorted(offsets, j, side="right") - 1)
+            lay = layers.iloc[p]
+            gh, gw = int(lay["grid_h"]), int(lay["grid_w"])
+            r, c = divmod(int(j - offsets[p]), gw)
+            rows.append(stat_row(base, term=f"{lay['layer']}[{r},{c}]", statistic="cell_share", estimate=cest[j],
+                                 ci_low=clo[j], ci_high=chi[j], n=n, n_of="images", method=method,
+                                 call_index=int(lay["call_index"]), layer_class=lay["layer_class"],
+                                 layer_kind=lay["layer_kind"], cell_row=r, cell_col=c, grid_h=gh, grid_w=gw,
+                                 y=(r + 0.5) / gh, x=(c + 0.5) / gw))
+    return _frame("layer_location", rows, w, level, "no explain results match")
+
+
 # ---- registry ------------------------------------------------------------------------------------------
 ANALYSES: dict[str, Callable[..., pd.DataFrame]] = {
     "accuracy": accuracy,
@@ -877,6 +1056,8 @@ ANALYSES: dict[str, Callable[..., pd.DataFrame]] = {
     "gap": gap,
     "layerwise": layerwise,
     "agreement": agreement,
+    "border_share": border_share,
+    "layer_location": layer_location,
 }
 """Name -> analysis function (``lee query --analysis NAME``)."""
 

@@ -40,6 +40,7 @@ import duckdb
 import pandas as pd
 
 from pipelines import config
+from pipelines.analysis import explain_maps
 from pipelines.analysis import figures as F
 from pipelines.analysis.analyses import ANALYSES, anti_alias_pairs
 from pipelines.analysis.page import FigureResult, Report, TableResult, render_html
@@ -228,6 +229,9 @@ class FigureData:
     gap_rows: pd.DataFrame | None = None
     gap_missing: tuple[str, list[str]] | None = None
     ratios: pd.DataFrame | None = None
+    ex: pd.DataFrame | None = None
+    ex_ds: str | None = None
+    ex_missing: tuple[str, list[str]] | None = None
     labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -315,6 +319,16 @@ FIGURES: tuple[FigureSpec, ...] = (
         lambda b, d: F.gap(d.gap_rows, b.ctx(", ".join(sorted(d.gap_rows["dataset"].unique())), d.gap_rows),
                            d.ratios),
         how=("lee eval -d sample -o {root}   # sample-train, sample-test and sample-ood (roles train/test/ood)",)),
+    FigureSpec(
+        "fig8_where_lee_lives", "Fig. 8: where the LEE lives",
+        "Where in the image the equivariance error arises (liecore.explain, the explain family) on {ex_ds}: per model "
+        "and generator the mean signed share of the LEE per cell of the input (16 x 16 cells, LEE-weighted over "
+        "images; red adds to the LEE, blue cancels some of it; one colour scale), and the share within k px of the "
+        "border against k next to the area those pixels cover (dashed): a curve above the dashed line means the "
+        "error concentrates at the border. The layers and cells that carry most of it: table layer_location.",
+        "ex_missing",
+        lambda b, d: explain_maps.where_lee_lives(d.ex, b.ctx(d.ex_ds or "(none)", d.ex)),
+        how=("lee eval --metrics explain -g translate_x,rotate -o {root}",)),
 )
 """The report's figures, drawn in this order (the page lists them by stem)."""
 
@@ -363,7 +377,7 @@ class _Builder:
         other = {"pretrained": "random", "random": "pretrained"}.get(self.sel.weights)
         root = self.results
         flags = {"lee": "--metrics lee", "layerwise": "--metrics lee,layerwise --layerwise-generators translate_x,rotate",
-                 "alt": "--metrics alt"}[family]
+                 "alt": "--metrics alt", "explain": "--metrics explain -g translate_x,rotate"}[family]
         n = _first(self.con, f"SELECT count(*) FROM done_units WHERE family = {quote(family)}")
         if n == 0:
             return (f"no completed '{family}' units in {root}.", [f"lee eval {flags} -o {root}"])
@@ -497,7 +511,15 @@ class _Builder:
         gap_table = next((t.frame for t in self.report.tables if t.name == "gap" and t.frame is not None), None)
         if gap_table is not None and "statistic" in gap_table:
             d.ratios = gap_table[gap_table["statistic"].isin(["ratio", "geomean_ratio"])]
+        ex_where = sel.where()
+        d.ex_ds = self._dataset_for("explain", ex_where, d.primary)
+        d.ex = _df(self.con, f"""SELECT model, weights, generator, sample_index, unit, lee, cells, grid_h, grid_w,
+                                        border_profile, input_h, input_w
+                                 FROM explain WHERE {ex_where} AND kind = 'image' AND dataset = {quote(d.ex_ds or '')}
+                                 ORDER BY model, weights, generator, unit, sample_index""")
+        d.ex_missing = None if not d.ex.empty else self.no_rows_hint("explain")
         d.labels = {
+            "ex_ds": d.ex_ds or "(no data)",
             "primary": d.primary or "(no data)",
             "alt_ds": d.alt_ds or "(no data)",
             "lw_ds": d.lw_ds or "(no data)",

@@ -138,6 +138,8 @@ def _duck_type(t: pa.DataType) -> str:
         return "BOOLEAN"
     if pa.types.is_timestamp(t):
         return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"
+    if pa.types.is_list(t):
+        return f"{_duck_type(t.value_type)}[]"
     raise TypeError(f"no DuckDB type for {t}")
 
 

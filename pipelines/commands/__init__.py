@@ -11,4 +11,5 @@ COMMAND_MODULES = (
     "pipelines.commands.query_cmd",
     "pipelines.commands.report_cmd",
     "pipelines.commands.verify_cmd",
+    "pipelines.commands.explain_cmd",
 )

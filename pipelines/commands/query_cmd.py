@@ -31,7 +31,7 @@ from typing import Any
 from pipelines.commands.args import ExtendList, add_results_arguments
 from pipelines.errors import UsageError
 
-ANALYSIS_NAMES = ("accuracy", "scale", "gap", "layerwise", "agreement")  # = analyses.ANALYSES (checked in tests)
+ANALYSIS_NAMES = ("accuracy", "scale", "gap", "layerwise", "agreement", "border_share", "layer_location")  # = analyses.ANALYSES (checked in tests)
 FORMATS = ("table", "csv", "json", "parquet")
 MAX_CELL = 60
 

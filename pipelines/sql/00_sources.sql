@@ -23,3 +23,4 @@ CREATE OR REPLACE VIEW runs_files AS {{source:runs}};
 CREATE OR REPLACE VIEW lee_files AS {{source:lee}};
 CREATE OR REPLACE VIEW layerwise_files AS {{source:layerwise}};
 CREATE OR REPLACE VIEW alt_files AS {{source:alt}};
+CREATE OR REPLACE VIEW explain_files AS {{source:explain}};

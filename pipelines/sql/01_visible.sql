@@ -25,9 +25,9 @@ SELECT
     CAST(json_extract(config_json, CASE WHEN family = 'alt' THEN '$.metrics' ELSE '$.generators' END) AS VARCHAR[])
         AS items,
     coalesce(json_extract_string(config_json, '$.output'), 'probs') AS output,
-    -- layerwise: liecore.layerwise interpolates with 'cubic' when the config names none; alt: the config
+    -- layerwise / explain: liecore interpolates with 'cubic' when the config names none; alt: the config
     -- has no interpolation (each metric uses its own default), so it stays NULL
-    CASE WHEN family = 'layerwise' THEN coalesce(json_extract_string(config_json, '$.interpolation'), 'cubic')
+    CASE WHEN family IN ('layerwise', 'explain') THEN coalesce(json_extract_string(config_json, '$.interpolation'), 'cubic')
          ELSE json_extract_string(config_json, '$.interpolation') END AS interpolation,
     json_extract_string(config_json, '$.method') AS method,
     json_extract_string(config_json, '$.num_probes') AS num_probes
@@ -81,3 +81,13 @@ JOIN current_items c ON f.unit = c.unit AND f.generator = c.item;
 CREATE OR REPLACE VIEW alt AS
 SELECT f.*, c.output, c.interpolation FROM alt_files f
 JOIN current_items c ON f.unit = c.unit AND f.metric = c.item;
+
+CREATE OR REPLACE VIEW explain_all AS
+SELECT f.* FROM explain_files f SEMI JOIN done_units d ON f.unit = d.unit;
+
+-- Where the LEE arises (liecore.explain; see 04_explain.sql): one row per image, generator and layer call
+-- with a located error (kind 'layer'), unlocated shares ('special'), the image map ('image') and the
+-- remainder, counting units only. The rows carry their output and interpolation.
+CREATE OR REPLACE VIEW explain AS
+SELECT f.* FROM explain_files f
+SEMI JOIN current_items c ON f.unit = c.unit AND f.generator = c.item;

@@ -42,7 +42,8 @@ def test_every_analysis_returns_the_tidy_columns(planted_con):
     for name in ANALYSES:
         df = run_analysis(planted_con, name, dataset="synth-test", generator="rotate", n_boot=50)
         assert list(df.columns[: len(COLUMNS)]) == list(COLUMNS), name
-        if name not in ("gap", "layerwise"):  # train / ood images, layerwise rows: other tests
+        # train / ood images, layerwise rows, explain rows (tests/pipelines/test_explain_family.py): other tests
+        if name not in ("gap", "layerwise", "border_share", "layer_location"):
             assert len(df) and (df["analysis"] == name).all() and (df["weights"] == "pretrained").all(), name
             assert _inside(df), name
     with pytest.raises(ValueError, match="did you mean 'accuracy'"):

@@ -28,9 +28,9 @@ ALT = ["circular_shift_consistency", "eq_t", "sampled_equivariance_error", "shif
 FIGURES = [
     "fig1_lee_vs_top1", "fig4a_layerwise_cumulative", "fig4b_layer_type_shares", "fig5a_generators_vs_top1",
     "fig5b_alt_metrics_vs_top1", "fig6a_antialiasing", "fig6b_scale_within_family", "fig6c_pretraining_data",
-    "fig7_gap",
+    "fig7_gap", "fig8_where_lee_lives",
 ]
-ANALYSES = ["accuracy", "scale", "gap", "layerwise", "agreement"]
+ANALYSES = ["accuracy", "scale", "gap", "layerwise", "agreement", "border_share", "layer_location"]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,8 @@ def sweep_root(ray_local, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("report") / "results <&> x"
     common = dict(generators=GENS, images=4, img_size=32, output=str(root), batch_size=4, seed=0)
     for cfg in (
-        SweepConfig(models=TINY, datasets=["sample"], metrics=["lee", "layerwise", "alt"], alt_metrics=ALT,
+        SweepConfig(models=TINY, datasets=["sample"], metrics=["lee", "layerwise", "alt", "explain"],
+                    alt_metrics=ALT,
                     layerwise_generators=GENS, **common),
         SweepConfig(models=PAIR, datasets=["sample-test"], metrics=["lee"], **common),
     ):
@@ -236,6 +237,7 @@ def test_report_of_planted_pretrained_store(planted, tmp_path):
     for stem in ("fig4a_layerwise_cumulative", "fig4b_layer_type_shares"):
         assert "NO DATA" in text[stem] and "--metrics lee,layerwise" in text[stem], text[stem][:300]
     assert "NO DATA" in text["fig6a_antialiasing"] and "resnetblur50.bt_in1k" in text["fig6a_antialiasing"]
+    assert "NO DATA" in text["fig8_where_lee_lives"] and "--metrics explain" in text["fig8_where_lee_lives"]
 
 
 def test_a_failing_figure_is_shown_and_the_rest_written(sweep_root, tmp_path, monkeypatch, capsys):
