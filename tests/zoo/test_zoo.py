@@ -273,7 +273,7 @@ def test_rotation_augmentation_lowers_rotation_lee(rotation_lee):
 def test_lee_eval_runs_on_the_zoo_unchanged(small_zoo, ray_local, tmp_path, capsys):
     out = tmp_path / "results"
     n = 8
-    rc = main(["eval", "-m", "zoo", "-d", "digits-test", "-g", "rotate", "--images", str(n), "-o", str(out),
+    rc = main(["eval", "-m", "zoo", "-d", "digits-test", "-g", "rotate", "--images", str(n), "-r", str(out),
                "--batch-size", str(n), "--no-progress"])
     assert rc == 0
     from pipelines.store import Store
@@ -290,7 +290,7 @@ def test_lee_eval_runs_on_the_zoo_unchanged(small_zoo, ray_local, tmp_path, caps
     direct = liecore.lee(lm.model, x, ["rotate"], mean=lm.data_config["mean"], std=lm.data_config["std"])
     assert torch.allclose(torch.tensor([v for _, v in rows], dtype=torch.float64), direct["rotate"], rtol=1e-3)
     capsys.readouterr()
-    assert main(["zoo", "summary", "-o", str(out)]) == 0
+    assert main(["zoo", "summary", "-r", str(out)]) == 0
     text = capsys.readouterr().out
     print(text)
     assert f"over {n} `digits-test` images" in text
