@@ -160,7 +160,7 @@ def _eval_argv(rest: list[str]) -> tuple[list[str], str]:
     output = cfg.output
     if "://" not in cfg.output and not os.path.isabs(cfg.output):
         output = os.path.abspath(cfg.output)
-        argv += ["--output", output]  # a job's cwd is a temporary copy
+        argv += ["--results", output]  # a job's cwd is a temporary copy
         print(f"lee: note: local output {cfg.output!r} sent as {output!r}; on a "
               f"multi-node cluster use a shared URI (s3://, gs://, NFS)", file=sys.stderr)
     return argv, output
