@@ -60,13 +60,13 @@ def main() -> None:
     n = iter(range(10_000))
 
     def direct() -> float:
-        dt, r = timed(["eval", "--address", cluster.gcs, *sweep, "-o", f"{tmp}/direct-{next(n)}"], env)
+        dt, r = timed(["eval", "--address", cluster.gcs, *sweep, "-r", f"{tmp}/direct-{next(n)}"], env)
         assert " computed" in r.stdout, r.stdout
         return dt
 
     def job() -> float:
         dt, r = timed(["submit", "--address", cluster.address, *(["--pip"] if args.pip else []), "--wait", "--",
-                       *sweep, "-o", f"{tmp}/job-{next(n)}"], env)
+                       *sweep, "-r", f"{tmp}/job-{next(n)}"], env)
         assert "SUCCEEDED" in r.stdout, r.stdout[-2000:]
         return dt
 

@@ -7,7 +7,11 @@ terminal: plain log lines, one per finished or failed unit, and at most every ``
 
 The throughput is measured over the units themselves: images of the finished units divided by the
 time since the first of them started (its ``started_at``), so Ray's start-up, the dataset's decoding
-and the actors' imports do not count; the ETA is the remaining images at that rate.
+and the actors' imports do not count. The ETA comes from each unit's relative cost (family and model
+size: ``pipelines.sweep.unit_cost``, given by :meth:`Progress.set_costs`): the seconds per unit of cost
+of the finished units of each family (their own ``wall_s``; other families' when a family has none
+finished yet) times the cost of the units left, over the actors working, counted down between two
+finished units. Without costs it is the remaining images at the measured rate.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import datetime as _dt
 import sys
 import time
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 __all__ = ["Progress", "format_table"]
@@ -37,7 +42,8 @@ class Progress:
     """
 
     def __init__(self, total_units: int, total_images: int, *, stream: TextIO | None = None,
-                 enabled: bool | None = None, plain: bool | None = None, interval: float = 30.0):
+                 enabled: bool | None = None, plain: bool | None = None, interval: float = 30.0,
+                 clock: Callable[[], float] = time.time):
         self.stream = stream or sys.stderr
         self.enabled = True if enabled is None else enabled
         isatty = getattr(self.stream, "isatty", None)
@@ -48,11 +54,33 @@ class Progress:
         self.done = self.failed = self.images = self.images_failed = 0
         self.t0 = time.time()
         self.first_start: float | None = None  # epoch seconds: when the first finished unit started
-        self._last = time.time()
+        self.clock = clock
+        self._last = clock()
+        self.n_actors = 1
+        self.unit_costs: dict[str, tuple[str, float]] = {}  # unit key -> (family, relative cost)
+        self.finished: set[str] = set()
+        self.spent: dict[str, list[float]] = {}  # family -> [wall seconds, cost] of its finished units
+        self._eta_at: tuple[float, float | None] | None = None  # (when, ETA then), set at each finished unit
+
+    def set_costs(self, costs: Iterable[tuple[str, str, float]]) -> None:
+        """The units to run as (key, family, relative cost): the ETA then follows per-unit cost."""
+        self.unit_costs = {key: (family, float(cost)) for key, family, cost in costs}
+
+    def _cost_eta(self) -> float | None:
+        """Seconds left: the cost of the units left at each family's seconds per cost, over the actors."""
+        wall = sum(s[0] for s in self.spent.values())
+        cost = sum(s[1] for s in self.spent.values())
+        if cost <= 0:
+            return None
+        left = [(f, c) for k, (f, c) in self.unit_costs.items() if k not in self.finished]
+        secs = sum(c * (self.spent[f][0] / self.spent[f][1] if self.spent.get(f, [0, 0])[1] > 0 else wall / cost)
+                   for f, c in left)
+        return secs / max(1, min(self.n_actors, len(left)))
 
     # ---------------------------------------------------------------------------------- counting
-    def update(self, status: str, n_images: int, row: dict[str, Any] | None = None) -> None:
-        """Count one finished unit (``row``: its ``runs`` summary, for the log line and the rate)."""
+    def update(self, status: str, n_images: int, row: dict[str, Any] | None = None, *, key: str | None = None) -> None:
+        """Count one finished unit (``row``: its ``runs`` summary, for the log line and the rate; ``key``: its
+        unit key, for the cost-based ETA)."""
         if status == "done":
             self.done += 1
             self.images += n_images
@@ -63,6 +91,15 @@ class Progress:
         if isinstance(started, _dt.datetime):
             ts = started.timestamp()
             self.first_start = ts if self.first_start is None else min(self.first_start, ts)
+        if key is not None and key in self.unit_costs:
+            self.finished.add(key)
+            wall = (row or {}).get("wall_s")
+            if status == "done" and wall is not None:
+                family, cost = self.unit_costs[key]
+                spent = self.spent.setdefault(family, [0.0, 0.0])
+                spent[0] += float(wall)
+                spent[1] += cost
+            self._eta_at = (self.clock(), self._cost_eta())
         if not self.enabled:
             return
         if self.plain:
@@ -82,6 +119,12 @@ class Progress:
         return self.images / span if span > 0 else None
 
     def eta(self, now: float | None = None) -> float | None:
+        """Seconds left (None before an estimate exists): cost-based with :meth:`set_costs`, else by images."""
+        if self._eta_at is not None and self._eta_at[1] is not None:
+            when, eta = self._eta_at
+            return max(0.0, eta - ((now if now is not None else self.clock()) - when))
+        if self.unit_costs:
+            return None
         rate = self.rate(now)
         if rate is None:
             return None
@@ -89,7 +132,7 @@ class Progress:
 
     # ----------------------------------------------------------------------------------- lines
     def line(self) -> str:
-        now = time.time()
+        now = self.clock()
         rate, eta = self.rate(now), self.eta(now)
         finished = self.done + self.failed
         return (
@@ -114,6 +157,7 @@ class Progress:
 
     def start(self, n_actors: int) -> None:
         """The first line of a run (plain mode): what is to be done, on how many actors."""
+        self.n_actors = max(1, n_actors)
         if self.enabled and self.plain:
             self._write(f"lee: [{_stamp()}] running {self.total_units} unit(s), {self.total_images} images, "
                         f"on {n_actors} actor(s)\n")

@@ -165,12 +165,12 @@ def render_html(report: Report) -> str:
                      "architecture at initialization, not learned equivariance, and the accuracy axes show the catalog "
                      "accuracy of the pretrained checkpoints, not of the weights evaluated here.</p>")
     elif sel.weights == "any":
-        parts.append("<p class='warn'>Pretrained and random-init results are shown together (--weights any); "
+        parts.append("<p class='warn'>Pretrained and random-init results are shown together (--weights-filter any); "
                      "random-init points are hollow.</p>")
     elif meta["weights_available"].get("random") and not meta["weights_available"].get("pretrained"):
         parts.append("<p class='warn'>This root has only random-init results "
                      f"({meta['weights_available']['random']} models); this pretrained report is empty. "
-                     f"Use <code>lee report --results {_e(meta['results'])} --weights random</code>.</p>")
+                     f"Use <code>lee report --results {_e(meta['results'])} --weights-filter random</code>.</p>")
     randoms = meta.get("random_models") or {}
     if randoms.get("fallback") or randoms.get("asked"):
         def names(models: list[str]) -> str:

@@ -15,7 +15,7 @@ configurations apart, so a root with both would otherwise draw each model once p
 figure and table is restricted to them (alternative metrics have no interpolation setting: they are
 selected by output only), the named analyses' rows of other configurations are left out (the page counts
 them), and the titles and the page state the configuration. A figure with no rows for it while the root
-has others says which ``--output`` / ``--interpolation`` would show them.
+has others says which ``--output-kind`` / ``--derivative-interp`` would show them.
 
 A figure without data is still written, as a placeholder naming what is missing and the ``lee eval``
 flags that produce it; a figure or analysis that fails is written as an error placeholder / error box
@@ -57,7 +57,7 @@ WEIGHTS: dict[str, tuple[str, ...] | None] = {"pretrained": ("hub", "file"), "ra
 _WEIGHTS_LABEL = {
     "pretrained": "pretrained weights",
     "random": "RANDOM-INIT weights (untrained)",
-    "any": "pretrained + random-init weights mixed (--weights any)",
+    "any": "pretrained + random-init weights mixed (--weights-filter any)",
 }
 
 OUTPUTS: dict[str, str] = {
@@ -67,7 +67,7 @@ OUTPUTS: dict[str, str] = {
 """``--output`` choices (the ``output`` column: what liecore differentiated) and their page labels."""
 
 INTERPOLATIONS = config.INTERPOLATIONS  # liecore.INTERPOLATIONS, read when first used
-"""``--interpolation`` choices (the ``interpolation`` column: liecore's image interpolant)."""
+"""``--derivative-interp`` choices (the ``interpolation`` column: liecore's image interpolant)."""
 
 @dataclass(frozen=True)
 class Selection:
@@ -254,11 +254,11 @@ class FigureSpec:
     caption: str
     missing: str
     draw: Callable[[Any, FigureData], Any]
-    how: tuple[str, ...] = ("lee eval -o {root}",)
+    how: tuple[str, ...] = ("lee eval -r {root}",)
     alt: bool = False
 
 
-_LAYERWISE_HOW = ("lee eval --metrics lee,layerwise -o {root}",)
+_LAYERWISE_HOW = ("lee eval --metrics lee,layerwise -r {root}",)
 _ONE_DECOMPOSITION = ("One decomposition per model: exact where there is one, else the stochastic one with the most "
                       "probes.")
 
@@ -279,7 +279,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         "Each alternative metric of liecore.metrics (shift consistency, EQ-T, EQ-R, sampled equivariance "
         "error, ...) against {top1} on {alt_ds}, mean ± standard error over images, colour = family.",
         "alt_missing", lambda b, d: F.alt_vs_top1(d.alt, b.ctx(d.alt_ds or "(none)", d.alt, alt=True)),
-        how=("lee eval --metrics alt -o {root}",), alt=True),
+        how=("lee eval --metrics alt -r {root}",), alt=True),
     FigureSpec(
         "fig4a_layerwise_cumulative", "Fig. 4a: cumulative layerwise contribution vs depth",
         "Per model (line; colour = family) and generator (panel), the running sum of the layers' additive "
@@ -301,7 +301,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         "LEE per generator of each anti-aliased (BlurPool) model (filled) next to its plain counterpart "
         "(same architecture without blur pooling, hollow) on {primary}, mean ± standard error.",
         "aa_missing", lambda b, d: F.antialiasing(d.pairs, d.ctx),
-        how=("lee eval -m resnetblur50.bt_in1k -m resnet50.a1_in1k -o {root}   # an anti-aliased/plain pair",)),
+        how=("lee eval -m resnetblur50.bt_in1k -m resnet50.a1_in1k -r {root}   # an anti-aliased/plain pair",)),
     FigureSpec(
         "fig6b_scale_within_family", "Fig. 6b: case study, scale within family",
         "LEE against parameter count (log-log), a line per architecture family, per generator, on {primary}.",
@@ -318,7 +318,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         "gap_missing",
         lambda b, d: F.gap(d.gap_rows, b.ctx(", ".join(sorted(d.gap_rows["dataset"].unique())), d.gap_rows),
                            d.ratios),
-        how=("lee eval -d sample -o {root}   # sample-train, sample-test and sample-ood (roles train/test/ood)",)),
+        how=("lee eval -d sample -r {root}   # sample-train, sample-test and sample-ood (roles train/test/ood)",)),
     FigureSpec(
         "fig8_where_lee_lives", "Fig. 8: where the LEE lives",
         "Where in the image the equivariance error arises (liecore.explain, the explain family) on {ex_ds}: per model "
@@ -328,7 +328,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         "error concentrates at the border. The layers and cells that carry most of it: table layer_location.",
         "ex_missing",
         lambda b, d: explain_maps.where_lee_lives(d.ex, b.ctx(d.ex_ds or "(none)", d.ex)),
-        how=("lee eval --metrics explain -g translate_x,rotate -o {root}",)),
+        how=("lee eval --metrics explain -g translate_x,rotate -r {root}",)),
 )
 """The report's figures, drawn in this order (the page lists them by stem)."""
 
@@ -369,7 +369,8 @@ class _Builder:
         opts = {"weights": self.sel.weights, "output": self.sel.output, "interpolation": self.sel.interpolation,
                 **change}
         default = {"weights": "pretrained", "output": "probs", "interpolation": "cubic"}
-        flags = "".join(f" --{k} {v}" for k, v in opts.items() if v != default[k])
+        flag = {"weights": "--weights-filter", "output": "--output-kind", "interpolation": "--derivative-interp"}
+        flags = "".join(f" {flag[k]} {v}" for k, v in opts.items() if v != default[k])
         return f"lee report --results {self.results}{flags}"
 
     def no_rows_hint(self, family: str) -> tuple[str, list[str]]:
@@ -380,10 +381,10 @@ class _Builder:
                  "alt": "--metrics alt", "explain": "--metrics explain -g translate_x,rotate"}[family]
         n = _first(self.con, f"SELECT count(*) FROM done_units WHERE family = {quote(family)}")
         if n == 0:
-            return (f"no completed '{family}' units in {root}.", [f"lee eval {flags} -o {root}"])
+            return (f"no completed '{family}' units in {root}.", [f"lee eval {flags} -r {root}"])
         base = f"family = {quote(family)} AND {self.sel.where(generators=False, config=False)}"
         sel = _first(self.con, f"SELECT count(*) FROM done_units WHERE {base}")
-        how = [f"lee eval {flags} -o {root}"]
+        how = [f"lee eval {flags} -r {root}"]
         if sel == 0 and other and self.available.get(other):
             how.insert(0, f"{self.report_cmd(weights=other)}   # {self.available[other]} {other} models")
             return (f"{n} completed '{family}' units exist, but none with {self.sel.label}"
@@ -398,7 +399,7 @@ class _Builder:
 
     def _config_hint(self, family: str, base: str, flags: str) -> tuple[str, list[str]] | None:
         """The hint when units of ``family`` match the weights and datasets but not the output / interpolation
-        (None when some do match them): which ``--output`` / ``--interpolation`` shows them."""
+        (None when some do match them): which ``--output-kind`` / ``--derivative-interp`` shows them."""
         sel, root = self.sel, self.results
         rows = self.con.sql(f"SELECT output, interpolation, count(*), count(DISTINCT model) FROM done_units "
                             f"WHERE {base} GROUP BY ALL ORDER BY ALL").fetchall()
@@ -409,19 +410,19 @@ class _Builder:
         if sel.output not in by_output:
             how = [f"{self.report_cmd(output=o)}   # {models} models with output {o}"
                    for o, (_, models) in sorted(by_output.items())]
-            how.append(f"lee eval {flags} --output-kind {sel.output} -o {root}")
+            how.append(f"lee eval {flags} --output-kind {sel.output} -r {root}")
             have = ", ".join(f"{o} ({units} units)" for o, (units, _) in sorted(by_output.items()))
             return (f"completed '{family}' units match the weights and datasets, but none has output {sel.output}: "
-                    f"they have output {have}. Use --output {' or '.join(sorted(by_output))} to show them.", how)
+                    f"they have output {have}. Use --output-kind {' or '.join(sorted(by_output))} to show them.", how)
         interps = {str(i): (int(u), int(m)) for o, i, u, m in rows if o == sel.output}
         if family == "alt" or "None" in interps or sel.interpolation in interps:
             return None  # alt units have no interpolation; a NULL one (an old config) may be any
         how = [f"{self.report_cmd(interpolation=i)}   # {m} models with {i} interpolation"
                for i, (_, m) in sorted(interps.items())]
-        how.append(f"lee eval {flags} --output-kind {sel.output} --interpolation {sel.interpolation} -o {root}")
+        how.append(f"lee eval {flags} --output-kind {sel.output} --derivative-interp {sel.interpolation} -r {root}")
         have = ", ".join(f"{i} ({u} units)" for i, (u, _) in sorted(interps.items()))
         return (f"completed '{family}' units with output {sel.output} exist, but none with {sel.interpolation} "
-                f"interpolation: they have {have}. Use --interpolation {' or '.join(sorted(interps))} to show them.",
+                f"interpolation: they have {have}. Use --derivative-interp {' or '.join(sorted(interps))} to show them.",
                 how)
 
     def _dataset_for(self, view: str, where: str, primary: str | None) -> str | None:
@@ -500,14 +501,14 @@ class _Builder:
             why = ("no anti-aliased (BlurPool, arch containing 'blur') model in these results" if not unmatched else
                    f"anti-aliased model(s) without a plain counterpart (same arch without 'blur') here: "
                    f"{', '.join(unmatched)}")
-            d.aa_missing = (why, [f"lee eval -m resnetblur50.bt_in1k -m resnet50.a1_in1k -o {self.results}"])
+            d.aa_missing = (why, [f"lee eval -m resnetblur50.bt_in1k -m resnet50.a1_in1k -r {self.results}"])
 
         d.gap_rows = d.lee_all
         d.gap_missing = d.lee_missing
         if d.gap_missing is None and d.gap_rows["role"].nunique() < 2:
             have = ", ".join(sorted(d.gap_rows["role"].dropna().unique())) or "none"
             d.gap_missing = (f"results for only one dataset role ({have}); the gap needs train/test/ood datasets.",
-                             [f"lee eval -d sample -o {self.results}   # sample-train, sample-test, sample-ood"])
+                             [f"lee eval -d sample -r {self.results}   # sample-train, sample-test, sample-ood"])
         gap_table = next((t.frame for t in self.report.tables if t.name == "gap" and t.frame is not None), None)
         if gap_table is not None and "statistic" in gap_table:
             d.ratios = gap_table[gap_table["statistic"].isin(["ratio", "geomean_ratio"])]
@@ -582,7 +583,7 @@ class _Builder:
             if not keep.all():
                 other = ", ".join(sorted(set(frame.loc[~keep, "weights"].astype(str))))
                 note = (f"{int((~keep).sum())} rows over {other} weights left out (the analysis fell back to them "
-                        f"for want of {self.sel.weights} results); they are in a --weights {other} report.")
+                        f"for want of {self.sel.weights} results); they are in a --weights-filter {other} report.")
                 frame = frame[keep]
         for col, want in (("output", self.sel.output), ("interpolation", self.sel.interpolation)):
             # the analyses group by output / interpolation (they take no filter): keep the selected one; a
@@ -694,7 +695,7 @@ def build_report(
     """Write the report of ``results`` into ``out`` (created): figures (PNG + SVG), ``tables/*.csv``, ``index.html``.
 
     Args:
-        results: Results root URI (``lee eval -o``).
+        results: Results root URI (``lee eval -r``).
         out: Output directory (local).
         weights: ``pretrained``, ``random`` or ``any`` (see :data:`WEIGHTS`).
         datasets: Keep only these datasets (empty: all).

@@ -191,7 +191,7 @@ class ResultsRoot:
             raise UsageError(f"results root {uri!r} cannot be read: {type(exc).__name__}: {exc}") from None
         if not exists:
             raise UsageError(
-                f"no results under {uri!r} (no runs/ directory); run `lee eval -o {uri}` first or pass --results"
+                f"no results under {uri!r} (no runs/ directory); run `lee eval -r {uri}` first or pass --results"
             )
 
     def glob(self, table: str, history: bool = False) -> str:

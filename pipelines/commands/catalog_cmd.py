@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import catalog
+from pipelines.commands.args import add_catalog
 from pipelines.errors import UsageError
 
 
@@ -33,8 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     ls = sub.add_parser("ls", help="list models (fnmatch PATTERN)")
     ls.add_argument("pattern", nargs="*", metavar="PATTERN", help="fnmatch pattern(s) on the model name")
-    ls.add_argument("--catalog", default="all",
-                    help=f"built-in catalog ({', '.join(catalog.list_catalogs())}) or a catalog file (default: all)")
+    add_catalog(ls, help=f"built-in catalog ({', '.join(catalog.list_catalogs())}) or a catalog file (default: all; "
+                         "repeatable)")
     ls.add_argument("--exclude", action="append", default=[], metavar="PAT", help="drop names matching PAT")
     ls.set_defaults(func=cmd_ls)
 
@@ -73,7 +74,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
     name that resolves to nothing is reported with close matches (exit 1).
     """
     try:
-        pool = catalog.list_models(None, args.exclude or None, catalog=args.catalog)
+        names = args.catalog or ["all"]
+        pool = [s for name in names for s in catalog.list_models(None, args.exclude or None, catalog=name)]
         keep: set[str] = set()
         unknown = []
         for pat in args.pattern:
@@ -87,7 +89,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     specs = [s for s in pool if s.name in keep] if args.pattern else pool
     for name in unknown:
-        print(f"lee: error: {catalog.unknown_model_error(name, pool, f'catalog {args.catalog!r}')}", file=sys.stderr)
+        where = "catalog " + repr(", ".join(args.catalog or ["all"]))
+        print(f"lee: error: {catalog.unknown_model_error(name, pool, where)}", file=sys.stderr)
     if unknown and not specs:
         return 1
     rows = [[s.name, _fmt(s.family), _fmt(s.params_m), _fmt(s.top1), _fmt(s.img_size), s.source] for s in specs]

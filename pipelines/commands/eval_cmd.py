@@ -6,20 +6,30 @@ import argparse
 import sys
 
 from pipelines.commands import report_cmd
-from pipelines.commands.args import ExtendList
-from pipelines.config import DEFAULT_OUTPUT, FAMILIES, INTERPOLATIONS, WEIGHT_POLICIES, SweepConfig, load_yaml
+from pipelines.commands.args import (
+    ExtendList,
+    add_catalog,
+    add_datasets,
+    add_derivative_interp,
+    add_generators,
+    add_output_kind,
+    add_root,
+    add_stat,
+)
+from pipelines.config import FAMILIES, WEIGHT_POLICIES, SweepConfig, load_yaml
+from pipelines.errors import UsageError
 from pipelines.progress import format_table
 
 EPILOG = """examples:
   lee eval --limit 8                                   # quickstart models on the sample set, 8 images
-  lee eval -m tiny --img-size 64 --limit 16 -o ./res   # timm's tiny test models, small inputs
+  lee eval -m tiny --img-size 64 --limit 16 -r ./res   # timm's tiny test models, small inputs
   lee eval -m 'resnet*' -m vit_base_patch16_224.augreg2_in21k_ft_in1k --metrics lee,alt
   lee eval --config run.yaml --images 50               # YAML base, flags override
   lee eval -m paper --dry-run                          # list the units, compute nothing
   lee eval --catalog zoo -d digits-test                # the trained model zoo (lee zoo train)
   lee eval -m offline --metrics lee,layerwise,alt      # ImageNet-pretrained EfficientNet-Lites, no hub needed
-  lee eval --checkpoint lite0.pth --arch tf_efficientnet_lite0 --map-keys-by-order   # your own checkpoint
-  lee eval --address ray://head:10001 -o s3://bucket/lee   # join a Ray cluster
+  lee eval --model tf_efficientnet_lite0 --checkpoint lite0.pth --map-keys-by-order   # your own checkpoint
+  lee eval --address ray://head:10001 -r s3://bucket/lee   # join a Ray cluster
 """
 
 
@@ -29,13 +39,11 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("-m", "--models", action=ExtendList, metavar="SEL",
                       help="catalog names (quickstart, paper, all, tiny), a YAML path, model names or fnmatch "
                            "patterns; comma-separated or repeated (default: quickstart)")
-    what.add_argument("--catalog", action=ExtendList, dest="models", metavar="NAME_OR_FILE",
-                      help="every model of a catalog: a name (quickstart, paper, all, tiny, zoo: the trained zoo) "
+    add_catalog(what, help="every model of a catalog: a name (quickstart, paper, all, tiny, zoo: the trained zoo) "
                            "or a catalog YAML file; the same as -m, adding to its list (comma-separated or "
                            "repeated)")
-    what.add_argument("-d", "--datasets", action=ExtendList, metavar="NAME", help="catalog datasets (default: sample)")
-    what.add_argument("-g", "--generators", action=ExtendList, metavar="NAME",
-                      help="liecore generators (default: the paper's eight)")
+    add_datasets(what, help="catalog datasets (default: sample)")
+    add_generators(what, help="liecore generators (default: the paper's eight)")
     what.add_argument("--metrics", action=ExtendList, metavar="FAMILY",
                       help=f"metric families: {', '.join(FAMILIES)} (default: lee)")
     what.add_argument("-n", "--images", type=int, help="images per dataset (default: 100, the paper's)")
@@ -50,6 +58,9 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
                       help="evaluate this checkpoint (path, fsspec URI, or package://MODULE/PATH) as one more model; "
                            "without -m it is the only one; loaded safely (safetensors or weights_only)")
     ckpt.add_argument("--arch", metavar="NAME", help="timm architecture of --checkpoint (e.g. tf_efficientnet_lite0)")
+    ckpt.add_argument("--model", metavar="NAME",
+                      help="as timm's validate.py: with --checkpoint the architecture (as --arch), else one more "
+                           "model (as -m)")
     ckpt.add_argument("--model-name", metavar="NAME", help="name of the checkpoint's model in the results "
                                                            "(default ARCH@FILE-STEM)")
     ckpt.add_argument("--map-keys-by-order", action="store_true", default=None,
@@ -59,9 +70,8 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
                       help="rename the checkpoint's keys with re.sub(REGEX, REPL) before loading (repeatable, "
                            "applied in order: key_map {rename})")
     what.add_argument("--img-size", type=int, help="override every model's input size (smoke runs)")
-    what.add_argument("--output-kind", choices=("probs", "logits"), help="differentiate probs (default) or logits")
-    what.add_argument("--interpolation", choices=INTERPOLATIONS, metavar="NAME",
-                      help="liecore interpolant: cubic (default) or spectral")
+    add_output_kind(what, help="differentiate probs (default) or logits")
+    add_derivative_interp(what, help="image interpolant of the derivative: cubic (default) or spectral")
     what.add_argument("--layerwise-method", choices=("exact", "stochastic"), help="layerwise method (default exact)")
     what.add_argument("--layerwise-generators", action=ExtendList, metavar="NAME",
                       help="generators of the layerwise family (default: the first generator)")
@@ -69,7 +79,7 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("--alt-metrics", action=ExtendList, metavar="NAME", help="alternative metrics (default: all)")
     what.add_argument("--seed", type=int, help="seed of every unit (default 0)")
     where = p.add_argument_group("where and how")
-    where.add_argument("-o", "--output", metavar="URI", help=f"results root, any fsspec URI (default {DEFAULT_OUTPUT})")
+    add_root(where, default=None, deprecated=("-o", "--output"))
     where.add_argument("--config", metavar="YAML", help="run.yaml with the same keys; flags override it")
     where.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     where.add_argument("--actors", type=int, help="model actors (default: one per GPU, else one per CPU; "
@@ -85,8 +95,23 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
     data = load_yaml(args.config) if args.config else {}
     base = SweepConfig.from_dict(data, source=args.config) if args.config else SweepConfig()
     overrides = {name: getattr(args, name, None) for name in SweepConfig.field_names()}
+    overrides["output"] = getattr(args, "results", None)
+    if getattr(args, "catalog", None):
+        overrides["models"] = (overrides.get("models") or []) + args.catalog
+    model = getattr(args, "model", None)
+    if model and (overrides.get("checkpoint") or base.checkpoint):
+        if overrides.get("arch") and overrides["arch"] != model:
+            raise UsageError(f"--model {model!r} and --arch {overrides['arch']!r} name two architectures of "
+                             "--checkpoint: give one")
+        overrides["arch"] = model
+    elif model:
+        overrides["models"] = (overrides.get("models") or []) + [model]
+    deprecated = getattr(args, "deprecated_flags", None) or []
+    if overrides["output"] in ("probs", "logits") and {"-o", "--output"} & set(deprecated):
+        raise UsageError(f"--output {overrides['output']} names the results root; for the network output "
+                         f"differentiated, use --output-kind {overrides['output']}")
     cfg = base.merged(overrides)
-    if cfg.checkpoint and getattr(args, "models", None) is None and "models" not in (data or {}):
+    if cfg.checkpoint and overrides.get("models") is None and "models" not in (data or {}):
         cfg.models = []  # --checkpoint alone: that model only, not the default catalog
     return cfg
 
@@ -96,7 +121,7 @@ def register(subparsers) -> None:
         "eval",
         help="run a sweep (models x datasets x metrics) into the results store",
         description="Evaluate learned equivariance of catalog models on Ray; results go to hive-partitioned "
-                    "Parquet under --output. Completed units are skipped on rerun (--force redoes them).",
+                    "Parquet under --results. Completed units are skipped on rerun (--force redoes them).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -105,6 +130,8 @@ def register(subparsers) -> None:
     p.add_argument("--report", metavar="DIR",
                    help="after the sweep, write `lee report` of the results root into DIR (figures, tables, "
                         "index.html): the pretrained results, or the random-init ones when the root has no others")
+    add_stat(p, help="the statistic of the closing table: lee (the LEE, mean of squares; default) or mean_abs "
+                     "(mean_c |L_X f(x)_c|, what the paper's end-to-end tables store), named in its header")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress on stderr (default on): a line updated in place on a terminal; off one "
                         "(Ray Job logs, cron) a log line per finished unit and every 30 s")
@@ -159,12 +186,26 @@ def run(args: argparse.Namespace) -> int:
     total_images = sum(u.dataset.n_images for u in p.todo)
     prog = sweep.Progress(len(p.todo), total_images, enabled=args.progress)
     result = sweep.execute(p, progress=prog)
-    sweep.print_summary(result)
+    sweep.print_summary(result, stat=args.stat or "lee")
     rc = 1 if result.failed else 0
     if args.report:
         files = [m for m in cfg.models or [] if m.endswith((".yaml", ".yml", ".json"))]
         rc = max(rc, write_report(p.store.uri, args.report, files))
+    print(closing_lines(p.store.uri, args.report))
     return rc
+
+
+def closing_lines(results: str, report: str | None) -> str:
+    """The two lines after the table: what the numbers mean, and where the report is (or how to write it)."""
+    meaning = ("Lower is more equivariant (0: the output does not change under the infinitesimal transformation); "
+               "compare models with each other, and see docs/paper.md before comparing with the paper's numbers.")
+    if report:
+        where = f"Report: {report.rstrip('/')}/index.html (open it in a browser); SQL: lee query -r {results} " \
+                "\"FROM lee_summary\""
+    else:
+        where = f"Report: none written; `lee report -r {results} --out lee-report` writes one, " \
+                f"`lee query -r {results} \"FROM lee_summary\"` queries the numbers."
+    return f"\n{meaning}\n{where}"
 
 
 def write_report(results: str, out: str, catalogs: list[str] | None = None) -> int:
@@ -175,8 +216,8 @@ def write_report(results: str, out: str, catalogs: list[str] | None = None) -> i
     kinds = {w for (w,) in con.execute("SELECT DISTINCT weights FROM runs WHERE status = 'done'").fetchall()}
     weights = "pretrained" if kinds & {"hub", "file"} or not kinds else "random"
     args = report_cmd.parse([
-        "--results", results, "--out", out, "--weights", weights,
+        "--results", results, "--out", out, "--weights-filter", weights,
         *[a for c in catalogs or [] for a in ("--catalog", c)],
     ])
-    print(f"\nlee report --results {results} --out {out} --weights {weights}")
+    print(f"\nlee report --results {results} --out {out} --weights-filter {weights}")
     return report_cmd.run(args)

@@ -28,7 +28,13 @@ import math
 import sys
 from typing import Any
 
-from pipelines.commands.args import ExtendList, add_results_arguments
+from pipelines.commands.args import (
+    add_datasets,
+    add_generators,
+    add_results_arguments,
+    add_stat,
+    add_weights_filter,
+)
 from pipelines.errors import UsageError
 
 ANALYSIS_NAMES = ("accuracy", "scale", "gap", "layerwise", "agreement", "border_share", "layer_location")  # = analyses.ANALYSES (checked in tests)
@@ -68,16 +74,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a = p.add_argument_group("named analyses")
     a.add_argument("--analysis", choices=ANALYSIS_NAMES, metavar="NAME",
                    help=f"run a named analysis instead of SQL: {', '.join(ANALYSIS_NAMES)}")
-    a.add_argument("--weights", choices=("pretrained", "random", "any"), default="pretrained",
-                   help="pretrained (hub + file, default; falls back to random init, saying so, when there is "
-                        "nothing else), random, or any (pooled)")
-    a.add_argument("-d", "--dataset", action=ExtendList, metavar="NAME",
-                   help="only these datasets (repeatable, comma-separated; default all)")
-    a.add_argument("-g", "--generator", action=ExtendList, metavar="NAME",
-                   help="only these generators (repeatable, comma-separated; default all)")
+    add_weights_filter(a)
+    add_datasets(a)
+    add_generators(a)
     a.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
     a.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     a.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
+    add_stat(p, help="instead of SQL: the LEE summary per model, weights, dataset, generator and output "
+                     "configuration by this per-image statistic: lee (mean of squares) or mean_abs (mean_c "
+                     "|L_X f(x)_c|, the paper's tables' statistic), mean and standard error over the images, "
+                     "named as such in the header (-d/-g filter it)")
     p.add_argument("--threads", type=int, help="DuckDB threads (default: all cores)")
     p.add_argument("--unrestricted", action="store_true",
                    help="lift the read-only sandbox: let the SQL read and write any file, attach databases, "
@@ -127,6 +133,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--level must be between 0 and 1, got {args.level}")
     if args.n_boot < 1:
         raise UsageError(f"--n-boot must be positive, got {args.n_boot}")
+    if args.stat:
+        if args.sql or args.analysis:
+            raise UsageError("--stat is a summary of its own: give it without SQL and without --analysis")
+        args.sql = stat_summary_sql(args.stat, args.datasets, args.generators)
     if args.analysis and args.sql:
         raise UsageError("give either SQL or --analysis, not both")
     if not args.analysis and not args.sql:
@@ -171,13 +181,13 @@ def _run_query(args: argparse.Namespace, sql: str | None, root=None) -> int:
     from pipelines.analysis import analyses
     from pipelines.analysis.views import connect
 
-    con = connect(root or args.results, models=args.models, catalogs=args.catalog, threads=args.threads,
+    con = connect(root or args.results, models=args.model_rows, catalogs=args.catalog, threads=args.threads,
                   read_only=not args.unrestricted)
     try:
         header: list[str] = []
         if args.analysis:
-            df = analyses.run_analysis(con, args.analysis, weights=args.weights, dataset=args.dataset,
-                                       generator=args.generator, n_boot=args.n_boot, seed=args.seed,
+            df = analyses.run_analysis(con, args.analysis, weights=args.weights, dataset=args.datasets,
+                                       generator=args.generators, n_boot=args.n_boot, seed=args.seed,
                                        level=args.level)
             table = pa.Table.from_pandas(df, preserve_index=False)
             if df.attrs.get("note"):
@@ -200,6 +210,20 @@ def _run_query(args: argparse.Namespace, sql: str | None, root=None) -> int:
         return 0
     write(table, args.format, args.out, analysis=bool(args.analysis), header=header)
     return 0
+
+
+def stat_summary_sql(stat: str, datasets: list[str] | None, generators: list[str] | None) -> str:
+    """SQL of ``lee query --stat``: mean and standard error of ``stat`` (a ``lee`` view column) per model,
+    weights, dataset, generator and output configuration, the columns named after the statistic."""
+    from pipelines.analysis.sqltext import in_list
+
+    col = "value" if stat == "lee" else "mean_abs"
+    return (
+        f"SELECT model, weights, dataset, generator, output, interpolation, avg({col}) AS mean_{stat}, "
+        f"stddev_samp({col}) / sqrt(count(*)) AS se_{stat}, count(*) AS n FROM lee "
+        f"WHERE {in_list('dataset', datasets)} AND {in_list('generator', generators)} "
+        "GROUP BY ALL ORDER BY model, weights, dataset, generator, output, interpolation"
+    )
 
 
 # ---- output ----------------------------------------------------------------------------------------------

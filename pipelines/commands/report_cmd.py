@@ -3,8 +3,8 @@
 Examples::
 
     lee report --results ./lee-results --out report/
-    lee report -r s3://bucket/lee --out report/ --weights random -d sample-test -g translate_x,rotate
-    lee report --out report-logits/ --output logits --interpolation spectral
+    lee report -r s3://bucket/lee --out report/ --weights-filter random -d sample-test -g translate_x,rotate
+    lee report --out report-logits/ --output-kind logits --derivative-interp spectral
 """
 
 from __future__ import annotations
@@ -13,15 +13,22 @@ import argparse
 import shlex
 import sys
 
-from pipelines.commands.args import ExtendList
-from pipelines.config import DEFAULT_OUTPUT, INTERPOLATIONS
+from pipelines.commands.args import (
+    add_catalog,
+    add_datasets,
+    add_derivative_interp,
+    add_generators,
+    add_output_kind,
+    add_root,
+    add_weights_filter,
+)
 from pipelines.errors import UsageError
 
 EPILOG = """examples:
   lee report --out report/                                 # ./lee-results, pretrained weights only
-  lee report -r ./res --out report/ --weights random       # random-init results (e.g. lee eval -m tiny)
+  lee report -r ./res --out report/ --weights-filter random # random-init results (e.g. lee eval -m tiny)
   lee report -r s3://bucket/lee --out rep/ -d imagenet-val -g translate_x,rotate
-  lee report --out rep-logits/ --output logits             # LEE of the logits (lee eval --output-kind logits)
+  lee report --out rep-logits/ --output-kind logits        # LEE of the logits (lee eval --output-kind logits)
 """
 
 
@@ -35,24 +42,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("-r", "--results", default=DEFAULT_OUTPUT, metavar="URI",
-                   help=f"results root (lee eval -o; default {DEFAULT_OUTPUT})")
-    p.add_argument("--catalog", action="append", default=[], metavar="FILE",
-                   help="catalog file with the metadata (family, top-1, params ...) of models the built-in "
-                        "catalogs do not know (repeatable)")
+    add_root(p)
+    add_catalog(p, default=[], help="catalog (name or file) with the metadata (family, top-1, params ...) of "
+                                    "models the built-in catalogs do not know (repeatable)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
-    p.add_argument("--weights", choices=("pretrained", "random", "any"), default="pretrained",
-                   help="pretrained (hub/file, default), random (random init) or any (both, never by default)")
-    p.add_argument("--output", choices=("probs", "logits"), default="probs",
-                   help="the output configuration shown: LEE of the class probabilities (probs, default: the "
-                        "paper's choice) or of the logits (results of lee eval --output-kind logits)")
-    p.add_argument("--interpolation", choices=INTERPOLATIONS, default="cubic", metavar="NAME",
-                   help="the image interpolation shown (cubic, default, or spectral; lee eval --interpolation); "
-                        "the alternative metrics have none and are selected by --output only")
-    p.add_argument("-d", "--dataset", action=ExtendList, dest="datasets", metavar="NAME",
-                   help="only these datasets (repeatable, comma-separated; default all)")
-    p.add_argument("-g", "--generator", action=ExtendList, dest="generators", metavar="NAME",
-                   help="only these generators (repeatable, comma-separated; default all)")
+    add_weights_filter(p)
+    add_output_kind(p, default="probs", deprecated=("--output",),
+                    help="the output configuration shown: LEE of the class probabilities (probs, default: the "
+                         "paper's choice) or of the logits (results of lee eval --output-kind logits)")
+    add_derivative_interp(p, default="cubic",
+                          help="the derivative's image interpolant shown (cubic, default, or spectral; lee eval "
+                               "--derivative-interp); the alternative metrics have none and are selected by "
+                               "--output-kind only")
+    add_datasets(p)
+    add_generators(p)
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples of the analyses (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
@@ -68,8 +71,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def _command(args: argparse.Namespace) -> str:
     """The equivalent command line, for the page."""
-    parts = ["lee", "report", "--results", args.results, "--out", str(args.out), "--weights", args.weights,
-             "--output", args.output, "--interpolation", args.interpolation]
+    parts = ["lee", "report", "--results", args.results, "--out", str(args.out), "--weights-filter", args.weights,
+             "--output-kind", args.output_kind, "--derivative-interp", args.interpolation]
     for c in args.catalog:
         parts += ["--catalog", c]
     if args.datasets:
@@ -95,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     report = build_report(
         args.results, args.out, weights=args.weights, datasets=args.datasets or (), generators=args.generators or (),
         n_boot=args.n_boot, seed=args.seed, level=args.level, catalogs=args.catalog,
-        command=_command(args), output=args.output, interpolation=args.interpolation,
+        command=_command(args), output=args.output_kind, interpolation=args.interpolation,
     )
     for f in report.figures:
         flag = {"ok": "", "placeholder": "  (placeholder: no data)", "error": "  (FAILED, see the page)"}[f.status]

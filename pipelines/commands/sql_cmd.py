@@ -39,5 +39,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pipelines.analysis.views import views_script
 
-    print(views_script(args.results, models=args.models, catalogs=args.catalog), end="")
+    print(views_script(args.results, models=args.model_rows, catalogs=args.catalog), end="")
     return 0

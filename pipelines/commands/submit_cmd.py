@@ -199,7 +199,7 @@ def sweep_argv(rest: list[str], working_dir: str | None = None) -> tuple[str, li
     output = cfg.output
     if "://" not in cfg.output and not os.path.isabs(cfg.output):
         output = os.path.abspath(cfg.output)
-        argv += ["--output", output]  # a job's cwd is a temporary copy
+        argv += ["--results", output]  # a job's cwd is a temporary copy
         print(f"lee: note: local output {cfg.output!r} sent as {output!r}; on a "
               f"multi-node cluster use a shared URI (s3://, gs://, NFS)", file=sys.stderr)
     return command, argv, output
@@ -381,7 +381,7 @@ def register(subparsers) -> None:
         help="run a sweep (eval or reevaluate) as a Ray Job on a cluster; prints the job id",
         description="Submit `lee eval` or `lee reevaluate` as a Ray Job. Everything after `--` is the command "
                     "and its flags (validated here first; no command: eval).",
-        epilog="examples:\n  lee submit --address http://head:8265 -- -m paper -o s3://bucket/lee\n"
+        epilog="examples:\n  lee submit --address http://head:8265 -- -m paper -r s3://bucket/lee\n"
                "  lee submit --address http://head:8265 --wait -- reevaluate --config run.yaml\n"
                "  lee status JOB_ID --wait; lee logs JOB_ID --follow",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -32,7 +32,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-from pipelines.config import DEFAULT_OUTPUT
+from pipelines.commands.args import add_root
 from pipelines.errors import UsageError
 from pipelines.progress import format_table
 
@@ -153,8 +153,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=(__doc__ or "").split("\n\n", 2)[-1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("-r", "--results", default=DEFAULT_OUTPUT, metavar="URI",
-                   help=f"results root, any fsspec URI (default {DEFAULT_OUTPUT})")
+    add_root(p)
     p.add_argument("--full", action="store_true",
                    help="read every row of every file and compare every data file's sha256 with its record")
     p.set_defaults(func=run)

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from pipelines.commands.args import Deprecated, ExtendList, add_catalog, add_generators, add_root
 from pipelines.errors import UsageError
 
 EPILOG = """examples:
@@ -42,6 +43,8 @@ def register(subparsers) -> None:
     t.add_argument("--threads", type=int, default=2, help="torch threads while training (default 2)")
     t.add_argument("--dry-run", action="store_true", help="list the models of the preset and exit")
     t.add_argument("-v", "--verbose", action="store_true", help="one line per epoch")
+    t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress on stderr (as lee eval; --no-progress: only the final lines)")
     t.set_defaults(func=run_train)
     s = sub.add_parser(
         "summary",
@@ -49,10 +52,11 @@ def register(subparsers) -> None:
         description="Join the lee rows of a sweep over the zoo with the models' training provenance and print the "
                     "README's results section (the paper's Table 1 in miniature).",
     )
-    s.add_argument("-o", "--output", required=True, metavar="URI", help="results root of the sweep (lee eval -o)")
-    s.add_argument("-m", "--models", default="zoo", help="zoo catalog name or zoo.yaml path (default zoo)")
+    add_root(s, deprecated=("-o", "--output"))
+    add_catalog(s, help="zoo catalog name or zoo.yaml path (default zoo)")
+    s.add_argument("-m", "--models", action=Deprecated, new="--catalog", inner=ExtendList, dest="catalog")
     s.add_argument("--task", choices=("digits", "patches"), default="digits", help="task whose models to tabulate")
-    s.add_argument("-g", "--generator", default="rotate", help="generator (default rotate)")
+    add_generators(s, help="the generator (one; default rotate)")
     s.set_defaults(func=run_summary)
 
 
@@ -76,7 +80,8 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     t0 = time.perf_counter()
     result = train_zoo(configs, out, force=args.force, preset=args.preset, threads=args.threads,
-                       log=lambda s: print(s, flush=True), verbose=args.verbose)
+                       log=(lambda s: None) if args.progress is False else (lambda s: print(s, flush=True)),
+                       verbose=args.verbose and args.progress is not False)
     trained = sum(not m.cached for m in result.models)
     wall = time.perf_counter() - t0
     print(f"\npreset {args.preset}: {len(result.models)} models ({trained} trained, "
@@ -91,9 +96,12 @@ def run_summary(args: argparse.Namespace) -> int:
     import catalog
     from pipelines.zoo.summary import collect, render_markdown
 
+    generators = args.generators or ["rotate"]
+    if len(generators) != 1:
+        raise UsageError(f"lee zoo summary tabulates one generator; got {', '.join(generators)}")
     try:
-        specs = catalog.load_models(args.models)
+        specs = [s for name in (args.catalog or ["zoo"]) for s in catalog.load_models(name)]
     except (ValueError, FileNotFoundError) as exc:
         raise UsageError(str(exc)) from None
-    print(render_markdown(collect(args.output, specs, args.generator), args.task, args.generator))
+    print(render_markdown(collect(args.results, specs, generators[0]), args.task, generators[0]))
     return 0

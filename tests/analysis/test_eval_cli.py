@@ -9,7 +9,7 @@ from pipelines.cli import main
 
 
 def _models(capsys, argv: list[str], root: str) -> list[str]:
-    base = ["eval", "--dry-run", "-d", "sample-test", "-g", "rotate", "-n", "2", "-o", root]
+    base = ["eval", "--dry-run", "-d", "sample-test", "-g", "rotate", "-n", "2", "-r", root]
     assert main([*base, *argv]) == 0
     out = capsys.readouterr().out
     return sorted(set(re.findall(r"^\w{20}\s+lee\s+(\S+)\s", out, flags=re.M)))

@@ -69,7 +69,7 @@ def sweep_root(ray_local, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def report(sweep_root) -> Path:
     out = sweep_root.parent / "report"
-    rc = main(["report", "--results", str(sweep_root), "--out", str(out), "--weights", "random", "--n-boot", "200"])
+    rc = main(["report", "--results", str(sweep_root), "--out", str(out), "--weights-filter", "random", "--n-boot", "200"])
     assert rc == 0
     return out
 
@@ -196,7 +196,7 @@ def test_placeholders_when_nothing_matches(sweep_root, tmp_path, capsys):
     for stem in FIGURES:
         _assert_real_image(out / f"{stem}.png")
         text = _svg_text(out / f"{stem}.svg")
-        assert "NO DATA" in text and "--weights random" in text, (stem, text[:400])
+        assert "NO DATA" in text and "--weights-filter random" in text, (stem, text[:400])
     page = _page(out)
     assert page.classes.count("placeholder") == len(FIGURES)
     assert "only random-init results" in " ".join(page.text)
@@ -206,7 +206,7 @@ def test_placeholders_when_nothing_matches(sweep_root, tmp_path, capsys):
 def test_missing_families_and_roles_give_placeholders(sweep_root, tmp_path):
     # the BlurPool / plain pair has LEE on the test set only: no layerwise, no alt, one role
     out = tmp_path / "pair"
-    args = ["report", "-r", str(sweep_root), "--out", str(out), "--weights", "random", "--n-boot", "50"]
+    args = ["report", "-r", str(sweep_root), "--out", str(out), "--weights-filter", "random", "--n-boot", "50"]
     assert main([*args, "-d", "sample-ood"]) == 0
     text = {stem: _svg_text(out / f"{stem}.svg") for stem in FIGURES}
     assert "NO DATA" not in text["fig1_lee_vs_top1"]
@@ -248,7 +248,7 @@ def test_a_failing_figure_is_shown_and_the_rest_written(sweep_root, tmp_path, mo
 
     monkeypatch.setattr(F, "lee_vs_top1", boom)
     out = tmp_path / "err"
-    assert main(["report", "-r", str(sweep_root), "--out", str(out), "--weights", "random", "--n-boot", "50"]) == 1
+    assert main(["report", "-r", str(sweep_root), "--out", str(out), "--weights-filter", "random", "--n-boot", "50"]) == 1
     assert "fig1_lee_vs_top1" in capsys.readouterr().err
     assert "FIGURE FAILED" in _svg_text(out / "fig1_lee_vs_top1.svg")
     page = _page(out)
@@ -327,7 +327,7 @@ def test_report_shows_one_output_configuration(tmp_path, drawn):
     assert "output probs" in re.sub(r"\s+", " ", _svg_text(out / "fig5b_alt_metrics_vs_top1.svg"))
     page = re.sub(r"\s+", " ", " ".join(_page(out).text))
     assert "probs: class probabilities" in page and "cubic (liecore" in page
-    assert "--output logits" in page and "--interpolation spectral" in page  # the other configurations
+    assert "--output-kind logits" in page and "--derivative-interp spectral" in page  # the other configurations
     summary = pd.read_csv(out / "tables" / "lee_summary.csv")
     assert set(summary["output"]) == {"probs"} and set(summary["interpolation"]) == {"cubic"} and len(summary) == 4
     for name in ("accuracy", "agreement"):  # the analyses' rows of other configurations are left out
@@ -339,18 +339,18 @@ def test_report_shows_one_output_configuration(tmp_path, drawn):
 
     drawn.clear()
     out = tmp_path / "logits"
-    assert main(["report", "-r", root, "--out", str(out), "--n-boot", "50", "--output", "logits"]) == 0
+    assert main(["report", "-r", root, "--out", str(out), "--n-boot", "50", "--output-kind", "logits"]) == 0
     ((fig1, _),) = drawn["lee_vs_top1"]
     assert _fig1_values(fig1) == {(m, g): 100 * v for m, v in CONFIG_MODELS.items() for g in ("rotate", "translate_x")}
     ((alt, _),) = drawn["alt_vs_top1"]
     assert sorted(alt["mean_value"]) == sorted(100 * v for v in CONFIG_MODELS.values())
     assert "output logits · cubic interpolation" in re.sub(r"\s+", " ", _svg_text(out / "fig1_lee_vs_top1.svg"))
     page = " ".join(_page(out).text)
-    assert "logits: logits" in page and "--output logits" in (out / "index.html").read_text(encoding="utf-8")
+    assert "logits: logits" in page and "--output-kind logits" in (out / "index.html").read_text(encoding="utf-8")
 
     drawn.clear()
     out = tmp_path / "spectral"
-    assert main(["report", "-r", root, "--out", str(out), "--n-boot", "50", "--interpolation", "spectral"]) == 0
+    assert main(["report", "-r", root, "--out", str(out), "--n-boot", "50", "--derivative-interp", "spectral"]) == 0
     assert _fig1_values(drawn["lee_vs_top1"][0][0]) == {
         (m, g): 10 * v for m, v in CONFIG_MODELS.items() for g in ("rotate", "translate_x")}
 
@@ -361,13 +361,13 @@ def test_placeholder_names_the_output_that_has_results(tmp_path):
     assert main(["report", "-r", root, "--out", str(out), "--n-boot", "50"]) == 0
     for stem in ("fig1_lee_vs_top1", "fig5b_alt_metrics_vs_top1"):
         text = re.sub(r"\s+", " ", _svg_text(out / f"{stem}.svg"))
-        assert "NO DATA" in text and "--output logits" in text and "none has output probs" in text, (stem, text)
+        assert "NO DATA" in text and "--output-kind logits" in text and "none has output probs" in text, (stem, text)
     page = " ".join(_page(out).text)
-    assert "no results with output probs" in page and "--output logits" in page
-    assert main(["report", "-r", root, "--out", str(tmp_path / "s"), "--n-boot", "50", "--output", "logits",
-                 "--interpolation", "spectral"]) == 0
+    assert "no results with output probs" in page and "--output-kind logits" in page
+    assert main(["report", "-r", root, "--out", str(tmp_path / "s"), "--n-boot", "50", "--output-kind", "logits",
+                 "--derivative-interp", "spectral"]) == 0
     text = re.sub(r"\s+", " ", _svg_text(tmp_path / "s" / "fig1_lee_vs_top1.svg"))
-    assert "NO DATA" in text and "--output logits --interpolation cubic" not in text  # cubic is the default
+    assert "NO DATA" in text and "--output-kind logits --derivative-interp cubic" not in text  # cubic is the default
     assert "lee report --results" in text and "none with spectral interpolation" in text, text
 
 
@@ -380,7 +380,7 @@ def test_layerwise_figures_draw_one_configuration_per_model(tmp_path, monkeypatc
     seen = _spy(monkeypatch, ("layerwise_cumulative", "layer_type_shares"))
     for output, conv in (("probs", 0.9), ("logits", 0.1)):
         out = tmp_path / output
-        assert main(["report", "-r", root, "--out", str(out), "--n-boot", "20", "--output", output]) == 0
+        assert main(["report", "-r", root, "--out", str(out), "--n-boot", "20", "--output-kind", output]) == 0
         shares, ctx = seen["layer_type_shares"][-1]
         assert not shares.duplicated(["model", "generator", "layer_type"]).any(), shares
         assert set(shares["method"]) == {"exact"} and f"output {output}" in ctx.config and "exact" in ctx.config

@@ -174,7 +174,7 @@ def test_lee_sql_output_loads_in_a_fresh_connection(mixed_root, capsys):
         assert fresh.sql(q).to_arrow_table().equals(ref.sql(q).to_arrow_table()), view
     fresh.close()
     ref.close()
-    assert main(["sql", "--results", root, "--models", "all"]) == 0
+    assert main(["sql", "--results", root, "--model-rows", "all"]) == 0
     script = capsys.readouterr().out
     assert script.count("INSERT INTO models") == 1 and "'resnet152.a1_in1k'" in script
 

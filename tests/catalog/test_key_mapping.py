@@ -116,7 +116,7 @@ def test_missing_checkpoint_is_refused_by_validate_dry_run_and_eval(tmp_path: Pa
     )
     assert main(["catalog", "validate", str(yaml_path)]) == 2
     assert "nope.pth" in _error(capsys)
-    base = ["eval", "-m", str(yaml_path), "-d", "sample-test", "--limit", "2", "-o", str(tmp_path / "res")]
+    base = ["eval", "-m", str(yaml_path), "-d", "sample-test", "--limit", "2", "-r", str(tmp_path / "res")]
     assert main([*base, "--dry-run"]) == 2
     assert "nope.pth" in _error(capsys)
     assert main(base) == 2  # before Ray starts: nothing is written
@@ -168,7 +168,7 @@ def test_foreign_named_checkpoint_runs_with_one_flag(tmp_path: Path, capsys) -> 
     uri.write_bytes(Path(src).read_bytes())
     out = tmp_path / "res"
     args = ["eval", "--checkpoint", str(uri), "--arch", "tf_efficientnet_lite0", "--map-keys-by-order",
-            "-d", "sample-test", "--limit", "1", "-g", "rotate", "--img-size", "64", "-o", str(out), "--no-progress"]
+            "-d", "sample-test", "--limit", "1", "-g", "rotate", "--img-size", "64", "-r", str(out), "--no-progress"]
     assert main(args) == 0, capsys.readouterr().err
     runs = pq.read_table(next((out / "runs").rglob("*.parquet"))).to_pylist()
     assert len(runs) == 1 and runs[0]["status"] == "done" and runs[0]["weights"] == "file"

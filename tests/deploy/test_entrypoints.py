@@ -177,9 +177,9 @@ def test_sweep_rayjob_then_nightly_raycronjob_on_a_two_node_cluster(gpu_cluster,
     docs = manifests()
     out = tmp_path / "lee-results"
 
-    # The RayJob's sweep: `lee eval -m paper -d sample-test --gpus 1 -o s3://...`, its runtime env as is.
+    # The RayJob's sweep: `lee eval -m paper -d sample-test --gpus 1 -r s3://...`, its runtime env as is.
     sweep = docs["RayJob/lee-sweep"]["spec"]
-    entry = local_entrypoint(sweep["entrypoint"], {"-m": MODEL, "-o": str(out)}, SMALL)
+    entry = local_entrypoint(sweep["entrypoint"], {"-m": MODEL, "-r": str(out)}, SMALL)
     assert "--gpus 1" in entry and "-d sample-test" in entry  # kept from the manifest
     job = submit(address, token, entry, sweep["runtimeEnvYAML"])
     assert job["status"] == "SUCCEEDED", job["logs"][-3000:]
@@ -194,7 +194,7 @@ def test_sweep_rayjob_then_nightly_raycronjob_on_a_two_node_cluster(gpu_cluster,
     config = tmp_path / "run.yaml"
     config.write_text(docs["ConfigMap/lee-run"]["data"]["run.yaml"])
     entry = local_entrypoint(nightly["entrypoint"], {"--config": str(config)},
-                             ["-m", f"{MODEL},{NEW_MODEL}", *SMALL, "-o", str(out)])
+                             ["-m", f"{MODEL},{NEW_MODEL}", *SMALL, "-r", str(out)])
     job = submit(address, token, entry, nightly["runtimeEnvYAML"])
     logs = job["logs"]
     assert job["status"] == "SUCCEEDED", logs[-3000:]

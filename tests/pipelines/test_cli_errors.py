@@ -20,7 +20,7 @@ BASE = ["eval", "-m", "test_resnet.r160_in1k", "-d", "sample-test", "--limit", "
     ],
 )
 def test_bad_arguments_exit_2_naming_the_problem(extra, needle, tmp_path, capsys):
-    assert main([*BASE, *extra, "-o", str(tmp_path / "r")]) == 2
+    assert main([*BASE, *extra, "-r", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("lee: error:") and needle in err
     assert not (tmp_path / "r" / "runs").exists()
@@ -29,12 +29,12 @@ def test_bad_arguments_exit_2_naming_the_problem(extra, needle, tmp_path, capsys
 def test_unwritable_output(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert main([*BASE, "-o", str(blocker / "sub")]) == 2
+    assert main([*BASE, "-r", str(blocker / "sub")]) == 2
     assert "not writable" in capsys.readouterr().err
 
 
 def test_unreachable_uri(capsys):
-    assert main([*BASE, "-o", "nosuchproto://bucket/x"]) == 2
+    assert main([*BASE, "-r", "nosuchproto://bucket/x"]) == 2
     assert "nosuchproto://bucket/x" in capsys.readouterr().err
 
 
@@ -42,7 +42,7 @@ def test_config_file_base_and_flag_override(tmp_path, capsys):
     cfg = tmp_path / "run.yaml"
     cfg.write_text("models: [test_resnet.r160_in1k, test_vit.r160_in1k]\ndatasets: sample-test\nlimit: 3\n"
                    "generators: [rotate]\n")
-    assert main(["eval", "--config", str(cfg), "--limit", "2", "-o", str(tmp_path / "r"), "--dry-run"]) == 0
+    assert main(["eval", "--config", str(cfg), "--limit", "2", "-r", str(tmp_path / "r"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "test_vit.r160_in1k" in out and "2 units, 2 to run" in out
     bad = tmp_path / "bad.yaml"

@@ -30,7 +30,7 @@ _lee, _user_env = lee, user_env
 def test_sweep_runs_on_both_nodes_with_the_token_found_by_lee(cluster, tmp_path):
     gcs, _, token, nodes = cluster
     out = tmp_path / "res"
-    r = _lee(["eval", "--address", gcs, "-m", ",".join(MODELS[:2]), *SWEEP, "-o", str(out)],
+    r = _lee(["eval", "--address", gcs, "-m", ",".join(MODELS[:2]), *SWEEP, "-r", str(out)],
              _user_env(token, str(tmp_path)))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 computed" in r.stdout
@@ -51,7 +51,7 @@ def test_job_runs_on_both_nodes_and_its_log_shows_progress_while_it_runs(cluster
     env = _user_env(token, str(tmp_path))
     out = tmp_path / "res"
     revs = {git_revision(str(REPO))}  # before and after: others may commit meanwhile
-    sub = _lee(["submit", "--address", address, "--", "-m", ",".join(MODELS), *SWEEP, "-o", str(out)], env)
+    sub = _lee(["submit", "--address", address, "--", "-m", ",".join(MODELS), *SWEEP, "-r", str(out)], env)
     revs.add(git_revision(str(REPO)))
     assert sub.returncode == 0, sub.stderr
     job_id = sub.stdout.strip().splitlines()[-1]
@@ -88,7 +88,7 @@ def test_auth_failures_are_one_error_line_naming_the_fix(cluster, tmp_path):
     gcs, address, _, _ = cluster
     no_token, bad_token = _user_env(None, str(tmp_path)), _user_env("0" * 64, str(tmp_path))
     t0 = time.time()
-    err = _one_error_line(_lee(["eval", "--address", gcs, "-m", MODELS[0], *SWEEP, "-o", str(tmp_path / "r")],
+    err = _one_error_line(_lee(["eval", "--address", gcs, "-m", MODELS[0], *SWEEP, "-r", str(tmp_path / "r")],
                                no_token))
     assert time.time() - t0 < 60  # not Ray's 20 s of retries per attempt
     assert "requires token authentication and no token was found" in err and "RAY_AUTH_TOKEN" in err
@@ -98,7 +98,7 @@ def test_auth_failures_are_one_error_line_naming_the_fix(cluster, tmp_path):
     err = _one_error_line(_lee(["logs", "nosuchjob", "--address", address], bad_token))
     assert "rejected the token from RAY_AUTH_TOKEN" in err
     err = _one_error_line(_lee(["submit", "--address", address, "--", "-m", MODELS[0], *SWEEP,
-                                "-o", str(tmp_path / "r")], bad_token))
+                                "-r", str(tmp_path / "r")], bad_token))
     assert "rejected the token from RAY_AUTH_TOKEN" in err
     # The token in ~/.ray/auth_token is found too (RAY_AUTH_MODE unset).
     home = tmp_path / "home"

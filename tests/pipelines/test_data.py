@@ -83,7 +83,7 @@ def test_dry_run_reports_skipped_images(tmp_path: Path, capsys) -> None:
     ds_file = tmp_path / "datasets.yaml"
     ds_file.write_text(f"datasets:\n  - {{name: local, uri: '{tmp_path / 'data'}', format: imagefolder}}\n")
     args = ["eval", "--dry-run", "-m", "test_resnet.r160_in1k", "-d", str(ds_file), "-n", "5", "-g", "rotate",
-            "-o", str(tmp_path / "r")]
+            "-r", str(tmp_path / "r")]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "image(s) skipped (unreadable or undecodable), 5 used" in out and "cat/truncated.png" in out

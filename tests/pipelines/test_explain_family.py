@@ -90,7 +90,7 @@ def test_explain_units_skip_resume_and_reevaluate(explain_sweep, tmp_path, capsy
     unit = result.rows[0]["unit"]
     shutil.rmtree(root / "runs" / f"unit={unit}")  # as if killed before its runs row
     assert [u.key for u in plan(_config(root)).todo] == [unit]
-    args = ["reevaluate", "--dry-run", "-o", str(root), "-m", MODEL, "-d", "sample-test", "-g", ",".join(GENS),
+    args = ["reevaluate", "--dry-run", "-r", str(root), "-m", MODEL, "-d", "sample-test", "-g", ",".join(GENS),
             "-n", str(N), "--img-size", str(IMG), "--metrics", "explain"]
     assert main(args) == 0
     assert unit in capsys.readouterr().out

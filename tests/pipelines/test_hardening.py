@@ -66,7 +66,7 @@ def test_a_done_unit_with_unreadable_data_is_redone(tmp_path, capsys):
     from pipelines.cli import main
 
     assert main(["eval", "-m", MODEL, "-d", "sample-test", "-g", "rotate", "-n", "3", "--img-size", "32",
-                 "--batch-size", "4", "-o", cfg.output, "--dry-run"]) == 0
+                 "--batch-size", "4", "-r", cfg.output, "--dry-run"]) == 0
     row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(first["unit"]))
     assert row.split()[-3:] == ["todo", "data", "unreadable"]  # action, stored
     assert [f.kind for f in verify_root(cfg.output)[0]] == ["data unreadable"]
@@ -206,7 +206,7 @@ def test_two_writers_compute_a_unit_once_and_count_attempts(tmp_path, force):
 def test_two_lee_eval_on_one_root_compute_each_unit_once(ray_session, tmp_path):
     out = tmp_path / "res"
     models = ["test_resnet.r160_in1k", "test_vit.r160_in1k", "test_convnext.r160_in1k"]
-    argv = [sys.executable, "-m", "pipelines", "eval", "--address", ray_session, "-o", str(out),
+    argv = [sys.executable, "-m", "pipelines", "eval", "--address", ray_session, "-r", str(out),
             "-m", ",".join(models), "-d", "sample-test", "-n", "6", "--img-size", "32", "-g", "translate_x,rotate",
             "--batch-size", "6", "--actors", "1", "--no-progress"]
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]

@@ -97,7 +97,7 @@ def test_lee_eval_falls_back_loudly_offline_and_downloads_hub_weights_online(
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
         monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
         assert main(["eval", "-m", str(hub_catalog), "-d", "sample-test", "-n", "2", "-g", "translate_x",
-                     "--img-size", "32", "-o", str(root)]) == 0
+                     "--img-size", "32", "-r", str(root)]) == 0
         out, err = capsys.readouterr()
         assert hub.requests == []
         assert "warning: RANDOM-INIT" in err and MODEL in err and "HF_HUB_OFFLINE" in err, err
@@ -122,7 +122,7 @@ def test_lee_eval_falls_back_loudly_offline_and_downloads_hub_weights_online(
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         env["HF_HOME"] = str(tmp_path / "hf")
         args = [sys.executable, "-m", "pipelines", "eval", "-m", str(hub_catalog), "-d", "sample-test", "-n", "2",
-                "-g", "translate_x", "--img-size", "32", "-o", str(root)]
+                "-g", "translate_x", "--img-size", "32", "-r", str(root)]
         online = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert online.returncode == 0, online.stderr
         assert "RANDOM-INIT" not in online.stderr + online.stdout, online.stderr

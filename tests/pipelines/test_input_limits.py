@@ -17,7 +17,7 @@ MODEL = "test_resnet.r160_in1k"
 
 def test_an_img_size_beyond_memory_is_refused_with_the_numbers(tmp_path, capsys):
     code = main(["eval", "-m", MODEL, "-d", "sample-test", "-g", "rotate", "-n", "2", "--img-size", "100000",
-                 "-o", str(tmp_path / "r"), "--dry-run"])
+                 "-r", str(tmp_path / "r"), "--dry-run"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and not (tmp_path / "r").exists()
     have, where = available_memory()
@@ -54,7 +54,7 @@ def test_two_entries_with_one_name_are_an_error_naming_both(tmp_path, capsys):
     assert main(["catalog", "validate", path]) == 2
     err = capsys.readouterr().err
     assert f"model 'mine' is defined twice, by {path} models[0] and {path} models[1]" in err
-    assert main(["eval", "-m", path, "-d", "sample-test", "-o", str(tmp_path / "r"), "--dry-run"]) == 2
+    assert main(["eval", "-m", path, "-d", "sample-test", "-r", str(tmp_path / "r"), "--dry-run"]) == 2
     assert "defined twice" in capsys.readouterr().err
 
 
@@ -67,7 +67,7 @@ def test_a_user_entry_may_not_shadow_a_built_in_model(tmp_path, capsys):
     # the same name with other settings, selected next to the built-in one: both sources named, in either order
     other = _yaml(tmp_path, f"models:\n  - {{name: {MODEL}, img_size: 96}}\n")
     for models in ([other, MODEL], [MODEL, other]):
-        args = ["eval", "-d", "sample-test", "-o", str(tmp_path / "r"), "--dry-run"]
+        args = ["eval", "-d", "sample-test", "-r", str(tmp_path / "r"), "--dry-run"]
         for m in models:
             args += ["-m", m]
         assert main(args) == 2

@@ -51,7 +51,7 @@ def test_a_changed_data_file_is_redone(tmp_path, capsys):
         err = capsys.readouterr().err
         assert f"is done but its data file {path} no longer matches what was written" in err
         assert plan_reevaluation(cfg, dry_run=True)[1] == {unit: "data damaged"}
-        assert main([*EVAL, "-o", cfg.output]) == 0
+        assert main([*EVAL, "-r", cfg.output]) == 0
         line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(unit))
         assert line.split()[-3:] == ["todo", "data", "damaged"]
         assert [(f.kind, f.unit) for f in verify_root(cfg.output)[0]] == [("data changed", unit)]

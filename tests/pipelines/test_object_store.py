@@ -42,7 +42,7 @@ def _s3fs():
 
 
 def _eval_argv(address: str, out: str, models: str, datasets: str, n: int = N_IMAGES) -> list[str]:
-    return [sys.executable, "-m", "pipelines", "eval", "--address", address, "-o", out, "-m", models, "-d", datasets,
+    return [sys.executable, "-m", "pipelines", "eval", "--address", address, "-r", out, "-m", models, "-d", datasets,
             "-n", str(n), "--img-size", "32", "-g", GENS, "--batch-size", "4", "--actors", "1", "--no-progress"]
 
 
@@ -185,8 +185,8 @@ def test_query_sql_report_reevaluate_and_zoo_summary_agree(sweeps, capsys, tmp_p
     for where, r in (("local", local), ("s3", remote)):
         models, datasets = sweeps["inputs"][f"{where}_models"], sweeps["inputs"][f"{where}_datasets"]
         plan = _out(capsys, ["reevaluate", "-m", models, "-d", datasets, "-n", str(N_IMAGES), "--img-size", "32",
-                             "-g", GENS, "--dry-run", "-o", r])
-        summary = _out(capsys, ["zoo", "summary", "-m", models, "-o", r])
+                             "-g", GENS, "--dry-run", "-r", r])
+        summary = _out(capsys, ["zoo", "summary", "--catalog", models, "-r", r])
         texts[where] = [t.replace(r, "ROOT").replace(models, "MODELS").replace(datasets, "DATASETS")
                         for t in (plan, summary)]
     assert texts["s3"] == texts["local"]
@@ -225,7 +225,7 @@ def test_query_cannot_read_the_working_folders_tmp(sweeps, capsys, tmp_path, mon
 def test_a_missing_bucket_is_an_error_never_a_new_bucket(s3_endpoint, capsys):
     fs = _s3fs()
     for argv in (["eval", "-m", "test_resnet.r160_in1k", "-d", "sample-test", "-n", "2", "--img-size", "32",
-                  "-g", "rotate", "-o", "s3://lee-no-such-bucket/res"],
+                  "-g", "rotate", "-r", "s3://lee-no-such-bucket/res"],
                  ["query", "-r", "s3://lee-no-such-bucket/res", "SELECT 1"],
                  ["verify", "-r", "s3://lee-no-such-bucket/res"]):
         capsys.readouterr()

@@ -84,7 +84,7 @@ def test_dry_run_lists_the_unit_whose_file_checkpoint_was_overwritten(ray_sessio
     rows = {r["model"]: r for r in Store(str(out)).runs().to_pylist()}
     assert {m: r["status"] for m, r in rows.items()} == {"test_vit.r160_in1k": "done", "ckpt_resnet": "done"}
     assert rows["ckpt_resnet"]["weights"] == "file" and rows["ckpt_resnet"]["weights_sha256"] == sha256_file(str(ckpt))
-    argv = ["reevaluate", "--dry-run", "-o", str(out), "-m", str(models), "-d", "sample-test", "-g", "translate_x",
+    argv = ["reevaluate", "--dry-run", "-r", str(out), "-m", str(models), "-d", "sample-test", "-g", "translate_x",
             "-n", "4", "--img-size", "32"]
     assert main(argv) == 0
     assert "nothing new or changed" in capsys.readouterr().out

@@ -35,7 +35,7 @@ def test_the_example_run_yaml_sets_every_option_with_a_comment():
 
 def test_reevaluate_dry_run_loads_the_example(tmp_path, capsys):
     out = tmp_path / "res"
-    rc = main(["reevaluate", "--config", str(EXAMPLE), "--dry-run", *TINY, "-o", str(out)])
+    rc = main(["reevaluate", "--config", str(EXAMPLE), "--dry-run", *TINY, "-r", str(out)])
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     assert "new model" in cap.out and "test_resnet.r160_in1k" in cap.out

@@ -128,7 +128,7 @@ def test_reevaluate_dry_run_lists_exactly_the_missing_unit(done_sweep, tmp_path,
     shutil.copytree(cfg.output, root)
     missing = next(r for r in result.rows if r["model"] == TINY[1])
     shutil.rmtree(root / "runs" / f"unit={missing['unit']}")
-    args = ["reevaluate", "--dry-run", "-o", str(root), "-m", ",".join(TINY), "-d", "sample-test",
+    args = ["reevaluate", "--dry-run", "-r", str(root), "-m", ",".join(TINY), "-d", "sample-test",
             "-g", ",".join(GENS), "-n", str(N), "--img-size", str(IMG)]
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -180,7 +180,7 @@ def test_failing_model_is_recorded_and_others_complete(ray_session, tmp_path):
 def test_kill_and_resume_gives_each_unit_exactly_once(ray_session, tmp_path):
     out = tmp_path / "res"
     models = TINY + ["test_efficientnet.r160_in1k", "test_convnext2.r160_in1k", "test_vit2.r160_in1k"]
-    argv = [sys.executable, "-m", "pipelines", "eval", "--address", ray_session, "-o", str(out),
+    argv = [sys.executable, "-m", "pipelines", "eval", "--address", ray_session, "-r", str(out),
             "-m", ",".join(models), "-d", "sample-test", "-n", "12", "--img-size", str(IMG),
             "-g", "translate_x,rotate,scale,shear_x", "--batch-size", "4", "--actors", "2", "--no-progress"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)

@@ -29,10 +29,10 @@ def _error(capsys) -> str:
 
 
 def test_in_process_output_root_is_refused_unless_dry_run(capsys):
-    assert main([*BASE, "-o", "memory://lee-audit/res"]) == 2
+    assert main([*BASE, "-r", "memory://lee-audit/res"]) == 2
     err = _error(capsys)
     assert "'memory://lee-audit/res'" in err and "in-process" in err
-    assert main([*BASE, "-o", "memory://lee-audit/res", "--dry-run"]) == 0
+    assert main([*BASE, "-r", "memory://lee-audit/res", "--dry-run"]) == 0
 
 
 @pytest.mark.skipif(importlib.util.find_spec("s3fs") is not None, reason="s3fs is installed here")
@@ -76,20 +76,20 @@ def _closed_port() -> int:
 def test_unreachable_ray_address_fails_fast(tmp_path, capsys, scheme):
     address = f"{scheme}127.0.0.1:{_closed_port()}"
     t0 = time.perf_counter()
-    assert main([*BASE, "-o", str(tmp_path / "r"), "--address", address]) == 2
+    assert main([*BASE, "-r", str(tmp_path / "r"), "--address", address]) == 2
     assert time.perf_counter() - t0 < 30
     err = _error(capsys)
     assert f"'{address}'" in err and "unreachable" in err
 
 
 def test_error_messages_keep_their_quotes(tmp_path, capsys):
-    assert main(["eval", "-m", "nosuchmodel", "-o", str(tmp_path / "r"), "--dry-run"]) == 2
+    assert main(["eval", "-m", "nosuchmodel", "-r", str(tmp_path / "r"), "--dry-run"]) == 2
     assert "unknown model 'nosuchmodel'" in _error(capsys)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_gpus_without_gpus_or_cluster_is_refused(tmp_path, capsys):
-    assert main([*BASE, "-o", str(tmp_path / "r"), "--gpus", "1"]) == 2
+    assert main([*BASE, "-r", str(tmp_path / "r"), "--gpus", "1"]) == 2
     assert "--gpus 1" in _error(capsys)
 
 
@@ -109,7 +109,7 @@ def test_actor_plan_requests_gpus_from_zero_when_asked():
 def test_dry_run_shows_the_actor_request(tmp_path, capsys):
     models = "test_resnet.r160_in1k,test_vit.r160_in1k"
     args = ["eval", "-m", models, "-d", "sample-test", "--limit", "2", "-g", "rotate", "--dry-run",
-            "-o", str(tmp_path / "r")]
+            "-r", str(tmp_path / "r")]
     assert main([*args, "--gpus", "1"]) == 0
     out = capsys.readouterr().out
     assert "actors: 2 (one per model), each num_gpus=1 num_cpus=1" in out
@@ -172,7 +172,7 @@ def test_img_size_is_checked_before_any_work(tmp_path, capsys, size, needle):
     import ray
 
     argv = ["eval", "-m", "test_resnet.r160_in1k", "-d", "sample-test", "--limit", "2", "-g", "rotate",
-            "--img-size", size, "-o", str(tmp_path / "r")]
+            "--img-size", size, "-r", str(tmp_path / "r")]
     ray_before = ray.is_initialized()  # other test files of the session may have started it
     assert main(argv) == 2
     assert needle in _error(capsys)
@@ -189,7 +189,7 @@ def test_img_size_minimum_is_the_patch_size_of_a_vit(tmp_path, capsys):
     assert arch_min_img_size(catalog.get_model("test_vit.r160_in1k")) == 16  # patch 16
     assert arch_min_img_size(catalog.get_model("test_resnet.r160_in1k")) == 32  # total stride 32
     assert main(["eval", "-m", "test_vit.r160_in1k", "-d", "sample-test", "--limit", "2", "--img-size", "16",
-                 "-o", str(tmp_path / "r"), "--dry-run"]) == 0
+                 "-r", str(tmp_path / "r"), "--dry-run"]) == 0
     capsys.readouterr()
 
 
@@ -197,7 +197,7 @@ def test_dry_run_checks_the_output_root(tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("x")
     for root, needle in [(afile, "is not a directory"), (afile / "sub", "cannot be created")]:
-        assert main([*BASE, "-o", str(root), "--dry-run"]) == 2
+        assert main([*BASE, "-r", str(root), "--dry-run"]) == 2
         err = _error(capsys)
         assert f"output root {str(root)!r}" in err and needle in err
 

@@ -77,7 +77,7 @@ def test_new_changed_and_gone_checkpoints_and_the_history_of_weights(ray_session
     again = history.DigestCache(tmp_path / "digests.json")
     assert history.loaded_before(specs, done, again) == {"test_resnet@base"} and again.hashed == 0
     assert history.loaded_before([specs[0].replace(key_map={"by_order": True})], done, again) == set()
-    argv = ["reevaluate", "--dry-run", "-o", str(out), "-m", str(models), "-d", "sample-test", "-g", "translate_x",
+    argv = ["reevaluate", "--dry-run", "-r", str(out), "-m", str(models), "-d", "sample-test", "-g", "translate_x",
             "-n", "2", "--img-size", "32", "--batch-size", "2"]
     assert main(argv) == 0
     assert "nothing new or changed" in capsys.readouterr().out
