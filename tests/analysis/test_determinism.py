@@ -35,7 +35,33 @@ def _store(planted, tmp_path) -> str:
         fractions = rng.dirichlet(np.ones(len(LAYERS) + 1) * 20, size=10)
         write_unit(store, "layerwise", m["name"], "synth-test", "test",
                    layerwise_columns(LAYERS, fractions, np.exp(rng.normal(-8, 0.5, 10))), config=cfg)
+        write_unit(store, "explain", m["name"], "synth-test", "test", _explain_columns(rng, 10), config=cfg)
     return root
+
+
+def _explain_columns(rng: np.random.Generator, n_images: int, size: int = 16, grid: int = 4) -> dict[str, list]:
+    """explain-table columns: per image two layer rows (signed maps on grid x grid cells), the image row (its
+    cells and a 1-px border profile of a size x size input) and the remainder; the shares add up to 1."""
+    names = ("sample_id", "sample_index", "generator", "kind", "layer", "layer_class", "call_index", "layer_kind",
+             "grid_h", "grid_w", "total", "abs_total", "cells", "border_profile", "input_h", "input_w", "lee")
+    cols: dict[str, list] = {c: [] for c in names}
+    for i in range(n_images):
+        lee = float(np.exp(rng.normal(-8, 0.5)))
+        maps = [rng.normal(0.4, 0.3, grid * grid) / grid**2 for _ in LAYERS[:2]]
+        image = (maps[0] + maps[1]).tolist()
+        profile = rng.dirichlet(np.ones(size // 2)) * sum(image)
+        remainder = 1.0 - sum(image)
+        rows = [("layer", name, cls, j, kind, grid, m.tolist(), None)
+                for j, ((name, cls, kind), m) in enumerate(zip(LAYERS[:2], maps, strict=True))]
+        rows += [("image", "<image>", "", -1, "image", grid, image, profile.tolist()),
+                 ("remainder", "<remainder>", "", -1, "remainder", None, None, None)]
+        for kind, layer, cls, j, lkind, g, cells, prof in rows:
+            total = remainder if cells is None else float(np.sum(cells))
+            for c, v in zip(names, (f"img{i}", i, "rotate", kind, layer, cls, j, lkind, g, g, total,
+                                    abs(total) if cells is None else float(np.abs(cells).sum()), cells, prof,
+                                    size, size, lee), strict=True):
+                cols[c].append(v)
+    return cols
 
 
 def _tables(root: str, catalog: str, threads: int, options: dict[str, dict],

@@ -122,7 +122,7 @@ def test_a_glob_or_folder_that_matches_nothing_is_one_clear_line(tmp_path: Path,
         yaml_path = _catalog(tmp_path, f"{{checkpoints: '{pattern}', arch: test_resnet}}")
         for argv in (["catalog", "validate", str(yaml_path)],
                      ["eval", "--dry-run", "-m", str(yaml_path), "-d", "sample-test", "-n", "2", "--img-size", "32",
-                      "-o", str(tmp_path / "res")]):
+                      "-r", str(tmp_path / "res")]):
             assert main(argv) == 2
             captured = capsys.readouterr()
             lines = captured.err.strip().splitlines()

@@ -139,7 +139,7 @@ def test_submit_reevaluate_runs_as_a_job_and_is_resubmitted_when_its_supervisor_
     revs = {git_revision(str(REPO))}
     # the shipped example run.yaml (sent relative to the uploaded project), its costly keys overridden
     argv = [sys.executable, "-m", "pipelines", "submit", "--address", address, "--wait", "--", "reevaluate",
-            "--config", "examples/run.yaml", "-m", ",".join(MODELS), *SWEEP, "--weights", "random", "-o", str(out)]
+            "--config", "examples/run.yaml", "-m", ",".join(MODELS), *SWEEP, "--weights", "random", "-r", str(out)]
     proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # kill the job's supervisor (and so its driver) once a unit runs: Ray's memory monitor would do the same
@@ -171,7 +171,7 @@ def test_losing_the_worker_node_mid_sweep_finishes_on_the_head(cluster, tmp_path
     out = tmp_path / "res"
     models = [*MODELS, "test_efficientnet.r160_in1k"]
     argv = [sys.executable, "-m", "pipelines", "eval", "--address", gcs, "-m", ",".join(models), "-d", "sample-test",
-            "-n", "8", "--img-size", "32", "-g", "translate_x,rotate", "--weights", "random", "-o", str(out)]
+            "-n", "8", "--img-size", "32", "-g", "translate_x,rotate", "--weights", "random", "-r", str(out)]
     proc = subprocess.Popen(argv, env=_user_env(token, str(tmp_path)), cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:

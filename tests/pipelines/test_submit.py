@@ -117,11 +117,11 @@ def test_submit_validates_each_sweep_command_with_its_own_parser():
     # before the cluster is contacted (nothing listens on port 9).
     from pipelines.commands.submit_cmd import sweep_argv
 
-    cmd, argv, out = sweep_argv(["--", "reevaluate", "-m", "tiny", "-d", "sample-test", "--dry-run", "-o", "/tmp/x"])
-    assert (cmd, argv, out) == ("reevaluate", ["-m", "tiny", "-d", "sample-test", "--dry-run", "-o", "/tmp/x"], "/tmp/x")
-    assert sweep_argv(["-m", "test_resnet.r160_in1k", "-o", "/tmp/x"])[0] == "eval"  # today's form: eval
-    assert sweep_argv(["eval", "-m", "test_resnet.r160_in1k", "-o", "/tmp/x"])[:2] == (
-        "eval", ["-m", "test_resnet.r160_in1k", "-o", "/tmp/x"])
+    cmd, argv, out = sweep_argv(["--", "reevaluate", "-m", "tiny", "-d", "sample-test", "--dry-run", "-r", "/tmp/x"])
+    assert (cmd, argv, out) == ("reevaluate", ["-m", "tiny", "-d", "sample-test", "--dry-run", "-r", "/tmp/x"], "/tmp/x")
+    assert sweep_argv(["-m", "test_resnet.r160_in1k", "-r", "/tmp/x"])[0] == "eval"  # today's form: eval
+    assert sweep_argv(["eval", "-m", "test_resnet.r160_in1k", "-r", "/tmp/x"])[:2] == (
+        "eval", ["-m", "test_resnet.r160_in1k", "-r", "/tmp/x"])
     with pytest.raises(UsageError, match=r"bad lee reevaluate flags \(unrecognized arguments: --bogus-flag\)"):
         sweep_argv(["reevaluate", "--bogus-flag"])
     with pytest.raises(UsageError, match="unknown dataset 'nosuchds'"):
@@ -135,11 +135,11 @@ def test_a_config_inside_the_project_is_sent_relative_to_it(tmp_path):
     from pipelines.commands.submit_cmd import sweep_argv
 
     cfg = REPO / "examples" / "run.yaml"
-    cmd, argv, _ = sweep_argv(["reevaluate", "--config", str(cfg), "-o", "/tmp/x"], str(REPO))
+    cmd, argv, _ = sweep_argv(["reevaluate", "--config", str(cfg), "-r", "/tmp/x"], str(REPO))
     assert argv[-2:] == ["--config", "examples/run.yaml"]  # the job runs from the uploaded copy
     outside = tmp_path / "run.yaml"
     outside.write_text("images: 2\n")
-    _, argv, _ = sweep_argv(["reevaluate", "--config", str(outside), "-o", "/tmp/x"], str(REPO))
+    _, argv, _ = sweep_argv(["reevaluate", "--config", str(outside), "-r", "/tmp/x"], str(REPO))
     assert str(outside) in argv
 
 
