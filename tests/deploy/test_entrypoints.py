@@ -21,8 +21,6 @@ import os
 import secrets
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,42 +31,13 @@ import yaml
 
 from pipelines.store import Store
 from tests.deploy.test_manifests import manifests
+from tests.pipelines.loopback import free_port, node_ports, stop_group
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.cluster]
 
 SMALL = ["--limit", "2", "--img-size", "32", "-g", "translate_x"]
 MODEL = "test_resnet.r160_in1k"
 NEW_MODEL = "test_vit.r160_in1k"
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _node_ports() -> list[str]:
-    """Ports of one node's own processes (two nodes on one machine must not share any)."""
-    return [f"--node-manager-port={_free_port()}", f"--object-manager-port={_free_port()}",
-            f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
-            f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}"]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """End a node: its process group (raylet, GCS, workers), never `ray stop` (every Ray on the machine)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=10)
-            break
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group
-    except ProcessLookupError:
-        pass
-
 
 def _lee(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pipelines", *args], env=env, capture_output=True, text=True,
@@ -100,13 +69,13 @@ def gpu_cluster():
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
     temps = [tempfile.mkdtemp(prefix="rd", dir="/tmp") for _ in range(2)]
-    port, dash = _free_port(), _free_port()
+    port, dash = free_port(), free_port()
     common = ["--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--object-store-memory=150000000",
               "--disable-usage-stats"]
     procs = [subprocess.Popen(
         ["ray", "start", "--head", *common, f"--port={port}", "--include-dashboard=true",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--ray-client-server-port={_free_port()}",
-         f"--temp-dir={temps[0]}", "--resources={\"head\": 1}", *_node_ports()],
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--ray-client-server-port={free_port()}",
+         f"--temp-dir={temps[0]}", "--resources={\"head\": 1}", *node_ports()],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
     gcs, address = f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}"
     try:
@@ -128,7 +97,7 @@ def gpu_cluster():
             with open(log, "w") as out:
                 procs.append(subprocess.Popen(
                     ["ray", "start", f"--address={gcs}", *common, "--num-gpus=1", f"--temp-dir={temps[1]}",
-                     *_node_ports()], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+                     *node_ports()], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
             while time.time() < deadline and len(nodes) < 2 and procs[-1].poll() is None:
                 r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
                 lines = [line for line in r.stdout.splitlines() if line.startswith("NODES ")]
@@ -137,7 +106,7 @@ def gpu_cluster():
                     time.sleep(1)
             if len(nodes) == 2 or attempt == 2:
                 break
-            _stop(procs.pop())
+            stop_group(procs.pop())
         if len(nodes) < 2:
             with open(log) as f:
                 pytest.fail(f"the worker node did not join: {f.read()[-3000:]}")
@@ -145,7 +114,7 @@ def gpu_cluster():
         yield address, token, nodes
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop_group(proc)
         for t in temps:
             shutil.rmtree(t, ignore_errors=True)
 

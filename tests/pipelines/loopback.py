@@ -30,7 +30,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _node_ports() -> list[str]:
+def node_ports() -> list[str]:
     """Ports of one node's own processes (two nodes on one machine must not share any)."""
     return [f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
             f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
@@ -127,7 +127,7 @@ class LoopbackCluster:
         temp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Unix socket paths
         self.temps.append(temp)
         return ["--block", "--node-ip-address=127.0.0.1", f"--num-cpus={self.num_cpus}",
-                "--object-store-memory=150000000", "--disable-usage-stats", f"--temp-dir={temp}", *_node_ports()]
+                "--object-store-memory=150000000", "--disable-usage-stats", f"--temp-dir={temp}", *node_ports()]
 
     def start(self, timeout: float = 120) -> LoopbackCluster:
         self.head = subprocess.Popen(
