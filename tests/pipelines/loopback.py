@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipelines.store import Store
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -52,6 +54,19 @@ def user_env(token: str | None, home: str) -> dict[str, str]:
     if token is not None:
         env["RAY_AUTH_TOKEN"] = token
     return env
+
+
+def running_row(out: Path, *, node: str | None = None, not_pid: int | None = None) -> dict | None:
+    """The ``Interrupted`` placeholder ``runs`` row of a unit running now under the local root ``out`` (on
+    ``node``; not written by process ``not_pid``), if any."""
+    if not (out / "runs").exists():
+        return None
+    try:
+        rows = Store(str(out)).runs().to_pylist()
+    except Exception:  # noqa: BLE001 - a row file being renamed into place
+        return None
+    return next((r for r in rows if r["error_type"] == "Interrupted" and (node is None or r["node_id"] == node)
+                 and (not_pid is None or r["pid"] != not_pid)), None)
 
 
 def descendants(pid: int) -> list[int]:

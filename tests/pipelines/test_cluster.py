@@ -18,7 +18,7 @@ import warnings
 import pytest
 
 from pipelines.store import Store
-from tests.pipelines.loopback import REPO, lee, user_env
+from tests.pipelines.loopback import REPO, lee, running_row, user_env
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.cluster]
 
@@ -118,18 +118,6 @@ def _wait_for(predicate, timeout: float, what: str, poll: float = 0.1):
     pytest.fail(f"timed out waiting for {what}")
 
 
-def _running_row(out, node: str | None = None) -> dict | None:
-    """The ``Interrupted`` placeholder row of a unit running now (on ``node``), if any."""
-    if not (out / "runs").exists():
-        return None
-    try:
-        rows = Store(str(out)).runs().to_pylist()
-    except Exception:  # noqa: BLE001 - a row file being renamed into place
-        return None
-    return next((r for r in rows if r["error_type"] == "Interrupted" and (node is None or r["node_id"] == node)),
-                None)
-
-
 def test_submit_reevaluate_runs_as_a_job_and_is_resubmitted_when_its_supervisor_is_killed(cluster, tmp_path):
     _, address, token, nodes = cluster
     from pipelines.commands.submit_cmd import git_revision
@@ -143,7 +131,7 @@ def test_submit_reevaluate_runs_as_a_job_and_is_resubmitted_when_its_supervisor_
     proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # kill the job's supervisor (and so its driver) once a unit runs: Ray's memory monitor would do the same
-        _wait_for(lambda: _running_row(out) or proc.poll() is not None, 180, "a unit of the job to start")
+        _wait_for(lambda: running_row(out) or proc.poll() is not None, 180, "a unit of the job to start")
         sup = cluster.processes("JobSupervisor")
         assert proc.poll() is None and len(sup) == 1, "the job ended before its supervisor could be killed"
         os.kill(sup[0], 9)
@@ -175,7 +163,7 @@ def test_losing_the_worker_node_mid_sweep_finishes_on_the_head(cluster, tmp_path
     proc = subprocess.Popen(argv, env=_user_env(token, str(tmp_path)), cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        row = _wait_for(lambda: _running_row(out, worker) or proc.poll(), 180, "a unit to start on the worker node")
+        row = _wait_for(lambda: running_row(out, node=worker) or proc.poll(), 180, "a unit to start on the worker node")
         assert isinstance(row, dict), "the sweep ended before a unit ran on the worker node"
         cluster.kill_worker()  # every process of the node at once, as a preempted spot instance
         stdout, stderr = proc.communicate(timeout=300)

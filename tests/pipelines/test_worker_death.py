@@ -16,6 +16,7 @@ from pipelines.config import SweepConfig
 from pipelines.progress import Progress
 from pipelines.store import Store
 from pipelines.sweep import MAX_UNIT_RETRIES, death_pid, death_reason, execute, plan
+from tests.pipelines.loopback import running_row
 
 MODELS = ["test_resnet.r160_in1k", "test_vit.r160_in1k"]
 
@@ -34,16 +35,6 @@ def test_rays_memory_monitor_message_becomes_a_few_words():
     assert death_pid(oom) == 91085
 
 
-def _running_row(out) -> dict | None:
-    if not (out / "runs").exists():
-        return None
-    try:
-        rows = Store(str(out)).runs().to_pylist()
-    except Exception:  # noqa: BLE001 - a row file being renamed into place
-        return None
-    return next((r for r in rows if r["error_type"] == "Interrupted" and r["pid"] != os.getpid()), None)
-
-
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_unit_whose_worker_is_killed_mid_run_is_retried_and_counted_with_one_line(ray_session, tmp_path):
@@ -58,7 +49,7 @@ def test_a_unit_whose_worker_is_killed_mid_run_is_retried_and_counted_with_one_l
     def kill_the_first_unit_that_runs():
         deadline = time.time() + 180
         while time.time() < deadline:
-            row = _running_row(out)
+            row = running_row(out, not_pid=os.getpid())
             if row:
                 os.kill(row["pid"], signal.SIGKILL)  # as the kernel's OOM killer would
                 killed.append(row)
