@@ -11,18 +11,22 @@ authentication). ``lee`` calls it before it imports Ray.
 turns what goes wrong (nothing listens, the token is missing or wrong) into a
 :class:`~pipelines.cli.UsageError` naming the fix, instead of ``ray.init``'s 20 s of retries and a
 traceback. :func:`job_client` does the same for the job server (``lee submit``, ``status``, ``logs``).
+:func:`init_ray` joins a cluster (after :func:`probe_address`) or starts an embedded local Ray.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 from pipelines.errors import UsageError
 
-__all__ = ["auth_fix", "auth_token", "check_gcs", "describe_error", "job_client", "memory_kill", "prepare_auth"]
+__all__ = ["auth_fix", "auth_token", "check_gcs", "describe_error", "init_ray", "job_client", "memory_kill",
+           "prepare_auth", "probe_address"]
 
 _GET_CLUSTER_ID = "/ray.rpc.NodeInfoGcsService/GetClusterId"  # the GCS's first call from any client
 
@@ -139,3 +143,63 @@ def memory_kill(text: str) -> str | None:
         return ""
     return (f" (node memory {m.group(1)} / {m.group(2)} = {float(m.group(3)):.2f}, above its threshold "
             f"{float(m.group(4)):.2f})")
+
+
+def probe_address(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a Ray address nothing listens on, or whose GCS refuses this side's token
+    (``ray.init`` would retry for 20 s or minutes, then raise a traceback).
+
+    ``host:port`` (the GCS) is asked for its cluster id with the token (:func:`pipelines.cluster.check_gcs`);
+    ``ray://host:port`` (Ray Client) is probed with a TCP connect; ``auto``, ``local`` and other forms are
+    left to Ray.
+    """
+    client = address.startswith("ray://")
+    target = address.removeprefix("ray://")
+    if "://" in target or address in ("auto", "local"):
+        return
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        raise UsageError(f"Ray address {address!r} is not host:port or ray://host:port")
+    host = host.strip("[]") or "127.0.0.1"
+    if not client:
+        check_gcs(f"{host}:{port}", timeout=timeout)
+        return
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"Ray address {address!r} is unreachable ({type(exc).__name__}: {exc or 'timed out'} within {timeout:g}s); "
+            "is the cluster up?"
+        ) from None
+
+
+def init_ray(address: str | None) -> None:
+    """Join the cluster at ``address`` (or ``RAY_ADDRESS``), else start an embedded local Ray.
+
+    The address is probed first (:func:`probe_address`: unreachable, token missing or refused). The
+    token mode is set before Ray is imported (:func:`pipelines.cluster.prepare_auth`); an embedded Ray
+    is started with ``RAY_AUTH_MODE=token`` stated (Ray's default for new local clusters, without its
+    notice) unless the mode is set.
+    """
+    prepare_auth()
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        probe_address(address)
+    elif "ray" not in sys.modules:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:  # embedded local Ray
+            ray.init(include_dashboard=False, **kwargs)
+    except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
+        cause = f"{exc} {exc.__cause__ or ''}"
+        fix = auth_fix() if "auth" in cause.lower() else "is the cluster up, and is this its GCS address (HEAD:6379)?"
+        raise UsageError(f"cannot join the Ray cluster at {address!r}: {fix}") from None
+

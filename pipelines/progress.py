@@ -8,7 +8,7 @@ terminal: plain log lines, one per finished or failed unit, and at most every ``
 The throughput is measured over the units themselves: images of the finished units divided by the
 time since the first of them started (its ``started_at``), so Ray's start-up, the dataset's decoding
 and the actors' imports do not count. The ETA comes from each unit's relative cost (family and model
-size: ``pipelines.sweep.unit_cost``, given by :meth:`Progress.set_costs`): the seconds per unit of cost
+size: ``pipelines.execute.unit_cost``, given by :meth:`Progress.set_costs`): the seconds per unit of cost
 of the finished units of each family (their own ``wall_s``; other families' when a family has none
 finished yet) times the cost of the units left, over the actors working, counted down between two
 finished units. Without costs it is the remaining images at the measured rate.

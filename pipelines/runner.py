@@ -1,6 +1,6 @@
 """The model actor: load a model once, run work units on batches with liecore, write the unit.
 
-:class:`UnitRunner` is a plain class (usable in-process); :mod:`pipelines.sweep` wraps it in a
+:class:`UnitRunner` is a plain class (usable in-process); :mod:`pipelines.execute` wraps it in a
 Ray actor with ``num_gpus`` on GPU clusters (``num_cpus`` otherwise) and restarts it if it
 dies. Every exception inside a unit becomes a ``failed`` ``runs`` row; CUDA/CPU out-of-memory
 first halves the batch, down to one image (no number changes: randomness is per image, see

@@ -203,7 +203,9 @@ PIPELINES_LAYERS = (
     # has no cycle, and every module is listed (an exact name wins over a pattern).
     ("entry", ("pipelines.cli", "pipelines.__main__")),
     ("commands", ("pipelines.commands", "pipelines.commands.*")),
-    ("sweep/report", ("pipelines.sweep", "pipelines.analysis.report", "pipelines.zoo.train")),
+    ("summary/report", ("pipelines.summary", "pipelines.analysis.report", "pipelines.zoo.train")),
+    ("execute", ("pipelines.execute",)),
+    ("plan", ("pipelines.plan",)),
     ("runner/analysis", ("pipelines.runner", "pipelines.cluster", "pipelines.checks", "pipelines.progress",
                          "pipelines.analysis", "pipelines.analysis.*", "pipelines.zoo.summary")),
     ("store/schema/units", ("pipelines", "pipelines.store", "pipelines.integrity", "pipelines.history", "pipelines.objectstore", "pipelines.schema", "pipelines.units",
@@ -296,7 +298,7 @@ def _layer_problems(root: pathlib.Path) -> list[str]:
 
 
 def test_pipelines_modules_import_only_their_layer_and_below():
-    """``commands`` -> ``sweep``/``report`` -> ``runner``/``analysis`` -> ``store``/``schema``/``units``: no
+    """``commands`` -> ``summary``/``report`` -> ``execute`` -> ``plan`` -> ``runner``/``analysis`` -> ``store``/``units``: no
     import goes up a layer, none forms a cycle, and outside the command line none hides inside a function."""
     import pipelines
 
@@ -314,14 +316,14 @@ def test_the_layer_rule_catches_an_upward_import_a_cycle_and_a_lazy_import(tmp_p
     shutil.copytree(pathlib.Path(pipelines.__file__).parent, root, ignore=shutil.ignore_patterns("__pycache__"))
     assert _layer_problems(root) == []
     with (root / "store.py").open("a") as f:
-        f.write("\nfrom pipelines.sweep import plan  # planted: up\n")
+        f.write("\nfrom pipelines.plan import plan  # planted: up\n")
     with (root / "schema.py").open("a") as f:
         f.write("\nfrom pipelines import store  # planted: a cycle with store -> schema\n")
     with (root / "runner.py").open("a") as f:
         f.write("\n\ndef planted():\n    from pipelines import store\n\n    return store\n")
     (root / "newmodule.py").write_text("from pipelines import errors\n")
     problems = "\n".join(_layer_problems(root))
-    assert "pipelines.store:" in problems and "imports pipelines.sweep: up from store/schema/units" in problems
+    assert "pipelines.store:" in problems and "imports pipelines.plan: up from store/schema/units" in problems
     assert "import cycle: " in problems and "pipelines.schema" in problems
     assert "pipelines.runner:" in problems and "inside a function" in problems
     assert "pipelines.newmodule is in no layer" in problems

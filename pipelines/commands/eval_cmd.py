@@ -139,7 +139,9 @@ def register(subparsers) -> None:
 
 
 def print_units(plan, out=None) -> None:
-    from pipelines.sweep import damage_reason, describe_actors, print_dataset_errors
+    from pipelines.execute import describe_actors
+    from pipelines.plan import damage_reason
+    from pipelines.summary import print_dataset_errors
 
     out = out or sys.stdout
     todo = {u.key for u in plan.todo}
@@ -165,7 +167,7 @@ def print_units(plan, out=None) -> None:
 
 def warn_fallbacks(plan) -> None:
     """On stderr, before any work: the models ``--weights auto`` runs on random init, and why."""
-    from pipelines.sweep import fallback_warning
+    from pipelines.plan import fallback_warning
 
     warning = fallback_warning(plan)
     if warning:
@@ -173,20 +175,23 @@ def warn_fallbacks(plan) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines import sweep
+    from pipelines.execute import execute
+    from pipelines.plan import plan
+    from pipelines.progress import Progress
+    from pipelines.summary import print_summary
 
     cfg = config_from_args(args)
     if args.dry_run:
-        p = sweep.plan(cfg, check_writable=False, dry_run=True)
+        p = plan(cfg, check_writable=False, dry_run=True)
         print_units(p)
         warn_fallbacks(p)
         return 0
-    p = sweep.plan(cfg)
+    p = plan(cfg)
     warn_fallbacks(p)
     total_images = sum(u.dataset.n_images for u in p.todo)
-    prog = sweep.Progress(len(p.todo), total_images, enabled=args.progress)
-    result = sweep.execute(p, progress=prog)
-    sweep.print_summary(result, stat=args.stat or "lee")
+    prog = Progress(len(p.todo), total_images, enabled=args.progress)
+    result = execute(p, progress=prog)
+    print_summary(result, stat=args.stat or "lee")
     rc = 1 if result.failed else 0
     if args.report:
         files = [m for m in cfg.models or [] if m.endswith((".yaml", ".yml", ".json"))]

@@ -177,13 +177,14 @@ def plan_reevaluation(cfg, *, dry_run: bool = False, fresh: FreshCatalog | None 
     Datasets are read and decoded once: on the driver for ``dry_run``, on Ray Data otherwise (the
     plan is then executed as it is).
     """
-    from pipelines import history, sweep
+    from pipelines import history
+    from pipelines.plan import damage_reason, plan, validate
 
     specs = None
     if fresh is not None:
-        sweep.validate(cfg)  # flag errors before resolving models
+        validate(cfg)  # flag errors before resolving models
         specs = resolve_fresh(cfg.models, fresh)
-    p = sweep.plan(cfg, check_writable=not dry_run, dry_run=dry_run, specs=specs)
+    p = plan(cfg, check_writable=not dry_run, dry_run=dry_run, specs=specs)
     runs = p.store.runs().to_pylist() if p.status else []
     by_model: dict = {}
     for r in runs:
@@ -195,7 +196,7 @@ def plan_reevaluation(cfg, *, dry_run: bool = False, fresh: FreshCatalog | None 
     cache = history.DigestCache()
     for u in p.units:
         if u.key in p.damaged:
-            reasons[u.key] = sweep.damage_reason(p.damaged[u.key])
+            reasons[u.key] = damage_reason(p.damaged[u.key])
         elif p.status.get(u.key) != "done":
             # 'auto' is resolved in the key (hub or random): weights that became available give a new key
             reasons[u.key] = _reason(u, p.status, by_model)
@@ -330,9 +331,13 @@ def _flags_without_cron(argv: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines import sweep
+    from pipelines.execute import execute
+    from pipelines.plan import validate
+    from pipelines.progress import Progress
+    from pipelines.summary import print_summary
+
     cfg = config_from_args(args)
-    sweep.validate(cfg)  # bad flags fail before the catalog is regenerated
+    validate(cfg)  # bad flags fail before the catalog is regenerated
     if args.print_cron:
         if len(args.at.split()) != 5:
             raise UsageError(f"--at {args.at!r}: expected a cron schedule of five fields, e.g. '0 2 * * *'")
@@ -356,9 +361,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(p.todo)} of {len(p.units)} units to evaluate (output {p.store.uri})", file=sys.stderr)
     if args.dry_run or not p.todo:
         return 0
-    prog = sweep.Progress(len(p.todo), sum(u.dataset.n_images for u in p.todo), enabled=args.progress)
-    result = sweep.execute(p, progress=prog)
-    sweep.print_summary(result)
+    prog = Progress(len(p.todo), sum(u.dataset.n_images for u in p.todo), enabled=args.progress)
+    result = execute(p, progress=prog)
+    print_summary(result)
     print_gone(p.gone)
     return 1 if result.failed else 0
 

@@ -163,7 +163,7 @@ def sweep_argv(rest: list[str], working_dir: str | None = None) -> tuple[str, li
     """
     import importlib
 
-    from pipelines.sweep import resolve_models, validate
+    from pipelines.plan import resolve_models, validate
 
     rest = [a for a in rest if a != "--"] if rest[:1] == ["--"] else list(rest)
     command = rest[0] if rest[:1] and rest[0] in SWEEP_COMMANDS else "eval"

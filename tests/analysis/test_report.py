@@ -50,7 +50,8 @@ def ray_local():
 @pytest.fixture(scope="module")
 def sweep_root(ray_local, tmp_path_factory) -> Path:
     from pipelines.config import SweepConfig
-    from pipelines.sweep import execute, plan
+    from pipelines.execute import execute
+    from pipelines.plan import plan
 
     # characters that must be escaped in HTML, in the results root's path
     root = tmp_path_factory.mktemp("report") / "results <&> x"

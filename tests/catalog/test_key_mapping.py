@@ -177,11 +177,11 @@ def test_foreign_named_checkpoint_runs_with_one_flag(tmp_path: Path, capsys) -> 
 
 
 def test_sample_limit_draws_every_photo_in_turn() -> None:
-    from pipelines import sweep
     from pipelines.config import SweepConfig
+    from pipelines.plan import load_images
 
     cfg = SweepConfig(models=[TINY], datasets=["sample-test", "sample-ood"], limit=7, output="/tmp/unused")
-    sets = sweep.load_images(cfg, dry_run=True)
+    sets = load_images(cfg, dry_run=True)
     labels = {name: [label for s in d.shards for label in s["labels"]] for name, d in sets.items()}
     assert all(d.info.n_images == 7 for d in sets.values())
     assert sorted(labels["sample-test"]) == sorted(

@@ -20,9 +20,9 @@ import pytest
 from pipelines.commands.reevaluate_cmd import plan_reevaluation
 from pipelines.commands.verify_cmd import verify_root
 from pipelines.config import SweepConfig
+from pipelines.plan import plan
 from pipelines.runner import UnitRunner
 from pipelines.store import Store
-from pipelines.sweep import plan
 from tests.catalog.test_datasets import _write_folder
 
 pytestmark = pytest.mark.slow
@@ -137,7 +137,7 @@ _SLOW_WRITER = textwrap.dedent(
     import json, sys, time
     from pipelines import families, runner
     from pipelines.config import SweepConfig
-    from pipelines.sweep import plan
+    from pipelines.plan import plan
 
     cfg = SweepConfig(**json.loads(sys.argv[1]))
     impl = families.FAMILY_IMPLS["lee"]

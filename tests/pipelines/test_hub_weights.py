@@ -62,7 +62,7 @@ def _put_in_hf_cache(cache: Path, checkpoint: Path) -> None:
 
 def test_auto_resolves_in_the_unit_key(hub_catalog, served_checkpoint, tmp_path, monkeypatch) -> None:
     """Offline and not cached: random (same key as --weights random); cached: hub, another key."""
-    from pipelines.sweep import fallback_warning, plan
+    from pipelines.plan import fallback_warning, plan
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))  # the session is offline (tests/conftest.py)
     offline = plan(_config(hub_catalog, tmp_path / "res"), check_writable=False, dry_run=True)

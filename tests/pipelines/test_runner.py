@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from pipelines.config import SweepConfig
+from pipelines.plan import plan
 from pipelines.runner import UnitRunner
 from pipelines.store import Store
-from pipelines.sweep import plan
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,7 @@ _KILLED_RERUN = textwrap.dedent(
     import json, os, sys
     from pipelines import families, runner, store
     from pipelines.config import SweepConfig
-    from pipelines.sweep import plan
+    from pipelines.plan import plan
 
     cfg = SweepConfig(**json.loads(sys.argv[1]))
     where = sys.argv[2]

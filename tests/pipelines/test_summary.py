@@ -3,7 +3,7 @@
 import math
 
 from pipelines.progress import format_table
-from pipelines.sweep import pivot_summary
+from pipelines.summary import pivot_summary
 
 
 def _row(model, dataset, generator, lee, se, n=4, weights="random"):

@@ -19,8 +19,9 @@ import torch
 
 from pipelines import schema
 from pipelines.cli import main
+from pipelines.execute import execute
+from pipelines.plan import plan
 from pipelines.store import Store
-from pipelines.sweep import execute, plan
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -15,8 +15,8 @@ import torch
 
 from pipelines.cli import main
 from pipelines.config import SweepConfig
+from pipelines.execute import actor_plan
 from pipelines.progress import Progress
-from pipelines.sweep import actor_plan
 
 BASE = ["eval", "-m", "test_resnet.r160_in1k", "-d", "sample-test", "--limit", "2", "-g", "rotate", "--img-size", "32"]
 
@@ -203,7 +203,8 @@ def test_dry_run_checks_the_output_root(tmp_path, capsys):
 
 
 def test_costlier_models_are_scheduled_first(tmp_path):
-    from pipelines.sweep import plan, unit_cost
+    from pipelines.execute import unit_cost
+    from pipelines.plan import plan
 
     cfg = SweepConfig(models=["test_resnet.r160_in1k", "resnet50.a1_in1k"], datasets=["sample-test"], images=2,
                       generators=["rotate"], output=str(tmp_path / "r"), weights="random")

@@ -52,8 +52,9 @@ def test_new_changed_and_gone_checkpoints_and_the_history_of_weights(ray_session
                                                                       monkeypatch) -> None:
     from pipelines.analysis.views import connect
     from pipelines.config import SweepConfig
+    from pipelines.execute import execute
+    from pipelines.plan import plan
     from pipelines.store import Store
-    from pipelines.sweep import execute, plan
 
     monkeypatch.setenv("LEE_CACHE_DIR", str(tmp_path / "cache"))  # the digest cache
     monkeypatch.setattr(reevaluate_cmd, "regenerate_catalog", lambda cache=None: _packaged_fresh(tmp_path))

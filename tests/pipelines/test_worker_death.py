@@ -13,9 +13,10 @@ import duckdb
 import pytest
 
 from pipelines.config import SweepConfig
+from pipelines.execute import MAX_UNIT_RETRIES, death_pid, death_reason, execute
+from pipelines.plan import plan
 from pipelines.progress import Progress
 from pipelines.store import Store
-from pipelines.sweep import MAX_UNIT_RETRIES, death_pid, death_reason, execute, plan
 from tests.pipelines.loopback import running_row
 
 MODELS = ["test_resnet.r160_in1k", "test_vit.r160_in1k"]

@@ -1,0 +1,409 @@
+"""Planning a sweep: validate everything, resolve the models and their weights, load the datasets,
+build the work units and find which are done (or damaged) before any work.
+
+Flow: validate everything (models, generators, families, datasets, output root) before any
+work; read and decode each dataset once with Ray Data (:mod:`pipelines.data`: the blocks stay
+in the object store, their refs from the public ``Dataset.to_arrow_refs``). Dry runs decode on the
+driver instead and need no Ray. The plan is run by :func:`pipelines.execute.execute` and summarised by
+:mod:`pipelines.summary`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import os
+import sys
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+import catalog
+import liecore
+from liecore.metrics import METRICS
+from pipelines import data, history, integrity
+from pipelines.checks import check_img_size, check_root_usable
+from pipelines.cluster import init_ray
+from pipelines.config import FAMILIES, WEIGHT_POLICIES, SweepConfig
+from pipelines.data import LoadedDataset
+from pipelines.errors import UsageError
+from pipelines.store import Store, StoreError
+from pipelines.units import WorkUnit, effective_weights, family_config, make_unit
+
+__all__ = ["Plan", "fallback_warning", "plan", "resolve_weights"]
+
+
+@dataclass
+class Plan:
+    config: SweepConfig
+    store: Store
+    units: list[WorkUnit]
+    todo: list[WorkUnit]
+    status: dict[str, str]
+    datasets: dict[str, LoadedDataset] = field(repr=False)
+    attempts: dict[str, int] = field(default_factory=dict)
+    """unit key -> ``attempt`` of its stored ``runs`` row (absent: never started)."""
+    hub: Any = None
+    """``catalog.HubStatus`` of this sweep's one check of the hub (None: not needed, every hub model cached)."""
+    fallbacks: dict[str, str] = field(default_factory=dict)
+    """model name -> why ``--weights auto`` runs it on random init (hub offline or unreachable, not cached)."""
+    damaged: dict[str, str] = field(default_factory=dict)
+    """unit key -> why its data file cannot be trusted (missing, unreadable, or changed since it was written),
+    for units whose ``runs`` row says done: they are redone (reason: :func:`damage_reason`)."""
+    gone: list = field(default_factory=list)
+    """``lee reevaluate``: checkpoints a watched folder or glob no longer lists, whose results are kept."""
+
+    @property
+    def skipped(self) -> list[WorkUnit]:
+        todo = {u.key for u in self.todo}
+        return [u for u in self.units if u.key not in todo]
+
+
+def _message(exc: BaseException) -> str:
+    """The text of an exception (a KeyError's own message, without the quotes ``str`` adds)."""
+    if isinstance(exc, KeyError) and len(exc.args) == 1:
+        return str(exc.args[0])
+    return str(exc)
+
+
+def _usage(exc: Exception) -> UsageError:
+    return UsageError(_message(exc))
+
+
+_CREDENTIAL_ERRORS = ("NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError", "RefreshError")
+
+
+def _fs_problem(uri: str, exc: BaseException) -> str | None:
+    """What is missing to open ``uri`` when ``exc`` says a filesystem package or credentials are missing."""
+    text = _message(exc)
+    protocol = uri.split("://", 1)[0] if "://" in uri else "file"
+    if isinstance(exc, ImportError):
+        return (f"the {protocol}:// filesystem needs a package that is not installed ({text}); "
+                "pip install 'lee-eval[cloud]' (s3fs, gcsfs) or the fsspec package for it")
+    name = type(exc).__name__
+    if name in _CREDENTIAL_ERRORS or "credential" in text.lower():
+        return f"no usable credentials for {protocol}:// ({name}: {text})"
+    return None
+
+
+@contextlib.contextmanager
+def _dataset_errors(name: str, uri: str) -> Iterator[None]:
+    """Turn what listing or reading a dataset raises into a usage error naming it (a missing
+    filesystem package, credentials, a bad path); any other exception passes through."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - filesystems raise anything (missing package, credentials)
+        problem = _fs_problem(uri, exc)
+        if problem is None and not isinstance(exc, ValueError | OSError):
+            raise
+        raise UsageError(f"dataset {name!r} ({uri}) cannot be loaded: {problem or _message(exc)}") from None
+
+
+def checkpoint_spec(cfg: SweepConfig):
+    """The model of ``--checkpoint PATH --arch NAME`` (with its key mapping flags), as a catalog spec."""
+    if not cfg.arch:
+        raise UsageError("--checkpoint needs --arch: the timm architecture the checkpoint belongs to")
+    stem = os.path.basename(cfg.checkpoint.rstrip("/")).split(".")[0] or "checkpoint"
+    rename = []
+    for rule in cfg.rename_keys or []:
+        pattern, sep, repl = rule.partition("=")
+        if not sep or not pattern:
+            raise UsageError(f"--rename-keys {rule!r}: expected REGEX=REPLACEMENT")
+        rename.append([pattern, repl])
+    key_map = {"rename": rename, "by_order": bool(cfg.map_keys_by_order)} if rename or cfg.map_keys_by_order else None
+    entry = {"name": cfg.model_name or f"{cfg.arch}@{stem}", "arch": cfg.arch, "source": "file",
+             "checkpoint": cfg.checkpoint, "key_map": key_map}
+    try:
+        return catalog.spec_from_entry(entry, where="--checkpoint")
+    except ValueError as exc:
+        raise _usage(exc) from None
+
+
+def resolve_models(cfg: SweepConfig) -> list:
+    if not cfg.models and not cfg.checkpoint:
+        raise UsageError("no models selected")
+    try:
+        found = []  # (spec, the -m entry it came from)
+        for sel in cfg.models or []:  # each entry: catalog name, YAML path, model name or pattern
+            found.extend((s, f"-m {sel}") for s in catalog.load_models(sel))
+    except (ValueError, FileNotFoundError) as exc:  # CatalogError is a ValueError
+        raise _usage(exc) from None
+    if cfg.checkpoint:
+        found.append((checkpoint_spec(cfg), f"--checkpoint {cfg.checkpoint}"))
+    specs = unique_models(found)
+    if not specs:
+        raise UsageError(f"model selection {cfg.models} matches no model")
+    return with_img_size(specs, cfg)
+
+
+def unique_models(found: list[tuple[Any, str]]) -> list:
+    """The specs of a selection, each name once: ``found`` is (spec, where it came from) in selection order.
+
+    One model reached twice (``-m tiny -m test_resnet.r160_in1k``) is kept once; two different specs with one
+    name (a user YAML's entry and a built-in model, two YAML files) are an error naming both sources.
+    """
+    out: dict[str, tuple[Any, str]] = {}
+    for spec, where in found:
+        if spec.name in out and out[spec.name][0] != spec:
+            raise UsageError(f"two different models are named {spec.name!r}: one from {out[spec.name][1]} (arch "
+                             f"{out[spec.name][0].arch}), one from {where} (arch {spec.arch}); rename one of them")
+        out.setdefault(spec.name, (spec, where))
+    return [spec for spec, _ in out.values()]
+
+
+def check_checkpoints(specs: list, cfg: SweepConfig, known: set[str] = frozenset()) -> None:
+    """Every checkpoint the sweep would load exists, loads safely and fits its architecture (before Ray starts).
+
+    ``known``: names of models whose checkpoint a done unit loaded as it is now (:func:`pipelines.history.loaded_before`):
+    not read again.
+    """
+    for spec in specs:
+        if spec.name in known:
+            continue
+        policy = effective_weights(cfg.weights, spec) or spec.source
+        if policy != "file" and not (policy == "auto" and spec.source == "file"):
+            continue
+        try:
+            catalog.validate_checkpoint(spec, policy)
+        except ValueError as exc:  # CatalogError
+            raise _usage(exc) from None
+
+
+def checked_before(specs: list, runs) -> set[str]:
+    """The ``file`` models whose checkpoint need not be checked again (see :func:`pipelines.history.loaded_before`)."""
+    if runs is None or not any(s.source == "file" and s.checkpoint for s in specs):
+        return set()
+    cache = history.DigestCache()
+    try:
+        return history.loaded_before(specs, runs.to_pylist(), cache)
+    finally:
+        cache.save()
+
+
+def with_img_size(specs: list, cfg: SweepConfig) -> list:
+    """``--img-size`` applied to every spec (smoke runs), checked against each architecture's minimum first."""
+    if cfg.img_size is not None:
+        check_img_size(int(cfg.img_size), specs)
+        specs = [s.replace(img_size=int(cfg.img_size)) for s in specs]
+    return specs
+
+
+def load_images(cfg: SweepConfig, *, dry_run: bool = False) -> dict[str, LoadedDataset]:
+    """Read and decode each dataset once: ``{name: LoadedDataset}``.
+
+    The datasets are resolved and listed on the driver first (bad names, unset variables and missing
+    folders fail here, before Ray starts); then each is decoded on Ray Data (on the driver for dry runs).
+    """
+    specs = []
+    for sel in cfg.datasets:
+        try:
+            specs.extend(catalog.load_datasets(sel))
+        except (ValueError, FileNotFoundError) as exc:
+            raise _usage(exc) from None
+    listed = {}
+    for spec in specs:
+        with _dataset_errors(spec.name, spec.uri):
+            listed[spec.name] = (spec, data.select_items(spec))
+    if not dry_run:
+        init_ray(cfg.address)
+    out = {}
+    for name, (spec, items) in listed.items():
+        with _dataset_errors(name, spec.uri):
+            out[name] = data.load_dataset(spec, cfg.n_images, batch_size=cfg.batch_size, driver=dry_run, items=items)
+    return out
+
+
+def validate(cfg: SweepConfig) -> None:
+    """Cheap checks of everything that is not a model or dataset."""
+    bad = [m for m in cfg.metrics if m not in FAMILIES]
+    if bad:
+        raise UsageError(f"unknown metric family {bad[0]!r} (choose from {', '.join(FAMILIES)})")
+    if not cfg.metrics:
+        raise UsageError("no metric family selected")
+    try:
+        liecore.resolve_generators(cfg.generators)
+        if cfg.layerwise_generators:
+            liecore.resolve_generators(cfg.layerwise_generators)
+    except ValueError as exc:
+        raise _usage(exc) from None
+    if cfg.weights not in WEIGHT_POLICIES:
+        raise UsageError(f"unknown weights policy {cfg.weights!r} (choose from {', '.join(WEIGHT_POLICIES)})")
+    if cfg.output_kind not in ("probs", "logits"):
+        raise UsageError(f"--output-kind must be probs or logits, got {cfg.output_kind!r}")
+    if cfg.interpolation not in liecore.INTERPOLATIONS:
+        raise UsageError(f"unknown interpolation {cfg.interpolation!r} (choose from {', '.join(liecore.INTERPOLATIONS)})")
+    if cfg.images < 1 or (cfg.limit is not None and cfg.limit < 1):
+        raise UsageError("--images and --limit must be positive")
+    if cfg.batch_size < 1:
+        raise UsageError("--batch-size must be positive")
+    if cfg.img_size is not None:
+        check_img_size(cfg.img_size, [])  # positive, and not below the floor of every model
+    if cfg.actors is not None and cfg.actors < 1:
+        raise UsageError("--actors must be positive")
+    if cfg.gpus_per_actor is not None and cfg.gpus_per_actor <= 0:
+        raise UsageError(f"--gpus must be positive (GPUs per actor), got {cfg.gpus_per_actor}")
+    if "layerwise" in cfg.metrics:
+        if cfg.layerwise_method not in ("exact", "stochastic"):
+            raise UsageError(f"--layerwise-method must be exact or stochastic, got {cfg.layerwise_method!r}")
+    if "alt" in cfg.metrics:
+        unknown = [n for n in (cfg.alt_metrics or []) if n not in METRICS]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], list(METRICS), n=2)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UsageError(f"unknown alt metric {unknown[0]!r}{hint} (known: {', '.join(sorted(METRICS))})")
+
+
+def plan(cfg: SweepConfig, *, check_writable: bool = True, dry_run: bool = False, specs: list | None = None) -> Plan:
+    """Resolve and validate everything, load the datasets, build the units, and find which are done.
+
+    Args:
+        cfg: The sweep.
+        check_writable: Probe the output root with a write.
+        dry_run: Decode the datasets on the driver (no Ray); the units and keys are the same.
+        specs: The models, already resolved (``lee reevaluate``: from the regenerated catalog);
+            default: ``cfg.models`` through the packaged catalog.
+    """
+    validate(cfg)
+    specs = resolve_models(cfg) if specs is None else with_img_size(specs, cfg)  # --img-size checked here
+    try:
+        store = Store(cfg.output)
+        if store.in_process and not dry_run:
+            raise UsageError(
+                f"output root {cfg.output!r} is an in-process filesystem ({store.protocol}://): the rows are "
+                "written by Ray actors in other processes and would be lost; use a local path or a shared "
+                "store (s3://, gs://, ...)"
+            )
+        if check_writable:
+            store.check_writable()
+        else:  # dry runs write nothing, but a root that could never be written is an error all the same
+            check_root_usable(store)
+        runs = store.runs() if store.fs.exists(f"{store.path}/runs") else None
+        status = store.run_status(runs) if runs is not None else {}
+        attempts = store.run_attempts(runs) if runs is not None else {}
+    except UsageError:
+        raise
+    except StoreError as exc:
+        raise UsageError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - unreachable URIs raise anything
+        problem = _fs_problem(cfg.output, exc) or f"{type(exc).__name__}: {_message(exc)}"
+        raise UsageError(f"output root {cfg.output!r} cannot be read: {problem}") from None
+    if cfg.gpus_per_actor and not dry_run and not (cfg.address or os.environ.get("RAY_ADDRESS")):
+        if torch.cuda.device_count() < cfg.gpus_per_actor:
+            raise UsageError(
+                f"--gpus {cfg.gpus_per_actor:g}: this machine has {torch.cuda.device_count()} GPU(s) and no --address "
+                "was given, so the local Ray could never place the actors; drop --gpus or join a cluster"
+            )
+    check_checkpoints(specs, cfg, known=checked_before(specs, runs))
+    resolved, fallbacks, hub = resolve_weights(cfg, specs)
+    datasets = load_images(cfg, dry_run=dry_run)
+    units = []
+    fam_cfgs = {f: family_config(f, cfg) for f in cfg.metrics}
+    infos = [dataclasses.replace(d.info, skipped=tuple(d.errors)) for d in datasets.values()]  # -> runs.n_skipped
+    for spec in specs:
+        for ds in infos:
+            for fam in cfg.metrics:
+                units.append(make_unit(fam, spec, ds, cfg, fam_cfgs[fam], resolved.get(spec.name)))
+    damaged = find_damaged(store, units, status, runs)
+    todo = [u for u in units if cfg.force or status.get(u.key) != "done" or u.key in damaged]
+    return Plan(cfg, store, units, todo, status, datasets, attempts, hub=hub, fallbacks=fallbacks, damaged=damaged)
+
+
+CHANGED = "changed since written:"
+"""How :attr:`Plan.damaged` starts for a unit whose data file reads but no longer matches its record."""
+
+
+def damage_reason(problem: str) -> str:
+    """The reason a damaged unit is redone (``lee eval --dry-run``, ``lee reevaluate``): ``data damaged`` (the
+    file reads but changed since it was written) or ``data unreadable`` (missing, or it does not read)."""
+    return "data damaged" if problem.startswith(CHANGED) else "data unreadable"
+
+
+def find_damaged(store: Store, units: list[WorkUnit], status: dict[str, str],
+                 runs: Any = None) -> dict[str, str]:
+    """The done units whose data file is missing, cannot be read, or no longer matches what its ``runs`` row
+    recorded when it was written (:func:`pipelines.integrity.check_store`: one listing, checksums only of
+    the files written again since), with the problem.
+
+    Such a unit is redone (its ``runs`` row says done, but its rows cannot be trusted). ``runs`` files that
+    could not be read are named too: their units count as never started. Each is a ``lee: warning:`` line.
+
+    Args:
+        runs: The stored ``runs`` rows (a table); default: read them.
+    """
+    keys = {u.key for u in units if status.get(u.key) == "done"}
+    damaged: dict[str, str] = {}
+    if keys:
+        t = store.runs() if runs is None else runs
+        rows = [r for r in t.to_pylist() if r["unit"] in keys]
+        found = integrity.check_store(store, rows)
+        for u in units:
+            d = found.get(u.key)
+            if d is None:
+                continue
+            damaged[u.key] = d.detail if d.kind != "data changed" else f"{CHANGED} {d.detail}"
+            what = {"data missing": "is missing", "data unreadable": f"is unreadable ({d.detail})",
+                    "data changed": f"no longer matches what was written ({d.detail})"}[d.kind]
+            if d.kind == "data missing":
+                damaged[u.key] = "missing"
+            print(f"lee: warning: unit {u.describe()} is done but its data file {d.path} {what}: it is redone",
+                  file=sys.stderr)
+    for path, problem in store.unreadable.items():
+        print(f"lee: warning: skipping unreadable runs file {path} ({problem}): its unit counts as not started",
+              file=sys.stderr)
+    return damaged
+
+
+def resolve_weights(cfg: SweepConfig, specs: list) -> tuple[dict[str, str], dict[str, str], Any]:
+    """``--weights auto`` decided once, on the driver, for every hub model: ``hub`` when its weights are
+    cached or the hub answers (the actor downloads them; a failed download fails that unit), else ``random``.
+
+    The hub is checked at most once per sweep (``catalog.check_hub``: one quick request, none under
+    ``HF_HUB_OFFLINE``), and only when some model's weights are not cached.
+
+    Returns:
+        (model name -> ``hub`` | ``random``, model name -> why random, the hub status or None if not checked).
+    """
+    if cfg.weights != "auto":
+        return {}, {}, None
+    checked: list = []
+
+    def hub_status():
+        if not checked:
+            checked.append(catalog.check_hub())
+        return checked[0]
+
+    resolved: dict[str, str] = {}
+    fallbacks: dict[str, str] = {}
+    for spec in specs:
+        if spec.source != "hub":
+            continue  # 'auto' on a file or random model is the spec's own source
+        try:
+            resolved[spec.name], why = catalog.auto_weights(spec, hub_status)
+        except Exception:  # noqa: BLE001 - e.g. an arch timm does not know: the unit fails with the reason
+            continue
+        if why:
+            fallbacks[spec.name] = why
+    return resolved, fallbacks, (checked[0] if checked else None)
+
+
+def fallback_warning(p: Plan) -> str | None:
+    """The loud line(s) naming the models that ``--weights auto`` runs on random init, why, and the way out."""
+    if not p.fallbacks:
+        return None
+    by_reason: dict[str, list[str]] = defaultdict(list)
+    for name, why in p.fallbacks.items():
+        by_reason[why].append(name)
+    lines = [f"lee: warning: RANDOM-INIT (untrained) weights for {len(p.fallbacks)} model(s): --weights auto "
+             "fell back to random init"]
+    for why, names in by_reason.items():
+        shown = ", ".join(names[:10]) + (f" ... (+{len(names) - 10})" if len(names) > 10 else "")
+        lines.append(f"  {shown}: {why}")
+    lines.append("  Their LEE measures untrained networks. For pretrained weights: go online (or set HF_ENDPOINT to a "
+                 "reachable mirror), or fill the Hugging Face cache (HF_HOME) where the hub is reachable and set "
+                 "HF_HUB_OFFLINE=1 here; --weights random asks for random init.")
+    return "\n".join(lines)
+
