@@ -13,11 +13,13 @@ actor still waiting. Without it the cluster's current resources decide (auto-det
 
 from __future__ import annotations
 
+import itertools
 import re
 import sys
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -25,12 +27,13 @@ from pipelines import env
 from pipelines.cluster import init_ray, memory_kill
 from pipelines.config import SweepConfig
 from pipelines.data import resolve_shard
-from pipelines.plan import Plan, plan
+from pipelines.plan import Plan
 from pipelines.progress import Progress
 from pipelines.runner import UnitRunner, failed_row
 from pipelines.units import WorkUnit
 
-__all__ = ["MAX_UNIT_RETRIES", "SweepResult", "actor_plan", "describe_actors", "execute", "run_sweep", "unit_cost"]
+__all__ = ["MAX_UNIT_RETRIES", "ActorScheduler", "SweepResult", "actor_plan", "describe_actors", "execute", "run_plan",
+           "unit_cost"]
 
 
 @dataclass
@@ -154,7 +157,8 @@ def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None =
     Actors are spread over the nodes (``SPREAD``); each unit gets the dataset's decoded images as
     object refs the driver put (they survive a lost worker node) and writes itself. An actor whose
     process dies (Ray's memory monitor, a signal, its node lost) is replaced: one line says what died
-    and why, and the unit it ran is retried (:data:`MAX_UNIT_RETRIES`), its attempt counted.
+    and why, and the unit it ran is retried (:data:`MAX_UNIT_RETRIES`), its attempt counted
+    (:class:`ActorScheduler`).
     """
     t0 = time.perf_counter()
     sweep_id = sweep_id or uuid.uuid4().hex[:12]
@@ -167,7 +171,6 @@ def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None =
 
     t_ray = time.perf_counter() - t0
 
-    bs = cfg.batch_size
     # Each block's images are put once by the driver, so they live on the driver's node and are owned by it: a
     # worker node that is lost (a preempted spot instance) takes no dataset with it (a Ray Data block stored there
     # would be lost, and Ray Data's outputs are not rebuilt). A plan decoded on the driver (dry run) is put alike.
@@ -191,143 +194,204 @@ def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None =
     def new_actor():
         return actor_cls.remote(p.store.uri, git_rev=git_rev)
 
-    actors = [new_actor() for _ in range(n_actors)]
-    idle = list(range(n_actors))
-    pending: dict[Any, tuple[int, WorkUnit, int]] = {}  # ref -> (actor slot, unit, submission order)
-    remaining_in_group: dict[int, int] = {}
-    rows: list[dict] = []
-    attempts = {u.key: p.attempts.get(u.key, 0) + 1 for u in p.todo}
-    deaths: dict[str, int] = defaultdict(int)  # unit key -> times the worker running it died
-    seen_attempt: dict[str, int] = {}  # unit key -> its stored attempt at its last death
-    unstarted = [0]  # actors that died before they started a unit
-    seq = iter(range(1 << 62))
+    scheduler = ActorScheduler(p, queue, new_actor, n_actors, shards=shards, sweep_id=sweep_id, git_rev=git_rev,
+                               progress=progress)
+    rows = scheduler.run()
+    return SweepResult(p, rows, time.perf_counter() - t0, t_ray)
 
-    def driver_row(u: WorkUnit, exc, **kw) -> dict:
-        """A failed row the driver writes (the actor is gone): where it ran is unknown."""
-        stored = p.store.run_row(u.key) or {}
-        attempt = max(attempts[u.key], int(stored.get("attempt") or 0))  # the worker counted its starts
-        row = failed_row(u, sweep_id, attempt, exc, git_rev=git_rev, **kw)
-        row.update(hardware="unknown", node_id=stored.get("node_id"), pid=stored.get("pid"))
-        p.store.write_run(row)
-        return row
 
-    def dispatch():
-        while idle and queue:
-            a = idle.pop(0)
-            group = queue.pop(0)
-            remaining_in_group[a] = len(group)
+def run_plan(p: Plan, *, show_progress: bool | None = None, stream: TextIO | None = None) -> SweepResult:
+    """:func:`execute` with the progress display of ``lee eval`` and ``lee reevaluate`` on ``stream`` (default
+    stderr); ``show_progress=False`` (``--no-progress``) turns it off."""
+    total_images = sum(u.dataset.n_images for u in p.todo)
+    return execute(p, progress=Progress(len(p.todo), total_images, stream=stream, enabled=show_progress))
+
+
+@dataclass
+class _Handed:
+    """A unit handed to an actor slot and not finished yet."""
+
+    slot: int
+    unit: WorkUnit
+    order: int
+    """Submission order: an actor runs its units in this order."""
+
+
+class ActorScheduler:
+    """Hands a plan's groups of units (one model each) to model actors, and takes each unit's row as it comes
+    back, until every unit has a row.
+
+    Its state, all named here:
+
+    - ``waiting``: the groups not handed out yet, costliest first (a dead actor's unfinished units go back in
+      front: they were started first);
+    - ``actors``, ``idle``, ``left``: the actor of each slot, the slots with no group, and per busy slot its
+      units not finished yet (an actor whose group is done and finds nothing waiting is released at once, so
+      its GPU or CPUs go to actors still waiting for a node);
+    - ``handed``: object ref -> the unit it returns, for every unit handed out and not finished;
+    - ``attempts``, ``deaths``, ``seen_attempt``, ``unstarted``: per unit key the ``runs.attempt`` of its next
+      start, the times the worker running it died, and its stored attempt at its last death; the actors that
+      died before they started any unit;
+    - ``rows``: the ``runs`` rows of this invocation, in the order the units finished.
+
+    Three events change it: a unit's row comes back (:meth:`_finished`), its actor dies
+    (:meth:`_actor_died`: the retry rules), or its task fails otherwise (a failed row the driver writes).
+    """
+
+    def __init__(self, p: Plan, waiting: list[list[WorkUnit]], new_actor: Callable[[], Any], n_actors: int, *,
+                 shards: dict[str, list], sweep_id: str, git_rev: str | None, progress: Progress | None = None):
+        self.p = p
+        self.store = p.store
+        self.waiting = waiting
+        self.new_actor = new_actor
+        self.shards = shards
+        self.sweep_id = sweep_id
+        self.git_rev = git_rev
+        self.progress = progress
+        self.batch_size = p.config.batch_size
+        self.actors = [new_actor() for _ in range(n_actors)]
+        self.idle = list(range(n_actors))
+        self.left: dict[int, int] = {}
+        self.handed: dict[Any, _Handed] = {}
+        self.rows: list[dict] = []
+        self.attempts = {u.key: p.attempts.get(u.key, 0) + 1 for u in p.todo}
+        self.deaths: dict[str, int] = defaultdict(int)
+        self.seen_attempt: dict[str, int] = {}
+        self.unstarted = 0
+        self._order = itertools.count()
+
+    def run(self) -> list[dict]:
+        """Hand out every group and wait for every unit; the actors are killed at the end. Returns :attr:`rows`."""
+        import ray
+
+        if self.progress:
+            self.progress.set_costs((u.key, u.family, unit_cost(u)) for u in self.p.todo)
+            self.progress.start(len(self.actors))
+        self._dispatch()
+        try:
+            while self.handed:
+                ready, _ = ray.wait(list(self.handed), num_returns=1, timeout=1.0)
+                if self.progress:
+                    self.progress.render()
+                for ref in ready:
+                    task = self.handed.get(ref)
+                    if task is None:  # an actor's death already handled it
+                        continue
+                    try:
+                        row = ray.get(ref)
+                    except (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError) as exc:
+                        self._actor_died(task.slot, exc)  # the worker process died (memory monitor, signal, lost node)
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - e.g. a task that could not be deserialized
+                        del self.handed[ref]
+                        self._finished(task, self._driver_row(task.unit, exc))
+                        continue
+                    del self.handed[ref]
+                    self._finished(task, row)
+        finally:
+            for actor in self.actors:
+                ray.kill(actor, no_restart=True)
+            if self.progress:
+                self.progress.close()
+        return self.rows
+
+    def _dispatch(self) -> None:
+        """Give each idle slot the next waiting group (all its units at once: the actor runs them in turn)."""
+        while self.idle and self.waiting:
+            a = self.idle.pop(0)
+            group = self.waiting.pop(0)
+            self.left[a] = len(group)
             for u in group:
-                ref = actors[a].run.remote(u, shards[u.dataset.name], sweep_id, attempt=attempts[u.key], batch_size=bs)
-                pending[ref] = (a, u, next(seq))
+                ref = self.actors[a].run.remote(u, self.shards[u.dataset.name], self.sweep_id,
+                                                attempt=self.attempts[u.key], batch_size=self.batch_size)
+                self.handed[ref] = _Handed(a, u, next(self._order))
 
-    def finished(a: int, u: WorkUnit, row: dict) -> None:
-        rows.append(row)
-        if progress:
-            progress.update(row["status"], u.dataset.n_images, row, key=u.key)
-        remaining_in_group[a] -= 1
-        if remaining_in_group[a] == 0:
-            if queue:
-                idle.append(a)
-                dispatch()
+    def _finished(self, task: _Handed, row: dict) -> None:
+        a, u = task.slot, task.unit
+        self._record(u, row)
+        self.left[a] -= 1
+        if self.left[a] == 0:
+            if self.waiting:
+                self.idle.append(a)
+                self._dispatch()
             else:  # nothing left for it: free its GPU/CPUs for actors still waiting for a node
-                ray.kill(actors[a], no_restart=True)
+                import ray
 
-    def actor_died(a: int, exc: BaseException) -> None:
+                ray.kill(self.actors[a], no_restart=True)
+
+    def _actor_died(self, a: int, exc: BaseException) -> None:
         """Slot ``a``'s actor died: one line saying what and why; its units go to a new actor (the one it
         was running at most :data:`MAX_UNIT_RETRIES` more times), or fail if its constructor failed."""
-        mine = sorted(((s, ref, u) for ref, (b, u, s) in pending.items() if b == a), key=lambda t: t[0])
-        for _, ref, _ in mine:
-            del pending[ref]
-        units = [u for _, _, u in mine]
+        import ray
+
+        mine = sorted((t for t in self.handed.items() if t[1].slot == a), key=lambda t: t[1].order)
+        for ref, _ in mine:
+            del self.handed[ref]
+        units = [t.unit for _, t in mine]
         running = units[0]  # an actor runs its units in submission order: the first unfinished one was running
-        stored = p.store.run_row(running.key) or {}
+        stored = self.store.run_row(running.key) or {}
         # Started by this actor: its placeholder row is this sweep's, with an attempt not seen at an earlier death.
-        attempt_now = int(stored.get("attempt") or 0) if stored.get("sweep_id") == sweep_id else 0
-        started = stored.get("status") == "failed" and attempt_now > seen_attempt.get(running.key, 0)
-        seen_attempt[running.key] = max(attempt_now, seen_attempt.get(running.key, 0))
-        ray.kill(actors[a], no_restart=True)
-        remaining_in_group[a] = 0
-        unstarted[0] += not started
-        if not started and unstarted[0] <= MAX_UNSTARTED_DEATHS and not getattr(exc, "actor_init_failed", False):
+        attempt_now = int(stored.get("attempt") or 0) if stored.get("sweep_id") == self.sweep_id else 0
+        started = stored.get("status") == "failed" and attempt_now > self.seen_attempt.get(running.key, 0)
+        self.seen_attempt[running.key] = max(attempt_now, self.seen_attempt.get(running.key, 0))
+        ray.kill(self.actors[a], no_restart=True)
+        self.left[a] = 0
+        self.unstarted += not started
+        init_failed = getattr(exc, "actor_init_failed", False)
+        if not started and self.unstarted <= MAX_UNSTARTED_DEATHS and not init_failed:
             # An actor that died before it ran anything (placed on a node that was dying): nothing was lost; its
             # units go to a new actor without a line or a counted try.
-            queue.insert(0, units)
-            actors[a] = new_actor()
-            idle.append(a)
-            dispatch()
+            self.waiting.insert(0, units)
+            self._replace(a)
             return
-        deaths[running.key] += 1
-        if getattr(exc, "actor_init_failed", False):  # its constructor failed: a new one would fail alike
-            note(f"lee: error: a model actor could not start ({death_reason(exc)}); {len(units)} unit(s) failed")
+        deaths = self.deaths[running.key] = self.deaths[running.key] + 1
+        if init_failed:  # its constructor failed: a new one would fail alike
+            self._note(f"lee: error: a model actor could not start ({death_reason(exc)}); {len(units)} unit(s) failed")
             for u in units:
-                record_failed(u, f"actor died: {exc}")
+                self._record_failed(u, f"actor died: {exc}")
             units = []
         else:
-            retry = deaths[running.key] <= MAX_UNIT_RETRIES
+            retry = deaths <= MAX_UNIT_RETRIES
             what = f"{running.family} {running.model.name}@{running.dataset.name}"
             pid = death_pid(exc) or (stored.get("pid") if started else None)
             node = stored.get("node_id") if started else None
             where = "".join(x for x in (f" pid {pid}" if pid else "", f" on node {str(node)[:8]}" if node else ""))
-            verdict = (f"retrying it (try {deaths[running.key] + 1} of {MAX_UNIT_RETRIES + 1})" if retry
-                       else f"not retried: its worker died {deaths[running.key]} times")
-            note(f"lee: warning: the worker{where} running unit {what} {death_reason(exc)}; {verdict}")
+            verdict = (f"retrying it (try {deaths + 1} of {MAX_UNIT_RETRIES + 1})" if retry
+                       else f"not retried: its worker died {deaths} times")
+            self._note(f"lee: warning: the worker{where} running unit {what} {death_reason(exc)}; {verdict}")
             if not retry:
-                record_failed(running, f"actor died {deaths[running.key]} times: {death_reason(exc)}: {exc}")
+                self._record_failed(running, f"actor died {deaths} times: {death_reason(exc)}: {exc}")
                 units = units[1:]
         if units:
-            queue.insert(0, units)  # ahead of the groups not yet started: it was started first
-        if queue:
-            actors[a] = new_actor()
-            idle.append(a)
-            dispatch()
+            self.waiting.insert(0, units)  # ahead of the groups not yet started: it was started first
+        if self.waiting:
+            self._replace(a)
 
-    def record_failed(u: WorkUnit, message: str) -> None:
-        row = driver_row(u, message, error_type="ActorDied")
-        rows.append(row)
-        if progress:
-            progress.update(row["status"], u.dataset.n_images, row, key=u.key)
+    def _replace(self, a: int) -> None:
+        """A new actor in slot ``a`` (its old one is dead), given the next waiting group."""
+        self.actors[a] = self.new_actor()
+        self.idle.append(a)
+        self._dispatch()
 
-    def note(line: str) -> None:
-        if progress:
-            progress.note(line)
+    def _driver_row(self, u: WorkUnit, exc, **kw) -> dict:
+        """A failed row the driver writes (the actor is gone): where it ran is unknown."""
+        stored = self.store.run_row(u.key) or {}
+        attempt = max(self.attempts[u.key], int(stored.get("attempt") or 0))  # the worker counted its starts
+        row = failed_row(u, self.sweep_id, attempt, exc, git_rev=self.git_rev, **kw)
+        row.update(hardware="unknown", node_id=stored.get("node_id"), pid=stored.get("pid"))
+        self.store.write_run(row)
+        return row
+
+    def _record_failed(self, u: WorkUnit, message: str) -> None:
+        self._record(u, self._driver_row(u, message, error_type="ActorDied"))
+
+    def _record(self, u: WorkUnit, row: dict) -> None:
+        self.rows.append(row)
+        if self.progress:
+            self.progress.update(row["status"], u.dataset.n_images, row, key=u.key)
+
+    def _note(self, line: str) -> None:
+        if self.progress:
+            self.progress.note(line)
         else:
             print(line, file=sys.stderr, flush=True)
-
-    if progress:
-        progress.set_costs((u.key, u.family, unit_cost(u)) for u in p.todo)
-        progress.start(n_actors)
-    dispatch()
-    try:
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-            if progress:
-                progress.render()
-            for ref in ready:
-                if ref not in pending:  # an actor's death already handled it
-                    continue
-                a, u, _ = pending[ref]
-                try:
-                    row = ray.get(ref)
-                except (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError) as exc:
-                    actor_died(a, exc)  # the worker process died (memory monitor, signal, lost node)
-                    continue
-                except Exception as exc:  # noqa: BLE001 - e.g. a task that could not be deserialized
-                    del pending[ref]
-                    finished(a, u, driver_row(u, exc))
-                    continue
-                del pending[ref]
-                finished(a, u, row)
-    finally:
-        for actor in actors:
-            ray.kill(actor, no_restart=True)
-        if progress:
-            progress.close()
-    return SweepResult(p, rows, time.perf_counter() - t0, t_ray)
-
-
-def run_sweep(cfg: SweepConfig, *, show_progress: bool | None = None, stream: TextIO | None = None) -> SweepResult:
-    p = plan(cfg)
-    total_images = sum(u.dataset.n_images for u in p.todo)
-    prog = Progress(len(p.todo), total_images, stream=stream, enabled=show_progress)
-    return execute(p, progress=prog)
-

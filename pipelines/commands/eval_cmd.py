@@ -175,9 +175,8 @@ def warn_fallbacks(plan) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.execute import execute
+    from pipelines.execute import run_plan
     from pipelines.plan import plan
-    from pipelines.progress import Progress
     from pipelines.summary import print_summary
 
     cfg = config_from_args(args)
@@ -188,9 +187,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     p = plan(cfg)
     warn_fallbacks(p)
-    total_images = sum(u.dataset.n_images for u in p.todo)
-    prog = Progress(len(p.todo), total_images, enabled=args.progress)
-    result = execute(p, progress=prog)
+    result = run_plan(p, show_progress=args.progress)
     print_summary(result, stat=args.stat or "lee")
     rc = 1 if result.failed else 0
     if args.report:

@@ -331,9 +331,8 @@ def _flags_without_cron(argv: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.execute import execute
+    from pipelines.execute import run_plan
     from pipelines.plan import validate
-    from pipelines.progress import Progress
     from pipelines.summary import print_summary
 
     cfg = config_from_args(args)
@@ -361,8 +360,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(p.todo)} of {len(p.units)} units to evaluate (output {p.store.uri})", file=sys.stderr)
     if args.dry_run or not p.todo:
         return 0
-    prog = Progress(len(p.todo), sum(u.dataset.n_images for u in p.todo), enabled=args.progress)
-    result = execute(p, progress=prog)
+    result = run_plan(p, show_progress=args.progress)
     print_summary(result)
     print_gone(p.gone)
     return 1 if result.failed else 0
