@@ -9,6 +9,15 @@ Actors: with ``gpus_per_actor`` (``--gpus``) every actor asks for that many GPUs
 actor per model (capped by ``--actors``), whatever the cluster has now, so an autoscaler starts GPU
 workers from zero; an actor with nothing left to do is released at once, so its GPU goes to an
 actor still waiting. Without it the cluster's current resources decide (auto-detect).
+
+The scheduler is :class:`ActorScheduler` rather than Ray's public pools, which do not do its job:
+``ray.util.ActorPool`` hands each value to whichever actor is idle (a model actor would build other
+models), runs one task per actor at a time (the actor waits on a round trip to the driver between
+units), drops a dead actor without a replacement and keeps no count of a unit's tries; Ray Data's
+``map_batches`` with an actor pool (``concurrency=``) maps rows to rows with one callable built once
+for every actor, restarts dead actors and retries their tasks itself (its defaults
+``max_restarts=-1``, ``max_task_retries=-1``) without saying what died or counting tries, and gives
+no result per unit until its output is consumed.
 """
 
 from __future__ import annotations
