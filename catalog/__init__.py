@@ -1,8 +1,9 @@
 """catalog: which models and datasets a sweep evaluates (data plus lookup).
 
 Importing ``catalog`` imports neither timm nor torch: they are loaded inside ``build_model`` (and the
-preprocessing helpers) only. It never imports ray, duckdb, liecore, pipelines, e2cnn or scikit-learn: the
-model zoo's architectures and datasets live in ``pipelines.zoo``, which registers them (``register_zoo``).
+preprocessing helpers) only. It never imports ray, duckdb, liecore or any higher layer, and loads e2cnn and
+scikit-learn only when a zoo model or zoo dataset is built: the model zoo's architectures and datasets live
+here (``build_zoo_arch``, ``materialize_zoo_data``); training them is ``lee zoo train``'s job.
 """
 
 from catalog._build import (
@@ -54,7 +55,15 @@ from catalog._registry import (
 from catalog._sample import materialize_sample, sample_regions, write_images_parquet
 from catalog._spec import WEIGHT_POLICIES, WEIGHT_SOURCES, DatasetSpec, ModelSpec
 from catalog._watch import CHECKPOINT_SUFFIXES, list_checkpoints, watches
-from catalog._zoo import ZOO_ARCH_NAMES, ZOO_SPLITS, ZOO_TASKS, is_zoo_arch, register_zoo
+from catalog._zoo import (
+    ZOO_ARCH_NAMES,
+    ZOO_ARCHS,
+    ZOO_SPLITS,
+    ZOO_TASKS,
+    build_zoo_arch,
+    is_zoo_arch,
+    materialize_zoo_data,
+)
 
 __all__ = [
     "CHECKPOINT_SUFFIXES",
@@ -63,6 +72,7 @@ __all__ = [
     "WEIGHT_POLICIES",
     "WEIGHT_SOURCES",
     "ZOO_ARCH_NAMES",
+    "ZOO_ARCHS",
     "ZOO_SPLITS",
     "ZOO_TASKS",
     "BUILTIN_CATALOGS",
@@ -115,7 +125,8 @@ __all__ = [
     "resolve_uri",
     "select_items",
     "is_zoo_arch",
-    "register_zoo",
+    "build_zoo_arch",
+    "materialize_zoo_data",
     "zoo_catalog_file",
     "zoo_catalog_path",
     "zoo_data_config",
