@@ -1,5 +1,6 @@
-"""Data config: the eval preprocessing of a catalog model (input size, interpolation, mean/std, crop) as timm
-resolves it for a spec, without building the model; the zoo's from its spec; and the enlarged crop of a margin.
+"""Data config: the eval preprocessing of a catalog model (input size, interpolation, mean/std, crop) as
+timm resolves it for a spec, without building the model; the zoo's from its spec; and the enlarged crop of a
+margin.
 
 timm is imported lazily, inside the functions.
 """

@@ -1,4 +1,5 @@
-"""The zoo as the catalog sees it: which specs are zoo models, which datasets are zoo tasks, and their builders.
+"""The zoo as the catalog sees it: which specs are zoo models, which datasets are zoo tasks, and their
+builders.
 
 The zoo's definitions live in the catalog, beside the timm models it builds:
 

@@ -158,9 +158,6 @@ class UnitRunner:
         return f"{env.hostname()} {env.hardware(self.device)}"
 
     def _load(self, unit: WorkUnit):
-        if unit.weights.source is None:  # the driver could not resolve the weights policy for this model
-            raise catalog.CatalogError(f"model {unit.model.name!r}, weights {unit.weights.policy!r}: "
-                                       f"{unit.weights.error}")
         key = (unit.model, unit.weights.source, unit.seed)
         if key != self._cache_key:
             self._loaded = self._cache_key = None

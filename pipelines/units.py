@@ -26,7 +26,9 @@ from pipelines.data import DatasetInfo
 from pipelines.errors import UsageError
 from pipelines.families import available_alt_metrics, family_version
 
-__all__ = ["DatasetInfo", "UnitWeights", "WorkUnit", "family_config", "make_unit", "resolve_unit_weights", "unit_key"]
+__all__ = [
+    "DatasetInfo", "UnitWeights", "WorkUnit", "family_config", "make_unit", "resolve_unit_weights", "unit_key",
+]
 
 _SPEC_KEY_FIELDS = (
     "name",
@@ -45,30 +47,27 @@ _SPEC_KEY_FIELDS = (
 
 @dataclass(frozen=True)
 class UnitWeights:
-    """A unit's weights: the sweep's ``--weights`` policy and the source it resolved to, once per model, on the
-    driver (:func:`resolve_unit_weights`); the actor builds with :attr:`source` and decides nothing.
+    """A unit's weights: the sweep's ``--weights`` policy and the source it resolved to, once per model, on
+    the driver (:func:`resolve_unit_weights`); the actor builds with :attr:`source` and decides nothing.
 
     Attributes:
-        policy: The policy asked for: ``auto``, ``hub``, ``file``, ``random`` or ``spec`` (the ``runs`` table's
-            ``weights_policy``).
-        source: What the actor loads: ``hub``, ``file`` or ``random``; None when the policy could not be
-            resolved for this model (``error`` says why, and the unit fails with it).
+        policy: The policy asked for: ``auto``, ``hub``, ``file``, ``random`` or ``spec`` (the ``runs``
+            table's ``weights_policy``).
+        source: What the actor loads: ``hub``, ``file`` or ``random``.
         fallback: Why ``auto`` chose random init for a hub model; None otherwise.
         auto_choice: ``auto`` chose between hub weights and random init (a hub model): the unit key holds the
             choice.
-        error: Why the policy could not be resolved (``ExceptionType: message``); None when it was.
     """
 
     policy: str
-    source: str | None
+    source: str
     fallback: str | None = None
     auto_choice: bool = False
-    error: str | None = None
 
     @property
     def in_key(self) -> str:
-        """What the unit key holds: the policy, or for ``auto`` on a hub model its choice (``hub``/``random``)."""
-        return self.source if self.auto_choice and self.source else self.policy
+        """What the unit key holds: the policy, or for ``auto`` on a hub model its choice (``hub``, ``random``)."""
+        return self.source if self.auto_choice else self.policy
 
 
 @dataclass(frozen=True)
@@ -115,12 +114,9 @@ def family_config(family: str, cfg: SweepConfig) -> dict[str, Any]:
 
 
 def resolve_unit_weights(policy: str, spec: Any, hub: Any = None) -> UnitWeights:
-    """The weights of ``spec``'s units under the sweep's policy: :func:`catalog.resolve_weights`, with ``spec``
-    meaning the spec's own source.
-
-    A policy the catalog refuses for this model (``file`` without a checkpoint, ``hub`` for a zoo model) is a
-    :class:`UsageError`, before any work. Any other failure (an architecture timm does not know) is not an
-    error of the sweep: the model's units fail with it.
+    """The weights of ``spec``'s units under the sweep's policy: :func:`catalog.resolve_weights`, with
+    ``spec`` meaning the spec's own source. A policy the catalog refuses for this model (``file`` without a
+    checkpoint, ``hub`` for a zoo model) is a :class:`UsageError`, before any work.
 
     Args:
         policy: ``--weights``: ``auto``, ``hub``, ``file``, ``random`` or ``spec``.
@@ -132,8 +128,6 @@ def resolve_unit_weights(policy: str, spec: Any, hub: Any = None) -> UnitWeights
         resolved = catalog.resolve_weights(spec, None if policy == "spec" else policy, hub=hub)
     except catalog.CatalogError as exc:
         raise UsageError(str(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - failure isolation: the model's units fail with the reason
-        return UnitWeights(policy, None, error=f"{type(exc).__name__}: {exc}")
     return UnitWeights(policy, resolved.source, resolved.fallback, resolved.auto_choice)
 
 
@@ -152,7 +146,8 @@ def unit_key(payload: dict[str, Any]) -> tuple[str, str]:
 
 
 def make_unit(
-    family: str, spec: Any, dataset: DatasetInfo, cfg: SweepConfig, fam_cfg: dict[str, Any], weights: UnitWeights
+    family: str, spec: Any, dataset: DatasetInfo, cfg: SweepConfig, fam_cfg: dict[str, Any],
+    weights: UnitWeights,
 ) -> WorkUnit:
     """The unit of ``family`` x ``spec`` x ``dataset`` with ``spec``'s resolved weights."""
     version = family_version(family, fam_cfg)

@@ -20,8 +20,9 @@ RULES = {
 
 
 def _dynamic_import(node, constants):
-    """The module a call ``importlib.import_module("m")``, ``import_module("m")`` or ``__import__("m")`` names: a
-    string literal, or a module-level string constant of the same module (``PROVIDER = "m"``); else None."""
+    """The module a call ``importlib.import_module("m")``, ``import_module("m")`` or ``__import__("m")``
+    names: a string literal, or a module-level string constant of the same module (``PROVIDER = "m"``); else
+    None."""
     if not (isinstance(node, ast.Call) and node.args):
         return None
     func = node.func
@@ -35,7 +36,7 @@ def _dynamic_import(node, constants):
         target = constants[arg.id]
     else:
         return None
-    return None if target.startswith(".") else target  # a relative name needs its package: not an absolute import
+    return None if target.startswith(".") else target  # relative: needs its package, not an absolute import
 
 
 def _imports(tree):
@@ -61,8 +62,9 @@ def _imports(tree):
 
 
 def _source_imports(root, *, with_scope=False):
-    """(file, absolute module name) of every import under ``root``, inside functions too, ``importlib.import_module``
-    and ``__import__`` of a string included; with ``with_scope``, (file, name, inside_a_function)."""
+    """(file, absolute module name) of every import under ``root``, inside functions too,
+    ``importlib.import_module`` and ``__import__`` of a string included; with ``with_scope``, (file, name,
+    inside_a_function)."""
     for path in sorted(root.rglob("*.py")):
         for _, names, lazy in _imports(ast.parse(path.read_text())):
             yield from ((path, n, lazy) if with_scope else (path, n) for n in names)
@@ -171,8 +173,8 @@ ZOO_PACKAGES = ("e2cnn", "sklearn")
 
 
 def _catalog_source_problems(root: pathlib.Path) -> list[str]:
-    """Imports in the catalog source at ``root`` of ``pipelines`` (anywhere, ``import_module`` and ``__import__``
-    of a string included) or of a zoo package outside a function."""
+    """Imports in the catalog source at ``root`` of ``pipelines`` (anywhere, ``import_module`` and
+    ``__import__`` of a string included) or of a zoo package outside a function."""
     problems = []
     for path, name, lazy in _source_imports(root, with_scope=True):
         top = name.split(".")[0]
@@ -182,8 +184,8 @@ def _catalog_source_problems(root: pathlib.Path) -> list[str]:
 
 
 def test_catalog_source_never_imports_pipelines_and_loads_the_zoo_packages_lazily():
-    """Not even by name: the catalog is below ``pipelines``; e2cnn and scikit-learn only when a zoo model or zoo
-    dataset is built."""
+    """Not even by name: the catalog is below ``pipelines``; e2cnn and scikit-learn only when a zoo model or
+    zoo dataset is built."""
     import catalog
 
     problems = _catalog_source_problems(pathlib.Path(catalog.__file__).parent)
@@ -211,7 +213,8 @@ def test_the_catalog_rule_catches_a_planted_import_module_of_pipelines(tmp_path)
         '    return __import__("pipelines")\n'
     )
     problems = _catalog_source_problems(root)
-    expected = [f"_planted.py imports {m}" for m in ("pipelines.sweep", "pipelines.zoo", "pipelines.runner", "pipelines")]
+    names = ("pipelines.sweep", "pipelines.zoo", "pipelines.runner", "pipelines")
+    expected = [f"_planted.py imports {m}" for m in names]
     assert sorted(problems) == sorted([*expected, "_planted.py imports e2cnn at module level"]), problems
 
 
