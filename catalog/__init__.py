@@ -1,24 +1,14 @@
 """catalog: which models and datasets a sweep evaluates (data plus lookup).
 
 Importing ``catalog`` imports neither timm nor torch: they are loaded inside ``build_model`` (and the
-preprocessing helpers) only. It never imports ray, duckdb, liecore, pipelines, e2cnn or scikit-learn: the
-model zoo's architectures and datasets live in ``pipelines.zoo``, which registers them (``register_zoo``).
+preprocessing helpers) only. It never imports ray, duckdb, liecore or any higher layer, and loads e2cnn and
+scikit-learn only when a zoo model or zoo dataset is built: the model zoo's architectures and datasets live
+here (``build_zoo_arch``, ``materialize_zoo_data``); training them is ``lee zoo train``'s job.
 """
 
-from catalog._build import (
-    HubStatus,
-    LoadedModel,
-    auto_weights,
-    build_model,
-    check_hub,
-    hub_cached_file,
-    hub_endpoint,
-    margin_data_config,
-    resolve_data_config,
-    validate_checkpoint,
-    zoo_data_config,
-)
+from catalog._build import LoadedModel, build_model, validate_checkpoint
 from catalog._checkpoint import checkpoint_sha256, hub_blob_sha256, read_checkpoint
+from catalog._data_config import margin_data_config, resolve_data_config, zoo_data_config
 from catalog._datasets import (
     DatasetItem,
     Image,
@@ -37,6 +27,7 @@ from catalog._decode import DecodeError, decode_image
 from catalog._errors import CatalogError, unknown_name_error
 from catalog._files import read_catalog_file
 from catalog._generate import all_catalog_text, generate_all_catalog, generated_specs
+from catalog._hub import HubStatus, auto_weights, check_hub, hub_cached_file, hub_endpoint
 from catalog._paths import cache_dir, zoo_catalog_path, zoo_dir
 from catalog._registry import (
     BUILTIN_CATALOGS,
@@ -54,7 +45,16 @@ from catalog._registry import (
 from catalog._sample import materialize_sample, sample_regions, write_images_parquet
 from catalog._spec import WEIGHT_POLICIES, WEIGHT_SOURCES, DatasetSpec, ModelSpec
 from catalog._watch import CHECKPOINT_SUFFIXES, list_checkpoints, watches
-from catalog._zoo import ZOO_ARCH_NAMES, ZOO_SPLITS, ZOO_TASKS, is_zoo_arch, register_zoo
+from catalog._weights import ResolvedWeights, resolve_weights
+from catalog._zoo import (
+    ZOO_ARCH_NAMES,
+    ZOO_ARCHS,
+    ZOO_SPLITS,
+    ZOO_TASKS,
+    build_zoo_arch,
+    is_zoo_arch,
+    materialize_zoo_data,
+)
 
 __all__ = [
     "CHECKPOINT_SUFFIXES",
@@ -63,6 +63,7 @@ __all__ = [
     "WEIGHT_POLICIES",
     "WEIGHT_SOURCES",
     "ZOO_ARCH_NAMES",
+    "ZOO_ARCHS",
     "ZOO_SPLITS",
     "ZOO_TASKS",
     "BUILTIN_CATALOGS",
@@ -75,6 +76,7 @@ __all__ = [
     "ImageSet",
     "LoadedModel",
     "ModelSpec",
+    "ResolvedWeights",
     "auto_weights",
     "build_model",
     "cache_dir",
@@ -113,9 +115,11 @@ __all__ = [
     "read_checkpoint",
     "resolve_data_config",
     "resolve_uri",
+    "resolve_weights",
     "select_items",
     "is_zoo_arch",
-    "register_zoo",
+    "build_zoo_arch",
+    "materialize_zoo_data",
     "zoo_catalog_file",
     "zoo_catalog_path",
     "zoo_data_config",

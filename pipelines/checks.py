@@ -12,9 +12,8 @@ import warnings
 import timm
 import torch
 
-from catalog import is_zoo_arch
+from catalog import build_zoo_arch, is_zoo_arch
 from pipelines.errors import UsageError
-from pipelines.zoo.models import build_zoo_arch
 
 __all__ = ["MIN_IMG_SIZE", "arch_min_img_size", "available_memory", "check_img_size", "check_root_usable",
            "derivative_bytes"]

@@ -92,7 +92,7 @@ def actor_plan(cfg: SweepConfig, n_groups: int, resources: dict[str, float] | No
 def describe_actors(p: Plan) -> str:
     """One line for ``--dry-run``: the actors the sweep will ask Ray for."""
     cfg = p.config
-    n_groups = len({(u.model.name, u.weights_policy) for u in p.todo})
+    n_groups = len({(u.model.name, u.weights.policy) for u in p.todo})
     if not n_groups:
         return "actors: none (nothing to run)"
     if cfg.gpus_per_actor:
@@ -186,7 +186,7 @@ def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None =
     shards = {name: [ray.put(resolve_shard(s)) for s in d.shards] for name, d in p.datasets.items()}
     groups: dict[tuple, list[WorkUnit]] = defaultdict(list)
     for u in p.todo:
-        groups[(u.model.name, u.weights or u.weights_policy)].append(u)
+        groups[(u.model.name, u.weights.source)].append(u)
     queue = sorted(groups.values(), key=lambda g: -sum(unit_cost(u) for u in g))  # longest first
     n_actors, opts = _actor_resources(cfg, len(queue))
     if opts.get("num_gpus") and cfg.gpus_per_actor:

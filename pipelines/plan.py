@@ -32,7 +32,7 @@ from pipelines.config import FAMILIES, WEIGHT_POLICIES, SweepConfig
 from pipelines.data import LoadedDataset
 from pipelines.errors import UsageError
 from pipelines.store import Store, StoreError
-from pipelines.units import WorkUnit, effective_weights, family_config, make_unit
+from pipelines.units import UnitWeights, WorkUnit, family_config, make_unit, resolve_unit_weights
 
 __all__ = ["Plan", "fallback_warning", "plan", "resolve_weights"]
 
@@ -155,20 +155,17 @@ def unique_models(found: list[tuple[Any, str]]) -> list:
     return [spec for spec, _ in out.values()]
 
 
-def check_checkpoints(specs: list, cfg: SweepConfig, known: set[str] = frozenset()) -> None:
+def check_checkpoints(specs: list, weights: dict[str, UnitWeights], known: set[str] = frozenset()) -> None:
     """Every checkpoint the sweep would load exists, loads safely and fits its architecture (before Ray starts).
 
-    ``known``: names of models whose checkpoint a done unit loaded as it is now (:func:`pipelines.history.loaded_before`):
-    not read again.
+    ``weights``: each model's resolved weights (:func:`resolve_weights`); ``known``: names of models whose
+    checkpoint a done unit loaded as it is now (:func:`pipelines.history.loaded_before`): not read again.
     """
     for spec in specs:
-        if spec.name in known:
-            continue
-        policy = effective_weights(cfg.weights, spec) or spec.source
-        if policy != "file" and not (policy == "auto" and spec.source == "file"):
+        if spec.name in known or weights[spec.name].source != "file":
             continue
         try:
-            catalog.validate_checkpoint(spec, policy)
+            catalog.validate_checkpoint(spec, "file")
         except ValueError as exc:  # CatalogError
             raise _usage(exc) from None
 
@@ -297,8 +294,8 @@ def plan(cfg: SweepConfig, *, check_writable: bool = True, dry_run: bool = False
                 f"--gpus {cfg.gpus_per_actor:g}: this machine has {torch.cuda.device_count()} GPU(s) and no --address "
                 "was given, so the local Ray could never place the actors; drop --gpus or join a cluster"
             )
-    check_checkpoints(specs, cfg, known=checked_before(specs, runs))
     resolved, fallbacks, hub = resolve_weights(cfg, specs)
+    check_checkpoints(specs, resolved, known=checked_before(specs, runs))
     datasets = load_images(cfg, dry_run=dry_run)
     units = []
     fam_cfgs = {f: family_config(f, cfg) for f in cfg.metrics}
@@ -306,7 +303,7 @@ def plan(cfg: SweepConfig, *, check_writable: bool = True, dry_run: bool = False
     for spec in specs:
         for ds in infos:
             for fam in cfg.metrics:
-                units.append(make_unit(fam, spec, ds, cfg, fam_cfgs[fam], resolved.get(spec.name)))
+                units.append(make_unit(fam, spec, ds, cfg, fam_cfgs[fam], resolved[spec.name]))
     damaged = find_damaged(store, units, status, runs)
     todo = [u for u in units if cfg.force or status.get(u.key) != "done" or u.key in damaged]
     return Plan(cfg, store, units, todo, status, datasets, attempts, hub=hub, fallbacks=fallbacks, damaged=damaged)
@@ -357,18 +354,17 @@ def find_damaged(store: Store, units: list[WorkUnit], status: dict[str, str],
     return damaged
 
 
-def resolve_weights(cfg: SweepConfig, specs: list) -> tuple[dict[str, str], dict[str, str], Any]:
-    """``--weights auto`` decided once, on the driver, for every hub model: ``hub`` when its weights are
-    cached or the hub answers (the actor downloads them; a failed download fails that unit), else ``random``.
+def resolve_weights(cfg: SweepConfig, specs: list) -> tuple[dict[str, UnitWeights], dict[str, str], Any]:
+    """``--weights`` resolved once, on the driver, for every model (:func:`pipelines.units.resolve_unit_weights`):
+    ``auto`` gives a hub model ``hub`` when its weights are cached or the hub answers (the actor downloads them;
+    a failed download fails that unit), else ``random``.
 
     The hub is checked at most once per sweep (``catalog.check_hub``: one quick request, none under
     ``HF_HUB_OFFLINE``), and only when some model's weights are not cached.
 
     Returns:
-        (model name -> ``hub`` | ``random``, model name -> why random, the hub status or None if not checked).
+        (model name -> its weights, model name -> why random, the hub status or None if not checked).
     """
-    if cfg.weights != "auto":
-        return {}, {}, None
     checked: list = []
 
     def hub_status():
@@ -376,17 +372,8 @@ def resolve_weights(cfg: SweepConfig, specs: list) -> tuple[dict[str, str], dict
             checked.append(catalog.check_hub())
         return checked[0]
 
-    resolved: dict[str, str] = {}
-    fallbacks: dict[str, str] = {}
-    for spec in specs:
-        if spec.source != "hub":
-            continue  # 'auto' on a file or random model is the spec's own source
-        try:
-            resolved[spec.name], why = catalog.auto_weights(spec, hub_status)
-        except Exception:  # noqa: BLE001 - e.g. an arch timm does not know: the unit fails with the reason
-            continue
-        if why:
-            fallbacks[spec.name] = why
+    resolved = {spec.name: resolve_unit_weights(cfg.weights, spec, hub_status) for spec in specs}
+    fallbacks = {name: w.fallback for name, w in resolved.items() if w.fallback}
     return resolved, fallbacks, (checked[0] if checked else None)
 
 

@@ -31,7 +31,7 @@ from pipelines import env, history, schema
 from pipelines.data import resolve_shard
 from pipelines.families import FAMILY_IMPLS
 from pipelines.store import Store
-from pipelines.units import WorkUnit, effective_weights
+from pipelines.units import WorkUnit
 
 __all__ = ["UnitRunner", "failed_row", "is_oom"]
 
@@ -59,7 +59,7 @@ def base_row(unit: WorkUnit, sweep_id: str, attempt: int, git_rev: str | None = 
         "model": spec.name,
         "arch": spec.arch,
         "model_version": str(spec.version),
-        "weights_policy": unit.weights_policy,
+        "weights_policy": unit.weights.policy,
         "weights": None,
         "weights_sha256": None,
         "key_mapping": None,
@@ -158,15 +158,13 @@ class UnitRunner:
         return f"{env.hostname()} {env.hardware(self.device)}"
 
     def _load(self, unit: WorkUnit):
-        policy = unit.weights or unit.weights_policy  # 'auto' as the driver resolved it (hub or random)
-        key = (unit.model, policy, unit.seed)
+        key = (unit.model, unit.weights.source, unit.seed)
         if key != self._cache_key:
             self._loaded = self._cache_key = None
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             torch.manual_seed(unit.seed)  # torch's global RNG; random init does not use it: catalog seeds it with RANDOM_SEED
-            policy = effective_weights(policy, unit.model)
-            self._loaded = catalog.build_model(unit.model, weights=policy, device=str(self.device))
+            self._loaded = catalog.build_model(unit.model, weights=unit.weights.source, device=str(self.device))
             self._cache_key = key
         return self._loaded
 

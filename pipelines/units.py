@@ -4,7 +4,7 @@ The key is ``sha256`` over a canonical JSON of everything that changes the numbe
 model spec (name, arch, tag, weight source, checkpoint, preprocessing, spec version), the
 weights policy (``auto`` as the sweep resolved it for a hub model: ``hub`` or ``random``, so a
 unit that fell back to random init offline and the same unit with hub weights never share a
-key), the dataset (name, spec version, content fingerprint, number of images), the
+key: :attr:`UnitWeights.in_key`), the dataset (name, spec version, content fingerprint, number of images), the
 family config (generators, output, interpolation, method, probes, metrics), the seed and the
 family's implementation version. Batch size, actor count, cluster and output root are not in
 it: they do not change the numbers (random draws are per image, from a generator seeded with
@@ -19,12 +19,16 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import catalog
 import liecore
 from pipelines.config import SweepConfig
 from pipelines.data import DatasetInfo
+from pipelines.errors import UsageError
 from pipelines.families import available_alt_metrics, family_version
 
-__all__ = ["DatasetInfo", "WorkUnit", "effective_weights", "family_config", "make_unit", "unit_key"]
+__all__ = [
+    "DatasetInfo", "UnitWeights", "WorkUnit", "family_config", "make_unit", "resolve_unit_weights", "unit_key",
+]
 
 _SPEC_KEY_FIELDS = (
     "name",
@@ -42,19 +46,41 @@ _SPEC_KEY_FIELDS = (
 
 
 @dataclass(frozen=True)
+class UnitWeights:
+    """A unit's weights: the sweep's ``--weights`` policy and the source it resolved to, once per model, on
+    the driver (:func:`resolve_unit_weights`); the actor builds with :attr:`source` and decides nothing.
+
+    Attributes:
+        policy: The policy asked for: ``auto``, ``hub``, ``file``, ``random`` or ``spec`` (the ``runs``
+            table's ``weights_policy``).
+        source: What the actor loads: ``hub``, ``file`` or ``random``.
+        fallback: Why ``auto`` chose random init for a hub model; None otherwise.
+        auto_choice: ``auto`` chose between hub weights and random init (a hub model): the unit key holds the
+            choice.
+    """
+
+    policy: str
+    source: str
+    fallback: str | None = None
+    auto_choice: bool = False
+
+    @property
+    def in_key(self) -> str:
+        """What the unit key holds: the policy, or for ``auto`` on a hub model its choice (``hub``, ``random``)."""
+        return self.source if self.auto_choice else self.policy
+
+
+@dataclass(frozen=True)
 class WorkUnit:
     key: str
     family: str
     model: Any  # catalog.ModelSpec
     dataset: DatasetInfo
-    weights_policy: str
+    weights: UnitWeights
     config: dict[str, Any] = field(hash=False)
     seed: int = 0
     metric_version: str = ""
     key_json: str = ""
-    weights: str | None = None
-    """The weights the runner builds with: ``weights_policy`` (the request), or for ``auto`` on a hub model
-    what the sweep resolved once on the driver (``hub`` or ``random``)."""
 
     @property
     def table(self) -> str:
@@ -87,15 +113,22 @@ def family_config(family: str, cfg: SweepConfig) -> dict[str, Any]:
     raise ValueError(f"unknown metric family {family!r}")
 
 
-def effective_weights(policy: str | None, spec) -> str | None:
-    """The ``weights`` argument ``catalog.build_model`` gets for a unit: None means the spec's own source.
+def resolve_unit_weights(policy: str, spec: Any, hub: Any = None) -> UnitWeights:
+    """The weights of ``spec``'s units under the sweep's policy: :func:`catalog.resolve_weights`, with
+    ``spec`` meaning the spec's own source. A policy the catalog refuses for this model (``file`` without a
+    checkpoint, ``hub`` for a zoo model) is a :class:`UsageError`, before any work.
 
-    ``spec`` (and no policy) is each spec's source; ``auto`` decides hub-or-random for hub specs only, so a
-    spec that names a checkpoint (or random init) keeps it.
+    Args:
+        policy: ``--weights``: ``auto``, ``hub``, ``file``, ``random`` or ``spec``.
+        spec: The model (``catalog.ModelSpec``).
+        hub: The hub's status, or a function giving it (called at most when ``auto`` meets a hub model whose
+            weights are not cached).
     """
-    if policy in ("spec", None) or (policy == "auto" and spec.source != "hub"):
-        return None
-    return policy
+    try:
+        resolved = catalog.resolve_weights(spec, None if policy == "spec" else policy, hub=hub)
+    except catalog.CatalogError as exc:
+        raise UsageError(str(exc)) from None
+    return UnitWeights(policy, resolved.source, resolved.fallback, resolved.auto_choice)
 
 
 def spec_key_dict(spec) -> dict[str, Any]:
@@ -113,15 +146,15 @@ def unit_key(payload: dict[str, Any]) -> tuple[str, str]:
 
 
 def make_unit(
-    family: str, spec, dataset: DatasetInfo, cfg: SweepConfig, fam_cfg: dict[str, Any], weights: str | None = None
+    family: str, spec: Any, dataset: DatasetInfo, cfg: SweepConfig, fam_cfg: dict[str, Any],
+    weights: UnitWeights,
 ) -> WorkUnit:
-    """The unit of ``family`` x ``spec`` x ``dataset``; ``weights``: ``cfg.weights`` as resolved for this model
-    (default ``cfg.weights``)."""
+    """The unit of ``family`` x ``spec`` x ``dataset`` with ``spec``'s resolved weights."""
     version = family_version(family, fam_cfg)
     payload = {
         "family": family,
         "model": spec_key_dict(spec),
-        "weights": weights or cfg.weights,
+        "weights": weights.in_key,
         "dataset": {
             "name": dataset.name,
             "version": dataset.version,
@@ -133,4 +166,5 @@ def make_unit(
         "metric_version": version,
     }
     key, text = unit_key(payload)
-    return WorkUnit(key, family, spec, dataset, cfg.weights, fam_cfg, cfg.seed, version, text, weights or cfg.weights)
+    return WorkUnit(key=key, family=family, model=spec, dataset=dataset, weights=weights, config=fam_cfg,
+                    seed=cfg.seed, metric_version=version, key_json=text)

@@ -19,16 +19,55 @@ RULES = {
 }
 
 
-def _source_imports(root):
-    """(file, absolute module name) of every import statement under ``root``, inside functions too."""
-    import ast
+def _dynamic_import(node, constants):
+    """The module a call ``importlib.import_module("m")``, ``import_module("m")`` or ``__import__("m")``
+    names: a string literal, or a module-level string constant of the same module (``PROVIDER = "m"``); else
+    None."""
+    if not (isinstance(node, ast.Call) and node.args):
+        return None
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
+    if name not in ("import_module", "__import__"):
+        return None
+    arg = node.args[0]
+    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        target = arg.value
+    elif isinstance(arg, ast.Name) and arg.id in constants:
+        target = constants[arg.id]
+    else:
+        return None
+    return None if target.startswith(".") else target  # relative: needs its package, not an absolute import
 
+
+def _imports(tree):
+    """``(node, module names, inside_a_function)`` of every import in ``tree``: import statements (absolute; a
+    relative ``from`` gives ``[]`` here) and the dynamic imports of :func:`_dynamic_import`."""
+    constants = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
+                 and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)
+                 for t in n.targets if isinstance(t, ast.Name)}
+    in_function = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            in_function |= {id(n) for n in ast.walk(node) if n is not node}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""] if node.level == 0 else []
+        elif (target := _dynamic_import(node, constants)) is not None:
+            names = [target]
+        else:
+            continue
+        yield node, names, id(node) in in_function
+
+
+def _source_imports(root, *, with_scope=False):
+    """(file, absolute module name) of every import under ``root``, inside functions too,
+    ``importlib.import_module`` and ``__import__`` of a string included; with ``with_scope``, (file, name,
+    inside_a_function)."""
     for path in sorted(root.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                yield from ((path, a.name) for a in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                yield path, node.module or ""
+        for _, names, lazy in _imports(ast.parse(path.read_text())):
+            yield from ((path, n, lazy) if with_scope else (path, n) for n in names)
 
 
 @pytest.mark.parametrize("package", list(RULES))
@@ -129,14 +168,54 @@ def test_only_the_command_line_imports_the_command_line():
     assert cli.UsageError is errors.UsageError
 
 
-def test_catalog_source_never_imports_the_zoo_packages():
-    """Not even lazily: e2cnn and scikit-learn belong to the zoo (``pipelines.zoo``)."""
-    import pathlib
+ZOO_PACKAGES = ("e2cnn", "sklearn")
+"""What only the zoo's builders need: ``catalog`` imports them inside functions only."""
+
+
+def _catalog_source_problems(root: pathlib.Path) -> list[str]:
+    """Imports in the catalog source at ``root`` of ``pipelines`` (anywhere, ``import_module`` and
+    ``__import__`` of a string included) or of a zoo package outside a function."""
+    problems = []
+    for path, name, lazy in _source_imports(root, with_scope=True):
+        top = name.split(".")[0]
+        if top == "pipelines" or (top in ZOO_PACKAGES and not lazy):
+            problems.append(f"{path.name} imports {name}" + ("" if lazy else " at module level"))
+    return problems
+
+
+def test_catalog_source_never_imports_pipelines_and_loads_the_zoo_packages_lazily():
+    """Not even by name: the catalog is below ``pipelines``; e2cnn and scikit-learn only when a zoo model or
+    zoo dataset is built."""
+    import catalog
+
+    problems = _catalog_source_problems(pathlib.Path(catalog.__file__).parent)
+    assert not problems, problems
+
+
+def test_the_catalog_rule_catches_a_planted_import_module_of_pipelines(tmp_path):
+    """The rule itself, on a copy of the package with planted dynamic and module-level imports."""
+    import shutil
 
     import catalog
 
-    for path, name in _source_imports(pathlib.Path(catalog.__file__).parent):
-        assert name.split(".")[0] not in ("e2cnn", "sklearn", "pipelines"), f"{path.name} imports {name}"
+    root = tmp_path / "catalog"
+    shutil.copytree(pathlib.Path(catalog.__file__).parent, root, ignore=shutil.ignore_patterns("__pycache__"))
+    assert _catalog_source_problems(root) == []
+    (root / "_planted.py").write_text(
+        "import importlib\n"
+        "from importlib import import_module\n\n"
+        "import e2cnn\n\n"
+        'PROVIDER = "pipelines.zoo"\n\n\n'
+        "def hook():\n"
+        '    importlib.import_module("pipelines.plan")\n'
+        "    importlib.import_module(PROVIDER)\n"
+        '    import_module("pipelines.runner")\n'
+        '    return __import__("pipelines")\n'
+    )
+    problems = _catalog_source_problems(root)
+    names = ("pipelines.plan", "pipelines.zoo", "pipelines.runner", "pipelines")
+    expected = [f"_planted.py imports {m}" for m in names]
+    assert sorted(problems) == sorted([*expected, "_planted.py imports e2cnn at module level"]), problems
 
 
 def test_catalog_lookups_and_the_sample_set_load_neither_e2cnn_nor_sklearn(tmp_path):
@@ -158,7 +237,7 @@ def test_catalog_lookups_and_the_sample_set_load_neither_e2cnn_nor_sklearn(tmp_p
 
 
 def test_catalog_builds_a_zoo_model_and_zoo_data_in_a_fresh_process(tmp_path):
-    """Without ``pipelines`` imported first: the catalog imports the registered zoo provider by name."""
+    """The zoo's definitions are the catalog's own: ``pipelines`` is never imported."""
     code = """if True:
         import sys
         import catalog
@@ -168,9 +247,9 @@ def test_catalog_builds_a_zoo_model_and_zoo_data_in_a_fresh_process(tmp_path):
         loaded = catalog.build_model(spec)
         import torch
         assert loaded.model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
-        assert "pipelines.zoo" in sys.modules
         imset = catalog.load_dataset("patches-ood")
         assert len(imset) == 200 and {im.array.shape for im in imset.images} == {(32, 32, 3)}
+        assert "pipelines" not in sys.modules
         print("ok")
     """
     env = {**os.environ, "LEE_CACHE_DIR": str(tmp_path)}
@@ -231,8 +310,8 @@ def _layer(module: str) -> int | None:
 
 def _pipelines_imports(root: pathlib.Path):
     """``(importer, imported, lineno, inside_a_function)`` of every import of a ``pipelines`` module under
-    ``root`` (the package folder), with the parent packages an import executes (``pipelines.zoo`` for
-    ``pipelines.zoo.models``)."""
+    ``root`` (the package folder), ``importlib.import_module`` and ``__import__`` of a string included, with the
+    parent packages an import executes (``pipelines.zoo`` for ``pipelines.zoo.train``)."""
     modules = {}
     for path in sorted(root.rglob("*.py")):
         parts = list(path.relative_to(root.parent).with_suffix("").parts)
@@ -240,17 +319,10 @@ def _pipelines_imports(root: pathlib.Path):
             parts = parts[:-1]
         modules[".".join(parts)] = path
     for name, path in modules.items():
-        tree = ast.parse(path.read_text())
-        in_function = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                in_function |= {id(n) for n in ast.walk(node)}
         is_pkg = path.name == "__init__.py"
-        for node in ast.walk(tree):
-            targets = []
-            if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
+        for node, names, lazy in _imports(ast.parse(path.read_text())):
+            targets = names
+            if isinstance(node, ast.ImportFrom):
                 if node.level:
                     base = name.split(".")[: len(name.split(".")) - node.level + (1 if is_pkg else 0)]
                     mod = ".".join(base + ([node.module] if node.module else []))
@@ -264,7 +336,7 @@ def _pipelines_imports(root: pathlib.Path):
                 for k in range(2, len(parts) + 1):  # pipelines.a.b executes pipelines.a first
                     imported = ".".join(parts[:k])
                     if imported in modules and not name.startswith(imported + ".") and imported != name:
-                        yield name, imported, node.lineno, id(node) in in_function
+                        yield name, imported, node.lineno, lazy
 
 
 def _layer_problems(root: pathlib.Path) -> list[str]:
@@ -307,7 +379,7 @@ def test_pipelines_modules_import_only_their_layer_and_below():
 
 
 def test_the_layer_rule_catches_an_upward_import_a_cycle_and_a_lazy_import(tmp_path):
-    """The rule itself, on a copy of the package with three planted faults."""
+    """The rule itself, on a copy of the package with four planted faults (one an upward ``import_module``)."""
     import shutil
 
     import pipelines
@@ -321,9 +393,12 @@ def test_the_layer_rule_catches_an_upward_import_a_cycle_and_a_lazy_import(tmp_p
         f.write("\nfrom pipelines import store  # planted: a cycle with store -> schema\n")
     with (root / "runner.py").open("a") as f:
         f.write("\n\ndef planted():\n    from pipelines import store\n\n    return store\n")
+    with (root / "units.py").open("a") as f:
+        f.write('\nimport importlib\n\nRUNNER = importlib.import_module("pipelines.runner")  # planted: up, by name\n')
     (root / "newmodule.py").write_text("from pipelines import errors\n")
     problems = "\n".join(_layer_problems(root))
     assert "pipelines.store:" in problems and "imports pipelines.plan: up from store/schema/units" in problems
+    assert "pipelines.units:" in problems and "imports pipelines.runner: up from store/schema/units" in problems
     assert "import cycle: " in problems and "pipelines.schema" in problems
     assert "pipelines.runner:" in problems and "inside a function" in problems
     assert "pipelines.newmodule is in no layer" in problems

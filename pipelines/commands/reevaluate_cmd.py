@@ -165,7 +165,7 @@ def _reason(unit, status: dict[str, str], by_model: dict) -> str:
             reasons.add("config")
         if old.get("weights") != new.get("weights"):
             # auto resolves to hub or random per sweep: random before, hub weights (cached or downloadable) now
-            now_hub = unit.weights_policy == "auto" and new.get("weights") == "hub"
+            now_hub = unit.weights.auto_choice and unit.weights.source == "hub"
             reasons.add("weights now available" if now_hub and row.get("weights") == "random" else "weights policy")
     return ", ".join(sorted(reasons)) or "changed"
 

@@ -32,7 +32,6 @@ from safetensors.torch import save_file
 import catalog
 from pipelines.zoo.data import MEAN, PADDING, STD, TaskData, augment, load_split, normalize
 from pipelines.zoo.grid import PRESETS, ZooModelConfig
-from pipelines.zoo.models import build_zoo_arch
 
 __all__ = ["ZOO_CODE_VERSION", "TrainedModel", "ZooResult", "evaluate", "train_model", "train_zoo"]
 
@@ -148,7 +147,8 @@ def train_model(
     torch.manual_seed(cfg.seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = build_zoo_arch(cfg.arch, num_classes=cfg.num_classes, model_kwargs=cfg.model_kwargs, name=cfg.name)
+        model = catalog.build_zoo_arch(cfg.arch, num_classes=cfg.num_classes, model_kwargs=cfg.model_kwargs,
+                                       name=cfg.name)
     if init is not None:
         keep = {k: v for k, v in init.items() if not k.startswith("head.")}
         missing, unexpected = model.load_state_dict(keep, strict=False)
@@ -253,7 +253,7 @@ def write_catalog(models: Sequence[TrainedModel], path: Path, *, preset: str | N
     doc = {
         "name": "zoo",
         "description": "Models trained offline by `lee zoo train` on rotated digits and photo patches "
-                       "(pipelines/zoo/datasets.py); file checkpoints with their training provenance.",
+                       "(catalog/_zoo_data.py); file checkpoints with their training provenance.",
         "version": 1,
         "trained": {"last_preset": preset, "code_version": ZOO_CODE_VERSION, "versions": _versions()},
         "models": list(entries.values()),

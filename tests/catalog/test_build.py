@@ -14,6 +14,12 @@ import catalog
 TINY = "test_resnet.r160_in1k"
 
 
+def _hub_tiny() -> catalog.ModelSpec:
+    """TINY as a hub model: the tiny catalog names random weights, which ``auto`` keeps; a hub model's ``auto``
+    is its hub weights, or random init when they are neither cached nor downloadable."""
+    return catalog.get_model(TINY).replace(source="hub")
+
+
 def _images(n: int = 3, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     shapes = [(200, 300, 3), (180, 180, 3), (321, 143, 3)]
@@ -144,13 +150,13 @@ def test_auto_uses_cached_hub_weights_else_random(
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert catalog.hub_cached_file(catalog.get_model(TINY)) is None
-    assert catalog.build_model(TINY, weights="auto").weights == "random"
+    assert catalog.build_model(_hub_tiny(), weights="auto").weights == "random"
     with pytest.raises(catalog.CatalogError, match=r"not cached.*--weights random"):
         catalog.build_model(TINY, weights="hub")
 
     cached = _put_in_hf_cache(tmp_path / "hub", "timm/test_resnet.r160_in1k", source_model.model.state_dict())
     assert catalog.hub_cached_file(catalog.get_model(TINY)) == str(cached)
-    loaded = catalog.build_model(TINY, weights="auto")
+    loaded = catalog.build_model(_hub_tiny(), weights="auto")
     assert loaded.weights == "hub"
     assert loaded.weights_sha256 == catalog._checkpoint.sha256_file(str(cached))
     torch.testing.assert_close(_outputs(loaded), _outputs(source_model), rtol=0, atol=0)
@@ -280,7 +286,7 @@ def test_auto_downloads_hub_weights_through_the_endpoint(
     status = catalog.check_hub()
     assert status.online and status.endpoint == online_hub.endpoint, status
 
-    loaded = catalog.build_model(TINY, weights="auto", hub=status)
+    loaded = catalog.build_model(_hub_tiny(), weights="auto", hub=status)
     assert (loaded.weights, loaded.fallback) == ("hub", None)
     assert loaded.weights_sha256 == catalog._checkpoint.sha256_file(str(served))
     torch.testing.assert_close(_outputs(loaded), _outputs(source_model), rtol=0, atol=0)
@@ -288,7 +294,7 @@ def test_auto_downloads_hub_weights_through_the_endpoint(
     cached = catalog.hub_cached_file(spec)  # downloaded into the cache of HF_HUB_CACHE
     assert cached is not None and cached.startswith(str(tmp_path / "hub"))
 
-    again = catalog.build_model(TINY, weights="auto")  # cached now: loaded without any request
+    again = catalog.build_model(_hub_tiny(), weights="auto")  # cached now: loaded without any request
     assert again.weights == "hub" and again.weights_sha256 == loaded.weights_sha256
     assert len(online_hub.downloads()) == 1
 
@@ -296,7 +302,7 @@ def test_auto_downloads_hub_weights_through_the_endpoint(
 def test_auto_with_an_answering_hub_fails_when_the_download_fails(online_hub) -> None:
     """The hub answers but has no such file: the model fails, loudly, instead of running on random init."""
     with pytest.raises(catalog.CatalogError, match=rf"could not be downloaded from {online_hub.endpoint}"):
-        catalog.build_model(TINY, weights="auto", hub=catalog.check_hub())
+        catalog.build_model(_hub_tiny(), weights="auto", hub=catalog.check_hub())
     assert ("HEAD", "/timm/test_resnet.r160_in1k/resolve/main/model.safetensors") in online_hub.requests
 
 
@@ -307,7 +313,7 @@ def test_auto_falls_back_to_random_only_when_the_hub_is_unreachable(
     status = catalog.check_hub()
     assert not status.online and "HF_HUB_OFFLINE" in status.reason
     assert online_hub.requests == []  # offline: not even the reachability check is sent
-    loaded = catalog.build_model(TINY, weights="auto", hub=status)
+    loaded = catalog.build_model(_hub_tiny(), weights="auto", hub=status)
     assert loaded.weights == "random" and loaded.weights_sha256 is None
     assert "not in the local cache" in loaded.fallback and "HF_HUB_OFFLINE" in loaded.fallback
 
@@ -316,7 +322,7 @@ def test_auto_falls_back_to_random_only_when_the_hub_is_unreachable(
     monkeypatch.setenv("HF_ENDPOINT", dead)
     status = catalog.check_hub()
     assert not status.online and status.endpoint == dead and status.reason.startswith("unreachable"), status
-    loaded = catalog.build_model(TINY, weights="auto")  # checks the hub itself
+    loaded = catalog.build_model(_hub_tiny(), weights="auto")  # checks the hub itself
     assert loaded.weights == "random" and dead in loaded.fallback
     with pytest.raises(catalog.CatalogError, match="could not be downloaded"):
         catalog.build_model(TINY, weights="hub")  # asked for hub weights: no fallback

@@ -67,7 +67,7 @@ def test_auto_resolves_in_the_unit_key(hub_catalog, served_checkpoint, tmp_path,
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))  # the session is offline (tests/conftest.py)
     offline = plan(_config(hub_catalog, tmp_path / "res"), check_writable=False, dry_run=True)
     (unit,) = offline.units
-    assert (unit.weights_policy, unit.weights) == ("auto", "random")
+    assert (unit.weights.policy, unit.weights.source, unit.weights.in_key) == ("auto", "random", "random")
     assert set(offline.fallbacks) == {MODEL} and not offline.hub.online
     warning = fallback_warning(offline)
     assert "RANDOM-INIT" in warning and MODEL in warning and "HF_HUB_OFFLINE" in warning
@@ -76,7 +76,7 @@ def test_auto_resolves_in_the_unit_key(hub_catalog, served_checkpoint, tmp_path,
 
     _put_in_hf_cache(tmp_path / "hub", served_checkpoint)
     cached = plan(_config(hub_catalog, tmp_path / "res"), check_writable=False, dry_run=True)
-    assert cached.units[0].weights == "hub" and cached.units[0].key != unit.key
+    assert cached.units[0].weights.source == "hub" and cached.units[0].key != unit.key
     assert cached.fallbacks == {} and cached.hub is None  # every model cached: the hub is not even checked
 
 

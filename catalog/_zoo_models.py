@@ -14,9 +14,9 @@ the catalog reads its layout the same way.
 - ``zoo_vit``: timm's ``VisionTransformer`` (kwargs: patch_size, embed_dim, depth, num_heads, mlp_ratio ...).
 - ``zoo_mixer``: timm's ``MlpMixer`` (kwargs: patch_size, num_blocks, embed_dim, mlp_ratio ...).
 
-torch, timm and e2cnn are imported inside the builders only. ``pipelines.zoo`` registers
-:func:`build_zoo_arch` with the catalog (``catalog.register_zoo``), which calls it for a spec whose ``arch``
-starts with ``zoo_``.
+torch, timm and e2cnn are imported inside the builders only, so importing ``catalog`` loads none of them.
+``catalog.build_model`` calls :func:`build_zoo_arch` for a spec whose ``arch`` is one of :data:`ZOO_ARCHS`; the
+zoo's training (``lee zoo train``) builds its models with the same function.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import copy
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from catalog import CatalogError, unknown_name_error
+from catalog._errors import CatalogError, unknown_name_error
 
 if TYPE_CHECKING:
     import torch

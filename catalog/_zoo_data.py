@@ -16,8 +16,9 @@ resized to 32x32 (bicubic) and labelled by source photo (7 classes). Train crops
 each photo and test crops from the other half (pixel-disjoint); ``ood``: crops of the histology slide and
 the retina photo (labelled by their source, classes the models never saw).
 
-``pipelines.zoo`` registers :func:`materialize_zoo_data` with the catalog (``catalog.register_zoo``), which
-calls it for the ``builtin://zoo-<task>/<split>`` URIs of ``catalog/datasets.yaml``.
+The catalog calls :func:`materialize_zoo_data` for the ``builtin://zoo-<task>/<split>`` URIs of
+``catalog/datasets.yaml`` (through ``catalog._zoo``, which imports this module on first use: numpy, PIL and
+scikit-learn stay unloaded until a zoo dataset is read).
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from catalog import ZOO_SPLITS, ZOO_TASKS, cache_dir, sample_regions, write_images_parquet
+from catalog._paths import cache_dir
+from catalog._sample import sample_regions, write_images_parquet
+from catalog._zoo import ZOO_SPLITS, ZOO_TASKS
 
-__all__ = ["ZOO_DATA_VERSION", "ZOO_SPLITS", "ZOO_TASKS", "materialize_zoo_data", "zoo_data_path"]
+__all__ = ["ZOO_DATA_VERSION", "materialize_zoo_data", "zoo_data_path"]
 
 ZOO_DATA_VERSION = 1
 SIZE = 32
