@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import json
 import types
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from catalog import WEIGHT_POLICIES as _CATALOG_POLICIES
+from lee_names import did_you_mean
 from pipelines.errors import UsageError
 
 __all__ = ["FAMILIES", "INTERPOLATIONS", "SweepConfig", "DEFAULT_OUTPUT", "WEIGHT_POLICIES"]
@@ -134,9 +134,7 @@ class SweepConfig:
             k = str(key).replace("-", "_")
             k = _FLAG_NAMES.get(k, k)
             if k not in known:
-                close = difflib.get_close_matches(k, known, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise UsageError(f"{source}: unknown key {key!r}{hint}")
+                raise UsageError(f"{source}: unknown key {key!r}{did_you_mean(k, known, n=1)}")
             if k in ("models", "datasets", "generators", "metrics", "alt_metrics", "layerwise_generators", "rename_keys"):
                 if isinstance(value, str):
                     value = [v.strip() for v in value.split(",") if v.strip()]

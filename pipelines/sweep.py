@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import os
 import re
 import socket
@@ -36,6 +35,7 @@ import torch
 
 import catalog
 import liecore
+from lee_names import did_you_mean
 from liecore import GENERATORS
 from liecore.metrics import METRICS
 from pipelines import data, env, history, integrity
@@ -285,8 +285,7 @@ def validate(cfg: SweepConfig) -> None:
     if "alt" in cfg.metrics:
         unknown = [n for n in (cfg.alt_metrics or []) if n not in METRICS]
         if unknown:
-            close = difflib.get_close_matches(unknown[0], list(METRICS), n=2)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            hint = did_you_mean(unknown[0], METRICS, n=2)
             raise UsageError(f"unknown alt metric {unknown[0]!r}{hint} (known: {', '.join(sorted(METRICS))})")
 
 

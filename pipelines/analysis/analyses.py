@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lee_names import did_you_mean
 from pipelines.analysis import stats
 from pipelines.analysis.sqltext import in_list
 
@@ -1065,9 +1066,5 @@ ANALYSES: dict[str, Callable[..., pd.DataFrame]] = {
 def run_analysis(con: Any, name: str, **kwargs: Any) -> pd.DataFrame:
     """Run the analysis ``name`` (a key of :data:`ANALYSES`); ValueError with close matches otherwise."""
     if name not in ANALYSES:
-        import difflib
-
-        close = difflib.get_close_matches(name, ANALYSES, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown analysis {name!r}{hint} (known: {', '.join(ANALYSES)})")
+        raise ValueError(f"unknown analysis {name!r}{did_you_mean(name, ANALYSES, n=1)} (known: {', '.join(ANALYSES)})")
     return ANALYSES[name](con, **kwargs)
