@@ -15,13 +15,21 @@ from catalog import WEIGHT_POLICIES as _CATALOG_POLICIES
 from lee_names import did_you_mean
 from pipelines.errors import UsageError
 
-__all__ = ["FAMILIES", "INTERPOLATIONS", "SweepConfig", "DEFAULT_OUTPUT", "WEIGHT_POLICIES"]
+__all__ = ["FAMILIES", "INTERPOLATIONS", "SweepConfig", "DEFAULT_OUTPUT", "WEIGHT_POLICIES", "WEIGHTS_FILTERS"]
 
 FAMILIES = ("lee", "layerwise", "alt", "explain")
 _FLAG_NAMES = {"gpus": "gpus_per_actor"}  # flags whose name differs from their field
 DEFAULT_OUTPUT = "./lee-results"
 WEIGHT_POLICIES = (*_CATALOG_POLICIES, "spec")
 """``--weights``: catalog's policies plus ``spec`` (each spec's own source); see ``pipelines.units.effective_weights``."""
+WEIGHTS_FILTERS: dict[str, tuple[str, ...] | None] = {
+    "pretrained": ("hub", "file"),
+    "random": ("random",),
+    "any": None,
+}
+"""``--weights-filter`` (the analyses' and the report's ``weights=``): which stored results to use -> the values of
+the ``weights`` column (the weights a unit actually used) it keeps (None: all). The one vocabulary of
+``lee query``, ``lee report`` and :mod:`pipelines.analysis.analyses`."""
 
 
 class _LiecoreInterpolations(Sequence):
