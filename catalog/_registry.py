@@ -14,12 +14,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from catalog._errors import CatalogError, close_matches, unknown_name_error
+from catalog._errors import CatalogError, unknown_name_error
 from catalog._files import PACKAGE_DIR, check_keys, read_catalog_file
 from catalog._paths import zoo_catalog_path
 from catalog._spec import ModelSpec, spec_from_dict
 from catalog._watch import DEFAULT_NAME_TEMPLATE, checkpoint_name, empty_reason, list_checkpoints
 from catalog._zoo import is_zoo_arch
+from lee_names import did_you_mean
 
 __all__ = [
     "BUILTIN_CATALOGS",
@@ -130,9 +131,7 @@ def unknown_model_error(name: str, specs: Sequence[ModelSpec], where: str) -> Ca
     """The error for a model name that :func:`names_for` finds nothing for, with close matches from ``specs``."""
     _, _, aliases = _base()
     candidates = [*(s.name for s in specs), *dict.fromkeys(s.arch for s in specs), *aliases]
-    hints = close_matches(name, candidates)
-    hint = f"; did you mean {', '.join(repr(h) for h in hints)}?" if hints else ""
-    return CatalogError(f"unknown model {name!r} in {where}{hint}")
+    return CatalogError(f"unknown model {name!r} in {where}{did_you_mean(name, candidates)}")
 
 
 def _entry_to_spec(entry: Any, where: str) -> list[ModelSpec]:

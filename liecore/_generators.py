@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lee_names import did_you_mean
+
 __all__ = [
     "COLOR_KINDS",
     "GENERATORS",
@@ -189,10 +191,7 @@ def get_generator(name: str | Generator) -> Generator:
     try:
         return GENERATORS[name]
     except KeyError:
-        import difflib
-
-        close = difflib.get_close_matches(str(name), GENERATORS, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        hint = did_you_mean(str(name), GENERATORS, n=3)
         raise ValueError(f"unknown generator {name!r}{hint} (known: {', '.join(GENERATORS)})") from None
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import json
 import types
@@ -13,15 +12,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from catalog import WEIGHT_POLICIES as _CATALOG_POLICIES
+from lee_names import did_you_mean
 from pipelines.errors import UsageError
 
-__all__ = ["FAMILIES", "INTERPOLATIONS", "SweepConfig", "DEFAULT_OUTPUT", "WEIGHT_POLICIES"]
+__all__ = ["FAMILIES", "INTERPOLATIONS", "SweepConfig", "DEFAULT_OUTPUT", "WEIGHT_POLICIES", "WEIGHTS_FILTERS"]
 
 FAMILIES = ("lee", "layerwise", "alt", "explain")
 _FLAG_NAMES = {"gpus": "gpus_per_actor"}  # flags whose name differs from their field
 DEFAULT_OUTPUT = "./lee-results"
 WEIGHT_POLICIES = (*_CATALOG_POLICIES, "spec")
 """``--weights``: catalog's policies plus ``spec`` (each spec's own source); see ``pipelines.units.resolve_unit_weights``."""
+WEIGHTS_FILTERS: dict[str, tuple[str, ...] | None] = {
+    "pretrained": ("hub", "file"),
+    "random": ("random",),
+    "any": None,
+}
+"""``--weights-filter`` (the analyses' and the report's ``weights=``): which stored results to use -> the values of
+the ``weights`` column (the weights a unit actually used) it keeps (None: all). The one vocabulary of
+``lee query``, ``lee report`` and :mod:`pipelines.analysis.analyses`."""
 
 
 class _LiecoreInterpolations(Sequence):
@@ -134,9 +142,7 @@ class SweepConfig:
             k = str(key).replace("-", "_")
             k = _FLAG_NAMES.get(k, k)
             if k not in known:
-                close = difflib.get_close_matches(k, known, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise UsageError(f"{source}: unknown key {key!r}{hint}")
+                raise UsageError(f"{source}: unknown key {key!r}{did_you_mean(k, known, n=1)}")
             if k in ("models", "datasets", "generators", "metrics", "alt_metrics", "layerwise_generators", "rename_keys"):
                 if isinstance(value, str):
                     value = [v.strip() for v in value.split(",") if v.strip()]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import os
 import sys
 from collections import defaultdict
@@ -24,6 +23,7 @@ import torch
 
 import catalog
 import liecore
+from lee_names import did_you_mean
 from liecore.metrics import METRICS
 from pipelines import data, history, integrity
 from pipelines.checks import check_img_size, check_root_usable
@@ -249,8 +249,7 @@ def validate(cfg: SweepConfig) -> None:
     if "alt" in cfg.metrics:
         unknown = [n for n in (cfg.alt_metrics or []) if n not in METRICS]
         if unknown:
-            close = difflib.get_close_matches(unknown[0], list(METRICS), n=2)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            hint = did_you_mean(unknown[0], METRICS, n=2)
             raise UsageError(f"unknown alt metric {unknown[0]!r}{hint} (known: {', '.join(sorted(METRICS))})")
 
 

@@ -16,6 +16,7 @@ RULES = {
     # package: modules it must never import (directly or indirectly) at import time
     "liecore": ["ray", "duckdb", "pyarrow", "fsspec", "timm", "wandb", "catalog", "pipelines", "scipy", "pandas"],
     "catalog": ["ray", "duckdb", "liecore", "pipelines", "timm", "torch", "e2cnn", "sklearn", "scipy"],
+    "lee_names": ["torch", "numpy", "yaml", "ray", "duckdb", "liecore", "catalog", "pipelines"],
 }
 
 
@@ -83,7 +84,7 @@ def test_liecore_source_imports_only_torch_and_numpy():
 
     import liecore
 
-    allowed = {"torch", "numpy", "liecore", "__future__"}
+    allowed = {"torch", "numpy", "liecore", "lee_names", "__future__"}  # lee_names: stdlib only (below)
     root = pathlib.Path(liecore.__file__).parent
     stdlib = set(sys.stdlib_module_names)
     for path, name in _source_imports(root):
@@ -91,11 +92,21 @@ def test_liecore_source_imports_only_torch_and_numpy():
         assert top in allowed or top in stdlib, f"{path.name} imports {name}"
 
 
+def test_lee_names_imports_only_the_standard_library():
+    """``lee_names`` (the one "did you mean") sits below liecore and catalog: both import it."""
+    import lee_names
+
+    root = pathlib.Path(lee_names.__file__).parent
+    found = [f"{path.name} imports {name}" for path, name in _source_imports(root)
+             if name.split(".")[0] not in {*sys.stdlib_module_names, "lee_names", "__future__"}]
+    assert not found, found
+
+
 def test_nothing_imports_pipelines():
     import pathlib
 
     root = pathlib.Path(__file__).parents[1]
-    for pkg in ("liecore", "catalog"):
+    for pkg in ("lee_names", "liecore", "catalog"):
         for path in (root / pkg).rglob("*.py"):
             text = path.read_text()
             assert "import pipelines" not in text and "from pipelines" not in text, path

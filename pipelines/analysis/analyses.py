@@ -32,10 +32,11 @@ and returns one tidy table, one row per statistic, with the columns of :data:`CO
 followed by analysis-specific columns (``output``, ``interpolation`` and more, documented per function).
 
 **Weights are never pooled silently.** ``weights="pretrained"`` (the default) uses rows whose weights are
-``hub`` or ``file``; when a results root has no pretrained rows for the analysis at all (an offline sweep
-with ``--weights auto`` and no cached hub weights), the analysis falls back to the random-init rows and
-says so in ``weights`` (``random``) and ``note``. ``weights="any"`` pools every kind on request; a model
-evaluated with two kinds of weights is then two points (column ``model_weights`` where models are
+``hub`` or ``file`` (:data:`pipelines.config.WEIGHTS_FILTERS`, the one vocabulary of the analyses, the
+report and ``--weights-filter``); when a results root has no pretrained rows for the analysis at all (an
+offline sweep with ``--weights auto`` and no cached hub weights), the analysis falls back to the random-init
+rows and says so in ``weights`` (``random``) and ``note``. ``weights="any"`` pools every kind on request; a
+model evaluated with two kinds of weights is then two points (column ``model_weights`` where models are
 listed).
 
 Statistics (``pipelines.analysis.stats``): percentile bootstrap intervals with ``n_boot`` resamples and
@@ -55,13 +56,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lee_names import did_you_mean
 from pipelines.analysis import stats
-from pipelines.analysis.sqltext import in_list
+from pipelines.analysis.sqltext import Condition, ident, is_in
+from pipelines.config import WEIGHTS_FILTERS
 
 __all__ = [
     "ANALYSES",
     "COLUMNS",
-    "WEIGHT_KINDS",
     "accuracy",
     "agreement",
     "anti_alias_pairs",
@@ -78,13 +80,6 @@ COLUMNS: tuple[str, ...] = (
     "estimate", "ci_low", "ci_high", "level", "n", "n_of", "p_value", "method", "note",
 )
 """The leading columns of every analysis table (analysis-specific columns follow)."""
-
-WEIGHT_KINDS: dict[str, tuple[str, ...] | None] = {
-    "pretrained": ("hub", "file"),
-    "random": ("random",),
-    "any": None,
-}
-"""``weights=`` argument -> the ``weights`` column values it selects (None: all)."""
 
 MODELS_PER_QUERY = 32
 """Models per query of the per-image layerwise rows (``layerwise``): bounds memory on large stores."""
@@ -110,33 +105,37 @@ class _Weights:
     """The weights kinds an analysis uses, after the random-init fallback."""
 
     def __init__(self, con: Any, weights: str, families: Sequence[str], dataset: Filter):
-        if weights not in WEIGHT_KINDS:
-            raise ValueError(f"weights must be one of {', '.join(WEIGHT_KINDS)}, got {weights!r}")
-        self.label, self.kinds, self.note = weights, WEIGHT_KINDS[weights], ""
+        if weights not in WEIGHTS_FILTERS:
+            raise ValueError(f"weights must be one of {', '.join(WEIGHTS_FILTERS)}, got {weights!r}")
+        self.label, self.kinds, self.note = weights, WEIGHTS_FILTERS[weights], ""
         if weights != "pretrained":
             return
-        where = f"{in_list('family', families)} AND {in_list('dataset', _as_list(dataset))}"
-        have = {
-            r[0]
-            for r in con.execute(f"SELECT DISTINCT weights FROM done_units WHERE {where}").fetchall()
-            if r[0] is not None
-        }
-        if have and not have & set(WEIGHT_KINDS["pretrained"]) and "random" in have:
-            self.label, self.kinds, self.note = "random", WEIGHT_KINDS["random"], _RANDOM_FALLBACK
+        where = is_in("family", families) & is_in("dataset", _as_list(dataset))
+        found = con.sql(f"SELECT DISTINCT weights FROM done_units WHERE {where.sql}", params=list(where.params))
+        have = {r[0] for r in found.fetchall() if r[0] is not None}
+        if have and not have & set(WEIGHTS_FILTERS["pretrained"]) and "random" in have:
+            self.label, self.kinds, self.note = "random", WEIGHTS_FILTERS["random"], _RANDOM_FALLBACK
 
-    def where(self, column: str = "weights") -> str:
-        return in_list(column, self.kinds)
+    def where(self, column: str | tuple[str, str] = "weights") -> Condition:
+        return is_in(column, self.kinds)
 
 
-def _where(w: _Weights, dataset: Filter, generator: Filter, alias: str = "") -> str:
-    """The weights / dataset / generator filter, on columns of ``alias`` (a table alias) if given."""
-    p = f"{alias}." if alias else ""
-    return (f"{w.where(p + 'weights')} AND {in_list(p + 'dataset', _as_list(dataset))} "
-            f"AND {in_list(p + 'generator', _as_list(generator))}")
+def _column(alias: str, name: str) -> str | tuple[str, str]:
+    """Column ``name`` of table ``alias`` (no alias: the bare name), as :func:`~pipelines.analysis.sqltext.is_in`
+    takes it."""
+    return (alias, name) if alias else name
 
 
-def _df(con: Any, sql: str) -> pd.DataFrame:
-    return con.sql(sql).df()
+def _where(w: _Weights, dataset: Filter, generator: Filter, alias: str = "") -> Condition:
+    """The weights / dataset / generator filter, on columns of ``alias`` (a table alias) if given; the names
+    are bound parameters."""
+    return (w.where(_column(alias, "weights")) & is_in(_column(alias, "dataset"), _as_list(dataset))
+            & is_in(_column(alias, "generator"), _as_list(generator)))
+
+
+def _df(con: Any, sql: str, where: Condition | None = None) -> pd.DataFrame:
+    """The rows of ``sql``, whose ``?`` placeholders are ``where``'s parameters."""
+    return con.sql(sql, params=list(where.params) if where is not None else None).df()
 
 
 # Every query whose rows reach a statistic ends in a total ORDER BY: without one DuckDB returns rows in the
@@ -158,8 +157,7 @@ _PAIR_KEYS = ("dataset", "generator", "output", "interpolation", "metric", "mode
 
 def _order(keys: Sequence[str], alias: str = "") -> str:
     """``ORDER BY`` list of ``keys`` (on the columns of table ``alias`` if given), NULLs last."""
-    p = f"{alias}." if alias else ""
-    return ", ".join(f"{p}{k} NULLS LAST" for k in keys)
+    return ", ".join(f"{ident(alias, k) if alias else ident(k)} NULLS LAST" for k in keys)
 
 
 def _join_notes(*notes: str | None) -> str:
@@ -251,12 +249,13 @@ def accuracy(
     if x not in ACCURACY_COLUMNS:
         raise ValueError(f"x must be one of {', '.join(ACCURACY_COLUMNS)}, got {x!r}")
     w = _Weights(con, weights, ["lee"], dataset)
+    where = _where(w, dataset, generator)
     data = _df(con, f"""
-        SELECT model, weights, dataset, generator, output, interpolation, log_mean_lee AS y, {x} AS x, family
+        SELECT model, weights, dataset, generator, output, interpolation, log_mean_lee AS y, {ident(x)} AS x, family
         FROM lee_summary
-        WHERE {_where(w, dataset, generator)}
+        WHERE {where.sql}
         ORDER BY {_order(_SUMMARY_KEYS)}
-    """)
+    """, where)
     rows: list[dict[str, Any]] = []
     boot = f"percentile bootstrap over models ({n_boot} resamples, seed {seed})"
     for (ds, gen, out, interp), g in _groups(data, ["dataset", "generator", "output", "interpolation"]):
@@ -386,14 +385,15 @@ def scale(
         pairs: Explicit (anti-aliased, plain) model pairs instead of :func:`anti_alias_pairs`.
     """
     w = _Weights(con, weights, ["lee"], dataset)
+    where = _where(w, dataset, generator, "s")
     data = _df(con, f"""
         SELECT s.model, s.weights, s.dataset, s.generator, s.output, s.interpolation, s.log_mean_lee AS y,
                s.family, s.params_m, s.pretrain_data, s.pretrain_images, m.train_images, m.model_kwargs, s.recipe,
                coalesce(m.arch, split_part(s.model, '.', 1)) AS arch
         FROM lee_summary s LEFT JOIN models m USING (model)
-        WHERE {_where(w, dataset, generator, "s")}
+        WHERE {where.sql}
         ORDER BY {_order(_SUMMARY_KEYS, "s")}
-    """)
+    """, where)
     rows: list[dict[str, Any]] = []
     for (ds, gen, out, interp), g in _groups(data, ["dataset", "generator", "output", "interpolation"]):
         base = {"dataset": ds, "generator": gen, "output": out, "interpolation": interp}
@@ -509,18 +509,19 @@ def _recipes(g: pd.DataFrame, base: dict[str, Any], level: float) -> list[dict[s
     return rows
 
 
-def _anti_alias(con: Any, pairs: list[tuple[str, str]], filt: str, n_boot: int, seed: int,
+def _anti_alias(con: Any, pairs: list[tuple[str, str]], filt: Condition, n_boot: int, seed: int,
                 level: float) -> list[dict[str, Any]]:
     if not pairs:
         return []
     names = sorted({m for p in pairs for m in p})
+    where = is_in(("l", "model"), names) & filt
     data = _df(con, f"""
         SELECT l.model, l.weights, l.dataset, l.generator, l.output, l.interpolation, l.sample_id, l.value,
                m.family
         FROM lee l LEFT JOIN models m USING (model)
-        WHERE {in_list('l.model', names)} AND {filt}
+        WHERE {where.sql}
         ORDER BY {_order(_LEE_KEYS, "l")}
-    """)
+    """, where)
     rows = []
     keys = ["weights", "dataset", "generator", "output", "interpolation"]
     for key, g in _groups(data, keys):
@@ -577,12 +578,13 @@ def gap(
         reference: The role in the denominators.
     """
     w = _Weights(con, weights, ["lee"], dataset)
+    where = _where(w, dataset, generator)
     data = _df(con, f"""
         SELECT model, weights, dataset, role, generator, output, interpolation, sample_id, value, m.family
         FROM lee LEFT JOIN models m USING (model)
-        WHERE {_where(w, dataset, generator)}
+        WHERE {where.sql}
         ORDER BY {_order(_LEE_KEYS, "lee")}
-    """)
+    """, where)
     rows: list[dict[str, Any]] = []
     if data.empty:
         return _frame("gap", rows, w, level, "no lee results match")
@@ -711,25 +713,27 @@ def layerwise(
     """
     w = _Weights(con, weights, ["layerwise"], dataset)
     methods = None if method is None else [method]
-    filt = f"{_where(w, dataset, generator)} AND {in_list('method', methods)}"
+    filt = _where(w, dataset, generator) & is_in("method", methods)
     names = _as_list(model)
     if names is None:
-        names = [r[0] for r in con.execute(f"""
+        items = (w.where() & is_in("dataset", _as_list(dataset)) & is_in("item", _as_list(generator))
+                 & is_in("method", methods))
+        names = [r[0] for r in con.sql(f"""
             SELECT DISTINCT model FROM current_items
-            WHERE family = 'layerwise' AND {w.where()} AND {in_list('dataset', _as_list(dataset))}
-                  AND {in_list('item', _as_list(generator))} AND {in_list('method', methods)}
-            ORDER BY model""").fetchall()]
+            WHERE family = 'layerwise' AND {items.sql}
+            ORDER BY model""", params=list(items.params)).fetchall()]
     families = dict(con.execute("SELECT model, family FROM models ORDER BY model").fetchall())
     rows: list[dict[str, Any]] = []
     for start in range(0, len(names), MODELS_PER_QUERY):  # bounded memory; each query reads its models' files
         chunk = names[start : start + MODELS_PER_QUERY]
+        where = is_in("model", chunk) & filt
         data = _df(con, f"""
             SELECT model, weights, dataset, generator, output, interpolation, method, num_probes, sample_id, kind,
                    layer, call_index, layer_class, layer_type, share, value, share_additive
             FROM layerwise
-            WHERE {in_list('model', chunk)} AND {filt} AND kind IN ('layer', 'end_to_end', 'unattributed')
+            WHERE {where.sql} AND kind IN ('layer', 'end_to_end', 'unattributed')
             ORDER BY {_order(_LAYERWISE_KEYS)}
-        """)
+        """, where)
         keys = ["model", "weights", "dataset", "generator", "output", "interpolation", "method", "num_probes"]
         for key, g in _groups(data, keys):
             name, wk, ds, gen, out, interp, meth, probes = key
@@ -848,13 +852,14 @@ def agreement(
         metric: Only these alternative metrics.
     """
     w = _Weights(con, weights, ["lee", "alt"], dataset)
+    where = _where(w, dataset, generator) & is_in("metric", _as_list(metric))
     data = _df(con, f"""
         SELECT model, weights, dataset, generator, output, interpolation, metric, mean_lee, mean_value,
                higher_is_better
         FROM metric_pairs
-        WHERE {_where(w, dataset, generator)} AND {in_list('metric', _as_list(metric))}
+        WHERE {where.sql}
         ORDER BY {_order(_PAIR_KEYS)}
-    """)
+    """, where)
     rows: list[dict[str, Any]] = []
     keys = ["dataset", "generator", "output", "interpolation", "metric"]
     for key, g in _groups(data, keys):
@@ -879,15 +884,16 @@ BORDER_PX: tuple[int, ...] = (1, 2, 4, 8, 16)
 
 
 def _explain_rows(con: Any, w: _Weights, dataset: Filter, generator: Filter, model: Filter, kinds: Sequence[str],
-                  columns: str) -> pd.DataFrame:
+                  columns: Sequence[str]) -> pd.DataFrame:
+    where = _where(w, dataset, generator) & is_in("model", _as_list(model)) & is_in("kind", kinds)
     return _df(con, f"""
         SELECT model, weights, dataset, generator, output, interpolation, unit, sample_index, sample_id, lee,
-               {columns}
+               {", ".join(ident(c) for c in columns)}
         FROM explain
-        WHERE {_where(w, dataset, generator)} AND {in_list('model', _as_list(model))} AND {in_list('kind', kinds)}
+        WHERE {where.sql}
         ORDER BY model, weights, dataset, generator, output, interpolation, unit, sample_index, sample_id,
                  call_index, layer
-    """)
+    """, where)
 
 
 def _lee_weighted(mat: np.ndarray, lee: np.ndarray, n_boot: int, seed: int,
@@ -940,7 +946,8 @@ def border_share(
         border_px: The bands, in px.
     """
     w = _Weights(con, weights, ["explain"], dataset)
-    data = _explain_rows(con, w, dataset, generator, model, ["image"], "border_profile, input_h, input_w, total")
+    data = _explain_rows(con, w, dataset, generator, model, ["image"],
+                         ("border_profile", "input_h", "input_w", "total"))
     ks = sorted({int(k) for k in border_px})
     if any(k < 1 for k in ks):
         raise ValueError(f"border_px must be >= 1, got {list(border_px)}")
@@ -1002,7 +1009,8 @@ def layer_location(
         raise ValueError(f"top must be >= 1, got {top}")
     w = _Weights(con, weights, ["explain"], dataset)
     data = _explain_rows(con, w, dataset, generator, model, ["layer"],
-                         "layer, call_index, layer_class, layer_kind, grid_h, grid_w, total, abs_total, cells")
+                         ("layer", "call_index", "layer_class", "layer_kind", "grid_h", "grid_w", "total",
+                          "abs_total", "cells"))
     rows: list[dict[str, Any]] = []
     families = dict(con.execute("SELECT model, family FROM models ORDER BY model").fetchall())
     for key, g in _groups(data, list(_EXPLAIN_KEYS)):
@@ -1065,9 +1073,5 @@ ANALYSES: dict[str, Callable[..., pd.DataFrame]] = {
 def run_analysis(con: Any, name: str, **kwargs: Any) -> pd.DataFrame:
     """Run the analysis ``name`` (a key of :data:`ANALYSES`); ValueError with close matches otherwise."""
     if name not in ANALYSES:
-        import difflib
-
-        close = difflib.get_close_matches(name, ANALYSES, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown analysis {name!r}{hint} (known: {', '.join(ANALYSES)})")
+        raise ValueError(f"unknown analysis {name!r}{did_you_mean(name, ANALYSES, n=1)} (known: {', '.join(ANALYSES)})")
     return ANALYSES[name](con, **kwargs)

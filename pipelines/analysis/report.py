@@ -44,15 +44,13 @@ from pipelines.analysis import explain_maps
 from pipelines.analysis import figures as F
 from pipelines.analysis.analyses import ANALYSES, anti_alias_pairs
 from pipelines.analysis.page import FigureResult, Report, TableResult, render_html
-from pipelines.analysis.sqltext import in_list, quote
+from pipelines.analysis.sqltext import TRUE, Condition, equals, ident, is_in
 from pipelines.analysis.views import ResultsRoot, connect, full_check_root
+from pipelines.config import WEIGHTS_FILTERS
 from pipelines.errors import UsageError
 
 __all__ = ["FIGURES", "INTERPOLATIONS", "OUTPUTS", "FigureData", "FigureResult", "FigureSpec", "Report", "Selection",
-           "TableResult", "WEIGHTS", "build_report"]
-
-WEIGHTS: dict[str, tuple[str, ...] | None] = {"pretrained": ("hub", "file"), "random": ("random",), "any": None}
-"""Weights selections: the ``weights`` values (weights actually used) each one keeps."""
+           "TableResult", "build_report"]
 
 _WEIGHTS_LABEL = {
     "pretrained": "pretrained weights",
@@ -74,7 +72,7 @@ class Selection:
     """Which rows the report uses.
 
     Attributes:
-        weights: ``pretrained`` (``hub``/``file``), ``random`` or ``any``.
+        weights: ``pretrained`` (``hub``/``file``), ``random`` or ``any`` (:data:`pipelines.config.WEIGHTS_FILTERS`).
         datasets: Dataset names to keep (empty: all).
         generators: Generator names to keep (empty: all).
         output: ``probs`` or ``logits`` (see :data:`OUTPUTS`): the only output shown.
@@ -88,34 +86,34 @@ class Selection:
     interpolation: str = "cubic"
 
     def __post_init__(self) -> None:
-        if self.weights not in WEIGHTS:
-            raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {self.weights!r}")
+        if self.weights not in WEIGHTS_FILTERS:
+            raise ValueError(f"weights must be one of {', '.join(WEIGHTS_FILTERS)}, got {self.weights!r}")
         if self.output not in OUTPUTS:
             raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}")
 
     def where(self, *, datasets: bool = True, generators: bool = True, config: bool = True,
-              any_interpolation: bool = False) -> str:
+              any_interpolation: bool = False) -> Condition:
         """SQL predicate over a view with ``weights``, ``dataset`` (``generator``, ``output``, ``interpolation``)
-        columns.
+        columns; the selected names are bound parameters.
 
         ``config``: keep only the selected output and interpolation. ``any_interpolation``: a NULL
         interpolation passes too (alt rows and ``done_units`` of alt units: the metrics have no setting).
         """
-        parts = ["true"]
-        allowed = WEIGHTS[self.weights]
-        if allowed is not None:
-            parts.append(in_list("weights", allowed))
+        where = is_in("weights", WEIGHTS_FILTERS[self.weights])
         if datasets and self.datasets:
-            parts.append(in_list("dataset", self.datasets))
+            where &= is_in("dataset", self.datasets)
         if generators and self.generators:
-            parts.append(in_list("generator", self.generators))
+            where &= is_in("generator", self.generators)
         if config:
-            parts.append(f"output = {quote(self.output)}")
-            interp = f"interpolation = {quote(self.interpolation)}"
-            parts.append(f"(interpolation IS NULL OR {interp})" if any_interpolation else interp)
-        return " AND ".join(parts)
+            where &= equals("output", self.output)
+            interpolation = equals("interpolation", self.interpolation)
+            if any_interpolation:
+                interpolation = Condition(f"({ident('interpolation')} IS NULL OR {interpolation.sql})",
+                                          interpolation.params)
+            where &= interpolation
+        return where
 
     @property
     def label(self) -> str:
@@ -136,28 +134,29 @@ class Selection:
 # ---------------------------------------------------------------------------------------------- queries
 
 
-def _df(con, sql: str) -> pd.DataFrame:
-    return con.sql(sql).df()
+def _df(con, sql: str, where: Condition = TRUE) -> pd.DataFrame:
+    """The rows of ``sql``, whose ``?`` placeholders are ``where``'s parameters."""
+    return con.sql(sql, params=list(where.params)).df()
 
 
-def _first(con, sql: str) -> Any:
-    """First column of the first row of ``sql`` (None without rows)."""
-    rows = con.sql(sql).fetchall()
+def _first(con, sql: str, where: Condition = TRUE) -> Any:
+    """First column of the first row of ``sql`` (None without rows); ``?`` are ``where``'s parameters."""
+    rows = con.sql(sql, params=list(where.params)).fetchall()
     return rows[0][0] if rows else None
 
 
-def _pick_dataset(con, view: str, where: str) -> str | None:
+def _pick_dataset(con, view: str, where: Condition) -> str | None:
     """The dataset a one-dataset figure draws: a ``test``-role one first, then the most models, then name."""
-    return _first(con, f"""SELECT dataset FROM {view} WHERE {where}
-        GROUP BY dataset ORDER BY bool_or(role = 'test') DESC, count(DISTINCT model) DESC, dataset LIMIT 1""")
+    return _first(con, f"""SELECT dataset FROM {ident(view)} WHERE {where.sql}
+        GROUP BY dataset ORDER BY bool_or(role = 'test') DESC, count(DISTINCT model) DESC, dataset LIMIT 1""", where)
 
 
-def _lee_rows(con, where: str) -> pd.DataFrame:
+def _lee_rows(con, where: Condition) -> pd.DataFrame:
     return _df(con, f"""
         SELECT s.model, s.dataset, s.role, s.generator, s.weights, s.n, s.mean_lee, s.se_lee,
                coalesce(s.family, 'unknown') AS family, s.params_m, s.top1, s.pretrain_data, s.pretrain_images,
                s.recipe, coalesce(s.anti_aliased, false) AS anti_aliased, coalesce(s.arch, s.model) AS arch
-        FROM lee_summary s WHERE {where} ORDER BY s.model, s.generator, s.dataset, s.weights, s.role""")
+        FROM lee_summary s WHERE {where.sql} ORDER BY s.model, s.generator, s.dataset, s.weights, s.role""", where)
 
 
 def _one_method(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -181,7 +180,7 @@ def _one_method(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return kept, label + (" (exact preferred)" if dropped else "")
 
 
-def _aa_pairs(lee: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+def _anti_alias_rows(lee: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Rows of anti-aliased models and their plain counterparts, with a ``pair`` column.
 
     Pairs come from :func:`pipelines.analysis.analyses.anti_alias_pairs` (the plain model's arch is the
@@ -210,28 +209,28 @@ class FigureData:
     A ``*_missing`` field is None when there are rows, else ``(why, commands that would give rows)``.
     """
 
-    lee_all: pd.DataFrame | None = None
+    lee_every_dataset: pd.DataFrame | None = None
     lee: pd.DataFrame | None = None
-    primary: str | None = None
+    primary_dataset: str | None = None
     lee_missing: tuple[str, list[str]] | None = None
-    ctx: F.FigureContext | None = None
+    lee_context: F.FigureContext | None = None
     alt: pd.DataFrame | None = None
-    alt_ds: str | None = None
+    alt_dataset: str | None = None
     alt_missing: tuple[str, list[str]] | None = None
-    cum: pd.DataFrame | None = None
-    cum_method: str = ""
-    shares: pd.DataFrame | None = None
-    shares_method: str = ""
-    lw_ds: str | None = None
-    lw_missing: tuple[str, list[str]] | None = None
-    pairs: pd.DataFrame | None = None
-    aa_missing: tuple[str, list[str]] | None = None
+    layerwise_cumulative: pd.DataFrame | None = None
+    layerwise_cumulative_method: str = ""
+    layer_type_shares: pd.DataFrame | None = None
+    layer_type_shares_method: str = ""
+    layerwise_dataset: str | None = None
+    layerwise_missing: tuple[str, list[str]] | None = None
+    anti_alias_pairs: pd.DataFrame | None = None
+    anti_alias_missing: tuple[str, list[str]] | None = None
     gap_rows: pd.DataFrame | None = None
     gap_missing: tuple[str, list[str]] | None = None
-    ratios: pd.DataFrame | None = None
-    ex: pd.DataFrame | None = None
-    ex_ds: str | None = None
-    ex_missing: tuple[str, list[str]] | None = None
+    gap_ratios: pd.DataFrame | None = None
+    explain: pd.DataFrame | None = None
+    explain_dataset: str | None = None
+    explain_missing: tuple[str, list[str]] | None = None
     labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -242,7 +241,7 @@ class FigureSpec:
     Attributes:
         stem: File stem (``fig1_lee_vs_top1``); the page lists figures by stem.
         title: Title (also of its placeholder).
-        caption: Caption template, filled from ``FigureData.labels`` (``{primary}``, ``{top1}`` ...).
+        caption: Caption template, filled from ``FigureData.labels`` (``{primary_dataset}``, ``{top1}`` ...).
         missing: The ``FigureData`` field that says why its rows are missing (None: they are there).
         draw: ``draw(builder, data)``: the figure (from ``data``'s rows; :class:`figures.NoData` if nothing to draw).
         how: Commands that would give it rows, when ``draw`` finds none (``{root}``: the results root).
@@ -265,170 +264,192 @@ _ONE_DECOMPOSITION = ("One decomposition per model: exact where there is one, el
 FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec(
         "fig1_lee_vs_top1", "Fig. 1: LEE vs top-1 accuracy per generator",
-        "Mean LEE over images (log scale) against {top1}, one panel per generator, on {primary}; colour = "
+        "Mean LEE over images (log scale) against {top1}, one panel per generator, on {primary_dataset}; colour = "
         "architecture family, marker area = parameter count, error bars = standard error of the mean over "
         "images (the paper's figure 1, right). Hollow markers: random-init weights.",
-        "lee_missing", lambda b, d: F.lee_vs_top1(d.lee, d.ctx)),
+        "lee_missing", lambda b, d: F.lee_vs_top1(d.lee, d.lee_context)),
     FigureSpec(
         "fig5a_generators_vs_top1", "Fig. 5a: every generator's LEE vs top-1 accuracy",
-        "The LEE of each generator (colour) against {top1} on {primary}, mean ± standard error; which "
+        "The LEE of each generator (colour) against {top1} on {primary_dataset}, mean ± standard error; which "
         "transformations the models are least equivariant to, and whether all follow accuracy.",
-        "lee_missing", lambda b, d: F.generators_vs_top1(d.lee, d.ctx)),
+        "lee_missing", lambda b, d: F.generators_vs_top1(d.lee, d.lee_context)),
     FigureSpec(
         "fig5b_alt_metrics_vs_top1", "Fig. 5b: alternative equivariance metrics vs top-1 accuracy",
         "Each alternative metric of liecore.metrics (shift consistency, EQ-T, EQ-R, sampled equivariance "
-        "error, ...) against {top1} on {alt_ds}, mean ± standard error over images, colour = family.",
-        "alt_missing", lambda b, d: F.alt_vs_top1(d.alt, b.ctx(d.alt_ds or "(none)", d.alt, alt=True)),
+        "error, ...) against {top1} on {alt_dataset}, mean ± standard error over images, colour = family.",
+        "alt_missing", lambda b, d: F.alt_vs_top1(d.alt, b.context(d.alt_dataset or "(none)", d.alt, alt=True)),
         how=("lee eval --metrics alt -r {root}",), alt=True),
     FigureSpec(
         "fig4a_layerwise_cumulative", "Fig. 4a: cumulative layerwise contribution vs depth",
         "Per model (line; colour = family) and generator (panel), the running sum of the layers' additive "
-        "shares of the end-to-end LEE, by relative depth (layer call order scaled to [0, 1]) on {lw_ds} "
+        "shares of the end-to-end LEE, by relative depth (layer call order scaled to [0, 1]) on {layerwise_dataset} "
         "(the paper's figure 4). The distance of a line's end from 1 is the unattributed share. "
         + _ONE_DECOMPOSITION,
-        "lw_missing", lambda b, d: F.layerwise_cumulative(d.cum, b._layerwise_ctx(d.lw_ds, d.cum, d.cum_method)),
+        "layerwise_missing",
+        lambda b, d: F.layerwise_cumulative(d.layerwise_cumulative, b.layerwise_context(
+            d.layerwise_dataset, d.layerwise_cumulative, d.layerwise_cumulative_method)),
         how=_LAYERWISE_HOW),
     FigureSpec(
         "fig4b_layer_type_shares", "Fig. 4b: share of the LEE by layer type",
         "Signed share of the end-to-end LEE by layer type (patch embedding, convolution, normalization, "
-        "normalization+activation, activation, downsampling/pooling, attention, MLP, unattributed, ...) per model, on {lw_ds}: "
+        "normalization+activation, activation, downsampling/pooling, attention, MLP, unattributed, ...) per model, on {layerwise_dataset}: "
         "positive shares stack right of 0, negative ones left; the net sum is 1. " + _ONE_DECOMPOSITION,
-        "lw_missing",
-        lambda b, d: F.layer_type_shares(d.shares, b._layerwise_ctx(d.lw_ds, d.shares, d.shares_method)),
+        "layerwise_missing",
+        lambda b, d: F.layer_type_shares(d.layer_type_shares, b.layerwise_context(
+            d.layerwise_dataset, d.layer_type_shares, d.layer_type_shares_method)),
         how=_LAYERWISE_HOW),
     FigureSpec(
         "fig6a_antialiasing", "Fig. 6a: case study, anti-aliasing (BlurPool vs plain)",
         "LEE per generator of each anti-aliased (BlurPool) model (filled) next to its plain counterpart "
-        "(same architecture without blur pooling, hollow) on {primary}, mean ± standard error.",
-        "aa_missing", lambda b, d: F.antialiasing(d.pairs, d.ctx),
+        "(same architecture without blur pooling, hollow) on {primary_dataset}, mean ± standard error.",
+        "anti_alias_missing", lambda b, d: F.antialiasing(d.anti_alias_pairs, d.lee_context),
         how=("lee eval -m resnetblur50.bt_in1k -m resnet50.a1_in1k -r {root}   # an anti-aliased/plain pair",)),
     FigureSpec(
         "fig6b_scale_within_family", "Fig. 6b: case study, scale within family",
-        "LEE against parameter count (log-log), a line per architecture family, per generator, on {primary}.",
-        "lee_missing", lambda b, d: F.scale_within_family(d.lee, d.ctx)),
+        "LEE against parameter count (log-log), a line per architecture family, per generator, on {primary_dataset}.",
+        "lee_missing", lambda b, d: F.scale_within_family(d.lee, d.lee_context)),
     FigureSpec(
         "fig6c_pretraining_data", "Fig. 6c: case study, pretraining data",
-        "LEE by pretraining data set (ordered by its size: in1k, in12k, in21k, ...) on {primary}; "
+        "LEE by pretraining data set (ordered by its size: in1k, in12k, in21k, ...) on {primary_dataset}; "
         "checkpoints of one architecture are joined by a line; colour = family.",
-        "lee_missing", lambda b, d: F.pretraining_data(d.lee, d.ctx)),
+        "lee_missing", lambda b, d: F.pretraining_data(d.lee, d.lee_context)),
     FigureSpec(
         "fig7_gap", "Fig. 7: equivariance gap, train vs test vs OOD",
         "LEE of each model on its train, test and OOD datasets (roles: {roles}), mean ± standard error, "
         "per generator; the last panel (when the gap analysis ran) shows its LEE ratios with intervals.",
         "gap_missing",
-        lambda b, d: F.gap(d.gap_rows, b.ctx(", ".join(sorted(d.gap_rows["dataset"].unique())), d.gap_rows),
-                           d.ratios),
+        lambda b, d: F.gap(d.gap_rows, b.context(", ".join(sorted(d.gap_rows["dataset"].unique())), d.gap_rows),
+                           d.gap_ratios),
         how=("lee eval -d sample -r {root}   # sample-train, sample-test and sample-ood (roles train/test/ood)",)),
     FigureSpec(
         "fig8_where_lee_lives", "Fig. 8: where the LEE lives",
-        "Where in the image the equivariance error arises (liecore.explain, the explain family) on {ex_ds}: per model "
+        "Where in the image the equivariance error arises (liecore.explain, the explain family) on {explain_dataset}: per model "
         "and generator the mean signed share of the LEE per cell of the input (16 x 16 cells, LEE-weighted over "
         "images; red adds to the LEE, blue cancels some of it; one colour scale), and the share within k px of the "
         "border against k next to the area those pixels cover (dashed): a curve above the dashed line means the "
         "error concentrates at the border. The layers and cells that carry most of it: table layer_location.",
-        "ex_missing",
-        lambda b, d: explain_maps.where_lee_lives(d.ex, b.ctx(d.ex_ds or "(none)", d.ex)),
+        "explain_missing",
+        lambda b, d: explain_maps.where_lee_lives(d.explain, b.context(d.explain_dataset or "(none)", d.explain)),
         how=("lee eval --metrics explain -g translate_x,rotate -r {root}",)),
 )
 """The report's figures, drawn in this order (the page lists them by stem)."""
 
 
 class _Builder:
-    def __init__(self, con, results: str, out_dir: Path, sel: Selection, *, n_boot: int, seed: int, level: float):
+    """Builds one report: the tables, the figures' data (a named method per figure family), the figures and
+    the provenance, in that order (:func:`_build_report`)."""
+
+    def __init__(self, con, results: str, out_dir: Path, selection: Selection, *, n_boot: int, seed: int,
+                 level: float):
         self.con = con
         self.results = results
-        self.out = out_dir
-        self.sel = sel
+        self.out_dir = out_dir
+        self.selection = selection
         self.n_boot, self.seed, self.level = n_boot, seed, level
         self.report = Report(out_dir=out_dir, index=out_dir / "index.html")
         families = [r[0] for r in con.sql("SELECT DISTINCT coalesce(family, 'unknown') FROM models").fetchall()]
-        self.colors = F.family_colors(families + ["unknown"])
-        self.available = self._weights_available()
+        self.family_colors = F.family_colors(families + ["unknown"])
+        self.weights_available = self._weights_available()
 
     # -- helpers
     def _weights_available(self) -> dict[str, int]:
+        """Models with completed units per weights selection (``pretrained``, ``random``)."""
+        random = is_in("weights", WEIGHTS_FILTERS["random"])
         rows = self.con.sql(
-            "SELECT CASE WHEN weights = 'random' THEN 'random' ELSE 'pretrained' END AS w, count(DISTINCT model) "
-            "FROM done_units WHERE weights IS NOT NULL GROUP BY ALL").fetchall()
+            f"SELECT CASE WHEN {random.sql} THEN 'random' ELSE 'pretrained' END AS w, count(DISTINCT model) "
+            "FROM done_units WHERE weights IS NOT NULL GROUP BY ALL", params=list(random.params)).fetchall()
         return {w: int(n) for w, n in rows}
 
-    def ctx(self, dataset: str, frame: pd.DataFrame | None = None, *, alt: bool = False) -> F.FigureContext:
-        random = self.sel.weights == "random" or (
-            self.sel.weights == "any" and frame is not None and "weights" in frame and (frame["weights"] == "random").any())
-        return F.FigureContext(dataset=dataset, weights=self.sel.label, random_init=bool(random),
-                               family_colors=self.colors, config=self.sel.config_label(alt=alt))
+    def context(self, dataset: str, frame: pd.DataFrame | None = None, *, alt: bool = False) -> F.FigureContext:
+        """The labels and colours a figure of ``frame``'s rows on ``dataset`` is drawn with."""
+        selection = self.selection
+        random_kinds = WEIGHTS_FILTERS["random"]
+        random = selection.weights == "random" or (
+            selection.weights == "any" and frame is not None and "weights" in frame
+            and frame["weights"].isin(random_kinds).any())
+        return F.FigureContext(dataset=dataset, weights=selection.label, random_init=bool(random),
+                               family_colors=self.family_colors, config=selection.config_label(alt=alt))
 
-    def _layerwise_ctx(self, dataset: str | None, frame: pd.DataFrame, method: str) -> F.FigureContext:
-        """:meth:`ctx` of a layerwise figure: the configuration label names the decomposition drawn."""
-        ctx = self.ctx(dataset or "(none)", frame)
-        return dataclasses.replace(ctx, config=f"{ctx.config} · {method}" if method else ctx.config)
+    def layerwise_context(self, dataset: str | None, frame: pd.DataFrame, method: str) -> F.FigureContext:
+        """:meth:`context` of a layerwise figure: the configuration label names the decomposition drawn."""
+        context = self.context(dataset or "(none)", frame)
+        return dataclasses.replace(context, config=f"{context.config} · {method}" if method else context.config)
 
     def report_cmd(self, **change: str) -> str:
         """``lee report`` of this root with this selection's non-default weights / output / interpolation,
         changed by ``change``."""
-        opts = {"weights": self.sel.weights, "output": self.sel.output, "interpolation": self.sel.interpolation,
-                **change}
+        selection = self.selection
+        options = {"weights": selection.weights, "output": selection.output,
+                   "interpolation": selection.interpolation, **change}
         default = {"weights": "pretrained", "output": "probs", "interpolation": "cubic"}
         flag = {"weights": "--weights-filter", "output": "--output-kind", "interpolation": "--derivative-interp"}
-        flags = "".join(f" {flag[k]} {v}" for k, v in opts.items() if v != default[k])
+        flags = "".join(f" {flag[k]} {v}" for k, v in options.items() if v != default[k])
         return f"lee report --results {self.results}{flags}"
 
     def no_rows_hint(self, family: str) -> tuple[str, list[str]]:
         """Why a family has no rows under this selection, and the commands that would give it some."""
-        other = {"pretrained": "random", "random": "pretrained"}.get(self.sel.weights)
+        selection = self.selection
+        other = {"pretrained": "random", "random": "pretrained"}.get(selection.weights)
         root = self.results
         flags = {"lee": "--metrics lee", "layerwise": "--metrics lee,layerwise --layerwise-generators translate_x,rotate",
                  "alt": "--metrics alt", "explain": "--metrics explain -g translate_x,rotate"}[family]
-        n = _first(self.con, f"SELECT count(*) FROM done_units WHERE family = {quote(family)}")
-        if n == 0:
+        of_family = equals("family", family)
+        units = _first(self.con, f"SELECT count(*) FROM done_units WHERE {of_family.sql}", of_family)
+        if units == 0:
             return (f"no completed '{family}' units in {root}.", [f"lee eval {flags} -r {root}"])
-        base = f"family = {quote(family)} AND {self.sel.where(generators=False, config=False)}"
-        sel = _first(self.con, f"SELECT count(*) FROM done_units WHERE {base}")
+        selected = of_family & selection.where(generators=False, config=False)
+        selected_units = _first(self.con, f"SELECT count(*) FROM done_units WHERE {selected.sql}", selected)
         how = [f"lee eval {flags} -r {root}"]
-        if sel == 0 and other and self.available.get(other):
-            how.insert(0, f"{self.report_cmd(weights=other)}   # {self.available[other]} {other} models")
-            return (f"{n} completed '{family}' units exist, but none with {self.sel.label}"
-                    f"{' in the selected datasets' if self.sel.datasets else ''}.", how)
-        if sel:
-            hint = self._config_hint(family, base, flags)
+        if selected_units == 0 and other and self.weights_available.get(other):
+            how.insert(0, f"{self.report_cmd(weights=other)}   # {self.weights_available[other]} {other} models")
+            return (f"{units} completed '{family}' units exist, but none with {selection.label}"
+                    f"{' in the selected datasets' if selection.datasets else ''}.", how)
+        if selected_units:
+            hint = self._config_hint(family, selected, flags)
             if hint is not None:
                 return hint
-        return (f"{n} completed '{family}' units exist, but none matches the selection (weights={self.sel.weights}, "
-                f"datasets={list(self.sel.datasets) or 'all'}, generators={list(self.sel.generators) or 'all'}, "
-                f"{self.sel.config_label(alt=family == 'alt')}).", how)
+        return (f"{units} completed '{family}' units exist, but none matches the selection "
+                f"(weights={selection.weights}, datasets={list(selection.datasets) or 'all'}, "
+                f"generators={list(selection.generators) or 'all'}, "
+                f"{selection.config_label(alt=family == 'alt')}).", how)
 
-    def _config_hint(self, family: str, base: str, flags: str) -> tuple[str, list[str]] | None:
-        """The hint when units of ``family`` match the weights and datasets but not the output / interpolation
-        (None when some do match them): which ``--output-kind`` / ``--derivative-interp`` shows them."""
-        sel, root = self.sel, self.results
+    def _config_hint(self, family: str, selected: Condition, flags: str) -> tuple[str, list[str]] | None:
+        """The hint when units of ``family`` match the weights and datasets (``selected``) but not the output /
+        interpolation (None when some do match them): which ``--output-kind`` / ``--derivative-interp`` shows
+        them."""
+        selection, root = self.selection, self.results
         rows = self.con.sql(f"SELECT output, interpolation, count(*), count(DISTINCT model) FROM done_units "
-                            f"WHERE {base} GROUP BY ALL ORDER BY ALL").fetchall()
+                            f"WHERE {selected.sql} GROUP BY ALL ORDER BY ALL", params=list(selected.params)).fetchall()
         by_output: dict[str, list[int]] = {}
-        for out, _, units, models in rows:
-            agg = by_output.setdefault(str(out), [0, 0])
-            agg[0], agg[1] = agg[0] + int(units), max(agg[1], int(models))
-        if sel.output not in by_output:
+        for output, _, units, models in rows:
+            counts = by_output.setdefault(str(output), [0, 0])
+            counts[0], counts[1] = counts[0] + int(units), max(counts[1], int(models))
+        if selection.output not in by_output:
             how = [f"{self.report_cmd(output=o)}   # {models} models with output {o}"
                    for o, (_, models) in sorted(by_output.items())]
-            how.append(f"lee eval {flags} --output-kind {sel.output} -r {root}")
+            how.append(f"lee eval {flags} --output-kind {selection.output} -r {root}")
             have = ", ".join(f"{o} ({units} units)" for o, (units, _) in sorted(by_output.items()))
-            return (f"completed '{family}' units match the weights and datasets, but none has output {sel.output}: "
-                    f"they have output {have}. Use --output-kind {' or '.join(sorted(by_output))} to show them.", how)
-        interps = {str(i): (int(u), int(m)) for o, i, u, m in rows if o == sel.output}
-        if family == "alt" or "None" in interps or sel.interpolation in interps:
+            return (f"completed '{family}' units match the weights and datasets, but none has output "
+                    f"{selection.output}: they have output {have}. Use --output-kind "
+                    f"{' or '.join(sorted(by_output))} to show them.", how)
+        interpolations = {str(i): (int(u), int(m)) for o, i, u, m in rows if o == selection.output}
+        if family == "alt" or "None" in interpolations or selection.interpolation in interpolations:
             return None  # alt units have no interpolation; a NULL one (an old config) may be any
         how = [f"{self.report_cmd(interpolation=i)}   # {m} models with {i} interpolation"
-               for i, (_, m) in sorted(interps.items())]
-        how.append(f"lee eval {flags} --output-kind {sel.output} --derivative-interp {sel.interpolation} -r {root}")
-        have = ", ".join(f"{i} ({u} units)" for i, (u, _) in sorted(interps.items()))
-        return (f"completed '{family}' units with output {sel.output} exist, but none with {sel.interpolation} "
-                f"interpolation: they have {have}. Use --derivative-interp {' or '.join(sorted(interps))} to show them.",
-                how)
+               for i, (_, m) in sorted(interpolations.items())]
+        how.append(f"lee eval {flags} --output-kind {selection.output} --derivative-interp "
+                   f"{selection.interpolation} -r {root}")
+        have = ", ".join(f"{i} ({u} units)" for i, (u, _) in sorted(interpolations.items()))
+        return (f"completed '{family}' units with output {selection.output} exist, but none with "
+                f"{selection.interpolation} interpolation: they have {have}. Use --derivative-interp "
+                f"{' or '.join(sorted(interpolations))} to show them.", how)
 
-    def _dataset_for(self, view: str, where: str, primary: str | None) -> str | None:
+    def _dataset_for(self, view: str, where: Condition, primary: str | None) -> str | None:
         """``primary`` when ``view`` has rows for it, else the view's own pick (:func:`_pick_dataset`)."""
-        if primary and _first(self.con, f"SELECT count(*) FROM {view} WHERE {where} AND dataset = {quote(primary)}"):
-            return primary
+        if primary:
+            of_primary = where & equals("dataset", primary)
+            if _first(self.con, f"SELECT count(*) FROM {ident(view)} WHERE {of_primary.sql}", of_primary):
+                return primary
         return _pick_dataset(self.con, view, where)
 
     def figure(self, spec: FigureSpec, data: FigureData) -> None:
@@ -437,7 +458,7 @@ class _Builder:
 
         The caption ends with the output configuration (``spec.alt``: alternative metrics, no interpolation)."""
         title = spec.title
-        caption = f"{spec.caption.format_map(data.labels)} Configuration: {self.sel.config_label(alt=spec.alt)}."
+        caption = f"{spec.caption.format_map(data.labels)} Configuration: {self.selection.config_label(alt=spec.alt)}."
         missing = getattr(data, spec.missing)
         status, message = "ok", ""
         try:
@@ -453,121 +474,165 @@ class _Builder:
             print(f"lee report: warning: figure {spec.stem} failed:\n{traceback.format_exc()}", file=sys.stderr)
             fig = F.placeholder(title, message, ["(a bug in lee report: please report it with this message)"],
                                 error=True)
-        png, svg = F.save(fig, self.out, spec.stem)
+        png, svg = F.save(fig, self.out_dir, spec.stem)
         self.report.figures.append(FigureResult(spec.stem, title, caption, png.name, svg.name, status, message))
 
-    # -- figures
+    # -- figures: one method per figure family fills its fields of FigureData
     def figure_data(self) -> FigureData:
         """The rows every figure draws (the report's queries), and the labels its caption names."""
-        sel = self.sel
-        d = FigureData()
-        d.lee_all = _lee_rows(self.con, sel.where())
-        d.primary = _pick_dataset(self.con, "lee_summary", sel.where())
-        d.lee = d.lee_all[d.lee_all["dataset"] == d.primary] if d.primary else d.lee_all
-        d.lee_missing = None if not d.lee.empty else self.no_rows_hint("lee")
-        d.ctx = self.ctx(d.primary or "(none)", d.lee)
-        self.report.meta["primary_dataset"] = d.primary
+        data = FigureData()
+        self._lee_data(data)
+        self._alt_data(data)
+        self._layerwise_data(data)
+        self._anti_alias_data(data)
+        self._gap_data(data)
+        self._explain_data(data)
+        data.labels = self._labels(data)
+        return data
 
-        alt_where = sel.where(generators=False, any_interpolation=True)  # alt units have no interpolation
-        d.alt_ds = self._dataset_for("alt_summary", alt_where, d.primary)
-        d.alt = _df(self.con, f"""SELECT model, dataset, role, metric, weights, value_unit, higher_is_better, n,
-                                         mean_value, se_value, coalesce(family, 'unknown') AS family, params_m, top1
-                                  FROM alt_summary WHERE {alt_where} AND dataset = {quote(d.alt_ds or '')}
-                                  ORDER BY metric, model, weights, role""")
-        d.alt_missing = None if not d.alt.empty else self.no_rows_hint("alt")
+    def _lee_data(self, data: FigureData) -> None:
+        """Figures 1, 5a, 6b, 6c: the LEE rows of every dataset, and the primary dataset's."""
+        where = self.selection.where()
+        data.lee_every_dataset = _lee_rows(self.con, where)
+        data.primary_dataset = _pick_dataset(self.con, "lee_summary", where)
+        every = data.lee_every_dataset
+        data.lee = every[every["dataset"] == data.primary_dataset] if data.primary_dataset else every
+        data.lee_missing = None if not data.lee.empty else self.no_rows_hint("lee")
+        data.lee_context = self.context(data.primary_dataset or "(none)", data.lee)
+        self.report.meta["primary_dataset"] = data.primary_dataset
 
-        lw_where = sel.where()
-        d.lw_ds = self._dataset_for("layerwise_cumulative", lw_where, d.primary)
-        d.lw_missing = None if d.lw_ds else self.no_rows_hint("layerwise")
-        cum = _df(self.con, f"""SELECT c.model, c.dataset, c.generator, c.weights, c.method, c.num_probes, c.layer,
-                                       c.call_index,
-                                       c.layer_type, c.depth, c.cumulative_fraction, c.n, c.share_additive,
-                                       coalesce(m.family, 'unknown') AS family
-                                FROM layerwise_cumulative c LEFT JOIN models m USING (model)
-                                WHERE {lw_where} AND c.dataset = {quote(d.lw_ds or '')}
-                                ORDER BY c.model, c.generator, c.depth, c.weights, c.method, c.num_probes,
-                                         c.call_index, c.layer""")
-        d.cum, d.cum_method = _one_method(cum)
-        shares = _df(self.con, f"""SELECT model, dataset, generator, weights, method, num_probes, layer_type,
-                                          share_fraction, n, coalesce(family, 'unknown') AS family
-                                   FROM layer_type_shares WHERE {lw_where} AND dataset = {quote(d.lw_ds or '')}
-                                   ORDER BY model, generator, layer_type, weights, method, num_probes""")
-        d.shares, d.shares_method = _one_method(shares)
+    def _alt_data(self, data: FigureData) -> None:
+        """Figure 5b: the alternative metrics on one dataset (the primary one where they have it)."""
+        where = self.selection.where(generators=False, any_interpolation=True)  # alt units have no interpolation
+        data.alt_dataset = self._dataset_for("alt_summary", where, data.primary_dataset)
+        where &= equals("dataset", data.alt_dataset or "")
+        data.alt = _df(self.con, f"""SELECT model, dataset, role, metric, weights, value_unit, higher_is_better, n,
+                                            mean_value, se_value, coalesce(family, 'unknown') AS family, params_m,
+                                            top1
+                                     FROM alt_summary WHERE {where.sql}
+                                     ORDER BY metric, model, weights, role""", where)
+        data.alt_missing = None if not data.alt.empty else self.no_rows_hint("alt")
 
-        lee = d.lee
-        d.pairs, unmatched = _aa_pairs(lee) if not lee.empty else (lee.assign(pair=pd.Series(dtype=str)), [])
-        d.aa_missing = d.lee_missing
-        if d.aa_missing is None and d.pairs.empty:
+    def _layerwise_data(self, data: FigureData) -> None:
+        """Figures 4a and 4b: cumulative contributions and layer-type shares, one decomposition per model."""
+        where = self.selection.where()
+        data.layerwise_dataset = self._dataset_for("layerwise_cumulative", where, data.primary_dataset)
+        data.layerwise_missing = None if data.layerwise_dataset else self.no_rows_hint("layerwise")
+        of_dataset = where & equals(("c", "dataset"), data.layerwise_dataset or "")
+        cumulative = _df(self.con, f"""
+            SELECT c.model, c.dataset, c.generator, c.weights, c.method, c.num_probes, c.layer, c.call_index,
+                   c.layer_type, c.depth, c.cumulative_fraction, c.n, c.share_additive,
+                   coalesce(m.family, 'unknown') AS family
+            FROM layerwise_cumulative c LEFT JOIN models m USING (model)
+            WHERE {of_dataset.sql}
+            ORDER BY c.model, c.generator, c.depth, c.weights, c.method, c.num_probes, c.call_index, c.layer""",
+                         of_dataset)
+        data.layerwise_cumulative, data.layerwise_cumulative_method = _one_method(cumulative)
+        of_dataset = where & equals("dataset", data.layerwise_dataset or "")
+        shares = _df(self.con, f"""
+            SELECT model, dataset, generator, weights, method, num_probes, layer_type, share_fraction, n,
+                   coalesce(family, 'unknown') AS family
+            FROM layer_type_shares WHERE {of_dataset.sql}
+            ORDER BY model, generator, layer_type, weights, method, num_probes""", of_dataset)
+        data.layer_type_shares, data.layer_type_shares_method = _one_method(shares)
+
+    def _anti_alias_data(self, data: FigureData) -> None:
+        """Figure 6a: anti-aliased models next to their plain counterparts (from the primary dataset's rows)."""
+        lee = data.lee
+        data.anti_alias_pairs, unmatched = (_anti_alias_rows(lee) if not lee.empty
+                                            else (lee.assign(pair=pd.Series(dtype=str)), []))
+        data.anti_alias_missing = data.lee_missing
+        if data.anti_alias_missing is None and data.anti_alias_pairs.empty:
             why = ("no anti-aliased (BlurPool, arch containing 'blur') model in these results" if not unmatched else
                    f"anti-aliased model(s) without a plain counterpart (same arch without 'blur') here: "
                    f"{', '.join(unmatched)}")
-            d.aa_missing = (why, [f"lee eval -m resnetblur50.bt_in1k -m resnet50.a1_in1k -r {self.results}"])
+            data.anti_alias_missing = (why, [f"lee eval -m resnetblur50.bt_in1k -m resnet50.a1_in1k -r {self.results}"])
 
-        d.gap_rows = d.lee_all
-        d.gap_missing = d.lee_missing
-        if d.gap_missing is None and d.gap_rows["role"].nunique() < 2:
-            have = ", ".join(sorted(d.gap_rows["role"].dropna().unique())) or "none"
-            d.gap_missing = (f"results for only one dataset role ({have}); the gap needs train/test/ood datasets.",
-                             [f"lee eval -d sample -r {self.results}   # sample-train, sample-test, sample-ood"])
+    def _gap_data(self, data: FigureData) -> None:
+        """Figure 7: every dataset role's LEE rows, and the ``gap`` analysis' ratios (its table, when it ran)."""
+        data.gap_rows = data.lee_every_dataset
+        data.gap_missing = data.lee_missing
+        if data.gap_missing is None and data.gap_rows["role"].nunique() < 2:
+            have = ", ".join(sorted(data.gap_rows["role"].dropna().unique())) or "none"
+            data.gap_missing = (f"results for only one dataset role ({have}); the gap needs train/test/ood datasets.",
+                                [f"lee eval -d sample -r {self.results}   # sample-train, sample-test, sample-ood"])
         gap_table = next((t.frame for t in self.report.tables if t.name == "gap" and t.frame is not None), None)
         if gap_table is not None and "statistic" in gap_table:
-            d.ratios = gap_table[gap_table["statistic"].isin(["ratio", "geomean_ratio"])]
-        ex_where = sel.where()
-        d.ex_ds = self._dataset_for("explain", ex_where, d.primary)
-        d.ex = _df(self.con, f"""SELECT model, weights, generator, sample_index, unit, lee, cells, grid_h, grid_w,
-                                        border_profile, input_h, input_w
-                                 FROM explain WHERE {ex_where} AND kind = 'image' AND dataset = {quote(d.ex_ds or '')}
-                                 ORDER BY model, weights, generator, unit, sample_index""")
-        d.ex_missing = None if not d.ex.empty else self.no_rows_hint("explain")
-        d.labels = {
-            "ex_ds": d.ex_ds or "(no data)",
-            "primary": d.primary or "(no data)",
-            "alt_ds": d.alt_ds or "(no data)",
-            "lw_ds": d.lw_ds or "(no data)",
-            "top1": ("the catalog top-1 of the pretrained checkpoint (not of these weights)" if d.ctx.random_init
-                     else "top-1 accuracy (catalog)"),
-            "roles": ", ".join(sorted(d.gap_rows["role"].dropna().unique())),
+            data.gap_ratios = gap_table[gap_table["statistic"].isin(["ratio", "geomean_ratio"])]
+
+    def _explain_data(self, data: FigureData) -> None:
+        """Figure 8: the explain family's image rows on one dataset (the primary one where they have it)."""
+        where = self.selection.where()
+        data.explain_dataset = self._dataset_for("explain", where, data.primary_dataset)
+        where &= equals("dataset", data.explain_dataset or "")
+        data.explain = _df(self.con, f"""
+            SELECT model, weights, generator, sample_index, unit, lee, cells, grid_h, grid_w, border_profile,
+                   input_h, input_w
+            FROM explain WHERE {where.sql} AND kind = 'image'
+            ORDER BY model, weights, generator, unit, sample_index""", where)
+        data.explain_missing = None if not data.explain.empty else self.no_rows_hint("explain")
+
+    @staticmethod
+    def _labels(data: FigureData) -> dict[str, str]:
+        """What the captions' ``{name}`` fields say (:attr:`FigureSpec.caption`)."""
+        return {
+            "explain_dataset": data.explain_dataset or "(no data)",
+            "primary_dataset": data.primary_dataset or "(no data)",
+            "alt_dataset": data.alt_dataset or "(no data)",
+            "layerwise_dataset": data.layerwise_dataset or "(no data)",
+            "top1": ("the catalog top-1 of the pretrained checkpoint (not of these weights)"
+                     if data.lee_context.random_init else "top-1 accuracy (catalog)"),
+            "roles": ", ".join(sorted(data.gap_rows["role"].dropna().unique())),
         }
-        return d
 
     def figures(self) -> None:
         """Draw every figure of :data:`FIGURES`, in order."""
-        d = self.figure_data()
+        data = self.figure_data()
         for spec in FIGURES:
-            self.figure(spec, d)
+            self.figure(spec, data)
 
     # -- tables
     def tables(self) -> None:
-        sel = self.sel
+        """The summary tables, then one table per named analysis."""
+        self._lee_summary_table()
+        self._alt_summary_table()
+        for name, fn in ANALYSES.items():
+            self._table(name, f"Analysis: {name}", _first_paragraph(fn.__doc__ or ""),
+                        lambda fn=fn: self._run_analysis(fn))
+
+    def _lee_summary_table(self) -> None:
+        selection = self.selection
+        where = selection.where()
         summary = _df(self.con, f"""
             SELECT model, coalesce(family, 'unknown') AS family, weights, dataset, role, generator, output,
                    interpolation, n, mean_lee, se_lee, params_m, top1
-            FROM lee_summary WHERE {sel.where()}
-            ORDER BY dataset, generator, mean_lee, model, weights, role, output, interpolation""")
+            FROM lee_summary WHERE {where.sql}
+            ORDER BY dataset, generator, mean_lee, model, weights, role, output, interpolation""", where)
         self._table("lee_summary", "LEE per model, dataset and generator",
                     "Mean LEE over images, its standard error and n (images); catalog parameters and top-1 "
-                    f"({sel.config_label()}).",
+                    f"({selection.config_label()}).",
                     lambda: summary)
-        alt_where = sel.where(generators=False, any_interpolation=True)  # alt units have no interpolation
+
+    def _alt_summary_table(self) -> None:
+        selection = self.selection
+        where = selection.where(generators=False, any_interpolation=True)  # alt units have no interpolation
         alt = _df(self.con, f"""
             SELECT model, coalesce(family, 'unknown') AS family, weights, dataset, role, metric, value_unit,
                    higher_is_better, n, mean_value, se_value, pooled_value, top1
-            FROM alt_summary WHERE {alt_where}
-            ORDER BY dataset, metric, model, weights, role, output""")
+            FROM alt_summary WHERE {where.sql}
+            ORDER BY dataset, metric, model, weights, role, output""", where)
         if not alt.empty:
             self._table("alt_summary", "Alternative metrics per model, dataset and metric",
                         "Mean over images, its standard error and n; for EQ-T, EQ-T_frac and EQ-R also pooled_value, "
                         "StyleGAN3's statistic (the PSNR of the squared error pooled over every image and draw, the "
                         "figure its paper publishes; NULL for units written before schema 5) "
-                        f"({sel.config_label(alt=True)}).",
+                        f"({selection.config_label(alt=True)}).",
                         lambda: alt)
-        for name, fn in ANALYSES.items():
-            self._table(name, f"Analysis: {name}", _first_paragraph(fn.__doc__ or ""),
-                        lambda fn=fn: self._run_analysis(fn))
 
     def _run_analysis(self, fn: Callable[..., pd.DataFrame]) -> pd.DataFrame:
-        return fn(self.con, weights=self.sel.weights, dataset=list(self.sel.datasets) or None,
-                  generator=list(self.sel.generators) or None, n_boot=self.n_boot, seed=self.seed, level=self.level)
+        selection = self.selection
+        return fn(self.con, weights=selection.weights, dataset=list(selection.datasets) or None,
+                  generator=list(selection.generators) or None, n_boot=self.n_boot, seed=self.seed, level=self.level)
 
     def _table(self, name: str, title: str, description: str, compute: Callable[[], pd.DataFrame]) -> None:
         try:
@@ -577,15 +642,17 @@ class _Builder:
             self.report.tables.append(TableResult(name, title, description, None, error=f"{type(exc).__name__}: {exc}"))
             return
         note = ""
-        if self.sel.weights != "any" and "weights" in frame and not frame.empty:
+        selection = self.selection
+        if selection.weights != "any" and "weights" in frame and not frame.empty:
             # analyses label rows 'pretrained' / 'random', view rows carry the weights used ('hub', 'file', ...)
-            keep = frame["weights"].isna() | frame["weights"].isin({self.sel.weights, *WEIGHTS[self.sel.weights]})
+            kept = {selection.weights, *WEIGHTS_FILTERS[selection.weights]}
+            keep = frame["weights"].isna() | frame["weights"].isin(kept)
             if not keep.all():
                 other = ", ".join(sorted(set(frame.loc[~keep, "weights"].astype(str))))
                 note = (f"{int((~keep).sum())} rows over {other} weights left out (the analysis fell back to them "
-                        f"for want of {self.sel.weights} results); they are in a --weights-filter {other} report.")
+                        f"for want of {selection.weights} results); they are in a --weights-filter {other} report.")
                 frame = frame[keep]
-        for col, want in (("output", self.sel.output), ("interpolation", self.sel.interpolation)):
+        for col, want in (("output", selection.output), ("interpolation", selection.interpolation)):
             # the analyses group by output / interpolation (they take no filter): keep the selected one; a
             # row without one (alt-only statistics, no configuration) stays
             if col in frame and not frame.empty:
@@ -597,13 +664,13 @@ class _Builder:
                         f"{want}); they are in a --{col} {other[0]} report.")]))
                     frame = frame[keep]
         csv = Path("tables") / f"{name}.csv"
-        (self.out / "tables").mkdir(parents=True, exist_ok=True)
-        frame.to_csv(self.out / csv, index=False)
+        (self.out_dir / "tables").mkdir(parents=True, exist_ok=True)
+        frame.to_csv(self.out_dir / csv, index=False)
         self.report.tables.append(TableResult(name, title, description, frame, csv=csv.as_posix(), note=note))
 
     # -- provenance
     def provenance(self) -> None:
-        where = self.sel.where(generators=False, any_interpolation=True)
+        where = self.selection.where(generators=False, any_interpolation=True)
         sweeps = _df(self.con, f"""
             SELECT r.sweep_id, count(*) AS units, count(DISTINCT r.model) AS models,
                    string_agg(DISTINCT r.family, ', ' ORDER BY r.family) AS families,
@@ -611,11 +678,12 @@ class _Builder:
                    min(r.started_at) AS started, max(r.finished_at) AS finished,
                    string_agg(DISTINCT coalesce(r.git_rev, '-'), ', ' ORDER BY coalesce(r.git_rev, '-')) AS git_rev,
                    string_agg(DISTINCT r.hardware, ', ' ORDER BY r.hardware) AS hardware
-            FROM runs r WHERE r.status = 'done' AND r.unit IN (SELECT unit FROM done_units WHERE {where})
-            GROUP BY r.sweep_id ORDER BY started, r.sweep_id""")
+            FROM runs r WHERE r.status = 'done' AND r.unit IN (SELECT unit FROM done_units WHERE {where.sql})
+            GROUP BY r.sweep_id ORDER BY started, r.sweep_id""", where)
         versions: dict[str, set[str]] = {}
         rows = self.con.sql(f"""SELECT DISTINCT package_versions FROM runs WHERE status = 'done'
-                                AND unit IN (SELECT unit FROM done_units WHERE {where})""").fetchall()
+                                AND unit IN (SELECT unit FROM done_units WHERE {where.sql})""",
+                           params=list(where.params)).fetchall()
         for (text,) in rows:
             try:
                 for k, v in json.loads(text or "{}").items():
@@ -627,30 +695,36 @@ class _Builder:
         self.report.meta.update(configs=self._configs())
         self.report.meta.update(
             results=self.results, sweeps=sweeps, result_versions={k: sorted(v) for k, v in sorted(versions.items())},
-            report_versions=_report_versions(), failed_units=int(failed), weights_available=self.available,
+            report_versions=_report_versions(), failed_units=int(failed),
+            weights_available=self.weights_available,
             generated=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            selection=self.sel,
+            selection=self.selection,
         )
 
     def _random_models(self) -> dict[str, list[str]]:
         """The models of this root with only random-init results: ``fallback`` (``--weights auto`` on a hub model
         fell back, the hub offline or unreachable) and ``asked`` (random init requested, or a random-init spec)."""
-        rows = self.con.sql("""
+        random = is_in("weights", WEIGHTS_FILTERS["random"])
+        pretrained = is_in("weights", WEIGHTS_FILTERS["pretrained"])
+        rows = self.con.sql(f"""
             SELECT model, bool_or(weights_policy = 'auto' AND key_json LIKE '%"source":"hub"%') AS fell_back
-            FROM runs WHERE status = 'done' AND weights = 'random'
-              AND model NOT IN (SELECT model FROM runs WHERE status = 'done' AND weights IN ('hub', 'file'))
-            GROUP BY model ORDER BY model""").fetchall()
+            FROM runs WHERE status = 'done' AND {random.sql}
+              AND model NOT IN (SELECT model FROM runs WHERE status = 'done' AND {pretrained.sql})
+            GROUP BY model ORDER BY model""", params=[*random.params, *pretrained.params]).fetchall()
         return {"fallback": [m for m, fb in rows if fb], "asked": [m for m, fb in rows if not fb]}
 
     def _configs(self) -> list[dict[str, Any]]:
         """The output configurations of the completed units under this weights / datasets selection: one dict
         per (output, interpolation) with ``label``, ``models``, ``shown`` (this page's) and ``command``."""
+        selection = self.selection
+        where = selection.where(generators=False, config=False)
         rows = self.con.sql(f"""SELECT output, interpolation, bool_and(family = 'alt'), count(DISTINCT model)
-                                FROM done_units WHERE {self.sel.where(generators=False, config=False)}
-                                GROUP BY output, interpolation ORDER BY output, interpolation""").fetchall()
-        sel, out = self.sel, []
+                                FROM done_units WHERE {where.sql}
+                                GROUP BY output, interpolation ORDER BY output, interpolation""",
+                            params=list(where.params)).fetchall()
+        out = []
         for output, interp, alt_only, models in rows:
-            shown = output == sel.output and interp in (None, sel.interpolation)
+            shown = output == selection.output and interp in (None, selection.interpolation)
             if interp is None:
                 what = "alternative metrics" if alt_only else "interpolation not recorded"
                 label, cmd = f"output {output} ({what})", self.report_cmd(output=str(output))
@@ -697,7 +771,7 @@ def build_report(
     Args:
         results: Results root URI (``lee eval -r``).
         out: Output directory (local).
-        weights: ``pretrained``, ``random`` or ``any`` (see :data:`WEIGHTS`).
+        weights: ``pretrained``, ``random`` or ``any`` (see :data:`pipelines.config.WEIGHTS_FILTERS`).
         datasets: Keep only these datasets (empty: all).
         generators: Keep only these generators (empty: all).
         n_boot, seed, level: Bootstrap settings passed to every named analysis.
@@ -709,12 +783,12 @@ def build_report(
     Raises:
         pipelines.cli.UsageError: No results under ``results``, or a dataset/generator not in them.
     """
-    sel = Selection(weights=weights, datasets=tuple(datasets), generators=tuple(generators), output=output,
+    selection = Selection(weights=weights, datasets=tuple(datasets), generators=tuple(generators), output=output,
                     interpolation=interpolation)
     try:
-        report = _build_report(ResultsRoot(results), results, out, sel, n_boot, seed, level, catalogs, command)
+        report = _build_report(ResultsRoot(results), results, out, selection, n_boot, seed, level, catalogs, command)
     except duckdb.Error as exc:  # a data file damaged in a way its listing does not show (same size and mtime)
-        return _build_report(full_check_root(results, exc), results, out, sel, n_boot, seed, level, catalogs,
+        return _build_report(full_check_root(results, exc), results, out, selection, n_boot, seed, level, catalogs,
                              command)
     errors = [t.error for t in report.tables if t.error] + [f.message for f in report.figures if f.status == "error"]
     read_errors = [e for e in errors if e and e.split(":", 1)[0] in READ_ERRORS]
@@ -723,7 +797,7 @@ def build_report(
             root = full_check_root(results, RuntimeError(read_errors[0]))
         except UsageError:
             return report  # nothing damaged: the errors are the figures' own (shown on the page)
-        return _build_report(root, results, out, sel, n_boot, seed, level, catalogs, command)
+        return _build_report(root, results, out, selection, n_boot, seed, level, catalogs, command)
     return report
 
 
@@ -732,16 +806,16 @@ READ_ERRORS = ("Error", "IOException", "InvalidInputException", "InternalExcepti
 makes :func:`build_report` compare every data file with its recorded sha256)."""
 
 
-def _build_report(root: ResultsRoot, results: str, out: str | Path, sel: Selection, n_boot: int, seed: int,
+def _build_report(root: ResultsRoot, results: str, out: str | Path, selection: Selection, n_boot: int, seed: int,
                   level: float, catalogs: Sequence[str], command: str) -> Report:
     """:func:`build_report` over ``root``."""
     con = connect(root, catalogs=list(catalogs)) if catalogs else connect(root)
     try:
-        for col, values in (("dataset", sel.datasets), ("generator", sel.generators)):
+        for col, values in (("dataset", selection.datasets), ("generator", selection.generators)):
             if not values:
                 continue
             views = ["lee", "layerwise_visible"] + (["alt"] if col == "dataset" else [])
-            have = {r[0] for v in views for r in con.sql(f"SELECT DISTINCT {col} FROM {v}").fetchall()}
+            have = {r[0] for v in views for r in con.sql(f"SELECT DISTINCT {ident(col)} FROM {ident(v)}").fetchall()}
             unknown = sorted(set(values) - have)
             if unknown:
                 raise UsageError(f"{col} {', '.join(map(repr, unknown))} not in the results under {results!r}; "
@@ -751,14 +825,14 @@ def _build_report(root: ResultsRoot, results: str, out: str | Path, sel: Selecti
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"cannot create the output directory {str(out_dir)!r}: {exc}") from None
-        b = _Builder(con, results, out_dir, sel, n_boot=n_boot, seed=seed, level=level)
-        b.tables()
-        b.figures()
-        b.report.figures.sort(key=lambda f: f.stem)
-        b.provenance()
-        b.report.meta["command"] = command
-        b.report.meta["damaged_files"] = list(root.damaged)
-        b.report.index.write_text(render_html(b.report), encoding="utf-8")
-        return b.report
+        builder = _Builder(con, results, out_dir, selection, n_boot=n_boot, seed=seed, level=level)
+        builder.tables()
+        builder.figures()
+        builder.report.figures.sort(key=lambda f: f.stem)
+        builder.provenance()
+        builder.report.meta["command"] = command
+        builder.report.meta["damaged_files"] = list(root.damaged)
+        builder.report.index.write_text(render_html(builder.report), encoding="utf-8")
+        return builder.report
     finally:
         con.close()

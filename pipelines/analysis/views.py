@@ -232,9 +232,9 @@ class ResultsRoot:
         sql = (
             "SELECT count(DISTINCT cols) FROM (SELECT file_name, string_agg(name || ':' || coalesce(type, '') || ':' "
             "|| coalesce(CAST(logical_type AS VARCHAR), ''), ',' ORDER BY name) AS cols "
-            f"FROM parquet_schema({quote(self.glob(table, history))}) GROUP BY file_name)"
+            "FROM parquet_schema(?) GROUP BY file_name)"
         )
-        return int(con.execute(sql).fetchall()[0][0])
+        return int(con.execute(sql, [self.glob(table, history)]).fetchall()[0][0])
 
     def scan(self, table: str, con: Any = None, history: bool = False) -> tuple[list[str] | None, int]:
         """The readable files of ``table`` and how many schemas they have.

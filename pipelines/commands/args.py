@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Iterator
 
-from pipelines.config import DEFAULT_OUTPUT, INTERPOLATIONS
+from pipelines.config import DEFAULT_OUTPUT, INTERPOLATIONS, WEIGHTS_FILTERS
 
 __all__ = [
     "Deprecated",
@@ -121,7 +121,7 @@ def add_stat(p, *, help: str) -> None:
 
 def add_weights_filter(p) -> None:
     """``--weights-filter pretrained|random|any``: which stored results to use (``--weights`` is what to load)."""
-    choices = ("pretrained", "random", "any")
+    choices = tuple(WEIGHTS_FILTERS)
     p.add_argument("--weights-filter", choices=choices, default="pretrained", dest="weights",
                    help="results of pretrained weights (hub + file, default; falls back to random init, saying "
                         "so, when there is nothing else), random (random init), or any (both)")

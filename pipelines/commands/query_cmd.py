@@ -136,7 +136,9 @@ def run(args: argparse.Namespace) -> int:
     if args.stat:
         if args.sql or args.analysis:
             raise UsageError("--stat is a summary of its own: give it without SQL and without --analysis")
-        args.sql = stat_summary_sql(args.stat, args.datasets, args.generators)
+        args.sql, params = stat_summary_sql(args.stat, args.datasets, args.generators)
+    else:
+        params = []
     if args.analysis and args.sql:
         raise UsageError("give either SQL or --analysis, not both")
     if not args.analysis and not args.sql:
@@ -148,11 +150,11 @@ def run(args: argparse.Namespace) -> int:
     if sql is not None and not args.unrestricted:
         check_statements(sql)
     try:
-        return _run_query(args, sql)
+        return _run_query(args, sql, params)
     except _QueryFailed as failed:  # a file damaged in a way its listing does not show: find it, leave it out
         root = full_check_root(args.results, failed.error)
         try:
-            return _run_query(args, sql, root)
+            return _run_query(args, sql, params, root)
         except _QueryFailed as again:
             raise UsageError(f"query failed: {again.error}") from None
 
@@ -174,7 +176,8 @@ class _QueryFailed(Exception):
         self.error = error
 
 
-def _run_query(args: argparse.Namespace, sql: str | None, root=None) -> int:
+def _run_query(args: argparse.Namespace, sql: str | None, params: list[Any], root=None) -> int:
+    """Run ``sql`` (its ``?`` bound to ``params``) or ``--analysis`` and write the result."""
     import duckdb
     import pyarrow as pa
 
@@ -194,7 +197,7 @@ def _run_query(args: argparse.Namespace, sql: str | None, root=None) -> int:
                 header.append(f"note: {df.attrs['note']}")
         else:
             try:
-                rel = con.sql(sql)
+                rel = con.sql(sql, params=params or None)
                 table = rel.to_arrow_table() if rel is not None else None
             except duckdb.PermissionException as exc:
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -212,18 +215,22 @@ def _run_query(args: argparse.Namespace, sql: str | None, root=None) -> int:
     return 0
 
 
-def stat_summary_sql(stat: str, datasets: list[str] | None, generators: list[str] | None) -> str:
-    """SQL of ``lee query --stat``: mean and standard error of ``stat`` (a ``lee`` view column) per model,
-    weights, dataset, generator and output configuration, the columns named after the statistic."""
-    from pipelines.analysis.sqltext import in_list
+def stat_summary_sql(stat: str, datasets: list[str] | None,
+                     generators: list[str] | None) -> tuple[str, list[Any]]:
+    """SQL of ``lee query --stat`` and its parameters (the dataset and generator names): mean and standard error
+    of ``stat`` (a ``lee`` view column) per model, weights, dataset, generator and output configuration, the
+    columns named after the statistic."""
+    from pipelines.analysis.sqltext import ident, is_in
 
-    col = "value" if stat == "lee" else "mean_abs"
-    return (
-        f"SELECT model, weights, dataset, generator, output, interpolation, avg({col}) AS mean_{stat}, "
-        f"stddev_samp({col}) / sqrt(count(*)) AS se_{stat}, count(*) AS n FROM lee "
-        f"WHERE {in_list('dataset', datasets)} AND {in_list('generator', generators)} "
+    col = ident("value" if stat == "lee" else "mean_abs")
+    where = is_in("dataset", datasets) & is_in("generator", generators)
+    sql = (
+        f"SELECT model, weights, dataset, generator, output, interpolation, avg({col}) AS {ident('mean_' + stat)}, "
+        f"stddev_samp({col}) / sqrt(count(*)) AS {ident('se_' + stat)}, count(*) AS n FROM lee "
+        f"WHERE {where.sql} "
         "GROUP BY ALL ORDER BY model, weights, dataset, generator, output, interpolation"
     )
+    return sql, list(where.params)
 
 
 # ---- output ----------------------------------------------------------------------------------------------

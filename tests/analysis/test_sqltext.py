@@ -1,4 +1,5 @@
-"""The one SQL-literal helper (``pipelines.analysis.sqltext``), checked by DuckDB itself."""
+"""The SQL helpers (``pipelines.analysis.sqltext``: bound values, quoted identifiers, literals), checked by DuckDB
+itself, and hostile names treated as data by the analyses, the report and ``lee query --stat``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pathlib
 import duckdb
 import pytest
 
-from pipelines.analysis.sqltext import in_list, literal, quote
+from pipelines.analysis.sqltext import TRUE, Condition, equals, ident, is_in, literal, quote
 
 TRICKY = ["plain", "it's", "''", "a'; DROP TABLE t; --", "back\\slash", "ünï", ""]
 
@@ -44,9 +45,32 @@ def test_literal_keeps_the_type():
     (["it's", "a'; DROP TABLE t; --"], sorted(["it's", "a'; DROP TABLE t; --"])),
     (("",), [""]),
 ])
-def test_in_list_filters_like_python(con, values, expected):
-    rows = con.execute(f"SELECT x FROM t WHERE {in_list('x', values)} ORDER BY x").fetchall()
+def test_is_in_binds_values_and_filters_like_python(con, values, expected):
+    where = is_in("x", values)
+    assert "'" not in where.sql  # the values are parameters, never SQL text
+    rows = con.execute(f"SELECT x FROM t WHERE {where.sql} ORDER BY x", list(where.params)).fetchall()
     assert [r[0] for r in rows] == expected
+    assert con.execute("SELECT count(*) FROM t").fetchone()[0] == len(TRICKY) + 1  # t is still there
+
+
+def test_conditions_compose_with_their_parameters_in_order(con):
+    where = is_in("x", ["it's", "plain"]) & TRUE & equals(("t", "x"), "it's")
+    assert where.sql == '"x" IN (?, ?) AND "t"."x" = ?' and where.params == ("it's", "plain", "it's")
+    assert con.execute(f"SELECT x FROM t WHERE {where.sql}", list(where.params)).fetchall() == [("it's",)]
+    assert (TRUE & TRUE) is TRUE
+    with pytest.raises(ValueError, match="placeholders"):
+        Condition("x = ?", ())
+
+
+def test_ident_quotes_any_name():
+    c = duckdb.connect()
+    names = ["plain", 'with "quotes"', "a b; DROP TABLE t; --", "ünï"]
+    c.execute(f"CREATE TABLE {ident('odd table')} ({', '.join(ident(n) + ' INTEGER' for n in names)})")
+    c.execute(f"INSERT INTO {ident('odd table')} VALUES (1, 2, 3, 4)")
+    assert c.execute(f"SELECT {ident('odd table', names[1])} FROM {ident('odd table')}").fetchone() == (2,)
+    assert [d[0] for d in c.execute(f"SELECT * FROM {ident('odd table')}").description] == names
+    with pytest.raises(ValueError):
+        ident("")
 
 
 def test_no_other_module_quotes_sql_itself():
@@ -57,3 +81,53 @@ def test_no_other_module_quotes_sql_itself():
     offenders = [p.relative_to(root) for p in root.rglob("*.py")
                  if p.name != "sqltext.py" and """replace("'", "''")""" in p.read_text()]
     assert not offenders, offenders
+
+
+HOSTILE = "evil'; DROP TABLE runs; --"
+"""A model name that would end the statement if it were pasted into SQL."""
+
+
+@pytest.fixture(scope="module")
+def hostile_root(tmp_path_factory) -> str:
+    """Two models on the same 6 images: ``plain``, and one named :data:`HOSTILE`."""
+    import numpy as np
+
+    from pipelines.store import Store
+
+    from .conftest import lee_columns, write_unit
+
+    root = str(tmp_path_factory.mktemp("hostile") / "results")
+    store = Store(root)
+    rng = np.random.default_rng(0)
+    for model in ("plain", HOSTILE):
+        write_unit(store, "lee", model, "synth-test", "test", lee_columns(np.exp(rng.normal(-8, 0.3, (6, 1))),
+                                                                            ["rotate"]),
+                   config={"generators": ["rotate"], "output": "probs", "interpolation": "cubic"})
+    return root
+
+
+def test_hostile_names_are_data_not_sql(hostile_root):
+    from pipelines.analysis.analyses import scale
+    from pipelines.analysis.report import Selection
+    from pipelines.analysis.views import connect
+    from pipelines.commands.query_cmd import stat_summary_sql
+
+    con = connect(hostile_root, threads=1)
+    try:
+        # the hostile name as a filter value: it matches its own rows, and nothing else
+        got = scale(con, weights="any", n_boot=20, pairs=[(HOSTILE, "plain")])
+        ratio = got[got["statistic"] == "ratio"]
+        assert list(ratio["model"]) == [HOSTILE] and list(ratio["reference"]) == ["plain"]
+        assert ratio["n"].iloc[0] == 6
+        # a filter that would match every row if it were SQL text matches none
+        assert scale(con, weights="any", n_boot=20, dataset=["x' OR 'a'='a"], pairs=[(HOSTILE, "plain")]).empty
+        where = Selection(weights="any", datasets=(HOSTILE,), generators=("rotate') OR ('a'='a",)).where()
+        assert con.execute(f"SELECT count(*) FROM lee WHERE {where.sql}", list(where.params)).fetchone() == (0,)
+        sql, params = stat_summary_sql("lee", ["synth-test"], None)
+        rows = con.execute(sql, params).fetchall()
+        assert sorted(r[0] for r in rows) == sorted(["plain", HOSTILE]) and {r[-1] for r in rows} == {6}
+        sql, params = stat_summary_sql("lee", [HOSTILE], ["rotate"])
+        assert con.execute(sql, params).fetchall() == []
+        assert con.execute("SELECT count(*) FROM runs").fetchone() == (2,)  # nothing was dropped
+    finally:
+        con.close()

@@ -53,7 +53,7 @@ def test_linear_combinations_and_names():
     g = 2 * GENERATORS["rotate"] - GENERATORS["translate_x"] + 0.5 * GENERATORS["contrast"]
     assert g.matrix == ((-0.0, 2.0, -1.0), (-2.0, -0.0, 0.0)) or g.matrix == ((0.0, 2.0, -1.0), (-2.0, 0.0, 0.0))
     assert g.color_coeffs == {"contrast": 0.5}
-    with pytest.raises(ValueError, match="did you mean rotate"):
+    with pytest.raises(ValueError, match="did you mean 'rotate'"):
         liecore.get_generator("rotat")
     with pytest.raises(ValueError, match="unknown colour"):
         Generator("x", color={"hue": 1.0})
