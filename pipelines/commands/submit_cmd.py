@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines import env
+from pipelines import env, flagcheck
 from pipelines.cluster import describe_error, job_client, memory_kill
 from pipelines.commands import eval_cmd
 from pipelines.errors import UsageError
@@ -153,7 +153,10 @@ def sweep_argv(rest: list[str], working_dir: str | None = None) -> tuple[str, li
 
     ``rest``: what follows ``--``: ``[eval|reevaluate] FLAGS`` (no command: ``eval``). The flags are
     checked as the command checks them (``eval``: models, datasets, generators...; ``reevaluate``: all
-    but the models, which resolve on the cluster against the catalog its timm regenerates). A local
+    but the models, which resolve on the cluster against the catalog its timm regenerates), by
+    :mod:`pipelines.flagcheck`, which imports no torch, timm or Ray: the job's driver imports them anyway,
+    and here they would cost a second start-up (35-45 s on a loaded machine). What needs a model's
+    architecture (``--img-size`` against its stride, a checkpoint's tensors) is checked by the driver. A local
     relative output root is made absolute (the job's cwd is a temporary copy); a local ``--config``
     file inside ``working_dir`` is passed relative to it (the job runs from the copy), one outside it
     as an absolute path (the cluster must see it).
@@ -162,8 +165,6 @@ def sweep_argv(rest: list[str], working_dir: str | None = None) -> tuple[str, li
         The command, the flags to forward, and the output root (absolute when local).
     """
     import importlib
-
-    from pipelines.sweep import resolve_models, validate
 
     rest = [a for a in rest if a != "--"] if rest[:1] == ["--"] else list(rest)
     command = rest[0] if rest[:1] and rest[0] in SWEEP_COMMANDS else "eval"
@@ -182,9 +183,9 @@ def sweep_argv(rest: list[str], working_dir: str | None = None) -> tuple[str, li
         why = why[0].split("error: ", 1)[-1]
         raise UsageError(f"bad lee {command} flags ({why}): {shlex.join(flags)}") from None
     cfg = eval_cmd.config_from_args(ns)
-    validate(cfg)
+    flagcheck.validate(cfg)
     if command == "eval":
-        resolve_models(cfg)
+        flagcheck.select_models(cfg)
     _check_datasets(cfg.datasets)
     argv = list(flags)
     if ns.config and "://" not in ns.config:
