@@ -317,16 +317,58 @@ def _wait(client, job_id: str, *, follow: bool, poll: float = 1.0, timeout: floa
     return (0 if status == "SUCCEEDED" else 1), info
 
 
+RAY_FAILURE_MARKERS = ("Job supervisor actor died: ", "Unexpected error occurred: ")
+"""How the messages start that Ray's job manager appends to a job's log when the job's supervisor died (its
+memory monitor's dump among them: 45 lines or more); the same text is the job's message, which lee says in
+one line (:func:`failure_line`)."""
+
+
+class LogEcho:
+    """Echo a job's log chunks, leaving out what Ray appends when the job's supervisor died (from the first
+    :data:`RAY_FAILURE_MARKERS` on: it is the last thing in the log)."""
+
+    def __init__(self, out=None):
+        self.out = out or sys.stdout
+        self.held = ""  # an end that may be the start of a marker split across two chunks
+        self.cut = False
+
+    def write(self, chunk: str) -> None:
+        if self.cut:
+            return
+        text = self.held + chunk
+        found = [i for i in (text.find(m) for m in RAY_FAILURE_MARKERS) if i >= 0]
+        if found:
+            self.cut = True
+            text, self.held = text[:min(found)], ""
+        else:  # hold back an end that may begin a marker (log chunks end with a newline: nothing is held)
+            k = next((k for k in range(min(len(text), max(map(len, RAY_FAILURE_MARKERS)) - 1), 0, -1)
+                      if any(m.startswith(text[-k:]) for m in RAY_FAILURE_MARKERS)), 0)
+            text, self.held = (text[:-k], text[-k:]) if k else (text, "")
+        if text:
+            self.out.write(text)
+            self.out.flush()
+
+    def close(self) -> None:
+        if self.held and not self.cut:
+            self.out.write(self.held)
+            self.out.flush()
+        self.held = ""
+
+
 def _tail(client, job_id: str, address: str) -> None:
-    """Stream the job's log to stdout until it ends."""
+    """Stream the job's log to stdout until it ends (without Ray's dump when its supervisor died)."""
     import asyncio
+
+    echo = LogEcho()
 
     async def tail():
         async for chunk in client.tail_job_logs(job_id):
-            sys.stdout.write(chunk)
-            sys.stdout.flush()
+            echo.write(chunk)
 
-    _job_call(address, asyncio.run, tail())
+    try:
+        _job_call(address, asyncio.run, tail())
+    finally:
+        echo.close()
 
 
 def status(args) -> int:

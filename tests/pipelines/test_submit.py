@@ -167,3 +167,30 @@ def test_a_job_whose_supervisor_was_killed_is_one_line(tmp_path):
                              "available logs ...", error_type="JOB_ENTRYPOINT_COMMAND_ERROR")
     assert infrastructure_failure(failed) is None
     assert failure_line(failed).startswith("Job entrypoint command failed with exit code 1")
+
+
+def test_following_a_job_leaves_out_rays_dump_when_its_supervisor_died():
+    """Ray's job manager appends the supervisor's death (its memory monitor's dump: 45 lines and more) to the
+    job's log; ``lee submit --wait`` and ``lee logs --follow`` echo the log without it (the one line says why)."""
+    import io
+
+    from pipelines.commands.submit_cmd import LogEcho
+
+    dump = ("Job supervisor actor died: The actor died unexpectedly before finishing this task.\n"
+            "\tclass_name: JobSupervisor\n\tactor_id: 1a\n\tpid: 4242\n"
+            "1 worker(s) were killed due to the node running low on memory.\n"
+            + "\n".join(f"{i}\t0.1\tray::IDLE" for i in range(40)))
+    log = "lee: 1/3 units done\nlee: 2/3 units done\n" + dump
+    for size in (1, 7, 30, len(log)):  # however the log is cut into chunks
+        out = io.StringIO()
+        echo = LogEcho(out)
+        for i in range(0, len(log), size):
+            echo.write(log[i:i + size])
+        echo.close()
+        assert out.getvalue() == "lee: 1/3 units done\nlee: 2/3 units done\n", size
+    out = io.StringIO()
+    echo = LogEcho(out)
+    echo.write("progress 3/8 Jo")  # an end that could begin a marker is held, then written
+    echo.write("b done\n")
+    echo.close()
+    assert out.getvalue() == "progress 3/8 Job done\n"
