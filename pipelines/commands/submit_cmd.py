@@ -255,7 +255,7 @@ def submit(args) -> int:
     if not args.wait:
         return 0
     for retry in range(args.retries + 1):
-        rc, info = _wait(client, job_id, follow=True, address=address)
+        rc, info = _wait(client, job_id, follow=True, poll=0.25, address=address)  # the log has ended: soon terminal
         cause = infrastructure_failure(info)
         if rc == 0 or cause is None or retry == args.retries:
             return rc
