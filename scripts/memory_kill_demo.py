@@ -3,11 +3,13 @@
     PYTHONPATH=$PWD python scripts/memory_kill_demo.py [--only unit|job]
 
 Starts one loopback Ray node (tests/pipelines/loopback.py: token authentication, one CPU) whose raylet
-kills a worker once the machine's memory use is above ``RAY_memory_usage_threshold``, set a little
-above what is in use now, counted as Ray counts it (``RAY_memory_monitor_refresh_ms=50``). Nothing is faked: when the sweep is
-at the moment to hit, a separate process (the "hog", no Ray worker) takes enough memory to cross the
-threshold; Ray's memory monitor then picks one of its workers and kills it; the hog lets go as soon as
-that worker is gone, and the retry runs.
+kills a worker once the machine's memory use, counted as Ray counts it, is above
+``RAY_memory_usage_threshold=0.85`` (``RAY_memory_monitor_refresh_ms=50``; other Ray nodes kill at 0.95).
+Nothing is faked: when the sweep is at the moment to hit, a separate process (the "hog", no Ray worker)
+takes what is left below the threshold and 1 GiB more; Ray's memory monitor then picks one of its
+workers and kills it; the hog lets go as soon as that worker is gone, and the retry runs. On a machine
+shared with other work, that work may cross the threshold too: Ray then kills at other moments (a Ray
+Data task, a second try), and the checks below say so.
 
 * ``unit``: ``lee eval --address`` of one tiny model; the hog starts when the unit's worker is running
   (its placeholder ``runs`` row). lee prints one line, retries the unit, and its ``runs`` row has
@@ -36,9 +38,9 @@ from pipelines.store import Store  # noqa: E402
 from tests.pipelines.loopback import running_row, start_cluster, user_env  # noqa: E402
 
 GIB = 1024**3
-MARGIN = 1.5  # GiB between the memory in use now and the threshold
-CEILING = 0.88  # the threshold stays below this fraction: other Ray nodes on the machine kill at 0.95
-HOG = 6.0  # GiB the hog would take: it is stopped once the threshold is crossed and a worker killed
+CEILING = 0.85  # the threshold, at most: other Ray nodes on the machine kill at 0.95 (Ray's default)
+ROOM = 4.0  # GiB between the memory in use now and the threshold, at least (what other work may take meanwhile)
+OVER = 1.0  # GiB the hog takes beyond the threshold; it lets go as soon as the worker is killed
 SWEEP = ["-m", "test_resnet.r160_in1k", "-d", "sample-test", "-n", "48", "--img-size", "64", "-g",
          "translate_x,rotate", "--weights", "random", "--batch-size", "4"]
 
@@ -64,7 +66,8 @@ def node_memory() -> tuple[float, float]:
 
 
 class Hog:
-    """A process (no Ray worker) that takes ``gib`` of memory while it runs."""
+    """A process (no Ray worker) that takes ``gib`` of memory while it runs (enough to cross the node's
+    threshold from what is in use when it starts)."""
 
     def __init__(self, gib: float):
         code = f"import sys, time\nb = b'\\x01' * {int(gib * GIB)}\nprint('held', flush=True)\ntime.sleep(600)\n"
@@ -85,7 +88,7 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
 
 
-def hog_until_dead(find_pid, done: threading.Event, timeout: float = 300) -> dict:
+def hog_until_dead(find_pid, done: threading.Event, threshold_gib: float, timeout: float = 300) -> dict:
     """Wait for ``find_pid()`` to name a process, take memory until that process is gone, then let go (give up
     when ``done`` is set: lee has ended)."""
     deadline = time.time() + timeout
@@ -95,14 +98,15 @@ def hog_until_dead(find_pid, done: threading.Event, timeout: float = 300) -> dic
         time.sleep(0.05)
     if pid is None:
         return {"error": "the process to hit was never seen"}
-    hog = Hog(HOG)
+    gib = max(0.0, threshold_gib - node_memory()[0]) + OVER
+    hog = Hog(gib)
     t0 = time.time()
     try:
         while alive(pid) and time.time() < deadline:
             time.sleep(0.02)
     finally:
         hog.stop()
-    return {"pid": pid, "killed": not alive(pid), "after_s": round(time.time() - t0, 1)}
+    return {"pid": pid, "killed": not alive(pid), "hog_gib": round(gib, 1), "after_s": round(time.time() - t0, 1)}
 
 
 def run(argv, env, hit) -> tuple[subprocess.CompletedProcess, dict]:
@@ -143,15 +147,17 @@ def main() -> int:
     args = ap.parse_args()
     used, total = node_memory()
     deadline = time.time() + 300
-    while (used + MARGIN) / total > CEILING:  # a shared machine: never push it near the other nodes' threshold
+    while (used + ROOM) / total > CEILING:  # a shared machine: never push it near the other nodes' threshold
         if time.time() > deadline:
             print(f"memory in use {used:.1f} / {total:.1f} GiB leaves no room for the demonstration; try later")
             return 2
         time.sleep(5)
         used, total = node_memory()
-    threshold = round((used + MARGIN) / total, 3)
+    threshold = CEILING
+    limit = threshold * total
     print(f"memory in use {used:.1f} / {total:.1f} GiB; node started with RAY_memory_usage_threshold={threshold} "
-          f"({threshold * total:.1f} GiB); the hog takes {HOG} GiB; load {os.getloadavg()[0]:.1f}", flush=True)
+          f"({limit:.1f} GiB); the hog takes what is left below it + {OVER} GiB; load {os.getloadavg()[0]:.1f}",
+          flush=True)
     cluster = start_cluster(workers=0, node_env={"RAY_memory_usage_threshold": str(threshold),
                                                  "RAY_memory_monitor_refresh_ms": "50"})
     tmp = tempfile.mkdtemp(prefix="memkill-")
@@ -162,7 +168,7 @@ def main() -> int:
         if args.only in (None, "unit"):
             out = Path(tmp, "unit")
             proc, found = run(["eval", "--address", cluster.gcs, *SWEEP, "-r", str(out)], env,
-                              lambda done: hog_until_dead(lambda: (running_row(out) or {}).get("pid"), done))
+                              lambda done: hog_until_dead(lambda: (running_row(out) or {}).get("pid"), done, limit))
             show("a unit's worker", proc, found)
             print("----- Ray's own log of the kill (raylet.out)", *raylet_lines(cluster), sep="\n")
             lines = [ln for ln in proc.stderr.splitlines() if "lee: warning:" in ln]
@@ -182,7 +188,7 @@ def main() -> int:
             proc, found = run(["submit", "--address", cluster.address, "--wait", "--retries", "1", "--", *SWEEP, "-r",
                                str(out)], env,
                               lambda done: hog_until_dead(lambda: next(iter(cluster.processes("ray::JobSupervisor")), None),
-                                                             done))
+                                                             done, limit))
             show("a job's supervisor", proc, found)
             from pipelines.cluster import job_client
 

@@ -392,7 +392,9 @@ def logs(args) -> int:
     if args.follow:
         _tail(client, args.job_id, address)
     else:
-        sys.stdout.write(_job_call(address, client.get_job_logs, args.job_id))
+        echo = LogEcho()
+        echo.write(_job_call(address, client.get_job_logs, args.job_id))
+        echo.close()
     return 0
 
 

@@ -194,3 +194,26 @@ def test_following_a_job_leaves_out_rays_dump_when_its_supervisor_died():
     echo.write("b done\n")
     echo.close()
     assert out.getvalue() == "progress 3/8 Job done\n"
+
+
+def test_ray_2_60s_message_of_a_supervisor_killed_for_memory_is_one_line():
+    """The job's message as Ray 2.60's job manager writes it (``Job supervisor actor died: {ActorDiedError}``), the
+    error built by Ray's own class from the memory monitor's context (its text as a real kill gave it)."""
+    from types import SimpleNamespace
+
+    from ray.core.generated.common_pb2 import ActorDiedErrorContext
+    from ray.exceptions import ActorDiedError
+
+    from pipelines.commands.submit_cmd import failure_line
+
+    ctx = ActorDiedErrorContext(
+        class_name="JobSupervisor", actor_id=bytes.fromhex("1a" * 16), pid=4242, node_ip_address="127.0.0.1",
+        name="_ray_internal_job_actor_raysubmit_X", ray_namespace="SUPERVISOR_ACTOR_RAY_NAMESPACE",
+        error_message="1 worker(s) were killed due to the node running low on memory. Memory on the node (IP: "
+                      "127.0.0.1, ID: 9d9d) was 22.27GB used / 23.59GB limit (0.944137)\nOOM kill reason: Memory usage "
+                      "24075300864B exceeded threshold of 24058705920B (95.0% of 25324953600B limit)\n"
+                      "Top 10 memory users: PID\tMEM(GB)\tCOMMAND\n" + "\n".join(f"{i}\t0.1\tray::IDLE" for i in range(10)))
+    info = SimpleNamespace(status="FAILED", message=f"Job supervisor actor died: {ActorDiedError(ctx)}",
+                           error_type="JOB_SUPERVISOR_ACTOR_DIED")
+    assert failure_line(info) == ("Ray's memory monitor killed its supervisor (the job's driver) (node memory 22.27GB / "
+                                  "23.59GB = 0.94, above its threshold 0.95)")
