@@ -66,12 +66,24 @@ def node_memory() -> tuple[float, float]:
 
 
 class Hog:
-    """A process (no Ray worker) that takes ``gib`` of memory while it runs (enough to cross the node's
-    threshold from what is in use when it starts)."""
+    """A process (no Ray worker) that takes memory, 256 MiB at a time, up to ``gib``: until Ray's memory monitor
+    has killed the worker (the caller stops it then), and never past 1 GiB left on the machine."""
 
     def __init__(self, gib: float):
-        code = f"import sys, time\nb = b'\\x01' * {int(gib * GIB)}\nprint('held', flush=True)\ntime.sleep(600)\n"
-        self.proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        code = (
+            "import time\n"
+            "def available():\n"
+            "    for line in open('/proc/meminfo'):\n"
+            "        if line.startswith('MemAvailable:'):\n"
+            "            return int(line.split()[1]) * 1024\n"
+            "held, chunks = 0, []\n"
+            f"while held < {int(gib * GIB)} and available() > {GIB}:\n"
+            "    chunks.append(b'\\x01' * (256 << 20))\n"
+            "    held += 256 << 20\n"
+            "    time.sleep(0.02)\n"
+            "time.sleep(600)\n"
+        )
+        self.proc = subprocess.Popen([sys.executable, "-c", code])
         self.started = time.time()
 
     def stop(self) -> None:
@@ -98,7 +110,7 @@ def hog_until_dead(find_pid, done: threading.Event, threshold_gib: float, timeou
         time.sleep(0.05)
     if pid is None:
         return {"error": "the process to hit was never seen"}
-    gib = max(0.0, threshold_gib - node_memory()[0]) + OVER
+    gib = max(0.0, threshold_gib - node_memory()[0]) + OVER + 2.0  # the page cache it evicts first
     hog = Hog(gib)
     t0 = time.time()
     try:
@@ -125,12 +137,15 @@ def run(argv, env, hit) -> tuple[subprocess.CompletedProcess, dict]:
     return proc, found
 
 
-def raylet_lines(cluster, needle: str = "running low on memory", limit: int = 3) -> list[str]:
-    """The node's own log lines about a memory kill (what Ray's error says, first lines), for the record."""
+def raylet_lines(cluster, needles=("above threshold", "Selected to kill"), limit: int = 2) -> list[str]:
+    """The node's own log lines about its memory monitor (the threshold crossed, the worker it picked), for the
+    record."""
     out = []
-    for path in sorted(Path(cluster.temps[0]).glob("session_*/logs/raylet.out")):
-        out += [ln[:600] for ln in path.read_text(errors="replace").splitlines() if needle in ln]
-    return out[-limit:]
+    for path in sorted({p.resolve() for p in Path(cluster.temps[0]).glob("session_*/logs/raylet.out")}):
+        lines = path.read_text(errors="replace").splitlines()
+        for needle in needles:
+            out += [ln[:400] for ln in lines if needle in ln][:limit]
+    return out
 
 
 def show(title: str, proc: subprocess.CompletedProcess, found: dict) -> None:
