@@ -15,7 +15,7 @@ Data task, a second try), and the checks below say so.
   (its placeholder ``runs`` row). lee prints one line, retries the unit, and its ``runs`` row has
   ``attempt`` 2.
 * ``job``: ``lee submit --wait --retries 1``; the hog starts when the job's supervisor runs, before
-  its driver has started any unit. lee prints one line and resubmits the job, which succeeds.
+  its driver has started any unit. lee prints one line, resubmits the job, and it succeeds.
 
 Prints lee's own output (stdout and stderr) of each case, and what it checked.
 """
@@ -216,9 +216,9 @@ def main() -> int:
             runs = Store(str(out)).runs().to_pylist() if (out / "runs").exists() else []
             checks = {
                 "exit 0": proc.returncode == 0,
-                "the failure is one line naming Ray's memory monitor": any(
-                    "failed: Ray's memory monitor killed its supervisor" in ln for ln in lines),
-                "one resubmission line": sum("resubmitting it (try 2 of 2)" in ln for ln in lines) == 1,
+                "one line, naming Ray's memory monitor and the resubmission": len(lines) == 1 and (
+                    "failed because Ray's memory monitor killed its supervisor" in lines[0]
+                    and "resubmitting it (try 2 of 2)" in lines[0]),
                 "the resubmitted job succeeded": proc.stdout.rstrip().endswith("SUCCEEDED"),
                 "unit done": [r["status"] for r in runs] == ["done"],
                 "no Ray dump": "Top 10 memory users" not in proc.stderr,

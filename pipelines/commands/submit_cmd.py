@@ -255,9 +255,12 @@ def submit(args) -> int:
     if not args.wait:
         return 0
     for retry in range(args.retries + 1):
-        rc, info = _wait(client, job_id, follow=True, poll=0.25, address=address)  # the log has ended: soon terminal
+        # the log has ended: soon terminal; why it failed is said below, in one line
+        rc, info = _wait(client, job_id, follow=True, poll=0.25, address=address, explain=False)
         cause = infrastructure_failure(info)
         if rc == 0 or cause is None or retry == args.retries:
+            if str(getattr(info, "status", "")).split(".")[-1] == "FAILED" and failure_line(info):
+                print(f"lee: job {job_id} failed: {failure_line(info)}", file=sys.stderr, flush=True)
             return rc
         # The supervisor (the job's driver) was killed or lost, not the sweep failing: a new job resumes it
         # (done units are skipped; the one that was running is redone, its attempt counted).
@@ -296,9 +299,9 @@ def failure_line(info) -> str:
 
 
 def _wait(client, job_id: str, *, follow: bool, poll: float = 1.0, timeout: float | None = None,
-          address: str = "") -> tuple[int, object]:
-    """Wait for the job (``follow``: stream its log meanwhile); print ``ID: STATUS`` on stdout (and, on
-    stderr, why a failed job failed, in one line). Returns the exit code and the job's info."""
+          address: str = "", explain: bool = True) -> tuple[int, object]:
+    """Wait for the job (``follow``: stream its log meanwhile); print ``ID: STATUS`` on stdout (and, with
+    ``explain``, on stderr why a failed job failed, in one line). Returns the exit code and the job's info."""
     t0 = time.time()
     if follow:
         _tail(client, job_id, address)
@@ -312,7 +315,7 @@ def _wait(client, job_id: str, *, follow: bool, poll: float = 1.0, timeout: floa
             return 3, info
         time.sleep(poll)
     print(f"{job_id}: {status}", flush=True)
-    if status == "FAILED" and failure_line(info):
+    if explain and status == "FAILED" and failure_line(info):
         print(f"lee: job {job_id} failed: {failure_line(info)}", file=sys.stderr, flush=True)
     return (0 if status == "SUCCEEDED" else 1), info
 
