@@ -13,14 +13,14 @@ import timm
 import torch
 
 from catalog import build_zoo_arch, is_zoo_arch
+from pipelines import flagcheck
 from pipelines.errors import UsageError
 
 __all__ = ["MIN_IMG_SIZE", "arch_min_img_size", "available_memory", "check_img_size", "check_root_usable",
            "derivative_bytes"]
 
-MIN_IMG_SIZE = 8
-"""The smallest ``--img-size`` accepted for any model, in pixels. A 1-pixel image has no spatial derivative
-(its LEE is 0 by construction); a few pixels are below every architecture's stride or patch anyway."""
+MIN_IMG_SIZE = flagcheck.MIN_IMG_SIZE
+"""The smallest ``--img-size`` accepted for any model (:data:`pipelines.flagcheck.MIN_IMG_SIZE`)."""
 
 
 @functools.lru_cache(maxsize=256)
@@ -150,11 +150,7 @@ def check_img_size(img_size: int | None, specs: list, memory: tuple[int, str] | 
     """
     if img_size is None:
         return
-    if img_size < 1:
-        raise UsageError(f"--img-size must be a positive number of pixels, got {img_size}")
-    if img_size < MIN_IMG_SIZE:
-        raise UsageError(f"--img-size {img_size} is too small: at least {MIN_IMG_SIZE} pixels (a 1-pixel image has "
-                         "no spatial derivative: its LEE would be 0 by construction)")
+    flagcheck.check_img_size_floor(img_size)
     too_small = []
     for spec in specs:
         minimum = arch_min_img_size(spec)

@@ -128,21 +128,35 @@ def job_client(address: str):
         raise UsageError(describe_error(address, exc)) from None
 
 
-_OOM_USAGE = re.compile(r"was ([\d.]+\s*[KMGT]?B) / ([\d.]+\s*[KMGT]?B) \(([\d.]+)\), which exceeds the memory usage "
-                        r"threshold of (\d+(?:\.\d+)?)")
+_OOM_USAGE = (
+    # Ray >= 2.56: "... Memory on the node (IP: ..., ID: ...) was 22.27GB used / 23.59GB limit (0.944137)\nOOM kill
+    # reason: Memory usage 24075300864B exceeded threshold of 24058705920B (95.0% of 25324953600B limit)"
+    re.compile(r"was ([\d.]+\s*[KMGT]?B) used / ([\d.]+\s*[KMGT]?B) limit \(([\d.]+)\)"),
+    # older Ray: "... was running was 32.62GB / 33.28GB (0.980175), which exceeds the memory usage threshold of 0.96"
+    re.compile(r"was ([\d.]+\s*[KMGT]?B) / ([\d.]+\s*[KMGT]?B) \(([\d.]+)\), which exceeds the memory usage "
+               r"threshold of (\d+(?:\.\d+)?)"),
+)
+_OOM_THRESHOLD = re.compile(r"exceeded threshold of \d+\s*B \((\d+(?:\.\d+)?)% of")
 
 
 def memory_kill(text: str) -> str | None:
     """None unless ``text`` (a Ray error or job message) says Ray's memory monitor killed a worker; then the
     node's memory use in a few words: ``" (node memory 7.1GB / 7.5GB = 0.96, above its threshold 0.95)"``
-    (empty when Ray's message gives no figures)."""
+    (empty when Ray's message gives no figures; without the threshold when it gives none)."""
     if "running low on memory" not in text.lower():
         return None
-    m = _OOM_USAGE.search(text)
-    if not m:
+    for pattern in _OOM_USAGE:
+        m = pattern.search(text)
+        if m:
+            break
+    else:
         return ""
-    return (f" (node memory {m.group(1)} / {m.group(2)} = {float(m.group(3)):.2f}, above its threshold "
-            f"{float(m.group(4)):.2f})")
+    threshold = m.group(4) if m.lastindex == 4 else None
+    if threshold is None:
+        t = _OOM_THRESHOLD.search(text)
+        threshold = float(t.group(1)) / 100 if t else None
+    above = f", above its threshold {float(threshold):.2f}" if threshold is not None else ""
+    return f" (node memory {m.group(1)} / {m.group(2)} = {float(m.group(3)):.2f}{above})"
 
 
 def probe_address(address: str, timeout: float = 5.0) -> None:

@@ -7,7 +7,6 @@ import functools
 import json
 import types
 import typing
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,29 +31,10 @@ the ``weights`` column (the weights a unit actually used) it keeps (None: all). 
 ``lee query``, ``lee report`` and :mod:`pipelines.analysis.analyses`."""
 
 
-class _LiecoreInterpolations(Sequence):
-    """:data:`liecore.INTERPOLATIONS`, read when first used (``in``, iteration, help text).
-
-    Importing liecore imports torch, about 2 s of CPU, which commands that never differentiate
-    (``lee query``, ``lee sql``, ``lee --help``) should not pay to build their parser."""
-
-    def _values(self) -> tuple[str, ...]:
-        import liecore
-
-        return liecore.INTERPOLATIONS
-
-    def __getitem__(self, i):
-        return self._values()[i]
-
-    def __len__(self) -> int:
-        return len(self._values())
-
-    def __repr__(self) -> str:
-        return repr(self._values())
-
-
-INTERPOLATIONS: Sequence[str] = _LiecoreInterpolations()
-"""liecore's image interpolants (``choices=`` of the ``--interpolation`` flags), one definition."""
+INTERPOLATIONS: tuple[str, ...] = ("cubic", "spectral")
+"""liecore's image interpolants (``choices=`` of the ``--derivative-interp`` flags): ``liecore.INTERPOLATIONS``, listed
+here because importing liecore imports torch, which commands that never differentiate (``lee query``, ``lee sql``,
+``lee --help``, ``lee submit``) should not pay for; tests/test_imports.py keeps the two equal."""
 
 
 @dataclass

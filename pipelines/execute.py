@@ -128,8 +128,9 @@ MAX_UNSTARTED_DEATHS = 8
 
 
 def death_pid(exc: BaseException) -> int | None:
-    """The pid of the dead worker, when Ray's error names it."""
-    m = re.search(r"\bpid[=:]\s*(\d+)", str(exc))
+    """The pid of the dead worker, when Ray's error names it (not from the list of workers that Ray's memory
+    monitor considered or killed with it: any of them may come first)."""
+    m = re.search(r"\bpid[=:]\s*(\d+)", str(exc).split("Considered workers:", 1)[0])
     return int(m.group(1)) if m else None
 
 
@@ -362,7 +363,7 @@ class ActorScheduler:
         else:
             retry = deaths <= MAX_UNIT_RETRIES
             what = f"{running.family} {running.model.name}@{running.dataset.name}"
-            pid = death_pid(exc) or (stored.get("pid") if started else None)
+            pid = (stored.get("pid") if started else None) or death_pid(exc)  # the unit's placeholder row: its worker
             node = stored.get("node_id") if started else None
             where = "".join(x for x in (f" pid {pid}" if pid else "", f" on node {str(node)[:8]}" if node else ""))
             verdict = (f"retrying it (try {deaths + 1} of {MAX_UNIT_RETRIES + 1})" if retry

@@ -22,15 +22,13 @@ from typing import Any
 import torch
 
 import catalog
-import liecore
-from lee_names import did_you_mean
-from liecore.metrics import METRICS
 from pipelines import data, history, integrity
 from pipelines.checks import check_img_size, check_root_usable
 from pipelines.cluster import init_ray
-from pipelines.config import FAMILIES, WEIGHT_POLICIES, SweepConfig
+from pipelines.config import SweepConfig
 from pipelines.data import LoadedDataset
 from pipelines.errors import UsageError
+from pipelines.flagcheck import select_models, validate
 from pipelines.store import Store, StoreError
 from pipelines.units import UnitWeights, WorkUnit, family_config, make_unit, resolve_unit_weights
 
@@ -103,56 +101,9 @@ def _dataset_errors(name: str, uri: str) -> Iterator[None]:
         raise UsageError(f"dataset {name!r} ({uri}) cannot be loaded: {problem or _message(exc)}") from None
 
 
-def checkpoint_spec(cfg: SweepConfig):
-    """The model of ``--checkpoint PATH --arch NAME`` (with its key mapping flags), as a catalog spec."""
-    if not cfg.arch:
-        raise UsageError("--checkpoint needs --arch: the timm architecture the checkpoint belongs to")
-    stem = os.path.basename(cfg.checkpoint.rstrip("/")).split(".")[0] or "checkpoint"
-    rename = []
-    for rule in cfg.rename_keys or []:
-        pattern, sep, repl = rule.partition("=")
-        if not sep or not pattern:
-            raise UsageError(f"--rename-keys {rule!r}: expected REGEX=REPLACEMENT")
-        rename.append([pattern, repl])
-    key_map = {"rename": rename, "by_order": bool(cfg.map_keys_by_order)} if rename or cfg.map_keys_by_order else None
-    entry = {"name": cfg.model_name or f"{cfg.arch}@{stem}", "arch": cfg.arch, "source": "file",
-             "checkpoint": cfg.checkpoint, "key_map": key_map}
-    try:
-        return catalog.spec_from_entry(entry, where="--checkpoint")
-    except ValueError as exc:
-        raise _usage(exc) from None
-
-
 def resolve_models(cfg: SweepConfig) -> list:
-    if not cfg.models and not cfg.checkpoint:
-        raise UsageError("no models selected")
-    try:
-        found = []  # (spec, the -m entry it came from)
-        for sel in cfg.models or []:  # each entry: catalog name, YAML path, model name or pattern
-            found.extend((s, f"-m {sel}") for s in catalog.load_models(sel))
-    except (ValueError, FileNotFoundError) as exc:  # CatalogError is a ValueError
-        raise _usage(exc) from None
-    if cfg.checkpoint:
-        found.append((checkpoint_spec(cfg), f"--checkpoint {cfg.checkpoint}"))
-    specs = unique_models(found)
-    if not specs:
-        raise UsageError(f"model selection {cfg.models} matches no model")
-    return with_img_size(specs, cfg)
-
-
-def unique_models(found: list[tuple[Any, str]]) -> list:
-    """The specs of a selection, each name once: ``found`` is (spec, where it came from) in selection order.
-
-    One model reached twice (``-m tiny -m test_resnet.r160_in1k``) is kept once; two different specs with one
-    name (a user YAML's entry and a built-in model, two YAML files) are an error naming both sources.
-    """
-    out: dict[str, tuple[Any, str]] = {}
-    for spec, where in found:
-        if spec.name in out and out[spec.name][0] != spec:
-            raise UsageError(f"two different models are named {spec.name!r}: one from {out[spec.name][1]} (arch "
-                             f"{out[spec.name][0].arch}), one from {where} (arch {spec.arch}); rename one of them")
-        out.setdefault(spec.name, (spec, where))
-    return [spec for spec, _ in out.values()]
+    """The selected models (:func:`pipelines.flagcheck.select_models`) with ``--img-size`` applied and checked."""
+    return with_img_size(select_models(cfg), cfg)
 
 
 def check_checkpoints(specs: list, weights: dict[str, UnitWeights], known: set[str] = frozenset()) -> None:
@@ -212,45 +163,6 @@ def load_images(cfg: SweepConfig, *, dry_run: bool = False) -> dict[str, LoadedD
         with _dataset_errors(name, spec.uri):
             out[name] = data.load_dataset(spec, cfg.n_images, batch_size=cfg.batch_size, driver=dry_run, items=items)
     return out
-
-
-def validate(cfg: SweepConfig) -> None:
-    """Cheap checks of everything that is not a model or dataset."""
-    bad = [m for m in cfg.metrics if m not in FAMILIES]
-    if bad:
-        raise UsageError(f"unknown metric family {bad[0]!r} (choose from {', '.join(FAMILIES)})")
-    if not cfg.metrics:
-        raise UsageError("no metric family selected")
-    try:
-        liecore.resolve_generators(cfg.generators)
-        if cfg.layerwise_generators:
-            liecore.resolve_generators(cfg.layerwise_generators)
-    except ValueError as exc:
-        raise _usage(exc) from None
-    if cfg.weights not in WEIGHT_POLICIES:
-        raise UsageError(f"unknown weights policy {cfg.weights!r} (choose from {', '.join(WEIGHT_POLICIES)})")
-    if cfg.output_kind not in ("probs", "logits"):
-        raise UsageError(f"--output-kind must be probs or logits, got {cfg.output_kind!r}")
-    if cfg.interpolation not in liecore.INTERPOLATIONS:
-        raise UsageError(f"unknown interpolation {cfg.interpolation!r} (choose from {', '.join(liecore.INTERPOLATIONS)})")
-    if cfg.images < 1 or (cfg.limit is not None and cfg.limit < 1):
-        raise UsageError("--images and --limit must be positive")
-    if cfg.batch_size < 1:
-        raise UsageError("--batch-size must be positive")
-    if cfg.img_size is not None:
-        check_img_size(cfg.img_size, [])  # positive, and not below the floor of every model
-    if cfg.actors is not None and cfg.actors < 1:
-        raise UsageError("--actors must be positive")
-    if cfg.gpus_per_actor is not None and cfg.gpus_per_actor <= 0:
-        raise UsageError(f"--gpus must be positive (GPUs per actor), got {cfg.gpus_per_actor}")
-    if "layerwise" in cfg.metrics:
-        if cfg.layerwise_method not in ("exact", "stochastic"):
-            raise UsageError(f"--layerwise-method must be exact or stochastic, got {cfg.layerwise_method!r}")
-    if "alt" in cfg.metrics:
-        unknown = [n for n in (cfg.alt_metrics or []) if n not in METRICS]
-        if unknown:
-            hint = did_you_mean(unknown[0], METRICS, n=2)
-            raise UsageError(f"unknown alt metric {unknown[0]!r}{hint} (known: {', '.join(sorted(METRICS))})")
 
 
 def plan(cfg: SweepConfig, *, check_writable: bool = True, dry_run: bool = False, specs: list | None = None) -> Plan:

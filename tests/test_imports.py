@@ -152,6 +152,63 @@ def test_interpolation_flags_offer_liecores_interpolations_without_importing_tor
     assert choices == {"eval": expected, "report": expected}
 
 
+def test_liecores_names_listed_for_torch_free_checks_are_liecores():
+    """The flag checks that need no torch (``pipelines.flagcheck``, ``lee submit``) list liecore's names."""
+    import liecore
+    from liecore.metrics import METRICS
+    from pipelines import checks, config, flagcheck
+
+    assert flagcheck.GENERATORS == tuple(liecore.GENERATORS)
+    assert flagcheck.ALT_METRICS == tuple(METRICS)
+    assert tuple(config.INTERPOLATIONS) == tuple(liecore.INTERPOLATIONS)
+    assert checks.MIN_IMG_SIZE == flagcheck.MIN_IMG_SIZE
+
+
+def test_the_submitting_side_imports_no_torch_and_still_refuses_bad_flags(tmp_path):
+    """``lee submit`` checks a job's flags and builds its runtime env without torch, timm, liecore or Ray Data
+    (the job's driver imports them; here they would be a second start-up), and a bad flag is still one error
+    before anything is submitted."""
+    code = f"""if True:
+        import json, sys
+        from pipelines.commands import submit_cmd
+        from pipelines.cluster import job_client
+        from pipelines.errors import UsageError
+        import ray.job_submission
+        out = {{}}
+        good = ["-m", "test_resnet.r160_in1k,tiny", "-d", "sample-test", "-n", "8", "--img-size", "64",
+                "-g", "translate_x,rotate", "--metrics", "lee,alt,layerwise", "--alt-metrics", "eq_t",
+                "--layerwise-generators", "rotate", "--derivative-interp", "spectral", "--output-kind", "logits",
+                "--weights", "random", "-r", {str(tmp_path / "res")!r}]
+        out["eval"] = submit_cmd.sweep_argv(["--", "eval", *good], ".")[0]
+        out["reevaluate"] = submit_cmd.sweep_argv(["reevaluate", *good], ".")[0]
+        submit_cmd.load_runtime_env(None, ".", "abc")
+        bad = {{"generator": ["-g", "rotat"], "model": ["-m", "no_such_model_x"], "img": ["--img-size", "4"],
+               "interp": ["--derivative-interp", "linear"], "alt": ["--metrics", "alt", "--alt-metrics", "eq_z"],
+               "dataset": ["-d", "no-such-set"], "flag": ["--bogus"]}}
+        for name, flags in bad.items():
+            try:
+                submit_cmd.sweep_argv(["-m", "tiny", "-d", "sample-test", *flags], ".")
+                out[name] = None
+            except UsageError as exc:
+                out[name] = str(exc)
+        out["loaded"] = sorted(m for m in ("torch", "timm", "liecore", "ray.data", "pipelines.plan") if m in sys.modules)
+        print(json.dumps(out))
+    """
+    env = {**os.environ, "LEE_CACHE_DIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out.pop("loaded") == []
+    assert (out.pop("eval"), out.pop("reevaluate")) == ("eval", "reevaluate")
+    assert "unknown generator 'rotat'; did you mean 'rotate'" in out["generator"]
+    assert "no_such_model_x" in out["model"]
+    assert "--img-size 4 is too small" in out["img"]
+    assert "invalid choice: 'linear'" in out["interp"] and out["interp"].startswith("bad lee eval flags")
+    assert "unknown alt metric 'eq_z'" in out["alt"]
+    assert "no-such-set" in out["dataset"]
+    assert "unrecognized arguments: --bogus" in out["flag"]
+
+
 def test_only_the_command_line_imports_the_command_line():
     """Library code raises ``pipelines.errors.UsageError``; only ``pipelines/commands`` (and the entry
     points) import ``pipelines.cli``, which maps the error to exit code 2."""
@@ -300,7 +357,7 @@ PIPELINES_LAYERS = (
                          "pipelines.analysis", "pipelines.analysis.*", "pipelines.zoo.summary")),
     ("store/schema/units", ("pipelines", "pipelines.store", "pipelines.integrity", "pipelines.history", "pipelines.objectstore", "pipelines.schema", "pipelines.units",
                             "pipelines.data",
-                            "pipelines.config", "pipelines.families", "pipelines.env", "pipelines.errors",
+                            "pipelines.config", "pipelines.flagcheck", "pipelines.families", "pipelines.env", "pipelines.errors",
                             "pipelines.zoo", "pipelines.zoo.*")),
 )
 LAZY_IMPORTERS = ("pipelines.cli", "pipelines.__main__", "pipelines.commands.*")

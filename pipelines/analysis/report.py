@@ -64,7 +64,7 @@ OUTPUTS: dict[str, str] = {
 }
 """``--output`` choices (the ``output`` column: what liecore differentiated) and their page labels."""
 
-INTERPOLATIONS = config.INTERPOLATIONS  # liecore.INTERPOLATIONS, read when first used
+INTERPOLATIONS = config.INTERPOLATIONS  # liecore.INTERPOLATIONS (tests/test_imports.py keeps them equal)
 """``--derivative-interp`` choices (the ``interpolation`` column: liecore's image interpolant)."""
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines import env
+from pipelines import env, flagcheck
 from pipelines.cluster import describe_error, job_client, memory_kill
 from pipelines.commands import eval_cmd
 from pipelines.errors import UsageError
@@ -153,7 +153,10 @@ def sweep_argv(rest: list[str], working_dir: str | None = None) -> tuple[str, li
 
     ``rest``: what follows ``--``: ``[eval|reevaluate] FLAGS`` (no command: ``eval``). The flags are
     checked as the command checks them (``eval``: models, datasets, generators...; ``reevaluate``: all
-    but the models, which resolve on the cluster against the catalog its timm regenerates). A local
+    but the models, which resolve on the cluster against the catalog its timm regenerates), by
+    :mod:`pipelines.flagcheck`, which imports no torch, timm or Ray: the job's driver imports them anyway,
+    and here they would cost a second start-up (35-45 s on a loaded machine). What needs a model's
+    architecture (``--img-size`` against its stride, a checkpoint's tensors) is checked by the driver. A local
     relative output root is made absolute (the job's cwd is a temporary copy); a local ``--config``
     file inside ``working_dir`` is passed relative to it (the job runs from the copy), one outside it
     as an absolute path (the cluster must see it).
@@ -162,8 +165,6 @@ def sweep_argv(rest: list[str], working_dir: str | None = None) -> tuple[str, li
         The command, the flags to forward, and the output root (absolute when local).
     """
     import importlib
-
-    from pipelines.plan import resolve_models, validate
 
     rest = [a for a in rest if a != "--"] if rest[:1] == ["--"] else list(rest)
     command = rest[0] if rest[:1] and rest[0] in SWEEP_COMMANDS else "eval"
@@ -182,9 +183,9 @@ def sweep_argv(rest: list[str], working_dir: str | None = None) -> tuple[str, li
         why = why[0].split("error: ", 1)[-1]
         raise UsageError(f"bad lee {command} flags ({why}): {shlex.join(flags)}") from None
     cfg = eval_cmd.config_from_args(ns)
-    validate(cfg)
+    flagcheck.validate(cfg)
     if command == "eval":
-        resolve_models(cfg)
+        flagcheck.select_models(cfg)
     _check_datasets(cfg.datasets)
     argv = list(flags)
     if ns.config and "://" not in ns.config:
@@ -254,9 +255,12 @@ def submit(args) -> int:
     if not args.wait:
         return 0
     for retry in range(args.retries + 1):
-        rc, info = _wait(client, job_id, follow=True, address=address)
+        # the log has ended: soon terminal; why it failed is said below, in one line
+        rc, info = _wait(client, job_id, follow=True, poll=0.25, address=address, explain=False)
         cause = infrastructure_failure(info)
         if rc == 0 or cause is None or retry == args.retries:
+            if str(getattr(info, "status", "")).split(".")[-1] == "FAILED" and failure_line(info):
+                print(f"lee: job {job_id} failed: {failure_line(info)}", file=sys.stderr, flush=True)
             return rc
         # The supervisor (the job's driver) was killed or lost, not the sweep failing: a new job resumes it
         # (done units are skipped; the one that was running is redone, its attempt counted).
@@ -295,9 +299,9 @@ def failure_line(info) -> str:
 
 
 def _wait(client, job_id: str, *, follow: bool, poll: float = 1.0, timeout: float | None = None,
-          address: str = "") -> tuple[int, object]:
-    """Wait for the job (``follow``: stream its log meanwhile); print ``ID: STATUS`` on stdout (and, on
-    stderr, why a failed job failed, in one line). Returns the exit code and the job's info."""
+          address: str = "", explain: bool = True) -> tuple[int, object]:
+    """Wait for the job (``follow``: stream its log meanwhile); print ``ID: STATUS`` on stdout (and, with
+    ``explain``, on stderr why a failed job failed, in one line). Returns the exit code and the job's info."""
     t0 = time.time()
     if follow:
         _tail(client, job_id, address)
@@ -311,21 +315,63 @@ def _wait(client, job_id: str, *, follow: bool, poll: float = 1.0, timeout: floa
             return 3, info
         time.sleep(poll)
     print(f"{job_id}: {status}", flush=True)
-    if status == "FAILED" and failure_line(info):
+    if explain and status == "FAILED" and failure_line(info):
         print(f"lee: job {job_id} failed: {failure_line(info)}", file=sys.stderr, flush=True)
     return (0 if status == "SUCCEEDED" else 1), info
 
 
+RAY_FAILURE_MARKERS = ("Job supervisor actor died: ", "Unexpected error occurred: ")
+"""How the messages start that Ray's job manager appends to a job's log when the job's supervisor died (its
+memory monitor's dump among them: 45 lines or more); the same text is the job's message, which lee says in
+one line (:func:`failure_line`)."""
+
+
+class LogEcho:
+    """Echo a job's log chunks, leaving out what Ray appends when the job's supervisor died (from the first
+    :data:`RAY_FAILURE_MARKERS` on: it is the last thing in the log)."""
+
+    def __init__(self, out=None):
+        self.out = out or sys.stdout
+        self.held = ""  # an end that may be the start of a marker split across two chunks
+        self.cut = False
+
+    def write(self, chunk: str) -> None:
+        if self.cut:
+            return
+        text = self.held + chunk
+        found = [i for i in (text.find(m) for m in RAY_FAILURE_MARKERS) if i >= 0]
+        if found:
+            self.cut = True
+            text, self.held = text[:min(found)], ""
+        else:  # hold back an end that may begin a marker (log chunks end with a newline: nothing is held)
+            k = next((k for k in range(min(len(text), max(map(len, RAY_FAILURE_MARKERS)) - 1), 0, -1)
+                      if any(m.startswith(text[-k:]) for m in RAY_FAILURE_MARKERS)), 0)
+            text, self.held = (text[:-k], text[-k:]) if k else (text, "")
+        if text:
+            self.out.write(text)
+            self.out.flush()
+
+    def close(self) -> None:
+        if self.held and not self.cut:
+            self.out.write(self.held)
+            self.out.flush()
+        self.held = ""
+
+
 def _tail(client, job_id: str, address: str) -> None:
-    """Stream the job's log to stdout until it ends."""
+    """Stream the job's log to stdout until it ends (without Ray's dump when its supervisor died)."""
     import asyncio
+
+    echo = LogEcho()
 
     async def tail():
         async for chunk in client.tail_job_logs(job_id):
-            sys.stdout.write(chunk)
-            sys.stdout.flush()
+            echo.write(chunk)
 
-    _job_call(address, asyncio.run, tail())
+    try:
+        _job_call(address, asyncio.run, tail())
+    finally:
+        echo.close()
 
 
 def status(args) -> int:
@@ -349,7 +395,9 @@ def logs(args) -> int:
     if args.follow:
         _tail(client, args.job_id, address)
     else:
-        sys.stdout.write(_job_call(address, client.get_job_logs, args.job_id))
+        echo = LogEcho()
+        echo.write(_job_call(address, client.get_job_logs, args.job_id))
+        echo.close()
     return 0
 
 

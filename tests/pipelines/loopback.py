@@ -117,11 +117,12 @@ class LoopbackCluster:
     Unpacks as ``gcs, address, token, nodes`` (the fixture's former tuple).
     """
 
-    def __init__(self, num_cpus: int = 1):
+    def __init__(self, num_cpus: int = 1, *, workers: int = 1, node_env: dict[str, str] | None = None):
         self.token = secrets.token_hex(32)
         self.env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-        self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token)
+        self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, **(node_env or {}))
         self.num_cpus = num_cpus
+        self.workers = workers
         self.temps: list[str] = []
         self.head: subprocess.Popen | None = None
         self.worker: subprocess.Popen | None = None
@@ -160,7 +161,8 @@ class LoopbackCluster:
             if time.time() > deadline:
                 raise RuntimeError(f"job server at {self.address} did not come up: {r.stderr[-2000:]}")
             time.sleep(1)
-        self.add_worker(timeout=max(30.0, deadline - time.time()))
+        if self.workers:
+            self.add_worker(timeout=max(30.0, deadline - time.time()))
         return self
 
     def alive_nodes(self) -> list[str]:
@@ -223,8 +225,10 @@ class LoopbackCluster:
             shutil.rmtree(t, ignore_errors=True)
 
 
-def start_cluster(num_cpus: int = 1) -> LoopbackCluster:
-    c = LoopbackCluster(num_cpus)
+def start_cluster(num_cpus: int = 1, *, workers: int = 1, node_env: dict[str, str] | None = None) -> LoopbackCluster:
+    """Start the head and (``workers=1``) the worker node; ``node_env``: variables of both nodes' processes
+    (``RAY_memory_usage_threshold``...)."""
+    c = LoopbackCluster(num_cpus, workers=workers, node_env=node_env)
     try:
         return c.start()
     except BaseException:

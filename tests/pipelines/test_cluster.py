@@ -144,6 +144,8 @@ def test_submit_reevaluate_runs_as_a_job_and_is_resubmitted_when_its_supervisor_
     assert len(warnings) == 1 and "its supervisor (the job's driver) died" in warnings[0], stderr[-3000:]
     assert "resubmitting it (try 2 of 2)" in warnings[0]
     assert "Traceback" not in stderr
+    assert "Job supervisor actor died" not in stdout  # Ray appends it to the job's log; lee says it in one line
+    assert not [line for line in stderr.splitlines() if line.startswith("lee: job ")]  # that line, not a second
     ids = [line for line in stdout.splitlines() if re.fullmatch(r"raysubmit_\w+", line)]
     assert len(ids) == 2 and stdout.strip().splitlines()[-1] == f"{ids[1]}: SUCCEEDED", stdout[-3000:]
     runs = Store(str(out)).runs().to_pylist()

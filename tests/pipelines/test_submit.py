@@ -167,3 +167,53 @@ def test_a_job_whose_supervisor_was_killed_is_one_line(tmp_path):
                              "available logs ...", error_type="JOB_ENTRYPOINT_COMMAND_ERROR")
     assert infrastructure_failure(failed) is None
     assert failure_line(failed).startswith("Job entrypoint command failed with exit code 1")
+
+
+def test_following_a_job_leaves_out_rays_dump_when_its_supervisor_died():
+    """Ray's job manager appends the supervisor's death (its memory monitor's dump: 45 lines and more) to the
+    job's log; ``lee submit --wait`` and ``lee logs --follow`` echo the log without it (the one line says why)."""
+    import io
+
+    from pipelines.commands.submit_cmd import LogEcho
+
+    dump = ("Job supervisor actor died: The actor died unexpectedly before finishing this task.\n"
+            "\tclass_name: JobSupervisor\n\tactor_id: 1a\n\tpid: 4242\n"
+            "1 worker(s) were killed due to the node running low on memory.\n"
+            + "\n".join(f"{i}\t0.1\tray::IDLE" for i in range(40)))
+    log = "lee: 1/3 units done\nlee: 2/3 units done\n" + dump
+    for size in (1, 7, 30, len(log)):  # however the log is cut into chunks
+        out = io.StringIO()
+        echo = LogEcho(out)
+        for i in range(0, len(log), size):
+            echo.write(log[i:i + size])
+        echo.close()
+        assert out.getvalue() == "lee: 1/3 units done\nlee: 2/3 units done\n", size
+    out = io.StringIO()
+    echo = LogEcho(out)
+    echo.write("progress 3/8 Jo")  # an end that could begin a marker is held, then written
+    echo.write("b done\n")
+    echo.close()
+    assert out.getvalue() == "progress 3/8 Job done\n"
+
+
+def test_ray_2_60s_message_of_a_supervisor_killed_for_memory_is_one_line():
+    """The job's message as Ray 2.60's job manager writes it (``Job supervisor actor died: {ActorDiedError}``), the
+    error built by Ray's own class from the memory monitor's context (its text as a real kill gave it)."""
+    from types import SimpleNamespace
+
+    from ray.core.generated.common_pb2 import ActorDiedErrorContext
+    from ray.exceptions import ActorDiedError
+
+    from pipelines.commands.submit_cmd import failure_line
+
+    ctx = ActorDiedErrorContext(
+        class_name="JobSupervisor", actor_id=bytes.fromhex("1a" * 16), pid=4242, node_ip_address="127.0.0.1",
+        name="_ray_internal_job_actor_raysubmit_X", ray_namespace="SUPERVISOR_ACTOR_RAY_NAMESPACE",
+        error_message="1 worker(s) were killed due to the node running low on memory. Memory on the node (IP: "
+                      "127.0.0.1, ID: 9d9d) was 22.27GB used / 23.59GB limit (0.944137)\nOOM kill reason: Memory usage "
+                      "24075300864B exceeded threshold of 24058705920B (95.0% of 25324953600B limit)\n"
+                      "Top 10 memory users: PID\tMEM(GB)\tCOMMAND\n" + "\n".join(f"{i}\t0.1\tray::IDLE" for i in range(10)))
+    info = SimpleNamespace(status="FAILED", message=f"Job supervisor actor died: {ActorDiedError(ctx)}",
+                           error_type="JOB_SUPERVISOR_ACTOR_DIED")
+    assert failure_line(info) == ("Ray's memory monitor killed its supervisor (the job's driver) (node memory 22.27GB / "
+                                  "23.59GB = 0.94, above its threshold 0.95)")

@@ -78,3 +78,25 @@ def test_a_unit_whose_worker_is_killed_mid_run_is_retried_and_counted_with_one_l
             FROM read_parquet('{out}/lee/**/*.parquet', hive_partitioning = true) GROUP BY 1"""
     ).fetchall()
     assert sorted(counts) == sorted((m, 16, 16) for m in MODELS)
+
+
+def test_ray_2_60s_memory_monitor_message_becomes_a_few_words():
+    """The message of Ray 2.60's memory monitor, as a real kill on the loopback cluster gave it (abridged: the
+    object store's figures and the process table are cut). It lists every worker it killed: none of their pids
+    is taken for the unit's (the sweep names the pid of the unit's placeholder row instead)."""
+    from ray.exceptions import OutOfMemoryError
+
+    oom = OutOfMemoryError(
+        "4 worker(s) were killed due to the node running low on memory. Memory on the node (IP: 192.0.2.2, ID: "
+        "9d9d67b8fe8e806068d920d6e2d89d82a85f8515c278e811cae1ef14) was 22.27GB used / 23.59GB limit (0.944137)\n"
+        "OOM kill reason: Memory usage 24075300864B exceeded threshold of 24058705920B (95.0% of 25324953600B "
+        "limit)\nObject store memory usage: [- objects spillable: 5\n- bytes spillable: 1607935]\n"
+        "Ray killed 4 worker(s) based on the killing policy\nConsidered workers: [\n"
+        "Selected to kill: (Actor(0f2c7623c41cfa23918241f70d000000): job ID=0d000000, task name=AutoscalingCoordinator:"
+        "_AutoscalingCoordinatorActor.__init__, required resources={}, pid=22388, actual memory used=0.11GB)\n"
+        "Selected to kill: (Actor(d9909d475f981873cf8b56b60d000000): job ID=0d000000, task name=UnitRunner.__init__, "
+        "required resources={CPU: 1}, pid=22750, actual memory used=0.41GB)\n]\n"
+        "Top 10 memory users: PID\tMEM(GB)\tCOMMAND\n" + "\n".join(f"{i}\t0.1\tray::IDLE" for i in range(10)))
+    assert death_reason(oom) == ("was killed by Ray's memory monitor (node memory 22.27GB / 23.59GB = 0.94, above its "
+                                 "threshold 0.95)")
+    assert death_pid(oom) is None
