@@ -136,6 +136,23 @@ def main() -> None:
                                                       "ci_low": lo.tolist(), "ci_high": hi.tolist()})
             print(f"| {SHORT[m]} | {w} | {g} | " + " | ".join(fmt(*t) for t in zip(est, lo, hi, strict=True)) + " |")
 
+    # 3b. which side of the border: TF "same" padding of a stride-2 layer on an even input pads only bottom / right
+    print("\n### Image map in the outer row / column of cells by side (each 1/16 of the image)\n")
+    print("| model | weights | generator | top | bottom | left | right |")
+    print("|---|---|---|---|---|---|---|")
+    for w in WEIGHTS:
+        d = con.sql(f"""SELECT model, generator, unit, sample_index, lee, grid_h, grid_w, cells FROM explain
+                        WHERE kind = 'image' AND weights IN {weights_of(w)}
+                        ORDER BY model, generator, unit, sample_index""").df()
+        for (m, g), gd in d.groupby(["model", "generator"], sort=True):
+            gh, gw = int(gd.grid_h.iloc[0]), int(gd.grid_w.iloc[0])
+            cells = np.stack([np.asarray(c, float).reshape(gh, gw) for c in gd.cells])
+            mat = np.stack([cells[:, 0].sum(1), cells[:, -1].sum(1), cells[:, :, 0].sum(1), cells[:, :, -1].sum(1)], 1)
+            est, lo, hi = lee_weighted(mat, gd["lee"].to_numpy(float))
+            out.setdefault(f"sides/{w}", []).append({"model": m, "generator": g, "estimate": est.tolist(),
+                                                     "ci_low": lo.tolist(), "ci_high": hi.tolist()})
+            print(f"| {SHORT[m]} | {w} | {g} | " + " | ".join(fmt(*t) for t in zip(est, lo, hi, strict=True)) + " |")
+
     # 4. texture (lee query --analysis texture) and the paired pretrained - random difference
     print("\n### Texture: Spearman rho of |share| per cell with the input's gradient energy (mean over images), "
           "and the share of |map| in the 25% most textured cells\n")
@@ -182,6 +199,8 @@ def main() -> None:
     print("| model | generator | cells | pretrained | random | pretrained - random |")
     print("|---|---|---|---|---|---|")
     for m, g in sorted({(m, g) for m, g, _ in rho}):
+        if (m, g, "pretrained") not in rho or (m, g, "random") not in rho:
+            continue
         for cells in ("all", "interior"):
             p, r = rho[(m, g, "pretrained")][cells], rho[(m, g, "random")][cells]
             diff = (p - r).dropna()
