@@ -37,6 +37,7 @@ __all__ = [
     "image_rngs",
     "image_seed",
     "pool_map",
+    "texture_map",
 ]
 
 Columns = dict[str, list[Any] | np.ndarray]
@@ -289,17 +290,34 @@ def pool_map(m: torch.Tensor, cells: int = EXPLAIN_GRID) -> torch.Tensor:
     return liecore.resample_mass(m, (min(cells, h), min(cells, w)))
 
 
+def texture_map(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` images -> ``(B, H, W)`` local gradient energy ``sum_c (d_row x_c)^2 + (d_col x_c)^2`` per
+    pixel (central differences inside, one-sided at the edges: ``torch.gradient``), in the units of ``x``."""
+    x = x.detach().to(torch.float64)
+    gy, gx = torch.gradient(x, dim=(-2, -1))
+    return (gy.square() + gx.square()).sum(1)
+
+
+def texture_cells(x: torch.Tensor, cells: int = EXPLAIN_GRID) -> torch.Tensor:
+    """``(B, gh, gw)``: each cell's share of the image's gradient energy (:func:`texture_map` summed on the cells of
+    :func:`pool_map`, divided by the image's total; rows add up to 1, an image without any gradient gives 0)."""
+    e = pool_map(texture_map(x), cells)
+    tot = e.sum((1, 2), keepdim=True)
+    return torch.where(tot > 0, e / tot.clamp_min(torch.finfo(e.dtype).tiny), torch.zeros_like(e))
+
+
 def compute_explain(
     model, x: torch.Tensor, *, config: dict[str, Any], mean, std, seed: int, first_index: int = 0
 ) -> Columns:
     """``explain`` rows for one batch (:func:`liecore.explain_all`): per (image, generator) one ``layer`` row per
     layer call with a located error (its share map pooled by :func:`pool_map`, row-major in ``cells``), one
     ``special`` row per layer with unlocated shares (prefix tokens, outputs that do not move), one ``image`` row
-    (the image map pooled on the input's cells, and its border profile in 1-px rings), one ``remainder`` row.
+    (the image map pooled on the input's cells, its border profile in 1-px rings, and the input's texture on the
+    same cells: :func:`texture_cells`), one ``remainder`` row.
     Shares are fractions of the image's LEE: per image and generator ``total`` over the rows other than
     ``image`` adds up to 1."""
     names = ("sample_pos", "generator", "kind", "layer", "layer_class", "call_index", "layer_kind", "grid_h",
-             "grid_w", "total", "abs_total", "cells", "border_profile", "input_h", "input_w", "lee", "output",
+             "grid_w", "total", "abs_total", "cells", "border_profile", "texture", "input_h", "input_w", "lee", "output",
              "interpolation")
     cols: dict[str, list] = {k: [] for k in names}
     res = liecore.explain_all(
@@ -307,8 +325,10 @@ def compute_explain(
         interpolation=config.get("interpolation") or "cubic", mean=mean, std=std,
     )
     b = x.shape[0]
+    texture = texture_cells(x)
 
-    def add(i, gen, e, kind, layer, cls, idx, lkind, cells, profile=None, total=None, abs_total=None):
+    def add(i, gen, e, kind, layer, cls, idx, lkind, cells, profile=None, total=None, abs_total=None,
+            texture=None):
         arr = None if cells is None else _np(cells)
         cols["sample_pos"].append(i)
         cols["generator"].append(gen)
@@ -323,6 +343,7 @@ def compute_explain(
         cols["abs_total"].append(float(np.abs(arr).sum()) if abs_total is None else float(abs_total))
         cols["cells"].append(None if arr is None else arr.reshape(-1).tolist())
         cols["border_profile"].append(None if profile is None else profile.tolist())
+        cols["texture"].append(None if texture is None else _np(texture).reshape(-1).tolist())
         cols["input_h"].append(int(x.shape[-2]))
         cols["input_w"].append(int(x.shape[-1]))
         cols["lee"].append(float(e.lee[i]))
@@ -341,7 +362,7 @@ def compute_explain(
                     add(i, gen, e, "special", n, cls, idx, lkind, e.special[n][i])
             im = e.image_map[i]
             add(i, gen, e, "image", "<image>", "", -1, "image", image[i], profile=border_profile(_np(im)),
-                abs_total=float(im.abs().sum()))
+                abs_total=float(im.abs().sum()), texture=texture[i])
             add(i, gen, e, "remainder", "<remainder>", "", -1, "remainder", None, total=float(e.remainder[i]),
                 abs_total=abs(float(e.remainder[i])))
     return cols

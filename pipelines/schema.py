@@ -62,7 +62,7 @@ __all__ = [
 HISTORY_DIR = "history"
 """Folder under the root that keeps the done attempts of earlier weights (same tables, one more partition)."""
 
-SCHEMA_VERSION = "6"
+SCHEMA_VERSION = "7"
 """Bumped whenever a column is added, removed or changes meaning (stored in ``runs``)."""
 
 
@@ -208,6 +208,7 @@ EXPLAIN = Table(
         Column("abs_total", pa.float64(), "fraction of the image's LEE", "sum of the absolute values of the unpooled map (layer and image rows), or of the shares (special rows), |remainder| for remainder rows"),
         Column("cells", pa.list_(pa.float64()), "fraction of the image's LEE", "the map summed onto grid_h x grid_w cells by area overlap, row-major (cell (r, c) covers rows [r H/grid_h, (r+1) H/grid_h) of the map's own grid); the prefix-token shares for special rows; null for remainder rows", nullable=True),
         Column("border_profile", pa.list_(pa.float64()), "fraction of the image's LEE", "image rows: the full-resolution image map summed over 1-px rings at distance 0, 1, ... px from the input's border; null for other rows", nullable=True),
+        Column("texture", pa.list_(pa.float64()), "fraction of the image's gradient energy", "image rows: the model input's local gradient energy (`sum_c (d_row x_c)^2 + (d_col x_c)^2`, central differences) summed on the same grid_h x grid_w cells as `cells`, divided by the image's total (adds up to 1); null for other rows and in stores of schema version < 7", nullable=True),
         Column("input_h", pa.int32(), "px", "height of the model's input (the image map's grid)"),
         Column("input_w", pa.int32(), "px", "width of the model's input"),
         Column("lee", pa.float64(), "(output unit)^2 / (generator parameter)^2", "the image's end-to-end LEE (multiply the shares by it for LEE units)"),

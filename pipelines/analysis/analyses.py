@@ -73,6 +73,7 @@ __all__ = [
     "layerwise",
     "run_analysis",
     "scale",
+    "texture",
 ]
 
 COLUMNS: tuple[str, ...] = (
@@ -1057,6 +1058,186 @@ def layer_location(
     return _frame("layer_location", rows, w, level, "no explain results match")
 
 
+def _area_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """``(n_out, n_in)`` mass-preserving resampling of an ``n_in``-cell axis onto ``n_out`` cells (entry ``[Y, y]``:
+    the fraction of input cell ``y`` inside output cell ``Y``; columns add up to 1), as ``liecore.area_matrix``."""
+    edges = np.arange(n_in + 1) * (n_out / n_in)
+    lo = np.maximum(edges[None, :-1], np.arange(n_out)[:, None])
+    hi = np.minimum(edges[None, 1:], np.arange(1, n_out + 1)[:, None])
+    return np.clip(hi - lo, 0, None) / (n_out / n_in)
+
+
+def _spearman_rows(a: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Spearman's rho of each row of ``a`` ``(m, c)`` with ``t`` ``(c,)`` (average ranks); NaN for a constant row."""
+    from scipy.stats import rankdata
+
+    ra = rankdata(a, axis=1)
+    rt = rankdata(t)
+    ra = ra - ra.mean(1, keepdims=True)
+    rt = rt - rt.mean()
+    den = np.sqrt((ra**2).sum(1) * (rt**2).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, ra @ rt / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _mean_over_images(mat: np.ndarray, n_boot: int, seed: int, level: float
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over images (rows) of each column of ``mat`` ``(n, k)``, NaN entries left out, with percentile bootstrap
+    intervals over images (the same resampled images for every column); also the images counted per column."""
+    ok = ~np.isnan(mat)
+    vals = np.where(ok, mat, 0.0)
+    cnt = ok.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        est = vals.sum(0) / np.where(cnt > 0, cnt, np.nan)
+    n = mat.shape[0]
+    if n < 2:
+        return est, np.full_like(est, np.nan), np.full_like(est, np.nan), cnt
+    counts = stats.bootstrap_counts(n, n_boot, np.random.default_rng(seed)).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        boot = (counts @ vals) / (counts @ ok.astype(float))
+    lo, hi = _quantiles(boot, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return est, lo, hi, cnt
+
+
+def texture(
+    con: Any,
+    *,
+    weights: str = "pretrained",
+    dataset: Filter = None,
+    generator: Filter = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    model: Filter = None,
+    top: int = 10,
+    textured_fraction: float = 0.25,
+) -> pd.DataFrame:
+    r"""Does the equivariance error sit where the image has texture?
+
+    From the ``explain`` table: per image, the input's texture on the cells of its image map (``texture``: each
+    cell's share of the image's gradient energy) and each layer's absolute share per cell (``|cells|``, resampled
+    by area overlap onto the image's cells when the layer's grid is coarser; a layer's grid is taken to span the
+    image). Per model, weights, dataset, generator and configuration, for these maps (``term``):
+
+    - ``<image>``: the image map (all layers, resampled and added);
+    - ``class:<layer_class>``: the layers of one class together (the sum of their ``|cells|``; in TensorFlow-ported
+      timm models ``class:Conv2dSame`` is exactly the stride-2 convolutions);
+    - ``<layer>``: the ``top`` layers by LEE-weighted absolute share (``abs_total``).
+
+    Statistics, each the mean over images with a percentile bootstrap interval over images (images whose map is 0
+    everywhere are left out of that map's rows, ``n`` counts the rest):
+
+    - ``statistic = texture_rho``: Spearman's rank correlation, across the cells of one image, of the map's
+      absolute share with the texture (0: the error is placed without regard to texture; 1: the more textured the
+      cell, the more error);
+    - ``statistic = textured_share``: the fraction of the map's absolute mass in the image's most textured cells
+      (the ``textured_fraction`` of the cells with the most gradient energy); columns ``cell_fraction`` (that
+      fraction of the cells, what a map that ignores texture would get on average) and ``enrichment`` (the
+      share over ``cell_fraction``).
+
+    Columns ``layer_class``, ``n_layers`` (layers in the map) and ``abs_share`` (the map's LEE-weighted absolute
+    share: how much of the error it moves). Units whose rows carry no texture (stores of schema version < 7:
+    rerun them with ``lee eval --force``) are left out, and the note says how many.
+
+    Args:
+        model: Only these models.
+        top: Single layers reported per group.
+        textured_fraction: Fraction of the cells counted as the most textured (0 < f < 1).
+    """
+    if top < 0:
+        raise ValueError(f"top must be >= 0, got {top}")
+    if not 0 < textured_fraction < 1:
+        raise ValueError(f"textured_fraction must be between 0 and 1, got {textured_fraction}")
+    w = _Weights(con, weights, ["explain"], dataset)
+    img = _explain_rows(con, w, dataset, generator, model, ["image"],
+                       ("grid_h", "grid_w", "texture", "cells", "abs_total", "input_h", "input_w"))
+    lay = _explain_rows(con, w, dataset, generator, model, ["layer"],
+                        ("layer", "call_index", "layer_class", "grid_h", "grid_w", "abs_total", "cells"))
+    rows: list[dict[str, Any]] = []
+    families = dict(con.execute("SELECT model, family FROM models ORDER BY model").fetchall())
+    lay_groups = {k: g for k, g in _groups(lay, list(_EXPLAIN_KEYS))}
+    method = (f"mean over images of the per-image statistic across cells; percentile bootstrap over images "
+              f"({n_boot} resamples, seed {seed})")
+    for key, gi in _groups(img, list(_EXPLAIN_KEYS)):
+        name, wk, ds, gen, out, interp = key
+        base = {"dataset": ds, "generator": gen, "scope": "model", "family": families.get(name) or "unknown",
+                "model": name, "output": out, "interpolation": interp, "model_weights": wk}
+        missing = gi["texture"].isna()
+        gi = gi[~missing]
+        note = (f"{int(missing.sum())} images without texture (stored before schema version 7: rerun their units "
+                "with lee eval --force) left out" if missing.any() else "")
+        if gi.empty:
+            rows.append(stat_row(base, term="<image>", statistic="texture_rho", n=0, n_of="images", method=method,
+                                 note=note))
+            continue
+        gl = lay_groups.get(key)
+        ids = (gi["unit"].astype(str) + "/" + gi["sample_index"].astype(str)).to_numpy()
+        index = {v: i for i, v in enumerate(ids)}
+        n = len(ids)
+        gh, gw = int(gi["grid_h"].iloc[0]), int(gi["grid_w"].iloc[0])
+        tex = np.stack([np.asarray(t, dtype=float) for t in gi["texture"]])  # (n, gh*gw)
+        lee = gi["lee"].to_numpy(float)
+        maps: dict[str, np.ndarray] = {"<image>": np.abs(np.stack([np.asarray(c, dtype=float) for c in gi["cells"]]))}
+        info: dict[str, dict[str, Any]] = {"<image>": {"layer_class": "", "n_layers": None}}
+        abs_tot: dict[str, np.ndarray] = {}
+        if gl is not None:
+            gl = gl[(gl["unit"].astype(str) + "/" + gl["sample_index"].astype(str)).isin(index)]
+            codes = (gl["unit"].astype(str) + "/" + gl["sample_index"].astype(str)).map(index).to_numpy()
+            per_layer: dict[str, np.ndarray] = {}
+            cls_of: dict[str, str] = {}
+            order: dict[str, int] = {}
+            resamplers: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+            for code, r in zip(codes, gl.itertuples(index=False), strict=True):
+                lh, lw = int(r.grid_h), int(r.grid_w)
+                a = np.abs(np.asarray(r.cells, dtype=float)).reshape(lh, lw)
+                if (lh, lw) != (gh, gw):
+                    if (lh, lw) not in resamplers:
+                        resamplers[(lh, lw)] = (_area_matrix(gh, lh), _area_matrix(gw, lw))
+                    ay, ax = resamplers[(lh, lw)]
+                    a = ay @ a @ ax.T
+                m = per_layer.setdefault(r.layer, np.zeros((n, gh * gw)))
+                m[code] = a.reshape(-1)
+                abs_tot.setdefault(r.layer, np.zeros(n))[code] = float(r.abs_total)
+                cls_of[r.layer] = r.layer_class
+                order.setdefault(r.layer, int(r.call_index))
+            for cls in sorted(set(cls_of.values())):
+                members = [m for m in per_layer if cls_of[m] == cls]
+                maps[f"class:{cls}"] = sum(per_layer[m] for m in members)
+                info[f"class:{cls}"] = {"layer_class": cls, "n_layers": len(members)}
+                abs_tot[f"class:{cls}"] = sum(abs_tot[m] for m in members)
+            weight = {m: float(lee @ abs_tot[m]) for m in per_layer}
+            for m in sorted(per_layer, key=lambda m: (-weight[m], order[m]))[:top]:
+                maps[m] = per_layer[m]
+                info[m] = {"layer_class": cls_of[m], "n_layers": 1}
+        abs_tot["<image>"] = gi["abs_total"].to_numpy(float)
+        terms = list(maps)
+        k_cells = max(1, int(round(textured_fraction * gh * gw)))
+        top_cells = np.argsort(-tex, axis=1, kind="stable")[:, :k_cells]  # (n, k)
+        rho = np.full((n, len(terms)), np.nan)
+        shr = np.full((n, len(terms)), np.nan)
+        for i in range(n):
+            a = np.stack([maps[t][i] for t in terms])  # (terms, cells)
+            mass = a.sum(1)
+            live = mass > 0
+            rho[i, live] = _spearman_rows(a[live], tex[i])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                shr[i, live] = a[live][:, top_cells[i]].sum(1) / mass[live]
+        r_est, r_lo, r_hi, r_n = _mean_over_images(rho, n_boot, seed, level)
+        s_est, s_lo, s_hi, s_n = _mean_over_images(shr, n_boot, seed, level)
+        cell_fraction = k_cells / (gh * gw)
+        size = f"{int(gi['input_h'].iloc[0])}x{int(gi['input_w'].iloc[0])}"
+        for j, t in enumerate(terms):
+            abs_share = float(lee @ abs_tot[t] / lee.sum()) if lee.sum() > 0 else math.nan
+            extra = {**info[t], "abs_share": abs_share, "input_size": size}
+            rows.append(stat_row(base, term=t, statistic="texture_rho", estimate=r_est[j], ci_low=r_lo[j],
+                                 ci_high=r_hi[j], n=int(r_n[j]), n_of="images", method=method, note=note, **extra,
+                                 cell_fraction=math.nan, enrichment=math.nan))
+            rows.append(stat_row(base, term=t, statistic="textured_share", estimate=s_est[j], ci_low=s_lo[j],
+                                 ci_high=s_hi[j], n=int(s_n[j]), n_of="images", method=method, note=note, **extra,
+                                 cell_fraction=cell_fraction, enrichment=s_est[j] / cell_fraction))
+    return _frame("texture", rows, w, level, "no explain results match")
+
+
 # ---- registry ------------------------------------------------------------------------------------------
 ANALYSES: dict[str, Callable[..., pd.DataFrame]] = {
     "accuracy": accuracy,
@@ -1066,6 +1247,7 @@ ANALYSES: dict[str, Callable[..., pd.DataFrame]] = {
     "agreement": agreement,
     "border_share": border_share,
     "layer_location": layer_location,
+    "texture": texture,
 }
 """Name -> analysis function (``lee query --analysis NAME``)."""
 

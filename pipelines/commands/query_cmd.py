@@ -37,7 +37,8 @@ from pipelines.commands.args import (
 )
 from pipelines.errors import UsageError
 
-ANALYSIS_NAMES = ("accuracy", "scale", "gap", "layerwise", "agreement", "border_share", "layer_location")  # = analyses.ANALYSES (checked in tests)
+ANALYSIS_NAMES = ("accuracy", "scale", "gap", "layerwise", "agreement", "border_share", "layer_location",
+                  "texture")  # = analyses.ANALYSES (checked in tests)
 FORMATS = ("table", "csv", "json", "parquet")
 MAX_CELL = 60
 
@@ -50,7 +51,8 @@ EPILOG = """examples:
 
 analyses: accuracy (LEE vs top-1: correlations, regression on family), scale (size, pretraining data,
 recipe, anti-aliasing), gap (train / test / OOD ratios), layerwise (cumulative and by layer type),
-agreement (rank correlation of LEE with the alternative metrics).
+agreement (rank correlation of LEE with the alternative metrics), border_share / layer_location / texture
+(where the explain family places the LEE: image border, layers and cells, textured cells).
 
 read-only: the SQL may read only the results root, and COPY, ATTACH, INSTALL, LOAD, SET ... are refused;
 write results with --out. --unrestricted lifts this (only for SQL you trust)."""

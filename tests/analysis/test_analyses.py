@@ -43,7 +43,7 @@ def test_every_analysis_returns_the_tidy_columns(planted_con):
         df = run_analysis(planted_con, name, dataset="synth-test", generator="rotate", n_boot=50)
         assert list(df.columns[: len(COLUMNS)]) == list(COLUMNS), name
         # train / ood images, layerwise rows, explain rows (tests/pipelines/test_explain_family.py): other tests
-        if name not in ("gap", "layerwise", "border_share", "layer_location"):
+        if name not in ("gap", "layerwise", "border_share", "layer_location", "texture"):
             assert len(df) and (df["analysis"] == name).all() and (df["weights"] == "pretrained").all(), name
             assert _inside(df), name
     with pytest.raises(ValueError, match="did you mean 'accuracy'"):

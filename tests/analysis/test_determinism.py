@@ -41,9 +41,11 @@ def _store(planted, tmp_path) -> str:
 
 def _explain_columns(rng: np.random.Generator, n_images: int, size: int = 16, grid: int = 4) -> dict[str, list]:
     """explain-table columns: per image two layer rows (signed maps on grid x grid cells), the image row (its
-    cells and a 1-px border profile of a size x size input) and the remainder; the shares add up to 1."""
+    cells, a 1-px border profile of a size x size input and a texture on its cells) and the remainder; the shares
+    add up to 1."""
     names = ("sample_id", "sample_index", "generator", "kind", "layer", "layer_class", "call_index", "layer_kind",
-             "grid_h", "grid_w", "total", "abs_total", "cells", "border_profile", "input_h", "input_w", "lee")
+             "grid_h", "grid_w", "total", "abs_total", "cells", "border_profile", "texture", "input_h", "input_w",
+             "lee")
     cols: dict[str, list] = {c: [] for c in names}
     for i in range(n_images):
         lee = float(np.exp(rng.normal(-8, 0.5)))
@@ -51,6 +53,7 @@ def _explain_columns(rng: np.random.Generator, n_images: int, size: int = 16, gr
         image = (maps[0] + maps[1]).tolist()
         profile = rng.dirichlet(np.ones(size // 2)) * sum(image)
         remainder = 1.0 - sum(image)
+        texture = rng.dirichlet(np.ones(grid * grid)).tolist()
         rows = [("layer", name, cls, j, kind, grid, m.tolist(), None)
                 for j, ((name, cls, kind), m) in enumerate(zip(LAYERS[:2], maps, strict=True))]
         rows += [("image", "<image>", "", -1, "image", grid, image, profile.tolist()),
@@ -59,7 +62,7 @@ def _explain_columns(rng: np.random.Generator, n_images: int, size: int = 16, gr
             total = remainder if cells is None else float(np.sum(cells))
             for c, v in zip(names, (f"img{i}", i, "rotate", kind, layer, cls, j, lkind, g, g, total,
                                     abs(total) if cells is None else float(np.abs(cells).sum()), cells, prof,
-                                    size, size, lee), strict=True):
+                                    texture if kind == "image" else None, size, size, lee), strict=True):
                 cols[c].append(v)
     return cols
 

@@ -59,6 +59,8 @@ def test_explain_units_write_the_documented_table_and_add_up(explain_sweep):
         assert abs(np.sum(img.border_profile) - img.total) < 1e-6
         assert (img.grid_h, img.grid_w, img.input_h, img.input_w) == (16, 16, IMG, IMG)
         assert len(img.border_profile) == IMG // 2
+        assert len(img.texture) == 16 * 16 and abs(np.sum(img.texture) - 1) < 1e-9 and min(img.texture) >= 0
+        assert all(t is None for t in d[d.kind != "image"]["texture"])
         for row in d[d.kind == "layer"].itertuples():
             assert len(row.cells) == row.grid_h * row.grid_w and abs(np.sum(row.cells) - row.total) < 1e-9
 
@@ -66,7 +68,7 @@ def test_explain_units_write_the_documented_table_and_add_up(explain_sweep):
 def test_explain_rows_equal_liecore_directly(explain_sweep):
     import catalog
     import liecore
-    from pipelines.families import activation_layouts, pool_map
+    from pipelines.families import activation_layouts, pool_map, texture_map
 
     cfg, _ = explain_sweep
     images = catalog.load_dataset(catalog.get_dataset("sample-test")).images[:N]
@@ -81,6 +83,15 @@ def test_explain_rows_equal_liecore_directly(explain_sweep):
         np.testing.assert_allclose(np.stack(img.cells.to_numpy()), want, rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(img.lee.to_numpy(), e.lee.numpy(), rtol=1e-4)
         torch.testing.assert_close(torch.tensor(img.total.to_numpy()), e.image_map.sum((1, 2)), rtol=1e-4, atol=1e-6)
+        # texture: the input's gradient energy by central differences, summed on the 16 x 16 cells (2 x 2 px each)
+        xd = x.to(torch.float64)
+        gy = torch.cat([xd[:, :, 1:2] - xd[:, :, :1], (xd[:, :, 2:] - xd[:, :, :-2]) / 2, xd[:, :, -1:] - xd[:, :, -2:-1]], 2)
+        gx = torch.cat([xd[..., 1:2] - xd[..., :1], (xd[..., 2:] - xd[..., :-2]) / 2, xd[..., -1:] - xd[..., -2:-1]], 3)
+        energy = (gy**2 + gx**2).sum(1)
+        torch.testing.assert_close(texture_map(x), energy)
+        cells = energy.reshape(N, 16, 2, 16, 2).sum((2, 4)).flatten(1)
+        np.testing.assert_allclose(np.stack(img.texture.to_numpy()), (cells / cells.sum(1, keepdim=True)).numpy(),
+                                   rtol=1e-9, atol=1e-12)
 
 
 def test_explain_units_skip_resume_and_reevaluate(explain_sweep, tmp_path, capsys):
@@ -98,7 +109,8 @@ def test_explain_units_skip_resume_and_reevaluate(explain_sweep, tmp_path, capsy
 
 
 @pytest.mark.parametrize("analysis, statistics", [("border_share", {"border_share", "located_share"}),
-                                                  ("layer_location", {"layer_share", "cell_share"})])
+                                                  ("layer_location", {"layer_share", "cell_share"}),
+                                                  ("texture", {"texture_rho", "textured_share"})])
 def test_named_analyses_answer_in_lee_query(explain_sweep, tmp_path, analysis, statistics):
     cfg, _ = explain_sweep
     out = tmp_path / f"{analysis}.json"
