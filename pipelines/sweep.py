@@ -44,7 +44,7 @@ from pipelines.cluster import auth_fix, check_gcs, memory_kill, prepare_auth
 from pipelines.config import FAMILIES, WEIGHT_POLICIES, SweepConfig
 from pipelines.data import LoadedDataset, resolve_shard
 from pipelines.errors import UsageError
-from pipelines.progress import Progress, format_table
+from pipelines.progress import FAMILY_COST, Progress, format_table
 from pipelines.runner import UnitRunner, failed_row
 from pipelines.store import Store, StoreError
 from pipelines.units import WorkUnit, effective_weights, family_config, make_unit
@@ -551,12 +551,13 @@ def _actor_resources(cfg: SweepConfig, n_groups: int) -> tuple[int, dict[str, An
 
 
 def unit_cost(u: WorkUnit) -> float:
-    """A unit's relative cost for long-first scheduling: parameters (millions) x pixels x images, a
-    layerwise unit counted 10x (one pass per layer call); unknown parameter counts count as 25 M."""
+    """A unit's relative cost, for long-first scheduling and the ETA: parameters (millions) x pixels x images
+    x the family's factor (:data:`FAMILY_COST`; 1 for a family it does not list); unknown parameter counts
+    count as 25 M."""
     spec = u.model
     params = float(getattr(spec, "params_m", None) or 25.0)
     side = float(getattr(spec, "img_size", None) or 224)
-    return params * side * side * max(1, u.dataset.n_images) * (10.0 if u.family == "layerwise" else 1.0)
+    return params * side * side * max(1, u.dataset.n_images) * FAMILY_COST.get(u.family, 1.0)
 
 
 MAX_UNIT_RETRIES = 2
@@ -746,7 +747,7 @@ def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None =
             print(line, file=sys.stderr, flush=True)
 
     if progress:
-        progress.set_costs((u.key, u.family, unit_cost(u)) for u in p.todo)
+        progress.set_costs((u.key, u.family, unit_cost(u), f"{u.model.name}|{u.weights or u.weights_policy}") for u in p.todo)
         progress.start(n_actors)
     dispatch()
     try:
