@@ -131,6 +131,29 @@ def test_cli_dry_run_lists_the_grid(capsys, zoo_cache):
     assert f"{len(PRESETS['full'])} models" in out and "zoo-e2cnn-s-none-nall-s0" in out
 
 
+def test_more_seeds_add_models_and_leave_seed_0_as_it_was(capsys, zoo_cache):
+    from pipelines.zoo.grid import with_seed
+    from pipelines.zoo.train import _sha
+
+    small = preset("small")
+    three = preset("small", seeds=[0, 1, 2])
+    assert three[:len(small)] == small  # seed 0: the same configs, so the same names and cache keys
+    assert [c.name for c in three[len(small):2 * len(small)]] == [c.name.replace("-s0", "-s1") for c in small]
+    assert {_sha(c.to_dict()) for c in small} == {_sha(c.to_dict()) for c in preset("small", seeds=[0])}
+    # a fine-tuned model of seed 2 starts from the pretrained model of seed 2, which --only keeps, first
+    only = preset("full", ["*-s2-ft"], seeds=[0, 2])
+    assert [c.name for c in only] == ["zoo-vit-s-none-nall-s2-patches", "zoo-vit-s-rotate-nall-s2-ft"]
+    assert only[1].pretrain == only[0].name == with_seed(PRESETS["full"][-3], 2).name
+    with pytest.raises(ValueError, match="non-negative"):
+        preset("small", seeds=[-1])
+    assert main(["zoo", "train", "--seeds", "0,1,2", "--dry-run", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "12 models (preset small, seeds 0,1,2" in out and "zoo-mixer-s-none-nall-s2" in out
+    with pytest.raises(SystemExit):
+        main(["zoo", "train", "--seeds", "0,x", "--dry-run"])
+    assert "seeds must be comma-separated integers" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------------- the trained zoo
 C8, CNN, CNN_ROT = "zoo-e2cnn-s-none-nall-s0", "zoo-cnn-s-none-nall-s0", "zoo-cnn-s-rotate-nall-s0"
 MIXER = "zoo-mixer-s-none-nall-s0"
