@@ -40,7 +40,7 @@ def register(subparsers) -> None:
     t.add_argument("--out", metavar="DIR", help="output folder (default $LEE_CACHE_DIR/zoo: the 'zoo' catalog)")
     t.add_argument("--only", action="append", metavar="PATTERN",
                    help="train only the models whose name matches (fnmatch; repeatable)")
-    t.add_argument("--seeds", type=_seeds, default=[0], metavar="N[,N...]",
+    t.add_argument("--seeds", type=seed_list, default=[0], metavar="N[,N...]",
                    help="train every configuration from each of these seeds (default 0; seed 0's models are the "
                         "preset's own, so 0,1,2 reuses them and adds two seeds)")
     t.add_argument("--force", action="store_true", help="retrain models that are already trained")
@@ -64,7 +64,7 @@ def register(subparsers) -> None:
     s.set_defaults(func=run_summary)
 
 
-def _seeds(text: str) -> list[int]:
+def seed_list(text: str) -> list[int]:
     """``0,1,2`` -> ``[0, 1, 2]`` (non-negative integers, duplicates dropped)."""
     try:
         seeds = [int(p) for p in text.split(",") if p.strip()]
