@@ -37,7 +37,7 @@ from pipelines.cluster import init_ray, memory_kill
 from pipelines.config import SweepConfig
 from pipelines.data import resolve_shard
 from pipelines.plan import Plan
-from pipelines.progress import Progress
+from pipelines.progress import FAMILY_COST, Progress
 from pipelines.runner import UnitRunner, failed_row
 from pipelines.units import WorkUnit
 
@@ -111,12 +111,13 @@ def _actor_resources(cfg: SweepConfig, n_groups: int) -> tuple[int, dict[str, An
 
 
 def unit_cost(u: WorkUnit) -> float:
-    """A unit's relative cost for long-first scheduling: parameters (millions) x pixels x images, a
-    layerwise unit counted 10x (one pass per layer call); unknown parameter counts count as 25 M."""
+    """A unit's relative cost, for long-first scheduling and the ETA: parameters (millions) x pixels x images
+    x the family's factor (:data:`FAMILY_COST`; 1 for a family it does not list); unknown parameter counts
+    count as 25 M."""
     spec = u.model
     params = float(getattr(spec, "params_m", None) or 25.0)
     side = float(getattr(spec, "img_size", None) or 224)
-    return params * side * side * max(1, u.dataset.n_images) * (10.0 if u.family == "layerwise" else 1.0)
+    return params * side * side * max(1, u.dataset.n_images) * FAMILY_COST.get(u.family, 1.0)
 
 
 MAX_UNIT_RETRIES = 2
@@ -275,7 +276,7 @@ class ActorScheduler:
         import ray
 
         if self.progress:
-            self.progress.set_costs((u.key, u.family, unit_cost(u)) for u in self.p.todo)
+            self.progress.set_costs((u.key, u.family, unit_cost(u), f"{u.model.name}|{u.weights.source}") for u in self.p.todo)
             self.progress.start(len(self.actors))
         self._dispatch()
         try:

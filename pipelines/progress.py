@@ -7,11 +7,16 @@ terminal: plain log lines, one per finished or failed unit, and at most every ``
 
 The throughput is measured over the units themselves: images of the finished units divided by the
 time since the first of them started (its ``started_at``), so Ray's start-up, the dataset's decoding
-and the actors' imports do not count. The ETA comes from each unit's relative cost (family and model
-size: ``pipelines.execute.unit_cost``, given by :meth:`Progress.set_costs`): the seconds per unit of cost
-of the finished units of each family (their own ``wall_s``; other families' when a family has none
-finished yet) times the cost of the units left, over the actors working, counted down between two
-finished units. Without costs it is the remaining images at the measured rate.
+and the actors' imports do not count.
+
+The ETA comes from each unit's relative cost (:meth:`Progress.set_costs`: ``pipelines.execute.unit_cost``,
+model size x pixels x images x a prior factor per family), and seconds per unit of cost learned from the
+finished units' own ``wall_s``: pooled over every finished unit, and per family shrunk towards the pooled
+rate by one unit's worth of prior (:data:`PRIOR_UNITS`), so the first finished unit of a family moves that
+family's rate only half way. The cost of the units left at those rates, over the actors working, is
+counted down between two finished units (never below half of it: a late unit stalls the count, it does not
+reach zero with work left), and a new estimate moves at most :data:`MAX_STEP`-fold from the counted-down
+one. Without costs it is the remaining images at the measured rate.
 """
 
 from __future__ import annotations
@@ -22,7 +27,19 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
-__all__ = ["Progress", "format_table"]
+__all__ = ["FAMILY_COST", "MAX_STEP", "PRIOR_UNITS", "Progress", "format_table"]
+
+PRIOR_UNITS = 1.0
+"""Weight of the prior (the pooled seconds per cost) in a family's rate, in units of that family's mean cost."""
+FAMILY_COST = {"lee": 1.0, "alt": 3.0, "layerwise": 10.0, "explain": 10.0}
+"""Relative cost of one image of a unit of each family, at the same model size (``lee`` = 1): the prior of
+the ETA, which then learns each family's own seconds per cost from its finished units; also the weight of
+long-first scheduling (``pipelines.execute.unit_cost``). Measured on the main job (three EfficientNet-Lites,
+two actors on a 2-core CPU): an ``alt`` unit takes 2.5-4x its ``lee`` unit, a ``layerwise`` unit 10-15x
+(one pass per layer call); ``explain`` (one pass per layer call too) is counted as ``layerwise``; a family
+not listed counts 1."""
+MAX_STEP = 2.0
+"""At a finished unit the ETA moves at most this factor from its counted-down value (either way)."""
 
 
 def _stamp() -> str:
@@ -58,24 +75,66 @@ class Progress:
         self._last = clock()
         self.n_actors = 1
         self.unit_costs: dict[str, tuple[str, float]] = {}  # unit key -> (family, relative cost)
+        self.unit_groups: dict[str, str] = {}  # unit key -> its group (units one actor runs one after another)
+        self.group_last: dict[str, float] = {}  # group -> clock() when its last unit finished (the next then started)
         self.finished: set[str] = set()
         self.spent: dict[str, list[float]] = {}  # family -> [wall seconds, cost] of its finished units
         self._eta_at: tuple[float, float | None] | None = None  # (when, ETA then), set at each finished unit
 
-    def set_costs(self, costs: Iterable[tuple[str, str, float]]) -> None:
-        """The units to run as (key, family, relative cost): the ETA then follows per-unit cost."""
-        self.unit_costs = {key: (family, float(cost)) for key, family, cost in costs}
+    def set_costs(self, costs: Iterable[tuple[str, str, float] | tuple[str, str, float, str]]) -> None:
+        """The units to run as (key, family, relative cost[, group]): the ETA then follows per-unit cost.
 
-    def _cost_eta(self) -> float | None:
-        """Seconds left: the cost of the units left at each family's seconds per cost, over the actors."""
+        Units of one group run one after another on one actor (the sweep hands out a model's units
+        together), so the ETA is never below the cost left in one group, nor spread over more actors
+        than groups are left.
+        """
+        self.unit_costs, self.unit_groups = {}, {}
+        for key, family, cost, *group in costs:
+            self.unit_costs[key] = (family, float(cost))
+            self.unit_groups[key] = str(group[0]) if group else key
+
+    def family_rates(self) -> dict[str, float]:
+        """Seconds per unit of cost of each family with units to run (empty before the first finished unit).
+
+        The pooled rate of every finished unit is the prior; a family's own finished units pull its rate
+        towards what they took, weighted by their cost against :data:`PRIOR_UNITS` of its mean unit cost.
+        """
         wall = sum(s[0] for s in self.spent.values())
         cost = sum(s[1] for s in self.spent.values())
         if cost <= 0:
+            return {}
+        pooled = wall / cost
+        by_family: dict[str, list[float]] = {}
+        for family, c in self.unit_costs.values():
+            by_family.setdefault(family, []).append(c)
+        rates = {}
+        for family, costs in by_family.items():
+            prior = PRIOR_UNITS * sum(costs) / len(costs)
+            f_wall, f_cost = self.spent.get(family, (0.0, 0.0))
+            rates[family] = (f_wall + prior * pooled) / (f_cost + prior) if f_cost + prior > 0 else pooled
+        return rates
+
+    def _cost_eta(self, now: float | None = None) -> float | None:
+        """Seconds left, undamped: the cost of the units left at their family's rate, over the actors.
+
+        A group's next unit started when its previous one finished: the time since counts as done (up to
+        90% of that unit's estimate; a late unit is counted as nearly done, not as finished).
+        """
+        rates = self.family_rates()
+        if not rates:
             return None
-        left = [(f, c) for k, (f, c) in self.unit_costs.items() if k not in self.finished]
-        secs = sum(c * (self.spent[f][0] / self.spent[f][1] if self.spent.get(f, [0, 0])[1] > 0 else wall / cost)
-                   for f, c in left)
-        return secs / max(1, min(self.n_actors, len(left)))
+        now = self.clock() if now is None else now
+        groups: dict[str, float] = {}
+        for k, (f, c) in self.unit_costs.items():
+            if k not in self.finished:
+                group = self.unit_groups.get(k, k)
+                secs = c * rates[f]
+                if group not in groups and group in self.group_last:  # its running unit
+                    secs -= min(now - self.group_last[group], 0.9 * secs)
+                groups[group] = groups.get(group, 0.0) + secs
+        if not groups:
+            return 0.0
+        return max(sum(groups.values()) / max(1, min(self.n_actors, len(groups))), max(groups.values()))
 
     # ---------------------------------------------------------------------------------- counting
     def update(self, status: str, n_images: int, row: dict[str, Any] | None = None, *, key: str | None = None) -> None:
@@ -99,7 +158,12 @@ class Progress:
                 spent = self.spent.setdefault(family, [0.0, 0.0])
                 spent[0] += float(wall)
                 spent[1] += cost
-            self._eta_at = (self.clock(), self._cost_eta())
+            now = self.clock()
+            self.group_last[self.unit_groups.get(key, key)] = now
+            estimate, shown = self._cost_eta(now), self.eta(now)
+            if estimate is not None and shown is not None and shown > 0 and self.remaining > 0:
+                estimate = min(max(estimate, shown / MAX_STEP), shown * MAX_STEP)
+            self._eta_at = (now, estimate)
         if not self.enabled:
             return
         if self.plain:
@@ -122,7 +186,7 @@ class Progress:
         """Seconds left (None before an estimate exists): cost-based with :meth:`set_costs`, else by images."""
         if self._eta_at is not None and self._eta_at[1] is not None:
             when, eta = self._eta_at
-            return max(0.0, eta - ((now if now is not None else self.clock()) - when))
+            return max(eta / 2, eta - ((now if now is not None else self.clock()) - when))
         if self.unit_costs:
             return None
         rate = self.rate(now)

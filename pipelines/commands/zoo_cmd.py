@@ -14,6 +14,7 @@ EPILOG = """examples:
   lee zoo train --preset full                # the whole grid (under 30 minutes on two CPU cores)
   lee zoo train --preset full --only 'zoo-cnn-*' --out ./zoo
   lee zoo train --preset full --dry-run      # list the grid, train nothing
+  lee zoo train --seeds 0,1,2                # the small preset over three seeds (seed 0: the same models)
   lee eval -m zoo -d digits -g rotate,translate_x --images 100   # then measure it
 """
 
@@ -39,6 +40,9 @@ def register(subparsers) -> None:
     t.add_argument("--out", metavar="DIR", help="output folder (default $LEE_CACHE_DIR/zoo: the 'zoo' catalog)")
     t.add_argument("--only", action="append", metavar="PATTERN",
                    help="train only the models whose name matches (fnmatch; repeatable)")
+    t.add_argument("--seeds", type=seed_list, default=[0], metavar="N[,N...]",
+                   help="train every configuration from each of these seeds (default 0; seed 0's models are the "
+                        "preset's own, so 0,1,2 reuses them and adds two seeds)")
     t.add_argument("--force", action="store_true", help="retrain models that are already trained")
     t.add_argument("--threads", type=int, default=2, help="torch threads while training (default 2)")
     t.add_argument("--dry-run", action="store_true", help="list the models of the preset and exit")
@@ -60,13 +64,24 @@ def register(subparsers) -> None:
     s.set_defaults(func=run_summary)
 
 
+def seed_list(text: str) -> list[int]:
+    """``0,1,2`` -> ``[0, 1, 2]`` (non-negative integers, duplicates dropped)."""
+    try:
+        seeds = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers, e.g. 0,1,2; got {text!r}") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be non-negative integers, e.g. 0,1,2; got {text!r}")
+    return list(dict.fromkeys(seeds))
+
+
 def run_train(args: argparse.Namespace) -> int:
     import catalog
     from pipelines.zoo.grid import preset
     from pipelines.zoo.train import train_zoo
 
     try:
-        configs = preset(args.preset, args.only)
+        configs = preset(args.preset, args.only, seeds=args.seeds)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if not configs:
@@ -76,7 +91,7 @@ def run_train(args: argparse.Namespace) -> int:
         for c in configs:
             print(f"{c.name:<42} {c.arch:<14} task={c.task} recipe={c.recipe} n={c.train_n or 'all'} "
                   f"epochs={c.epochs} pretrain={c.pretrain or '-'}")
-        print(f"\n{len(configs)} models (preset {args.preset}, output {out})")
+        print(f"\n{len(configs)} models (preset {args.preset}, seeds {','.join(map(str, args.seeds))}, output {out})")
         return 0
     t0 = time.perf_counter()
     result = train_zoo(configs, out, force=args.force, preset=args.preset, threads=args.threads,

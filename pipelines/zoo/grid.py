@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ARCHS", "PRESETS", "RECIPES", "ZooModelConfig", "preset"]
+__all__ = ["ARCHS", "PRESETS", "RECIPES", "ZooModelConfig", "preset", "with_seed"]
 
 RECIPES = ("none", "translate", "rotate", "strong")
 NUM_CLASSES = {"digits": 10, "patches": 7}
@@ -132,16 +133,47 @@ def _presets() -> dict[str, list[ZooModelConfig]]:
 PRESETS = _presets()
 
 
-def preset(name: str, only: list[str] | None = None) -> list[ZooModelConfig]:
+def with_seed(cfg: ZooModelConfig, seed: int) -> ZooModelConfig:
+    """``cfg`` trained from another seed; a fine-tuned model then starts from its pretrained model of that seed.
+
+    Seed 0 returns ``cfg`` itself, so the names and cache keys of the presets' models never change.
+    """
+    if seed == cfg.seed:
+        return cfg
+    pretrain = cfg.pretrain
+    if pretrain is not None:
+        by_name = {c.name: c for c in PRESETS["full"]}
+        if pretrain not in by_name:
+            raise ValueError(f"{cfg.name}: pretrained model {pretrain!r} is not in the grid")
+        pretrain = with_seed(by_name[pretrain], seed).name
+    return dataclasses.replace(cfg, seed=seed, pretrain=pretrain)
+
+
+def preset(name: str, only: list[str] | None = None, seeds: Sequence[int] = (0,)) -> list[ZooModelConfig]:
     """The configs of a preset (``small`` or ``full``), optionally filtered by fnmatch patterns on the name.
+
+    Args:
+        name: ``small`` or ``full``.
+        only: fnmatch patterns on the model names (of every seed); None keeps all.
+        seeds: Seeds to train each configuration with (seed 0: the preset's own models, ``...-s0``);
+            the models are listed seed by seed.
 
     Pretrained models a selected fine-tuned model needs are kept (and come first).
     """
     if name not in PRESETS:
         raise ValueError(f"unknown zoo preset {name!r}; one of {sorted(PRESETS)}")
-    cfgs = PRESETS[name]
+    seeds = list(dict.fromkeys(seeds))
+    if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
+        raise ValueError(f"zoo seeds must be non-negative integers; got {seeds}")
+    cfgs = [with_seed(c, s) for s in seeds for c in PRESETS[name]]
     if only:
         keep = [c for c in cfgs if any(fnmatch.fnmatchcase(c.name, p) for p in only)]
         need = {c.pretrain for c in keep if c.pretrain}
-        cfgs = [c for c in PRESETS["full"] if c.name in need and c not in keep] + keep
+        full = [with_seed(c, s) for s in seeds for c in PRESETS["full"]]
+        cfgs = [c for c in full if c.name in need and c not in keep] + keep
     return cfgs
+
+
+def grid_configs(seeds: Sequence[int] = (0,)) -> dict[str, ZooModelConfig]:
+    """Every config of the full grid at ``seeds``, by name."""
+    return {c.name: c for c in preset("full", seeds=seeds)}

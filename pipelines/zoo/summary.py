@@ -61,7 +61,7 @@ def collect(results: str, specs: Sequence[Any], generator: str = "rotate") -> li
             "name": spec.name, "family": spec.family, "size": t_.get("size"), "task": t_.get("task"),
             "recipe": t_.get("recipe"), "train_n": t_.get("train_n"), "params": t_.get("params"),
             "pretrain": t_.get("pretrain"), "train_acc": t_.get("train_acc"), "test_acc": t_.get("test_acc"),
-            "ood_acc": t_.get("ood_acc"), "lee": lee.get(spec.name, {}),
+            "ood_acc": t_.get("ood_acc"), "lee": lee.get(spec.name, {}), "seed": t_.get("seed", 0),
         })
     return out
 
@@ -90,6 +90,32 @@ def _fmt_lee(v: tuple[float, float, int] | None) -> str:
     if v is None:
         return "-"
     return f"{v[0]:.3g} ± {v[1]:.1g}"
+
+
+def _seed_spread(recs: list[dict[str, Any]], test_ds: str) -> list[str]:
+    """The spread over seeds of each configuration trained from more than one seed (``lee zoo train --seeds``):
+    test error and rotation LEE as mean ± sample sd and min-max over the seeds."""
+    by_config: dict[tuple, list[dict[str, Any]]] = {}
+    for r in recs:
+        key = (r["family"], r["size"], r["train_n"], r["recipe"], bool(r["pretrain"]))
+        by_config.setdefault(key, []).append(r)
+    multi = {k: v for k, v in by_config.items() if len({r.get("seed", 0) for r in v}) > 1}
+    if not multi:
+        return []
+    out = ["", "Spread over seeds (configurations trained from more than one seed; mean ± sd, min-max):", "",
+           "| family | size | recipe | train n | seeds | test error % | rotation LEE (test) |", "|---|---|---|---|---|---|---|"]
+
+    def spread(v: np.ndarray, fmt: str) -> str:
+        sd = float(np.std(v, ddof=1)) if len(v) > 1 else math.nan
+        return f"{v.mean():{fmt}} ± {sd:{fmt}} ({v.min():{fmt}}-{v.max():{fmt}})"
+
+    for (fam, size, n, recipe, ft), rs in sorted(multi.items(), key=lambda kv: [str(x) for x in kv[0]]):
+        err = np.array([100 * (1 - r["test_acc"]) for r in rs])
+        lee = np.array([r["lee"][test_ds][0] for r in rs])
+        seeds = ",".join(str(r.get("seed", 0)) for r in sorted(rs, key=lambda r: r.get("seed", 0)))
+        out.append(f"| {fam} | {size} | {recipe}{' (ft)' if ft else ''} | {n} | {seeds} | {spread(err, '.1f')} | "
+                   f"{spread(lee, '.3g')} |")
+    return out
 
 
 def render_markdown(records: list[dict[str, Any]], task: str = "digits", generator: str = "rotate") -> str:
@@ -122,20 +148,25 @@ def render_markdown(records: list[dict[str, Any]], task: str = "digits", generat
         lines.append(f"- LEE vs accuracy: Spearman rank correlation between rotation LEE and test error over the "
                      f"n = {len(recs)} {task} models: {rho:+.2f} (bootstrap 95% interval over models "
                      f"[{lo:+.2f}, {hi:+.2f}]).")
-    by_key = {(r["family"], r["size"], r["train_n"], r["recipe"], bool(r["pretrain"])): r for r in recs}
+    # each seed's model against the unaugmented model of the same seed
+    by_key = {(r["family"], r["size"], r["train_n"], r["recipe"], bool(r["pretrain"]), r.get("seed", 0)): r
+              for r in recs}
+    multi_seed = len({k[-1] for k in by_key}) > 1
     effects = []
-    for (fam, size, n, recipe, ft), r in sorted(by_key.items()):
-        base = by_key.get((fam, size, n, "none", False))
+    for (fam, size, n, recipe, ft, seed), r in sorted(by_key.items(), key=lambda kv: [str(x) for x in kv[0]]):
+        base = by_key.get((fam, size, n, "none", False, seed))
         if recipe != "none" and not ft and base is not None:
-            effects.append((fam, recipe, base["lee"][test_ds][0] / r["lee"][test_ds][0],
-                            100 * (r["test_acc"] - base["test_acc"])))
+            effects.append((f"{fam} s{seed}" if multi_seed else fam, recipe,
+                            base["lee"][test_ds][0] / r["lee"][test_ds][0], 100 * (r["test_acc"] - base["test_acc"])))
     for recipe in ("translate", "rotate", "strong"):
         sel = [e for e in effects if e[1] == recipe]
         if sel:
             parts = ", ".join(f"{fam} {ratio:.2g}x ({dacc:+.1f} pts acc)" for fam, _, ratio, dacc in sel)
             gm = math.exp(float(np.mean([math.log(e[2]) for e in sel])))
+            what = "models" if multi_seed else "families"
             lines.append(f"- Augmentation `{recipe}` vs none (rotation LEE none / {recipe}; n = {len(sel)} "
-                         f"families, geometric mean {gm:.2g}x): {parts}.")
+                         f"{what}, geometric mean {gm:.2g}x): {parts}.")
+    lines += _seed_spread(recs, test_ds)
     gap = [r for r in recs if train_ds in r["lee"] and ood_ds in r["lee"]]
     if gap:
         tr = np.array([r["lee"][train_ds][0] for r in gap])

@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 
 import catalog
 from pipelines.zoo.data import MEAN, PADDING, STD, TaskData, augment, load_split, normalize
-from pipelines.zoo.grid import PRESETS, ZooModelConfig
+from pipelines.zoo.grid import ZooModelConfig, grid_configs
 
 __all__ = ["ZOO_CODE_VERSION", "TrainedModel", "ZooResult", "evaluate", "train_model", "train_zoo"]
 
@@ -227,9 +227,10 @@ def _groups(models: Sequence[TrainedModel]) -> dict[str, list[str]]:
         c = m.config
         add(f"family-{c.family}", c.name)
         add(f"task-{c.task}", c.name)
+        add(f"seed-{c.seed}", c.name)
         if c.task == "digits" and c.train_n is None and not c.pretrain:
             add(f"recipe-{c.recipe}", c.name)
-            if c.size == "s" and c.recipe == "none":
+            if c.size == "s" and c.recipe == "none" and c.seed == 0:
                 add("table1", c.name)  # one model per family, same data and recipe
     return dict(sorted(groups.items()))
 
@@ -248,7 +249,8 @@ def write_catalog(models: Sequence[TrainedModel], path: Path, *, preset: str | N
     for m in models:
         entries[m.config.name] = _spec_entry(m.config, m.checkpoint, m.meta)
     # Rebuild the groups over every entry (configs of the kept entries from their metadata).
-    by_name = {c.name: c for cfgs in PRESETS.values() for c in cfgs}
+    seeds = sorted({int((e.get("training") or {}).get("seed") or 0) for e in entries.values()} | {0})
+    by_name = grid_configs(seeds)
     known = [TrainedModel(by_name[n], Path(e["checkpoint"]), {}, True) for n, e in entries.items() if n in by_name]
     doc = {
         "name": "zoo",

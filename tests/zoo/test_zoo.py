@@ -131,6 +131,50 @@ def test_cli_dry_run_lists_the_grid(capsys, zoo_cache):
     assert f"{len(PRESETS['full'])} models" in out and "zoo-e2cnn-s-none-nall-s0" in out
 
 
+def test_more_seeds_add_models_and_leave_seed_0_as_it_was(capsys, zoo_cache):
+    from pipelines.zoo.grid import with_seed
+    from pipelines.zoo.train import _sha
+
+    small = preset("small")
+    three = preset("small", seeds=[0, 1, 2])
+    assert three[:len(small)] == small  # seed 0: the same configs, so the same names and cache keys
+    assert [c.name for c in three[len(small):2 * len(small)]] == [c.name.replace("-s0", "-s1") for c in small]
+    assert {_sha(c.to_dict()) for c in small} == {_sha(c.to_dict()) for c in preset("small", seeds=[0])}
+    # a fine-tuned model of seed 2 starts from the pretrained model of seed 2, which --only keeps, first
+    only = preset("full", ["*-s2-ft"], seeds=[0, 2])
+    assert [c.name for c in only] == ["zoo-vit-s-none-nall-s2-patches", "zoo-vit-s-rotate-nall-s2-ft"]
+    assert only[1].pretrain == only[0].name == with_seed(PRESETS["full"][-3], 2).name
+    with pytest.raises(ValueError, match="non-negative"):
+        preset("small", seeds=[-1])
+    assert main(["zoo", "train", "--seeds", "0,1,2", "--dry-run", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "12 models (preset small, seeds 0,1,2" in out and "zoo-mixer-s-none-nall-s2" in out
+    with pytest.raises(SystemExit):
+        main(["zoo", "train", "--seeds", "0,x", "--dry-run"])
+    assert "seeds must be comma-separated integers" in capsys.readouterr().err
+
+
+def test_summary_gives_the_spread_over_seeds_and_augmentation_within_a_seed():
+    from pipelines.zoo.summary import render_markdown
+
+    def rec(family, recipe, seed, err, lee):
+        return {"name": f"zoo-{family}-s-{recipe}-nall-s{seed}", "family": family, "size": "s", "task": "digits",
+                "recipe": recipe, "train_n": 1200, "params": 25_000, "pretrain": None, "train_acc": 0.99,
+                "test_acc": 1 - err / 100, "ood_acc": 0.3, "lee": {"digits-test": (lee, 0.01, 200)}, "seed": seed}
+
+    recs = [rec("cnn", "none", s, e, v) for s, e, v in ((0, 20.0, 0.5), (1, 22.0, 0.6), (2, 18.0, 0.4))]
+    recs += [rec("cnn", "rotate", s, 15.0, v) for s, v in ((0, 0.25), (1, 0.2), (2, 0.2))]
+    recs.append(rec("e2cnn", "none", 0, 10.0, 0.026))  # one seed: no spread row
+    text = render_markdown(recs)
+    assert "| cnn | s | none | 1200 | 0,1,2 | 20.0 ± 2.0 (18.0-22.0) | 0.5 ± 0.1 (0.4-0.6) |" in text
+    assert "| cnn | s | rotate | 1200 | 0,1,2 | 15.0 ± 0.0 (15.0-15.0) |" in text
+    assert "| e2cnn | s | none | 1200 |" not in text.split("Spread over seeds")[1]
+    # augmentation: each seed against its own unaugmented model (0.5/0.25, 0.6/0.2, 0.4/0.2)
+    assert "cnn s0 2x" in text and "cnn s1 3x" in text and "cnn s2 2x" in text
+    single = render_markdown([r for r in recs if r["seed"] == 0])
+    assert "Spread over seeds" not in single and "n = 1 families" in single and "cnn 2x" in single
+
+
 # ----------------------------------------------------------------------------------- the trained zoo
 C8, CNN, CNN_ROT = "zoo-e2cnn-s-none-nall-s0", "zoo-cnn-s-none-nall-s0", "zoo-cnn-s-rotate-nall-s0"
 MIXER = "zoo-mixer-s-none-nall-s0"
