@@ -2,7 +2,7 @@
 
 Two ``ray start --block`` processes on this machine, each its own node (temp dir, ports, one CPU),
 under their own process groups and stopped by those groups (never ``ray stop``, which would end every
-Ray on the machine). Used by the ``cluster`` fixture (tests/pipelines/conftest.py) and by
+Ray on the machine). Used by the ``cluster`` fixture (tests/conftest.py, shared by every cluster test) and by
 benchmarks/bench_jobs.py. :meth:`LoopbackCluster.kill_worker` ends the worker node's process group with
 SIGKILL (a preempted spot instance); :meth:`LoopbackCluster.add_worker` starts a new one.
 """
@@ -126,6 +126,7 @@ class LoopbackCluster:
         self.head: subprocess.Popen | None = None
         self.worker: subprocess.Popen | None = None
         self.stopped: list[subprocess.Popen] = []
+        self.extra: list[subprocess.Popen] = []
         port, dash = free_port(), free_port()
         self.gcs, self.address = f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}"
         self._port, self._dash = port, dash
@@ -195,6 +196,41 @@ class LoopbackCluster:
                 raise RuntimeError(f"ray worker node exited: {log.read_text()[-2000:]}")
         raise RuntimeError("the worker node did not join")
 
+    def add_node(self, *args: str, timeout: float = 120) -> tuple[subprocess.Popen, str]:
+        """Start one more node with extra ``ray start`` flags (``--num-gpus=1``: a declared GPU worker, as the
+        manifests' GPU worker group) and wait until it has joined; (its process, its node id). It is not the
+        ``worker``: :meth:`remove_node` ends it."""
+        before = set(self.alive_nodes())
+        deadline = time.time() + timeout
+        for start in range(3):  # a port picked free may be taken meanwhile by another Ray on this machine
+            log = Path(tempfile.mkdtemp(prefix="rcn", dir="/tmp")) / "node.log"
+            self.temps.append(str(log.parent))
+            with open(log, "wb") as fh:
+                proc = subprocess.Popen(["ray", "start", f"--address={self.gcs}", *self._common(), *args],
+                                        env=self.env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+            self.extra.append(proc)
+            while time.time() < deadline and proc.poll() is None:
+                new = set(self.alive_nodes()) - before
+                if new:
+                    return proc, new.pop()
+                time.sleep(1)
+            stop_group(proc)
+            if time.time() >= deadline or start == 2:
+                raise RuntimeError(f"the extra node did not join: {log.read_text()[-2000:]}")
+        raise AssertionError("unreachable")
+
+    def remove_node(self, proc: subprocess.Popen, node: str, timeout: float = 60) -> None:
+        """End a node of :meth:`add_node` and wait until the cluster no longer counts it alive."""
+        stop_group(proc)
+        deadline = time.time() + timeout
+        while node in self.alive_nodes() and time.time() < deadline:
+            time.sleep(0.5)
+
+    def ensure_worker(self) -> None:
+        """Start a new worker node if a test killed the last one (:meth:`kill_worker`)."""
+        if self.worker is None:
+            self.add_worker()
+
     def kill_worker(self) -> None:
         """SIGKILL every process of the worker node's group at once (a preempted spot instance)."""
         assert self.worker is not None
@@ -216,7 +252,7 @@ class LoopbackCluster:
         return out
 
     def stop(self) -> None:
-        for proc in (self.worker, self.head):
+        for proc in (*self.extra, self.worker, self.head):
             if proc is not None:
                 stop_group(proc)
         for t in self.temps:
