@@ -164,17 +164,33 @@ class LoopbackCluster:
         self.add_worker(timeout=max(30.0, deadline - time.time()))
         return self
 
-    def alive_nodes(self) -> list[str]:
+    def _query_nodes(self) -> list[str] | None:
+        """Sorted ids of the alive nodes; None when the cluster did not answer (a busy machine: ask again)."""
         code = (f"import json, ray; ray.init(address={self.gcs!r}, log_to_driver=False); "
                 "print('NODES', json.dumps(sorted(n['NodeID'] for n in ray.nodes() if n['Alive'])))")
-        r = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=60)
+        try:
+            r = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True,
+                               timeout=60)
+        except subprocess.TimeoutExpired:
+            return None
         found = [line for line in r.stdout.splitlines() if line.startswith("NODES ")]  # Ray may print too
-        return json.loads(found[-1].removeprefix("NODES ")) if r.returncode == 0 and found else []
+        return json.loads(found[-1].removeprefix("NODES ")) if r.returncode == 0 and found else None
+
+    def alive_nodes(self) -> list[str]:
+        return self._query_nodes() or []
+
+    def _answered_nodes(self, deadline: float) -> list[str]:
+        """The alive nodes, asked until the cluster answers (or ``deadline``)."""
+        while (nodes := self._query_nodes()) is None:
+            if time.time() > deadline:
+                raise RuntimeError(f"the cluster at {self.gcs} did not answer")
+            time.sleep(1)
+        return nodes
 
     def add_worker(self, timeout: float = 120) -> str:
         """Start a worker node and wait until it has joined; returns its node id."""
-        before = set(self.alive_nodes())
         deadline = time.time() + timeout
+        before = set(self._answered_nodes(deadline))
         for start in range(3):  # a node started right after another was lost is sometimes refused: start again
             log = Path(tempfile.mkdtemp(prefix="rcl", dir="/tmp")) / "worker.log"
             self.temps.append(str(log.parent))
@@ -200,8 +216,8 @@ class LoopbackCluster:
         """Start one more node with extra ``ray start`` flags (``--num-gpus=1``: a declared GPU worker, as the
         manifests' GPU worker group) and wait until it has joined; (its process, its node id). It is not the
         ``worker``: :meth:`remove_node` ends it."""
-        before = set(self.alive_nodes())
         deadline = time.time() + timeout
+        before = set(self._answered_nodes(deadline))
         for start in range(3):  # a port picked free may be taken meanwhile by another Ray on this machine
             log = Path(tempfile.mkdtemp(prefix="rcn", dir="/tmp")) / "node.log"
             self.temps.append(str(log.parent))
@@ -223,7 +239,10 @@ class LoopbackCluster:
         """End a node of :meth:`add_node` and wait until the cluster no longer counts it alive."""
         stop_group(proc)
         deadline = time.time() + timeout
-        while node in self.alive_nodes() and time.time() < deadline:
+        while time.time() < deadline:
+            nodes = self._query_nodes()
+            if nodes is not None and node not in nodes:
+                return
             time.sleep(0.5)
 
     def ensure_worker(self) -> None:
