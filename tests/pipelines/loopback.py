@@ -161,7 +161,7 @@ class LoopbackCluster:
             if time.time() > deadline:
                 raise RuntimeError(f"job server at {self.address} did not come up: {r.stderr[-2000:]}")
             time.sleep(1)
-        self.add_worker(timeout=max(30.0, deadline - time.time()))
+        self.add_worker(timeout=max(120.0, deadline - time.time()))  # a busy machine: ray.init alone may take a minute
         return self
 
     def _query_nodes(self) -> list[str] | None:
