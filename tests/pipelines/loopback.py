@@ -161,7 +161,8 @@ class LoopbackCluster:
             if time.time() > deadline:
                 raise RuntimeError(f"job server at {self.address} did not come up: {r.stderr[-2000:]}")
             time.sleep(1)
-        self.add_worker(timeout=max(120.0, deadline - time.time()))  # a busy machine: ray.init alone may take a minute
+        # at least 120 s whatever the head took: on a busy machine `ray.init` alone may take a minute
+        self.add_worker(timeout=max(120.0, deadline - time.time()))
         return self
 
     def _query_nodes(self) -> list[str] | None:
