@@ -74,3 +74,34 @@ def s3_endpoint():
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+# ------------------------------------------------------------------ the two-node loopback cluster, once per session
+@pytest.fixture(scope="session")
+def _loopback_cluster():
+    from tests.pipelines.loopback import start_cluster
+
+    try:
+        c = start_cluster()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture
+def cluster(_loopback_cluster):
+    """A two-node, token-authenticated Ray cluster on 127.0.0.1, started once per test session and shared by
+    every cluster test (tests/pipelines/test_cluster.py, tests/deploy/test_entrypoints.py):
+    :class:`tests.pipelines.loopback.LoopbackCluster` (``gcs``, ``address``, ``token``, ``nodes``; unpacks as
+    ``gcs, address, token, nodes``). If a test killed the worker node, a new one is started before the next."""
+    _loopback_cluster.ensure_worker()
+    return _loopback_cluster
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tests on the loopback cluster run last, one after another, so that its nodes are started once and
+    do not idle beside the other tests."""
+    items.sort(key=lambda item: "cluster" in getattr(item, "fixturenames", ()))

@@ -1,12 +1,12 @@
-"""Each KubeRay manifest's entrypoint and runtime env, run as a Ray job on a loopback two-node cluster.
+"""Each KubeRay manifest's entrypoint and runtime env, run as a Ray job on the loopback cluster.
 
 What KubeRay's submitter does, done here: the token in RAY_AUTH_TOKEN with RAY_AUTH_MODE=token (what
 ``authOptions`` injects), the manifest's ``entrypoint`` and ``runtimeEnvYAML`` sent to the job server
-with Ray's public JobSubmissionClient. The cluster mirrors the manifests' (tests/pipelines/test_cluster.py's
-recipe): a head, and a worker that declares one GPU as the GPU worker group does, so ``--gpus 1`` is
-kept (no GPU is here: the actor runs on the CPU, as UnitRunner does without CUDA). Unlike the
-manifests' head (``num-cpus: "0"``) this head has one CPU, for Ray Data's decoding tasks, which the
-GPU workers run on Kubernetes.
+with Ray's public JobSubmissionClient. The cluster is the session's two-node loopback cluster
+(tests/conftest.py, tests/pipelines/loopback.py) with a third node added for this test that declares one
+GPU as the manifests' GPU worker group does, so ``--gpus 1`` is kept (no GPU is here: the actor runs on
+the CPU, as UnitRunner does without CUDA). Unlike the manifests' head (``num-cpus: "0"``) this head has
+one CPU, for Ray Data's decoding tasks, which the GPU workers run on Kubernetes.
 
 Substituted, and only this: ``lee`` -> ``python -m pipelines`` (this checkout's code, not the installed
 console script's), the results root (``-o``, a local folder for the bucket), ``--config`` (a copy of
@@ -18,31 +18,21 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shlex
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
 
 import pytest
 import yaml
 
 from pipelines.store import Store
 from tests.deploy.test_manifests import manifests
-from tests.pipelines.loopback import free_port, node_ports, stop_group
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.cluster]
 
 SMALL = ["--limit", "2", "--img-size", "32", "-g", "translate_x"]
 MODEL = "test_resnet.r160_in1k"
 NEW_MODEL = "test_vit.r160_in1k"
-
-def _lee(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipelines", *args], env=env, capture_output=True, text=True,
-                          timeout=120)
-
 
 SUBMIT = """
 import json, sys, time
@@ -61,62 +51,19 @@ print("JOB", json.dumps({"status": str(client.get_job_status(job)), "logs": clie
 """
 
 
-@pytest.fixture(scope="module")
-def gpu_cluster():
-    """A head (1 CPU) and a worker (1 CPU, 1 declared GPU) on 127.0.0.1 with token auth. Yields (job server URL,
-    token, {node id: 'head' | 'worker'})."""
-    token = secrets.token_hex(32)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
-    temps = [tempfile.mkdtemp(prefix="rd", dir="/tmp") for _ in range(2)]
-    port, dash = free_port(), free_port()
-    common = ["--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--object-store-memory=150000000",
-              "--disable-usage-stats"]
-    procs = [subprocess.Popen(
-        ["ray", "start", "--head", *common, f"--port={port}", "--include-dashboard=true",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--ray-client-server-port={free_port()}",
-         f"--temp-dir={temps[0]}", "--resources={\"head\": 1}", *node_ports()],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
-    gcs, address = f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}"
+@pytest.fixture
+def gpu_cluster(cluster):
+    """The session's loopback cluster (tests/conftest.py: a head and a worker, one CPU each, token auth) with a
+    third node that declares one GPU, as the manifests' GPU worker group, for this test. Yields (job server URL,
+    token, {node id: 'head' | 'cpu' | 'gpu'})."""
+    proc, gpu = cluster.add_node("--num-gpus=1")
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            r = _lee(["status", "--address", address], env)
-            if r.returncode == 0:
-                break
-            assert procs[0].poll() is None, "ray head exited"
-            time.sleep(1)
-        else:
-            pytest.fail(f"job server at {address} did not come up: {r.stderr[-2000:]}")
-        code = (f"import json, ray; ray.init(address={gcs!r}, log_to_driver=False); "
-                "print('NODES', json.dumps({n['NodeID']: 'head' if 'head' in n['Resources'] else 'worker' "
-                "for n in ray.nodes() if n['Alive']}))")
-        nodes: dict[str, str] = {}
-        log = os.path.join(temps[0], "worker-start.log")
-        for attempt in (1, 2):  # a port picked free may be taken meanwhile by another Ray on this machine
-            with open(log, "w") as out:
-                procs.append(subprocess.Popen(
-                    ["ray", "start", f"--address={gcs}", *common, "--num-gpus=1", f"--temp-dir={temps[1]}",
-                     *node_ports()], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
-            while time.time() < deadline and len(nodes) < 2 and procs[-1].poll() is None:
-                r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
-                lines = [line for line in r.stdout.splitlines() if line.startswith("NODES ")]
-                nodes = json.loads(lines[-1].removeprefix("NODES ")) if r.returncode == 0 and lines else {}
-                if len(nodes) < 2:
-                    time.sleep(1)
-            if len(nodes) == 2 or attempt == 2:
-                break
-            stop_group(procs.pop())
-        if len(nodes) < 2:
-            with open(log) as f:
-                pytest.fail(f"the worker node did not join: {f.read()[-3000:]}")
-        assert sorted(nodes.values()) == ["head", "worker"], f"the worker node did not join: {r.stderr[-2000:]}"
-        yield address, token, nodes
+        nodes = {node: "cpu" if node == cluster.worker_node else "head" for node in cluster.nodes}
+        nodes[gpu] = "gpu"
+        assert sorted(nodes.values()) == ["cpu", "gpu", "head"], nodes
+        yield cluster.address, cluster.token, nodes
     finally:
-        for proc in reversed(procs):
-            stop_group(proc)
-        for t in temps:
-            shutil.rmtree(t, ignore_errors=True)
+        cluster.remove_node(proc, gpu)  # the other cluster tests count on two nodes and no GPU
 
 
 def local_entrypoint(entrypoint: str, replace: dict[str, str], append: list[str]) -> str:
@@ -156,7 +103,7 @@ def test_sweep_rayjob_then_nightly_raycronjob_on_a_two_node_cluster(gpu_cluster,
     assert "1 computed" in job["logs"], job["logs"][-3000:]
     runs = Store(str(out)).runs().to_pylist()
     assert [(r["model"], r["status"]) for r in runs] == [(MODEL, "done")]
-    assert nodes[runs[0]["node_id"]] == "worker"  # `--gpus 1`: the actor went to the (declared) GPU worker
+    assert nodes[runs[0]["node_id"]] == "gpu"  # `--gpus 1`: the actor went to the (declared) GPU worker
 
     # The RayCronJob's re-evaluation on the same results: run.yaml from the ConfigMap, a model added.
     nightly = docs["RayCronJob/lee-reevaluate"]["spec"]["jobTemplate"]
@@ -171,5 +118,5 @@ def test_sweep_rayjob_then_nightly_raycronjob_on_a_two_node_cluster(gpu_cluster,
     assert "1 of 2 units to evaluate" in logs and "new model" in logs, logs[-3000:]  # only the new model ran
     runs = Store(str(out)).runs().to_pylist()
     assert sorted((r["model"], r["status"]) for r in runs) == [(MODEL, "done"), (NEW_MODEL, "done")]
-    assert all(nodes[r["node_id"]] == "worker" for r in runs)
+    assert all(nodes[r["node_id"]] == "gpu" for r in runs)
     assert all(r["git_rev"] for r in runs)

@@ -27,20 +27,3 @@ def ray_session():
 def _quiet_env():
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     yield
-
-
-@pytest.fixture(scope="session")
-def cluster():
-    """A two-node, token-authenticated Ray cluster on 127.0.0.1, started once per test session
-    (:class:`tests.pipelines.loopback.LoopbackCluster`: ``gcs``, ``address``, ``token``, ``nodes``; unpacks as
-    ``gcs, address, token, nodes``). A test that kills its worker node adds a new one before it ends."""
-    from tests.pipelines.loopback import start_cluster
-
-    try:
-        c = start_cluster()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    try:
-        yield c
-    finally:
-        c.stop()

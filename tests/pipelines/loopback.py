@@ -2,7 +2,7 @@
 
 Two ``ray start --block`` processes on this machine, each its own node (temp dir, ports, one CPU),
 under their own process groups and stopped by those groups (never ``ray stop``, which would end every
-Ray on the machine). Used by the ``cluster`` fixture (tests/pipelines/conftest.py) and by
+Ray on the machine). Used by the ``cluster`` fixture (tests/conftest.py, shared by every cluster test) and by
 benchmarks/bench_jobs.py. :meth:`LoopbackCluster.kill_worker` ends the worker node's process group with
 SIGKILL (a preempted spot instance); :meth:`LoopbackCluster.add_worker` starts a new one.
 """
@@ -127,6 +127,7 @@ class LoopbackCluster:
         self.head: subprocess.Popen | None = None
         self.worker: subprocess.Popen | None = None
         self.stopped: list[subprocess.Popen] = []
+        self.extra: list[subprocess.Popen] = []
         port, dash = free_port(), free_port()
         self.gcs, self.address = f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}"
         self._port, self._dash = port, dash
@@ -161,21 +162,37 @@ class LoopbackCluster:
             if time.time() > deadline:
                 raise RuntimeError(f"job server at {self.address} did not come up: {r.stderr[-2000:]}")
             time.sleep(1)
-        if self.workers:
-            self.add_worker(timeout=max(30.0, deadline - time.time()))
+        if self.workers:  # at least 120 s whatever the head took: on a busy machine `ray.init` alone may take a minute
+            self.add_worker(timeout=max(120.0, deadline - time.time()))
         return self
 
-    def alive_nodes(self) -> list[str]:
+    def _query_nodes(self) -> list[str] | None:
+        """Sorted ids of the alive nodes; None when the cluster did not answer (a busy machine: ask again)."""
         code = (f"import json, ray; ray.init(address={self.gcs!r}, log_to_driver=False); "
                 "print('NODES', json.dumps(sorted(n['NodeID'] for n in ray.nodes() if n['Alive'])))")
-        r = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=60)
+        try:
+            r = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True,
+                               timeout=60)
+        except subprocess.TimeoutExpired:
+            return None
         found = [line for line in r.stdout.splitlines() if line.startswith("NODES ")]  # Ray may print too
-        return json.loads(found[-1].removeprefix("NODES ")) if r.returncode == 0 and found else []
+        return json.loads(found[-1].removeprefix("NODES ")) if r.returncode == 0 and found else None
+
+    def alive_nodes(self) -> list[str]:
+        return self._query_nodes() or []
+
+    def _answered_nodes(self, deadline: float) -> list[str]:
+        """The alive nodes, asked until the cluster answers (or ``deadline``)."""
+        while (nodes := self._query_nodes()) is None:
+            if time.time() > deadline:
+                raise RuntimeError(f"the cluster at {self.gcs} did not answer")
+            time.sleep(1)
+        return nodes
 
     def add_worker(self, timeout: float = 120) -> str:
         """Start a worker node and wait until it has joined; returns its node id."""
-        before = set(self.alive_nodes())
         deadline = time.time() + timeout
+        before = set(self._answered_nodes(deadline))
         for start in range(3):  # a node started right after another was lost is sometimes refused: start again
             log = Path(tempfile.mkdtemp(prefix="rcl", dir="/tmp")) / "worker.log"
             self.temps.append(str(log.parent))
@@ -196,6 +213,44 @@ class LoopbackCluster:
             if start == 2:
                 raise RuntimeError(f"ray worker node exited: {log.read_text()[-2000:]}")
         raise RuntimeError("the worker node did not join")
+
+    def add_node(self, *args: str, timeout: float = 120) -> tuple[subprocess.Popen, str]:
+        """Start one more node with extra ``ray start`` flags (``--num-gpus=1``: a declared GPU worker, as the
+        manifests' GPU worker group) and wait until it has joined; (its process, its node id). It is not the
+        ``worker``: :meth:`remove_node` ends it."""
+        deadline = time.time() + timeout
+        before = set(self._answered_nodes(deadline))
+        for start in range(3):  # a port picked free may be taken meanwhile by another Ray on this machine
+            log = Path(tempfile.mkdtemp(prefix="rcn", dir="/tmp")) / "node.log"
+            self.temps.append(str(log.parent))
+            with open(log, "wb") as fh:
+                proc = subprocess.Popen(["ray", "start", f"--address={self.gcs}", *self._common(), *args],
+                                        env=self.env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+            self.extra.append(proc)
+            while time.time() < deadline and proc.poll() is None:
+                new = set(self.alive_nodes()) - before
+                if new:
+                    return proc, new.pop()
+                time.sleep(1)
+            stop_group(proc)
+            if time.time() >= deadline or start == 2:
+                raise RuntimeError(f"the extra node did not join: {log.read_text()[-2000:]}")
+        raise AssertionError("unreachable")
+
+    def remove_node(self, proc: subprocess.Popen, node: str, timeout: float = 60) -> None:
+        """End a node of :meth:`add_node` and wait until the cluster no longer counts it alive."""
+        stop_group(proc)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            nodes = self._query_nodes()
+            if nodes is not None and node not in nodes:
+                return
+            time.sleep(0.5)
+
+    def ensure_worker(self) -> None:
+        """Start a new worker node if a test killed the last one (:meth:`kill_worker`)."""
+        if self.worker is None:
+            self.add_worker()
 
     def kill_worker(self) -> None:
         """SIGKILL every process of the worker node's group at once (a preempted spot instance)."""
@@ -218,7 +273,7 @@ class LoopbackCluster:
         return out
 
     def stop(self) -> None:
-        for proc in (self.worker, self.head):
+        for proc in (*self.extra, self.worker, self.head):
             if proc is not None:
                 stop_group(proc)
         for t in self.temps:

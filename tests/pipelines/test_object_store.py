@@ -99,17 +99,16 @@ def sweeps(s3_endpoint, ray_session, tmp_path_factory):
     inputs = _inputs(base, fs, f"{BUCKET}/inputs")
     local, remote = str(base / "res"), f"s3://{BUCKET}/res"
     t0 = time.perf_counter()
-    run = subprocess.run(_eval_argv(ray_session, local, inputs["local_models"], inputs["local_datasets"]),
-                         capture_output=True, text=True, timeout=300)
+    # in this process (the session's Ray, no interpreter to start): only the s3 writers below need processes
+    assert main(_eval_argv(ray_session, local, inputs["local_models"], inputs["local_datasets"])[3:]) == 0
     local_s = time.perf_counter() - t0
-    assert run.returncode == 0, run.stdout + run.stderr
     t0 = time.perf_counter()
     argv = _eval_argv(ray_session, remote, inputs["s3_models"], inputs["s3_datasets"])
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     s3_s = time.perf_counter() - t0
     assert all(p.returncode == 0 for p in procs), outs
-    print(f"\ntiny sweep ({len(MODELS)} units): local root {local_s:.1f} s (one lee eval), "
+    print(f"\ntiny sweep ({len(MODELS)} units): local root {local_s:.1f} s (one lee eval, in this process), "
           f"s3:// on moto {s3_s:.1f} s (two concurrent lee eval)")
     return {"local": local, "s3": remote, "inputs": inputs, "s3_outputs": outs, "base": base,
             "address": ray_session}
@@ -141,9 +140,8 @@ def test_eval_on_s3_gives_the_local_values_and_each_unit_once(sweeps):
 
 def test_rerun_on_s3_skips_everything_and_verify_is_clean(sweeps, capsys):
     argv = _eval_argv(sweeps["address"], sweeps["s3"], sweeps["inputs"]["s3_models"], sweeps["inputs"]["s3_datasets"])
-    again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert _computed(again.stdout) == 0 and f"{len(MODELS)} already done" in again.stdout
+    again = _out(capsys, argv[3:])  # `lee eval` in this process
+    assert _computed(again) == 0 and f"{len(MODELS)} already done" in again
     assert verify_root(sweeps["s3"])[0] == [] and verify_root(sweeps["s3"], full=True)[0] == []
     assert main(["verify", "-r", sweeps["s3"]]) == 0
 
@@ -255,8 +253,7 @@ def test_kill_9_mid_sweep_on_s3_then_rerun_gives_each_unit_once(sweeps):
     proc.wait()
     done_at_kill = n_done()
     assert 0 < done_at_kill < len(models), f"kill did not land mid-sweep ({done_at_kill} done)"
-    rerun = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert main(argv[3:]) == 0  # the rerun: `lee eval` in this process
     runs = Store(root).runs().to_pandas()
     assert len(runs) == len(models) and runs.unit.is_unique and set(runs.status) == {"done"}
     t = Store(root).read_table("lee").to_pandas()

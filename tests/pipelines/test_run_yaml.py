@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -70,7 +69,7 @@ def test_print_cron_escapes_percent_and_carries_no_secrets(tmp_path, monkeypatch
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_the_printed_crontab_line_evaluates_under_crons_bare_environment(tmp_path):
+def test_the_printed_crontab_line_evaluates_under_crons_bare_environment(tmp_path, monkeypatch, capsys):
     if not shutil.which("env", path="/usr/bin:/bin"):
         pytest.skip("no env(1) on /usr/bin:/bin")
     out, home = tmp_path / "res", tmp_path / "home"
@@ -79,14 +78,17 @@ def test_the_printed_crontab_line_evaluates_under_crons_bare_environment(tmp_pat
     cfg.write_text(yaml.safe_dump({"models": ["test_resnet.r160_in1k"], "datasets": ["sample-test"], "images": 2,
                                    "img_size": 32, "generators": ["translate_x"], "weights": "random",
                                    "output": str(out)}))
-    # The user's shell: this checkout's Python, no LEE_CACHE_DIR (the cache goes under cron's HOME).
-    user = {k: v for k, v in os.environ.items() if k not in ("LEE_CACHE_DIR", "PYTHONPATH", "HF_HUB_OFFLINE",
-                                                             "RAY_ADDRESS")}
-    printed = subprocess.run([sys.executable, "-m", "pipelines", "reevaluate", "--config", str(cfg), "--print-cron",
-                              "--at", "15 3 * * *", "--log", str(tmp_path / "reeval.log")],
-                             cwd=REPO, env=user, capture_output=True, text=True, timeout=120)
-    assert printed.returncode == 0, printed.stderr
-    line = printed.stdout.strip()
+    # The user's shell: this checkout's Python, no LEE_CACHE_DIR (the cache goes under cron's HOME). `lee` runs
+    # in this process (the line it prints is the subject; cron's run of it below is a fresh process).
+    for var in ("LEE_CACHE_DIR", "PYTHONPATH", "HF_HUB_OFFLINE", "RAY_ADDRESS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(REPO)
+    capsys.readouterr()
+    code = main(["reevaluate", "--config", str(cfg), "--print-cron", "--at", "15 3 * * *",
+                 "--log", str(tmp_path / "reeval.log")])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    line = printed.out.strip()
     assert line.startswith("15 3 * * * ") and "lee " not in line.split(" -m pipelines")[0]
     command = line.split(" ", 5)[5].replace("\\%", "%")  # what cron hands to /bin/sh
     cron = subprocess.run(["/usr/bin/env", "-i", "PATH=/usr/bin:/bin", f"HOME={home}", "/bin/sh", "-c", command],

@@ -6,7 +6,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,26 +15,48 @@ from pipelines.errors import UsageError
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _lee(args, env, timeout=240):
-    return subprocess.run([sys.executable, "-m", "pipelines", *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+@pytest.fixture
+def lee(capsys, monkeypatch):
+    """``lee ARGS`` run in this process (``pipelines.cli.main``: no interpreter to start, torch and timm already
+    imported) with the environment ``env`` (default: this process's); its exit status and output as a
+    CompletedProcess. The environment is restored afterwards (``lee`` may set ``RAY_AUTH_MODE``)."""
+
+    def run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        from pipelines.cli import main
+
+        before = dict(os.environ)
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(env)
+        monkeypatch.chdir(REPO)
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's errors
+            code = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            os.environ.clear()
+            os.environ.update(before)
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["lee", *args], code, out, err)
+
+    return run
 
 
-def test_submit_rejects_bad_arguments_before_submitting(tmp_path):
-    r = _lee(["submit", "--address", "http://127.0.0.1:9", "--", "-m", "no_such_model_xyz"], dict(os.environ))
+def test_submit_rejects_bad_arguments_before_submitting(lee):
+    r = lee(["submit", "--address", "http://127.0.0.1:9", "--", "-m", "no_such_model_xyz"])
     assert r.returncode == 2 and "no_such_model_xyz" in r.stderr
 
 
-def test_submit_rejects_an_unknown_dataset_before_contacting_the_server():
+def test_submit_rejects_an_unknown_dataset_before_contacting_the_server(lee):
     # Nothing listens on port 9: an error about the dataset shows the check ran first.
-    r = _lee(["submit", "--address", "http://127.0.0.1:9", "--", "-m", "test_resnet.r160_in1k", "-d", "nosuchds"],
-             dict(os.environ))
+    r = lee(["submit", "--address", "http://127.0.0.1:9", "--", "-m", "test_resnet.r160_in1k", "-d", "nosuchds"])
     assert r.returncode == 2 and "unknown dataset 'nosuchds'" in r.stderr, r.stderr
     assert "job server" not in r.stderr and "submission" not in r.stderr
 
 
-def test_submit_says_eval_flags_go_after_dashes():
-    r = _lee(["submit", "--address", "http://127.0.0.1:9", "-m", "test_resnet.r160_in1k"], dict(os.environ))
+def test_submit_says_eval_flags_go_after_dashes(lee):
+    r = lee(["submit", "--address", "http://127.0.0.1:9", "-m", "test_resnet.r160_in1k"])
     assert r.returncode == 2
     assert "unrecognized arguments: -m" in r.stderr and "go after `--`" in r.stderr, r.stderr
     assert "-- -m test_resnet.r160_in1k" in r.stderr, r.stderr
@@ -101,18 +122,18 @@ def _one_line(r: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def test_an_address_nothing_listens_on_is_one_line(tmp_path):
+def test_an_address_nothing_listens_on_is_one_line(tmp_path, lee):
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")} | {"HOME": str(tmp_path)}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    err = _one_line(_lee(["status", "--address", f"http://127.0.0.1:{port}"], env))
+    err = _one_line(lee(["status", "--address", f"http://127.0.0.1:{port}"], env))
     assert "cannot reach the Ray job server" in err and "is the cluster up" in err
-    err = _one_line(_lee(["logs", "x", "--address", f"http://127.0.0.1:{port}"], env))
+    err = _one_line(lee(["logs", "x", "--address", f"http://127.0.0.1:{port}"], env))
     assert "cannot reach the Ray job server" in err
 
 
-def test_submit_validates_each_sweep_command_with_its_own_parser():
+def test_submit_validates_each_sweep_command_with_its_own_parser(lee):
     # reevaluate's own flag (--dry-run) passes; a flag no sweep command has fails naming the command and the flag,
     # before the cluster is contacted (nothing listens on port 9).
     from pipelines.commands.submit_cmd import sweep_argv
@@ -126,7 +147,7 @@ def test_submit_validates_each_sweep_command_with_its_own_parser():
         sweep_argv(["reevaluate", "--bogus-flag"])
     with pytest.raises(UsageError, match="unknown dataset 'nosuchds'"):
         sweep_argv(["reevaluate", "-d", "nosuchds"])
-    r = _lee(["submit", "--address", "http://127.0.0.1:9", "--", "reevaluate", "--images", "x"], dict(os.environ))
+    r = lee(["submit", "--address", "http://127.0.0.1:9", "--", "reevaluate", "--images", "x"])
     assert r.returncode == 2 and "bad lee reevaluate flags" in r.stderr and "--images" in r.stderr, r.stderr
     assert "job server" not in r.stderr
 

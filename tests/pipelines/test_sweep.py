@@ -178,7 +178,7 @@ def test_failing_model_is_recorded_and_others_complete(ray_session, tmp_path):
     assert runs[TINY[0]]["attempt"] == before[TINY[0]]
 
 
-def test_kill_and_resume_gives_each_unit_exactly_once(ray_session, tmp_path):
+def test_kill_and_resume_gives_each_unit_exactly_once(ray_session, tmp_path, capsys):
     out = tmp_path / "res"
     models = TINY + ["test_efficientnet.r160_in1k", "test_convnext2.r160_in1k", "test_vit2.r160_in1k"]
     argv = [sys.executable, "-m", "pipelines", "eval", "--address", ray_session, "-r", str(out),
@@ -217,6 +217,8 @@ def test_kill_and_resume_gives_each_unit_exactly_once(ray_session, tmp_path):
     ).fetchall()
     assert sorted(counts) == sorted((m, 12 * 4) for m in models)
     assert not list(out.rglob("_tmp-*"))
-    # and a third run does nothing
-    again = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    assert "0 computed" in again.stdout and f"{len(models)} already done" in again.stdout
+    # and a third run does nothing (`lee eval` in this process: no interpreter to start)
+    capsys.readouterr()
+    assert main(argv[3:]) == 0
+    again = capsys.readouterr().out
+    assert "0 computed" in again and f"{len(models)} already done" in again
