@@ -4,7 +4,7 @@
     python benchmarks/bench_analysis.py --root /tmp/lee-bench   # keep (and reuse) the store
     python benchmarks/bench_analysis.py --models 50 --repeats 1 # smaller
 
-Writes a store in the results layout of ``pipelines.schema`` with pyarrow directly (same schemas,
+Writes a store in the results layout of ``pipelines.store.schema`` with pyarrow directly (same schemas,
 hive directories, zstd Parquet, one ``runs`` row per unit): ``--models`` real catalog names (so the
 ``models`` metadata join has families and top-1) x 4 datasets (train, test, two OOD sets). Each unit
 of the ``layerwise`` table has ``--images`` x 2 generators x (``--layers`` + 2) rows, so the defaults
@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import schema
+from pipelines.store import schema
 
 DATASETS = (("imagenet-train", "train"), ("imagenet-val", "test"), ("cifar100", "ood"), ("colorectal-histology", "ood"))
 GENERATORS = ("translate_x", "translate_y", "rotate", "shear_x", "shear_y", "stretch_x", "stretch_y", "contrast")

@@ -24,7 +24,7 @@ import timm
 import torch
 
 import liecore
-from pipelines.families import activation_layouts
+from pipelines.spec.families import activation_layouts
 
 
 def timed(fn, repeats: int, sync) -> tuple[float, object]:

@@ -4,7 +4,7 @@
     python benchmarks/bench_object_store.py --models 6 --images 16 --repeats 2
 
 Starts moto's S3 server on a free loopback port (``AWS_ENDPOINT_URL``, dummy credentials), one embedded local
-Ray, and runs the same sweep (``pipelines.execute.execute``: plan, actors, writes) on a fresh local root and on
+Ray, and runs the same sweep (``pipelines.running.execute.execute``: plan, actors, writes) on a fresh local root and on
 a fresh ``s3://`` prefix, alternately, ``--repeats`` times each; then times a ``lee query`` connection and one
 summary query on each root. Prints the wall times (best and all runs): the difference is the cost of the
 object store (writes, ``runs`` reads, leases) for this sweep.
@@ -52,9 +52,9 @@ def main() -> None:
         import s3fs
 
         from pipelines.analysis.views import connect
-        from pipelines.config import SweepConfig
-        from pipelines.execute import execute
-        from pipelines.plan import plan
+        from pipelines.running.execute import execute
+        from pipelines.running.plan import plan
+        from pipelines.spec.config import SweepConfig
 
         s3fs.S3FileSystem().mkdir("bench")
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)

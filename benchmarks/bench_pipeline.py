@@ -44,10 +44,10 @@ def loop(cfg, specs, n_images):
 
 
 def main() -> None:
-    from pipelines.cluster import init_ray
-    from pipelines.config import SweepConfig
-    from pipelines.execute import execute
-    from pipelines.plan import plan
+    from pipelines.running.cluster import init_ray
+    from pipelines.running.execute import execute
+    from pipelines.running.plan import plan
+    from pipelines.spec.config import SweepConfig
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-m", "--models", default=DEFAULT_MODELS)

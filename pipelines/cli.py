@@ -6,9 +6,9 @@ import argparse
 import importlib
 import sys
 
-from pipelines.cluster import prepare_auth
 from pipelines.commands import COMMAND_MODULES
 from pipelines.errors import UsageError
+from pipelines.running.cluster import prepare_auth
 
 __all__ = ["UsageError", "build_parser", "main"]
 

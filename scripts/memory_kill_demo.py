@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipelines.store import Store  # noqa: E402
+from pipelines.store.results import Store  # noqa: E402
 from tests.pipelines.loopback import running_row, start_cluster, user_env  # noqa: E402
 
 GIB = 1024**3
@@ -205,7 +205,7 @@ def main() -> int:
                               lambda done: hog_until_dead(lambda: next(iter(cluster.processes("ray::JobSupervisor")), None),
                                                              done, limit))
             show("a job's supervisor", proc, found)
-            from pipelines.cluster import job_client
+            from pipelines.running.cluster import job_client
 
             os.environ["RAY_AUTH_TOKEN"] = cluster.token
             jobs = job_client(cluster.address).list_jobs()

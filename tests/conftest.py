@@ -22,7 +22,7 @@ def _free_port() -> int:
 # Object stores: no test reaches a real bucket. Every s3:// URI of the session goes to moto's S3 server on the
 # loopback address (the `s3_endpoint` fixture starts it on this port), with dummy credentials. Set before any
 # Ray starts, so that Ray's workers (actors writing s3:// roots) see it too; a short lease time (S3 unit leases,
-# pipelines/objectstore.py) lets a rerun take over a killed run's leases quickly.
+# pipelines/store/objectstore.py) lets a rerun take over a killed run's leases quickly.
 S3_ENDPOINT = f"http://127.0.0.1:{_free_port()}"
 for _var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_SHARED_CREDENTIALS_FILE"):
     os.environ.pop(_var, None)

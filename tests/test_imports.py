@@ -153,10 +153,11 @@ def test_interpolation_flags_offer_liecores_interpolations_without_importing_tor
 
 
 def test_liecores_names_listed_for_torch_free_checks_are_liecores():
-    """The flag checks that need no torch (``pipelines.flagcheck``, ``lee submit``) list liecore's names."""
+    """The flag checks that need no torch (``pipelines.spec.flagcheck``, ``lee submit``) list liecore's names."""
     import liecore
     from liecore.metrics import METRICS
-    from pipelines import checks, config, flagcheck
+    from pipelines.running import checks
+    from pipelines.spec import config, flagcheck
 
     assert flagcheck.GENERATORS == tuple(liecore.GENERATORS)
     assert flagcheck.ALT_METRICS == tuple(METRICS)
@@ -171,7 +172,7 @@ def test_the_submitting_side_imports_no_torch_and_still_refuses_bad_flags(tmp_pa
     code = f"""if True:
         import json, sys
         from pipelines.commands import submit_cmd
-        from pipelines.cluster import job_client
+        from pipelines.running.cluster import job_client
         from pipelines.errors import UsageError
         import ray.job_submission
         out = {{}}
@@ -191,7 +192,7 @@ def test_the_submitting_side_imports_no_torch_and_still_refuses_bad_flags(tmp_pa
                 out[name] = None
             except UsageError as exc:
                 out[name] = str(exc)
-        out["loaded"] = sorted(m for m in ("torch", "timm", "liecore", "ray.data", "pipelines.plan") if m in sys.modules)
+        out["loaded"] = sorted(m for m in ("torch", "timm", "liecore", "ray.data", "pipelines.running.plan") if m in sys.modules)
         print(json.dumps(out))
     """
     env = {**os.environ, "LEE_CACHE_DIR": str(tmp_path)}
@@ -275,13 +276,13 @@ def test_the_catalog_rule_catches_a_planted_import_module_of_pipelines(tmp_path)
         "import e2cnn\n\n"
         'PROVIDER = "pipelines.zoo"\n\n\n'
         "def hook():\n"
-        '    importlib.import_module("pipelines.plan")\n'
+        '    importlib.import_module("pipelines.running.plan")\n'
         "    importlib.import_module(PROVIDER)\n"
-        '    import_module("pipelines.runner")\n'
+        '    import_module("pipelines.running.runner")\n'
         '    return __import__("pipelines")\n'
     )
     problems = _catalog_source_problems(root)
-    names = ("pipelines.plan", "pipelines.zoo", "pipelines.runner", "pipelines")
+    names = ("pipelines.running.plan", "pipelines.zoo", "pipelines.running.runner", "pipelines")
     expected = [f"_planted.py imports {m}" for m in names]
     assert sorted(problems) == sorted([*expected, "_planted.py imports e2cnn at module level"]), problems
 
@@ -347,18 +348,17 @@ def test_pipelines_uses_only_the_public_names_of_liecore_and_catalog():
 # ------------------------------------------------------------------------------------ pipelines' layers
 PIPELINES_LAYERS = (
     # Top to bottom. A module imports only modules of its own layer or of the layers below it, the import graph
-    # has no cycle, and every module is listed (an exact name wins over a pattern).
+    # has no cycle, and every module is listed (an exact name wins over a pattern). The subpackages are the
+    # layers: running/ (summary over execute over plan over the runner's parts), analysis/, store/, spec/.
     ("entry", ("pipelines.cli", "pipelines.__main__")),
     ("commands", ("pipelines.commands", "pipelines.commands.*")),
-    ("summary/report", ("pipelines.summary", "pipelines.analysis.report", "pipelines.zoo.train")),
-    ("execute", ("pipelines.execute",)),
-    ("plan", ("pipelines.plan",)),
-    ("runner/analysis", ("pipelines.runner", "pipelines.cluster", "pipelines.checks", "pipelines.progress",
-                         "pipelines.analysis", "pipelines.analysis.*", "pipelines.zoo.summary")),
-    ("store/schema/units", ("pipelines", "pipelines.store", "pipelines.integrity", "pipelines.history", "pipelines.objectstore", "pipelines.schema", "pipelines.units",
-                            "pipelines.data",
-                            "pipelines.config", "pipelines.flagcheck", "pipelines.families", "pipelines.env", "pipelines.errors",
-                            "pipelines.zoo", "pipelines.zoo.*")),
+    ("running: summary, report", ("pipelines.running.summary", "pipelines.analysis.report", "pipelines.zoo.train")),
+    ("running: execute", ("pipelines.running.execute",)),
+    ("running: plan", ("pipelines.running.plan",)),
+    ("running: runner, cluster, checks, progress", ("pipelines.running", "pipelines.running.*")),
+    ("analysis", ("pipelines.analysis", "pipelines.analysis.*", "pipelines.zoo.summary")),
+    ("store", ("pipelines.store", "pipelines.store.*")),
+    ("spec", ("pipelines", "pipelines.errors", "pipelines.spec", "pipelines.spec.*", "pipelines.zoo", "pipelines.zoo.*")),
 )
 LAZY_IMPORTERS = ("pipelines.cli", "pipelines.__main__", "pipelines.commands.*")
 """Where an import of another ``pipelines`` module may sit inside a function: the command line, whose modules are
@@ -438,8 +438,8 @@ def _layer_problems(root: pathlib.Path) -> list[str]:
 
 
 def test_pipelines_modules_import_only_their_layer_and_below():
-    """``commands`` -> ``summary``/``report`` -> ``execute`` -> ``plan`` -> ``runner``/``analysis`` -> ``store``/``units``: no
-    import goes up a layer, none forms a cycle, and outside the command line none hides inside a function."""
+    """``commands`` -> ``running`` (summary/report -> execute -> plan -> runner) -> ``analysis`` -> ``store`` -> ``spec``:
+    no import goes up a layer, none forms a cycle, and outside the command line none hides inside a function."""
     import pipelines
 
     problems = _layer_problems(pathlib.Path(pipelines.__file__).parent)
@@ -455,18 +455,18 @@ def test_the_layer_rule_catches_an_upward_import_a_cycle_and_a_lazy_import(tmp_p
     root = tmp_path / "pipelines"
     shutil.copytree(pathlib.Path(pipelines.__file__).parent, root, ignore=shutil.ignore_patterns("__pycache__"))
     assert _layer_problems(root) == []
-    with (root / "store.py").open("a") as f:
-        f.write("\nfrom pipelines.plan import plan  # planted: up\n")
-    with (root / "schema.py").open("a") as f:
-        f.write("\nfrom pipelines import store  # planted: a cycle with store -> schema\n")
-    with (root / "runner.py").open("a") as f:
+    with (root / "store" / "results.py").open("a") as f:
+        f.write("\nfrom pipelines.running.plan import plan  # planted: up\n")
+    with (root / "store" / "schema.py").open("a") as f:
+        f.write("\nfrom pipelines.store import results  # planted: a cycle with results -> schema\n")
+    with (root / "running" / "runner.py").open("a") as f:
         f.write("\n\ndef planted():\n    from pipelines import store\n\n    return store\n")
-    with (root / "units.py").open("a") as f:
-        f.write('\nimport importlib\n\nRUNNER = importlib.import_module("pipelines.runner")  # planted: up, by name\n')
+    with (root / "store" / "units.py").open("a") as f:
+        f.write('\nimport importlib\n\nRUNNER = importlib.import_module("pipelines.running.runner")  # planted: up, by name\n')
     (root / "newmodule.py").write_text("from pipelines import errors\n")
     problems = "\n".join(_layer_problems(root))
-    assert "pipelines.store:" in problems and "imports pipelines.plan: up from store/schema/units" in problems
-    assert "pipelines.units:" in problems and "imports pipelines.runner: up from store/schema/units" in problems
-    assert "import cycle: " in problems and "pipelines.schema" in problems
-    assert "pipelines.runner:" in problems and "inside a function" in problems
+    assert "pipelines.store.results:" in problems and "imports pipelines.running.plan: up from store" in problems
+    assert "pipelines.store.units:" in problems and "imports pipelines.running.runner: up from store" in problems
+    assert "import cycle: " in problems and "pipelines.store.schema" in problems
+    assert "pipelines.running.runner:" in problems and "inside a function" in problems
     assert "pipelines.newmodule is in no layer" in problems

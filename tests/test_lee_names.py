@@ -30,8 +30,8 @@ def test_every_layer_says_it_the_same_way():
     import catalog
     import liecore
     from pipelines.analysis.analyses import run_analysis
-    from pipelines.config import SweepConfig
     from pipelines.errors import UsageError
+    from pipelines.spec.config import SweepConfig
 
     with pytest.raises(ValueError) as gen:
         liecore.get_generator("rotat")

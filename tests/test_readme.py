@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-import pipelines.schema
+import pipelines.store.schema
 from pipelines.cli import build_parser
 
 ROOT = pathlib.Path(__file__).parents[1]
@@ -42,7 +42,7 @@ def test_readme_is_a_front_page_that_links_every_docs_page():
 def test_schema_page_is_generated_from_the_code():
     page = (ROOT / "docs" / "store.md").read_text()
     section = page.split("<!-- schema:begin -->")[1].split("<!-- schema:end -->")[0]
-    assert section.strip() == pipelines.schema.markdown().strip()
+    assert section.strip() == pipelines.store.schema.markdown().strip()
 
 
 def lee_commands(text: str) -> list[str]:

@@ -32,7 +32,7 @@ and returns one tidy table, one row per statistic, with the columns of :data:`CO
 followed by analysis-specific columns (``output``, ``interpolation`` and more, documented per function).
 
 **Weights are never pooled silently.** ``weights="pretrained"`` (the default) uses rows whose weights are
-``hub`` or ``file`` (:data:`pipelines.config.WEIGHTS_FILTERS`, the one vocabulary of the analyses, the
+``hub`` or ``file`` (:data:`pipelines.spec.config.WEIGHTS_FILTERS`, the one vocabulary of the analyses, the
 report and ``--weights-filter``); when a results root has no pretrained rows for the analysis at all (an
 offline sweep with ``--weights auto`` and no cached hub weights), the analysis falls back to the random-init
 rows and says so in ``weights`` (``random``) and ``note``. ``weights="any"`` pools every kind on request; a
@@ -59,7 +59,7 @@ import pandas as pd
 from lee_names import did_you_mean
 from pipelines.analysis import stats
 from pipelines.analysis.sqltext import Condition, ident, is_in
-from pipelines.config import WEIGHTS_FILTERS
+from pipelines.spec.config import WEIGHTS_FILTERS
 
 __all__ = [
     "ANALYSES",

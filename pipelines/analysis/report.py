@@ -39,15 +39,15 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from pipelines import config
 from pipelines.analysis import explain_maps
 from pipelines.analysis import figures as F
 from pipelines.analysis.analyses import ANALYSES, anti_alias_pairs
 from pipelines.analysis.page import FigureResult, Report, TableResult, render_html
 from pipelines.analysis.sqltext import TRUE, Condition, equals, ident, is_in
 from pipelines.analysis.views import ResultsRoot, connect, full_check_root
-from pipelines.config import WEIGHTS_FILTERS
 from pipelines.errors import UsageError
+from pipelines.spec import config
+from pipelines.spec.config import WEIGHTS_FILTERS
 
 __all__ = ["FIGURES", "INTERPOLATIONS", "OUTPUTS", "FigureData", "FigureResult", "FigureSpec", "Report", "Selection",
            "TableResult", "build_report"]
@@ -72,7 +72,7 @@ class Selection:
     """Which rows the report uses.
 
     Attributes:
-        weights: ``pretrained`` (``hub``/``file``), ``random`` or ``any`` (:data:`pipelines.config.WEIGHTS_FILTERS`).
+        weights: ``pretrained`` (``hub``/``file``), ``random`` or ``any`` (:data:`pipelines.spec.config.WEIGHTS_FILTERS`).
         datasets: Dataset names to keep (empty: all).
         generators: Generator names to keep (empty: all).
         output: ``probs`` or ``logits`` (see :data:`OUTPUTS`): the only output shown.
@@ -771,7 +771,7 @@ def build_report(
     Args:
         results: Results root URI (``lee eval -r``).
         out: Output directory (local).
-        weights: ``pretrained``, ``random`` or ``any`` (see :data:`pipelines.config.WEIGHTS_FILTERS`).
+        weights: ``pretrained``, ``random`` or ``any`` (see :data:`pipelines.spec.config.WEIGHTS_FILTERS`).
         datasets: Keep only these datasets (empty: all).
         generators: Keep only these generators (empty: all).
         n_boot, seed, level: Bootstrap settings passed to every named analysis.

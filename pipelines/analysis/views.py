@@ -8,7 +8,7 @@ results root and are filled in when the script is built (:func:`views_script`, p
 
       SELECT * FROM read_parquet('<root>/<table>/model=*/dataset=*/unit=*/*.parquet',
                                  hive_partitioning = true, hive_types = {...} [, union_by_name = true])
-      UNION ALL BY NAME SELECT <typed NULLs of pipelines.schema> WHERE false
+      UNION ALL BY NAME SELECT <typed NULLs of pipelines.store.schema> WHERE false
 
   so every column of the current schema exists (NULL in older files), partition columns have pinned
   types and unknown newer columns are kept. ``union_by_name`` is on only when the table's files differ
@@ -51,11 +51,11 @@ import duckdb
 import pyarrow as pa
 
 import catalog
-from pipelines import integrity, schema
 from pipelines.analysis.sqltext import literal, quote
 from pipelines.errors import UsageError
-from pipelines.integrity import Damage
-from pipelines.store import Store, StoreError, file_problem
+from pipelines.store import integrity, schema
+from pipelines.store.integrity import Damage
+from pipelines.store.results import Store, StoreError, file_problem
 
 __all__ = [
     "MODEL_COLUMNS",
@@ -114,7 +114,7 @@ MODEL_COLUMNS: tuple[tuple[str, str, str], ...] = (
 
 _PLACEHOLDER = re.compile(r"\{\{(source|history):([a-z_]+)\}\}")
 HISTORY_PARTITION = "weights_sha256"
-"""The extra partition of the results kept for earlier weights (``history/``, :mod:`pipelines.history`)."""
+"""The extra partition of the results kept for earlier weights (``history/``, :mod:`pipelines.store.history`)."""
 _DAMAGED = "{{damaged_units}}"
 
 
@@ -144,7 +144,7 @@ def _duck_type(t: pa.DataType) -> str:
 
 
 def empty_select(table: str, history: bool = False) -> str:
-    """A SELECT with no rows and every column of ``table`` in ``pipelines.schema``, typed (``history``: plus
+    """A SELECT with no rows and every column of ``table`` in ``pipelines.store.schema``, typed (``history``: plus
     the ``weights_sha256`` partition of ``history/``, for data tables that do not store it)."""
     names = [c.name for c in schema.TABLES[table].columns]
     cols = [f'CAST(NULL AS {_duck_type(c.type)}) AS "{c.name}"' for c in schema.TABLES[table].columns]
@@ -169,7 +169,7 @@ class ResultsRoot:
         """``(file, reason)`` of every data file the views leave out: it cannot be read, or its done unit's file
         no longer matches what was recorded when it was written (:meth:`check_damage`)."""
         self.damaged_units: dict[str, Damage] | None = None
-        """unit -> :class:`pipelines.integrity.Damage` of the done units left out (None: not checked yet)."""
+        """unit -> :class:`pipelines.store.integrity.Damage` of the done units left out (None: not checked yet)."""
         self._scans: dict[str, tuple[list[str] | None, int]] = {}
         fs = self.store.fs
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
@@ -282,7 +282,7 @@ class ResultsRoot:
 
     def check_damage(self, con: Any = None) -> dict[str, Damage]:
         """The done units whose data file is missing, unreadable or no longer the file they wrote
-        (:func:`pipelines.integrity.check_store`: one listing, a checksum only of files written again since),
+        (:func:`pipelines.store.integrity.check_store`: one listing, a checksum only of files written again since),
         found once per root. Each is left out of ``done_units`` (and its file out of the ``*_files`` views),
         recorded in :attr:`damaged` and named in one ``lee: warning:`` line on stderr.
 

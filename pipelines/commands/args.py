@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Iterator
 
-from pipelines.config import DEFAULT_OUTPUT, INTERPOLATIONS, WEIGHTS_FILTERS
+from pipelines.spec.config import DEFAULT_OUTPUT, INTERPOLATIONS, WEIGHTS_FILTERS
 
 __all__ = [
     "Deprecated",

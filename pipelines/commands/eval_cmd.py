@@ -16,9 +16,9 @@ from pipelines.commands.args import (
     add_root,
     add_stat,
 )
-from pipelines.config import FAMILIES, WEIGHT_POLICIES, SweepConfig, load_yaml
 from pipelines.errors import UsageError
-from pipelines.progress import format_table
+from pipelines.running.progress import format_table
+from pipelines.spec.config import FAMILIES, WEIGHT_POLICIES, SweepConfig, load_yaml
 
 EPILOG = """examples:
   lee eval --limit 8                                   # quickstart models on the sample set, 8 images
@@ -139,9 +139,9 @@ def register(subparsers) -> None:
 
 
 def print_units(plan, out=None) -> None:
-    from pipelines.execute import describe_actors
-    from pipelines.plan import damage_reason
-    from pipelines.summary import print_dataset_errors
+    from pipelines.running.execute import describe_actors
+    from pipelines.running.plan import damage_reason
+    from pipelines.running.summary import print_dataset_errors
 
     out = out or sys.stdout
     todo = {u.key for u in plan.todo}
@@ -167,7 +167,7 @@ def print_units(plan, out=None) -> None:
 
 def warn_fallbacks(plan) -> None:
     """On stderr, before any work: the models ``--weights auto`` runs on random init, and why."""
-    from pipelines.plan import fallback_warning
+    from pipelines.running.plan import fallback_warning
 
     warning = fallback_warning(plan)
     if warning:
@@ -175,9 +175,9 @@ def warn_fallbacks(plan) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.execute import run_plan
-    from pipelines.plan import plan
-    from pipelines.summary import print_summary
+    from pipelines.running.execute import run_plan
+    from pipelines.running.plan import plan
+    from pipelines.running.summary import print_summary
 
     cfg = config_from_args(args)
     if args.dry_run:

@@ -7,8 +7,8 @@ import shlex
 import sys
 
 from pipelines.commands.args import ExtendList
-from pipelines.config import WEIGHT_POLICIES
 from pipelines.errors import UsageError
+from pipelines.spec.config import WEIGHT_POLICIES
 
 EPILOG = """examples:
   lee explain -m offline -d sample-test --limit 4 -g translate_x,rotate
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     import catalog
     import liecore
     from pipelines.analysis import explain_maps as em
-    from pipelines.families import activation_layouts, border_share
+    from pipelines.spec.families import activation_layouts, border_share
 
     if args.limit < 1:
         raise UsageError("--limit must be >= 1")

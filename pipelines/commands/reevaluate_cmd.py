@@ -25,7 +25,7 @@ table. A unit is run when its key has no ``done`` row; the reason says why:
 A file that a ``checkpoints:`` folder or glob listed before and lists no more is *gone*: its results stay
 in the store and it is listed after the plan (``status gone``), not an error. When weights change under
 one unit key, the runner keeps the earlier weights' results under ``history/`` (``runs_history`` and
-``lee_history`` in ``lee query``; :mod:`pipelines.history`). Checkpoint digests are cached by their
+``lee_history`` in ``lee query``; :mod:`pipelines.store.history`). Checkpoint digests are cached by their
 listing (size and modification stamp) in ``$LEE_CACHE_DIR/checkpoints/sha256.json``.
 """
 
@@ -43,7 +43,7 @@ from typing import Any
 
 from pipelines.commands.eval_cmd import add_sweep_arguments, config_from_args, warn_fallbacks
 from pipelines.errors import UsageError
-from pipelines.progress import format_table
+from pipelines.running.progress import format_table
 
 GENERATED_BY = "lee reevaluate (catalog.generate_all_catalog)"
 
@@ -177,8 +177,8 @@ def plan_reevaluation(cfg, *, dry_run: bool = False, fresh: FreshCatalog | None 
     Datasets are read and decoded once: on the driver for ``dry_run``, on Ray Data otherwise (the
     plan is then executed as it is).
     """
-    from pipelines import history
-    from pipelines.plan import damage_reason, plan, validate
+    from pipelines.running.plan import damage_reason, plan, validate
+    from pipelines.store import history
 
     specs = None
     if fresh is not None:
@@ -211,8 +211,8 @@ def plan_reevaluation(cfg, *, dry_run: bool = False, fresh: FreshCatalog | None 
 
 
 def current_weights_sha256(weights: str | None, spec, cache=None) -> str | None:
-    """sha256 of the weights a unit would load now (:func:`pipelines.history.current_weights_sha256`)."""
-    from pipelines import history
+    """sha256 of the weights a unit would load now (:func:`pipelines.store.history.current_weights_sha256`)."""
+    from pipelines.store import history
 
     return history.current_weights_sha256(weights, spec, cache)
 
@@ -331,9 +331,9 @@ def _flags_without_cron(argv: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.execute import run_plan
-    from pipelines.plan import validate
-    from pipelines.summary import print_summary
+    from pipelines.running.execute import run_plan
+    from pipelines.running.plan import validate
+    from pipelines.running.summary import print_summary
 
     cfg = config_from_args(args)
     validate(cfg)  # bad flags fail before the catalog is regenerated

@@ -18,7 +18,7 @@ writes its progress as log lines (``lee logs --follow``).
 lost with its node, one line says so and the job is resubmitted (``--retries``, default 1): done
 units are skipped, the interrupted one is redone with its attempt counted.
 
-Token authentication (:mod:`pipelines.cluster`): the token is found here (``RAY_AUTH_TOKEN``,
+Token authentication (:mod:`pipelines.running.cluster`): the token is found here (``RAY_AUTH_TOKEN``,
 ``~/.ray/auth_token``) and ``RAY_AUTH_MODE=token`` set for this process; every failure to reach the
 job server or to authenticate is one ``lee: error:`` line naming the fix.
 """
@@ -33,10 +33,10 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines import env, flagcheck
-from pipelines.cluster import describe_error, job_client, memory_kill
 from pipelines.commands import eval_cmd
 from pipelines.errors import UsageError
+from pipelines.running.cluster import describe_error, job_client, memory_kill
+from pipelines.spec import env, flagcheck
 
 DEFAULT_JOB_ADDRESS = "http://127.0.0.1:8265"
 # Never uploaded: version control, virtualenvs, caches, build outputs, results (and the sweep's own
@@ -154,7 +154,7 @@ def sweep_argv(rest: list[str], working_dir: str | None = None) -> tuple[str, li
     ``rest``: what follows ``--``: ``[eval|reevaluate] FLAGS`` (no command: ``eval``). The flags are
     checked as the command checks them (``eval``: models, datasets, generators...; ``reevaluate``: all
     but the models, which resolve on the cluster against the catalog its timm regenerates), by
-    :mod:`pipelines.flagcheck`, which imports no torch, timm or Ray: the job's driver imports them anyway,
+    :mod:`pipelines.spec.flagcheck`, which imports no torch, timm or Ray: the job's driver imports them anyway,
     and here they would cost a second start-up (35-45 s on a loaded machine). What needs a model's
     architecture (``--img-size`` against its stride, a checkpoint's tensors) is checked by the driver. A local
     relative output root is made absolute (the job's cwd is a temporary copy); a local ``--config``

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from pipelines.commands.args import add_root
 from pipelines.errors import UsageError
-from pipelines.progress import format_table
+from pipelines.running.progress import format_table
 
 DAMAGE = ("runs unreadable", "data missing", "data unreadable", "row count", "data changed")
 NOTES = ("temporary file", "no runs row", "lock")
@@ -68,8 +68,8 @@ def verify_root(uri: str, *, full: bool = False) -> tuple[list[Finding], int]:
     """
     import pyarrow.parquet as pq
 
-    from pipelines import integrity, schema
-    from pipelines.store import Store, StoreError, file_problem
+    from pipelines.store import integrity, schema
+    from pipelines.store.results import Store, StoreError, file_problem
 
     try:
         store = Store(uri)

@@ -3,7 +3,7 @@
 -- {{...}} placeholders are filled in by `lee sql` / pipelines.analysis.views_script(): each becomes
 --   SELECT * FROM read_parquet('<root>/<table>/model=*/dataset=*/unit=*/*.parquet',
 --                              hive_partitioning = true, hive_types = {...} [, union_by_name = true])
---   UNION ALL BY NAME <an empty SELECT typed from pipelines/schema.py>
+--   UNION ALL BY NAME <an empty SELECT typed from pipelines/store/schema.py>
 -- so every column of the current schema exists (NULL in older files that lack it: evolving columns),
 -- partition columns have pinned types, and a table with no files yet is an empty, typed view
 -- (read_parquet alone fails on a glob that matches nothing). union_by_name is set only when the files
@@ -13,7 +13,7 @@
 --
 -- The damaged_units placeholder becomes the done units whose data file is missing, does not read, or is not the file
 -- the unit wrote (its size, or its listing stamp and then its sha256, differ from what its runs row
--- recorded; pipelines/integrity.py, docs/integrity.md), found when the script was made. Their files are
+-- recorded; pipelines/store/integrity.py, docs/integrity.md), found when the script was made. Their files are
 -- left out of the *_files views and the units out of done_units; `lee verify` lists them, `lee eval` redoes
 -- them.
 

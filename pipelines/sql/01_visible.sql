@@ -1,7 +1,7 @@
 -- lee analysis views, part 1: only completed work units (the store's visibility rule), one result per
 -- configuration.
 --
--- A unit's data rows count only when its `runs` row has status = 'done' (pipelines/schema.py). Data
+-- A unit's data rows count only when its `runs` row has status = 'done' (pipelines/store/schema.py). Data
 -- files of units that failed, or whose `runs` row is missing (still running, crashed), are excluded
 -- here, so every view below sees completed work only; so are done units whose data file is damaged
 -- (damaged_units, 00_sources.sql).

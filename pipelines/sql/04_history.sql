@@ -4,7 +4,7 @@
 -- overwritten, a hub cache with another revision) keep the unit key: `lee reevaluate` redoes the unit
 -- ("weights changed"), and before it does, the runner keeps the done attempt of the earlier weights
 -- under <root>/history/ (its `runs` row and data file, partitioned by weights_sha256; see
--- pipelines/history.py). The views above show the latest weights only; these show every weights a
+-- pipelines/store/history.py). The views above show the latest weights only; these show every weights a
 -- unit had, one result per unit and weights sha256 (the latest attempt of each).
 
 CREATE OR REPLACE VIEW runs_history_files AS {{history:runs}};

@@ -21,7 +21,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from pipelines.store import Store
+from pipelines.store.results import Store
 
 __all__ = ["collect", "render_markdown"]
 

@@ -1,4 +1,4 @@
-"""Results stores written by the tests with pipelines' own writer (``pipelines.store.Store``), real Parquet.
+"""Results stores written by the tests with pipelines' own writer (``pipelines.store.results.Store``), real Parquet.
 
 ``planted`` is a store whose numbers follow a known model (see :data:`TRUTH`): ln of a model's LEE is
 linear in its top-1 with slope ``b``, plus a family offset, plus ``c`` times log10 of its parameter
@@ -23,8 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines import schema
-from pipelines.store import Store
+from pipelines.store import schema
+from pipelines.store.results import Store
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 _counter = itertools.count()
@@ -33,7 +33,7 @@ _counter = itertools.count()
 def runs_row(unit: str, family: str, model: str, dataset: str, role: str, *, status: str = "done",
              weights: str | None = "hub", config: dict[str, Any] | None = None, n_images: int = 4,
              minutes: int = 0, n_rows: int = 0, sweep_id: str = "s1") -> dict[str, Any]:
-    """A complete ``runs`` row (every column of ``pipelines.schema.RUNS``)."""
+    """A complete ``runs`` row (every column of ``pipelines.store.schema.RUNS``)."""
     if config is None:
         config = ({"metrics": ["m"], "output": "probs"} if family == "alt" else
                   {"generators": ["rotate"], "output": "probs", "interpolation": "cubic"})

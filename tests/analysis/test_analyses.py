@@ -16,7 +16,7 @@ import pytest
 from pipelines.analysis import analyses
 from pipelines.analysis.analyses import ANALYSES, COLUMNS, anti_alias_pairs, run_analysis
 from pipelines.analysis.views import connect
-from pipelines.store import Store
+from pipelines.store.results import Store
 
 from .conftest import TRUTH, lee_columns, write_two_configurations, write_unit
 

@@ -12,7 +12,7 @@ import pytest
 from pipelines.analysis.views import ResultsRoot, connect
 from pipelines.cli import main
 from pipelines.commands.verify_cmd import verify_root
-from pipelines.store import Store
+from pipelines.store.results import Store
 
 from .conftest import lee_columns, write_unit
 

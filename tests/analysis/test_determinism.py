@@ -16,7 +16,7 @@ import pandas as pd
 
 from pipelines.analysis.analyses import ANALYSES, run_analysis
 from pipelines.analysis.views import connect
-from pipelines.store import Store
+from pipelines.store.results import Store
 
 from .conftest import layerwise_columns, write_unit
 

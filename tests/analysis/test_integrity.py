@@ -18,8 +18,8 @@ import pytest
 
 from pipelines.cli import main
 from pipelines.commands.verify_cmd import verify_root
-from pipelines.integrity import listing_stamp
-from pipelines.store import Store
+from pipelines.store.integrity import listing_stamp
+from pipelines.store.results import Store
 
 from .conftest import lee_columns, write_unit
 

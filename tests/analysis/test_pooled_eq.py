@@ -12,8 +12,8 @@ import torch
 import catalog
 import liecore.metrics as m
 from pipelines.analysis.views import connect
-from pipelines.families import compute_alt, image_rngs
-from pipelines.store import Store
+from pipelines.spec.families import compute_alt, image_rngs
+from pipelines.store.results import Store
 from tests.analysis.conftest import write_unit
 
 

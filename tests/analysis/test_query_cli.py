@@ -14,7 +14,7 @@ from pipelines.analysis.analyses import ANALYSES
 from pipelines.cli import main
 from pipelines.commands import COMMAND_MODULES
 from pipelines.commands.query_cmd import ANALYSIS_NAMES
-from pipelines.store import Store
+from pipelines.store.results import Store
 
 from .conftest import lee_columns, write_unit
 

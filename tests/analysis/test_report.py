@@ -49,9 +49,9 @@ def ray_local():
 
 @pytest.fixture(scope="module")
 def sweep_root(ray_local, tmp_path_factory) -> Path:
-    from pipelines.config import SweepConfig
-    from pipelines.execute import execute
-    from pipelines.plan import plan
+    from pipelines.running.execute import execute
+    from pipelines.running.plan import plan
+    from pipelines.spec.config import SweepConfig
 
     # characters that must be escaped in HTML, in the results root's path
     root = tmp_path_factory.mktemp("report") / "results <&> x"
@@ -266,7 +266,7 @@ CONFIG_MODELS = {"resnet18.a1_in1k": 1.0, "vit_small_patch16_224.augreg_in21k_ft
 
 def _config_store(root: Path, outputs: tuple[str, ...] = ("probs", "logits"), spectral: bool = True) -> str:
     """Both models with a lee unit per output (cubic) and a spectral probs one, an alt unit per output."""
-    from pipelines.store import Store
+    from pipelines.store.results import Store
     from tests.analysis.conftest import lee_columns, write_unit
 
     store, n = Store(str(root)), 4
@@ -398,7 +398,7 @@ def test_page_names_the_models_that_fell_back_to_random_init(tmp_path):
     that is random-init by request, and from a model with pretrained results."""
     import json
 
-    from pipelines.store import Store
+    from pipelines.store.results import Store
     from tests.analysis.conftest import lee_columns, runs_row, write_unit
 
     store, n = Store(str(tmp_path / "results")), 4

@@ -92,7 +92,7 @@ def hostile_root(tmp_path_factory) -> str:
     """Two models on the same 6 images: ``plain``, and one named :data:`HOSTILE`."""
     import numpy as np
 
-    from pipelines.store import Store
+    from pipelines.store.results import Store
 
     from .conftest import lee_columns, write_unit
 

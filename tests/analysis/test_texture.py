@@ -16,7 +16,7 @@ import pytest
 
 from pipelines.analysis import analyses
 from pipelines.analysis.views import connect
-from pipelines.store import Store
+from pipelines.store.results import Store
 
 from .conftest import write_unit
 

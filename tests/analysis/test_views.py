@@ -1,4 +1,4 @@
-"""The DuckDB views over real Parquet written by pipelines.store: visibility, several runs, evolving
+"""The DuckDB views over real Parquet written by pipelines.store.results: visibility, several runs, evolving
 columns, fsspec roots, partition pruning, and `lee sql` output that loads in a fresh connection."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import schema
 from pipelines.analysis.views import connect, sql_files
 from pipelines.cli import UsageError, main
-from pipelines.store import Store
+from pipelines.store import schema
+from pipelines.store.results import Store
 
 from .conftest import (
     TWO_CONFIG_LAYERS,

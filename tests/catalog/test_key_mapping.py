@@ -177,8 +177,8 @@ def test_foreign_named_checkpoint_runs_with_one_flag(tmp_path: Path, capsys) -> 
 
 
 def test_sample_limit_draws_every_photo_in_turn() -> None:
-    from pipelines.config import SweepConfig
-    from pipelines.plan import load_images
+    from pipelines.running.plan import load_images
+    from pipelines.spec.config import SweepConfig
 
     cfg = SweepConfig(models=[TINY], datasets=["sample-test", "sample-ood"], limit=7, output="/tmp/unused")
     sets = load_images(cfg, dry_run=True)

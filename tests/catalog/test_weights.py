@@ -1,5 +1,5 @@
 """The weights policy resolved in one place (``catalog.resolve_weights``): each policy, a path, a missing
-file, a cached, an answering and an unreachable hub; and a sweep's resolution of it (``pipelines.units``)."""
+file, a cached, an answering and an unreachable hub; and a sweep's resolution of it (``pipelines.store.units``)."""
 
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def test_a_zoo_model_has_its_checkpoint_or_random_init_never_hub_weights() -> No
 
 def test_a_sweep_resolves_spec_and_keeps_its_unit_keys(hub_spec) -> None:
     from pipelines.errors import UsageError
-    from pipelines.units import resolve_unit_weights
+    from pipelines.store.units import resolve_unit_weights
 
     got = resolve_unit_weights("spec", hub_spec.replace(source="random"), _no_hub_check)
     assert (got.policy, got.source, got.in_key) == ("spec", "random", "spec")

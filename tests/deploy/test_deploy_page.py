@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.config import SweepConfig
+from pipelines.spec.config import SweepConfig
 from tests.deploy.test_manifests import CLUSTER_FILES, IMAGE, TOKEN_SECRET, manifests
 
 REPO = Path(__file__).resolve().parents[2]

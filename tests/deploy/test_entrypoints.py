@@ -25,7 +25,7 @@ import sys
 import pytest
 import yaml
 
-from pipelines.store import Store
+from pipelines.store.results import Store
 from tests.deploy.test_manifests import manifests
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.cluster]

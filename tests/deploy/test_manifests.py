@@ -17,7 +17,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from pipelines.config import SweepConfig
+from pipelines.spec.config import SweepConfig
 from tests.deploy import kube_schema
 
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11 (the image's and CI's)

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipelines.store import Store
+from pipelines.store.results import Store
 
 REPO = Path(__file__).resolve().parents[2]
 

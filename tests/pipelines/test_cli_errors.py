@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import schema
 from pipelines.cli import main
+from pipelines.store import schema
 
 BASE = ["eval", "-m", "test_resnet.r160_in1k", "-d", "sample-test", "--limit", "2"]
 

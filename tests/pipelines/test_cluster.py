@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from pipelines.store import Store
+from pipelines.store.results import Store
 from tests.pipelines.loopback import REPO, lee, running_row, user_env
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.cluster]

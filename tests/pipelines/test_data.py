@@ -12,7 +12,7 @@ import pytest
 
 import catalog
 from pipelines.cli import main
-from pipelines.data import Shard, load_dataset, resolve_shard
+from pipelines.spec.data import Shard, load_dataset, resolve_shard
 from tests.catalog.test_datasets import _photo, _png, _write_folder
 
 pytestmark = [pytest.mark.ray]

@@ -11,11 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipelines import schema
 from pipelines.cli import main
-from pipelines.execute import execute
-from pipelines.plan import plan
-from pipelines.store import Store
+from pipelines.running.execute import execute
+from pipelines.running.plan import plan
+from pipelines.store import schema
+from pipelines.store.results import Store
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -25,7 +25,7 @@ IMG, N = 32, 2
 
 
 def _config(output, **kw):
-    from pipelines.config import SweepConfig
+    from pipelines.spec.config import SweepConfig
 
     base = dict(models=[MODEL], datasets=["sample-test"], generators=list(GENS), images=N, img_size=IMG,
                 output=str(output), batch_size=4, metrics=["explain"])
@@ -68,7 +68,7 @@ def test_explain_units_write_the_documented_table_and_add_up(explain_sweep):
 def test_explain_rows_equal_liecore_directly(explain_sweep):
     import catalog
     import liecore
-    from pipelines.families import activation_layouts, pool_map, texture_map
+    from pipelines.spec.families import activation_layouts, pool_map, texture_map
 
     cfg, _ = explain_sweep
     images = catalog.load_dataset(catalog.get_dataset("sample-test")).images[:N]

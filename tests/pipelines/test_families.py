@@ -7,7 +7,7 @@ import torch
 
 import catalog
 import liecore
-from pipelines.families import activation_layouts
+from pipelines.spec.families import activation_layouts
 
 
 @pytest.mark.parametrize("name", [s.name for s in catalog.load_models("tiny")])
@@ -33,7 +33,7 @@ def test_shift_consistency_gives_every_model_windows_of_its_input_size() -> None
     crop of the enlarged image at the model's size."""
     import numpy as np
 
-    from pipelines.families import SHIFT_MARGIN, alt_margin, compute_alt
+    from pipelines.spec.families import SHIFT_MARGIN, alt_margin, compute_alt
 
     loaded = catalog.build_model("test_vit3.r160_in1k", weights="random")
     _, h, w = loaded.data_config["input_size"]

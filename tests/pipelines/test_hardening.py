@@ -19,10 +19,10 @@ import pytest
 
 from pipelines.commands.reevaluate_cmd import plan_reevaluation
 from pipelines.commands.verify_cmd import verify_root
-from pipelines.config import SweepConfig
-from pipelines.plan import plan
-from pipelines.runner import UnitRunner
-from pipelines.store import Store
+from pipelines.running.plan import plan
+from pipelines.running.runner import UnitRunner
+from pipelines.spec.config import SweepConfig
+from pipelines.store.results import Store
 from tests.catalog.test_datasets import _write_folder
 
 pytestmark = pytest.mark.slow
@@ -135,9 +135,10 @@ def test_runs_rows_of_older_schemas_read_new_columns_as_null(tmp_path):
 _SLOW_WRITER = textwrap.dedent(
     """
     import json, sys, time
-    from pipelines import families, runner
-    from pipelines.config import SweepConfig
-    from pipelines.plan import plan
+    from pipelines.running import runner
+    from pipelines.spec import families
+    from pipelines.spec.config import SweepConfig
+    from pipelines.running.plan import plan
 
     cfg = SweepConfig(**json.loads(sys.argv[1]))
     impl = families.FAMILY_IMPLS["lee"]
@@ -172,7 +173,7 @@ def test_two_writers_compute_a_unit_once_and_count_attempts(tmp_path, force):
         assert other.poll() is None, other.stderr.read()[-3000:]
         time.sleep(0.05)  # until the other process has started the unit (its Interrupted placeholder row)
     computed = []
-    from pipelines import runner as runner_mod
+    from pipelines.running import runner as runner_mod
 
     impl = runner_mod.FAMILY_IMPLS["lee"]
 
@@ -180,7 +181,7 @@ def test_two_writers_compute_a_unit_once_and_count_attempts(tmp_path, force):
         computed.append(1)
         return impl.compute(*args, **kwargs)
 
-    from pipelines import families
+    from pipelines.spec import families
 
     original = runner_mod.FAMILY_IMPLS
     runner_mod.FAMILY_IMPLS = {**original, "lee": families.Family("lee", "lee", counting)}

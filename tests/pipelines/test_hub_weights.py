@@ -13,7 +13,7 @@ import torch
 
 import catalog
 from catalog._checkpoint import sha256_file
-from pipelines.store import Store
+from pipelines.store.results import Store
 from tests.hub_server import HubServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +44,7 @@ def served_checkpoint(tmp_path: Path) -> Path:
 
 
 def _config(hub_catalog: Path, output: Path, **kw):
-    from pipelines.config import SweepConfig
+    from pipelines.spec.config import SweepConfig
 
     base = dict(models=[str(hub_catalog)], datasets=["sample-test"], generators=["translate_x"], images=2,
                 img_size=32, output=str(output), batch_size=2)
@@ -62,7 +62,7 @@ def _put_in_hf_cache(cache: Path, checkpoint: Path) -> None:
 
 def test_auto_resolves_in_the_unit_key(hub_catalog, served_checkpoint, tmp_path, monkeypatch) -> None:
     """Offline and not cached: random (same key as --weights random); cached: hub, another key."""
-    from pipelines.plan import fallback_warning, plan
+    from pipelines.running.plan import fallback_warning, plan
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))  # the session is offline (tests/conftest.py)
     offline = plan(_config(hub_catalog, tmp_path / "res"), check_writable=False, dry_run=True)

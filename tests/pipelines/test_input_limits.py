@@ -8,9 +8,9 @@ import re
 import pytest
 
 import catalog
-from pipelines.checks import JVP_FACTOR, available_memory, check_img_size, derivative_bytes
 from pipelines.cli import main
 from pipelines.errors import UsageError
+from pipelines.running.checks import JVP_FACTOR, available_memory, check_img_size, derivative_bytes
 
 MODEL = "test_resnet.r160_in1k"
 

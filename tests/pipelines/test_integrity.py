@@ -12,10 +12,10 @@ import pytest
 from pipelines.cli import main
 from pipelines.commands.reevaluate_cmd import plan_reevaluation
 from pipelines.commands.verify_cmd import verify_root
-from pipelines.config import SweepConfig
-from pipelines.plan import CHANGED, plan
-from pipelines.runner import UnitRunner
-from pipelines.store import Store
+from pipelines.running.plan import CHANGED, plan
+from pipelines.running.runner import UnitRunner
+from pipelines.spec.config import SweepConfig
+from pipelines.store.results import Store
 from tests.analysis.test_integrity import flip_mid_file, rewrite_values_same_size
 
 pytestmark = pytest.mark.slow

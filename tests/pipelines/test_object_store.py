@@ -25,7 +25,7 @@ from PIL import Image
 
 from pipelines.cli import main
 from pipelines.commands.verify_cmd import verify_root
-from pipelines.store import Store
+from pipelines.store.results import Store
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -295,7 +295,7 @@ def test_parquet_and_folder_datasets_read_from_s3_as_from_disk(s3_endpoint, tmp_
 # ------------------------------------------------------------------------------------------- leases
 _HOLDER = """
 import sys, time
-from pipelines.store import Store
+from pipelines.store.results import Store
 with Store(sys.argv[1]).unit_lock("u1"):
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))

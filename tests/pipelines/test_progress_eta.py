@@ -6,7 +6,7 @@ import datetime as dt
 import io
 import random
 
-from pipelines.progress import Progress
+from pipelines.running.progress import Progress
 
 
 def _simulate(with_costs: bool):

@@ -14,7 +14,7 @@ import random
 
 import pytest
 
-from pipelines.progress import FAMILY_COST, Progress
+from pipelines.running.progress import FAMILY_COST, Progress
 
 LITES = {"lite0": (4.65, 224), "lite1": (5.42, 240), "lite2": (6.09, 260)}  # params (M), input side: the catalog's
 
@@ -42,7 +42,7 @@ LEE_ALT_RUN = [
 
 def _cost(family: str, model: str, images: int) -> float:
     params, side = LITES[model]
-    return params * side * side * images * FAMILY_COST[family]  # as pipelines.execute.unit_cost
+    return params * side * side * images * FAMILY_COST[family]  # as pipelines.running.execute.unit_cost
 
 
 def _replay(run, images: int, n_actors: int = 2):

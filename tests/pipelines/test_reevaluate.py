@@ -60,10 +60,10 @@ def test_dry_run_lists_the_unit_whose_file_checkpoint_was_overwritten(ray_sessio
 
     from catalog._checkpoint import sha256_file
     from pipelines.cli import main
-    from pipelines.config import SweepConfig
-    from pipelines.execute import execute
-    from pipelines.plan import plan
-    from pipelines.store import Store
+    from pipelines.running.execute import execute
+    from pipelines.running.plan import plan
+    from pipelines.spec.config import SweepConfig
+    from pipelines.store.results import Store
 
     ckpt = tmp_path / "resnet.pth"
 

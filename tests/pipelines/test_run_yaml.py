@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from pipelines.cli import main
-from pipelines.config import SweepConfig
-from pipelines.store import Store
+from pipelines.spec.config import SweepConfig
+from pipelines.store.results import Store
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "run.yaml"

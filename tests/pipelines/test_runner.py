@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.config import SweepConfig
-from pipelines.plan import plan
-from pipelines.runner import UnitRunner
-from pipelines.store import Store
+from pipelines.running.plan import plan
+from pipelines.running.runner import UnitRunner
+from pipelines.spec.config import SweepConfig
+from pipelines.store.results import Store
 
 pytestmark = pytest.mark.slow
 
@@ -49,9 +49,11 @@ def _run_todo(cfg: SweepConfig, runner: UnitRunner | None = None, sweep_id: str 
 _KILLED_RERUN = textwrap.dedent(
     """
     import json, os, sys
-    from pipelines import families, runner, store
-    from pipelines.config import SweepConfig
-    from pipelines.plan import plan
+    from pipelines.running import runner
+    from pipelines.spec import families
+    from pipelines.store import results as store
+    from pipelines.spec.config import SweepConfig
+    from pipelines.running.plan import plan
 
     cfg = SweepConfig(**json.loads(sys.argv[1]))
     where = sys.argv[2]
@@ -175,7 +177,7 @@ def _assert_same_values(a: dict, b: dict, names: list[str] = ALT) -> None:
 
 def test_alt_family_revision_follows_the_stylegan3_transforms():
     """alt.3: EQ-R / EQ-T_frac values changed with StyleGAN3's transforms, so stored alt units are redone."""
-    from pipelines.families import family_version
+    from pipelines.spec.families import family_version
 
     v = family_version("alt", {"metrics": ["eq_r", "eq_t_frac"]})
     assert "/alt.3:eq_r=" in v and ",eq_t_frac=" in v and "/alt.2:" not in v
@@ -216,7 +218,7 @@ def test_stochastic_layerwise_family_equals_one_call_per_image():
     import timm
 
     import liecore
-    from pipelines.families import activation_layouts, compute_layerwise, image_seed
+    from pipelines.spec.families import activation_layouts, compute_layerwise, image_seed
 
     torch.manual_seed(0)
     model = timm.create_model("test_resnet", pretrained=False).eval()

@@ -2,8 +2,8 @@
 
 import math
 
-from pipelines.progress import format_table
-from pipelines.summary import pivot_summary
+from pipelines.running.progress import format_table
+from pipelines.running.summary import pivot_summary
 
 
 def _row(model, dataset, generator, lee, se, n=4, weights="random"):

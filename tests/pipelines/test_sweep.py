@@ -17,11 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipelines import schema
 from pipelines.cli import main
-from pipelines.execute import execute
-from pipelines.plan import plan
-from pipelines.store import Store
+from pipelines.running.execute import execute
+from pipelines.running.plan import plan
+from pipelines.store import schema
+from pipelines.store.results import Store
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -33,7 +33,7 @@ N = 6
 
 
 def sweep_config(output, models=None, **kw):
-    from pipelines.config import SweepConfig
+    from pipelines.spec.config import SweepConfig
 
     base = dict(models=list(models or TINY), datasets=["sample-test"], generators=list(GENS), images=N,
                 img_size=IMG, output=str(output), batch_size=4)

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from pipelines.cli import main
-from pipelines.config import SweepConfig
-from pipelines.execute import actor_plan
-from pipelines.progress import Progress
+from pipelines.running.execute import actor_plan
+from pipelines.running.progress import Progress
+from pipelines.spec.config import SweepConfig
 
 BASE = ["eval", "-m", "test_resnet.r160_in1k", "-d", "sample-test", "--limit", "2", "-g", "rotate", "--img-size", "32"]
 
@@ -184,7 +184,7 @@ def test_img_size_is_checked_before_any_work(tmp_path, capsys, size, needle):
 
 def test_img_size_minimum_is_the_patch_size_of_a_vit(tmp_path, capsys):
     import catalog
-    from pipelines.checks import arch_min_img_size
+    from pipelines.running.checks import arch_min_img_size
 
     assert arch_min_img_size(catalog.get_model("test_vit.r160_in1k")) == 16  # patch 16
     assert arch_min_img_size(catalog.get_model("test_resnet.r160_in1k")) == 32  # total stride 32
@@ -203,8 +203,8 @@ def test_dry_run_checks_the_output_root(tmp_path, capsys):
 
 
 def test_costlier_models_are_scheduled_first(tmp_path):
-    from pipelines.execute import unit_cost
-    from pipelines.plan import plan
+    from pipelines.running.execute import unit_cost
+    from pipelines.running.plan import plan
 
     cfg = SweepConfig(models=["test_resnet.r160_in1k", "resnet50.a1_in1k"], datasets=["sample-test"], images=2,
                       generators=["rotate"], output=str(tmp_path / "r"), weights="random")

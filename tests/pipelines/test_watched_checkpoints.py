@@ -51,10 +51,10 @@ def _listed(out: str) -> dict[str, str]:
 def test_new_changed_and_gone_checkpoints_and_the_history_of_weights(ray_session, tmp_path, capsys,
                                                                       monkeypatch) -> None:
     from pipelines.analysis.views import connect
-    from pipelines.config import SweepConfig
-    from pipelines.execute import execute
-    from pipelines.plan import plan
-    from pipelines.store import Store
+    from pipelines.running.execute import execute
+    from pipelines.running.plan import plan
+    from pipelines.spec.config import SweepConfig
+    from pipelines.store.results import Store
 
     monkeypatch.setenv("LEE_CACHE_DIR", str(tmp_path / "cache"))  # the digest cache
     monkeypatch.setattr(reevaluate_cmd, "regenerate_catalog", lambda cache=None: _packaged_fresh(tmp_path))
@@ -68,7 +68,7 @@ def test_new_changed_and_gone_checkpoints_and_the_history_of_weights(ray_session
                       img_size=32, output=str(out), batch_size=2)
     execute(plan(cfg))
     # The next plans read no checkpoint that a done unit loaded as it is now (digests cached by listing).
-    from pipelines import history
+    from pipelines.store import history
 
     specs = [u.model for u in plan(cfg, dry_run=True).units]
     done = Store(str(out)).runs().to_pylist()

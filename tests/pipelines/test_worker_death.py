@@ -12,11 +12,11 @@ import time
 import duckdb
 import pytest
 
-from pipelines.config import SweepConfig
-from pipelines.execute import MAX_UNIT_RETRIES, death_pid, death_reason, execute
-from pipelines.plan import plan
-from pipelines.progress import Progress
-from pipelines.store import Store
+from pipelines.running.execute import MAX_UNIT_RETRIES, death_pid, death_reason, execute
+from pipelines.running.plan import plan
+from pipelines.running.progress import Progress
+from pipelines.spec.config import SweepConfig
+from pipelines.store.results import Store
 from tests.pipelines.loopback import running_row
 
 MODELS = ["test_resnet.r160_in1k", "test_vit.r160_in1k"]

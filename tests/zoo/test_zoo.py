@@ -19,7 +19,7 @@ import catalog
 import liecore
 from pipelines import zoo
 from pipelines.cli import main
-from pipelines.families import activation_layouts
+from pipelines.spec.families import activation_layouts
 from pipelines.zoo.data import augment, load_split
 from pipelines.zoo.grid import PRESETS, ZooModelConfig, preset
 from pipelines.zoo.train import ZooResult, train_model
@@ -335,7 +335,7 @@ def test_lee_eval_runs_on_the_zoo_unchanged(small_zoo, ray_local, tmp_path, caps
     rc = main(["eval", "-m", "zoo", "-d", "digits-test", "-g", "rotate", "--images", str(n), "-r", str(out),
                "--batch-size", str(n), "--no-progress"])
     assert rc == 0
-    from pipelines.store import Store
+    from pipelines.store.results import Store
 
     table = Store(str(out)).read_table("lee").to_pylist()
     assert {r["model"] for r in table} == {m.config.name for m in small_zoo.models}

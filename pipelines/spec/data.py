@@ -41,7 +41,7 @@ _HASH_ONLY_BLOCK = 256  # images per block that are only read and hashed, not de
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """A loaded dataset's identity, what a unit's key uses (:mod:`pipelines.units`): the same whether it was
+    """A loaded dataset's identity, what a unit's key uses (:mod:`pipelines.store.units`): the same whether it was
     loaded here or by :func:`catalog.load_dataset`."""
 
     name: str

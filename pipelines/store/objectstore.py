@@ -1,6 +1,6 @@
 """Object-store roots (``s3://``, ``gs://`` ...): the bucket must exist, and units are leased, not locked.
 
-Local roots lock a unit with ``fcntl.flock`` (:meth:`pipelines.store.Store.unit_lock`); an object store has no
+Local roots lock a unit with ``fcntl.flock`` (:meth:`pipelines.store.results.Store.unit_lock`); an object store has no
 such lock. On S3 (and S3-compatible servers that implement conditional writes: AWS S3, MinIO, moto) a unit is
 held through a **lease object** ``<root>/_locks/<unit>.lock``:
 

@@ -1,7 +1,7 @@
 """Integrity of a results store: what is recorded of each data file when its unit is written, and the
 check that finds done units whose file no longer matches (damaged).
 
-Recorded in the unit's ``runs`` row (schema 6) by :meth:`pipelines.store.Store.write_data`:
+Recorded in the unit's ``runs`` row (schema 6) by :meth:`pipelines.store.results.Store.write_data`:
 
 * ``data_sha256``: sha256 of the bytes written (hashed in memory as they are written: no second read);
 * ``data_bytes``: their number;
@@ -211,7 +211,7 @@ def expected_of(store: Any, rows: Iterable[dict[str, Any]]) -> list[Expected]:
 def check_store(store: Any, rows: Iterable[dict[str, Any]], *, full: bool = False,
                 footers: bool = True) -> dict[str, Damage]:
     """unit -> :class:`Damage` of the done units of ``rows`` (their ``runs`` rows) on ``store``
-    (a :class:`pipelines.store.Store`): one listing of the tables they belong to, then :func:`check_units`."""
+    (a :class:`pipelines.store.results.Store`): one listing of the tables they belong to, then :func:`check_units`."""
     rows = list(rows)
     expected = expected_of(store, rows)
     if not expected:

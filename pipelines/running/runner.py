@@ -1,10 +1,10 @@
 """The model actor: load a model once, run work units on batches with liecore, write the unit.
 
-:class:`UnitRunner` is a plain class (usable in-process); :mod:`pipelines.execute` wraps it in a
+:class:`UnitRunner` is a plain class (usable in-process); :mod:`pipelines.running.execute` wraps it in a
 Ray actor with ``num_gpus`` on GPU clusters (``num_cpus`` otherwise) and restarts it if it
 dies. Every exception inside a unit becomes a ``failed`` ``runs`` row; CUDA/CPU out-of-memory
 first halves the batch, down to one image (no number changes: randomness is per image, see
-:mod:`pipelines.families`).
+:mod:`pipelines.spec.families`).
 
 Write order of a unit (what makes a kill at any moment harmless): first its ``runs`` row is
 replaced by an ``Interrupted`` placeholder (status ``failed``), so the unit no longer counts as
@@ -27,11 +27,12 @@ import torch
 
 import catalog
 import liecore
-from pipelines import env, history, schema
-from pipelines.data import resolve_shard
-from pipelines.families import FAMILY_IMPLS
-from pipelines.store import Store
-from pipelines.units import WorkUnit
+from pipelines.spec import env
+from pipelines.spec.data import resolve_shard
+from pipelines.spec.families import FAMILY_IMPLS
+from pipelines.store import history, schema
+from pipelines.store.results import Store
+from pipelines.store.units import WorkUnit
 
 __all__ = ["UnitRunner", "failed_row", "is_oom"]
 

@@ -1,6 +1,6 @@
 """The results store on any fsspec filesystem: atomic unit writes, the ``runs`` table, cleanup.
 
-See :mod:`pipelines.schema` for the layout and the visibility rule.
+See :mod:`pipelines.store.schema` for the layout and the visibility rule.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import objectstore, schema
-from pipelines.integrity import Written, listing_stamp, parquet_bytes
+from pipelines.store import objectstore, schema
+from pipelines.store.integrity import Written, listing_stamp, parquet_bytes
 
 __all__ = ["Store", "StoreError", "file_problem"]
 
@@ -133,7 +133,7 @@ class Store:
 
         Returns:
             The file as written: the sha256 and size of the bytes written (hashed before they are written,
-            no second read) and its listing stamp after the rename (:func:`pipelines.integrity.listing_stamp`).
+            no second read) and its listing stamp after the rename (:func:`pipelines.store.integrity.listing_stamp`).
         """
         self._makedirs(directory)
         final = f"{directory}/{name}"
@@ -219,7 +219,7 @@ class Store:
     @property
     def can_lock(self) -> bool:
         """Whether units can be locked here: local roots (``fcntl.flock``) and S3 roots (a lease object,
-        :mod:`pipelines.objectstore`); other object stores cannot."""
+        :mod:`pipelines.store.objectstore`); other object stores cannot."""
         return self.leased or (self.protocol in ("file", "local") and hasattr(os, "O_CREAT"))
 
     @property
@@ -239,7 +239,7 @@ class Store:
         compute a unit at the same time; the kernel releases it when its process dies (a killed run never
         leaves a unit locked). The holder removes the file when done; a waiter that locked a file removed
         meanwhile tries again. S3 roots: a lease object at the same path, taken with a conditional write and
-        renewed while the body runs (:func:`pipelines.objectstore.object_lease`; a killed holder's lease
+        renewed while the body runs (:func:`pipelines.store.objectstore.object_lease`; a killed holder's lease
         expires after ``LEE_LEASE_TTL_S``). Other filesystems (``gs://`` ...) have no such lock: nothing is
         locked (yields False) and the caller's re-read of the ``runs`` row is the only coordination.
         """

@@ -20,7 +20,7 @@ FAMILIES = ("lee", "layerwise", "alt", "explain")
 _FLAG_NAMES = {"gpus": "gpus_per_actor"}  # flags whose name differs from their field
 DEFAULT_OUTPUT = "./lee-results"
 WEIGHT_POLICIES = (*_CATALOG_POLICIES, "spec")
-"""``--weights``: catalog's policies plus ``spec`` (each spec's own source); see ``pipelines.units.resolve_unit_weights``."""
+"""``--weights``: catalog's policies plus ``spec`` (each spec's own source); see ``pipelines.store.units.resolve_unit_weights``."""
 WEIGHTS_FILTERS: dict[str, tuple[str, ...] | None] = {
     "pretrained": ("hub", "file"),
     "random": ("random",),

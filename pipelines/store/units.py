@@ -8,7 +8,7 @@ key: :attr:`UnitWeights.in_key`), the dataset (name, spec version, content finge
 family config (generators, output, interpolation, method, probes, metrics), the seed and the
 family's implementation version. Batch size, actor count, cluster and output root are not in
 it: they do not change the numbers (random draws are per image, from a generator seeded with
-the unit's seed and the image's position, :func:`pipelines.families.image_seed`; only float
+the unit's seed and the image's position, :func:`pipelines.spec.families.image_seed`; only float
 rounding of differently batched kernels differs). Same key = same numbers; a done key is skipped.
 """
 
@@ -21,10 +21,10 @@ from typing import Any
 
 import catalog
 import liecore
-from pipelines.config import SweepConfig
-from pipelines.data import DatasetInfo
 from pipelines.errors import UsageError
-from pipelines.families import available_alt_metrics, family_version
+from pipelines.spec.config import SweepConfig
+from pipelines.spec.data import DatasetInfo
+from pipelines.spec.families import available_alt_metrics, family_version
 
 __all__ = [
     "DatasetInfo", "UnitWeights", "WorkUnit", "family_config", "make_unit", "resolve_unit_weights", "unit_key",

@@ -5,7 +5,7 @@ cache with another revision) keeps its unit keys. ``lee reevaluate`` tells such 
 digest of the weights now (:func:`current_weights_sha256`) with ``runs.weights_sha256``, and redoes the
 unit ("weights changed"). Before the unit's ``runs`` row and data are replaced, the runner keeps the done
 attempt of the earlier weights under ``<root>/history/`` (:func:`keep_previous`, layout in
-:mod:`pipelines.schema`), one per unit and weights sha256; the views show the latest, and ``runs_history`` /
+:mod:`pipelines.store.schema`), one per unit and weights sha256; the views show the latest, and ``runs_history`` /
 ``lee_history`` (``pipelines/sql/04_history.sql``) every weights a unit had.
 
 Digests of files are cached by what the listing says (:class:`DigestCache`): a file whose size and
@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import catalog
-from pipelines.store import Store
-from pipelines.units import spec_key_dict
+from pipelines.store.results import Store
+from pipelines.store.units import spec_key_dict
 
 __all__ = ["DigestCache", "HistoryError", "current_weights_sha256", "keep_previous", "listing_stamp", "loaded_before"]
 

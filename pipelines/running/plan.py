@@ -2,10 +2,10 @@
 build the work units and find which are done (or damaged) before any work.
 
 Flow: validate everything (models, generators, families, datasets, output root) before any
-work; read and decode each dataset once with Ray Data (:mod:`pipelines.data`: the blocks stay
+work; read and decode each dataset once with Ray Data (:mod:`pipelines.spec.data`: the blocks stay
 in the object store, their refs from the public ``Dataset.to_arrow_refs``). Dry runs decode on the
-driver instead and need no Ray. The plan is run by :func:`pipelines.execute.execute` and summarised by
-:mod:`pipelines.summary`.
+driver instead and need no Ray. The plan is run by :func:`pipelines.running.execute.execute` and summarised by
+:mod:`pipelines.running.summary`.
 """
 
 from __future__ import annotations
@@ -22,15 +22,16 @@ from typing import Any
 import torch
 
 import catalog
-from pipelines import data, history, integrity
-from pipelines.checks import check_img_size, check_root_usable
-from pipelines.cluster import init_ray
-from pipelines.config import SweepConfig
-from pipelines.data import LoadedDataset
 from pipelines.errors import UsageError
-from pipelines.flagcheck import select_models, validate
-from pipelines.store import Store, StoreError
-from pipelines.units import UnitWeights, WorkUnit, family_config, make_unit, resolve_unit_weights
+from pipelines.running.checks import check_img_size, check_root_usable
+from pipelines.running.cluster import init_ray
+from pipelines.spec import data
+from pipelines.spec.config import SweepConfig
+from pipelines.spec.data import LoadedDataset
+from pipelines.spec.flagcheck import select_models, validate
+from pipelines.store import history, integrity
+from pipelines.store.results import Store, StoreError
+from pipelines.store.units import UnitWeights, WorkUnit, family_config, make_unit, resolve_unit_weights
 
 __all__ = ["Plan", "fallback_warning", "plan", "resolve_weights"]
 
@@ -102,7 +103,7 @@ def _dataset_errors(name: str, uri: str) -> Iterator[None]:
 
 
 def resolve_models(cfg: SweepConfig) -> list:
-    """The selected models (:func:`pipelines.flagcheck.select_models`) with ``--img-size`` applied and checked."""
+    """The selected models (:func:`pipelines.spec.flagcheck.select_models`) with ``--img-size`` applied and checked."""
     return with_img_size(select_models(cfg), cfg)
 
 
@@ -110,7 +111,7 @@ def check_checkpoints(specs: list, weights: dict[str, UnitWeights], known: set[s
     """Every checkpoint the sweep would load exists, loads safely and fits its architecture (before Ray starts).
 
     ``weights``: each model's resolved weights (:func:`resolve_weights`); ``known``: names of models whose
-    checkpoint a done unit loaded as it is now (:func:`pipelines.history.loaded_before`): not read again.
+    checkpoint a done unit loaded as it is now (:func:`pipelines.store.history.loaded_before`): not read again.
     """
     for spec in specs:
         if spec.name in known or weights[spec.name].source != "file":
@@ -122,7 +123,7 @@ def check_checkpoints(specs: list, weights: dict[str, UnitWeights], known: set[s
 
 
 def checked_before(specs: list, runs) -> set[str]:
-    """The ``file`` models whose checkpoint need not be checked again (see :func:`pipelines.history.loaded_before`)."""
+    """The ``file`` models whose checkpoint need not be checked again (see :func:`pipelines.store.history.loaded_before`)."""
     if runs is None or not any(s.source == "file" and s.checkpoint for s in specs):
         return set()
     cache = history.DigestCache()
@@ -233,7 +234,7 @@ def damage_reason(problem: str) -> str:
 def find_damaged(store: Store, units: list[WorkUnit], status: dict[str, str],
                  runs: Any = None) -> dict[str, str]:
     """The done units whose data file is missing, cannot be read, or no longer matches what its ``runs`` row
-    recorded when it was written (:func:`pipelines.integrity.check_store`: one listing, checksums only of
+    recorded when it was written (:func:`pipelines.store.integrity.check_store`: one listing, checksums only of
     the files written again since), with the problem.
 
     Such a unit is redone (its ``runs`` row says done, but its rows cannot be trusted). ``runs`` files that
@@ -266,7 +267,7 @@ def find_damaged(store: Store, units: list[WorkUnit], status: dict[str, str],
 
 
 def resolve_weights(cfg: SweepConfig, specs: list) -> tuple[dict[str, UnitWeights], dict[str, str], Any]:
-    """``--weights`` resolved once, on the driver, for every model (:func:`pipelines.units.resolve_unit_weights`):
+    """``--weights`` resolved once, on the driver, for every model (:func:`pipelines.store.units.resolve_unit_weights`):
     ``auto`` gives a hub model ``hub`` when its weights are cached or the hub answers (the actor downloads them;
     a failed download fails that unit), else ``random``.
 

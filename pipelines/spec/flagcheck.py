@@ -1,7 +1,7 @@
 """Checks of a sweep's flags that need no torch, timm or Ray: what ``lee submit`` runs before it submits.
 
 ``lee submit`` checks a job's flags here, on the submitting side, and the job's driver checks them again
-with the whole sweep (:func:`pipelines.plan.plan`). Importing torch costs 2-4 s of CPU on an idle machine
+with the whole sweep (:func:`pipelines.running.plan.plan`). Importing torch costs 2-4 s of CPU on an idle machine
 and 35-45 s on a loaded one; the job's driver pays it anyway, so the submitting side must not: this module
 and the catalog (names, YAML, globs) import neither torch nor timm nor Ray. What needs a model's
 architecture (``--img-size`` against its stride, a checkpoint's tensors) is checked by the job's driver,
@@ -18,8 +18,8 @@ from typing import Any
 
 import catalog
 from lee_names import did_you_mean
-from pipelines.config import FAMILIES, INTERPOLATIONS, WEIGHT_POLICIES, SweepConfig
 from pipelines.errors import UsageError
+from pipelines.spec.config import FAMILIES, INTERPOLATIONS, WEIGHT_POLICIES, SweepConfig
 
 __all__ = ["ALT_METRICS", "GENERATORS", "MIN_IMG_SIZE", "check_generators", "check_img_size_floor",
            "checkpoint_spec", "select_models", "unique_models", "validate"]
@@ -130,7 +130,7 @@ def checkpoint_spec(cfg: SweepConfig):
 
 def select_models(cfg: SweepConfig) -> list:
     """The specs of ``cfg.models`` and ``--checkpoint``, each name once, through the catalog (no
-    ``--img-size`` applied: :func:`pipelines.plan.resolve_models` does that)."""
+    ``--img-size`` applied: :func:`pipelines.running.plan.resolve_models` does that)."""
     if not cfg.models and not cfg.checkpoint:
         raise UsageError("no models selected")
     try:

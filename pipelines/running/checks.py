@@ -13,14 +13,14 @@ import timm
 import torch
 
 from catalog import build_zoo_arch, is_zoo_arch
-from pipelines import flagcheck
 from pipelines.errors import UsageError
+from pipelines.spec import flagcheck
 
 __all__ = ["MIN_IMG_SIZE", "arch_min_img_size", "available_memory", "check_img_size", "check_root_usable",
            "derivative_bytes"]
 
 MIN_IMG_SIZE = flagcheck.MIN_IMG_SIZE
-"""The smallest ``--img-size`` accepted for any model (:data:`pipelines.flagcheck.MIN_IMG_SIZE`)."""
+"""The smallest ``--img-size`` accepted for any model (:data:`pipelines.spec.flagcheck.MIN_IMG_SIZE`)."""
 
 
 @functools.lru_cache(maxsize=256)

@@ -12,11 +12,11 @@ import duckdb
 
 from liecore import GENERATORS
 from pipelines.errors import UsageError
-from pipelines.execute import SweepResult
-from pipelines.plan import Plan, fallback_warning
-from pipelines.progress import format_table
-from pipelines.store import Store
-from pipelines.units import WorkUnit
+from pipelines.running.execute import SweepResult
+from pipelines.running.plan import Plan, fallback_warning
+from pipelines.running.progress import format_table
+from pipelines.store.results import Store
+from pipelines.store.units import WorkUnit
 
 __all__ = ["STATS", "pivot_summary", "print_dataset_errors", "print_summary", "summary_table"]
 

@@ -3,7 +3,7 @@
 Group the units by model and hand each group, costliest first, to one model actor (Ray core actors
 spread over the nodes; several actors, so several models run at once) with the dataset's block refs;
 each actor loads the model once, applies the model's own preprocessing, runs liecore and writes the
-unit (placeholder ``runs`` row, data file, final ``runs`` row; see :mod:`pipelines.runner`).
+unit (placeholder ``runs`` row, data file, final ``runs`` row; see :mod:`pipelines.running.runner`).
 
 Actors: with ``gpus_per_actor`` (``--gpus``) every actor asks for that many GPUs and there is one
 actor per model (capped by ``--actors``), whatever the cluster has now, so an autoscaler starts GPU
@@ -32,14 +32,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from pipelines import env
-from pipelines.cluster import init_ray, memory_kill
-from pipelines.config import SweepConfig
-from pipelines.data import resolve_shard
-from pipelines.plan import Plan
-from pipelines.progress import FAMILY_COST, Progress
-from pipelines.runner import UnitRunner, failed_row
-from pipelines.units import WorkUnit
+from pipelines.running.cluster import init_ray, memory_kill
+from pipelines.running.plan import Plan
+from pipelines.running.progress import FAMILY_COST, Progress
+from pipelines.running.runner import UnitRunner, failed_row
+from pipelines.spec import env
+from pipelines.spec.config import SweepConfig
+from pipelines.spec.data import resolve_shard
+from pipelines.store.units import WorkUnit
 
 __all__ = ["MAX_UNIT_RETRIES", "ActorScheduler", "SweepResult", "actor_plan", "describe_actors", "execute", "run_plan",
            "unit_cost"]

@@ -9,7 +9,7 @@ The throughput is measured over the units themselves: images of the finished uni
 time since the first of them started (its ``started_at``), so Ray's start-up, the dataset's decoding
 and the actors' imports do not count.
 
-The ETA comes from each unit's relative cost (:meth:`Progress.set_costs`: ``pipelines.execute.unit_cost``,
+The ETA comes from each unit's relative cost (:meth:`Progress.set_costs`: ``pipelines.running.execute.unit_cost``,
 model size x pixels x images x a prior factor per family), and seconds per unit of cost learned from the
 finished units' own ``wall_s``: pooled over every finished unit, and per family shrunk towards the pooled
 rate by one unit's worth of prior (:data:`PRIOR_UNITS`), so the first finished unit of a family moves that
@@ -34,7 +34,7 @@ PRIOR_UNITS = 1.0
 FAMILY_COST = {"lee": 1.0, "alt": 3.0, "layerwise": 10.0, "explain": 10.0}
 """Relative cost of one image of a unit of each family, at the same model size (``lee`` = 1): the prior of
 the ETA, which then learns each family's own seconds per cost from its finished units; also the weight of
-long-first scheduling (``pipelines.execute.unit_cost``). Measured on the main job (three EfficientNet-Lites,
+long-first scheduling (``pipelines.running.execute.unit_cost``). Measured on the main job (three EfficientNet-Lites,
 two actors on a 2-core CPU): an ``alt`` unit takes 2.5-4x its ``lee`` unit, a ``layerwise`` unit 10-15x
 (one pass per layer call); ``explain`` (one pass per layer call too) is counted as ``layerwise``; a family
 not listed counts 1."""

@@ -9,7 +9,7 @@ Layout under the output root (any fsspec URI), hive-partitioned Parquet::
     <root>/runs/unit=<key>/part-0.parquet
 
 and, for units whose weights changed (a ``file`` checkpoint overwritten under the same path, a hub cache
-with another revision), the previous done attempt of each weights sha256 (:mod:`pipelines.history`)::
+with another revision), the previous done attempt of each weights sha256 (:mod:`pipelines.store.history`)::
 
     <root>/history/<table>/model=<model>/dataset=<dataset>/unit=<key>/weights_sha256=<sha256>/part-0.parquet
     <root>/history/runs/unit=<key>/weights_sha256=<sha256>/part-0.parquet
@@ -240,7 +240,7 @@ RUNS = Table(
         Column("key_json", pa.string(), "-", "canonical JSON the unit key hashes (model spec, dataset, family config, versions)"),
         Column("config_json", pa.string(), "-", "the family config as JSON (generators, output, interpolation, method, probes, metrics, ...)"),
         Column("data_config_json", pa.string(), "-", "timm's resolved eval data config of the loaded model as JSON (input_size, interpolation, crop_pct, crop_mode, mean, std); null if the model never loaded or the row predates schema 3", nullable=True),
-        Column("seed", pa.int64(), "-", "seed of the unit; random draws of image i use a generator seeded with (seed, i) (`pipelines.families.image_seed`)"),
+        Column("seed", pa.int64(), "-", "seed of the unit; random draws of image i use a generator seeded with (seed, i) (`pipelines.spec.families.image_seed`)"),
         Column("n_images", pa.int32(), "images", "images the unit was asked to evaluate"),
         Column("n_skipped", pa.int32(), "images", "images of the dataset's seeded subset that could not be read, or were needed and could not be decoded: skipped, the next decodable ones used instead (the subset is read whole for the fingerprint); null in rows before schema 4", nullable=True),
         Column("skipped_json", pa.string(), "-", "JSON list of the skipped images, `[{\"id\": image_id, \"reason\": message}, ...]` in id order (at most 1000; `n_skipped` has the count); null in rows before schema 4", nullable=True),
@@ -265,7 +265,7 @@ RUNS = Table(
         Column("node_id", pa.string(), "-", "Ray node id (hex) of the node whose worker ran the unit; null when the driver wrote the row (an actor that died) or the row predates schema 4", nullable=True),
         Column("pid", pa.int64(), "-", "process id of the worker that ran the unit on that node; null as for `node_id`", nullable=True),
         Column("hardware", pa.string(), "-", "device used (`cpu (N threads)` or the CUDA device name)"),
-        Column("schema_version", pa.string(), "-", "`pipelines.schema.SCHEMA_VERSION` of the writer"),
+        Column("schema_version", pa.string(), "-", "`pipelines.store.schema.SCHEMA_VERSION` of the writer"),
     ),
     ("unit",),
 )

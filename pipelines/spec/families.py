@@ -1,7 +1,7 @@
 """Metric families: what one work unit computes on a batch, and the table it fills.
 
 Each family turns ``(model, images)`` into long-format columns for its table in
-:mod:`pipelines.schema`; the runner adds the key columns (unit, model, dataset, sample).
+:mod:`pipelines.store.schema`; the runner adds the key columns (unit, model, dataset, sample).
 ``lee`` uses :func:`liecore.lee`; ``alt`` uses ``liecore.metrics.METRICS``; ``layerwise`` uses
 ``liecore.layerwise``. A family's ``version`` goes into the unit key, so a new metric version
 makes ``lee reevaluate`` redo the units it affects.

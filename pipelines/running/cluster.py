@@ -163,7 +163,7 @@ def probe_address(address: str, timeout: float = 5.0) -> None:
     """Fail fast on a Ray address nothing listens on, or whose GCS refuses this side's token
     (``ray.init`` would retry for 20 s or minutes, then raise a traceback).
 
-    ``host:port`` (the GCS) is asked for its cluster id with the token (:func:`pipelines.cluster.check_gcs`);
+    ``host:port`` (the GCS) is asked for its cluster id with the token (:func:`pipelines.running.cluster.check_gcs`);
     ``ray://host:port`` (Ray Client) is probed with a TCP connect; ``auto``, ``local`` and other forms are
     left to Ray.
     """
@@ -192,7 +192,7 @@ def init_ray(address: str | None) -> None:
     """Join the cluster at ``address`` (or ``RAY_ADDRESS``), else start an embedded local Ray.
 
     The address is probed first (:func:`probe_address`: unreachable, token missing or refused). The
-    token mode is set before Ray is imported (:func:`pipelines.cluster.prepare_auth`); an embedded Ray
+    token mode is set before Ray is imported (:func:`pipelines.running.cluster.prepare_auth`); an embedded Ray
     is started with ``RAY_AUTH_MODE=token`` stated (Ray's default for new local clusters, without its
     notice) unless the mode is set.
     """

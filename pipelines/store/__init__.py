@@ -1,0 +1,2 @@
+"""The results store: its schema, the unit keys, atomic Parquet writing, integrity, weights history and
+object-store leases."""
