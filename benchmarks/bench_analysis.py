@@ -38,10 +38,24 @@ DATASETS = (("imagenet-train", "train"), ("imagenet-val", "test"), ("cifar100", 
 GENERATORS = ("translate_x", "translate_y", "rotate", "shear_x", "shear_y", "stretch_x", "stretch_y", "contrast")
 LAYERWISE_GENERATORS = ("translate_x", "rotate")
 LAYER_CLASSES = ("PatchEmbed", "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Attention", "Linear", "LayerNorm")
-LAYER_KINDS = ("patch_embedding", "convolution", "normalization", "activation", "downsampling", "attention",
-               "linear", "normalization")
-ALT_METRICS = ("circular_shift_consistency", "eq_r", "eq_t", "eq_t_frac", "sampled_equivariance_error",
-               "shift_consistency")
+LAYER_KINDS = (
+    "patch_embedding",
+    "convolution",
+    "normalization",
+    "activation",
+    "downsampling",
+    "attention",
+    "linear",
+    "normalization",
+)
+ALT_METRICS = (
+    "circular_shift_consistency",
+    "eq_r",
+    "eq_t",
+    "eq_t_frac",
+    "sampled_equivariance_error",
+    "shift_consistency",
+)
 
 
 def _const(value: object, n: int, type_: pa.DataType) -> pa.Array:
@@ -67,20 +81,55 @@ def _write(path: str, table: pa.Table) -> None:
     pq.write_table(table, f"{path}/part-0.parquet", compression="zstd")
 
 
-def _run_row(unit: str, family: str, model: str, dataset: str, role: str, status: str, n_images: int,
-             config: dict, finished: int, n_rows: int) -> dict:
+def _run_row(
+    unit: str,
+    family: str,
+    model: str,
+    dataset: str,
+    role: str,
+    status: str,
+    n_images: int,
+    config: dict,
+    finished: int,
+    n_rows: int,
+) -> dict:
     ts = np.datetime64("2026-01-01T00:00:00", "us") + np.timedelta64(finished, "s")
     return {
-        "unit": unit, "status": status, "family": family, "model": model, "arch": model.split(".")[0],
-        "model_version": "1", "weights_policy": "auto", "weights": "hub" if status == "done" else None,
-        "weights_sha256": None, "dataset": dataset, "role": role, "dataset_fingerprint": f"fp-{dataset}-{n_images}",
-        "dataset_version": "1", "metric_version": f"liecore-0.1.0/{family}", "key_json": "{}",
-        "config_json": json.dumps(config, sort_keys=True), "seed": 0, "n_images": n_images,
-        "n_rows": n_rows if status == "done" else 0, "batch_size": 16, "attempt": 1,
-        "error_type": None if status == "done" else "RuntimeError", "error": None if status == "done" else "boom",
-        "started_at": ts.astype(object), "finished_at": ts.astype(object), "load_s": 1.0, "compute_s": 1.0,
-        "wall_s": 2.0, "images_per_s": 1.0, "sweep_id": "bench", "package_versions": "{}", "git_rev": None,
-        "hostname": "bench", "hardware": "cpu", "schema_version": schema.SCHEMA_VERSION,
+        "unit": unit,
+        "status": status,
+        "family": family,
+        "model": model,
+        "arch": model.split(".")[0],
+        "model_version": "1",
+        "weights_policy": "auto",
+        "weights": "hub" if status == "done" else None,
+        "weights_sha256": None,
+        "dataset": dataset,
+        "role": role,
+        "dataset_fingerprint": f"fp-{dataset}-{n_images}",
+        "dataset_version": "1",
+        "metric_version": f"liecore-0.1.0/{family}",
+        "key_json": "{}",
+        "config_json": json.dumps(config, sort_keys=True),
+        "seed": 0,
+        "n_images": n_images,
+        "n_rows": n_rows if status == "done" else 0,
+        "batch_size": 16,
+        "attempt": 1,
+        "error_type": None if status == "done" else "RuntimeError",
+        "error": None if status == "done" else "boom",
+        "started_at": ts.astype(object),
+        "finished_at": ts.astype(object),
+        "load_s": 1.0,
+        "compute_s": 1.0,
+        "wall_s": 2.0,
+        "images_per_s": 1.0,
+        "sweep_id": "bench",
+        "package_versions": "{}",
+        "git_rev": None,
+        "hostname": "bench",
+        "hardware": "cpu",
+        "schema_version": schema.SCHEMA_VERSION,
     }
 
 
@@ -140,8 +189,17 @@ def generate(root: str, n_models: int, n_images: int, n_layers: int, seed: int =
                 if family == "alt" and role != "test":
                     continue
                 unit = f"{family[:2]}{mi:05d}{di}"
-                const = {"unit": unit, "model": spec.name, "weights": "hub", "dataset": dataset, "role": role,
-                         "metric": "lee", "output": "probs", "interpolation": "cubic", "seed": 0}
+                const = {
+                    "unit": unit,
+                    "model": spec.name,
+                    "weights": "hub",
+                    "dataset": dataset,
+                    "role": role,
+                    "metric": "lee",
+                    "output": "probs",
+                    "interpolation": "cubic",
+                    "seed": 0,
+                }
                 if family == "lee":
                     v = np.exp(level + rng.normal(0, 0.5, n_images * n_gen)) * gap
                     t = _table("lee", lee_static, const, {"value": v, "mean_abs": np.sqrt(v)})
@@ -149,12 +207,18 @@ def generate(root: str, n_models: int, n_images: int, n_layers: int, seed: int =
                 elif family == "layerwise":
                     e2e = np.exp(level + rng.normal(0, 0.5, reps)) * gap
                     w = rng.dirichlet(np.ones(n_layers + 1), size=reps)  # layer shares + unattributed
-                    share = np.concatenate([w * e2e[:, None], e2e[:, None]], axis=1)[:, [*range(n_layers), n_layers + 1, n_layers]]
+                    share = np.concatenate([w * e2e[:, None], e2e[:, None]], axis=1)[
+                        :, [*range(n_layers), n_layers + 1, n_layers]
+                    ]
                     value = np.abs(share) * (1 + 0.1 * rng.random(share.shape))
                     value[:, n_layers] = e2e
                     t = _table("layerwise", lw_static, const, {"value": value.ravel(), "share": share.ravel()})
-                    config = {"generators": list(LAYERWISE_GENERATORS), "method": "exact", "output": "probs",
-                              "interpolation": "cubic"}
+                    config = {
+                        "generators": list(LAYERWISE_GENERATORS),
+                        "method": "exact",
+                        "output": "probs",
+                        "interpolation": "cubic",
+                    }
                 else:
                     v = rng.random(n_alt) * (1 - 0.003 * (spec.top1 - 75.0))
                     t = _table("alt", alt_static, const, {"value": v, "seed": np.zeros(n_alt, dtype=np.int64)})
@@ -167,8 +231,9 @@ def generate(root: str, n_models: int, n_images: int, n_layers: int, seed: int =
                 if r < 0.01:
                     runs.append(_run_row(unit, family, spec.name, dataset, role, "failed", n_images, config, clock, 0))
                 elif r >= 0.02:  # 1%: no runs row at all
-                    runs.append(_run_row(unit, family, spec.name, dataset, role, "done", n_images, config, clock,
-                                         t.num_rows))
+                    runs.append(
+                        _run_row(unit, family, spec.name, dataset, role, "done", n_images, config, clock, t.num_rows)
+                    )
                 if family == "lee" and r > 0.95:  # an older smoke run of the same configuration, 10 images
                     old = f"ol{mi:05d}{di}"
                     small = t.slice(0, 10 * n_gen).set_column(0, "unit", _const(old, 10 * n_gen, pa.string()))
@@ -213,9 +278,11 @@ def _explain(con, sql: str) -> tuple[str, list[dict]]:
     """EXPLAIN ANALYZE as an indented operator tree, and the extra info of every Parquet scan."""
     plan = json.loads(con.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql).fetchall()[0][-1])
     q = plan.get("query", {})
-    lines: list[str] = [f"total {q.get('total_time', float('nan')):.3f} s, "
-                        f"{plan.get('io', {}).get('total_bytes_read', 0) / 1e6:.1f} MB read, "
-                        f"{q.get('total_row_groups_scanned', '?')}/{q.get('total_row_groups_to_scan', '?')} row groups"]
+    lines: list[str] = [
+        f"total {q.get('total_time', float('nan')):.3f} s, "
+        f"{plan.get('io', {}).get('total_bytes_read', 0) / 1e6:.1f} MB read, "
+        f"{q.get('total_row_groups_scanned', '?')}/{q.get('total_row_groups_to_scan', '?')} row groups"
+    ]
     scans: list[dict] = []
 
     def walk(node: dict, depth: int) -> None:
@@ -230,15 +297,19 @@ def _explain(con, sql: str) -> tuple[str, list[dict]]:
                 kind = "READ_PARQUET"
                 names = info.get("Filename(s)", "")
                 names = names if isinstance(names, str) else ", ".join(names)
-                detail = (f"  File Filters: {info.get('File Filters', '-')} | Scanning Files: "
-                          f"{info.get('Scanning Files', '-')} | Total Files Read: {info.get('Total Files Read', '-')}"
-                          f" | {names[:160]}{'...' if len(names) > 160 else ''}")
+                detail = (
+                    f"  File Filters: {info.get('File Filters', '-')} | Scanning Files: "
+                    f"{info.get('Scanning Files', '-')} | Total Files Read: {info.get('Total Files Read', '-')}"
+                    f" | {names[:160]}{'...' if len(names) > 160 else ''}"
+                )
             elif kind == "TABLE_SCAN":
                 detail = f"  {info.get('Table', '')}"
             elif "Conditions" in info:
                 detail = f"  {info.get('Join Type', '')} on {info['Conditions']}"
-            lines.append(f"{'  ' * depth}{kind} ({node.get('operator_cardinality', node.get('intermediate_rows', '?'))}"
-                         f" rows){detail}")
+            lines.append(
+                f"{'  ' * depth}{kind} ({node.get('operator_cardinality', node.get('intermediate_rows', '?'))}"
+                f" rows){detail}"
+            )
         for child in node.get("children", []):
             walk(child, depth + 1)
 
@@ -260,8 +331,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--full-plans", action="store_true", help="print the whole EXPLAIN ANALYZE operator tree")
-    ap.add_argument("--skip-layerwise-all", action="store_true",
-                    help="skip the layerwise analysis of every model (per-image bootstrap over 10M rows: minutes)")
+    ap.add_argument(
+        "--skip-layerwise-all",
+        action="store_true",
+        help="skip the layerwise analysis of every model (per-image bootstrap over 10M rows: minutes)",
+    )
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -271,9 +345,11 @@ def main() -> None:
         else:
             t0 = time.perf_counter()
             c = generate(root, args.models, args.images, args.layers)
-            print(f"generated {root}: {c['layerwise_rows']:,} layerwise rows, {c['lee_rows']:,} lee rows, "
-                  f"{c['alt_rows']:,} alt rows, {c['runs']:,} runs rows, {c['files']:,} files "
-                  f"in {time.perf_counter() - t0:.1f} s")
+            print(
+                f"generated {root}: {c['layerwise_rows']:,} layerwise rows, {c['lee_rows']:,} lee rows, "
+                f"{c['alt_rows']:,} alt rows, {c['runs']:,} runs rows, {c['files']:,} files "
+                f"in {time.perf_counter() - t0:.1f} s"
+            )
 
         t0 = time.perf_counter()
         con = connect(root, threads=args.threads)
@@ -297,19 +373,25 @@ def main() -> None:
             print(f"  {f'analysis layerwise, all models (n_boot={args.n_boot})':<{width}}{s:8.3f}")
 
         n_files = {t: len(list(Path(root, t).glob("model=*/dataset=*/unit=*/*.parquet"))) for t in ("lee", "layerwise")}
-        n_model = {t: len(list(Path(root, t).glob(f"model={schema.partition_value(model)}/dataset=*/unit=*/*.parquet")))
-                   for t in ("lee", "layerwise")}
+        n_model = {
+            t: len(list(Path(root, t).glob(f"model={schema.partition_value(model)}/dataset=*/unit=*/*.parquet")))
+            for t in ("lee", "layerwise")
+        }
         for table, view in (("lee", "lee_summary"), ("layerwise", "layerwise_layers")):
             sql = f"SELECT * FROM {view} WHERE model = '{model}'"
             tree, scans = _explain(con, sql)
-            print(f"\nEXPLAIN ANALYZE {sql}\n  ({table}: {n_files[table]} files in the store, "
-                  f"{n_model[table]} under model={model})")
-            print(tree if args.full_plans else "\n".join(ln.strip() for ln in tree.splitlines()
-                                                         if "READ_PARQUET" in ln or ln.startswith("total")))
+            print(
+                f"\nEXPLAIN ANALYZE {sql}\n  ({table}: {n_files[table]} files in the store, "
+                f"{n_model[table]} under model={model})"
+            )
+            print(
+                tree
+                if args.full_plans
+                else "\n".join(ln.strip() for ln in tree.splitlines() if "READ_PARQUET" in ln or ln.startswith("total"))
+            )
             read = {int(i.get("Total Files Read", -1)) for i in scans}
             ok = read == {n_model[table]}
-            print(f"  -> Parquet scans read {sorted(read)} file(s) each: "
-                  f"{'only that model' if ok else 'NOT PRUNED'}")
+            print(f"  -> Parquet scans read {sorted(read)} file(s) each: {'only that model' if ok else 'NOT PRUNED'}")
         con.close()
 
 

@@ -34,8 +34,9 @@ MODELS = "test_resnet.r160_in1k,test_vit.r160_in1k,test_convnext.r160_in1k"
 
 def timed(argv: list[str], env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess]:
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "pipelines", *argv], env=env, cwd=REPO, capture_output=True, text=True,
-                       timeout=900)
+    r = subprocess.run(
+        [sys.executable, "-m", "pipelines", *argv], env=env, cwd=REPO, capture_output=True, text=True, timeout=900
+    )
     dt = time.perf_counter() - t0
     if r.returncode != 0:
         raise SystemExit(f"lee {' '.join(argv[:3])} failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
@@ -50,8 +51,20 @@ def main() -> None:
     ap.add_argument("--pip", action="store_true", help="submit with --pip (pyproject's dependencies in a virtualenv)")
     args = ap.parse_args()
 
-    sweep = ["-m", MODELS, "-d", "sample-test", "-n", str(args.images), "--img-size", str(args.img_size),
-             "-g", "translate_x,rotate", "--weights", "random"]
+    sweep = [
+        "-m",
+        MODELS,
+        "-d",
+        "sample-test",
+        "-n",
+        str(args.images),
+        "--img-size",
+        str(args.img_size),
+        "-g",
+        "translate_x,rotate",
+        "--weights",
+        "random",
+    ]
     print(f"starting the two-node loopback cluster (load {os.getloadavg()[0]:.1f}) ...", flush=True)
     cluster = start_cluster()
     tmp = tempfile.mkdtemp(prefix="bench-jobs-")
@@ -65,8 +78,20 @@ def main() -> None:
         return dt
 
     def job() -> float:
-        dt, r = timed(["submit", "--address", cluster.address, *(["--pip"] if args.pip else []), "--wait", "--",
-                       *sweep, "-r", f"{tmp}/job-{next(n)}"], env)
+        dt, r = timed(
+            [
+                "submit",
+                "--address",
+                cluster.address,
+                *(["--pip"] if args.pip else []),
+                "--wait",
+                "--",
+                *sweep,
+                "-r",
+                f"{tmp}/job-{next(n)}",
+            ],
+            env,
+        )
         assert "SUCCEEDED" in r.stdout, r.stdout[-2000:]
         return dt
 
@@ -80,13 +105,14 @@ def main() -> None:
             else:
                 j, d = job(), direct()
             pairs.append((d, j))
-            print(f"pair {i + 1}: direct {d:.1f}s, job {j:.1f}s, job/direct {j / d:.2f}x (load {load:.1f})",
-                  flush=True)
+            print(f"pair {i + 1}: direct {d:.1f}s, job {j:.1f}s, job/direct {j / d:.2f}x (load {load:.1f})", flush=True)
         ratios = [j / d for d, j in pairs]
-        print(f"\njob / direct over {len(pairs)} warm pairs: median {statistics.median(ratios):.2f}x "
-              f"(each: {', '.join(f'{r:.2f}x' for r in ratios)}); direct median "
-              f"{statistics.median(d for d, _ in pairs):.1f}s, job median {statistics.median(j for _, j in pairs):.1f}s; "
-              f"{os.cpu_count()} CPUs, load average now {os.getloadavg()[0]:.1f}")
+        print(
+            f"\njob / direct over {len(pairs)} warm pairs: median {statistics.median(ratios):.2f}x "
+            f"(each: {', '.join(f'{r:.2f}x' for r in ratios)}); direct median "
+            f"{statistics.median(d for d, _ in pairs):.1f}s, job median {statistics.median(j for _, j in pairs):.1f}s; "
+            f"{os.cpu_count()} CPUs, load average now {os.getloadavg()[0]:.1f}"
+        )
     finally:
         cluster.stop()
 

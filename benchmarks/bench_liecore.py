@@ -91,7 +91,9 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--baseline-images", type=int, default=2, help="images timed for the slow baseline")
     p.add_argument("--no-layerwise", action="store_true")
-    p.add_argument("--no-tune", action="store_true", help="only glibc's default allocator (no liecore.tune_malloc() phase)")
+    p.add_argument(
+        "--no-tune", action="store_true", help="only glibc's default allocator (no liecore.tune_malloc() phase)"
+    )
     args = p.parse_args()
 
     import timm

@@ -37,10 +37,18 @@ def main() -> None:
 
     port = _free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
-                      AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(300):
             try:
@@ -58,16 +66,30 @@ def main() -> None:
 
         s3fs.S3FileSystem().mkdir("bench")
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        tiny = ["test_resnet.r160_in1k", "test_vit.r160_in1k", "test_convnext.r160_in1k", "test_efficientnet.r160_in1k",
-                "test_vit2.r160_in1k", "test_convnext2.r160_in1k"][: args.models]
+        tiny = [
+            "test_resnet.r160_in1k",
+            "test_vit.r160_in1k",
+            "test_convnext.r160_in1k",
+            "test_efficientnet.r160_in1k",
+            "test_vit2.r160_in1k",
+            "test_convnext2.r160_in1k",
+        ][: args.models]
         tmp = tempfile.mkdtemp(prefix="lee-bench-os-")
         times: dict[str, list[float]] = {"local": [], "s3": []}
         query: dict[str, list[float]] = {"local": [], "s3": []}
         for rep in range(args.repeats):
             for kind in ("local", "s3"):
                 root = f"{tmp}/r{rep}" if kind == "local" else f"s3://bench/r{rep}"
-                cfg = SweepConfig(models=tiny, datasets=["sample-test"], generators=["rotate", "translate_x"],
-                                  images=args.images, img_size=32, output=root, batch_size=8, actors=1)
+                cfg = SweepConfig(
+                    models=tiny,
+                    datasets=["sample-test"],
+                    generators=["rotate", "translate_x"],
+                    images=args.images,
+                    img_size=32,
+                    output=root,
+                    batch_size=8,
+                    actors=1,
+                )
                 t0 = time.perf_counter()
                 result = execute(plan(cfg))
                 times[kind].append(time.perf_counter() - t0)
@@ -78,11 +100,14 @@ def main() -> None:
                 con.close()
                 query[kind].append(time.perf_counter() - t0)
         n_units = len(tiny)
-        print(f"tiny sweep: {n_units} units ({args.images} images, 2 generators, 32 px), one actor, "
-              f"{os.cpu_count()} CPUs")
+        print(
+            f"tiny sweep: {n_units} units ({args.images} images, 2 generators, 32 px), one actor, {os.cpu_count()} CPUs"
+        )
         for kind in ("local", "s3"):
-            print(f"  {kind:5s}  sweep {min(times[kind]):6.2f} s (runs: {', '.join(f'{t:.2f}' for t in times[kind])})"
-                  f"   connect + summary query {min(query[kind]):5.2f} s")
+            print(
+                f"  {kind:5s}  sweep {min(times[kind]):6.2f} s (runs: {', '.join(f'{t:.2f}' for t in times[kind])})"
+                f"   connect + summary query {min(query[kind]):5.2f} s"
+            )
         print(f"  s3 / local sweep: {min(times['s3']) / min(times['local']):.2f}x")
         ray.shutdown()
     finally:

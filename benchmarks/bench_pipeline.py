@@ -61,16 +61,25 @@ def main() -> None:
     liecore.tune_malloc()  # as the pipeline's CPU workers do, so the plain loop is timed alike
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = SweepConfig(models=args.models.split(","), datasets=["sample-test"], images=args.images,
-                          img_size=args.img_size, batch_size=args.batch_size, output=f"{tmp}/r", force=True,
-                          weights="random")
+        cfg = SweepConfig(
+            models=args.models.split(","),
+            datasets=["sample-test"],
+            images=args.images,
+            img_size=args.img_size,
+            batch_size=args.batch_size,
+            output=f"{tmp}/r",
+            force=True,
+            weights="random",
+        )
         p = plan(cfg, dry_run=True)
         specs = list(dict.fromkeys(u.model for u in p.units))
         n_images = p.units[0].dataset.n_images
         cfg.generators = list(p.units[0].config["generators"])
         work = len(specs) * n_images * len(cfg.generators)
-        print(f"workload: {len(specs)} models x {n_images} images x {len(cfg.generators)} generators "
-              f"at {args.img_size}px, batch {args.batch_size}; torch threads {torch.get_num_threads()}")
+        print(
+            f"workload: {len(specs)} models x {n_images} images x {len(cfg.generators)} generators "
+            f"at {args.img_size}px, batch {args.batch_size}; torch threads {torch.get_num_threads()}"
+        )
 
         loop(cfg, specs[:1], 1)  # warm-up (imports, first allocations), not counted
         t0 = time.perf_counter()
@@ -93,8 +102,11 @@ def main() -> None:
             t_pipe.append(time.perf_counter() - t0)
             t_exec.append(r.wall_s)
             stats.append(r.rows)
-            print(f"pair {i + 1}: loop {t_loop[-1]:.2f}s, pipeline {t_pipe[-1]:.2f}s, ratio {t_loop[-1] / t_pipe[-1]:.2f} "
-                  f"(load average {load0:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+            print(
+                f"pair {i + 1}: loop {t_loop[-1]:.2f}s, pipeline {t_pipe[-1]:.2f}s, "
+                f"ratio {t_loop[-1] / t_pipe[-1]:.2f} "
+                f"(load average {load0:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+            )
         lo, pi, ex = statistics.median(t_loop), statistics.median(t_pipe), statistics.median(t_exec)
         rows = stats[-1]
         compute = sum(r["compute_s"] or 0 for r in rows)
@@ -103,9 +115,11 @@ def main() -> None:
         print(f"loop     : {lo:7.2f}s  {work / lo:8.1f} image-generators/s  {len(specs) / lo * 3600:8.0f} models/h")
         print(f"pipeline : {pi:7.2f}s  {work / pi:8.1f} image-generators/s  {len(specs) / pi * 3600:8.0f} models/h")
         print(f"ratio pipeline/loop (throughput): {lo / pi:.2f}  (execute only, without plan/decode: {lo / ex:.2f})")
-        print(f"pipeline breakdown: plan (read + decode, keys, runs table) {statistics.median(t_plan):.1f}s; "
-              f"sum over units of liecore+preprocess {compute:.1f}s, of unit wall (incl. model build, Parquet "
-              f"writes) {wall_units:.1f}s, execute wall {ex:.1f}s (the rest: actor start, scheduling)")
+        print(
+            f"pipeline breakdown: plan (read + decode, keys, runs table) {statistics.median(t_plan):.1f}s; "
+            f"sum over units of liecore+preprocess {compute:.1f}s, of unit wall (incl. model build, Parquet "
+            f"writes) {wall_units:.1f}s, execute wall {ex:.1f}s (the rest: actor start, scheduling)"
+        )
 
 
 if __name__ == "__main__":

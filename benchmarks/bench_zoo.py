@@ -34,9 +34,11 @@ def main() -> None:
         per = {m.config.family: 0.0 for m in trained}
         for m in trained:
             per[m.config.family] += m.meta["train_wall_s"]
-        print(f"preset {name}: {len(res.models)} models, {len(trained)} trained in {wall:.1f} s wall "
-              f"(cumulative {total:.1f} s); per family: "
-              + ", ".join(f"{k} {v:.0f} s" for k, v in per.items()), flush=True)
+        print(
+            f"preset {name}: {len(res.models)} models, {len(trained)} trained in {wall:.1f} s wall "
+            f"(cumulative {total:.1f} s); per family: " + ", ".join(f"{k} {v:.0f} s" for k, v in per.items()),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

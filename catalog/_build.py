@@ -65,8 +65,9 @@ class LoadedModel:
     key_mapping: dict[str, Any] | None = None
     fallback: str | None = None
     """Why ``auto`` fell back to random init (hub offline or unreachable, weights not cached); else None."""
-    _margin_transforms: dict[int, Callable[[Any], torch.Tensor]] = field(default_factory=dict, init=False,
-                                                                          repr=False, compare=False)
+    _margin_transforms: dict[int, Callable[[Any], torch.Tensor]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
     """The eval transforms of :meth:`preprocess` with a margin, built once per margin."""
 
     def preprocess(self, images: Sequence[np.ndarray | PILImage.Image], *, margin: int = 0) -> torch.Tensor:
@@ -99,9 +100,7 @@ class LoadedModel:
         for i, img in enumerate(images):
             if isinstance(img, np.ndarray):
                 if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-                    raise CatalogError(
-                        f"image {i}: expected an (H, W, 3) uint8 array, got {img.dtype} {img.shape}"
-                    )
+                    raise CatalogError(f"image {i}: expected an (H, W, 3) uint8 array, got {img.dtype} {img.shape}")
                 img = Image.fromarray(img, mode="RGB")
             elif img.mode != "RGB":
                 img = img.convert("RGB")
@@ -122,7 +121,6 @@ class LoadedModel:
         }
 
 
-
 def _num_prefix_tokens(model: nn.Module) -> int:
     """Class/register/distillation tokens before the patch tokens (the model's attribute; 0 if none)."""
     return int(getattr(model, "num_prefix_tokens", 0) or 0)
@@ -140,16 +138,29 @@ def _build_zoo(spec: ModelSpec, source: str, device: str | torch.device | None) 
     with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
         warnings.simplefilter("ignore")
         torch.manual_seed(RANDOM_SEED)
-        model = build_zoo_arch(spec.arch, num_classes=spec.num_classes, in_chans=spec.in_chans or 3,
-                               model_kwargs=spec.model_kwargs, name=spec.name)
+        model = build_zoo_arch(
+            spec.arch,
+            num_classes=spec.num_classes,
+            in_chans=spec.in_chans or 3,
+            model_kwargs=spec.model_kwargs,
+            name=spec.name,
+        )
         if source == "file":
             sha, mapping = _load_file(model, spec)
     device = torch.device(device) if device is not None else torch.device("cpu")
     model = model.to(device).eval()
     data_config = zoo_data_config(spec)
     transform = timm.data.create_transform(**data_config, is_training=False)
-    return LoadedModel(model=model, spec=spec, weights=source, weights_sha256=sha, data_config=data_config,
-                       num_prefix_tokens=_num_prefix_tokens(model), transform=transform, key_mapping=mapping)
+    return LoadedModel(
+        model=model,
+        spec=spec,
+        weights=source,
+        weights_sha256=sha,
+        data_config=data_config,
+        num_prefix_tokens=_num_prefix_tokens(model),
+        transform=transform,
+        key_mapping=mapping,
+    )
 
 
 def _load_file(model: nn.Module, spec: ModelSpec) -> tuple[str, dict[str, Any] | None]:
@@ -197,8 +208,13 @@ def validate_checkpoint(spec: ModelSpec | str, weights: str | None = None) -> di
 
     def skeleton() -> nn.Module:
         if is_zoo_arch(spec.arch):
-            return build_zoo_arch(spec.arch, num_classes=spec.num_classes, in_chans=spec.in_chans or 3,
-                                  model_kwargs=spec.model_kwargs, name=spec.name)
+            return build_zoo_arch(
+                spec.arch,
+                num_classes=spec.num_classes,
+                in_chans=spec.in_chans or 3,
+                model_kwargs=spec.model_kwargs,
+                name=spec.name,
+            )
         cfg = timm_pretrained_cfg(spec)
         name = spec.timm_name if cfg is not None and cfg.tag == spec.tag else spec.arch
         return timm.create_model(name, pretrained=False, pretrained_cfg_overlay=spec_overlay(spec))
@@ -266,8 +282,9 @@ def build_model(
         if source == "hub":
             if cached:
                 # Load the cached file directly: no network round trip, timm's checkpoint filters still apply.
-                model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={**overlay, "file": cached,
-                                                                                          "source": None})
+                model = timm.create_model(
+                    name, pretrained=True, pretrained_cfg_overlay={**overlay, "file": cached, "source": None}
+                )
                 sha = sha256_file(cached)
             elif hub_offline():
                 raise CatalogError(
@@ -307,4 +324,3 @@ def build_model(
         key_mapping=mapping,
         fallback=resolved.fallback,
     )
-

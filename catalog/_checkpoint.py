@@ -58,7 +58,7 @@ def resolve_checkpoint_uri(uri: str) -> str:
         return uri
     import importlib.util
 
-    module, _, rel = uri[len(PACKAGE_SCHEME):].partition("/")
+    module, _, rel = uri[len(PACKAGE_SCHEME) :].partition("/")
     if not module or not rel:
         raise CatalogError(f"checkpoint {uri!r}: expected package://MODULE/PATH/IN/PACKAGE")
     try:
@@ -151,7 +151,7 @@ def _unwrap(obj: Any, uri: str) -> dict[str, torch.Tensor]:
         )
     for prefix in _PREFIXES:
         if all(k.startswith(prefix) for k in obj):
-            obj = {k[len(prefix):]: v for k, v in obj.items()}
+            obj = {k[len(prefix) :]: v for k, v in obj.items()}
     return obj
 
 
@@ -268,7 +268,8 @@ def map_state_dict(
     """Map a checkpoint's keys onto ``model``'s: declared renames, then timm's filter, then pairing by order.
 
     Declared renames always apply (``key_map["rename"]``: ``re.sub`` rules, in order, on every key); each
-    later step runs only while the keys do not fit yet: timm's ``checkpoint_filter_fn`` for ``arch`` (when timm has one and it changes
+    later step runs only while the keys do not fit yet: timm's ``checkpoint_filter_fn`` for ``arch`` (when timm has one
+    and it changes
     something), then, if ``key_map["by_order"]`` is true, the i-th checkpoint tensor goes to the i-th model
     key, which needs equal counts and every shape to match in order.
 
@@ -339,14 +340,20 @@ def _common_prefix(keys: list[str]) -> str:
 def _fix_hint(expected: dict[str, Any], state: dict[str, Any]) -> str:
     got, want = _shapes(state), _shapes(expected)
     prefix = _common_prefix(list(state))
-    if prefix and {k[len(prefix):] for k in state} == set(expected):
-        return (f"; every key carries the prefix {prefix!r}: declare key_map: {{rename: [['^{re.escape(prefix)}', '']]}} "
-                f"in the spec (lee eval --rename-keys '^{re.escape(prefix)}=')")
+    if prefix and {k[len(prefix) :] for k in state} == set(expected):
+        return (
+            f"; every key carries the prefix {prefix!r}: declare key_map: {{rename: [['^{re.escape(prefix)}', '']]}} "
+            f"in the spec (lee eval --rename-keys '^{re.escape(prefix)}=')"
+        )
     if len(got) == len(want) and got == want:
-        return ("; every shape matches in order: declare key_map: {by_order: true} in the spec "
-                "(lee eval --checkpoint ... --map-keys-by-order)")
-    return ("; declare a key_map in the spec (rename: [[REGEX, REPLACEMENT], ...]; lee eval --rename-keys "
-            "REGEX=REPLACEMENT) or check that the checkpoint is of this architecture")
+        return (
+            "; every shape matches in order: declare key_map: {by_order: true} in the spec "
+            "(lee eval --checkpoint ... --map-keys-by-order)"
+        )
+    return (
+        "; declare a key_map in the spec (rename: [[REGEX, REPLACEMENT], ...]; lee eval --rename-keys "
+        "REGEX=REPLACEMENT) or check that the checkpoint is of this architecture"
+    )
 
 
 def check_fits(model: nn.Module, state: dict[str, torch.Tensor], uri: str, arch: str, name: str) -> None:
@@ -367,7 +374,8 @@ def check_fits(model: nn.Module, state: dict[str, torch.Tensor], uri: str, arch:
     unexpected = sorted(k for k in state if k not in expected)  # safetensors' key order varies by process
     shapes = [
         f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-        for k in expected if k in state and state[k].shape != expected[k].shape
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
     ]
     if missing or unexpected or shapes:
         parts = []
@@ -378,6 +386,7 @@ def check_fits(model: nn.Module, state: dict[str, torch.Tensor], uri: str, arch:
         if shapes:
             parts.append(f"shape mismatches (checkpoint vs model): {_few(shapes)}")
         raise CatalogError(
-            f"checkpoint {uri!r} does not fit architecture {arch!r} (model {name!r}): " + "; ".join(parts)
+            f"checkpoint {uri!r} does not fit architecture {arch!r} (model {name!r}): "
+            + "; ".join(parts)
             + _fix_hint(expected, state)
         )

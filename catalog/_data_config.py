@@ -43,8 +43,11 @@ def margin_data_config(data_config: dict[str, Any], margin: int) -> dict[str, An
     crop_pct = data_config.get("crop_pct") or 0.875  # timm's DEFAULT_CROP_PCT
     scale = math.floor(h / crop_pct)
     enlarged = h + margin
-    return {**data_config, "input_size": (3, enlarged, w + margin),
-            "crop_pct": enlarged / (scale + 0.5) if enlarged <= scale else 1.0}
+    return {
+        **data_config,
+        "input_size": (3, enlarged, w + margin),
+        "crop_pct": enlarged / (scale + 0.5) if enlarged <= scale else 1.0,
+    }
 
 
 def resolve_data_config(spec: ModelSpec | str) -> dict[str, Any]:
@@ -86,4 +89,3 @@ def zoo_data_config(spec: ModelSpec) -> dict[str, Any]:
         "crop_pct": spec.crop_pct or 1.0,
         "crop_mode": "center",
     }
-

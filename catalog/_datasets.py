@@ -172,6 +172,7 @@ def resolve_uri(spec: DatasetSpec) -> str:
     Raises:
         CatalogError: A variable the URI needs is not set (named, with the dataset).
     """
+
     def expand(match: re.Match[str]) -> str:
         var = match.group(1) or match.group(2)
         value = os.environ.get(var)
@@ -187,7 +188,7 @@ def resolve_uri(spec: DatasetSpec) -> str:
         from catalog._sample import SAMPLE_SPLITS, materialize_sample
         from catalog._zoo import ZOO_SPLITS, ZOO_TASKS, materialize_zoo_data
 
-        kind, _, split = uri[len("builtin://"):].partition("/")
+        kind, _, split = uri[len("builtin://") :].partition("/")
         if kind.startswith("zoo-") and kind[4:] in ZOO_TASKS and split in ZOO_SPLITS:
             return str(materialize_zoo_data(kind[4:], split))
         if kind != "sample" or split not in SAMPLE_SPLITS:
@@ -205,7 +206,7 @@ def _folder_items(fs: Any, root: str, uri: str, labelled: bool) -> list[DatasetI
     for path in sorted(fs.find(root)):
         if not path.lower().endswith(IMAGE_EXTENSIONS):
             continue
-        rel = path[len(root):].lstrip("/") if path.startswith(root) else path
+        rel = path[len(root) :].lstrip("/") if path.startswith(root) else path
         parts = rel.split("/")
         label = parts[0] if labelled and len(parts) > 1 else None
         source = fs.unstrip_protocol(path)
@@ -224,7 +225,7 @@ def _parquet_items(fs: Any, root: str, uri: str, spec: DatasetSpec) -> list[Data
         raise CatalogError(f"dataset {spec.name!r}: Parquet file or folder {uri!r} does not exist")
     items: list[DatasetItem] = []
     for path in files:
-        rel = path[len(root):].lstrip("/") or os.path.basename(path)
+        rel = path[len(root) :].lstrip("/") or os.path.basename(path)
         with fs.open(path, "rb") as fh:
             pfile = pq.ParquetFile(fh)
             names = pfile.schema_arrow.names

@@ -41,16 +41,57 @@ RESULT_FILES = {
 # Coarse family of each timm module (modules not listed are convolutional networks).
 FAMILY_OF_MODULE = {
     **dict.fromkeys(
-        ["beit", "cait", "crossvit", "davit", "deit", "eva", "hiera", "mvitv2", "naflexvit", "nest", "pit",
-         "pvt_v2", "swin_transformer", "swin_transformer_v2", "swin_transformer_v2_cr", "tnt", "twins",
-         "vision_transformer", "vision_transformer_relpos", "volo", "xcit"],
+        [
+            "beit",
+            "cait",
+            "crossvit",
+            "davit",
+            "deit",
+            "eva",
+            "hiera",
+            "mvitv2",
+            "naflexvit",
+            "nest",
+            "pit",
+            "pvt_v2",
+            "swin_transformer",
+            "swin_transformer_v2",
+            "swin_transformer_v2_cr",
+            "tnt",
+            "twins",
+            "vision_transformer",
+            "vision_transformer_relpos",
+            "volo",
+            "xcit",
+        ],
         "vit",
     ),
     **dict.fromkeys(
-        ["byoanet", "coat", "convit", "csatv2", "efficientformer", "efficientformer_v2", "efficientvit_mit",
-         "efficientvit_msra", "edgenext", "fastvit", "gcvit", "iformer", "levit", "lowformer", "maxxvit",
-         "metaformer", "mobilevit", "nextvit", "shvit", "swiftformer", "tiny_vit", "vision_transformer_hybrid",
-         "visformer"],
+        [
+            "byoanet",
+            "coat",
+            "convit",
+            "csatv2",
+            "efficientformer",
+            "efficientformer_v2",
+            "efficientvit_mit",
+            "efficientvit_msra",
+            "edgenext",
+            "fastvit",
+            "gcvit",
+            "iformer",
+            "levit",
+            "lowformer",
+            "maxxvit",
+            "metaformer",
+            "mobilevit",
+            "nextvit",
+            "shvit",
+            "swiftformer",
+            "tiny_vit",
+            "vision_transformer_hybrid",
+            "visformer",
+        ],
         "hybrid",
     ),
     "mlp_mixer": "mixer",
@@ -60,10 +101,24 @@ FAMILY_OF_MODULE = {
 
 # Tokens of a pretrained tag that name training data, and the data name recorded for them.
 DATA_TOKENS = {
-    "in1k": "in1k", "in12k": "in12k", "in21k": "in21k", "in22k": "in22k", "laion2b": "laion2b",
-    "laiona": "laion2b", "laion400m": "laion400m", "openai": "openai-wit400m", "m38m": "merged-38m",
-    "m30m": "merged-30m", "jft": "jft300m", "ig1b": "ig1b", "seer": "ig1b", "yfcc100m": "yfcc100m",
-    "webli": "webli", "dfn2b": "dfn2b", "datacomp1b": "datacomp1b", "metaclip": "metaclip",
+    "in1k": "in1k",
+    "in12k": "in12k",
+    "in21k": "in21k",
+    "in22k": "in22k",
+    "laion2b": "laion2b",
+    "laiona": "laion2b",
+    "laion400m": "laion400m",
+    "openai": "openai-wit400m",
+    "m38m": "merged-38m",
+    "m30m": "merged-30m",
+    "jft": "jft300m",
+    "ig1b": "ig1b",
+    "seer": "ig1b",
+    "yfcc100m": "yfcc100m",
+    "webli": "webli",
+    "dfn2b": "dfn2b",
+    "datacomp1b": "datacomp1b",
+    "metaclip": "metaclip",
 }
 # pretrain column of model_metadata-in1k.csv -> data name.
 METADATA_DATA = {"jft300m": "jft300m", "yfc": "yfcc100m", "ig1b": "ig1b", "in21k": "in21k", "in1k": "in1k"}
@@ -83,7 +138,7 @@ PAPER_OVERRIDES = {
 # deprecation map sends each to some other model, which would silently evaluate other weights.
 PAPER_UNRESOLVED = {
     "ig_resnext101_32x48d": "timm 1.0.31 has no resnext101_32x48d weights (its deprecation map sends the name to "
-                            "resnext101_32x8d.fb_wsl_ig1b_ft_in1k)",
+    "resnext101_32x8d.fb_wsl_ig1b_ft_in1k)",
     # In 2022 these were the 21843-class ImageNet-21k heads; today they are the goog_in21k tags (not 1k classifiers).
     "mixer_b16_224_in21k": "the 2022 weights are mixer_b16_224.goog_in21k, a 21843-class ImageNet-21k classifier",
     "mixer_l16_224_in21k": "the 2022 weights are mixer_l16_224.goog_in21k, a 21843-class ImageNet-21k classifier",
@@ -287,10 +342,11 @@ def _header(timm: Any, generated_by: str) -> dict[str, str]:
     return {"generated_by": generated_by, "timm_version": timm.__version__, "sources": SOURCES}
 
 
-def _all_catalog(timm: Any, reg: Any, results: dict, metadata: dict[str, str], header: dict[str, str]) -> dict[str, Any]:
+def _all_catalog(
+    timm: Any, reg: Any, results: dict, metadata: dict[str, str], header: dict[str, str]
+) -> dict[str, Any]:
     names = [
-        n for n in timm.list_pretrained()
-        if not n.startswith("test_") and reg.get_pretrained_cfg(n).num_classes == 1000
+        n for n in timm.list_pretrained() if not n.startswith("test_") and reg.get_pretrained_cfg(n).num_classes == 1000
     ]
     entries = [spec_entry(n, reg, results, metadata) for n in names]
     in_all = set(names)
@@ -360,9 +416,9 @@ def _yaml_list(names: list[str], comments: dict[str, str] | None = None, indent:
 def _header_yaml(header: dict[str, str], name: str, description: str) -> str:
     return (
         f"# Generated by {header['generated_by']} from timm {header['timm_version']}; do not edit by hand.\n"
-        f"name: {name}\ndescription: \"{description}\"\nversion: 1\n"
-        f"generated_by: {header['generated_by']}\ntimm_version: \"{header['timm_version']}\"\n"
-        f"sources: \"{header['sources']}\"\n"
+        f'name: {name}\ndescription: "{description}"\nversion: 1\n'
+        f'generated_by: {header["generated_by"]}\ntimm_version: "{header["timm_version"]}"\n'
+        f'sources: "{header["sources"]}"\n'
     )
 
 
@@ -424,23 +480,28 @@ def _catalog_files(timm: Any, reg: Any, header: dict[str, str]) -> GeneratedCata
                 if row["core"] == "yes":
                     core.append(new)
     sweep = list(resolved.values())
-    groups = {
-        g: [n for n in sweep if any(fnmatch.fnmatchcase(n, p) for p in pats)] for g, pats in PAPER_GROUPS.items()
-    }
+    groups = {g: [n for n in sweep if any(fnmatch.fnmatchcase(n, p) for p in pats)] for g, pats in PAPER_GROUPS.items()}
     groups = {"core": core, **groups}
     paper_models = list(dict.fromkeys(core + [n for members in groups.values() for n in members]))
     for fname, key, desc, models in (
-        ("paper.yaml", "paper", "The paper's core models and its comparisons (Gruver et al., ICLR 2023).", paper_models),
+        (
+            "paper.yaml",
+            "paper",
+            "The paper's core models and its comparisons (Gruver et al., ICLR 2023).",
+            paper_models,
+        ),
         ("paper-sweep.yaml", "paper-sweep", "Every model of the paper's sweep that current timm still has.", sweep),
     ):
         text = _header_yaml(header, key, desc)
-        text += "# Names resolved from catalog/data/paper-models.tsv (2022 timm names) through timm's deprecation map.\n"
+        text += (
+            "# Names resolved from catalog/data/paper-models.tsv (2022 timm names) through timm's deprecation map.\n"
+        )
         text += "models:\n" + _yaml_list(models, was)
         if key == "paper":
             text += "groups:\n"
             for g, members in groups.items():
                 text += f"  {g}:\n" + _yaml_list(members, indent="    ")
-        text += "unresolved:\n" + "".join(f"  - {{name: {o}, reason: \"{r}\"}}\n" for o, r in unresolved)
+        text += "unresolved:\n" + "".join(f'  - {{name: {o}, reason: "{r}"}}\n' for o, r in unresolved)
         files[fname] = text
     summary = (
         f"all: {len(entries)} models ({sum('top1' in e for e in entries)} with a published top-1), "

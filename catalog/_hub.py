@@ -208,12 +208,12 @@ def download_hub_weights(spec: ModelSpec, name: str, overlay: dict[str, Any]) ->
     names = _hub_filenames(cfg)
     for i, filename in enumerate(names):
         try:
-            path = hf_hub_download(repo_id, filename, revision=revision or None, cache_dir=hf_cache_dir(),
-                                   endpoint=hub_endpoint())
+            path = hf_hub_download(
+                repo_id, filename, revision=revision or None, cache_dir=hf_cache_dir(), endpoint=hub_endpoint()
+            )
             break
         except RemoteEntryNotFoundError:
             if i == len(names) - 1:
                 raise
     model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={**overlay, "file": path, "source": None})
     return model, sha256_file(path)
-

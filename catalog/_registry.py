@@ -45,10 +45,29 @@ BUILTIN_CATALOGS = {
 }
 ZOO_CATALOG = "zoo"  # resolves to the file ``lee zoo train`` writes (``catalog.zoo_catalog_path()``)
 ZOO_PREFIX = "zoo-"  # names of trained zoo models; in a selection they (and patterns) match the trained zoo
-_GENERATED_KEYS = ("generated_by", "timm_version", "sources", "models", "arch_defaults", "aliases", "name",
-                   "description", "version")
-_CURATED_KEYS = ("name", "description", "version", "models", "groups", "unresolved", "generated_by",
-                 "timm_version", "sources", "trained")
+_GENERATED_KEYS = (
+    "generated_by",
+    "timm_version",
+    "sources",
+    "models",
+    "arch_defaults",
+    "aliases",
+    "name",
+    "description",
+    "version",
+)
+_CURATED_KEYS = (
+    "name",
+    "description",
+    "version",
+    "models",
+    "groups",
+    "unresolved",
+    "generated_by",
+    "timm_version",
+    "sources",
+    "trained",
+)
 _CATALOG_KEYS = tuple(dict.fromkeys(_CURATED_KEYS + _GENERATED_KEYS))  # what a catalog file may hold, once each
 
 
@@ -168,8 +187,16 @@ def _entry_to_spec(entry: Any, where: str) -> list[ModelSpec]:
             raise CatalogError(f"{where}: {unknown_name_error('architecture', arch, arch_defaults)}")
         # A new name on a known architecture: its preprocessing, none of its published numbers.
         base = specs[arch_defaults[arch]].replace(
-            name=name, tag=None, top1=None, top5=None, top1_v2=None, top1_sketch=None, top1_r=None,
-            top1_real=None, recipe=None, pretrain_data=None,
+            name=name,
+            tag=None,
+            top1=None,
+            top5=None,
+            top1_v2=None,
+            top1_sketch=None,
+            top1_r=None,
+            top1_real=None,
+            recipe=None,
+            pretrain_data=None,
         )
     if base is None:
         raise CatalogError(f"{where}: {unknown_name_error('model', name, _candidates())} (a new name needs 'arch')")
@@ -186,12 +213,16 @@ def _checkpoints_to_specs(entry: dict[str, Any], where: str) -> list[ModelSpec]:
     if not isinstance(arch, str) or not arch:
         raise CatalogError(f"{where}: checkpoints {pattern!r} need 'arch', the timm architecture of the files")
     if "checkpoint" in entry:
-        raise CatalogError(f"{where}: give either 'checkpoint' (one file) or 'checkpoints' (a folder or glob), not both")
+        raise CatalogError(
+            f"{where}: give either 'checkpoint' (one file) or 'checkpoints' (a folder or glob), not both"
+        )
     if entry.get("source", "file") != "file":
         raise CatalogError(f"{where}: checkpoints are 'file' weights; drop source {entry['source']!r}")
     template = entry.get("name", DEFAULT_NAME_TEMPLATE)
     if not isinstance(template, str):
-        raise CatalogError(f"{where}: name must be a template string such as {DEFAULT_NAME_TEMPLATE!r}, got {template!r}")
+        raise CatalogError(
+            f"{where}: name must be a template string such as {DEFAULT_NAME_TEMPLATE!r}, got {template!r}"
+        )
     try:
         files = list_checkpoints(pattern)
     except CatalogError as exc:
@@ -209,8 +240,10 @@ def _checkpoints_to_specs(entry: dict[str, Any], where: str) -> list[ModelSpec]:
                 f"{uri!r}; use a name template that tells them apart (placeholders {{stem}}, {{parent}}, {{arch}})"
             )
         if name in specs:
-            raise CatalogError(f"{where}: checkpoint {uri!r} would be named {name!r}, a built-in model's name; "
-                               f"choose another name template (default {DEFAULT_NAME_TEMPLATE!r})")
+            raise CatalogError(
+                f"{where}: checkpoint {uri!r} would be named {name!r}, a built-in model's name; "
+                f"choose another name template (default {DEFAULT_NAME_TEMPLATE!r})"
+            )
         one = {**rest, "name": name, "source": "file", "checkpoint": uri}
         out[name] = _entry_to_spec(one, where)[0].replace(checkpoints=pattern)
     return list(out.values())
@@ -255,10 +288,14 @@ def load_catalog_file(path: str | Path) -> list[ModelSpec]:
         for spec in _entry_to_spec(entry, where):
             if explicit and spec.name in named:
                 if spec.checkpoints or out[spec.name].checkpoints:
-                    raise CatalogError(f"{where}: model name {spec.name!r} is also given by {named[spec.name]}; "
-                                       "checkpoints of a folder or glob need names of their own (a name template)")
-                raise CatalogError(f"{path}: model {spec.name!r} is defined twice, by {named[spec.name]} and {where}; "
-                                   "each model name may appear once")
+                    raise CatalogError(
+                        f"{where}: model name {spec.name!r} is also given by {named[spec.name]}; "
+                        "checkpoints of a folder or glob need names of their own (a name template)"
+                    )
+                raise CatalogError(
+                    f"{path}: model {spec.name!r} is defined twice, by {named[spec.name]} and {where}; "
+                    "each model name may appear once"
+                )
             if explicit:
                 named[spec.name] = where
                 out[spec.name] = spec
@@ -344,7 +381,8 @@ def list_models(
     keep = _as_list(filter)
     drop = _as_list(exclude)
     return [
-        s for s in specs
+        s
+        for s in specs
         if (not keep or any(fnmatch.fnmatchcase(s.name, p) for p in keep))
         and not any(fnmatch.fnmatchcase(s.name, p) for p in drop)
     ]

@@ -28,8 +28,16 @@ from catalog._paths import cache_dir
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["NATURAL", "OOD", "SAMPLE_SPLITS", "SAMPLE_VERSION", "materialize_sample", "photo", "sample_path",
-           "split_region"]
+__all__ = [
+    "NATURAL",
+    "OOD",
+    "SAMPLE_SPLITS",
+    "SAMPLE_VERSION",
+    "materialize_sample",
+    "photo",
+    "sample_path",
+    "split_region",
+]
 
 SAMPLE_VERSION = 2  # 2: stratified ids <split>/<k>-<photo> (1: <split>/<photo>/<k>)
 SAMPLE_SPLITS = ("train", "test", "ood")
@@ -50,14 +58,17 @@ def _sklearn_image_file(name: str) -> Path:
 
     spec = importlib.util.find_spec("sklearn")  # a top-level package: located, not imported
     if spec is None or not spec.submodule_search_locations:
-        raise CatalogError(f"the sample photo {name!r} ships with scikit-learn, which is not installed: "
-                           "pip install scikit-learn")
+        raise CatalogError(
+            f"the sample photo {name!r} ships with scikit-learn, which is not installed: pip install scikit-learn"
+        )
     for root in spec.submodule_search_locations:
         path = Path(root) / "datasets" / "images" / f"{name}.jpg"
         if path.is_file():
             return path
-    raise CatalogError(f"the sample photo {name!r} is missing from the installed scikit-learn "
-                       f"(no datasets/images/{name}.jpg under {list(spec.submodule_search_locations)})")
+    raise CatalogError(
+        f"the sample photo {name!r} is missing from the installed scikit-learn "
+        f"(no datasets/images/{name}.jpg under {list(spec.submodule_search_locations)})"
+    )
 
 
 def photo(name: str) -> np.ndarray:
@@ -81,10 +92,10 @@ def split_region(img: np.ndarray, split: str) -> np.ndarray:
     if split == "ood":
         # The fundus photo has a black border: keep the central 60%; harmless for the histology slide.
         top, left = int(0.2 * h), int(0.2 * w)
-        return img[top:h - top, left:w - left]
+        return img[top : h - top, left : w - left]
     if w >= h:
-        return img[:, : w // 2] if split == "train" else img[:, w // 2:]
-    return img[: h // 2] if split == "train" else img[h // 2:]
+        return img[:, : w // 2] if split == "train" else img[:, w // 2 :]
+    return img[: h // 2] if split == "train" else img[h // 2 :]
 
 
 def sample_regions(split: str) -> dict[str, np.ndarray]:
@@ -114,7 +125,7 @@ def _crops(split: str) -> list[tuple[str, bytes, str]]:
             side = int(rng.integers(max(32, short // 3), short + 1))
             top = int(rng.integers(0, rh - side + 1))
             left = int(rng.integers(0, rw - side + 1))
-            crop = Image.fromarray(region[top:top + side, left:left + side])
+            crop = Image.fromarray(region[top : top + side, left : left + side])
             if side != CROP:
                 crop = crop.resize((CROP, CROP), Image.Resampling.BICUBIC)
             buf = io.BytesIO()
@@ -129,11 +140,13 @@ def write_images_parquet(rows: list[tuple[str, bytes, str]], path: Path) -> None
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({
-        "image_id": pa.array([r[0] for r in rows], pa.string()),
-        "image": pa.array([r[1] for r in rows], pa.binary()),
-        "label": pa.array([r[2] for r in rows], pa.string()),
-    })
+    table = pa.table(
+        {
+            "image_id": pa.array([r[0] for r in rows], pa.string()),
+            "image": pa.array([r[1] for r in rows], pa.binary()),
+            "label": pa.array([r[2] for r in rows], pa.string()),
+        }
+    )
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".parquet", dir=path.parent)
     os.close(fd)
     try:

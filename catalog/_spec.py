@@ -190,7 +190,14 @@ class DatasetSpec:
 _S = TypeVar("_S", ModelSpec, DatasetSpec)
 
 _FLOAT_FIELDS = {
-    "params_m", "crop_pct", "top1", "top5", "top1_v2", "top1_sketch", "top1_r", "top1_real",
+    "params_m",
+    "crop_pct",
+    "top1",
+    "top5",
+    "top1_v2",
+    "top1_sketch",
+    "top1_r",
+    "top1_real",
 }
 _INT_FIELDS = {"img_size", "version", "n", "seed", "num_classes", "in_chans"}
 _MAPPING_FIELDS = {"model_kwargs", "training", "key_map"}
@@ -206,7 +213,9 @@ def _check_key_map(key_map: Any, name: str) -> dict[str, Any]:
         raise CatalogError(f"{where} must be a mapping with keys {', '.join(KEY_MAP_KEYS)}, got {key_map!r}")
     unknown = [k for k in key_map if k not in KEY_MAP_KEYS]
     if unknown:
-        raise CatalogError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(KEY_MAP_KEYS)}")
+        raise CatalogError(
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(KEY_MAP_KEYS)}"
+        )
     rename = key_map.get("rename") or []
     if isinstance(rename, dict):  # {regex: replacement} in file order
         rename = [list(item) for item in rename.items()]
@@ -218,7 +227,9 @@ def _check_key_map(key_map: Any, name: str) -> dict[str, Any]:
         try:
             re.compile(pattern)
         except re.error as exc:
-            raise CatalogError(f"{where}: rename pattern {pattern!r} is not a valid regular expression: {exc}") from None
+            raise CatalogError(
+                f"{where}: rename pattern {pattern!r} is not a valid regular expression: {exc}"
+            ) from None
     by_order = key_map.get("by_order", False)
     if not isinstance(by_order, bool):
         raise CatalogError(f"{where}: by_order must be true or false, got {by_order!r}")
@@ -279,4 +290,3 @@ def spec_from_dict(cls: type[_S], data: Any, where: str, base: _S | None = None)
         raise CatalogError(f"{where}: {exc}") from None
     except CatalogError as exc:
         raise CatalogError(f"{where}: {exc}") from None
-

@@ -60,8 +60,10 @@ def _fs(uri: str) -> tuple[Any, str]:
 def _problem(pattern: str, exc: BaseException) -> CatalogError:
     text = str(exc).splitlines()[0] if str(exc) else ""
     if isinstance(exc, ImportError):
-        return CatalogError(f"checkpoints {pattern!r} cannot be listed: the filesystem needs a package that is not "
-                            f"installed ({text}); pip install 'lee-eval[cloud]' (s3fs, gcsfs) or its fsspec package")
+        return CatalogError(
+            f"checkpoints {pattern!r} cannot be listed: the filesystem needs a package that is not "
+            f"installed ({text}); pip install 'lee-eval[cloud]' (s3fs, gcsfs) or its fsspec package"
+        )
     return CatalogError(f"checkpoints {pattern!r} cannot be listed: {type(exc).__name__}: {text}".rstrip(": "))
 
 
@@ -69,7 +71,7 @@ def _spelled(root: str, fs_root: str, path: str, fs: Any) -> str:
     """``path`` (as ``fs`` lists it) spelled under ``root`` (the pattern's own spelling of ``fs_root``)."""
     fs_root = fs_root.rstrip("/")
     if root and path.startswith(fs_root + "/"):
-        return root + path[len(fs_root) + 1:]
+        return root + path[len(fs_root) + 1 :]
     return fs.unstrip_protocol(path) if "://" in root else path
 
 
@@ -104,8 +106,11 @@ def list_checkpoints(pattern: str) -> list[str]:
                 return [pattern]
             if not fs.isdir(path):
                 return []
-            files = [e["name"] for e in fs.ls(path, detail=True)
-                     if e.get("type") == "file" and e["name"].lower().endswith(CHECKPOINT_SUFFIXES)]
+            files = [
+                e["name"]
+                for e in fs.ls(path, detail=True)
+                if e.get("type") == "file" and e["name"].lower().endswith(CHECKPOINT_SUFFIXES)
+            ]
     except CatalogError:
         raise
     except FileNotFoundError:
@@ -150,7 +155,7 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
             if end < 0:
                 out.append(re.escape(ch))
             else:
-                body = pattern[i + 1:end]
+                body = pattern[i + 1 : end]
                 out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
                 i = end
         else:
@@ -185,9 +190,11 @@ def checkpoint_name(template: str, checkpoint: str, arch: str, where: str) -> st
     fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     bad = [f for f in fields if f not in NAME_FIELDS]
     if bad:
-        raise CatalogError(f"{where}: name template {template!r} has unknown placeholder(s) "
-                           f"{', '.join('{' + f + '}' for f in bad)}; allowed: "
-                           f"{', '.join('{' + f + '}' for f in NAME_FIELDS)}")
+        raise CatalogError(
+            f"{where}: name template {template!r} has unknown placeholder(s) "
+            f"{', '.join('{' + f + '}' for f in bad)}; allowed: "
+            f"{', '.join('{' + f + '}' for f in NAME_FIELDS)}"
+        )
     parent = posixpath.basename(posixpath.dirname(checkpoint.rstrip("/")))
     name = template.format(stem=_stem(checkpoint), arch=arch, parent=parent)
     if not name.strip():

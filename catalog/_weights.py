@@ -41,8 +41,9 @@ class ResolvedWeights:
     auto_choice: bool = False
 
 
-def resolve_weights(spec: ModelSpec, weights: str | None = None, *,
-                    hub: HubStatus | Callable[[], HubStatus] | None = None) -> ResolvedWeights:
+def resolve_weights(
+    spec: ModelSpec, weights: str | None = None, *, hub: HubStatus | Callable[[], HubStatus] | None = None
+) -> ResolvedWeights:
     """Resolve a weights policy for one model into the source that is loaded.
 
     - ``hub``, ``file``, ``random``: that source. ``file`` needs the spec's checkpoint; ``hub`` a timm model.
@@ -77,8 +78,10 @@ def resolve_weights(spec: ModelSpec, weights: str | None = None, *,
     else:
         (source, fallback), auto_choice = auto_weights(spec, hub), True
     if source == "hub" and is_zoo_arch(spec.arch):
-        raise CatalogError(f"model {spec.name!r} (zoo architecture {spec.arch!r}) has no hub weights; "
-                           f"use its checkpoint (weights 'file') or weights 'random'")
+        raise CatalogError(
+            f"model {spec.name!r} (zoo architecture {spec.arch!r}) has no hub weights; "
+            f"use its checkpoint (weights 'file') or weights 'random'"
+        )
     if source == "file" and not spec.checkpoint:
         raise CatalogError(f"model {spec.name!r}: weights 'file' needs a checkpoint path or URI")
     return ResolvedWeights(policy, source, spec, fallback, auto_choice)

@@ -85,7 +85,7 @@ def _patch_rows(split: str) -> list[tuple[str, bytes, str]]:
             side = int(rng.integers(SIZE, max(SIZE + 1, short // 4) + 1))
             top = int(rng.integers(0, rh - side + 1))
             left = int(rng.integers(0, rw - side + 1))
-            crop = Image.fromarray(np.ascontiguousarray(region[top:top + side, left:left + side]))
+            crop = Image.fromarray(np.ascontiguousarray(region[top : top + side, left : left + side]))
             if side != SIZE:
                 crop = crop.resize((SIZE, SIZE), Image.Resampling.BICUBIC)
             rows.append((f"{split}/{name}/{k:03d}", _png(np.asarray(crop.convert("RGB"))), name))

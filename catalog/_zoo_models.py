@@ -65,11 +65,17 @@ def _cnn(num_classes: int, in_chans: int = 3, width: int = 32, **kwargs: Any) ->
             super().__init__()
             self.num_classes = num_classes
             self.features = nn.Sequential(
-                nn.Conv2d(in_chans, w[0], 5, padding=2, bias=False), nn.BatchNorm2d(w[0]), nn.ReLU(),
+                nn.Conv2d(in_chans, w[0], 5, padding=2, bias=False),
+                nn.BatchNorm2d(w[0]),
+                nn.ReLU(),
                 nn.MaxPool2d(2),
-                nn.Conv2d(w[0], w[1], 3, padding=1, bias=False), nn.BatchNorm2d(w[1]), nn.ReLU(),
+                nn.Conv2d(w[0], w[1], 3, padding=1, bias=False),
+                nn.BatchNorm2d(w[1]),
+                nn.ReLU(),
                 nn.MaxPool2d(2),
-                nn.Conv2d(w[1], w[2], 3, padding=1, bias=False), nn.BatchNorm2d(w[2]), nn.ReLU(),
+                nn.Conv2d(w[1], w[2], 3, padding=1, bias=False),
+                nn.BatchNorm2d(w[2]),
+                nn.ReLU(),
             )
             self.head = nn.Linear(w[2], num_classes)
 
@@ -102,11 +108,17 @@ def _e2cnn_c8(num_classes: int, in_chans: int = 3, width: int = 32, **kwargs: An
             self.num_classes = num_classes
             self.in_type = fin
             self.features = enn.SequentialModule(
-                enn.R2Conv(fin, f[0], 5, padding=2, bias=False), enn.InnerBatchNorm(f[0]), enn.ReLU(f[0]),
+                enn.R2Conv(fin, f[0], 5, padding=2, bias=False),
+                enn.InnerBatchNorm(f[0]),
+                enn.ReLU(f[0]),
                 enn.PointwiseMaxPool(f[0], 2),
-                enn.R2Conv(f[0], f[1], 3, padding=1, bias=False), enn.InnerBatchNorm(f[1]), enn.ReLU(f[1]),
+                enn.R2Conv(f[0], f[1], 3, padding=1, bias=False),
+                enn.InnerBatchNorm(f[1]),
+                enn.ReLU(f[1]),
                 enn.PointwiseMaxPool(f[1], 2),
-                enn.R2Conv(f[1], f[2], 3, padding=1, bias=False), enn.InnerBatchNorm(f[2]), enn.ReLU(f[2]),
+                enn.R2Conv(f[1], f[2], 3, padding=1, bias=False),
+                enn.InnerBatchNorm(f[2]),
+                enn.ReLU(f[2]),
             )
             self.head = nn.Linear(len(f[2]), num_classes)
 
@@ -144,8 +156,9 @@ ZOO_ARCHS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_zoo_arch(arch: str, *, num_classes: int, in_chans: int = 3, model_kwargs: dict[str, Any] | None = None,
-                   name: str = "?") -> nn.Module:
+def build_zoo_arch(
+    arch: str, *, num_classes: int, in_chans: int = 3, model_kwargs: dict[str, Any] | None = None, name: str = "?"
+) -> nn.Module:
     """Build a zoo architecture with random weights.
 
     Args:

@@ -145,7 +145,9 @@ def _reflect(idx: torch.Tensor, n: int) -> torch.Tensor:
     return torch.where(m > n - 1, period - m, m)
 
 
-def sample(img: torch.Tensor, qy: torch.Tensor, qx: torch.Tensor, interpolation: Interpolation = "cubic") -> torch.Tensor:
+def sample(
+    img: torch.Tensor, qy: torch.Tensor, qx: torch.Tensor, interpolation: Interpolation = "cubic"
+) -> torch.Tensor:
     """Evaluate the interpolant of ``img`` ``(B, C, H, W)`` at pixel positions ``(qy, qx)``.
 
     ``qy``, ``qx`` are float tensors of one shape ``S`` (pixel units, ``0 .. H-1``; outside
@@ -178,8 +180,16 @@ def sample(img: torch.Tensor, qy: torch.Tensor, qx: torch.Tensor, interpolation:
     kh = torch.arange(h, dtype=img.dtype, device=img.device)
     kw = torch.arange(w, dtype=img.dtype, device=img.device)
     shape = qy.shape
-    by = torch.cos(math.pi * qy.reshape(-1, 1) * kh / max(h - 1, 1)) if h > 1 else torch.ones(qy.numel(), 1, dtype=img.dtype, device=img.device)
-    bx = torch.cos(math.pi * qx.reshape(-1, 1) * kw / max(w - 1, 1)) if w > 1 else torch.ones(qx.numel(), 1, dtype=img.dtype, device=img.device)
+    by = (
+        torch.cos(math.pi * qy.reshape(-1, 1) * kh / max(h - 1, 1))
+        if h > 1
+        else torch.ones(qy.numel(), 1, dtype=img.dtype, device=img.device)
+    )
+    bx = (
+        torch.cos(math.pi * qx.reshape(-1, 1) * kw / max(w - 1, 1))
+        if w > 1
+        else torch.ones(qx.numel(), 1, dtype=img.dtype, device=img.device)
+    )
     tmp = torch.einsum("ph,bchw->bcpw", by, coef)
     return (tmp * bx).sum(-1).reshape(*img.shape[:2], *shape)
 

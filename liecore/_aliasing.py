@@ -184,7 +184,9 @@ def continuum_coefficients(
 
 
 def _fold_to_grid(a: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    r""":math:`\sum_k a_k e^{2\pi i k\cdot n/N}` on the ``h x w`` grid for dense coefficients ``a`` ``(..., L h, L w)``."""
+    r""":math:`\sum_k a_k e^{2\pi i k\cdot n/N}` on the ``h x w`` grid for dense coefficients ``a`` ``(..., L h, L
+    w)``.
+    """
     lh, lw = a.shape[-2:]
     folded = a.reshape(*a.shape[:-2], lh // h, h, lw // w, w).sum(dim=(-4, -2))
     return (torch.fft.ifft2(folded) * (h * w)).real

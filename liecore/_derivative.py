@@ -124,7 +124,9 @@ def resolve_output(
     return with_output(f, output), output
 
 
-def output_tangent(y: torch.Tensor, generator: Generator, layout: Layout, interpolation: Interpolation) -> torch.Tensor | None:
+def output_tangent(
+    y: torch.Tensor, generator: Generator, layout: Layout, interpolation: Interpolation
+) -> torch.Tensor | None:
     r""":math:`T_X y` for an output ``y`` of the declared layout (None when it is zero)."""
     if not layout.moves or not generator.is_spatial:
         return None
@@ -190,9 +192,7 @@ def lie_derivatives(
     if x.ndim != 4:
         raise ValueError(f"images must be (B, C, H, W), got shape {tuple(x.shape)}")
     x = x.detach()  # read here only; every forward pass gets its own copy (batched_jvp)
-    tangents = torch.stack(
-        [input_tangent(x, g, interpolation=interpolation, mean=mean, std=std) for g in gens]
-    )
+    tangents = torch.stack([input_tangent(x, g, interpolation=interpolation, mean=mean, std=std) for g in gens])
     with differentiable_mode(f):
         y, dy = batched_jvp(f, x, tangents, chunk_size)
     if not isinstance(y, torch.Tensor):
@@ -223,7 +223,5 @@ def lie_derivative(
     """
     if not isinstance(generator, (str, Generator)):
         raise TypeError("lie_derivative takes one generator; use lie_derivatives for several")
-    _, d = lie_derivatives(
-        f, x, [generator], out_layout=out_layout, interpolation=interpolation, mean=mean, std=std
-    )
+    _, d = lie_derivatives(f, x, [generator], out_layout=out_layout, interpolation=interpolation, mean=mean, std=std)
     return d[0]

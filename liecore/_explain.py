@@ -285,6 +285,14 @@ def explain(
     """
     gen = get_generator(generator)
     return explain_all(
-        model, x, [gen], output=output, out_layout=out_layout, layouts=layouts, composites=composites,
-        interpolation=interpolation, mean=mean, std=std,
+        model,
+        x,
+        [gen],
+        output=output,
+        out_layout=out_layout,
+        layouts=layouts,
+        composites=composites,
+        interpolation=interpolation,
+        mean=mean,
+        std=std,
     )[gen.name]

@@ -72,9 +72,7 @@ class Generator:
         unknown = sorted(set(color) - set(COLOR_KINDS))
         if unknown:
             raise ValueError(f"unknown colour generator(s) {unknown}; known: {list(COLOR_KINDS)}")
-        object.__setattr__(
-            self, "color", tuple((k, float(color[k])) for k in COLOR_KINDS if color.get(k, 0.0) != 0.0)
-        )
+        object.__setattr__(self, "color", tuple((k, float(color[k])) for k in COLOR_KINDS if color.get(k, 0.0) != 0.0))
 
     # --- structure -------------------------------------------------------------------
     @property

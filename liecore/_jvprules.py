@@ -82,9 +82,7 @@ def _bind(names: tuple[str, ...], defaults: tuple, args: tuple, kwargs: dict) ->
     """Positional-or-keyword arguments after the input, or None when there are unknown keywords."""
     if len(args) > len(names) or set(kwargs) - set(names[len(args) :]):
         return None
-    return list(args) + [
-        kwargs.get(n, d) for n, d in zip(names[len(args) :], defaults[len(args) :], strict=True)
-    ]
+    return list(args) + [kwargs.get(n, d) for n, d in zip(names[len(args) :], defaults[len(args) :], strict=True)]
 
 
 def _bind_linear(args, kwargs):

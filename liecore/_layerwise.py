@@ -83,22 +83,58 @@ __all__ = [
 DEFAULT_COMPOSITES: frozenset[str] = frozenset(
     {
         # attention
-        "Attention", "AttentionRope", "EvaAttention", "WindowAttention", "WindowAttentionGlobal",
-        "MultiheadAttention", "Attention2d", "AttentionPool2d", "RotAttentionPool2d", "AttentionPoolLatent",
-        "ClassAttn", "TalkingHeadAttn", "LocalAttention", "GlobalSubSampleAttn", "LocallyGroupedAttn",
+        "Attention",
+        "AttentionRope",
+        "EvaAttention",
+        "WindowAttention",
+        "WindowAttentionGlobal",
+        "MultiheadAttention",
+        "Attention2d",
+        "AttentionPool2d",
+        "RotAttentionPool2d",
+        "AttentionPoolLatent",
+        "ClassAttn",
+        "TalkingHeadAttn",
+        "LocalAttention",
+        "GlobalSubSampleAttn",
+        "LocallyGroupedAttn",
         # patch embedding
-        "PatchEmbed", "HybridEmbed", "PatchEmbedWithSize", "ConvPosEnc",
+        "PatchEmbed",
+        "HybridEmbed",
+        "PatchEmbedWithSize",
+        "ConvPosEnc",
         # normalization with activation, and normalization modules with children
-        "BatchNormAct2d", "SyncBatchNormAct", "FrozenBatchNormAct2d", "GroupNormAct", "GroupNorm1Act",
-        "LayerNormAct", "LayerNormAct2d", "EvoNorm2dB0", "EvoNorm2dS0",
+        "BatchNormAct2d",
+        "SyncBatchNormAct",
+        "FrozenBatchNormAct2d",
+        "GroupNormAct",
+        "GroupNorm1Act",
+        "LayerNormAct",
+        "LayerNormAct2d",
+        "EvoNorm2dB0",
+        "EvoNorm2dS0",
         # squeeze-excitation and friends
-        "SqueezeExcite", "SEModule", "EffectiveSEModule", "SqueezeExcitation", "SEBlock", "EcaModule",
-        "CecaModule", "GatherExcite", "CbamModule", "LightCbamModule",
+        "SqueezeExcite",
+        "SEModule",
+        "EffectiveSEModule",
+        "SqueezeExcitation",
+        "SEBlock",
+        "EcaModule",
+        "CecaModule",
+        "GatherExcite",
+        "CbamModule",
+        "LightCbamModule",
         # MLP-Mixer family blocks (token mixing transposes the layout inside the block)
-        "MixerBlock", "ResBlock", "SpatialGatingBlock",
+        "MixerBlock",
+        "ResBlock",
+        "SpatialGatingBlock",
         # window/grid partitions and patch merging reshape between their children
-        "SwinTransformerBlock", "SwinTransformerV2Block", "SwinTransformerV2CrBlock", "PatchMerging",
-        "PartitionAttentionCl", "PartitionAttention2d",
+        "SwinTransformerBlock",
+        "SwinTransformerV2Block",
+        "SwinTransformerV2CrBlock",
+        "PatchMerging",
+        "PartitionAttentionCl",
+        "PartitionAttention2d",
     }
 )
 """Class names recorded as one layer by default (their children are not recorded)."""
@@ -113,8 +149,26 @@ _KIND_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("normalization", ("Norm", "Affine")),
     ("downsampling", ("Pool", "Downsample", "BlurPool", "PixelUnshuffle", "Flatten")),
     ("convolution", ("Conv",)),
-    ("activation", ("ReLU", "GELU", "SiLU", "Swish", "Sigmoid", "Tanh", "Mish", "Hardswish", "Hardsigmoid",
-                    "ELU", "Softplus", "QuickGELU", "Act", "Softmax", "Gate")),
+    (
+        "activation",
+        (
+            "ReLU",
+            "GELU",
+            "SiLU",
+            "Swish",
+            "Sigmoid",
+            "Tanh",
+            "Mish",
+            "Hardswish",
+            "Hardsigmoid",
+            "ELU",
+            "Softplus",
+            "QuickGELU",
+            "Act",
+            "Softmax",
+            "Gate",
+        ),
+    ),
     ("linear", ("Linear",)),
     ("dropout", ("Dropout", "DropPath", "DropBlock")),
     ("scale", ("LayerScale", "Scale")),
@@ -261,15 +315,41 @@ class LayerwiseResult:
         for i in range(b):
             for r in self.records:
                 rows.append(
-                    dict(sample=i, index=r.index, layer=r.name, cls=r.cls, kind=r.kind,
-                         value=float(r.value[i]), share=float(r.share[i]),
-                         stderr=None if r.stderr is None else float(r.stderr[i]))
+                    dict(
+                        sample=i,
+                        index=r.index,
+                        layer=r.name,
+                        cls=r.cls,
+                        kind=r.kind,
+                        value=float(r.value[i]),
+                        share=float(r.share[i]),
+                        stderr=None if r.stderr is None else float(r.stderr[i]),
+                    )
                 )
-            rows.append(dict(sample=i, index=-1, layer="<end_to_end>", cls="", kind="end_to_end",
-                             value=float(self.end_to_end[i]), share=float(self.end_to_end[i]), stderr=None))
-            rows.append(dict(sample=i, index=-2, layer="<unattributed>", cls="", kind="unattributed",
-                             value=float(self.unattributed[i]), share=float(self.unattributed_share[i]),
-                             stderr=None))
+            rows.append(
+                dict(
+                    sample=i,
+                    index=-1,
+                    layer="<end_to_end>",
+                    cls="",
+                    kind="end_to_end",
+                    value=float(self.end_to_end[i]),
+                    share=float(self.end_to_end[i]),
+                    stderr=None,
+                )
+            )
+            rows.append(
+                dict(
+                    sample=i,
+                    index=-2,
+                    layer="<unattributed>",
+                    cls="",
+                    kind="unattributed",
+                    value=float(self.unattributed[i]),
+                    share=float(self.unattributed_share[i]),
+                    stderr=None,
+                )
+            )
         return rows
 
 

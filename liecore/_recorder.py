@@ -149,7 +149,9 @@ class LayerRecorder(contextlib.AbstractContextManager):
             self._slots[i] = slot
         return len(active)
 
-    def inject(self, f: Callable[[torch.Tensor], Any], x: torch.Tensor, scale: torch.Tensor | Sequence[torch.Tensor]) -> Any:
+    def inject(
+        self, f: Callable[[torch.Tensor], Any], x: torch.Tensor, scale: torch.Tensor | Sequence[torch.Tensor]
+    ) -> Any:
         """``f(x)`` with ``scale[slot] * vectors[k]`` added to the output of the ``k``-th call
         that has a tensor input and output; ``scale`` is ``(slots,)`` or ``(slots, B)``
         (one scale per image), or a sequence of one tensor per slot shaped like that slot's

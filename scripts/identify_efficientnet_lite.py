@@ -34,7 +34,11 @@ from catalog import materialize_sample
 from catalog._checkpoint import resolve_checkpoint_uri
 
 LABELS = {"chelsea": {281, 282, 283, 285, 287}, "coffee": {504, 967, 968}, "rocket": {657, 744, 812}}
-FILES = {0: "efficientnet-lite0-57934424.pth", 1: "efficientnet-lite1-77cc7160.pth", 2: "efficientnet-lite2-9656183e.pth"}
+FILES = {
+    0: "efficientnet-lite0-57934424.pth",
+    1: "efficientnet-lite1-77cc7160.pth",
+    2: "efficientnet-lite2-9656183e.pth",
+}
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
@@ -76,7 +80,9 @@ def main() -> None:
                 with torch.no_grad():
                     probs = model(torch.stack([transform(p) for p in photos])).softmax(-1)
                 ll = [np.log(p[sorted(LABELS[r["label"]])].sum().item()) for r, p in zip(rows, probs, strict=True)]
-                hit = [bool(set(p.topk(5).indices.tolist()) & LABELS[r["label"]]) for r, p in zip(rows, probs, strict=True)]
+                hit = [
+                    bool(set(p.topk(5).indices.tolist()) & LABELS[r["label"]]) for r, p in zip(rows, probs, strict=True)
+                ]
                 line += f" | {norm} mean/std: log P {np.mean(ll):.3f}, top-5 {np.mean(hit):.3f}"
             print(line)
 

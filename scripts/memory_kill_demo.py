@@ -41,8 +41,22 @@ GIB = 1024**3
 CEILING = 0.85  # the threshold, at most: other Ray nodes on the machine kill at 0.95 (Ray's default)
 ROOM = 4.0  # GiB between the memory in use now and the threshold, at least (what other work may take meanwhile)
 OVER = 1.0  # GiB the hog takes beyond the threshold; it lets go as soon as the worker is killed
-SWEEP = ["-m", "test_resnet.r160_in1k", "-d", "sample-test", "-n", "48", "--img-size", "64", "-g",
-         "translate_x,rotate", "--weights", "random", "--batch-size", "4"]
+SWEEP = [
+    "-m",
+    "test_resnet.r160_in1k",
+    "-d",
+    "sample-test",
+    "-n",
+    "48",
+    "--img-size",
+    "64",
+    "-g",
+    "translate_x,rotate",
+    "--weights",
+    "random",
+    "--batch-size",
+    "4",
+]
 
 
 def node_memory() -> tuple[float, float]:
@@ -53,9 +67,10 @@ def node_memory() -> tuple[float, float]:
         key, value = line.split(":", 1)
         info[key] = int(value.split()[0]) * 1024
     total = info["MemTotal"]
-    for usage, stat, inactive in (("/sys/fs/cgroup/memory/memory.usage_in_bytes", "/sys/fs/cgroup/memory/memory.stat",
-                                   "total_inactive_file"),
-                                  ("/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory.stat", "inactive_file")):
+    for usage, stat, inactive in (
+        ("/sys/fs/cgroup/memory/memory.usage_in_bytes", "/sys/fs/cgroup/memory/memory.stat", "total_inactive_file"),
+        ("/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory.stat", "inactive_file"),
+    ):
         try:
             used = int(Path(usage).read_text())
             fields = dict(line.split() for line in Path(stat).read_text().splitlines())
@@ -128,8 +143,9 @@ def run(argv, env, hit) -> tuple[subprocess.CompletedProcess, dict]:
     watcher.start()
     t0 = time.time()
     try:
-        proc = subprocess.run([sys.executable, "-m", "pipelines", *argv], env=env, cwd=REPO, capture_output=True,
-                              text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipelines", *argv], env=env, cwd=REPO, capture_output=True, text=True, timeout=600
+        )
     finally:
         done.set()
         watcher.join()
@@ -170,11 +186,14 @@ def main() -> int:
         used, total = node_memory()
     threshold = CEILING
     limit = threshold * total
-    print(f"memory in use {used:.1f} / {total:.1f} GiB; node started with RAY_memory_usage_threshold={threshold} "
-          f"({limit:.1f} GiB); the hog takes what is left below it + {OVER} GiB; load {os.getloadavg()[0]:.1f}",
-          flush=True)
-    cluster = start_cluster(workers=0, node_env={"RAY_memory_usage_threshold": str(threshold),
-                                                 "RAY_memory_monitor_refresh_ms": "50"})
+    print(
+        f"memory in use {used:.1f} / {total:.1f} GiB; node started with RAY_memory_usage_threshold={threshold} "
+        f"({limit:.1f} GiB); the hog takes what is left below it + {OVER} GiB; load {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    cluster = start_cluster(
+        workers=0, node_env={"RAY_memory_usage_threshold": str(threshold), "RAY_memory_monitor_refresh_ms": "50"}
+    )
     tmp = tempfile.mkdtemp(prefix="memkill-")
     env = user_env(cluster.token, tmp)
     env.setdefault("HF_HUB_OFFLINE", "1")
@@ -182,8 +201,11 @@ def main() -> int:
     try:
         if args.only in (None, "unit"):
             out = Path(tmp, "unit")
-            proc, found = run(["eval", "--address", cluster.gcs, *SWEEP, "-r", str(out)], env,
-                              lambda done: hog_until_dead(lambda: (running_row(out) or {}).get("pid"), done, limit))
+            proc, found = run(
+                ["eval", "--address", cluster.gcs, *SWEEP, "-r", str(out)],
+                env,
+                lambda done: hog_until_dead(lambda: (running_row(out) or {}).get("pid"), done, limit),
+            )
             show("a unit's worker", proc, found)
             print("----- Ray's own log of the kill (raylet.out)", *raylet_lines(cluster), sep="\n")
             lines = [ln for ln in proc.stderr.splitlines() if "lee: warning:" in ln]
@@ -200,25 +222,33 @@ def main() -> int:
             ok &= all(checks.values())
         if args.only in (None, "job"):
             out = Path(tmp, "job")
-            proc, found = run(["submit", "--address", cluster.address, "--wait", "--retries", "1", "--", *SWEEP, "-r",
-                               str(out)], env,
-                              lambda done: hog_until_dead(lambda: next(iter(cluster.processes("ray::JobSupervisor")), None),
-                                                             done, limit))
+            proc, found = run(
+                ["submit", "--address", cluster.address, "--wait", "--retries", "1", "--", *SWEEP, "-r", str(out)],
+                env,
+                lambda done: hog_until_dead(
+                    lambda: next(iter(cluster.processes("ray::JobSupervisor")), None), done, limit
+                ),
+            )
             show("a job's supervisor", proc, found)
             from pipelines.running.cluster import job_client
 
             os.environ["RAY_AUTH_TOKEN"] = cluster.token
             jobs = job_client(cluster.address).list_jobs()
             failed = [j for j in jobs if str(j.status).endswith("FAILED")]
-            print("----- the killed job's message, as Ray stores it (first 4 lines)",
-                  *[ln[:600] for j in failed[:1] for ln in str(j.message).splitlines()[:4]], sep="\n")
+            print(
+                "----- the killed job's message, as Ray stores it (first 4 lines)",
+                *[ln[:600] for j in failed[:1] for ln in str(j.message).splitlines()[:4]],
+                sep="\n",
+            )
             lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("lee:")]
             runs = Store(str(out)).runs().to_pylist() if (out / "runs").exists() else []
             checks = {
                 "exit 0": proc.returncode == 0,
-                "one line, naming Ray's memory monitor and the resubmission": len(lines) == 1 and (
+                "one line, naming Ray's memory monitor and the resubmission": len(lines) == 1
+                and (
                     "failed because Ray's memory monitor killed its supervisor" in lines[0]
-                    and "resubmitting it (try 2 of 2)" in lines[0]),
+                    and "resubmitting it (try 2 of 2)" in lines[0]
+                ),
                 "the resubmitted job succeeded": proc.stdout.rstrip().endswith("SUCCEEDED"),
                 "unit done": [r["status"] for r in runs] == ["done"],
                 "no Ray dump": "Top 10 memory users" not in proc.stderr,

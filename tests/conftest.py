@@ -26,8 +26,14 @@ def _free_port() -> int:
 S3_ENDPOINT = f"http://127.0.0.1:{_free_port()}"
 for _var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_SHARED_CREDENTIALS_FILE"):
     os.environ.pop(_var, None)
-os.environ.update(AWS_ENDPOINT_URL=S3_ENDPOINT, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                  AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true", LEE_LEASE_TTL_S="10")
+os.environ.update(
+    AWS_ENDPOINT_URL=S3_ENDPOINT,
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+    AWS_EC2_METADATA_DISABLED="true",
+    LEE_LEASE_TTL_S="10",
+)
 
 os.environ.setdefault("LEE_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".cache", "lee-tests"))
 # No test reaches the real Hugging Face hub: `--weights auto` sees the hub offline (cached weights or random
@@ -56,8 +62,11 @@ def tolerance(dtype: torch.dtype) -> float:
 def s3_endpoint():
     """moto's S3 server (a real S3 API over HTTP) on the loopback port of ``AWS_ENDPOINT_URL``; its URL."""
     port = S3_ENDPOINT.rsplit(":", 1)[1]
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", port],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", port],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 30
     while True:
         try:

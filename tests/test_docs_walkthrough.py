@@ -39,16 +39,26 @@ SKIPPED: dict[str, str] = {
     r"^lee zoo train(?!.*--dry-run)": "trains models: minutes (tests/zoo trains the small preset once)",
     r"watched\.yaml": "an S3 bucket and checkpoint folders of your own (tests/catalog: the watched catalogs)",
     r"^lee zoo summary|^lee explain|^lee repair": "covered by their own tests, on stores those tests build",
-    r"^lee catalog ls --catalog paper|^lee catalog ls 'convnext": "lists of the 1,000-model catalogs "
-                                                                 "(tests/catalog)",
+    r"^lee catalog ls --catalog paper|^lee catalog ls 'convnext": "lists of the 1,000-model catalogs (tests/catalog)",
 }
 
-PAGES = ["index.md", "sweeps.md", "cli.md", "store.md", "analysis.md", "report.md", "catalog.md",
-         "checkpoints.md", "cluster.md"]  # the nav's order, the pages a newcomer follows
+PAGES = [
+    "index.md",
+    "sweeps.md",
+    "cli.md",
+    "store.md",
+    "analysis.md",
+    "report.md",
+    "catalog.md",
+    "checkpoints.md",
+    "cluster.md",
+]  # the nav's order, the pages a newcomer follows
 
 
 def page_commands(page: str) -> list[str]:
-    """The ``lee`` (and ``python -c``, ``echo``) command lines of a page's fenced bash blocks, comments stripped, in order."""
+    """The ``lee`` (and ``python -c``, ``echo``) command lines of a page's fenced bash blocks, comments stripped, in
+    order.
+    """
     text = (ROOT / "docs" / page).read_text()
     out = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
@@ -84,10 +94,10 @@ def _run(command: str) -> tuple[int, str]:
     stdin = stdout_file = None
     if "<" in words:
         i = words.index("<")
-        stdin, words = Path(words[i + 1]).read_text(), words[:i] + words[i + 2:]
+        stdin, words = Path(words[i + 1]).read_text(), words[:i] + words[i + 2 :]
     if ">" in words:
         i = words.index(">")
-        stdout_file, words = words[i + 1], words[:i] + words[i + 2:]
+        stdout_file, words = words[i + 1], words[:i] + words[i + 2 :]
     out, err = io.StringIO(), io.StringIO()
     old_stdin = sys.stdin
     try:

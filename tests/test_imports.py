@@ -43,9 +43,13 @@ def _dynamic_import(node, constants):
 def _imports(tree):
     """``(node, module names, inside_a_function)`` of every import in ``tree``: import statements (absolute; a
     relative ``from`` gives ``[]`` here) and the dynamic imports of :func:`_dynamic_import`."""
-    constants = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
-                 and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)
-                 for t in n.targets if isinstance(t, ast.Name)}
+    constants = {
+        t.id: n.value.value
+        for n in tree.body
+        if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)
+        for t in n.targets
+        if isinstance(t, ast.Name)
+    }
     in_function = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
@@ -97,8 +101,11 @@ def test_lee_names_imports_only_the_standard_library():
     import lee_names
 
     root = pathlib.Path(lee_names.__file__).parent
-    found = [f"{path.name} imports {name}" for path, name in _source_imports(root)
-             if name.split(".")[0] not in {*sys.stdlib_module_names, "lee_names", "__future__"}]
+    found = [
+        f"{path.name} imports {name}"
+        for path, name in _source_imports(root)
+        if name.split(".")[0] not in {*sys.stdlib_module_names, "lee_names", "__future__"}
+    ]
     assert not found, found
 
 
@@ -192,7 +199,8 @@ def test_the_submitting_side_imports_no_torch_and_still_refuses_bad_flags(tmp_pa
                 out[name] = None
             except UsageError as exc:
                 out[name] = str(exc)
-        out["loaded"] = sorted(m for m in ("torch", "timm", "liecore", "ray.data", "pipelines.running.plan") if m in sys.modules)
+        heavy = ("torch", "timm", "liecore", "ray.data", "pipelines.running.plan")
+        out["loaded"] = sorted(m for m in heavy if m in sys.modules)
         print(json.dumps(out))
     """
     env = {**os.environ, "LEE_CACHE_DIR": str(tmp_path)}
@@ -227,8 +235,10 @@ def test_only_the_command_line_imports_the_command_line():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module == "pipelines.cli":
                 found.append(f"{rel}:{node.lineno}")
-            elif isinstance(node, ast.ImportFrom) and node.module == "pipelines" and any(
-                a.name == "cli" for a in node.names
+            elif (
+                isinstance(node, ast.ImportFrom)
+                and node.module == "pipelines"
+                and any(a.name == "cli" for a in node.names)
             ):
                 found.append(f"{rel}:{node.lineno}")
     assert not found, found
@@ -326,7 +336,6 @@ def test_catalog_builds_a_zoo_model_and_zoo_data_in_a_fresh_process(tmp_path):
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
 
 
-
 def test_pipelines_uses_only_the_public_names_of_liecore_and_catalog():
     """No ``catalog._x`` or ``liecore._x`` module, no ``_name``: what pipelines needs, the two packages export."""
     import pipelines
@@ -341,9 +350,13 @@ def test_pipelines_uses_only_the_public_names_of_liecore_and_catalog():
                 names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
             else:
                 continue
-            found += [f"{path.relative_to(root)}:{node.lineno} {n}" for n in names
-                      if n.split(".")[0] in ("catalog", "liecore") and any(p.startswith("_") for p in n.split("."))]
+            found += [
+                f"{path.relative_to(root)}:{node.lineno} {n}"
+                for n in names
+                if n.split(".")[0] in ("catalog", "liecore") and any(p.startswith("_") for p in n.split("."))
+            ]
     assert not found, found
+
 
 # ------------------------------------------------------------------------------------ pipelines' layers
 PIPELINES_LAYERS = (
@@ -358,7 +371,10 @@ PIPELINES_LAYERS = (
     ("running: runner, cluster, checks, progress", ("pipelines.running", "pipelines.running.*")),
     ("analysis", ("pipelines.analysis", "pipelines.analysis.*", "pipelines.zoo.summary")),
     ("store", ("pipelines.store", "pipelines.store.*")),
-    ("spec", ("pipelines", "pipelines.errors", "pipelines.spec", "pipelines.spec.*", "pipelines.zoo", "pipelines.zoo.*")),
+    (
+        "spec",
+        ("pipelines", "pipelines.errors", "pipelines.spec", "pipelines.spec.*", "pipelines.zoo", "pipelines.zoo.*"),
+    ),
 )
 LAZY_IMPORTERS = ("pipelines.cli", "pipelines.__main__", "pipelines.commands.*")
 """Where an import of another ``pipelines`` module may sit inside a function: the command line, whose modules are
@@ -415,8 +431,9 @@ def _layer_problems(root: pathlib.Path) -> list[str]:
             if layer is None:
                 problems.append(f"{module} is in no layer of PIPELINES_LAYERS")
         if a is not None and b is not None and b < a:
-            problems.append(f"{importer}:{line} imports {imported}: up from {PIPELINES_LAYERS[a][0]} to "
-                            f"{PIPELINES_LAYERS[b][0]}")
+            problems.append(
+                f"{importer}:{line} imports {imported}: up from {PIPELINES_LAYERS[a][0]} to {PIPELINES_LAYERS[b][0]}"
+            )
         if lazy and not any(fnmatch.fnmatchcase(importer, p) for p in LAZY_IMPORTERS):
             problems.append(f"{importer}:{line} imports {imported} inside a function")
         edges.setdefault(importer, set()).add(imported)
@@ -426,7 +443,7 @@ def _layer_problems(root: pathlib.Path) -> list[str]:
         state[node] = 1
         for nxt in sorted(edges.get(node, ())):
             if state.get(nxt) == 1:
-                problems.append("import cycle: " + " -> ".join([*path[path.index(nxt):], nxt]))
+                problems.append("import cycle: " + " -> ".join([*path[path.index(nxt) :], nxt]))
             elif nxt not in state:
                 visit(nxt, [*path, nxt])
         state[node] = 2
@@ -438,8 +455,9 @@ def _layer_problems(root: pathlib.Path) -> list[str]:
 
 
 def test_pipelines_modules_import_only_their_layer_and_below():
-    """``commands`` -> ``running`` (summary/report -> execute -> plan -> runner) -> ``analysis`` -> ``store`` -> ``spec``:
-    no import goes up a layer, none forms a cycle, and outside the command line none hides inside a function."""
+    """``commands`` -> ``running`` (summary/report -> execute -> plan -> runner) -> ``analysis`` -> ``store``
+    -> ``spec``: no import goes up a layer, none forms a cycle, and outside the command line none hides inside a
+    function."""
     import pipelines
 
     problems = _layer_problems(pathlib.Path(pipelines.__file__).parent)
@@ -462,7 +480,7 @@ def test_the_layer_rule_catches_an_upward_import_a_cycle_and_a_lazy_import(tmp_p
     with (root / "running" / "runner.py").open("a") as f:
         f.write("\n\ndef planted():\n    from pipelines import store\n\n    return store\n")
     with (root / "store" / "units.py").open("a") as f:
-        f.write('\nimport importlib\n\nRUNNER = importlib.import_module("pipelines.running.runner")  # planted: up, by name\n')
+        f.write('\nimport importlib\n\nRUNNER = importlib.import_module("pipelines.running.runner")  # planted: up\n')
     (root / "newmodule.py").write_text("from pipelines import errors\n")
     problems = "\n".join(_layer_problems(root))
     assert "pipelines.store.results:" in problems and "imports pipelines.running.plan: up from store" in problems

@@ -46,6 +46,10 @@ def test_every_layer_says_it_the_same_way():
 
 def test_no_other_module_computes_close_matches():
     """``difflib`` appears only in ``lee_names``: a new "did you mean" reuses :func:`did_you_mean`."""
-    offenders = [str(p.relative_to(ROOT)) for pkg in ("liecore", "catalog", "pipelines")
-                 for p in (ROOT / pkg).rglob("*.py") if "difflib" in p.read_text()]
+    offenders = [
+        str(p.relative_to(ROOT))
+        for pkg in ("liecore", "catalog", "pipelines")
+        for p in (ROOT / pkg).rglob("*.py")
+        if "difflib" in p.read_text()
+    ]
     assert not offenders, offenders

@@ -53,8 +53,9 @@ def comparison_table() -> str:
             probs = loaded.model(x).softmax(-1)
         # Same model, same inputs: the probabilities are the paper's to float32 rounding.
         np.testing.assert_allclose(probs.numpy(), data[f"{key}__probs"], atol=1e-6)
-        res = liecore.lee(loaded.model, x, list(GENERATORS), mean=loaded.data_config["mean"],
-                          std=loaded.data_config["std"])
+        res = liecore.lee(
+            loaded.model, x, list(GENERATORS), mean=loaded.data_config["mean"], std=loaded.data_config["std"]
+        )
         ref = np.stack([data[f"{key}__{PAPER_NAME[g]}"].astype(np.float64) for g in GENERATORS], axis=1)
         ours["sq"].append(res.values.double().numpy())
         ours["abs"].append(res.mean_abs.double().numpy())

@@ -27,7 +27,8 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_second():
     assert "lee eval" in main_job
     assert "pytest" in tests
     ci = (ROOT / ".ci" / "run").read_text()
-    assert tests.split("&&")[-1].strip() in ci
+    assert tests in ci, "CI runs the README's test command verbatim"
+    assert "ruff check" in tests and "ruff format --check" in tests
     first_40 = "\n".join(README.splitlines()[:40])
     assert main_job in first_40 and tests in first_40, "the two commands belong in the README's first 40 lines"
     assert "git clone" in first_40 and "Python 3.10" in first_40
@@ -94,7 +95,22 @@ def test_the_command_walk_catches_a_wrong_command():
 def test_mkdocs_builds_strict(tmp_path):
     """A broken link, a missing page or a page missing from the nav fails the build."""
     pytest.importorskip("mkdocs", reason="mkdocs is in the dev extra: pip install -e '.[dev]'")
-    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-f", str(ROOT / "mkdocs.yml"),
-                           "-d", str(tmp_path / "site")], capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "-q",
+            "-f",
+            str(ROOT / "mkdocs.yml"),
+            "-d",
+            str(tmp_path / "site"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "site" / "paper" / "index.html").exists()

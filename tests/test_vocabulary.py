@@ -28,7 +28,8 @@ def test_a_planted_conflicting_flag_is_caught():
     sub.choices["verify"].add_argument("--planted", dest="results_file")
     sub.choices["sql"].add_argument("--planted", dest="other")
     sub.choices["catalog"]._subparsers._group_actions[0].choices["datasets"].add_argument(
-        "--n-boot", type=float)  # same dest as query's, another type
+        "--n-boot", type=float
+    )  # same dest as query's, another type
     found = vocab.conflicts(parser)
     assert any(c.startswith("--planted:") for c in found), found
     assert any(c.startswith("--n-boot:") and "type=float" in c for c in found), found
@@ -55,15 +56,18 @@ def _parse(argv):
     return ns, err.getvalue()
 
 
-@pytest.mark.parametrize(("old", "new"), [
-    (["eval", "-o", "R"], ["eval", "-r", "R"]),
-    (["eval", "--output", "R"], ["eval", "--results", "R"]),
-    (["eval", "--interpolation", "spectral"], ["eval", "--derivative-interp", "spectral"]),
-    (["report", "--out", "D", "--output", "logits"], ["report", "--out", "D", "--output-kind", "logits"]),
-    (["report", "--out", "D", "--weights", "random"], ["report", "--out", "D", "--weights-filter", "random"]),
-    (["query", "x", "--models", "all"], ["query", "x", "--model-rows", "all"]),
-    (["zoo", "summary", "-o", "R", "-m", "zoo"], ["zoo", "summary", "-r", "R", "--catalog", "zoo"]),
-])
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (["eval", "-o", "R"], ["eval", "-r", "R"]),
+        (["eval", "--output", "R"], ["eval", "--results", "R"]),
+        (["eval", "--interpolation", "spectral"], ["eval", "--derivative-interp", "spectral"]),
+        (["report", "--out", "D", "--output", "logits"], ["report", "--out", "D", "--output-kind", "logits"]),
+        (["report", "--out", "D", "--weights", "random"], ["report", "--out", "D", "--weights-filter", "random"]),
+        (["query", "x", "--models", "all"], ["query", "x", "--model-rows", "all"]),
+        (["zoo", "summary", "-o", "R", "-m", "zoo"], ["zoo", "summary", "-r", "R", "--catalog", "zoo"]),
+    ],
+)
 def test_old_spellings_work_with_a_one_line_notice(old, new):
     ns_old, err_old = _parse(old)
     ns_new, err_new = _parse(new)

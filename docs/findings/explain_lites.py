@@ -31,8 +31,11 @@ from pipelines.analysis.views import connect
 ROOT = sys.argv[1] if len(sys.argv) > 1 else "results/explain"
 N_BOOT, SEED, LEVEL = 2000, 0, 0.95
 WEIGHTS = ("pretrained", "random")
-SHORT = {"tf_efficientnet_lite0.in1k": "lite0", "tf_efficientnet_lite1.in1k": "lite1",
-         "tf_efficientnet_lite2.in1k": "lite2"}
+SHORT = {
+    "tf_efficientnet_lite0.in1k": "lite0",
+    "tf_efficientnet_lite1.in1k": "lite1",
+    "tf_efficientnet_lite2.in1k": "lite2",
+}
 Q = [(1 - LEVEL) / 2, 1 - (1 - LEVEL) / 2]
 
 
@@ -78,8 +81,10 @@ def main() -> None:
         df = analyses.run_analysis(con, "border_share", weights=w, n_boot=N_BOOT, seed=SEED, level=LEVEL)
         out[f"border_share/{w}"] = df.to_dict("records")
         for (m, g), d in df[df.statistic == "border_share"].groupby(["model", "generator"], sort=True):
-            cells = [f"{fmt(r.estimate, r.ci_low, r.ci_high)} ({r.area_fraction:.3f})"
-                     for r in d.sort_values("border_px").itertuples()]
+            cells = [
+                f"{fmt(r.estimate, r.ci_low, r.ci_high)} ({r.area_fraction:.3f})"
+                for r in d.sort_values("border_px").itertuples()
+            ]
             print(f"| {SHORT[m]} | {w} | {g} | " + " | ".join(cells) + " |")
 
     # 2. layers (lee query --analysis layer_location) and classes / stride-2 (DuckDB over explain)
@@ -98,8 +103,16 @@ def main() -> None:
             GROUP BY ALL ORDER BY model, generator, unit, sample_index""").df()
         for (m, g), gd in d.groupby(["model", "generator"], sort=True):
             est, lo, hi = lee_weighted(gd[["s2", "conv", "bnact", "other"]].to_numpy(float), gd["lee"].to_numpy(float))
-            out.setdefault(f"classes/{w}", []).append({"model": m, "generator": g, "estimate": est.tolist(),
-                                                       "ci_low": lo.tolist(), "ci_high": hi.tolist(), "n": len(gd)})
+            out.setdefault(f"classes/{w}", []).append(
+                {
+                    "model": m,
+                    "generator": g,
+                    "estimate": est.tolist(),
+                    "ci_low": lo.tolist(),
+                    "ci_high": hi.tolist(),
+                    "n": len(gd),
+                }
+            )
             print(f"| {SHORT[m]} | {w} | {g} | " + " | ".join(fmt(*t) for t in zip(est, lo, hi, strict=True)) + " |")
 
     print("\n### Top layers and cells (lee query --analysis layer_location)\n")
@@ -109,11 +122,17 @@ def main() -> None:
         for (m, g), d in df.groupby(["model", "generator"], sort=True):
             lay = d[d.statistic == "layer_share"].head(4)
             cel = d[d.statistic == "cell_share"].head(3)
-            print(f"- {SHORT[m]} {w} {g}: layers " + "; ".join(
-                f"`{r.term}` ({r.layer_class}) {fmt(r.estimate, r.ci_low, r.ci_high)}" for r in lay.itertuples())
-                + "; cells " + "; ".join(
-                f"`{r.term}` at (y, x) = ({r.y:.2f}, {r.x:.2f}) {fmt(r.estimate, r.ci_low, r.ci_high, 3)}"
-                for r in cel.itertuples()))
+            print(
+                f"- {SHORT[m]} {w} {g}: layers "
+                + "; ".join(
+                    f"`{r.term}` ({r.layer_class}) {fmt(r.estimate, r.ci_low, r.ci_high)}" for r in lay.itertuples()
+                )
+                + "; cells "
+                + "; ".join(
+                    f"`{r.term}` at (y, x) = ({r.y:.2f}, {r.x:.2f}) {fmt(r.estimate, r.ci_low, r.ci_high, 3)}"
+                    for r in cel.itertuples()
+                )
+            )
 
     # 3. where in the image, by distance from the centre (equal-area quarters of the 16 x 16 image cells)
     print("\n### Image map by distance from the centre (four equal-area quarters of the cells, inner to outer)\n")
@@ -132,8 +151,9 @@ def main() -> None:
             cells = np.stack([np.asarray(c, float) for c in gd.cells])
             mat = np.stack([cells[:, quarter == q].sum(1) for q in range(4)], 1)
             est, lo, hi = lee_weighted(mat, gd["lee"].to_numpy(float))
-            out.setdefault(f"radial/{w}", []).append({"model": m, "generator": g, "estimate": est.tolist(),
-                                                      "ci_low": lo.tolist(), "ci_high": hi.tolist()})
+            out.setdefault(f"radial/{w}", []).append(
+                {"model": m, "generator": g, "estimate": est.tolist(), "ci_low": lo.tolist(), "ci_high": hi.tolist()}
+            )
             print(f"| {SHORT[m]} | {w} | {g} | " + " | ".join(fmt(*t) for t in zip(est, lo, hi, strict=True)) + " |")
 
     # 3b. which side of the border: TF "same" padding of a stride-2 layer on an even input pads only bottom / right
@@ -149,15 +169,20 @@ def main() -> None:
             cells = np.stack([np.asarray(c, float).reshape(gh, gw) for c in gd.cells])
             mat = np.stack([cells[:, 0].sum(1), cells[:, -1].sum(1), cells[:, :, 0].sum(1), cells[:, :, -1].sum(1)], 1)
             est, lo, hi = lee_weighted(mat, gd["lee"].to_numpy(float))
-            out.setdefault(f"sides/{w}", []).append({"model": m, "generator": g, "estimate": est.tolist(),
-                                                     "ci_low": lo.tolist(), "ci_high": hi.tolist()})
+            out.setdefault(f"sides/{w}", []).append(
+                {"model": m, "generator": g, "estimate": est.tolist(), "ci_low": lo.tolist(), "ci_high": hi.tolist()}
+            )
             print(f"| {SHORT[m]} | {w} | {g} | " + " | ".join(fmt(*t) for t in zip(est, lo, hi, strict=True)) + " |")
 
     # 4. texture (lee query --analysis texture) and the paired pretrained - random difference
-    print("\n### Texture: Spearman rho of |share| per cell with the input's gradient energy (mean over images), "
-          "and the share of |map| in the 25% most textured cells\n")
-    print("| model | weights | generator | rho stride-2 | rho stride-1 conv | rho BN+ReLU6 | rho image map "
-          "| stride-2 in textured 25% |")
+    print(
+        "\n### Texture: Spearman rho of |share| per cell with the input's gradient energy (mean over images), "
+        "and the share of |map| in the 25% most textured cells\n"
+    )
+    print(
+        "| model | weights | generator | rho stride-2 | rho stride-1 conv | rho BN+ReLU6 | rho image map "
+        "| stride-2 in textured 25% |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for w in WEIGHTS:
         df = analyses.run_analysis(con, "texture", weights=w, n_boot=N_BOOT, seed=SEED, level=LEVEL, top=5)
@@ -169,12 +194,16 @@ def main() -> None:
                 r = t.loc[(term, stat)]
                 return fmt(r.estimate, r.ci_low, r.ci_high)
 
-            print(f"| {SHORT[m]} | {w} | {g} | {cell('class:Conv2dSame')} | {cell('class:Conv2d')} | "
-                  f"{cell('class:BatchNormAct2d')} | {cell('<image>')} | "
-                  f"{cell('class:Conv2dSame', 'textured_share')} |")
+            print(
+                f"| {SHORT[m]} | {w} | {g} | {cell('class:Conv2dSame')} | {cell('class:Conv2d')} | "
+                f"{cell('class:BatchNormAct2d')} | {cell('<image>')} | "
+                f"{cell('class:Conv2dSame', 'textured_share')} |"
+            )
 
-    print("\n### Stride-2 texture rho on all cells and on the interior cells only (outer ring of cells left out), "
-          "pretrained, random, and pretrained minus random (paired by image)\n")
+    print(
+        "\n### Stride-2 texture rho on all cells and on the interior cells only (outer ring of cells left out), "
+        "pretrained, random, and pretrained minus random (paired by image)\n"
+    )
     rho: dict[tuple[str, str, str], pd.DataFrame] = {}
     for w in WEIGHTS:
         tex = con.sql(f"""SELECT model, generator, sample_id, texture, grid_h, grid_w FROM explain
@@ -193,8 +222,10 @@ def main() -> None:
                     a = np.abs(np.asarray(lr.cells, float)).reshape(lr.grid_h, lr.grid_w)
                     acc += analyses._area_matrix(gh, lr.grid_h) @ a @ analyses._area_matrix(gw, lr.grid_w).T
                 t = np.asarray(r.texture, float).reshape(gh, gw)
-                vals[r.sample_id] = (float(_spearman_rows(acc.reshape(1, -1), t.ravel())[0]),
-                                     float(_spearman_rows(acc[inner].reshape(1, -1), t[inner])[0]))
+                vals[r.sample_id] = (
+                    float(_spearman_rows(acc.reshape(1, -1), t.ravel())[0]),
+                    float(_spearman_rows(acc[inner].reshape(1, -1), t[inner])[0]),
+                )
             rho[(m, g, w)] = pd.DataFrame.from_dict(vals, orient="index", columns=["all", "interior"])
     print("| model | generator | cells | pretrained | random | pretrained - random |")
     print("|---|---|---|---|---|---|")
@@ -208,8 +239,10 @@ def main() -> None:
             for k, v in (("pretrained", p), ("random", r), ("diff", diff)):
                 row[k] = mean_boot(v.dropna().to_numpy(float))
             out.setdefault("texture_stride2", []).append(row)
-            print(f"| {SHORT[m]} | {g} | {cells} | {fmt(*row['pretrained'])} | {fmt(*row['random'])} | "
-                  f"{fmt(*row['diff'])} |")
+            print(
+                f"| {SHORT[m]} | {g} | {cells} | {fmt(*row['pretrained'])} | {fmt(*row['random'])} | "
+                f"{fmt(*row['diff'])} |"
+            )
     with open("findings-explain.json", "w") as fh:
         json.dump(out, fh, default=str)
 

@@ -137,8 +137,12 @@ def _pseudo_fn(kind: str, draw: _Draw, a: int, pseudo_rotation: bool):
 
 def _transform_params(kind: str, t_max: float, angle_max: float, a: int, pseudo_rotation: bool) -> dict[str, Any]:
     if kind == "eq_r":
-        return {"angle_max": angle_max, "interpolation": f"stylegan3-bandlimited-up4-a{a}",
-                "mask": "stylegan3-rotated-square", "pseudo_rotation": pseudo_rotation}
+        return {
+            "angle_max": angle_max,
+            "interpolation": f"stylegan3-bandlimited-up4-a{a}",
+            "mask": "stylegan3-rotated-square",
+            "pseudo_rotation": pseudo_rotation,
+        }
     params: dict[str, Any] = {"t_max": t_max, "t_unit": "fraction of image size"}
     if kind == "eq_t_frac":
         params.update(interpolation=f"lanczos{a}", mask="stylegan3")
@@ -253,8 +257,20 @@ def eq_t(
         (``extras["sse"]`` and ``extras["count"]`` per image, summed over draws). Exactly
         equivariant models give ``inf``.
     """
-    return _eq("eq_t", f, x, rng=rng, seed=seed, num_samples=num_samples, t_max=t_max, angle_max=0.0,
-               out_layout=out_layout, output=output, a=3, peak_to_peak=peak_to_peak)
+    return _eq(
+        "eq_t",
+        f,
+        x,
+        rng=rng,
+        seed=seed,
+        num_samples=num_samples,
+        t_max=t_max,
+        angle_max=0.0,
+        out_layout=out_layout,
+        output=output,
+        a=3,
+        peak_to_peak=peak_to_peak,
+    )
 
 
 def eq_t_frac(
@@ -276,8 +292,20 @@ def eq_t_frac(
     of another resolution the shift is :math:`t` times that grid's size. See
     :func:`~liecore.metrics.fractional_translate`.
     """
-    return _eq("eq_t_frac", f, x, rng=rng, seed=seed, num_samples=num_samples, t_max=t_max, angle_max=0.0,
-               out_layout=out_layout, output=output, a=a, peak_to_peak=peak_to_peak)
+    return _eq(
+        "eq_t_frac",
+        f,
+        x,
+        rng=rng,
+        seed=seed,
+        num_samples=num_samples,
+        t_max=t_max,
+        angle_max=0.0,
+        out_layout=out_layout,
+        output=output,
+        a=a,
+        peak_to_peak=peak_to_peak,
+    )
 
 
 def eq_r(
@@ -303,9 +331,21 @@ def eq_r(
     its mask, as their ``compute_equivariance_metrics`` (see the module docstring for why
     it is off by default). ``angle_max`` :math:`= \pi` is StyleGAN3's ``rotate_max = 1``.
     """
-    return _eq("eq_r", f, x, rng=rng, seed=seed, num_samples=num_samples, t_max=0.0, angle_max=angle_max,
-               out_layout=out_layout, output=output, a=a, peak_to_peak=peak_to_peak,
-               pseudo_rotation=pseudo_rotation)
+    return _eq(
+        "eq_r",
+        f,
+        x,
+        rng=rng,
+        seed=seed,
+        num_samples=num_samples,
+        t_max=0.0,
+        angle_max=angle_max,
+        out_layout=out_layout,
+        output=output,
+        a=a,
+        peak_to_peak=peak_to_peak,
+        pseudo_rotation=pseudo_rotation,
+    )
 
 
 # --- per layer ---------------------------------------------------------------------------

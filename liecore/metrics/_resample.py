@@ -69,7 +69,9 @@ __all__ = [
 
 
 def lanczos(s: torch.Tensor, a: int = 3) -> torch.Tensor:
-    r"""The Lanczos window :math:`L_a(s) = \operatorname{sinc}(s)\operatorname{sinc}(s/a)` on :math:`|s| < a`, 0 outside."""
+    r"""The Lanczos window :math:`L_a(s) = \operatorname{sinc}(s)\operatorname{sinc}(s/a)` on :math:`|s| < a`, 0
+    outside.
+    """
     out = torch.sinc(s) * torch.sinc(s / a)
     return torch.where(s.abs() < a, out, torch.zeros_like(out))
 
@@ -188,10 +190,12 @@ def bandlimit_filter(
     m = torch.as_tensor(mat, dtype=torch.float64)
     single = m.ndim == 2
     m = m.reshape(-1, 2, 2)
-    f = torch.stack([
-        _bandlimit_filter(tuple(mi.reshape(-1).tolist()), a, amax, aflt, up, float(cutoff_in), float(cutoff_out))
-        for mi in m.cpu()
-    ]).to(m.device)
+    f = torch.stack(
+        [
+            _bandlimit_filter(tuple(mi.reshape(-1).tolist()), a, amax, aflt, up, float(cutoff_in), float(cutoff_out))
+            for mi in m.cpu()
+        ]
+    ).to(m.device)
     return f[0] if single else f
 
 
@@ -222,8 +226,9 @@ def _bandlimit_filter(
     yo = xi * m10 + yi * m11
     ideal_in, window_in = _input_spectra(a, aflt, up, cutoff_in)
     # circular convolutions on the design grid: input band limit * output band limit, and the two windows
-    ideal = torch.fft.irfft2(ideal_in * torch.fft.rfft2(torch.sinc(xo * cutoff_out) * torch.sinc(yo * cutoff_out)),
-                             s=(n, n))
+    ideal = torch.fft.irfft2(
+        ideal_in * torch.fft.rfft2(torch.sinc(xo * cutoff_out) * torch.sinc(yo * cutoff_out)), s=(n, n)
+    )
     window = torch.fft.irfft2(window_in * torch.fft.rfft2(_window(xo, a) * _window(yo, a)), s=(n, n))
     f = ideal * window
     c = (aflt - amax) * up
@@ -295,7 +300,7 @@ def _shift_crop(y: torch.Tensor, sy: torch.Tensor, sx: torch.Tensor, h: int, w: 
         r0, r1 = max(0, -dy), min(hy, h - dy)  # source rows landing on the grid
         c0, c1 = max(0, -dx), min(wy, w - dx)
         if r0 < r1 and c0 < c1:
-            out[i, :, r0 + dy:r1 + dy, c0 + dx:c1 + dx] = y[i, :, r0:r1, c0:c1]
+            out[i, :, r0 + dy : r1 + dy, c0 + dx : c1 + dx] = y[i, :, r0:r1, c0:c1]
     return out
 
 
@@ -481,5 +486,7 @@ def masked_sq_error(
 
 
 def psnr(mse: torch.Tensor, peak_to_peak: float = 2.0) -> torch.Tensor:
-    r""":math:`\mathrm{PSNR} = 20 \log_{10}(\mathrm{peak\_to\_peak}) - 10 \log_{10}(\mathrm{MSE})` in dB (``inf`` at MSE 0)."""
+    r""":math:`\mathrm{PSNR} = 20 \log_{10}(\mathrm{peak\_to\_peak}) - 10 \log_{10}(\mathrm{MSE})` in dB (``inf`` at
+    MSE 0).
+    """
     return 20.0 * math.log10(peak_to_peak) - 10.0 * torch.log10(mse)

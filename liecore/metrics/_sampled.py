@@ -52,7 +52,9 @@ from ._result import MetricResult, Rng, make_rng, rand
 __all__ = ["sampled_equivariance_error", "sampled_layerwise"]
 
 
-def _transform_output(y: torch.Tensor, layout: Layout, gen: Generator, t: float, interpolation: Interpolation) -> torch.Tensor:
+def _transform_output(
+    y: torch.Tensor, layout: Layout, gen: Generator, t: float, interpolation: Interpolation
+) -> torch.Tensor:
     if not layout.moves or not gen.is_spatial:
         return y
     prefix, grid = layout.to_nchw(y)
@@ -145,13 +147,24 @@ def sampled_equivariance_error(
     )
 
 
-def _act(z: torch.Tensor, layout: Layout, gen: Generator, ts: torch.Tensor, interpolation: Interpolation,
-         image: bool, mean, std) -> torch.Tensor:
+def _act(
+    z: torch.Tensor,
+    layout: Layout,
+    gen: Generator,
+    ts: torch.Tensor,
+    interpolation: Interpolation,
+    image: bool,
+    mean,
+    std,
+) -> torch.Tensor:
     """:math:`\\rho(e^{t_i X})` on image ``i`` of ``z``: the full action on network input images
     (``image``), the spatial part on the grid of other activations."""
     if image:
         return torch.cat(
-            [transform(z[i : i + 1], gen, float(t), interpolation=interpolation, mean=mean, std=std) for i, t in enumerate(ts)]
+            [
+                transform(z[i : i + 1], gen, float(t), interpolation=interpolation, mean=mean, std=std)
+                for i, t in enumerate(ts)
+            ]
         )
     return torch.cat([_transform_output(z[i : i + 1], layout, gen, float(t), interpolation) for i, t in enumerate(ts)])
 

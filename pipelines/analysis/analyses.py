@@ -77,8 +77,24 @@ __all__ = [
 ]
 
 COLUMNS: tuple[str, ...] = (
-    "analysis", "weights", "dataset", "generator", "scope", "family", "model", "term", "statistic",
-    "estimate", "ci_low", "ci_high", "level", "n", "n_of", "p_value", "method", "note",
+    "analysis",
+    "weights",
+    "dataset",
+    "generator",
+    "scope",
+    "family",
+    "model",
+    "term",
+    "statistic",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "level",
+    "n",
+    "n_of",
+    "p_value",
+    "method",
+    "note",
 )
 """The leading columns of every analysis table (analysis-specific columns follow)."""
 
@@ -130,8 +146,11 @@ def _column(alias: str, name: str) -> str | tuple[str, str]:
 def _where(w: _Weights, dataset: Filter, generator: Filter, alias: str = "") -> Condition:
     """The weights / dataset / generator filter, on columns of ``alias`` (a table alias) if given; the names
     are bound parameters."""
-    return (w.where(_column(alias, "weights")) & is_in(_column(alias, "dataset"), _as_list(dataset))
-            & is_in(_column(alias, "generator"), _as_list(generator)))
+    return (
+        w.where(_column(alias, "weights"))
+        & is_in(_column(alias, "dataset"), _as_list(dataset))
+        & is_in(_column(alias, "generator"), _as_list(generator))
+    )
 
 
 def _df(con: Any, sql: str, where: Condition | None = None) -> pd.DataFrame:
@@ -145,14 +164,52 @@ def _df(con: Any, sql: str, where: Condition | None = None) -> pd.DataFrame:
 # (the trailing value columns only break ties between rows that would be equal anyway).
 _SUMMARY_KEYS = ("dataset", "generator", "output", "interpolation", "model", "weights", "role")
 """``lee_summary``: its GROUP BY columns."""
-_LEE_KEYS = ("model", "weights", "dataset", "generator", "output", "interpolation", "unit", "sample_index",
-             "sample_id", "value")
+_LEE_KEYS = (
+    "model",
+    "weights",
+    "dataset",
+    "generator",
+    "output",
+    "interpolation",
+    "unit",
+    "sample_index",
+    "sample_id",
+    "value",
+)
 """``lee``: a unit's row per image and generator."""
-_LAYERWISE_KEYS = ("model", "weights", "dataset", "generator", "output", "interpolation", "method", "num_probes",
-                   "unit", "sample_index", "sample_id", "kind", "call_index", "layer", "value", "share")
+_LAYERWISE_KEYS = (
+    "model",
+    "weights",
+    "dataset",
+    "generator",
+    "output",
+    "interpolation",
+    "method",
+    "num_probes",
+    "unit",
+    "sample_index",
+    "sample_id",
+    "kind",
+    "call_index",
+    "layer",
+    "value",
+    "share",
+)
 """``layerwise``: a unit's row per image, generator and layer call."""
-_PAIR_KEYS = ("dataset", "generator", "output", "interpolation", "metric", "model", "weights", "role", "value_unit",
-              "higher_is_better", "mean_lee", "mean_value")
+_PAIR_KEYS = (
+    "dataset",
+    "generator",
+    "output",
+    "interpolation",
+    "metric",
+    "model",
+    "weights",
+    "role",
+    "value_unit",
+    "higher_is_better",
+    "mean_lee",
+    "mean_value",
+)
 """``metric_pairs``: a ``lee_summary`` row's key and the metric (one ``alt_summary`` row per dataset)."""
 
 
@@ -165,9 +222,20 @@ def _join_notes(*notes: str | None) -> str:
     return "; ".join(n for n in notes if n)
 
 
-def stat_row(base: Mapping[str, Any], *, statistic: str, n_of: str, method: str, iv: stats.Interval | None = None,
-             estimate: float = math.nan, ci_low: float = math.nan, ci_high: float = math.nan, n: int | None = None,
-             p_value: float = math.nan, **columns: Any) -> dict[str, Any]:
+def stat_row(
+    base: Mapping[str, Any],
+    *,
+    statistic: str,
+    n_of: str,
+    method: str,
+    iv: stats.Interval | None = None,
+    estimate: float = math.nan,
+    ci_low: float = math.nan,
+    ci_high: float = math.nan,
+    n: int | None = None,
+    p_value: float = math.nan,
+    **columns: Any,
+) -> dict[str, Any]:
     """One row of an analysis table (the tidy row of :data:`COLUMNS`, then analysis-specific columns).
 
     Args:
@@ -182,8 +250,18 @@ def stat_row(base: Mapping[str, Any], *, statistic: str, n_of: str, method: str,
     """
     if iv is not None:
         estimate, ci_low, ci_high, n, p_value = iv.estimate, iv.low, iv.high, iv.n, iv.p_value
-    return {**base, **columns, "statistic": statistic, "estimate": estimate, "ci_low": ci_low, "ci_high": ci_high,
-            "n": n, "p_value": p_value, "n_of": n_of, "method": method}
+    return {
+        **base,
+        **columns,
+        "statistic": statistic,
+        "estimate": estimate,
+        "ci_low": ci_low,
+        "ci_high": ci_high,
+        "n": n,
+        "p_value": p_value,
+        "n_of": n_of,
+        "method": method,
+    }
 
 
 def _frame(name: str, rows: list[dict[str, Any]], w: _Weights, level: float, empty_note: str) -> pd.DataFrame:
@@ -251,12 +329,16 @@ def accuracy(
         raise ValueError(f"x must be one of {', '.join(ACCURACY_COLUMNS)}, got {x!r}")
     w = _Weights(con, weights, ["lee"], dataset)
     where = _where(w, dataset, generator)
-    data = _df(con, f"""
+    data = _df(
+        con,
+        f"""
         SELECT model, weights, dataset, generator, output, interpolation, log_mean_lee AS y, {ident(x)} AS x, family
         FROM lee_summary
         WHERE {where.sql}
         ORDER BY {_order(_SUMMARY_KEYS)}
-    """, where)
+    """,
+        where,
+    )
     rows: list[dict[str, Any]] = []
     boot = f"percentile bootstrap over models ({n_boot} resamples, seed {seed})"
     for (ds, gen, out, interp), g in _groups(data, ["dataset", "generator", "output", "interpolation"]):
@@ -273,16 +355,26 @@ def accuracy(
         for scope, fam, ys, xs in scopes:
             for method in ("pearson", "spearman"):
                 iv = stats.bootstrap_corr(ys, xs, method, n_boot=n_boot, seed=seed, level=level)
-                rows.append(stat_row(base, scope=scope, family=fam, term=f"ln LEE vs {x}",
-                                     statistic="pearson_r" if method == "pearson" else "spearman_rho", iv=iv,
-                                     n_of="models", method=f"{method} correlation; {boot}",
-                                     note=note if scope == "overall" else ""))
+                rows.append(
+                    stat_row(
+                        base,
+                        scope=scope,
+                        family=fam,
+                        term=f"ln LEE vs {x}",
+                        statistic="pearson_r" if method == "pearson" else "spearman_rho",
+                        iv=iv,
+                        n_of="models",
+                        method=f"{method} correlation; {boot}",
+                        note=note if scope == "overall" else "",
+                    )
+                )
         rows += _family_regression(g, yv, xv, x, base, level, note)
     return _frame("accuracy", rows, w, level, "no lee results match")
 
 
-def _family_regression(g: pd.DataFrame, y: np.ndarray, x: np.ndarray, xname: str, base: dict[str, Any],
-                       level: float, note: str) -> list[dict[str, Any]]:
+def _family_regression(
+    g: pd.DataFrame, y: np.ndarray, x: np.ndarray, xname: str, base: dict[str, Any], level: float, note: str
+) -> list[dict[str, Any]]:
     counts = g["family"].value_counts()
     families = sorted(counts.index, key=lambda f: (-counts[f], f))
     if len(families) < 2:
@@ -298,15 +390,38 @@ def _family_regression(g: pd.DataFrame, y: np.ndarray, x: np.ndarray, xname: str
     rows = []
     for i, term in enumerate(full.terms):
         fam = term if i >= 2 else None
-        rows.append(stat_row(base, scope="regression", family=fam,
-                             term=f"family[{term}] - family[{ref}]" if fam else term, statistic="coef",
-                             estimate=full.coef[i], ci_low=full.low[i], ci_high=full.high[i], n=full.n,
-                             p_value=full.p_value[i], n_of="models", method=method, note=note))
+        rows.append(
+            stat_row(
+                base,
+                scope="regression",
+                family=fam,
+                term=f"family[{term}] - family[{ref}]" if fam else term,
+                statistic="coef",
+                estimate=full.coef[i],
+                ci_low=full.low[i],
+                ci_high=full.high[i],
+                n=full.n,
+                p_value=full.p_value[i],
+                n_of="models",
+                method=method,
+                note=note,
+            )
+        )
     F, p, d1, d2 = stats.f_test(full, reduced)
-    rows.append(stat_row(base, scope="regression", term="family", statistic="F", estimate=F, n=full.n, p_value=p,
-                         n_of="models",
-                         method=f"nested F test: ln LEE ~ {xname} + family vs ln LEE ~ {xname}, F({d1}, {d2})",
-                         note=note))
+    rows.append(
+        stat_row(
+            base,
+            scope="regression",
+            term="family",
+            statistic="F",
+            estimate=F,
+            n=full.n,
+            p_value=p,
+            n_of="models",
+            method=f"nested F test: ln LEE ~ {xname} + family vs ln LEE ~ {xname}, F({d1}, {d2})",
+            note=note,
+        )
+    )
     return rows
 
 
@@ -323,8 +438,10 @@ def anti_alias_pairs(models: pd.DataFrame) -> list[tuple[str, str]]:
     Args:
         models: Rows with ``model`` and ``arch`` (arch missing: the model name before the first dot).
     """
-    arch = {m: (a if isinstance(a, str) and a else m.split(".")[0]) for m, a in zip(models["model"], models["arch"],
-                                                                                   strict=True)}
+    arch = {
+        m: (a if isinstance(a, str) and a else m.split(".")[0])
+        for m, a in zip(models["model"], models["arch"], strict=True)
+    }
     by_arch: dict[str, list[str]] = {}
     for m, a in arch.items():
         by_arch.setdefault(a, []).append(m)
@@ -387,30 +504,39 @@ def scale(
     """
     w = _Weights(con, weights, ["lee"], dataset)
     where = _where(w, dataset, generator, "s")
-    data = _df(con, f"""
+    data = _df(
+        con,
+        f"""
         SELECT s.model, s.weights, s.dataset, s.generator, s.output, s.interpolation, s.log_mean_lee AS y,
                s.family, s.params_m, s.pretrain_data, s.pretrain_images, m.train_images, m.model_kwargs, s.recipe,
                coalesce(m.arch, split_part(s.model, '.', 1)) AS arch
         FROM lee_summary s LEFT JOIN models m USING (model)
         WHERE {where.sql}
         ORDER BY {_order(_SUMMARY_KEYS, "s")}
-    """, where)
+    """,
+        where,
+    )
     rows: list[dict[str, Any]] = []
     for (ds, gen, out, interp), g in _groups(data, ["dataset", "generator", "output", "interpolation"]):
         base = {"dataset": ds, "generator": gen, "output": out, "interpolation": interp}
         g = g[np.isfinite(g["y"].astype(float))].assign(
-            family=lambda d: d["family"].fillna("unknown"), recipe=lambda d: d["recipe"].fillna("none"),
-            params_key=lambda d: [f"{v:.4g}" if pd.notna(v) else None for v in d["params_m"]])
+            family=lambda d: d["family"].fillna("unknown"),
+            recipe=lambda d: d["recipe"].fillna("none"),
+            params_key=lambda d: [f"{v:.4g}" if pd.notna(v) else None for v in d["params_m"]],
+        )
         for col in ("params_m", "pretrain_images"):
             rows += _trend(g, col, base, level)
         rows += _recipes(g, base, level)
     model_arch = _df(con, "SELECT model, arch FROM models ORDER BY model")
     chosen = list(pairs) if pairs is not None else anti_alias_pairs(model_arch)
     rows += _anti_alias(con, chosen, _where(w, dataset, generator, "l"), n_boot, seed, level)
-    empty = ("no lee results match" if data.empty else
-             "too few models: a trend needs 3 models of a family, 2 sizes among models of equal recipe and data "
-             "(or model, for the data size); a recipe effect 2 recipes of one model trained on the same data; the "
-             "anti-aliasing ratio a BlurPool model and its plain counterpart")
+    empty = (
+        "no lee results match"
+        if data.empty
+        else "too few models: a trend needs 3 models of a family, 2 sizes among models of equal recipe and data "
+        "(or model, for the data size); a recipe effect 2 recipes of one model trained on the same data; the "
+        "anti-aliasing ratio a BlurPool model and its plain counterpart"
+    )
     return _frame("scale", rows, w, level, empty)
 
 
@@ -419,8 +545,10 @@ _MODEL_KEYS = ("arch", "params_key", "model_kwargs")
 _DATA_KEYS = ("pretrain_data", "pretrain_images", "train_images")
 """``scale``: what a model was trained on."""
 _TREND_HELD: dict[str, tuple[tuple[str, ...], str]] = {
-    "params_m": (("weights", "recipe", *_DATA_KEYS), "recipe and training data (pretrain_data, pretrain_images, "
-                                                     "train_images)"),
+    "params_m": (
+        ("weights", "recipe", *_DATA_KEYS),
+        "recipe and training data (pretrain_data, pretrain_images, train_images)",
+    ),
     "pretrain_images": (("weights", "recipe", *_MODEL_KEYS), "model (arch, params_m, model_kwargs) and recipe"),
 }
 """``scale`` trends: the columns held fixed within a group, and how the method text names them."""
@@ -433,8 +561,9 @@ def _group_labels(d: pd.DataFrame, cols: Sequence[str]) -> pd.Series:
     return d[list(cols)].astype(object).where(d[list(cols)].notna(), "NA").astype(str).agg(" | ".join, axis=1)
 
 
-def _within_slope(d: pd.DataFrame, col: str, groups: pd.Series, term: str,
-                  level: float) -> tuple[stats.OLSResult, int] | None:
+def _within_slope(
+    d: pd.DataFrame, col: str, groups: pd.Series, term: str, level: float
+) -> tuple[stats.OLSResult, int] | None:
     """OLS ``ln LEE ~ log10 col + one offset per group`` over the groups with at least two values of ``col``."""
     keep = d.groupby(groups)[col].transform("nunique") >= 2
     d, groups = d[keep], groups[keep]
@@ -457,19 +586,44 @@ def _trend(g: pd.DataFrame, col: str, base: dict[str, Any], level: float) -> lis
         if fit is None:
             continue
         r, k = fit
-        rows.append(stat_row(base, scope="family", family=fam, term=term, statistic="slope", estimate=r.coef[0],
-                             ci_low=r.low[0], ci_high=r.high[0], n=r.n, p_value=r.p_value[0], n_of="models",
-                             method=f"OLS ln LEE ~ {term} + an offset per group of models of equal {held_text} and "
-                                    f"weights (the slope within groups; {k} group(s) with 2+ sizes); t interval, "
-                                    f"df {r.df_resid}"))
+        rows.append(
+            stat_row(
+                base,
+                scope="family",
+                family=fam,
+                term=term,
+                statistic="slope",
+                estimate=r.coef[0],
+                ci_low=r.low[0],
+                ci_high=r.high[0],
+                n=r.n,
+                p_value=r.p_value[0],
+                n_of="models",
+                method=f"OLS ln LEE ~ {term} + an offset per group of models of equal {held_text} and "
+                f"weights (the slope within groups; {k} group(s) with 2+ sizes); t interval, "
+                f"df {r.df_resid}",
+            )
+        )
     fit = _within_slope(d, col, d["family"] + " || " + groups, term, level) if not d.empty else None
     if fit is not None:
         r, k = fit
-        rows.append(stat_row(base, scope="within-family", term=term, statistic="slope", estimate=r.coef[0],
-                             ci_low=r.low[0], ci_high=r.high[0], n=r.n, p_value=r.p_value[0], n_of="models",
-                             method=f"OLS ln LEE ~ {term} + an offset per family and group of models of equal "
-                                    f"{held_text} and weights ({k} groups with 2+ sizes); t interval, "
-                                    f"df {r.df_resid}"))
+        rows.append(
+            stat_row(
+                base,
+                scope="within-family",
+                term=term,
+                statistic="slope",
+                estimate=r.coef[0],
+                ci_low=r.low[0],
+                ci_high=r.high[0],
+                n=r.n,
+                p_value=r.p_value[0],
+                n_of="models",
+                method=f"OLS ln LEE ~ {term} + an offset per family and group of models of equal "
+                f"{held_text} and weights ({k} groups with 2+ sizes); t interval, "
+                f"df {r.df_resid}",
+            )
+        )
     return rows
 
 
@@ -482,8 +636,10 @@ def _recipes(g: pd.DataFrame, base: dict[str, Any], level: float) -> list[dict[s
     df_within = int((cells["count"] - 1).sum())
     s2 = float(((cells["count"] - 1) * cells["var"].fillna(0.0)).sum() / df_within) if df_within > 0 else math.nan
     groups = {grp: c.droplevel("group") for grp, c in cells.groupby(level="group")}
-    same = ("models that differ only in recipe (equal arch, params_m, model_kwargs, pretrain_data, pretrain_images, "
-            "train_images and weights)")
+    same = (
+        "models that differ only in recipe (equal arch, params_m, model_kwargs, pretrain_data, pretrain_images, "
+        "train_images and weights)"
+    )
     rows = []
     for recipe in sorted(d["recipe"].unique()):
         devs, var_factor, n_models = [], [], 0
@@ -495,34 +651,52 @@ def _recipes(g: pd.DataFrame, base: dict[str, Any], level: float) -> list[dict[s
             inv = 1.0 / c["count"]
             var_factor.append((1 - 1 / k) ** 2 * inv[recipe] + inv.drop(recipe).sum() / k**2)
             n_models += int(c.loc[recipe, "count"])
-        what = (f"deviation of ln LEE of recipe {recipe}'s models from the mean over recipes of the recipe means "
-                f"(each recipe weighs the same, however many seeds), within groups of {same}")
+        what = (
+            f"deviation of ln LEE of recipe {recipe}'s models from the mean over recipes of the recipe means "
+            f"(each recipe weighs the same, however many seeds), within groups of {same}"
+        )
         if len(devs) >= 2:
             iv, n_of = stats.mean_t_interval(np.array(devs), level=level), "groups"
             method = f"mean over {len(devs)} groups of the {what}; t interval over groups"
         else:
             se = math.sqrt(s2 * var_factor[0]) if df_within > 0 else math.nan
             iv, n_of = stats.t_interval(devs[0], se, df_within, n_models, level=level), "models"
-            method = (f"{what} (1 group); t interval from the spread of models of equal group and recipe "
-                      f"(seeds; pooled variance, df {df_within})")
-        rows.append(stat_row(base, scope="within-model", term=f"recipe={recipe}", statistic="recipe_effect", iv=iv,
-                             n_of=n_of, method=method))
+            method = (
+                f"{what} (1 group); t interval from the spread of models of equal group and recipe "
+                f"(seeds; pooled variance, df {df_within})"
+            )
+        rows.append(
+            stat_row(
+                base,
+                scope="within-model",
+                term=f"recipe={recipe}",
+                statistic="recipe_effect",
+                iv=iv,
+                n_of=n_of,
+                method=method,
+            )
+        )
     return rows
 
 
-def _anti_alias(con: Any, pairs: list[tuple[str, str]], filt: Condition, n_boot: int, seed: int,
-                level: float) -> list[dict[str, Any]]:
+def _anti_alias(
+    con: Any, pairs: list[tuple[str, str]], filt: Condition, n_boot: int, seed: int, level: float
+) -> list[dict[str, Any]]:
     if not pairs:
         return []
     names = sorted({m for p in pairs for m in p})
     where = is_in(("l", "model"), names) & filt
-    data = _df(con, f"""
+    data = _df(
+        con,
+        f"""
         SELECT l.model, l.weights, l.dataset, l.generator, l.output, l.interpolation, l.sample_id, l.value,
                m.family
         FROM lee l LEFT JOIN models m USING (model)
         WHERE {where.sql}
         ORDER BY {_order(_LEE_KEYS, "l")}
-    """, where)
+    """,
+        where,
+    )
     rows = []
     keys = ["weights", "dataset", "generator", "output", "interpolation"]
     for key, g in _groups(data, keys):
@@ -536,14 +710,26 @@ def _anti_alias(con: Any, pairs: list[tuple[str, str]], filt: Condition, n_boot:
             paired = set(a.index) == set(b.index)
             if paired:
                 b = b.loc[a.index]
-            iv = stats.ratio_of_means(a.to_numpy(float), b.to_numpy(float), paired=paired, n_boot=n_boot,
-                                      seed=seed, level=level)
+            iv = stats.ratio_of_means(
+                a.to_numpy(float), b.to_numpy(float), paired=paired, n_boot=n_boot, seed=seed, level=level
+            )
             fam = g.loc[g["model"] == blur, "family"].iloc[0]
-            rows.append(stat_row(base, scope="pair", family=fam, model=blur, term="anti-aliased / plain",
-                                 statistic="ratio", iv=iv, n_of="images",
-                                 method=f"ratio of mean LEE; percentile bootstrap over images ({n_boot} resamples, "
-                                        f"{'paired' if paired else 'unpaired'})",
-                                 reference=plain, model_weights=wk))
+            rows.append(
+                stat_row(
+                    base,
+                    scope="pair",
+                    family=fam,
+                    model=blur,
+                    term="anti-aliased / plain",
+                    statistic="ratio",
+                    iv=iv,
+                    n_of="images",
+                    method=f"ratio of mean LEE; percentile bootstrap over images ({n_boot} resamples, "
+                    f"{'paired' if paired else 'unpaired'})",
+                    reference=plain,
+                    model_weights=wk,
+                )
+            )
     return rows
 
 
@@ -580,12 +766,16 @@ def gap(
     """
     w = _Weights(con, weights, ["lee"], dataset)
     where = _where(w, dataset, generator)
-    data = _df(con, f"""
+    data = _df(
+        con,
+        f"""
         SELECT model, weights, dataset, role, generator, output, interpolation, sample_id, value, m.family
         FROM lee LEFT JOIN models m USING (model)
         WHERE {where.sql}
         ORDER BY {_order(_LEE_KEYS, "lee")}
-    """, where)
+    """,
+        where,
+    )
     rows: list[dict[str, Any]] = []
     if data.empty:
         return _frame("gap", rows, w, level, "no lee results match")
@@ -600,8 +790,9 @@ def gap(
     return _frame("gap", rows, w, level, note)
 
 
-def _gap_group(g: pd.DataFrame, base: dict[str, Any], reference: str, n_boot: int, seed: int,
-               level: float) -> list[dict[str, Any]]:
+def _gap_group(
+    g: pd.DataFrame, base: dict[str, Any], reference: str, n_boot: int, seed: int, level: float
+) -> list[dict[str, Any]]:
     units = np.array(sorted(g["unit"].unique()), dtype=object)
     info = g.drop_duplicates("unit").set_index("unit").loc[units]
     fams, names, wts = (info[c].to_numpy(object) for c in ("family", "model", "weights"))
@@ -630,10 +821,25 @@ def _gap_group(g: pd.DataFrame, base: dict[str, Any], reference: str, n_boot: in
     for role, (est, boot, n_img, dsets) in means.items():
         lo, hi = _quantiles(boot, q)
         for i in np.flatnonzero(n_img > 0):
-            rows.append(stat_row(base, dataset=dsets, scope="model", family=fams[i], model=names[i], term=role,
-                                 statistic="mean_lee", estimate=est[i], ci_low=lo[i] if n_img[i] > 1 else math.nan,
-                                 ci_high=hi[i] if n_img[i] > 1 else math.nan, n=int(n_img[i]), n_of="images",
-                                 method=f"mean over images; {boot_note}", role=role, model_weights=wts[i]))
+            rows.append(
+                stat_row(
+                    base,
+                    dataset=dsets,
+                    scope="model",
+                    family=fams[i],
+                    model=names[i],
+                    term=role,
+                    statistic="mean_lee",
+                    estimate=est[i],
+                    ci_low=lo[i] if n_img[i] > 1 else math.nan,
+                    ci_high=hi[i] if n_img[i] > 1 else math.nan,
+                    n=int(n_img[i]),
+                    n_of="images",
+                    method=f"mean over images; {boot_note}",
+                    role=role,
+                    model_weights=wts[i],
+                )
+            )
     if reference not in means:
         return rows
     ref_est, ref_boot, ref_n, ref_ds = means[reference]
@@ -647,21 +853,48 @@ def _gap_group(g: pd.DataFrame, base: dict[str, Any], reference: str, n_boot: in
         method = f"ratio of mean LEE ({role} images / {reference} images)"
         lo, hi = _quantiles(rboot, q)
         for i in np.flatnonzero(ok):
-            rows.append(stat_row(base, dataset=f"{dsets} / {ref_ds}", scope="model", family=fams[i],
-                                 model=names[i], term=term, statistic="ratio", estimate=ratio[i], ci_low=lo[i],
-                                 ci_high=hi[i], n=int(min(n_img[i], ref_n[i])), n_of="images",
-                                 method=f"{method}; {boot_note}", role=role, model_weights=wts[i]))
+            rows.append(
+                stat_row(
+                    base,
+                    dataset=f"{dsets} / {ref_ds}",
+                    scope="model",
+                    family=fams[i],
+                    model=names[i],
+                    term=term,
+                    statistic="ratio",
+                    estimate=ratio[i],
+                    ci_low=lo[i],
+                    ci_high=hi[i],
+                    n=int(min(n_img[i], ref_n[i])),
+                    n_of="images",
+                    method=f"{method}; {boot_note}",
+                    role=role,
+                    model_weights=wts[i],
+                )
+            )
         for fam in sorted(set(fams[ok])):
             sel = ok & (fams == fam)
             with np.errstate(invalid="ignore", divide="ignore"):
                 gb = np.exp(np.nanmean(np.log(rboot[:, sel]), axis=1))
             flo, fhi = np.nanquantile(gb, q)
-            rows.append(stat_row(base, dataset=f"{dsets} / {ref_ds}", scope="family", family=fam, term=term,
-                                 statistic="geomean_ratio", estimate=float(np.exp(np.log(ratio[sel]).mean())),
-                                 ci_low=flo, ci_high=fhi, n=int(sel.sum()), n_of="models",
-                                 method=f"geometric mean over models of the {method}; percentile bootstrap over "
-                                        f"images shared by all models ({n_boot} resamples)",
-                                 role=role))
+            rows.append(
+                stat_row(
+                    base,
+                    dataset=f"{dsets} / {ref_ds}",
+                    scope="family",
+                    family=fam,
+                    term=term,
+                    statistic="geomean_ratio",
+                    estimate=float(np.exp(np.log(ratio[sel]).mean())),
+                    ci_low=flo,
+                    ci_high=fhi,
+                    n=int(sel.sum()),
+                    n_of="models",
+                    method=f"geometric mean over models of the {method}; percentile bootstrap over "
+                    f"images shared by all models ({n_boot} resamples)",
+                    role=role,
+                )
+            )
     return rows
 
 
@@ -717,37 +950,61 @@ def layerwise(
     filt = _where(w, dataset, generator) & is_in("method", methods)
     names = _as_list(model)
     if names is None:
-        items = (w.where() & is_in("dataset", _as_list(dataset)) & is_in("item", _as_list(generator))
-                 & is_in("method", methods))
-        names = [r[0] for r in con.sql(f"""
+        items = (
+            w.where()
+            & is_in("dataset", _as_list(dataset))
+            & is_in("item", _as_list(generator))
+            & is_in("method", methods)
+        )
+        names = [
+            r[0]
+            for r in con.sql(
+                f"""
             SELECT DISTINCT model FROM current_items
             WHERE family = 'layerwise' AND {items.sql}
-            ORDER BY model""", params=list(items.params)).fetchall()]
+            ORDER BY model""",
+                params=list(items.params),
+            ).fetchall()
+        ]
     families = dict(con.execute("SELECT model, family FROM models ORDER BY model").fetchall())
     rows: list[dict[str, Any]] = []
     for start in range(0, len(names), MODELS_PER_QUERY):  # bounded memory; each query reads its models' files
         chunk = names[start : start + MODELS_PER_QUERY]
         where = is_in("model", chunk) & filt
-        data = _df(con, f"""
+        data = _df(
+            con,
+            f"""
             SELECT model, weights, dataset, generator, output, interpolation, method, num_probes, sample_id, kind,
                    layer, call_index, layer_class, layer_type, share, value, share_additive
             FROM layerwise
             WHERE {where.sql} AND kind IN ('layer', 'end_to_end', 'unattributed')
             ORDER BY {_order(_LAYERWISE_KEYS)}
-        """, where)
+        """,
+            where,
+        )
         keys = ["model", "weights", "dataset", "generator", "output", "interpolation", "method", "num_probes"]
         for key, g in _groups(data, keys):
             name, wk, ds, gen, out, interp, meth, probes = key
-            base = {"dataset": ds, "generator": gen, "scope": "model", "family": families.get(name) or "unknown",
-                    "model": name, "output": out, "interpolation": interp, "layerwise_method": meth,
-                    "num_probes": None if pd.isna(probes) else int(probes), "model_weights": wk}
+            base = {
+                "dataset": ds,
+                "generator": gen,
+                "scope": "model",
+                "family": families.get(name) or "unknown",
+                "model": name,
+                "output": out,
+                "interpolation": interp,
+                "layerwise_method": meth,
+                "num_probes": None if pd.isna(probes) else int(probes),
+                "model_weights": wk,
+            }
             rows += _layerwise_model(g, base, n_boot, seed, level)
     rows += _layer_type_families(rows, level)
     return _frame("layerwise", rows, w, level, "no layerwise results match")
 
 
-def _layerwise_model(g: pd.DataFrame, base: dict[str, Any], n_boot: int, seed: int,
-                     level: float) -> list[dict[str, Any]]:
+def _layerwise_model(
+    g: pd.DataFrame, base: dict[str, Any], n_boot: int, seed: int, level: float
+) -> list[dict[str, Any]]:
     img_codes, images = pd.factorize(g["sample_id"], sort=True)
     n_all = len(images)
     kind = g["kind"].to_numpy(object)
@@ -765,10 +1022,15 @@ def _layerwise_model(g: pd.DataFrame, base: dict[str, Any], n_boot: int, seed: i
     unattr = per_image(kind == "unattributed", share_col)
     is_layer = kind == "layer"
     layers = g[is_layer]
-    order = (layers[["call_index", "layer", "layer_class", "layer_type"]].drop_duplicates(["call_index", "layer"])
-             .sort_values(["call_index", "layer"]).reset_index(drop=True))
+    order = (
+        layers[["call_index", "layer", "layer_class", "layer_type"]]
+        .drop_duplicates(["call_index", "layer"])
+        .sort_values(["call_index", "layer"])
+        .reset_index(drop=True)
+    )
     pos = pd.MultiIndex.from_frame(order[["call_index", "layer"]]).get_indexer(
-        pd.MultiIndex.from_frame(layers[["call_index", "layer"]]))
+        pd.MultiIndex.from_frame(layers[["call_index", "layer"]])
+    )
     share = np.zeros((n_all, len(order)))
     np.add.at(share, (img_codes[is_layer], pos), share_col[is_layer])
     ok = np.isfinite(e2e)
@@ -796,19 +1058,43 @@ def _layerwise_model(g: pd.DataFrame, base: dict[str, Any], n_boot: int, seed: i
     n_layers = len(order)
     cum_method = f"sum of layer shares up to this call / end-to-end LEE (ratio of means); {boot_method}"
     for j, (call, layer, cls, ltype) in enumerate(order.itertuples(index=False)):
-        rows.append(stat_row(base, term=layer, statistic="cumulative_fraction", estimate=cum_est[j],
-                             ci_low=cum_lo[j], ci_high=cum_hi[j], n=n, n_of="images", method=cum_method, note=note,
-                             call_index=int(call), depth=j / max(n_layers - 1, 1), layer_type=ltype,
-                             layer_class=cls))
+        rows.append(
+            stat_row(
+                base,
+                term=layer,
+                statistic="cumulative_fraction",
+                estimate=cum_est[j],
+                ci_low=cum_lo[j],
+                ci_high=cum_hi[j],
+                n=n,
+                n_of="images",
+                method=cum_method,
+                note=note,
+                call_index=int(call),
+                depth=j / max(n_layers - 1, 1),
+                layer_type=ltype,
+                layer_class=cls,
+            )
+        )
     types = sorted(order["layer_type"].unique())
-    by_type = np.column_stack([share[:, (order["layer_type"] == t).to_numpy()].sum(axis=1) for t in types]
-                              + [unattr])
+    by_type = np.column_stack([share[:, (order["layer_type"] == t).to_numpy()].sum(axis=1) for t in types] + [unattr])
     t_est, t_lo, t_hi = fractions(by_type)
     for j, t in enumerate([*types, "unattributed"]):
-        rows.append(stat_row(base, term=t, statistic="share_fraction", estimate=t_est[j], ci_low=t_lo[j],
-                             ci_high=t_hi[j], n=n, n_of="images",
-                             method=f"sum of the type's shares / end-to-end LEE (ratio of means); {boot_method}",
-                             note=note, layer_type=t))
+        rows.append(
+            stat_row(
+                base,
+                term=t,
+                statistic="share_fraction",
+                estimate=t_est[j],
+                ci_low=t_lo[j],
+                ci_high=t_hi[j],
+                n=n,
+                n_of="images",
+                method=f"sum of the type's shares / end-to-end LEE (ratio of means); {boot_method}",
+                note=note,
+                layer_type=t,
+            )
+        )
     return rows
 
 
@@ -821,9 +1107,17 @@ def _layer_type_families(rows: list[dict[str, Any]], level: float) -> list[dict[
     for key, g in d.groupby(keys, sort=True, dropna=False):  # num_probes is None for 'exact'
         base = {k: (None if pd.isna(v) else v) for k, v in zip(keys, key, strict=True)}
         iv = stats.mean_t_interval(g["estimate"].to_numpy(float), level=level)
-        out.append(stat_row(base, scope="family", statistic="share_fraction", iv=iv, n_of="models",
-                            method="mean over the family's models of their type fraction; t interval over models",
-                            layer_type=base["term"]))
+        out.append(
+            stat_row(
+                base,
+                scope="family",
+                statistic="share_fraction",
+                iv=iv,
+                n_of="models",
+                method="mean over the family's models of their type fraction; t interval over models",
+                layer_type=base["term"],
+            )
+        )
     return out
 
 
@@ -854,27 +1148,46 @@ def agreement(
     """
     w = _Weights(con, weights, ["lee", "alt"], dataset)
     where = _where(w, dataset, generator) & is_in("metric", _as_list(metric))
-    data = _df(con, f"""
+    data = _df(
+        con,
+        f"""
         SELECT model, weights, dataset, generator, output, interpolation, metric, mean_lee, mean_value,
                higher_is_better
         FROM metric_pairs
         WHERE {where.sql}
         ORDER BY {_order(_PAIR_KEYS)}
-    """, where)
+    """,
+        where,
+    )
     rows: list[dict[str, Any]] = []
     keys = ["dataset", "generator", "output", "interpolation", "metric"]
     for key, g in _groups(data, keys):
         base = dict(zip(keys, key, strict=True))
-        iv = stats.bootstrap_corr(g["mean_lee"].to_numpy(float), g["mean_value"].to_numpy(float), "spearman",
-                                  n_boot=n_boot, seed=seed, level=level)
+        iv = stats.bootstrap_corr(
+            g["mean_lee"].to_numpy(float),
+            g["mean_value"].to_numpy(float),
+            "spearman",
+            n_boot=n_boot,
+            seed=seed,
+            level=level,
+        )
         hib = g["higher_is_better"].dropna()
         higher = bool(hib.iloc[0]) if len(hib) else None
         sign = -1.0 if higher else 1.0
-        rows.append(stat_row(base, scope="overall", term=base["metric"], statistic="spearman_rho", iv=iv,
-                             n_of="models",
-                             method=f"Spearman rank correlation of mean LEE and mean metric across models; "
-                                    f"percentile bootstrap over models ({n_boot} resamples, seed {seed})",
-                             higher_is_better=higher, agreement=sign * iv.estimate))
+        rows.append(
+            stat_row(
+                base,
+                scope="overall",
+                term=base["metric"],
+                statistic="spearman_rho",
+                iv=iv,
+                n_of="models",
+                method=f"Spearman rank correlation of mean LEE and mean metric across models; "
+                f"percentile bootstrap over models ({n_boot} resamples, seed {seed})",
+                higher_is_better=higher,
+                agreement=sign * iv.estimate,
+            )
+        )
     return _frame("agreement", rows, w, level, "no models with both lee and alt results")
 
 
@@ -884,21 +1197,33 @@ BORDER_PX: tuple[int, ...] = (1, 2, 4, 8, 16)
 """Border bands (px) of :func:`border_share` by default."""
 
 
-def _explain_rows(con: Any, w: _Weights, dataset: Filter, generator: Filter, model: Filter, kinds: Sequence[str],
-                  columns: Sequence[str]) -> pd.DataFrame:
+def _explain_rows(
+    con: Any,
+    w: _Weights,
+    dataset: Filter,
+    generator: Filter,
+    model: Filter,
+    kinds: Sequence[str],
+    columns: Sequence[str],
+) -> pd.DataFrame:
     where = _where(w, dataset, generator) & is_in("model", _as_list(model)) & is_in("kind", kinds)
-    return _df(con, f"""
+    return _df(
+        con,
+        f"""
         SELECT model, weights, dataset, generator, output, interpolation, unit, sample_index, sample_id, lee,
                {", ".join(ident(c) for c in columns)}
         FROM explain
         WHERE {where.sql}
         ORDER BY model, weights, dataset, generator, output, interpolation, unit, sample_index, sample_id,
                  call_index, layer
-    """, where)
+    """,
+        where,
+    )
 
 
-def _lee_weighted(mat: np.ndarray, lee: np.ndarray, n_boot: int, seed: int,
-                  level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _lee_weighted(
+    mat: np.ndarray, lee: np.ndarray, n_boot: int, seed: int, level: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Share of the pooled LEE, ``sum_i lee_i mat_i / sum_i lee_i`` per column of ``mat`` ``(n, k)`` (fractions of
     each image's LEE), with percentile bootstrap intervals over images."""
     est = (lee @ mat) / lee.sum()
@@ -947,8 +1272,9 @@ def border_share(
         border_px: The bands, in px.
     """
     w = _Weights(con, weights, ["explain"], dataset)
-    data = _explain_rows(con, w, dataset, generator, model, ["image"],
-                         ("border_profile", "input_h", "input_w", "total"))
+    data = _explain_rows(
+        con, w, dataset, generator, model, ["image"], ("border_profile", "input_h", "input_w", "total")
+    )
     ks = sorted({int(k) for k in border_px})
     if any(k < 1 for k in ks):
         raise ValueError(f"border_px must be >= 1, got {list(border_px)}")
@@ -963,16 +1289,50 @@ def border_share(
         mat = np.column_stack([cum, g["total"].to_numpy(float)])
         est, lo, hi = _lee_weighted(mat, lee, n_boot, seed, level)
         n = len(lee)
-        base = {"dataset": ds, "generator": gen, "scope": "model", "family": families.get(name) or "unknown",
-                "model": name, "output": out, "interpolation": interp, "model_weights": wk}
+        base = {
+            "dataset": ds,
+            "generator": gen,
+            "scope": "model",
+            "family": families.get(name) or "unknown",
+            "model": name,
+            "output": out,
+            "interpolation": interp,
+            "model_weights": wk,
+        }
         method = f"LEE-weighted share over images; percentile bootstrap over images ({n_boot} resamples, seed {seed})"
         for j, k in enumerate(ks):
             area = _ring_area(h, wd, k)
-            rows.append(stat_row(base, term=f"{k}px", statistic="border_share", estimate=est[j], ci_low=lo[j],
-                                 ci_high=hi[j], n=n, n_of="images", method=method, border_px=k,
-                                 area_fraction=area, enrichment=est[j] / area, input_size=f"{h}x{wd}"))
-        rows.append(stat_row(base, term="image", statistic="located_share", estimate=est[-1], ci_low=lo[-1],
-                             ci_high=hi[-1], n=n, n_of="images", method=method, input_size=f"{h}x{wd}"))
+            rows.append(
+                stat_row(
+                    base,
+                    term=f"{k}px",
+                    statistic="border_share",
+                    estimate=est[j],
+                    ci_low=lo[j],
+                    ci_high=hi[j],
+                    n=n,
+                    n_of="images",
+                    method=method,
+                    border_px=k,
+                    area_fraction=area,
+                    enrichment=est[j] / area,
+                    input_size=f"{h}x{wd}",
+                )
+            )
+        rows.append(
+            stat_row(
+                base,
+                term="image",
+                statistic="located_share",
+                estimate=est[-1],
+                ci_low=lo[-1],
+                ci_high=hi[-1],
+                n=n,
+                n_of="images",
+                method=method,
+                input_size=f"{h}x{wd}",
+            )
+        )
     return _frame("border_share", rows, w, level, "no explain results match")
 
 
@@ -1009,9 +1369,15 @@ def layer_location(
     if top < 1:
         raise ValueError(f"top must be >= 1, got {top}")
     w = _Weights(con, weights, ["explain"], dataset)
-    data = _explain_rows(con, w, dataset, generator, model, ["layer"],
-                         ("layer", "call_index", "layer_class", "layer_kind", "grid_h", "grid_w", "total",
-                          "abs_total", "cells"))
+    data = _explain_rows(
+        con,
+        w,
+        dataset,
+        generator,
+        model,
+        ["layer"],
+        ("layer", "call_index", "layer_class", "layer_kind", "grid_h", "grid_w", "total", "abs_total", "cells"),
+    )
     rows: list[dict[str, Any]] = []
     families = dict(con.execute("SELECT model, family FROM models ORDER BY model").fetchall())
     for key, g in _groups(data, list(_EXPLAIN_KEYS)):
@@ -1020,25 +1386,51 @@ def layer_location(
         n = len(images)
         lee = np.zeros(n)
         lee[img_codes] = g["lee"].to_numpy(float)
-        layers = (g[["call_index", "layer", "layer_class", "layer_kind", "grid_h", "grid_w"]]
-                  .drop_duplicates(["call_index", "layer"]).sort_values(["call_index", "layer"]).reset_index(drop=True))
+        layers = (
+            g[["call_index", "layer", "layer_class", "layer_kind", "grid_h", "grid_w"]]
+            .drop_duplicates(["call_index", "layer"])
+            .sort_values(["call_index", "layer"])
+            .reset_index(drop=True)
+        )
         pos = pd.MultiIndex.from_frame(layers[["call_index", "layer"]]).get_indexer(
-            pd.MultiIndex.from_frame(g[["call_index", "layer"]]))
+            pd.MultiIndex.from_frame(g[["call_index", "layer"]])
+        )
         tot = np.zeros((n, len(layers)))
         ab = np.zeros((n, len(layers)))
         np.add.at(tot, (img_codes, pos), g["total"].to_numpy(float))
         np.add.at(ab, (img_codes, pos), g["abs_total"].to_numpy(float))
         est, lo, hi = _lee_weighted(np.column_stack([tot, ab]), lee, n_boot, seed, level)
         k = len(layers)
-        base = {"dataset": ds, "generator": gen, "scope": "model", "family": families.get(name) or "unknown",
-                "model": name, "output": out, "interpolation": interp, "model_weights": wk}
+        base = {
+            "dataset": ds,
+            "generator": gen,
+            "scope": "model",
+            "family": families.get(name) or "unknown",
+            "model": name,
+            "output": out,
+            "interpolation": interp,
+            "model_weights": wk,
+        }
         method = f"LEE-weighted share over images; percentile bootstrap over images ({n_boot} resamples, seed {seed})"
         for j in np.argsort(-np.abs(est[:k]), kind="stable")[:top]:
             lay = layers.iloc[j]
-            rows.append(stat_row(base, term=lay["layer"], statistic="layer_share", estimate=est[j], ci_low=lo[j],
-                                 ci_high=hi[j], n=n, n_of="images", method=method, call_index=int(lay["call_index"]),
-                                 layer_class=lay["layer_class"], layer_kind=lay["layer_kind"],
-                                 abs_share=est[k + j]))
+            rows.append(
+                stat_row(
+                    base,
+                    term=lay["layer"],
+                    statistic="layer_share",
+                    estimate=est[j],
+                    ci_low=lo[j],
+                    ci_high=hi[j],
+                    n=n,
+                    n_of="images",
+                    method=method,
+                    call_index=int(lay["call_index"]),
+                    layer_class=lay["layer_class"],
+                    layer_kind=lay["layer_kind"],
+                    abs_share=est[k + j],
+                )
+            )
         # (layer, cell) pairs: one column per cell of every layer
         offsets = np.concatenate([[0], np.cumsum((layers["grid_h"] * layers["grid_w"]).to_numpy(int))])
         cells = np.zeros((n, int(offsets[-1])))
@@ -1050,11 +1442,28 @@ def layer_location(
             lay = layers.iloc[p]
             gh, gw = int(lay["grid_h"]), int(lay["grid_w"])
             r, c = divmod(int(j - offsets[p]), gw)
-            rows.append(stat_row(base, term=f"{lay['layer']}[{r},{c}]", statistic="cell_share", estimate=cest[j],
-                                 ci_low=clo[j], ci_high=chi[j], n=n, n_of="images", method=method,
-                                 call_index=int(lay["call_index"]), layer_class=lay["layer_class"],
-                                 layer_kind=lay["layer_kind"], cell_row=r, cell_col=c, grid_h=gh, grid_w=gw,
-                                 y=(r + 0.5) / gh, x=(c + 0.5) / gw))
+            rows.append(
+                stat_row(
+                    base,
+                    term=f"{lay['layer']}[{r},{c}]",
+                    statistic="cell_share",
+                    estimate=cest[j],
+                    ci_low=clo[j],
+                    ci_high=chi[j],
+                    n=n,
+                    n_of="images",
+                    method=method,
+                    call_index=int(lay["call_index"]),
+                    layer_class=lay["layer_class"],
+                    layer_kind=lay["layer_kind"],
+                    cell_row=r,
+                    cell_col=c,
+                    grid_h=gh,
+                    grid_w=gw,
+                    y=(r + 0.5) / gh,
+                    x=(c + 0.5) / gw,
+                )
+            )
     return _frame("layer_location", rows, w, level, "no explain results match")
 
 
@@ -1080,8 +1489,9 @@ def _spearman_rows(a: np.ndarray, t: np.ndarray) -> np.ndarray:
         return np.where(den > 0, ra @ rt / np.where(den > 0, den, 1.0), np.nan)
 
 
-def _mean_over_images(mat: np.ndarray, n_boot: int, seed: int, level: float
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _mean_over_images(
+    mat: np.ndarray, n_boot: int, seed: int, level: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Mean over images (rows) of each column of ``mat`` ``(n, k)``, NaN entries left out, with percentile bootstrap
     intervals over images (the same resampled images for every column); also the images counted per column."""
     ok = ~np.isnan(mat)
@@ -1149,26 +1559,55 @@ def texture(
     if not 0 < textured_fraction < 1:
         raise ValueError(f"textured_fraction must be between 0 and 1, got {textured_fraction}")
     w = _Weights(con, weights, ["explain"], dataset)
-    img = _explain_rows(con, w, dataset, generator, model, ["image"],
-                       ("grid_h", "grid_w", "texture", "cells", "abs_total", "input_h", "input_w"))
-    lay = _explain_rows(con, w, dataset, generator, model, ["layer"],
-                        ("layer", "call_index", "layer_class", "grid_h", "grid_w", "abs_total", "cells"))
+    img = _explain_rows(
+        con,
+        w,
+        dataset,
+        generator,
+        model,
+        ["image"],
+        ("grid_h", "grid_w", "texture", "cells", "abs_total", "input_h", "input_w"),
+    )
+    lay = _explain_rows(
+        con,
+        w,
+        dataset,
+        generator,
+        model,
+        ["layer"],
+        ("layer", "call_index", "layer_class", "grid_h", "grid_w", "abs_total", "cells"),
+    )
     rows: list[dict[str, Any]] = []
     families = dict(con.execute("SELECT model, family FROM models ORDER BY model").fetchall())
     lay_groups = {k: g for k, g in _groups(lay, list(_EXPLAIN_KEYS))}
-    method = (f"mean over images of the per-image statistic across cells; percentile bootstrap over images "
-              f"({n_boot} resamples, seed {seed})")
+    method = (
+        f"mean over images of the per-image statistic across cells; percentile bootstrap over images "
+        f"({n_boot} resamples, seed {seed})"
+    )
     for key, gi in _groups(img, list(_EXPLAIN_KEYS)):
         name, wk, ds, gen, out, interp = key
-        base = {"dataset": ds, "generator": gen, "scope": "model", "family": families.get(name) or "unknown",
-                "model": name, "output": out, "interpolation": interp, "model_weights": wk}
+        base = {
+            "dataset": ds,
+            "generator": gen,
+            "scope": "model",
+            "family": families.get(name) or "unknown",
+            "model": name,
+            "output": out,
+            "interpolation": interp,
+            "model_weights": wk,
+        }
         missing = gi["texture"].isna()
         gi = gi[~missing]
-        note = (f"{int(missing.sum())} images without texture (stored before schema version 7: rerun their units "
-                "with lee eval --force) left out" if missing.any() else "")
+        note = (
+            f"{int(missing.sum())} images without texture (stored before schema version 7: rerun their units "
+            "with lee eval --force) left out"
+            if missing.any()
+            else ""
+        )
         if gi.empty:
-            rows.append(stat_row(base, term="<image>", statistic="texture_rho", n=0, n_of="images", method=method,
-                                 note=note))
+            rows.append(
+                stat_row(base, term="<image>", statistic="texture_rho", n=0, n_of="images", method=method, note=note)
+            )
             continue
         gl = lay_groups.get(key)
         ids = (gi["unit"].astype(str) + "/" + gi["sample_index"].astype(str)).to_numpy()
@@ -1229,12 +1668,40 @@ def texture(
         for j, t in enumerate(terms):
             abs_share = float(lee @ abs_tot[t] / lee.sum()) if lee.sum() > 0 else math.nan
             extra = {**info[t], "abs_share": abs_share, "input_size": size}
-            rows.append(stat_row(base, term=t, statistic="texture_rho", estimate=r_est[j], ci_low=r_lo[j],
-                                 ci_high=r_hi[j], n=int(r_n[j]), n_of="images", method=method, note=note, **extra,
-                                 cell_fraction=math.nan, enrichment=math.nan))
-            rows.append(stat_row(base, term=t, statistic="textured_share", estimate=s_est[j], ci_low=s_lo[j],
-                                 ci_high=s_hi[j], n=int(s_n[j]), n_of="images", method=method, note=note, **extra,
-                                 cell_fraction=cell_fraction, enrichment=s_est[j] / cell_fraction))
+            rows.append(
+                stat_row(
+                    base,
+                    term=t,
+                    statistic="texture_rho",
+                    estimate=r_est[j],
+                    ci_low=r_lo[j],
+                    ci_high=r_hi[j],
+                    n=int(r_n[j]),
+                    n_of="images",
+                    method=method,
+                    note=note,
+                    **extra,
+                    cell_fraction=math.nan,
+                    enrichment=math.nan,
+                )
+            )
+            rows.append(
+                stat_row(
+                    base,
+                    term=t,
+                    statistic="textured_share",
+                    estimate=s_est[j],
+                    ci_low=s_lo[j],
+                    ci_high=s_hi[j],
+                    n=int(s_n[j]),
+                    n_of="images",
+                    method=method,
+                    note=note,
+                    **extra,
+                    cell_fraction=cell_fraction,
+                    enrichment=s_est[j] / cell_fraction,
+                )
+            )
     return _frame("texture", rows, w, level, "no explain results match")
 
 

@@ -75,8 +75,9 @@ def _norm(vmax: float) -> TwoSlopeNorm:
     return TwoSlopeNorm(vcenter=0.0, vmin=-vmax, vmax=vmax)
 
 
-def overlay_figure(image: np.ndarray, maps: dict[str, np.ndarray], vmax: float, title: str,
-                   notes: dict[str, str] | None = None) -> Figure:
+def overlay_figure(
+    image: np.ndarray, maps: dict[str, np.ndarray], vmax: float, title: str, notes: dict[str, str] | None = None
+) -> Figure:
     """The image and, per generator, its signed ``image_map`` over the image in grey.
 
     Args:
@@ -138,8 +139,9 @@ def save(fig: Figure, path: Path) -> None:
     fig.savefig(path, dpi=110, bbox_inches="tight")
 
 
-def write_index(out: Path, entries: Sequence[ExplainEntry], *, generators: Sequence[str], vmax: float,
-                border_px: int, command: str) -> Path:
+def write_index(
+    out: Path, entries: Sequence[ExplainEntry], *, generators: Sequence[str], vmax: float, border_px: int, command: str
+) -> Path:
     """``out/index.html``: every overlay and top-layer figure, with the per-image LEE and shares."""
     rows = []
     for e in entries:
@@ -155,7 +157,8 @@ def write_index(out: Path, entries: Sequence[ExplainEntry], *, generators: Seque
             f"<tr><td>{html.escape(e.model)}<br><small>{html.escape(e.weights)}</small></td>"
             f"<td>{html.escape(e.image_id)}</td>"
             f'<td><a href="{html.escape(e.overlay)}"><img src="{html.escape(e.overlay)}" height="180"></a></td>'
-            + "".join(cells) + "</tr>"
+            + "".join(cells)
+            + "</tr>"
         )
     head = "".join(f"<th>{html.escape(g)}</th>" for g in generators)
     page = f"""<!doctype html>
@@ -170,7 +173,7 @@ and generator (&plusmn;{vmax:.3g}). <i>border</i>: share of the image map within
 border; <i>remainder</i>: the share of what happens between recorded layers.</p>
 <p><code>{html.escape(command)}</code></p>
 <table><tr><th>model</th><th>image</th><th>overlay</th>{head}</tr>
-{''.join(rows)}
+{"".join(rows)}
 </table></body></html>
 """
     path = out / "index.html"

@@ -47,17 +47,50 @@ __all__ = [
 ]
 
 LAYER_TYPES: tuple[str, ...] = (
-    "patch embedding", "convolution", "normalization", "normalization+activation", "activation", "downsampling/pooling",
-    "attention", "MLP", "composite block", "other", "unattributed",
+    "patch embedding",
+    "convolution",
+    "normalization",
+    "normalization+activation",
+    "activation",
+    "downsampling/pooling",
+    "attention",
+    "MLP",
+    "composite block",
+    "other",
+    "unattributed",
 )
 """The layer types of ``lee_layer_type`` (pipelines/sql/03_layerwise.sql), in drawing order."""
 
-_LAYER_COLORS = dict(zip(LAYER_TYPES, (
-    "#8c564b", "#1f77b4", "#2ca02c", "#e377c2", "#ff7f0e", "#9467bd", "#d62728", "#17becf", "#bcbd22", "#c7c7c7",
-    "#444444",
-), strict=True))
+_LAYER_COLORS = dict(
+    zip(
+        LAYER_TYPES,
+        (
+            "#8c564b",
+            "#1f77b4",
+            "#2ca02c",
+            "#e377c2",
+            "#ff7f0e",
+            "#9467bd",
+            "#d62728",
+            "#17becf",
+            "#bcbd22",
+            "#c7c7c7",
+            "#444444",
+        ),
+        strict=True,
+    )
+)
 _PALETTE = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
 )
 _DPI = 110
 
@@ -91,10 +124,10 @@ class FigureContext:
         return self.family_colors.get(str(family), "#7f7f7f")
 
 
-
 def _clip(name: str, width: int) -> str:
     """``name`` cut to ``width`` characters with an ellipsis (model names have no spaces to shorten at)."""
     return name if len(name) <= width else name[: width - 1] + "…"
+
 
 def family_colors(families: Sequence[object]) -> dict[str, str]:
     """A fixed colour per family (sorted names cycle through a 10-colour palette)."""
@@ -159,12 +192,15 @@ def _size(params: pd.Series, pmax: float) -> np.ndarray:
 
 
 def _family_legend(ax: Axes, ctx: FigureContext, families: Sequence[object], pmax: float | None = None) -> None:
-    handles = [Line2D([], [], marker="o", ls="", color=ctx.color(f), label=str(f)) for f in sorted(set(map(str, families)))]
+    handles = [
+        Line2D([], [], marker="o", ls="", color=ctx.color(f), label=str(f)) for f in sorted(set(map(str, families)))
+    ]
     if pmax and pmax > 0:
         for p in sorted({pmax, round(pmax / 4, 2)}):
             s = float(_size(pd.Series([p]), pmax)[0])
-            handles.append(Line2D([], [], marker="o", ls="", color="#bbbbbb", markersize=math.sqrt(s),
-                                  label=f"{p:.3g} M params"))
+            handles.append(
+                Line2D([], [], marker="o", ls="", color="#bbbbbb", markersize=math.sqrt(s), label=f"{p:.3g} M params")
+            )
     ax.legend(handles=handles, fontsize=7, loc="best", frameon=False)
 
 
@@ -186,11 +222,24 @@ def lee_vs_top1(df: pd.DataFrame, ctx: FigureContext) -> Figure:
         d = df[df["generator"] == g]
         for _, r in d.iterrows():
             random = r.get("weights") == "random"
-            ax.errorbar(r["top1"], r["mean_lee"], yerr=_log_errors([r["mean_lee"]], [r["se_lee"]]),
-                        fmt="none", ecolor=ctx.color(r["family"]), alpha=0.6, lw=1)
-            ax.scatter(r["top1"], r["mean_lee"], s=_size(pd.Series([r["params_m"]]), pmax),
-                       facecolors="none" if random else ctx.color(r["family"]),
-                       edgecolors=ctx.color(r["family"]), alpha=0.85, linewidths=1.2)
+            ax.errorbar(
+                r["top1"],
+                r["mean_lee"],
+                yerr=_log_errors([r["mean_lee"]], [r["se_lee"]]),
+                fmt="none",
+                ecolor=ctx.color(r["family"]),
+                alpha=0.6,
+                lw=1,
+            )
+            ax.scatter(
+                r["top1"],
+                r["mean_lee"],
+                s=_size(pd.Series([r["params_m"]]), pmax),
+                facecolors="none" if random else ctx.color(r["family"]),
+                edgecolors=ctx.color(r["family"]),
+                alpha=0.85,
+                linewidths=1.2,
+            )
         ax.set_yscale("log")
         ax.set_title(g, fontsize=10)
         ax.set_xlabel(_top1_label(ctx), fontsize=8)
@@ -202,8 +251,13 @@ def lee_vs_top1(df: pd.DataFrame, ctx: FigureContext) -> Figure:
         notes.append(f"{dropped} model x generator points with LEE <= 0 not drawn (log axis)")
     if dropped_acc:
         notes.append(f"{dropped_acc} rows without catalog top-1 not drawn")
-    _title(fig, "Fig. 1 — LEE vs top-1 accuracy per generator (colour: family, size: parameters)", ctx,
-           n_text(df), "; ".join(notes))
+    _title(
+        fig,
+        "Fig. 1 — LEE vs top-1 accuracy per generator (colour: family, size: parameters)",
+        ctx,
+        n_text(df),
+        "; ".join(notes),
+    )
     return fig
 
 
@@ -219,15 +273,29 @@ def generators_vs_top1(df: pd.DataFrame, ctx: FigureContext) -> Figure:
     for i, g in enumerate(sorted(df["generator"].unique())):
         d = df[df["generator"] == g].sort_values("top1")
         c = _PALETTE[i % len(_PALETTE)]
-        ax.errorbar(d["top1"], d["mean_lee"], yerr=_log_errors(d["mean_lee"], d["se_lee"]), color=c, fmt="o",
-                    ms=5, alpha=0.8, capsize=2, label=g)
+        ax.errorbar(
+            d["top1"],
+            d["mean_lee"],
+            yerr=_log_errors(d["mean_lee"], d["se_lee"]),
+            color=c,
+            fmt="o",
+            ms=5,
+            alpha=0.8,
+            capsize=2,
+            label=g,
+        )
     ax.set_yscale("log")
     ax.set_xlabel(_top1_label(ctx), fontsize=9)
     ax.set_ylabel("LEE (mean ± s.e.)", fontsize=9)
     ax.grid(alpha=0.3, which="both", lw=0.5)
     ax.legend(fontsize=7, frameon=False, ncols=2)
-    _title(fig, "Fig. 5a — every generator's LEE vs top-1 accuracy", ctx, n_text(df),
-           f"{dropped} points with LEE <= 0 not drawn" if dropped else "")
+    _title(
+        fig,
+        "Fig. 5a — every generator's LEE vs top-1 accuracy",
+        ctx,
+        n_text(df),
+        f"{dropped} points with LEE <= 0 not drawn" if dropped else "",
+    )
     return fig
 
 
@@ -246,14 +314,26 @@ def alt_vs_top1(df: pd.DataFrame, ctx: FigureContext) -> Figure:
         d = df[df["metric"] == m]
         for _, r in d.iterrows():
             c = ctx.color(r["family"])
-            ax.errorbar(r["top1"], r["mean_value"], yerr=0 if pd.isna(r["se_value"]) else r["se_value"], fmt="o",
-                        color=c, mfc="none" if r.get("weights") == "random" else c, ms=6, capsize=2, alpha=0.85)
+            ax.errorbar(
+                r["top1"],
+                r["mean_value"],
+                yerr=0 if pd.isna(r["se_value"]) else r["se_value"],
+                fmt="o",
+                color=c,
+                mfc="none" if r.get("weights") == "random" else c,
+                ms=6,
+                capsize=2,
+                alpha=0.85,
+            )
         vals = d["mean_value"].astype(float)
         if (vals > 0).all() and vals.max() / vals.min() > 100:
             ax.set_yscale("log")
         hib = d["higher_is_better"].dropna()
-        direction = "" if hib.empty else (" (higher = more equivariant)" if bool(hib.iloc[0]) else
-                                          " (lower = more equivariant)")
+        direction = (
+            ""
+            if hib.empty
+            else (" (higher = more equivariant)" if bool(hib.iloc[0]) else " (lower = more equivariant)")
+        )
         unit = d["value_unit"].dropna()
         ax.set_title(f"{m}{direction}", fontsize=9)
         ax.set_ylabel(f"mean ± s.e. [{unit.iloc[0] if not unit.empty else '?'}]", fontsize=8)
@@ -284,8 +364,15 @@ def layerwise_cumulative(df: pd.DataFrame, ctx: FigureContext) -> Figure:
             if dm.empty:
                 continue
             fam = dm["family"].iloc[0] if "family" in dm else None
-            ax.step(dm["depth"], dm["cumulative_fraction"], where="post", color=ctx.color(fam),
-                    ls=styles[i % len(styles)], lw=1.3, label=f"{m} ({fam})")
+            ax.step(
+                dm["depth"],
+                dm["cumulative_fraction"],
+                where="post",
+                color=ctx.color(fam),
+                ls=styles[i % len(styles)],
+                lw=1.3,
+                label=f"{m} ({fam})",
+            )
         ax.axhline(1.0, color="k", lw=0.6, ls=":")
         ax.set_title(g, fontsize=10)
         ax.set_xlabel("relative depth (layer call order, 0 = input)", fontsize=8)
@@ -319,8 +406,16 @@ def layer_type_shares(df: pd.DataFrame, ctx: FigureContext) -> Figure:
             if not np.any(np.abs(vals) > 1e-12):
                 continue
             left = np.where(vals >= 0, pos, neg)
-            ax.barh(np.arange(len(models)), vals, left=left, color=_LAYER_COLORS.get(t, "#999999"), label=t,
-                    height=0.7, edgecolor="white", lw=0.3)
+            ax.barh(
+                np.arange(len(models)),
+                vals,
+                left=left,
+                color=_LAYER_COLORS.get(t, "#999999"),
+                label=t,
+                height=0.7,
+                edgecolor="white",
+                lw=0.3,
+            )
             pos += np.where(vals >= 0, vals, 0)
             neg += np.where(vals < 0, vals, 0)
         ax.set_yticks(np.arange(len(models)), models, fontsize=7)
@@ -334,7 +429,9 @@ def layer_type_shares(df: pd.DataFrame, ctx: FigureContext) -> Figure:
     return fig
 
 
-def _dodge_plot(ax: Axes, d: pd.DataFrame, order: list[str], marker_fill: dict[str, bool], colors: dict[str, str]) -> None:
+def _dodge_plot(
+    ax: Axes, d: pd.DataFrame, order: list[str], marker_fill: dict[str, bool], colors: dict[str, str]
+) -> None:
     gens = sorted(d["generator"].unique())
     width = 0.8 / max(1, len(order))
     for j, m in enumerate(order):
@@ -342,8 +439,17 @@ def _dodge_plot(ax: Axes, d: pd.DataFrame, order: list[str], marker_fill: dict[s
         x = np.arange(len(gens)) - 0.4 + width * (j + 0.5)
         ok = dm["mean_lee"].notna().to_numpy()
         c = colors[m]
-        ax.errorbar(x[ok], dm["mean_lee"][ok], yerr=_log_errors(dm["mean_lee"][ok], dm["se_lee"][ok]), fmt="o",
-                    color=c, mfc=c if marker_fill[m] else "white", ms=6, capsize=2, label=m)
+        ax.errorbar(
+            x[ok],
+            dm["mean_lee"][ok],
+            yerr=_log_errors(dm["mean_lee"][ok], dm["se_lee"][ok]),
+            fmt="o",
+            color=c,
+            mfc=c if marker_fill[m] else "white",
+            ms=6,
+            capsize=2,
+            label=m,
+        )
     ax.set_xticks(np.arange(len(gens)), gens, fontsize=8, rotation=30)
     ax.set_yscale("log")
     ax.set_ylabel("LEE (mean ± s.e.)", fontsize=8)
@@ -370,8 +476,13 @@ def antialiasing(df: pd.DataFrame, ctx: FigureContext) -> Figure:
         _dodge_plot(ax, d, order, fill, colors)
         ax.set_title(f"{p} vs plain", fontsize=9)
         ax.legend(fontsize=7, frameon=False)
-    _title(fig, "Fig. 6a — anti-aliasing: BlurPool (filled) vs plain (hollow)", ctx, n_text(df),
-           f"{dropped} points with LEE <= 0 not drawn" if dropped else "")
+    _title(
+        fig,
+        "Fig. 6a — anti-aliasing: BlurPool (filled) vs plain (hollow)",
+        ctx,
+        n_text(df),
+        f"{dropped} points with LEE <= 0 not drawn" if dropped else "",
+    )
     return fig
 
 
@@ -389,8 +500,17 @@ def scale_within_family(df: pd.DataFrame, ctx: FigureContext) -> Figure:
         d = df[df["generator"] == g]
         for fam, dfam in d.groupby(d["family"].fillna("unknown")):
             dfam = dfam.sort_values("params_m")
-            ax.errorbar(dfam["params_m"], dfam["mean_lee"], yerr=_log_errors(dfam["mean_lee"], dfam["se_lee"]),
-                        color=ctx.color(fam), marker="o", ms=5, lw=1, capsize=2, label=str(fam))
+            ax.errorbar(
+                dfam["params_m"],
+                dfam["mean_lee"],
+                yerr=_log_errors(dfam["mean_lee"], dfam["se_lee"]),
+                color=ctx.color(fam),
+                marker="o",
+                ms=5,
+                lw=1,
+                capsize=2,
+                label=str(fam),
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(g, fontsize=10)
@@ -398,8 +518,13 @@ def scale_within_family(df: pd.DataFrame, ctx: FigureContext) -> Figure:
         ax.set_ylabel("LEE (mean ± s.e.)", fontsize=8)
         ax.grid(alpha=0.3, which="both", lw=0.5)
     axes[0].legend(fontsize=7, frameon=False)
-    _title(fig, "Fig. 6b — scale within family: LEE vs parameter count", ctx, n_text(df),
-           f"{dropped} points with LEE <= 0 not drawn" if dropped else "")
+    _title(
+        fig,
+        "Fig. 6b — scale within family: LEE vs parameter count",
+        ctx,
+        n_text(df),
+        f"{dropped} points with LEE <= 0 not drawn" if dropped else "",
+    )
     return fig
 
 
@@ -425,9 +550,10 @@ def pretraining_data(df: pd.DataFrame, ctx: FigureContext) -> Figure:
         raise NoData("no model with known pretraining data and a positive LEE")
     sizes = df.groupby("pretrain_data")["pretrain_images"].nunique()
     several = df["pretrain_data"].isin(sizes[sizes > 1].index)
-    df = df.assign(data=df["pretrain_data"].where(
-        ~several, df["pretrain_data"] + " (" + df["pretrain_images"].map(_count) + ")"))
-    order = (df.groupby("data")["pretrain_images"].max().fillna(np.inf).sort_values().index.tolist())
+    df = df.assign(
+        data=df["pretrain_data"].where(~several, df["pretrain_data"] + " (" + df["pretrain_images"].map(_count) + ")")
+    )
+    order = df.groupby("data")["pretrain_images"].max().fillna(np.inf).sort_values().index.tolist()
     pos = {p: i for i, p in enumerate(order)}
     gens = sorted(df["generator"].unique())
     fig, axes = _new(len(gens))
@@ -441,8 +567,16 @@ def pretraining_data(df: pd.DataFrame, ctx: FigureContext) -> Figure:
                 ax.plot(da["x"], da["mean_lee"], color=ctx.color(da["family"].iloc[0]), lw=0.8, alpha=0.6)
         for _, r in d.iterrows():
             c = ctx.color(r["family"])
-            ax.errorbar(r["x"], r["mean_lee"], yerr=_log_errors([r["mean_lee"]], [r["se_lee"]]), fmt="o", color=c,
-                        mfc="none" if r.get("weights") == "random" else c, ms=5, capsize=2)
+            ax.errorbar(
+                r["x"],
+                r["mean_lee"],
+                yerr=_log_errors([r["mean_lee"]], [r["se_lee"]]),
+                fmt="o",
+                color=c,
+                mfc="none" if r.get("weights") == "random" else c,
+                ms=5,
+                capsize=2,
+            )
         ax.set_xticks(range(len(order)), order, fontsize=8, rotation=30)
         ax.set_xlim(-0.6, len(order) - 0.4)
         ax.set_yscale("log")
@@ -451,8 +585,13 @@ def pretraining_data(df: pd.DataFrame, ctx: FigureContext) -> Figure:
         ax.set_ylabel("LEE (mean ± s.e.)", fontsize=8)
         ax.grid(alpha=0.3, which="both", axis="y", lw=0.5)
     _family_legend(axes[0], ctx, df["family"].fillna("unknown"))
-    _title(fig, "Fig. 6c — pretraining data: LEE by pretraining set", ctx, n_text(df),
-           f"{dropped} points with LEE <= 0 not drawn" if dropped else "")
+    _title(
+        fig,
+        "Fig. 6c — pretraining data: LEE by pretraining set",
+        ctx,
+        n_text(df),
+        f"{dropped} points with LEE <= 0 not drawn" if dropped else "",
+    )
     return fig
 
 
@@ -489,10 +628,23 @@ def gap(df: pd.DataFrame, ctx: FigureContext, ratios: pd.DataFrame | None = None
             dr = dr.reindex(models)
             x = np.arange(len(models)) - 0.35 + width * (j + 0.5)
             ok = dr["mean_lee"].notna().to_numpy()
-            ax.errorbar(x[ok], dr["mean_lee"][ok], yerr=_log_errors(dr["mean_lee"][ok], dr["se_lee"][ok]), fmt=marker,
-                        color=color, ms=6, capsize=2, label=role)
-        ax.set_xticks(np.arange(len(models)), [f"{_clip(m, 28)} ({family[m]})" for m in models],
-                      fontsize=7, rotation=30, ha="right")
+            ax.errorbar(
+                x[ok],
+                dr["mean_lee"][ok],
+                yerr=_log_errors(dr["mean_lee"][ok], dr["se_lee"][ok]),
+                fmt=marker,
+                color=color,
+                ms=6,
+                capsize=2,
+                label=role,
+            )
+        ax.set_xticks(
+            np.arange(len(models)),
+            [f"{_clip(m, 28)} ({family[m]})" for m in models],
+            fontsize=7,
+            rotation=30,
+            ha="right",
+        )
         ax.set_yscale("log")
         ax.set_title(g, fontsize=10)
         ax.set_ylabel("LEE (mean ± s.e.)", fontsize=8)
@@ -509,8 +661,13 @@ def gap(df: pd.DataFrame, ctx: FigureContext, ratios: pd.DataFrame | None = None
         notes.append(f"{dropped} points with LEE <= 0 not drawn")
     if single:
         notes.append(f"{single} models with one role only not drawn")
-    _suptitle(fig, ["Fig. 7 — equivariance gap: LEE on train vs test vs OOD data",
-                    f"{ctx.weights} · {ctx.config + ' · ' if ctx.config else ''}{n_text(df)} · " + "; ".join(notes)])
+    _suptitle(
+        fig,
+        [
+            "Fig. 7 — equivariance gap: LEE on train vs test vs OOD data",
+            f"{ctx.weights} · {ctx.config + ' · ' if ctx.config else ''}{n_text(df)} · " + "; ".join(notes),
+        ],
+    )
     return fig
 
 
@@ -527,8 +684,11 @@ def _ratio_panel(ax: Axes, ratios: pd.DataFrame) -> None:
     multi_gen = "generator" in r and r["generator"].nunique() > 1
 
     def label(row: pd.Series) -> str:
-        who = (f"{row.get('family')} (family geomean)" if row.get("statistic") == "geomean_ratio"
-               else str(row.get("model")))
+        who = (
+            f"{row.get('family')} (family geomean)"
+            if row.get("statistic") == "geomean_ratio"
+            else str(row.get("model"))
+        )
         text = f"{_clip(who, 36)} · {row.get('term', '')}"
         return f"{text} · {row['generator']}" if multi_gen else text
 
@@ -538,11 +698,27 @@ def _ratio_panel(ax: Axes, ratios: pd.DataFrame) -> None:
     hi = np.nan_to_num(r["ci_high"].to_numpy(float) - est, nan=0.0).clip(0)
     family = (r["statistic"] == "geomean_ratio").to_numpy() if "statistic" in r else np.zeros(len(r), bool)
     if (~family).any():
-        ax.errorbar(est[~family], y[~family], xerr=np.vstack([lo, hi])[:, ~family], fmt="o", color="#333333",
-                    ms=4, capsize=2, label="model")
+        ax.errorbar(
+            est[~family],
+            y[~family],
+            xerr=np.vstack([lo, hi])[:, ~family],
+            fmt="o",
+            color="#333333",
+            ms=4,
+            capsize=2,
+            label="model",
+        )
     if family.any():
-        ax.errorbar(est[family], y[family], xerr=np.vstack([lo, hi])[:, family], fmt="D", color="#d62728", ms=5,
-                    capsize=2, label="family (geometric mean)")
+        ax.errorbar(
+            est[family],
+            y[family],
+            xerr=np.vstack([lo, hi])[:, family],
+            fmt="D",
+            color="#d62728",
+            ms=5,
+            capsize=2,
+            label="family (geometric mean)",
+        )
     ax.axvline(1.0, color="k", lw=0.6, ls=":")
     ax.set_yticks(y, [label(row) for _, row in r.iterrows()], fontsize=6)
     ax.invert_yaxis()
@@ -560,11 +736,22 @@ def placeholder(title: str, missing: str, how: Sequence[str] = (), *, error: boo
     FigureCanvasAgg(fig)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_axis_off()
-    ax.add_patch(Rectangle((0.01, 0.02), 0.98, 0.96, transform=ax.transAxes, fill=False, ls="--",
-                           ec="#b00020" if error else "#888888"))
+    ax.add_patch(
+        Rectangle(
+            (0.01, 0.02), 0.98, 0.96, transform=ax.transAxes, fill=False, ls="--", ec="#b00020" if error else "#888888"
+        )
+    )
     head = ("FIGURE FAILED: " if error else "NO DATA: ") + title
-    ax.text(0.5, 0.86, "\n".join(textwrap.wrap(head, 90)), ha="center", va="top", fontsize=12, weight="bold",
-            transform=ax.transAxes)
+    ax.text(
+        0.5,
+        0.86,
+        "\n".join(textwrap.wrap(head, 90)),
+        ha="center",
+        va="top",
+        fontsize=12,
+        weight="bold",
+        transform=ax.transAxes,
+    )
     body = "\n".join(textwrap.wrap(missing, 100))
     if how:
         body += "\n\nProduce it with:\n" + "\n".join(f"  {h}" for h in how)

@@ -132,61 +132,92 @@ def render_html(report: Report) -> str:
     meta = report.meta
     sel = meta["selection"]  # the report's Selection: weights, datasets, generators, output, interpolation
     parts = [
-        "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+        "<!DOCTYPE html>",
+        "<html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-        f"<title>lee report: {_e(meta['results'])}</title>", f"<style>{_CSS}</style>",
-        f"<script>{_SCRIPT}</script>", "</head>", "<body data-images-ok='pending'>",
+        f"<title>lee report: {_e(meta['results'])}</title>",
+        f"<style>{_CSS}</style>",
+        f"<script>{_SCRIPT}</script>",
+        "</head>",
+        "<body data-images-ok='pending'>",
         "<h1>lee report: learned equivariance (Lie derivative, LEE)</h1>",
-        _kv_table([
-            ("results root", meta["results"]), ("generated (UTC)", meta["generated"]),
-            ("weights", f"{sel.weights}: {sel.label}"),
-            ("output", f"{sel.output}: {sel.output_label}"),
-            ("interpolation", f"{sel.interpolation} (liecore's image interpolant; the alternative metrics use "
-                              "their own)"),
-            ("output configurations in the results", "; ".join(
-                f"{c['label']}: {c['models']} model{'s' if c['models'] != 1 else ''}"
-                + (" (shown)" if c["shown"] else "") for c in meta.get("configs", [])) or "none"),
-            ("datasets", ", ".join(sel.datasets) or "all"),
-            ("generators", ", ".join(sel.generators) or "all"),
-            ("one-dataset figures drawn on", meta.get("primary_dataset") or "(no LEE data)"),
-            ("failed units (excluded)", meta["failed_units"]),
-            ("unreadable files (skipped)", len(meta.get("damaged_files", []))),
-        ]),
+        _kv_table(
+            [
+                ("results root", meta["results"]),
+                ("generated (UTC)", meta["generated"]),
+                ("weights", f"{sel.weights}: {sel.label}"),
+                ("output", f"{sel.output}: {sel.output_label}"),
+                (
+                    "interpolation",
+                    f"{sel.interpolation} (liecore's image interpolant; the alternative metrics use their own)",
+                ),
+                (
+                    "output configurations in the results",
+                    "; ".join(
+                        f"{c['label']}: {c['models']} model{'s' if c['models'] != 1 else ''}"
+                        + (" (shown)" if c["shown"] else "")
+                        for c in meta.get("configs", [])
+                    )
+                    or "none",
+                ),
+                ("datasets", ", ".join(sel.datasets) or "all"),
+                ("generators", ", ".join(sel.generators) or "all"),
+                ("one-dataset figures drawn on", meta.get("primary_dataset") or "(no LEE data)"),
+                ("failed units (excluded)", meta["failed_units"]),
+                ("unreadable files (skipped)", len(meta.get("damaged_files", []))),
+            ]
+        ),
     ]
     damaged = meta.get("damaged_files", [])
     if damaged:
         shown = "".join(f"<li><code>{_e(f)}</code>: {_e(why)}</li>" for f, why in damaged[:20])
         more = f"<li>... and {len(damaged) - 20} more</li>" if len(damaged) > 20 else ""
-        parts.append(f"<div class='warn'><p>{len(damaged)} data file(s) of this root cannot be read and are left "
-                     f"out of every figure and table (<code>lee verify -r {_e(meta['results'])}</code> lists them; "
-                     f"<code>lee eval</code> with the sweep's flags redoes their units):</p><ul>{shown}{more}</ul></div>")
+        parts.append(
+            f"<div class='warn'><p>{len(damaged)} data file(s) of this root cannot be read and are left "
+            f"out of every figure and table (<code>lee verify -r {_e(meta['results'])}</code> lists them; "
+            f"<code>lee eval</code> with the sweep's flags redoes their units):</p><ul>{shown}{more}</ul></div>"
+        )
     if sel.weights == "random":
-        parts.append("<p class='warn'>These are <b>random-init</b> (untrained) networks: their LEE measures the "
-                     "architecture at initialization, not learned equivariance, and the accuracy axes show the catalog "
-                     "accuracy of the pretrained checkpoints, not of the weights evaluated here.</p>")
+        parts.append(
+            "<p class='warn'>These are <b>random-init</b> (untrained) networks: their LEE measures the "
+            "architecture at initialization, not learned equivariance, and the accuracy axes show the catalog "
+            "accuracy of the pretrained checkpoints, not of the weights evaluated here.</p>"
+        )
     elif sel.weights == "any":
-        parts.append("<p class='warn'>Pretrained and random-init results are shown together (--weights-filter any); "
-                     "random-init points are hollow.</p>")
+        parts.append(
+            "<p class='warn'>Pretrained and random-init results are shown together (--weights-filter any); "
+            "random-init points are hollow.</p>"
+        )
     elif meta["weights_available"].get("random") and not meta["weights_available"].get("pretrained"):
-        parts.append("<p class='warn'>This root has only random-init results "
-                     f"({meta['weights_available']['random']} models); this pretrained report is empty. "
-                     f"Use <code>lee report --results {_e(meta['results'])} --weights-filter random</code>.</p>")
+        parts.append(
+            "<p class='warn'>This root has only random-init results "
+            f"({meta['weights_available']['random']} models); this pretrained report is empty. "
+            f"Use <code>lee report --results {_e(meta['results'])} --weights-filter random</code>.</p>"
+        )
     randoms = meta.get("random_models") or {}
     if randoms.get("fallback") or randoms.get("asked"):
+
         def names(models: list[str]) -> str:
             return _e(", ".join(models[:20]) + (f" ... (+{len(models) - 20})" if len(models) > 20 else ""))
 
         text = []
         if randoms.get("fallback"):
-            text.append(f"<b>{len(randoms['fallback'])} model(s) ran on random init because the hub was offline or "
-                        f"unreachable</b> (<code>--weights auto</code> fell back; their pretrained weights were not "
-                        f"cached): {names(randoms['fallback'])}. Rerun <code>lee eval</code> online (or with the "
-                        "weights in the Hugging Face cache) for their pretrained results.")
+            text.append(
+                f"<b>{len(randoms['fallback'])} model(s) ran on random init because the hub was offline or "
+                f"unreachable</b> (<code>--weights auto</code> fell back; their pretrained weights were not "
+                f"cached): {names(randoms['fallback'])}. Rerun <code>lee eval</code> online (or with the "
+                "weights in the Hugging Face cache) for their pretrained results."
+            )
         if randoms.get("asked"):
-            text.append(f"{len(randoms['asked'])} model(s) have random-init results only (random init asked for, or "
-                        f"random-init specs): {names(randoms['asked'])}.")
-        where = ("They are not in this pretrained report." if sel.weights == "pretrained" else
-                 "Their LEE measures untrained networks.")
+            text.append(
+                f"{len(randoms['asked'])} model(s) have random-init results only (random init asked for, or "
+                f"random-init specs): {names(randoms['asked'])}."
+            )
+        where = (
+            "They are not in this pretrained report."
+            if sel.weights == "pretrained"
+            else "Their LEE measures untrained networks."
+        )
         parts.append(f"<p class='warn'>Random-init models in this root: {' '.join(text)} {where}</p>")
     configs = meta.get("configs", [])
     others: dict[str, list[dict[str, Any]]] = {}  # command -> the configurations it shows
@@ -195,14 +226,20 @@ def render_html(report: Report) -> str:
             others.setdefault(c["command"], []).append(c)
     if others:
         cmds = "; ".join(
-            f"{_e(' and '.join(c['label'] for c in cs))} ({max(c['models'] for c in cs)} models): <code>{_e(cmd)}</code>"
-            for cmd, cs in others.items())
+            f"{_e(' and '.join(c['label'] for c in cs))} ({max(c['models'] for c in cs)} models): "
+            f"<code>{_e(cmd)}</code>"
+            for cmd, cs in others.items()
+        )
         if not any(c["shown"] for c in configs):
-            parts.append(f"<p class='warn'>This root has no results with output {_e(sel.output)} and "
-                         f"{_e(sel.interpolation)} interpolation for this selection; it has {cmds}.</p>")
+            parts.append(
+                f"<p class='warn'>This root has no results with output {_e(sel.output)} and "
+                f"{_e(sel.interpolation)} interpolation for this selection; it has {cmds}.</p>"
+            )
         else:
-            parts.append(f"<p class='warn'>Only output {_e(sel.output)} with {_e(sel.interpolation)} interpolation "
-                         f"is shown; the results also have {cmds}.</p>")
+            parts.append(
+                f"<p class='warn'>Only output {_e(sel.output)} with {_e(sel.interpolation)} interpolation "
+                f"is shown; the results also have {cmds}.</p>"
+            )
     parts.append("<h2>Figures</h2>")
     for f in report.figures:
         cls = {"ok": "", "placeholder": "placeholder", "error": "figure-error"}[f.status]
@@ -214,7 +251,8 @@ def render_html(report: Report) -> str:
         parts.append(
             f"<figure id='{_e(f.stem)}' class='{cls}'><img src='{_e(f.png)}' alt='{_e(f.title)}'>"
             f"<figcaption><b>{_e(f.title)}.</b> {_e(f.caption)}{note} "
-            f"[<a href='{_e(f.png)}'>PNG</a>] [<a href='{_e(f.svg)}'>SVG</a>]</figcaption></figure>")
+            f"[<a href='{_e(f.png)}'>PNG</a>] [<a href='{_e(f.svg)}'>SVG</a>]</figcaption></figure>"
+        )
     parts.append("<h2>Tables</h2>")
     for t in report.tables:
         parts.append(f"<h3 id='table-{_e(t.name)}'>{_e(t.title)}</h3>")

@@ -92,4 +92,3 @@ def literal(value: Any) -> str:
     if isinstance(value, float):
         return "NULL" if math.isnan(value) else repr(value)
     return quote(value)
-

@@ -13,7 +13,8 @@ results root and are filled in when the script is built (:func:`views_script`, p
   so every column of the current schema exists (NULL in older files), partition columns have pinned
   types and unknown newer columns are kept. ``union_by_name`` is on only when the table's files differ
   in schema (checked when the script is made): with it DuckDB reads every file's footer at every
-  query, so a filter on ``model`` / ``dataset`` could not keep a query to that model's files. A table with no files yet becomes the typed empty SELECT
+  query, so a filter on ``model`` / ``dataset`` could not keep a query to that model's files. A table with no files yet
+  becomes the typed empty SELECT
   alone (``read_parquet`` fails on a glob that matches nothing); run ``lee sql`` again once it has files.
 - the ``models`` table: one row per model in the results (or the whole catalog), generated from the
   ``catalog`` package (plus user catalog files) as ``CREATE TABLE`` + ``INSERT ... VALUES``, so the
@@ -94,11 +95,19 @@ MODEL_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("source", "VARCHAR", "catalog weight source (hub, file, random)"),
     ("params_m", "DOUBLE", "parameters, millions"),
     ("pretrain_data", "VARCHAR", "data of the first training stage (in1k, in21k, laion2b, ...; zoo: digits, patches)"),
-    ("pretrain_images", "DOUBLE", "images of the first training stage: the catalog's training metadata (zoo: "
-                                  "train_n, of the pretrained model for a fine-tuned one), else the approximate "
-                                  "size of pretrain_data (PRETRAIN_IMAGES)"),
-    ("train_images", "DOUBLE", "images of the model's own (last) training stage, from its training metadata "
-                               "(zoo train_n; NULL for catalog timm models)"),
+    (
+        "pretrain_images",
+        "DOUBLE",
+        "images of the first training stage: the catalog's training metadata (zoo: "
+        "train_n, of the pretrained model for a fine-tuned one), else the approximate "
+        "size of pretrain_data (PRETRAIN_IMAGES)",
+    ),
+    (
+        "train_images",
+        "DOUBLE",
+        "images of the model's own (last) training stage, from its training metadata "
+        "(zoo train_n; NULL for catalog timm models)",
+    ),
     ("model_kwargs", "VARCHAR", "the spec's model_kwargs as JSON (the zoo's width / depth of an arch); NULL if none"),
     ("recipe", "VARCHAR", "training recipe (pretrained tag part)"),
     ("anti_aliased", "BOOLEAN", "BlurPool-style anti-aliased architecture ('blur' in arch)"),
@@ -259,7 +268,7 @@ class ResultsRoot:
             except duckdb.Error:
                 pass  # a footer that does not read: find which, file by file
         fs = self.store.fs
-        pattern = self.glob(table, history)[len(self.prefix):]
+        pattern = self.glob(table, history)[len(self.prefix) :]
         found = sorted(fs.glob(f"{self.store.path}{pattern}"))
         good, schemas = [], set()
         if n_schemas is not None:  # every footer read: only the damaged units' files are left out
@@ -305,7 +314,7 @@ class ResultsRoot:
         self.damaged_units = integrity.check_store(self.store, rows, footers=False, full=self.full_check)
         for unit, d in sorted(self.damaged_units.items(), key=lambda kv: kv[1].path):
             shown = self._duck_path(d.path)
-            table = d.path[len(self.store.path):].lstrip("/").split("/", 1)[0]
+            table = d.path[len(self.store.path) :].lstrip("/").split("/", 1)[0]
             if d.kind == "data unreadable":
                 msg = f"skipping unreadable {table} file {shown}: {d.detail}"
             elif d.kind == "data missing":
@@ -327,12 +336,13 @@ class ResultsRoot:
             return f"SELECT {cols} WHERE false"
         values = ",\n    ".join(
             f"({literal(u)}, {literal(d.kind)}, {literal(self._duck_path(d.path))}, {literal(d.detail)})"
-            for u, d in sorted(units.items()))
+            for u, d in sorted(units.items())
+        )
         return f"SELECT * FROM (VALUES\n    {values}\n) AS t(unit, kind, file, detail)"
 
     def _duck_path(self, path: str) -> str:
         """A path of :attr:`store`'s filesystem as DuckDB opens it (the prefix's spelling)."""
-        rel = path[len(self.store.path):] if path.startswith(self.store.path) else "/" + path.lstrip("/")
+        rel = path[len(self.store.path) :] if path.startswith(self.store.path) else "/" + path.lstrip("/")
         return f"{self.prefix}{rel}"
 
     def source(self, table: str, con: Any = None, history: bool = False) -> str:
@@ -353,8 +363,12 @@ class ResultsRoot:
         parts = (*schema.TABLES[table].partition_by, *((HISTORY_PARTITION,) if history else ()))
         hive = ", ".join(f"'{p}': VARCHAR" for p in parts)
         uniform = con is not None and n_schemas <= 1
-        union = (" /* every file had the same schema when this script was made; if newer files differ, DuckDB "
-                 "says 'schema mismatch': run `lee sql` again */" if uniform else ", union_by_name = true")
+        union = (
+            " /* every file had the same schema when this script was made; if newer files differ, DuckDB "
+            "says 'schema mismatch': run `lee sql` again */"
+            if uniform
+            else ", union_by_name = true"
+        )
         n_bad = sum(1 for f, _ in self.damaged if f.startswith(f"{self.prefix}/{what}/"))
         if good is not None and n_bad:  # name the readable files: the glob would reach the damaged ones
             files = "[" + ", ".join(quote(f) for f in good) + "]"
@@ -451,14 +465,30 @@ def model_rows(names: Iterable[str] | None, catalogs: Sequence[str | Path] = ())
         if pretrain_images is None:
             pretrain_images = PRETRAIN_IMAGES.get(pretrain or "")
         kwargs = json.dumps(spec.model_kwargs, sort_keys=True, default=str) if spec.model_kwargs else None
-        rows.append({
-            "model": name, "arch": spec.arch, "family": spec.family, "module": spec.module, "source": spec.source,
-            "params_m": params_m, "pretrain_data": pretrain, "pretrain_images": pretrain_images,
-            "train_images": train_images, "model_kwargs": kwargs,
-            "recipe": spec.recipe or t.get("recipe"), "anti_aliased": "blur" in spec.arch.lower(),
-            "img_size": spec.img_size, "top1": top1, "top5": spec.top5, "top1_v2": spec.top1_v2,
-            "top1_sketch": spec.top1_sketch, "top1_r": spec.top1_r, "top1_real": spec.top1_real, "in_catalog": True,
-        })
+        rows.append(
+            {
+                "model": name,
+                "arch": spec.arch,
+                "family": spec.family,
+                "module": spec.module,
+                "source": spec.source,
+                "params_m": params_m,
+                "pretrain_data": pretrain,
+                "pretrain_images": pretrain_images,
+                "train_images": train_images,
+                "model_kwargs": kwargs,
+                "recipe": spec.recipe or t.get("recipe"),
+                "anti_aliased": "blur" in spec.arch.lower(),
+                "img_size": spec.img_size,
+                "top1": top1,
+                "top5": spec.top5,
+                "top1_v2": spec.top1_v2,
+                "top1_sketch": spec.top1_sketch,
+                "top1_r": spec.top1_r,
+                "top1_real": spec.top1_real,
+                "in_catalog": True,
+            }
+        )
     return rows
 
 
@@ -470,9 +500,7 @@ def models_sql(rows: list[dict[str, Any]]) -> str:
         f"CREATE OR REPLACE TABLE models (\n    {cols}\n);",
     ]
     if rows:
-        values = ",\n".join(
-            "(" + ", ".join(literal(r.get(n)) for n, _, _ in MODEL_COLUMNS) + ")" for r in rows
-        )
+        values = ",\n".join("(" + ", ".join(literal(r.get(n)) for n, _, _ in MODEL_COLUMNS) + ")" for r in rows)
         out.append(f"INSERT INTO models VALUES\n{values};")
     return "\n".join(out)
 
@@ -531,8 +559,9 @@ def _connection(root: ResultsRoot, threads: int | None):
     restricted connection could then read) is a fresh private folder, removed with the connection.
     """
     tmp = tempfile.mkdtemp(prefix="lee-duckdb-")
-    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False,
-                                 "temp_directory": tmp})
+    con = duckdb.connect(
+        config={"autoinstall_known_extensions": False, "autoload_known_extensions": False, "temp_directory": tmp}
+    )
     weakref.finalize(con, shutil.rmtree, tmp, True)
     con.execute("SET enable_progress_bar = false")  # no progress bar on stderr of `lee query` / reports
     if threads:
@@ -572,9 +601,7 @@ def restrict_to_root(con: Any, root: ResultsRoot) -> None:
     con.execute("SET lock_configuration = true")
 
 
-def views_script(
-    results: str | ResultsRoot, *, models: str = "results", catalogs: Sequence[str | Path] = ()
-) -> str:
+def views_script(results: str | ResultsRoot, *, models: str = "results", catalogs: Sequence[str | Path] = ()) -> str:
     """The whole view script for a results root, for the plain duckdb shell or any client.
 
     The script is checked by running it once (in a throwaway in-memory connection), so what it
@@ -641,8 +668,11 @@ def full_check_root(uri: str, exc: BaseException) -> ResultsRoot:
     Raises:
         pipelines.errors.UsageError: Nothing is damaged that way: the query's own error, with the way to check.
     """
-    print(f"lee: a query failed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): comparing "
-          "every data file with its recorded sha256", file=sys.stderr)
+    print(
+        f"lee: a query failed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): comparing "
+        "every data file with its recorded sha256",
+        file=sys.stderr,
+    )
     root = ResultsRoot(uri, full_check=True)
     con = _connection(root, threads=None)
     try:
@@ -650,6 +680,8 @@ def full_check_root(uri: str, exc: BaseException) -> ResultsRoot:
     finally:
         con.close()
     if not root.damaged_units:
-        raise UsageError(f"query failed: {exc} (no data file differs from its recorded sha256; units written "
-                         f"before schema 6 recorded none: `lee verify -r {uri} --full` reads every row)")
+        raise UsageError(
+            f"query failed: {exc} (no data file differs from its recorded sha256; units written "
+            f"before schema 6 recorded none: `lee verify -r {uri} --full` reads every row)"
+        )
     return root

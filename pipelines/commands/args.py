@@ -52,19 +52,28 @@ class Deprecated(argparse.Action):
     Its help is hidden; ``flags`` and ``docs/cli.md`` list it with the spelling that replaces it.
     """
 
-    def __init__(self, option_strings, dest, *, new: str, inner: type[argparse.Action] | None = None,
-                 **kwargs) -> None:
+    def __init__(self, option_strings, dest, *, new: str, inner: type[argparse.Action] | None = None, **kwargs) -> None:
         kwargs.setdefault("default", argparse.SUPPRESS)
         kwargs["help"] = argparse.SUPPRESS
         self.new = new
         self.inner = (inner or argparse._StoreAction)(option_strings, dest, **kwargs)
-        super().__init__(option_strings, dest, nargs=self.inner.nargs, const=self.inner.const,
-                         type=self.inner.type, choices=self.inner.choices, default=kwargs["default"],
-                         help=argparse.SUPPRESS, metavar=self.inner.metavar)
+        super().__init__(
+            option_strings,
+            dest,
+            nargs=self.inner.nargs,
+            const=self.inner.const,
+            type=self.inner.type,
+            choices=self.inner.choices,
+            default=kwargs["default"],
+            help=argparse.SUPPRESS,
+            metavar=self.inner.metavar,
+        )
 
     def __call__(self, parser, namespace, values, option_string=None):
-        print(f"lee: warning: {option_string} is deprecated and will be removed in the next version; "
-              f"use {self.new}", file=sys.stderr)
+        print(
+            f"lee: warning: {option_string} is deprecated and will be removed in the next version; use {self.new}",
+            file=sys.stderr,
+        )
         used = list(getattr(namespace, "deprecated_flags", None) or [])
         namespace.deprecated_flags = used + [option_string]
         self.inner(parser, namespace, values, option_string)
@@ -72,8 +81,14 @@ class Deprecated(argparse.Action):
 
 def add_root(p, *, default: str | None = DEFAULT_OUTPUT, deprecated: tuple[str, ...] = ()) -> None:
     """``-r/--results URI``: the results root (``deprecated``: old spellings, e.g. ``-o/--output``)."""
-    p.add_argument("-r", "--results", default=default, metavar="URI", dest="results",
-                   help=f"results root, any fsspec URI (default {default or DEFAULT_OUTPUT})")
+    p.add_argument(
+        "-r",
+        "--results",
+        default=default,
+        metavar="URI",
+        dest="results",
+        help=f"results root, any fsspec URI (default {default or DEFAULT_OUTPUT})",
+    )
     if deprecated:
         p.add_argument(*deprecated, action=Deprecated, new="-r/--results", dest="results", metavar="URI")
 
@@ -85,22 +100,21 @@ def add_datasets(p, *, help: str = "only these datasets (repeatable, comma-separ
 
 def add_generators(p, *, help: str = "only these generators (repeatable, comma-separated; default all)") -> None:
     """``-g/--generators`` (``--generator`` alike): liecore generators."""
-    p.add_argument("-g", "--generators", "--generator", action=ExtendList, dest="generators", metavar="NAME",
-                   help=help)
+    p.add_argument("-g", "--generators", "--generator", action=ExtendList, dest="generators", metavar="NAME", help=help)
 
 
 def add_catalog(p, *, help: str, default: list[str] | None = None) -> None:
     """``--catalog NAME_OR_FILE``: a catalog, by built-in name or file (repeatable, comma-separated)."""
-    p.add_argument("--catalog", action=ExtendList, dest="catalog", default=default, metavar="NAME_OR_FILE",
-                   help=help)
+    p.add_argument("--catalog", action=ExtendList, dest="catalog", default=default, metavar="NAME_OR_FILE", help=help)
 
 
 def add_output_kind(p, *, default: str | None = None, help: str, deprecated: tuple[str, ...] = ()) -> None:
     """``--output-kind probs|logits``: which network output is differentiated (or shown)."""
     p.add_argument("--output-kind", choices=("probs", "logits"), default=default, dest="output_kind", help=help)
     if deprecated:
-        p.add_argument(*deprecated, action=Deprecated, new="--output-kind", dest="output_kind",
-                       choices=("probs", "logits"))
+        p.add_argument(
+            *deprecated, action=Deprecated, new="--output-kind", dest="output_kind", choices=("probs", "logits")
+        )
 
 
 def add_derivative_interp(p, *, default: str | None = None, help: str) -> None:
@@ -108,10 +122,17 @@ def add_derivative_interp(p, *, default: str | None = None, help: str) -> None:
 
     Not ``--interpolation``, which timm's scripts use for the resize filter (kept as a deprecated alias).
     """
-    p.add_argument("--derivative-interp", choices=INTERPOLATIONS, default=default, dest="interpolation",
-                   metavar="NAME", help=help)
-    p.add_argument("--interpolation", action=Deprecated, new="--derivative-interp", dest="interpolation",
-                   choices=INTERPOLATIONS, metavar="NAME")
+    p.add_argument(
+        "--derivative-interp", choices=INTERPOLATIONS, default=default, dest="interpolation", metavar="NAME", help=help
+    )
+    p.add_argument(
+        "--interpolation",
+        action=Deprecated,
+        new="--derivative-interp",
+        dest="interpolation",
+        choices=INTERPOLATIONS,
+        metavar="NAME",
+    )
 
 
 def add_stat(p, *, help: str) -> None:
@@ -122,21 +143,34 @@ def add_stat(p, *, help: str) -> None:
 def add_weights_filter(p) -> None:
     """``--weights-filter pretrained|random|any``: which stored results to use (``--weights`` is what to load)."""
     choices = tuple(WEIGHTS_FILTERS)
-    p.add_argument("--weights-filter", choices=choices, default="pretrained", dest="weights",
-                   help="results of pretrained weights (hub + file, default; falls back to random init, saying "
-                        "so, when there is nothing else), random (random init), or any (both)")
+    p.add_argument(
+        "--weights-filter",
+        choices=choices,
+        default="pretrained",
+        dest="weights",
+        help="results of pretrained weights (hub + file, default; falls back to random init, saying "
+        "so, when there is nothing else), random (random init), or any (both)",
+    )
     p.add_argument("--weights", action=Deprecated, new="--weights-filter", dest="weights", choices=choices)
 
 
 def add_results_arguments(p: argparse.ArgumentParser) -> None:
     """``--results``, ``--model-rows`` and ``--catalog`` of ``lee sql`` and ``lee query``."""
     add_root(p)
-    p.add_argument("--model-rows", choices=("results", "all"), default="results", dest="model_rows",
-                   help="rows of the `models` metadata table: the models in the results (default) or the "
-                        "whole catalog")
+    p.add_argument(
+        "--model-rows",
+        choices=("results", "all"),
+        default="results",
+        dest="model_rows",
+        help="rows of the `models` metadata table: the models in the results (default) or the whole catalog",
+    )
     p.add_argument("--models", action=Deprecated, new="--model-rows", dest="model_rows", choices=("results", "all"))
-    add_catalog(p, default=[], help="catalog (name or file) with the metadata (family, top-1, params ...) of models "
-                                    "the built-in catalogs do not know (repeatable)")
+    add_catalog(
+        p,
+        default=[],
+        help="catalog (name or file) with the metadata (family, top-1, params ...) of models "
+        "the built-in catalogs do not know (repeatable)",
+    )
 
 
 def _walk(parser: argparse.ArgumentParser, prefix: str = "") -> Iterator[tuple[str, argparse.Action]]:
@@ -152,16 +186,18 @@ def flags(parser: argparse.ArgumentParser) -> list[dict]:
     """Every option of every subcommand: command, spellings, dest, type, choices, deprecation, help."""
     rows = []
     for command, action in _walk(parser):
-        rows.append({
-            "command": command,
-            "flags": tuple(action.option_strings),
-            "dest": action.dest,
-            "type": getattr(action.type, "__name__", None) if action.type else None,
-            "choices": tuple(action.choices) if action.choices else None,
-            "kind": type(action.inner if isinstance(action, Deprecated) else action).__name__,
-            "deprecated_for": action.new if isinstance(action, Deprecated) else None,
-            "help": action.help if action.help != argparse.SUPPRESS else "",
-        })
+        rows.append(
+            {
+                "command": command,
+                "flags": tuple(action.option_strings),
+                "dest": action.dest,
+                "type": getattr(action.type, "__name__", None) if action.type else None,
+                "choices": tuple(action.choices) if action.choices else None,
+                "kind": type(action.inner if isinstance(action, Deprecated) else action).__name__,
+                "deprecated_for": action.new if isinstance(action, Deprecated) else None,
+                "help": action.help if action.help != argparse.SUPPRESS else "",
+            }
+        )
     return rows
 
 
@@ -178,9 +214,10 @@ def conflicts(parser: argparse.ArgumentParser) -> list[str]:
         for flag in row["flags"]:
             meanings.setdefault(flag, {}).setdefault(meaning, []).append(row["command"])
     return [
-        f"{flag}: " + "; ".join(f"dest={m[0]} type={m[1]} choices={m[2]} in {', '.join(cmds)}"
-                                for m, cmds in by.items())
-        for flag, by in sorted(meanings.items()) if len(by) > 1
+        f"{flag}: "
+        + "; ".join(f"dest={m[0]} type={m[1]} choices={m[2]} in {', '.join(cmds)}" for m, cmds in by.items())
+        for flag, by in sorted(meanings.items())
+        if len(by) > 1
     ]
 
 
@@ -199,8 +236,11 @@ def vocabulary_markdown(parser: argparse.ArgumentParser) -> str:
         values = "`" + "` \\| `".join(row["choices"]) + "`" if row["choices"] else (row["type"] or "")
         if row["kind"] in ("_StoreTrueAction", "BooleanOptionalAction"):
             values = "switch"
-        meaning = (f"deprecated: use `{row['deprecated_for']}`" if row["deprecated_for"]
-                   else row["help"].replace("|", "\\|").replace("\n", " "))
+        meaning = (
+            f"deprecated: use `{row['deprecated_for']}`"
+            if row["deprecated_for"]
+            else row["help"].replace("|", "\\|").replace("\n", " ")
+        )
         cmds = ", ".join(f"`{c}`" for c in dict.fromkeys(by_flag[key]))
         lines.append(f"| `{key[0]}` | {meaning} | {values} | {cmds} |")
     return "\n".join(lines)

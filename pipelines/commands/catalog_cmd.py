@@ -34,8 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     ls = sub.add_parser("ls", help="list models (fnmatch PATTERN)")
     ls.add_argument("pattern", nargs="*", metavar="PATTERN", help="fnmatch pattern(s) on the model name")
-    add_catalog(ls, help=f"built-in catalog ({', '.join(catalog.list_catalogs())}) or a catalog file (default: all; "
-                         "repeatable)")
+    add_catalog(
+        ls, help=f"built-in catalog ({', '.join(catalog.list_catalogs())}) or a catalog file (default: all; repeatable)"
+    )
     ls.add_argument("--exclude", action="append", default=[], metavar="PAT", help="drop names matching PAT")
     ls.set_defaults(func=cmd_ls)
 

@@ -22,25 +22,45 @@ def register(subparsers) -> None:
         "explain",
         help="PNG overlays: where in the image and in which layer the LEE arises (liecore.explain)",
         description="Exact spatial maps of the equivariance error: for each model, image and generator the signed "
-                    "share of the image's LEE per pixel (every layer's share at each location of its feature map, "
-                    "resampled to the input grid) over the image, on one colour scale for all models, the "
-                    "feature-map shares of the layers that carry most of it, and an index page.",
+        "share of the image's LEE per pixel (every layer's share at each location of its feature map, "
+        "resampled to the input grid) over the image, on one colour scale for all models, the "
+        "feature-map shares of the layers that carry most of it, and an index page.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("-m", "--models", action=ExtendList, metavar="SEL",
-                   help="catalog names (offline, quickstart, tiny ...), model names or patterns (default quickstart)")
-    p.add_argument("-d", "--datasets", action=ExtendList, metavar="NAME",
-                   help="catalog datasets (default sample-test; ignored with --image)")
+    p.add_argument(
+        "-m",
+        "--models",
+        action=ExtendList,
+        metavar="SEL",
+        help="catalog names (offline, quickstart, tiny ...), model names or patterns (default quickstart)",
+    )
+    p.add_argument(
+        "-d",
+        "--datasets",
+        action=ExtendList,
+        metavar="NAME",
+        help="catalog datasets (default sample-test; ignored with --image)",
+    )
     p.add_argument("--image", action="append", default=[], metavar="PATH", help="an image file (repeatable)")
-    p.add_argument("-g", "--generators", action=ExtendList, metavar="NAME",
-                   help="liecore generators, one panel each (default translate_x,rotate)")
+    p.add_argument(
+        "-g",
+        "--generators",
+        action=ExtendList,
+        metavar="NAME",
+        help="liecore generators, one panel each (default translate_x,rotate)",
+    )
     p.add_argument("--limit", type=int, default=4, help="images per dataset (default 4)")
-    p.add_argument("--weights", choices=WEIGHT_POLICIES, default="spec",
-                   help="weights: each spec's source (default), or random init to compare")
+    p.add_argument(
+        "--weights",
+        choices=WEIGHT_POLICIES,
+        default="spec",
+        help="weights: each spec's source (default), or random init to compare",
+    )
     p.add_argument("--img-size", type=int, help="override every model's input size")
-    p.add_argument("--output-kind", choices=("probs", "logits"), default="probs",
-                   help="differentiate probs (default) or logits")
+    p.add_argument(
+        "--output-kind", choices=("probs", "logits"), default="probs", help="differentiate probs (default) or logits"
+    )
     p.add_argument("--top-layers", type=int, default=4, help="layers drawn per image and generator (default 4)")
     p.add_argument("--border", type=int, default=8, help="border band in px for the index page's border share")
     p.add_argument("-o", "--out", default="explain", metavar="DIR", help="output folder (default ./explain)")
@@ -116,8 +136,15 @@ def run(args: argparse.Namespace) -> int:
         mean, std = loaded.data_config["mean"], loaded.data_config["std"]
         expl = {}
         for i in range(x.shape[0]):  # one image at a time: bounded memory on the CPU
-            expl_i = liecore.explain_all(loaded.model, x[i : i + 1], gens, output=args.output_kind,
-                                         layouts=activation_layouts(loaded.model), mean=mean, std=std)
+            expl_i = liecore.explain_all(
+                loaded.model,
+                x[i : i + 1],
+                gens,
+                output=args.output_kind,
+                layouts=activation_layouts(loaded.model),
+                mean=mean,
+                std=std,
+            )
             for g, e in expl_i.items():
                 expl.setdefault(g, []).append(e)
         results.append((spec, loaded, x.cpu().numpy(), mean, std, expl))
@@ -141,13 +168,21 @@ def run(args: argparse.Namespace) -> int:
                 notes[g] = f"LEE {entry.lee[g]:.3g} · border {args.border}px {entry.border[g]:.2f}"
                 top = e.top_layers(args.top_layers)
                 shares = {n: float(v[0]) for n, v in e.layer_shares().items()}
-                fig = em.layer_figure({n: e.layer_maps[n][0].numpy() for n in top}, shares,
-                                      f"{spec.name} ({loaded.weights}) · {image_id} · {g}: top layers")
+                fig = em.layer_figure(
+                    {n: e.layer_maps[n][0].numpy() for n in top},
+                    shares,
+                    f"{spec.name} ({loaded.weights}) · {image_id} · {g}: top layers",
+                )
                 rel = f"{tag}/{safe}.{g}.layers.png"
                 em.save(fig, out / rel)
                 entry.layers[g] = rel
-            fig = em.overlay_figure(em.display_image(xs[i], mean, std), maps, vmax,
-                                    f"{spec.name} ({loaded.weights}) · {image_id} · output {args.output_kind}", notes)
+            fig = em.overlay_figure(
+                em.display_image(xs[i], mean, std),
+                maps,
+                vmax,
+                f"{spec.name} ({loaded.weights}) · {image_id} · output {args.output_kind}",
+                notes,
+            )
             em.save(fig, out / entry.overlay)
             entries.append(entry)
     command = "lee explain " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 else "lee explain"

@@ -37,8 +37,16 @@ from pipelines.commands.args import (
 )
 from pipelines.errors import UsageError
 
-ANALYSIS_NAMES = ("accuracy", "scale", "gap", "layerwise", "agreement", "border_share", "layer_location",
-                  "texture")  # = analyses.ANALYSES (checked in tests)
+ANALYSIS_NAMES = (
+    "accuracy",
+    "scale",
+    "gap",
+    "layerwise",
+    "agreement",
+    "border_share",
+    "layer_location",
+    "texture",
+)  # = analyses.ANALYSES (checked in tests)
 FORMATS = ("table", "csv", "json", "parquet")
 MAX_CELL = 60
 
@@ -64,33 +72,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "query",
         help="run SQL against the analysis views, or a named analysis",
         description="Run SQL against the analysis views of a results root (see `lee sql`), or one of the "
-                    "paper's analyses with its statistics (--analysis), and print the result.",
+        "paper's analyses with its statistics (--analysis), and print the result.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("sql", nargs="?", metavar="SQL", help="the query ('-': read it from stdin)")
     add_results_arguments(p)
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
-    p.add_argument("-o", "--out", metavar="FILE", help="write to FILE (any fsspec URI) instead of stdout; "
-                                                        "required for parquet")
+    p.add_argument(
+        "-o", "--out", metavar="FILE", help="write to FILE (any fsspec URI) instead of stdout; required for parquet"
+    )
     a = p.add_argument_group("named analyses")
-    a.add_argument("--analysis", choices=ANALYSIS_NAMES, metavar="NAME",
-                   help=f"run a named analysis instead of SQL: {', '.join(ANALYSIS_NAMES)}")
+    a.add_argument(
+        "--analysis",
+        choices=ANALYSIS_NAMES,
+        metavar="NAME",
+        help=f"run a named analysis instead of SQL: {', '.join(ANALYSIS_NAMES)}",
+    )
     add_weights_filter(a)
     add_datasets(a)
     add_generators(a)
     a.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
     a.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     a.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
-    add_stat(p, help="instead of SQL: the LEE summary per model, weights, dataset, generator and output "
-                     "configuration by this per-image statistic: lee (mean of squares) or mean_abs (mean_c "
-                     "|L_X f(x)_c|, the paper's tables' statistic), mean and standard error over the images, "
-                     "named as such in the header (-d/-g filter it)")
+    add_stat(
+        p,
+        help="instead of SQL: the LEE summary per model, weights, dataset, generator and output "
+        "configuration by this per-image statistic: lee (mean of squares) or mean_abs (mean_c "
+        "|L_X f(x)_c|, the paper's tables' statistic), mean and standard error over the images, "
+        "named as such in the header (-d/-g filter it)",
+    )
     p.add_argument("--threads", type=int, help="DuckDB threads (default: all cores)")
-    p.add_argument("--unrestricted", action="store_true",
-                   help="lift the read-only sandbox: let the SQL read and write any file, attach databases, "
-                        "install and load extensions (COPY, ATTACH, INSTALL, LOAD, SET ...); only for SQL you "
-                        "trust")
+    p.add_argument(
+        "--unrestricted",
+        action="store_true",
+        help="lift the read-only sandbox: let the SQL read and write any file, attach databases, "
+        "install and load extensions (COPY, ATTACH, INSTALL, LOAD, SET ...); only for SQL you "
+        "trust",
+    )
     p.set_defaults(func=run)
 
 
@@ -165,9 +184,17 @@ def _query_errors() -> tuple[type[Exception], ...]:
     """DuckDB's errors of the query text itself: no file is to blame (imported here: ``lee --help`` stays light)."""
     import duckdb
 
-    return (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException, duckdb.SyntaxException,
-            duckdb.ConversionException, duckdb.OutOfRangeException, duckdb.NotImplementedException,
-            duckdb.InterruptException, duckdb.TypeMismatchException)
+    return (
+        duckdb.ParserException,
+        duckdb.BinderException,
+        duckdb.CatalogException,
+        duckdb.SyntaxException,
+        duckdb.ConversionException,
+        duckdb.OutOfRangeException,
+        duckdb.NotImplementedException,
+        duckdb.InterruptException,
+        duckdb.TypeMismatchException,
+    )
 
 
 class _QueryFailed(Exception):
@@ -186,14 +213,26 @@ def _run_query(args: argparse.Namespace, sql: str | None, params: list[Any], roo
     from pipelines.analysis import analyses
     from pipelines.analysis.views import connect
 
-    con = connect(root or args.results, models=args.model_rows, catalogs=args.catalog, threads=args.threads,
-                  read_only=not args.unrestricted)
+    con = connect(
+        root or args.results,
+        models=args.model_rows,
+        catalogs=args.catalog,
+        threads=args.threads,
+        read_only=not args.unrestricted,
+    )
     try:
         header: list[str] = []
         if args.analysis:
-            df = analyses.run_analysis(con, args.analysis, weights=args.weights, dataset=args.datasets,
-                                       generator=args.generators, n_boot=args.n_boot, seed=args.seed,
-                                       level=args.level)
+            df = analyses.run_analysis(
+                con,
+                args.analysis,
+                weights=args.weights,
+                dataset=args.datasets,
+                generator=args.generators,
+                n_boot=args.n_boot,
+                seed=args.seed,
+                level=args.level,
+            )
             table = pa.Table.from_pandas(df, preserve_index=False)
             if df.attrs.get("note"):
                 header.append(f"note: {df.attrs['note']}")
@@ -203,8 +242,10 @@ def _run_query(args: argparse.Namespace, sql: str | None, params: list[Any], roo
                 table = rel.to_arrow_table() if rel is not None else None
             except duckdb.PermissionException as exc:
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise UsageError(f"query refused: {first} (lee query reads only the results root "
-                                 f"{args.results!r}; --unrestricted lifts this for SQL you trust)") from None
+                raise UsageError(
+                    f"query refused: {first} (lee query reads only the results root "
+                    f"{args.results!r}; --unrestricted lifts this for SQL you trust)"
+                ) from None
             except _query_errors() as exc:  # the query's own mistake: no file to blame
                 raise UsageError(f"query failed: {exc}") from None
             except duckdb.Error as exc:  # reading a file failed (or another error at run time)
@@ -217,8 +258,7 @@ def _run_query(args: argparse.Namespace, sql: str | None, params: list[Any], roo
     return 0
 
 
-def stat_summary_sql(stat: str, datasets: list[str] | None,
-                     generators: list[str] | None) -> tuple[str, list[Any]]:
+def stat_summary_sql(stat: str, datasets: list[str] | None, generators: list[str] | None) -> tuple[str, list[Any]]:
     """SQL of ``lee query --stat`` and its parameters (the dataset and generator names): mean and standard error
     of ``stat`` (a ``lee`` view column) per model, weights, dataset, generator and output configuration, the
     columns named after the statistic."""
@@ -294,9 +334,12 @@ def format_table(table, *, analysis: bool = False) -> str:
     cells = [[_cell(r[n]) for n in names] for r in rows]
     widths = [max([len(n), *(len(c[i]) for c in cells)]) for i, n in enumerate(names)]
     numeric = [all(_is_number(r[n]) for r in rows) and bool(rows) for n in names]
+
     def line(values: list[str]) -> str:
-        return "  ".join(v.rjust(w) if num else v.ljust(w)
-                         for v, w, num in zip(values, widths, numeric, strict=True)).rstrip()
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)
+        ).rstrip()
+
     out = top + [line(names), line(["-" * w for w in widths])] + [line(c) for c in cells]
     out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
     return "\n".join(out) + "\n"
@@ -311,8 +354,12 @@ def format_csv(table) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(table.column_names)
     for r in table.to_pylist():
-        w.writerow(["" if v is None else json.dumps(_plain(v), default=str) if isinstance(v, (list, dict))
-                    else _plain(v) for v in r.values()])
+        w.writerow(
+            [
+                "" if v is None else json.dumps(_plain(v), default=str) if isinstance(v, (list, dict)) else _plain(v)
+                for v in r.values()
+            ]
+        )
     return buf.getvalue()
 
 
@@ -332,8 +379,11 @@ def write(table, fmt: str, out: str | None, *, analysis: bool = False, header: l
             with fsspec.open(out, "wb") as fh:
                 pq.write_table(table, fh)
             return
-        text = {"table": lambda: format_table(table, analysis=analysis), "csv": lambda: format_csv(table),
-                "json": lambda: format_json(table)}[fmt]()
+        text = {
+            "table": lambda: format_table(table, analysis=analysis),
+            "csv": lambda: format_csv(table),
+            "json": lambda: format_json(table),
+        }[fmt]()
         if out:
             with fsspec.open(out, "w", encoding="utf-8") as fh:
                 fh.write(text)

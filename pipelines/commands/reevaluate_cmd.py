@@ -133,7 +133,9 @@ def resolve_fresh(selection: list[str], fresh: FreshCatalog) -> list:
                 found = [s for n, s in fresh.specs.items() if fnmatch.fnmatchcase(n, sel)]
                 found += [s for s in catalog.load_models("tiny") if fnmatch.fnmatchcase(s.name, sel)]
                 if not found:
-                    raise UsageError(f"pattern {sel!r} matches no model in the regenerated 'all' or the 'tiny' catalogs")
+                    raise UsageError(
+                        f"pattern {sel!r} matches no model in the regenerated 'all' or the 'tiny' catalogs"
+                    )
             elif fresh.lookup(sel) is not None:
                 found = [fresh.lookup(sel)]
             else:
@@ -161,7 +163,9 @@ def _reason(unit, status: dict[str, str], by_model: dict) -> str:
             reasons.add("changed model spec")
         if old.get("metric_version") != new.get("metric_version"):
             reasons.add("metric version")
-        if {k: old.get(k) for k in ("config", "dataset", "seed")} != {k: new.get(k) for k in ("config", "dataset", "seed")}:
+        if {k: old.get(k) for k in ("config", "dataset", "seed")} != {
+            k: new.get(k) for k in ("config", "dataset", "seed")
+        }:
             reasons.add("config")
         if old.get("weights") != new.get("weights"):
             # auto resolves to hub or random per sweep: random before, hub weights (cached or downloadable) now
@@ -277,23 +281,59 @@ def print_gone(gone: list[Gone], out=None) -> None:
         return
     out = out or sys.stdout
     print(f"\n{len(gone)} checkpoint(s) gone from their folder or glob (their results are kept):", file=out)
-    rows = [{"model": g.model, "checkpoint": g.checkpoint, "units": g.units,
-             "last evaluated": f"{g.finished_at:%Y-%m-%d %H:%M}" if g.finished_at else "-", "status": "gone"}
-            for g in gone]
-    print(format_table(rows, [("model", "model"), ("checkpoint", "checkpoint"), ("units", "units"),
-                              ("last evaluated", "last evaluated"), ("status", "status")]), file=out)
+    rows = [
+        {
+            "model": g.model,
+            "checkpoint": g.checkpoint,
+            "units": g.units,
+            "last evaluated": f"{g.finished_at:%Y-%m-%d %H:%M}" if g.finished_at else "-",
+            "status": "gone",
+        }
+        for g in gone
+    ]
+    print(
+        format_table(
+            rows,
+            [
+                ("model", "model"),
+                ("checkpoint", "checkpoint"),
+                ("units", "units"),
+                ("last evaluated", "last evaluated"),
+                ("status", "status"),
+            ],
+        ),
+        file=out,
+    )
 
 
-CRON_ENV = ("LEE_CACHE_DIR", "HF_HOME", "HF_ENDPOINT", "HF_HUB_OFFLINE", "TORCH_HOME", "PYTHONPATH", "RAY_ADDRESS",
-            "RAY_AUTH_TOKEN_PATH", "AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_ENDPOINT_URL",
-            "GOOGLE_APPLICATION_CREDENTIALS")
+CRON_ENV = (
+    "LEE_CACHE_DIR",
+    "HF_HOME",
+    "HF_ENDPOINT",
+    "HF_HUB_OFFLINE",
+    "TORCH_HOME",
+    "PYTHONPATH",
+    "RAY_ADDRESS",
+    "RAY_AUTH_TOKEN_PATH",
+    "AWS_PROFILE",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_ENDPOINT_URL",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+)
 """Variables ``--print-cron`` carries into the line when they are set (never secrets: ``RAY_AUTH_TOKEN`` and
 cloud keys stay out of a crontab; ``~/.ray/auth_token`` and credential files are found through ``HOME``)."""
 _CRON_FLAGS = {"--print-cron": 0, "--at": 1, "--log": 1}
 
 
-def cron_line(flags: list[str], schedule: str = "0 2 * * *", log: str = "reeval.log", *,
-              cwd: str | None = None, environ: dict[str, str] | None = None) -> str:
+def cron_line(
+    flags: list[str],
+    schedule: str = "0 2 * * *",
+    log: str = "reeval.log",
+    *,
+    cwd: str | None = None,
+    environ: dict[str, str] | None = None,
+) -> str:
     """The crontab line that runs ``lee reevaluate FLAGS`` under cron's bare environment.
 
     cron runs ``/bin/sh -c`` with ``PATH=/usr/bin:/bin``, ``HOME`` and no locale, so the line names this
@@ -309,14 +349,16 @@ def cron_line(flags: list[str], schedule: str = "0 2 * * *", log: str = "reeval.
     path = ":".join(dict.fromkeys([os.path.dirname(exe), "/usr/local/bin", "/usr/bin", "/bin"]))
     env = ["LANG=C.UTF-8", "LC_ALL=C.UTF-8", f"PATH={path}"]
     env += [f"{k}={environ[k]}" for k in CRON_ENV if environ.get(k)]
-    command = (f"cd {shlex.quote(cwd)} && env {' '.join(shlex.quote(e) for e in env)} {shlex.quote(exe)} -m pipelines "
-               f"reevaluate {shlex.join(flags)} >> {shlex.quote(os.path.join(cwd, log))} 2>&1")
+    command = (
+        f"cd {shlex.quote(cwd)} && env {' '.join(shlex.quote(e) for e in env)} {shlex.quote(exe)} -m pipelines "
+        f"reevaluate {shlex.join(flags)} >> {shlex.quote(os.path.join(cwd, log))} 2>&1"
+    )
     return f"{schedule} {command.replace('%', chr(92) + '%')}"
 
 
 def _flags_without_cron(argv: list[str]) -> list[str]:
     """The ``lee reevaluate`` flags as typed, without ``--print-cron``, ``--at`` and ``--log``."""
-    rest = argv[argv.index("reevaluate") + 1:] if "reevaluate" in argv else list(argv)
+    rest = argv[argv.index("reevaluate") + 1 :] if "reevaluate" in argv else list(argv)
     out, skip = [], 0
     for a in rest:
         if skip:
@@ -341,21 +383,33 @@ def run(args: argparse.Namespace) -> int:
         if len(args.at.split()) != 5:
             raise UsageError(f"--at {args.at!r}: expected a cron schedule of five fields, e.g. '0 2 * * *'")
         print(cron_line(_flags_without_cron(getattr(args, "argv", None) or sys.argv[1:]), args.at, args.log))
-        print("lee: note: add this line with `crontab -e`; it carries no secrets (the Ray token is read from "
-              "~/.ray/auth_token, cloud credentials from their files)", file=sys.stderr)
+        print(
+            "lee: note: add this line with `crontab -e`; it carries no secrets (the Ray token is read from "
+            "~/.ray/auth_token, cloud credentials from their files)",
+            file=sys.stderr,
+        )
         return 0
     fresh = regenerate_catalog()
     new = f": {', '.join(fresh.new[:5])}{' ...' if len(fresh.new) > 5 else ''}" if fresh.new else ""
-    print(f"catalog regenerated from timm {fresh.timm_version}: {len(fresh.specs)} models "
-          f"({len(fresh.new)} new vs the packaged catalog{new}) -> {fresh.path}", file=sys.stderr)
+    print(
+        f"catalog regenerated from timm {fresh.timm_version}: {len(fresh.specs)} models "
+        f"({len(fresh.new)} new vs the packaged catalog{new}) -> {fresh.path}",
+        file=sys.stderr,
+    )
     p, reasons = plan_reevaluation(cfg, dry_run=args.dry_run, fresh=fresh)
     warn_fallbacks(p)
     rows = [
         {"unit": u.key, "family": u.family, "model": u.model.name, "dataset": u.dataset.name, "reason": reasons[u.key]}
         for u in p.todo
     ]
-    print(format_table(rows, [("unit", "unit"), ("family", "family"), ("model", "model"), ("dataset", "dataset"),
-                              ("reason", "reason")]) if rows else "nothing new or changed")
+    print(
+        format_table(
+            rows,
+            [("unit", "unit"), ("family", "family"), ("model", "model"), ("dataset", "dataset"), ("reason", "reason")],
+        )
+        if rows
+        else "nothing new or changed"
+    )
     print_gone(p.gone)
     print(f"{len(p.todo)} of {len(p.units)} units to evaluate (output {p.store.uri})", file=sys.stderr)
     if args.dry_run or not p.todo:
@@ -372,18 +426,29 @@ def register(subparsers) -> None:
         help="evaluate only new or changed units (new models, new weights, new metric versions)",
         description=(__doc__ or "").split("\n\n", 1)[-1],
         epilog="cron (nightly at 02:00): print the line, then add it with `crontab -e`:\n"
-               "  lee reevaluate --config run.yaml --print-cron --at '0 2 * * *'",
+        "  lee reevaluate --config run.yaml --print-cron --at '0 2 * * *'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_sweep_arguments(p)
     p.add_argument("--dry-run", action="store_true", help="list the units that would run, and why")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     cron = p.add_argument_group("scheduling")
-    cron.add_argument("--print-cron", action="store_true",
-                      help="print the crontab line that runs these flags under cron's bare environment (absolute "
-                           "Python, this directory, locale, PATH); evaluates nothing")
-    cron.add_argument("--at", default="0 2 * * *", metavar="SCHEDULE",
-                      help="cron schedule of --print-cron (default '0 2 * * *': nightly at 02:00)")
-    cron.add_argument("--log", default="reeval.log", metavar="FILE",
-                      help="log file of --print-cron, relative to this directory (default reeval.log)")
+    cron.add_argument(
+        "--print-cron",
+        action="store_true",
+        help="print the crontab line that runs these flags under cron's bare environment (absolute "
+        "Python, this directory, locale, PATH); evaluates nothing",
+    )
+    cron.add_argument(
+        "--at",
+        default="0 2 * * *",
+        metavar="SCHEDULE",
+        help="cron schedule of --print-cron (default '0 2 * * *': nightly at 02:00)",
+    )
+    cron.add_argument(
+        "--log",
+        default="reeval.log",
+        metavar="FILE",
+        help="log file of --print-cron, relative to this directory (default reeval.log)",
+    )
     p.set_defaults(func=run)

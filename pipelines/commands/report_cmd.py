@@ -38,22 +38,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "report",
         help="write the paper's figures (PNG, SVG) and an HTML page with the analyses",
         description="Write figures 1, 4, 5, 6 and 7 of the paper and the named analyses of a results root "
-                    "into DIR: fig*.png, fig*.svg, tables/*.csv and a self-contained index.html.",
+        "into DIR: fig*.png, fig*.svg, tables/*.csv and a self-contained index.html.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_root(p)
-    add_catalog(p, default=[], help="catalog (name or file) with the metadata (family, top-1, params ...) of "
-                                    "models the built-in catalogs do not know (repeatable)")
+    add_catalog(
+        p,
+        default=[],
+        help="catalog (name or file) with the metadata (family, top-1, params ...) of "
+        "models the built-in catalogs do not know (repeatable)",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
     add_weights_filter(p)
-    add_output_kind(p, default="probs", deprecated=("--output",),
-                    help="the output configuration shown: LEE of the class probabilities (probs, default: the "
-                         "paper's choice) or of the logits (results of lee eval --output-kind logits)")
-    add_derivative_interp(p, default="cubic",
-                          help="the derivative's image interpolant shown (cubic, default, or spectral; lee eval "
-                               "--derivative-interp); the alternative metrics have none and are selected by "
-                               "--output-kind only")
+    add_output_kind(
+        p,
+        default="probs",
+        deprecated=("--output",),
+        help="the output configuration shown: LEE of the class probabilities (probs, default: the "
+        "paper's choice) or of the logits (results of lee eval --output-kind logits)",
+    )
+    add_derivative_interp(
+        p,
+        default="cubic",
+        help="the derivative's image interpolant shown (cubic, default, or spectral; lee eval "
+        "--derivative-interp); the alternative metrics have none and are selected by "
+        "--output-kind only",
+    )
     add_datasets(p)
     add_generators(p)
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples of the analyses (default 2000)")
@@ -71,8 +82,20 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def _command(args: argparse.Namespace) -> str:
     """The equivalent command line, for the page."""
-    parts = ["lee", "report", "--results", args.results, "--out", str(args.out), "--weights-filter", args.weights,
-             "--output-kind", args.output_kind, "--derivative-interp", args.interpolation]
+    parts = [
+        "lee",
+        "report",
+        "--results",
+        args.results,
+        "--out",
+        str(args.out),
+        "--weights-filter",
+        args.weights,
+        "--output-kind",
+        args.output_kind,
+        "--derivative-interp",
+        args.interpolation,
+    ]
     for c in args.catalog:
         parts += ["--catalog", c]
     if args.datasets:
@@ -96,19 +119,33 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.level < 1:
         raise UsageError("--level must be between 0 and 1")
     report = build_report(
-        args.results, args.out, weights=args.weights, datasets=args.datasets or (), generators=args.generators or (),
-        n_boot=args.n_boot, seed=args.seed, level=args.level, catalogs=args.catalog,
-        command=_command(args), output=args.output_kind, interpolation=args.interpolation,
+        args.results,
+        args.out,
+        weights=args.weights,
+        datasets=args.datasets or (),
+        generators=args.generators or (),
+        n_boot=args.n_boot,
+        seed=args.seed,
+        level=args.level,
+        catalogs=args.catalog,
+        command=_command(args),
+        output=args.output_kind,
+        interpolation=args.interpolation,
     )
     for f in report.figures:
         flag = {"ok": "", "placeholder": "  (placeholder: no data)", "error": "  (FAILED, see the page)"}[f.status]
         print(f"  {f.png}  {f.svg}{flag}")
     failed = [t.name for t in report.tables if t.error]
-    print(f"{len(report.figures)} figures, {len(report.tables)} tables"
-          + (f" ({len(failed)} failed: {', '.join(failed)})" if failed else "") + f" -> {report.index}")
+    print(
+        f"{len(report.figures)} figures, {len(report.tables)} tables"
+        + (f" ({len(failed)} failed: {', '.join(failed)})" if failed else "")
+        + f" -> {report.index}"
+    )
     broken = [f.stem for f in report.figures if f.status == "error"] + failed
     if broken:  # everything is written, but a figure or analysis raised: say so in the exit code
-        print(f"lee report: {len(broken)} figure(s)/table(s) failed: {', '.join(broken)} (errors on the page)",
-              file=sys.stderr)
+        print(
+            f"lee report: {len(broken)} figure(s)/table(s) failed: {', '.join(broken)} (errors on the page)",
+            file=sys.stderr,
+        )
         return 1
     return 0

@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "sql",
         help="print the DuckDB analysis views over a results root as one script",
         description="Print the analysis views (only completed work units, catalog metadata joined) as one "
-                    "DuckDB SQL script for the duckdb shell or any DuckDB client.",
+        "DuckDB SQL script for the duckdb shell or any DuckDB client.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

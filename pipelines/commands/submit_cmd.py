@@ -42,9 +42,30 @@ DEFAULT_JOB_ADDRESS = "http://127.0.0.1:8265"
 # Never uploaded: version control, virtualenvs, caches, build outputs, results (and the sweep's own
 # output root when it lies inside the project: added by submit). Ray also skips what .gitignore lists.
 EXCLUDES = [
-    ".git", ".venv", "venv", ".env", "/env", ".tox", ".nox", ".conda", "**/__pycache__", "*.pyc", ".cache",
-    ".pytest_cache", ".ruff_cache", ".mypy_cache", "*.egg-info", "/build", "/dist", "lee-results", "/results",
-    "/reports", "*.parquet", ".ipynb_checkpoints", "node_modules", "/wandb",
+    ".git",
+    ".venv",
+    "venv",
+    ".env",
+    "/env",
+    ".tox",
+    ".nox",
+    ".conda",
+    "**/__pycache__",
+    "*.pyc",
+    ".cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".mypy_cache",
+    "*.egg-info",
+    "/build",
+    "/dist",
+    "lee-results",
+    "/results",
+    "/reports",
+    "*.parquet",
+    ".ipynb_checkpoints",
+    "node_modules",
+    "/wandb",
 ]
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 AGENT_WAIT_S = 60.0  # how long to retry a submission the head refuses because its job agent is not up yet
@@ -105,8 +126,14 @@ def project_requirements(working_dir: str) -> list[str]:
     return [d for d in deps if re.split(r"[\s\[<>=!~;]", d, maxsplit=1)[0].lower() != "ray"]
 
 
-def load_runtime_env(path: str | None, working_dir: str, git_rev: str | None = None,
-                     extra_excludes: list[str] | None = None, *, pip: bool = False) -> dict:
+def load_runtime_env(
+    path: str | None,
+    working_dir: str,
+    git_rev: str | None = None,
+    extra_excludes: list[str] | None = None,
+    *,
+    pip: bool = False,
+) -> dict:
     """The job's runtime_env.
 
     Default: the project as ``working_dir`` with build outputs and virtualenvs excluded (:data:`EXCLUDES`
@@ -194,15 +221,20 @@ def sweep_argv(rest: list[str], working_dir: str | None = None) -> tuple[str, li
         if sent != ns.config:
             argv += ["--config", sent]
         if not inside:
-            print(f"lee: note: config {ns.config!r} lies outside the uploaded project: sent as {sent!r}, which "
-                  "the cluster must see (put it in the project, or on shared storage: s3://, gs://, NFS)",
-                  file=sys.stderr)
+            print(
+                f"lee: note: config {ns.config!r} lies outside the uploaded project: sent as {sent!r}, which "
+                "the cluster must see (put it in the project, or on shared storage: s3://, gs://, NFS)",
+                file=sys.stderr,
+            )
     output = cfg.output
     if "://" not in cfg.output and not os.path.isabs(cfg.output):
         output = os.path.abspath(cfg.output)
         argv += ["--results", output]  # a job's cwd is a temporary copy
-        print(f"lee: note: local output {cfg.output!r} sent as {output!r}; on a "
-              f"multi-node cluster use a shared URI (s3://, gs://, NFS)", file=sys.stderr)
+        print(
+            f"lee: note: local output {cfg.output!r} sent as {output!r}; on a "
+            f"multi-node cluster use a shared URI (s3://, gs://, NFS)",
+            file=sys.stderr,
+        )
     return command, argv, output
 
 
@@ -231,8 +263,9 @@ def submit(args) -> int:
     wd = _project_dir(args.working_dir)
     command, argv, output = sweep_argv(args.eval_args or [], wd)
     inside = _inside(output, wd)
-    runtime_env = load_runtime_env(args.runtime_env, wd, git_revision(wd), [f"/{inside}"] if inside else None,
-                                   pip=args.pip)
+    runtime_env = load_runtime_env(
+        args.runtime_env, wd, git_revision(wd), [f"/{inside}"] if inside else None, pip=args.pip
+    )
     address = _address(args)
     client = _client(address)
     # Progress: plain log lines (the job's stderr is no terminal), which `lee logs --follow` shows.
@@ -264,8 +297,12 @@ def submit(args) -> int:
             return rc
         # The supervisor (the job's driver) was killed or lost, not the sweep failing: a new job resumes it
         # (done units are skipped; the one that was running is redone, its attempt counted).
-        print(f"lee: warning: job {job_id} failed because {cause}; resubmitting it "
-              f"(try {retry + 2} of {args.retries + 1})", file=sys.stderr, flush=True)
+        print(
+            f"lee: warning: job {job_id} failed because {cause}; resubmitting it "
+            f"(try {retry + 2} of {args.retries + 1})",
+            file=sys.stderr,
+            flush=True,
+        )
         job_id = start(f"{args.job_id}-retry{retry + 1}" if args.job_id else None)
         print(job_id, flush=True)
     return 1
@@ -283,8 +320,11 @@ def infrastructure_failure(info) -> str | None:
     if usage is not None:
         return f"Ray's memory monitor killed its supervisor (the job's driver){usage}"
     if kind in ("JOB_SUPERVISOR_ACTOR_DIED", "JOB_SUPERVISOR_ACTOR_UNKNOWN_FAILURE") or "supervisor actor died" in low:
-        why = "its node was lost" if "node" in low and ("died" in low or "dead" in low) else (
-            "its process was killed or crashed")
+        why = (
+            "its node was lost"
+            if "node" in low and ("died" in low or "dead" in low)
+            else ("its process was killed or crashed")
+        )
         return f"its supervisor (the job's driver) died: {why}"
     return None
 
@@ -298,8 +338,16 @@ def failure_line(info) -> str:
     return message.splitlines()[0][:300] if message else ""
 
 
-def _wait(client, job_id: str, *, follow: bool, poll: float = 1.0, timeout: float | None = None,
-          address: str = "", explain: bool = True) -> tuple[int, object]:
+def _wait(
+    client,
+    job_id: str,
+    *,
+    follow: bool,
+    poll: float = 1.0,
+    timeout: float | None = None,
+    address: str = "",
+    explain: bool = True,
+) -> tuple[int, object]:
     """Wait for the job (``follow``: stream its log meanwhile); print ``ID: STATUS`` on stdout (and, with
     ``explain``, on stderr why a failed job failed, in one line). Returns the exit code and the job's info."""
     t0 = time.time()
@@ -342,10 +390,16 @@ class LogEcho:
         found = [i for i in (text.find(m) for m in RAY_FAILURE_MARKERS) if i >= 0]
         if found:
             self.cut = True
-            text, self.held = text[:min(found)], ""
+            text, self.held = text[: min(found)], ""
         else:  # hold back an end that may begin a marker (log chunks end with a newline: nothing is held)
-            k = next((k for k in range(min(len(text), max(map(len, RAY_FAILURE_MARKERS)) - 1), 0, -1)
-                      if any(m.startswith(text[-k:]) for m in RAY_FAILURE_MARKERS)), 0)
+            k = next(
+                (
+                    k
+                    for k in range(min(len(text), max(map(len, RAY_FAILURE_MARKERS)) - 1), 0, -1)
+                    if any(m.startswith(text[-k:]) for m in RAY_FAILURE_MARKERS)
+                ),
+                0,
+            )
             text, self.held = (text[:-k], text[-k:]) if k else (text, "")
         if text:
             self.out.write(text)
@@ -428,25 +482,36 @@ def register(subparsers) -> None:
         "submit",
         help="run a sweep (eval or reevaluate) as a Ray Job on a cluster; prints the job id",
         description="Submit `lee eval` or `lee reevaluate` as a Ray Job. Everything after `--` is the command "
-                    "and its flags (validated here first; no command: eval).",
+        "and its flags (validated here first; no command: eval).",
         epilog="examples:\n  lee submit --address http://head:8265 -- -m paper -r s3://bucket/lee\n"
-               "  lee submit --address http://head:8265 --wait -- reevaluate --config run.yaml\n"
-               "  lee status JOB_ID --wait; lee logs JOB_ID --follow",
+        "  lee submit --address http://head:8265 --wait -- reevaluate --config run.yaml\n"
+        "  lee status JOB_ID --wait; lee logs JOB_ID --follow",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--address", help=addr_help)
     p.add_argument("--runtime-env", metavar="YAML", help="runtime_env YAML (pip, env_vars, excludes...)")
     p.add_argument("--working-dir", help="project directory to upload (default: this checkout)")
     p.add_argument("--job-id", help="submission id to use (default: generated)")
-    p.add_argument("--pip", action="store_true",
-                   help="pip-install pyproject.toml's dependencies in the job's environment (clusters whose Python "
-                        "lacks them; default: the cluster's Python as it is, only the source is uploaded)")
+    p.add_argument(
+        "--pip",
+        action="store_true",
+        help="pip-install pyproject.toml's dependencies in the job's environment (clusters whose Python "
+        "lacks them; default: the cluster's Python as it is, only the source is uploaded)",
+    )
     p.add_argument("--wait", action="store_true", help="wait for the job, print its logs, exit 0 iff it succeeded")
-    p.add_argument("--retries", type=int, default=1, metavar="N",
-                   help="with --wait: resubmit a job whose supervisor was killed (Ray's memory monitor, a lost "
-                        "node) up to N times; done units are not redone (default 1)")
-    p.add_argument("eval_args", nargs=argparse.REMAINDER,
-                   help="-- then a sweep command and its flags: `eval ...` or `reevaluate ...` (no command: eval)")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --wait: resubmit a job whose supervisor was killed (Ray's memory monitor, a lost "
+        "node) up to N times; done units are not redone (default 1)",
+    )
+    p.add_argument(
+        "eval_args",
+        nargs=argparse.REMAINDER,
+        help="-- then a sweep command and its flags: `eval ...` or `reevaluate ...` (no command: eval)",
+    )
     p.set_defaults(func=submit)
     _reject_flags_before_dashes(p)
 

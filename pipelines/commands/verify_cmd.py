@@ -113,8 +113,14 @@ def verify_root(uri: str, *, full: bool = False) -> tuple[list[Finding], int]:
                 findings.append(Finding("data unreadable", path, unit, problem))
                 continue
             if row is None:
-                findings.append(Finding("no runs row", path, unit, "data file without a runs row (still being "
-                                        "written, or never finished): not visible"))
+                findings.append(
+                    Finding(
+                        "no runs row",
+                        path,
+                        unit,
+                        "data file without a runs row (still being written, or never finished): not visible",
+                    )
+                )
             elif row["status"] == "done":
                 with fs.open(path, "rb") as fh:
                     n = pq.ParquetFile(fh, pre_buffer=False).metadata.num_rows
@@ -123,22 +129,38 @@ def verify_root(uri: str, *, full: bool = False) -> tuple[list[Finding], int]:
                 else:
                     readable.append(row)
     tables = sorted({r["family"] for r in readable})
-    changed = integrity.check_units(fs, integrity.expected_of(store, readable),
-                                    integrity.listing(fs, store.path, tables), full=full)
-    findings += [Finding(d.kind, d.path, unit, d.detail) for unit, d in sorted(changed.items())
-                 if d.kind == "data changed"]
+    changed = integrity.check_units(
+        fs, integrity.expected_of(store, readable), integrity.listing(fs, store.path, tables), full=full
+    )
+    findings += [
+        Finding(d.kind, d.path, unit, d.detail) for unit, d in sorted(changed.items()) if d.kind == "data changed"
+    ]
     for unit, row in sorted(runs.items()):
         if row["status"] == "done" and unit not in data_units:
             path = store.data_file(row["family"], row["model"], row["dataset"], unit)
             findings.append(Finding("data missing", path, unit, "the unit is done but has no data file"))
     for path in sorted(fs.glob(f"{store.path}/**/_tmp-*.partial")):
-        findings.append(Finding("temporary file", path, path.rsplit("/", 2)[-2].removeprefix("unit="),
-                                "left by a killed write; removed by the unit's next write"))
+        findings.append(
+            Finding(
+                "temporary file",
+                path,
+                path.rsplit("/", 2)[-2].removeprefix("unit="),
+                "left by a killed write; removed by the unit's next write",
+            )
+        )
     for path in sorted(fs.glob(f"{store.path}/_locks/*.lock")):
         unit = path.rsplit("/", 1)[-1].removesuffix(".lock")
         held = store.lock_held(unit)
-        findings.append(Finding("lock", path, unit, "held: the unit is being computed now" if held else
-                                "not held: left by a process that died; harmless, removed by the unit's next run"))
+        findings.append(
+            Finding(
+                "lock",
+                path,
+                unit,
+                "held: the unit is being computed now"
+                if held
+                else "not held: left by a process that died; harmless, removed by the unit's next run",
+            )
+        )
     findings.sort(key=lambda f: (not f.damage, f.kind, f.path))
     return findings, checked
 
@@ -149,13 +171,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "verify",
         help="check a results root and list what is damaged",
         description="Check every file of a results root (runs rows, data files, done units without data, row "
-                    "counts) and list what is damaged; exit code 1 when something is.",
+        "counts) and list what is damaged; exit code 1 when something is.",
         epilog=(__doc__ or "").split("\n\n", 2)[-1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_root(p)
-    p.add_argument("--full", action="store_true",
-                   help="read every row of every file and compare every data file's sha256 with its record")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="read every row of every file and compare every data file's sha256 with its record",
+    )
     p.set_defaults(func=run)
 
 
@@ -163,14 +188,30 @@ def run(args: argparse.Namespace) -> int:
     findings, checked = verify_root(args.results, full=args.full)
     damaged = [f for f in findings if f.damage]
     if findings:
-        rows = [{"state": "DAMAGED" if f.damage else "note", "kind": f.kind, "unit": f.unit, "path": f.path,
-                 "detail": f.detail} for f in findings]
-        print(format_table(rows, [("state", "state"), ("kind", "kind"), ("unit", "unit"), ("path", "file"),
-                                  ("detail", "problem")]))
+        rows = [
+            {
+                "state": "DAMAGED" if f.damage else "note",
+                "kind": f.kind,
+                "unit": f.unit,
+                "path": f.path,
+                "detail": f.detail,
+            }
+            for f in findings
+        ]
+        print(
+            format_table(
+                rows, [("state", "state"), ("kind", "kind"), ("unit", "unit"), ("path", "file"), ("detail", "problem")]
+            )
+        )
     how = " (every row, every sha256)" if args.full else " (footers; sizes and listing stamps against the records)"
-    print(f"{checked} files checked{how}: {len(damaged)} damaged, "
-          f"{len(findings) - len(damaged)} notes ({args.results})", file=sys.stderr)
+    print(
+        f"{checked} files checked{how}: {len(damaged)} damaged, {len(findings) - len(damaged)} notes ({args.results})",
+        file=sys.stderr,
+    )
     if damaged:
-        print("repair: `lee eval` (or `lee reevaluate`) with the sweep's flags redoes the done units whose data is "
-              "missing, unreadable or changed and rewrites unreadable runs files", file=sys.stderr)
+        print(
+            "repair: `lee eval` (or `lee reevaluate`) with the sweep's flags redoes the done units whose data is "
+            "missing, unreadable or changed and rewrites unreadable runs files",
+            file=sys.stderr,
+        )
     return 1 if damaged else 0

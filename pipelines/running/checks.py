@@ -16,8 +16,14 @@ from catalog import build_zoo_arch, is_zoo_arch
 from pipelines.errors import UsageError
 from pipelines.spec import flagcheck
 
-__all__ = ["MIN_IMG_SIZE", "arch_min_img_size", "available_memory", "check_img_size", "check_root_usable",
-           "derivative_bytes"]
+__all__ = [
+    "MIN_IMG_SIZE",
+    "arch_min_img_size",
+    "available_memory",
+    "check_img_size",
+    "check_root_usable",
+    "derivative_bytes",
+]
 
 MIN_IMG_SIZE = flagcheck.MIN_IMG_SIZE
 """The smallest ``--img-size`` accepted for any model (:data:`pipelines.spec.flagcheck.MIN_IMG_SIZE`)."""
@@ -29,8 +35,9 @@ def _arch_minimum(arch: str, zoo: bool, num_classes: int | None, model_kwargs: s
         with warnings.catch_warnings(), torch.device("meta"):  # the structure only: no memory, no init cost
             warnings.simplefilter("ignore")
             if zoo:
-                model = build_zoo_arch(arch, num_classes=num_classes or 10,
-                                       model_kwargs=json.loads(model_kwargs) if model_kwargs else None)
+                model = build_zoo_arch(
+                    arch, num_classes=num_classes or 10, model_kwargs=json.loads(model_kwargs) if model_kwargs else None
+                )
             else:
                 model = timm.create_model(arch, pretrained=False)
     except Exception:  # noqa: BLE001 - an architecture that cannot be built on meta: no check beyond the floor
@@ -63,16 +70,18 @@ JVP_FACTOR = 2
 
 
 @functools.lru_cache(maxsize=256)
-def _activation_bytes(arch: str, zoo: bool, num_classes: int | None, model_kwargs: str | None,
-                      img_size: int | None) -> tuple[int, int] | None:
+def _activation_bytes(
+    arch: str, zoo: bool, num_classes: int | None, model_kwargs: str | None, img_size: int | None
+) -> tuple[int, int] | None:
     """(bytes of every leaf layer's output for one image, the side they were measured at), from a forward on
     PyTorch's ``meta`` device (shapes only: no memory, no compute); None if the model cannot run there."""
     try:
         with warnings.catch_warnings(), torch.device("meta"):
             warnings.simplefilter("ignore")
             if zoo:
-                model = build_zoo_arch(arch, num_classes=num_classes or 10,
-                                       model_kwargs=json.loads(model_kwargs) if model_kwargs else None)
+                model = build_zoo_arch(
+                    arch, num_classes=num_classes or 10, model_kwargs=json.loads(model_kwargs) if model_kwargs else None
+                )
                 chans, side = 3, img_size or 32
             else:
                 model = timm.create_model(arch, pretrained=False)
@@ -158,9 +167,11 @@ def check_img_size(img_size: int | None, specs: list, memory: tuple[int, str] | 
             too_small.append(f"{spec.name} (at least {minimum})")
     if too_small:
         more = f" and {len(too_small) - 3} more" if len(too_small) > 3 else ""
-        raise UsageError(f"--img-size {img_size} is below the total stride or patch size of "
-                         f"{', '.join(too_small[:3])}{more}: the image would not fill one cell of the last "
-                         "feature map")
+        raise UsageError(
+            f"--img-size {img_size} is below the total stride or patch size of "
+            f"{', '.join(too_small[:3])}{more}: the image would not fill one cell of the last "
+            "feature map"
+        )
     check_img_size_memory(img_size, specs, memory)
 
 
@@ -184,7 +195,8 @@ def check_img_size_memory(img_size: int, specs: list, memory: tuple[int, str] | 
             f"--img-size {img_size} is too large for {spec.name}: one image's derivative needs at least {_gib(need)} "
             f"(its layer outputs take {_gib(ref)} per image at {side} px, x ({img_size}/{side})^2 pixels, x "
             f"{JVP_FACTOR} for the tangents) and this machine has {_gib(have)} ({where}); "
-            f"sizes above about {int(side * (have / (ref * JVP_FACTOR)) ** 0.5)} px cannot fit")
+            f"sizes above about {int(side * (have / (ref * JVP_FACTOR)) ** 0.5)} px cannot fit"
+        )
 
 
 def check_root_usable(store) -> None:

@@ -25,8 +25,17 @@ from typing import Any
 
 from pipelines.errors import UsageError
 
-__all__ = ["auth_fix", "auth_token", "check_gcs", "describe_error", "init_ray", "job_client", "memory_kill",
-           "prepare_auth", "probe_address"]
+__all__ = [
+    "auth_fix",
+    "auth_token",
+    "check_gcs",
+    "describe_error",
+    "init_ray",
+    "job_client",
+    "memory_kill",
+    "prepare_auth",
+    "probe_address",
+]
 
 _GET_CLUSTER_ID = "/ray.rpc.NodeInfoGcsService/GetClusterId"  # the GCS's first call from any client
 
@@ -65,13 +74,19 @@ def auth_fix() -> str:
     found = auth_token()
     get = "`ray get-auth-token` on the head prints the cluster's token"
     if found is None:
-        return (f"the cluster requires token authentication and no token was found here: {get}; set it as "
-                "RAY_AUTH_TOKEN or save it to ~/.ray/auth_token")
+        return (
+            f"the cluster requires token authentication and no token was found here: {get}; set it as "
+            "RAY_AUTH_TOKEN or save it to ~/.ray/auth_token"
+        )
     if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
-        return (f"a token was found ({found[1]}) but RAY_AUTH_MODE is {os.environ.get('RAY_AUTH_MODE')!r}: "
-                "set RAY_AUTH_MODE=token (or unset it: lee then sets it)")
-    return (f"the cluster rejected the token from {found[1]}: {get}; set it as RAY_AUTH_TOKEN or save it to "
-            "~/.ray/auth_token")
+        return (
+            f"a token was found ({found[1]}) but RAY_AUTH_MODE is {os.environ.get('RAY_AUTH_MODE')!r}: "
+            "set RAY_AUTH_MODE=token (or unset it: lee then sets it)"
+        )
+    return (
+        f"the cluster rejected the token from {found[1]}: {get}; set it as RAY_AUTH_TOKEN or save it to "
+        "~/.ray/auth_token"
+    )
 
 
 def check_gcs(address: str, timeout: float = 5.0) -> None:
@@ -112,8 +127,10 @@ def describe_error(address: str, exc: BaseException) -> str:
     if isinstance(exc, AuthenticationError) or "authentication" in text.lower():
         return f"Ray job server at {address!r}: {auth_fix()}"
     if isinstance(exc, ConnectionError | OSError) or "connect" in text.lower():
-        return (f"cannot reach the Ray job server at {address!r} ({text}); is the cluster up, and is this the "
-                "dashboard address (http://HEAD:8265)?")
+        return (
+            f"cannot reach the Ray job server at {address!r} ({text}); is the cluster up, and is this the "
+            "dashboard address (http://HEAD:8265)?"
+        )
     return f"Ray job server at {address!r}: {type(exc).__name__}: {text}"
 
 
@@ -133,8 +150,10 @@ _OOM_USAGE = (
     # reason: Memory usage 24075300864B exceeded threshold of 24058705920B (95.0% of 25324953600B limit)"
     re.compile(r"was ([\d.]+\s*[KMGT]?B) used / ([\d.]+\s*[KMGT]?B) limit \(([\d.]+)\)"),
     # older Ray: "... was running was 32.62GB / 33.28GB (0.980175), which exceeds the memory usage threshold of 0.96"
-    re.compile(r"was ([\d.]+\s*[KMGT]?B) / ([\d.]+\s*[KMGT]?B) \(([\d.]+)\), which exceeds the memory usage "
-               r"threshold of (\d+(?:\.\d+)?)"),
+    re.compile(
+        r"was ([\d.]+\s*[KMGT]?B) / ([\d.]+\s*[KMGT]?B) \(([\d.]+)\), which exceeds the memory usage "
+        r"threshold of (\d+(?:\.\d+)?)"
+    ),
 )
 _OOM_THRESHOLD = re.compile(r"exceeded threshold of \d+\s*B \((\d+(?:\.\d+)?)% of")
 
@@ -216,4 +235,3 @@ def init_ray(address: str | None) -> None:
         cause = f"{exc} {exc.__cause__ or ''}"
         fix = auth_fix() if "auth" in cause.lower() else "is the cluster up, and is this its GCS address (HEAD:6379)?"
         raise UsageError(f"cannot join the Ray cluster at {address!r}: {fix}") from None
-

@@ -41,8 +41,16 @@ from pipelines.spec.config import SweepConfig
 from pipelines.spec.data import resolve_shard
 from pipelines.store.units import WorkUnit
 
-__all__ = ["MAX_UNIT_RETRIES", "ActorScheduler", "SweepResult", "actor_plan", "describe_actors", "execute", "run_plan",
-           "unit_cost"]
+__all__ = [
+    "MAX_UNIT_RETRIES",
+    "ActorScheduler",
+    "SweepResult",
+    "actor_plan",
+    "describe_actors",
+    "execute",
+    "run_plan",
+    "unit_cost",
+]
 
 
 @dataclass
@@ -97,11 +105,15 @@ def describe_actors(p: Plan) -> str:
         return "actors: none (nothing to run)"
     if cfg.gpus_per_actor:
         n, opts = actor_plan(cfg, n_groups, None)
-        return (f"actors: {n} (one per model{f', at most --actors {cfg.actors}' if cfg.actors else ''}), each "
-                f"num_gpus={opts['num_gpus']:g} num_cpus={opts['num_cpus']:g}: GPUs are requested whether or not "
-                "the cluster has them now (an autoscaler starts GPU workers)")
-    return (f"actors: auto-detected at run time from the cluster's resources ({n_groups} model(s); "
-            "num_gpus=1 per actor only if GPUs are present then; --gpus N to request them always)")
+        return (
+            f"actors: {n} (one per model{f', at most --actors {cfg.actors}' if cfg.actors else ''}), each "
+            f"num_gpus={opts['num_gpus']:g} num_cpus={opts['num_cpus']:g}: GPUs are requested whether or not "
+            "the cluster has them now (an autoscaler starts GPU workers)"
+        )
+    return (
+        f"actors: auto-detected at run time from the cluster's resources ({n_groups} model(s); "
+        "num_gpus=1 per actor only if GPUs are present then; --gpus N to request them always)"
+    )
 
 
 def _actor_resources(cfg: SweepConfig, n_groups: int) -> tuple[int, dict[str, Any]]:
@@ -155,8 +167,7 @@ def death_reason(exc: BaseException) -> str:
         first = next((ln.strip() for ln in reversed(text.splitlines()) if ln.strip()), "")
         return f"its constructor failed: {first[:200]}"
     if "worker process has died" in low or "exit" in low:
-        return ("died: its process exited unexpectedly (killed by a signal, e.g. the kernel's OOM killer, "
-                "or crashed)")
+        return "died: its process exited unexpectedly (killed by a signal, e.g. the kernel's OOM killer, or crashed)"
     return f"died ({type(exc).__name__})"
 
 
@@ -194,19 +205,22 @@ def execute(p: Plan, *, progress: Progress | None = None, sweep_id: str | None =
     if opts.get("num_gpus") and cfg.gpus_per_actor:
         have = float(ray.cluster_resources().get("GPU", 0))
         if have < n_actors * opts["num_gpus"]:
-            print(f"lee: {n_actors} actor(s) ask for {opts['num_gpus']:g} GPU each; the cluster has {have:g} GPU(s) "
-                  "now: actors wait until the autoscaler adds GPU workers", file=sys.stderr)
+            print(
+                f"lee: {n_actors} actor(s) ask for {opts['num_gpus']:g} GPU each; the cluster has {have:g} GPU(s) "
+                "now: actors wait until the autoscaler adds GPU workers",
+                file=sys.stderr,
+            )
     # No restarts or task retries by Ray: a dead actor's units are handed to a new actor here, so that
     # what died, and why, is one line (Ray would retry silently or print its dump) and the retries are counted.
-    actor_cls = ray.remote(UnitRunner).options(max_restarts=0, max_task_retries=0, scheduling_strategy="SPREAD",
-                                               **opts)
+    actor_cls = ray.remote(UnitRunner).options(max_restarts=0, max_task_retries=0, scheduling_strategy="SPREAD", **opts)
     git_rev = env.git_revision()  # the driver's code: workers' copies (Ray Jobs, rsync) have no .git
 
     def new_actor():
         return actor_cls.remote(p.store.uri, git_rev=git_rev)
 
-    scheduler = ActorScheduler(p, queue, new_actor, n_actors, shards=shards, sweep_id=sweep_id, git_rev=git_rev,
-                               progress=progress)
+    scheduler = ActorScheduler(
+        p, queue, new_actor, n_actors, shards=shards, sweep_id=sweep_id, git_rev=git_rev, progress=progress
+    )
     rows = scheduler.run()
     return SweepResult(p, rows, time.perf_counter() - t0, t_ray)
 
@@ -249,8 +263,18 @@ class ActorScheduler:
     (:meth:`_actor_died`: the retry rules), or its task fails otherwise (a failed row the driver writes).
     """
 
-    def __init__(self, p: Plan, waiting: list[list[WorkUnit]], new_actor: Callable[[], Any], n_actors: int, *,
-                 shards: dict[str, list], sweep_id: str, git_rev: str | None, progress: Progress | None = None):
+    def __init__(
+        self,
+        p: Plan,
+        waiting: list[list[WorkUnit]],
+        new_actor: Callable[[], Any],
+        n_actors: int,
+        *,
+        shards: dict[str, list],
+        sweep_id: str,
+        git_rev: str | None,
+        progress: Progress | None = None,
+    ):
         self.p = p
         self.store = p.store
         self.waiting = waiting
@@ -276,7 +300,9 @@ class ActorScheduler:
         import ray
 
         if self.progress:
-            self.progress.set_costs((u.key, u.family, unit_cost(u), f"{u.model.name}|{u.weights.source}") for u in self.p.todo)
+            self.progress.set_costs(
+                (u.key, u.family, unit_cost(u), f"{u.model.name}|{u.weights.source}") for u in self.p.todo
+            )
             self.progress.start(len(self.actors))
         self._dispatch()
         try:
@@ -313,8 +339,13 @@ class ActorScheduler:
             group = self.waiting.pop(0)
             self.left[a] = len(group)
             for u in group:
-                ref = self.actors[a].run.remote(u, self.shards[u.dataset.name], self.sweep_id,
-                                                attempt=self.attempts[u.key], batch_size=self.batch_size)
+                ref = self.actors[a].run.remote(
+                    u,
+                    self.shards[u.dataset.name],
+                    self.sweep_id,
+                    attempt=self.attempts[u.key],
+                    batch_size=self.batch_size,
+                )
                 self.handed[ref] = _Handed(a, u, next(self._order))
 
     def _finished(self, task: _Handed, row: dict) -> None:
@@ -367,8 +398,11 @@ class ActorScheduler:
             pid = (stored.get("pid") if started else None) or death_pid(exc)  # the unit's placeholder row: its worker
             node = stored.get("node_id") if started else None
             where = "".join(x for x in (f" pid {pid}" if pid else "", f" on node {str(node)[:8]}" if node else ""))
-            verdict = (f"retrying it (try {deaths + 1} of {MAX_UNIT_RETRIES + 1})" if retry
-                       else f"not retried: its worker died {deaths} times")
+            verdict = (
+                f"retrying it (try {deaths + 1} of {MAX_UNIT_RETRIES + 1})"
+                if retry
+                else f"not retried: its worker died {deaths} times"
+            )
             self._note(f"lee: warning: the worker{where} running unit {what} {death_reason(exc)}; {verdict}")
             if not retry:
                 self._record_failed(running, f"actor died {deaths} times: {death_reason(exc)}: {exc}")

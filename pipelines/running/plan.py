@@ -81,8 +81,10 @@ def _fs_problem(uri: str, exc: BaseException) -> str | None:
     text = _message(exc)
     protocol = uri.split("://", 1)[0] if "://" in uri else "file"
     if isinstance(exc, ImportError):
-        return (f"the {protocol}:// filesystem needs a package that is not installed ({text}); "
-                "pip install 'lee-eval[cloud]' (s3fs, gcsfs) or the fsspec package for it")
+        return (
+            f"the {protocol}:// filesystem needs a package that is not installed ({text}); "
+            "pip install 'lee-eval[cloud]' (s3fs, gcsfs) or the fsspec package for it"
+        )
     name = type(exc).__name__
     if name in _CREDENTIAL_ERRORS or "credential" in text.lower():
         return f"no usable credentials for {protocol}:// ({name}: {text})"
@@ -123,7 +125,9 @@ def check_checkpoints(specs: list, weights: dict[str, UnitWeights], known: set[s
 
 
 def checked_before(specs: list, runs) -> set[str]:
-    """The ``file`` models whose checkpoint need not be checked again (see :func:`pipelines.store.history.loaded_before`)."""
+    """The ``file`` models whose checkpoint need not be checked again (see
+    :func:`pipelines.store.history.loaded_before`).
+    """
     if runs is None or not any(s.source == "file" and s.checkpoint for s in specs):
         return set()
     cache = history.DigestCache()
@@ -231,8 +235,7 @@ def damage_reason(problem: str) -> str:
     return "data damaged" if problem.startswith(CHANGED) else "data unreadable"
 
 
-def find_damaged(store: Store, units: list[WorkUnit], status: dict[str, str],
-                 runs: Any = None) -> dict[str, str]:
+def find_damaged(store: Store, units: list[WorkUnit], status: dict[str, str], runs: Any = None) -> dict[str, str]:
     """The done units whose data file is missing, cannot be read, or no longer matches what its ``runs`` row
     recorded when it was written (:func:`pipelines.store.integrity.check_store`: one listing, checksums only of
     the files written again since), with the problem.
@@ -254,15 +257,22 @@ def find_damaged(store: Store, units: list[WorkUnit], status: dict[str, str],
             if d is None:
                 continue
             damaged[u.key] = d.detail if d.kind != "data changed" else f"{CHANGED} {d.detail}"
-            what = {"data missing": "is missing", "data unreadable": f"is unreadable ({d.detail})",
-                    "data changed": f"no longer matches what was written ({d.detail})"}[d.kind]
+            what = {
+                "data missing": "is missing",
+                "data unreadable": f"is unreadable ({d.detail})",
+                "data changed": f"no longer matches what was written ({d.detail})",
+            }[d.kind]
             if d.kind == "data missing":
                 damaged[u.key] = "missing"
-            print(f"lee: warning: unit {u.describe()} is done but its data file {d.path} {what}: it is redone",
-                  file=sys.stderr)
+            print(
+                f"lee: warning: unit {u.describe()} is done but its data file {d.path} {what}: it is redone",
+                file=sys.stderr,
+            )
     for path, problem in store.unreadable.items():
-        print(f"lee: warning: skipping unreadable runs file {path} ({problem}): its unit counts as not started",
-              file=sys.stderr)
+        print(
+            f"lee: warning: skipping unreadable runs file {path} ({problem}): its unit counts as not started",
+            file=sys.stderr,
+        )
     return damaged
 
 
@@ -296,13 +306,16 @@ def fallback_warning(p: Plan) -> str | None:
     by_reason: dict[str, list[str]] = defaultdict(list)
     for name, why in p.fallbacks.items():
         by_reason[why].append(name)
-    lines = [f"lee: warning: RANDOM-INIT (untrained) weights for {len(p.fallbacks)} model(s): --weights auto "
-             "fell back to random init"]
+    lines = [
+        f"lee: warning: RANDOM-INIT (untrained) weights for {len(p.fallbacks)} model(s): --weights auto "
+        "fell back to random init"
+    ]
     for why, names in by_reason.items():
         shown = ", ".join(names[:10]) + (f" ... (+{len(names) - 10})" if len(names) > 10 else "")
         lines.append(f"  {shown}: {why}")
-    lines.append("  Their LEE measures untrained networks. For pretrained weights: go online (or set HF_ENDPOINT to a "
-                 "reachable mirror), or fill the Hugging Face cache (HF_HOME) where the hub is reachable and set "
-                 "HF_HUB_OFFLINE=1 here; --weights random asks for random init.")
+    lines.append(
+        "  Their LEE measures untrained networks. For pretrained weights: go online (or set HF_ENDPOINT to a "
+        "reachable mirror), or fill the Hugging Face cache (HF_HOME) where the hub is reachable and set "
+        "HF_HUB_OFFLINE=1 here; --weights random asks for random init."
+    )
     return "\n".join(lines)
-

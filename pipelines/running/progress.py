@@ -58,9 +58,17 @@ class Progress:
         interval: Seconds between two periodic lines in plain mode.
     """
 
-    def __init__(self, total_units: int, total_images: int, *, stream: TextIO | None = None,
-                 enabled: bool | None = None, plain: bool | None = None, interval: float = 30.0,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        total_units: int,
+        total_images: int,
+        *,
+        stream: TextIO | None = None,
+        enabled: bool | None = None,
+        plain: bool | None = None,
+        interval: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ):
         self.stream = stream or sys.stderr
         self.enabled = True if enabled is None else enabled
         isatty = getattr(self.stream, "isatty", None)
@@ -223,8 +231,10 @@ class Progress:
         """The first line of a run (plain mode): what is to be done, on how many actors."""
         self.n_actors = max(1, n_actors)
         if self.enabled and self.plain:
-            self._write(f"lee: [{_stamp()}] running {self.total_units} unit(s), {self.total_images} images, "
-                        f"on {n_actors} actor(s)\n")
+            self._write(
+                f"lee: [{_stamp()}] running {self.total_units} unit(s), {self.total_images} images, "
+                f"on {n_actors} actor(s)\n"
+            )
         self._last = time.time()
 
     def note(self, text: str) -> None:

@@ -164,7 +164,9 @@ class UnitRunner:
             self._loaded = self._cache_key = None
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-            torch.manual_seed(unit.seed)  # torch's global RNG; random init does not use it: catalog seeds it with RANDOM_SEED
+            torch.manual_seed(
+                unit.seed
+            )  # torch's global RNG; random init does not use it: catalog seeds it with RANDOM_SEED
             self._loaded = catalog.build_model(unit.model, weights=unit.weights.source, device=str(self.device))
             self._cache_key = key
         return self._loaded
@@ -198,8 +200,9 @@ class UnitRunner:
             try:  # new weights under the same unit key: the earlier weights' results go to history/ first
                 history.keep_previous(self.store, unit, stored)
             except history.HistoryError as exc:  # nothing written: the stored results stay as they were
-                return _summary(failed_row(unit, sweep_id, prev + 1, exc, error_type="HistoryError",
-                                           git_rev=self.git_rev))
+                return _summary(
+                    failed_row(unit, sweep_id, prev + 1, exc, error_type="HistoryError", git_rev=self.git_rev)
+                )
             return self._compute(unit, shards, sweep_id, attempt=prev + 1, batch_size=batch_size)
 
     def _compute(self, unit: WorkUnit, shards: list, sweep_id: str, *, attempt: int, batch_size: int) -> dict[str, Any]:
@@ -210,12 +213,19 @@ class UnitRunner:
         try:
             # The unit stops counting as done before its data is touched (a killed --force rerun
             # leaves a failed placeholder, so the next run redoes the unit).
-            self.store.write_run(failed_row(
-                unit, sweep_id, attempt,
-                f"started {started:%Y-%m-%d %H:%M:%S} UTC on {env.hostname()} by sweep {sweep_id} and did not "
-                "finish: the process was killed or its node lost (or it is still running)",
-                started, error_type="Interrupted", git_rev=self.git_rev,
-            ) | {"hardware": env.hardware(self.device)})
+            self.store.write_run(
+                failed_row(
+                    unit,
+                    sweep_id,
+                    attempt,
+                    f"started {started:%Y-%m-%d %H:%M:%S} UTC on {env.hostname()} by sweep {sweep_id} and did not "
+                    "finish: the process was killed or its node lost (or it is still running)",
+                    started,
+                    error_type="Interrupted",
+                    git_rev=self.git_rev,
+                )
+                | {"hardware": env.hardware(self.device)}
+            )
             self.store.clear_partials(unit.table, unit.model.name, unit.dataset.name, unit.key)
             loaded = self._load(unit)
             load_s = time.perf_counter() - t0
@@ -234,8 +244,9 @@ class UnitRunner:
                 margin = impl.margin(unit.config)
                 x_margin = loaded.preprocess(list(shard["images"]), margin=margin).to(self.device) if margin else None
                 offset = len(ids)
-                cols, bs = _compute_with_oom_retry(impl.compute, loaded.model, x, unit, mean, std, bs, offset,
-                                                   x_margin=x_margin)
+                cols, bs = _compute_with_oom_retry(
+                    impl.compute, loaded.model, x, unit, mean, std, bs, offset, x_margin=x_margin
+                )
                 compute_s += time.perf_counter() - tc
                 cols["sample_pos"] = np.asarray(cols["sample_pos"]) + offset
                 parts.append(cols)
@@ -292,8 +303,24 @@ def _data_config_json(loaded) -> str | None:
 
 
 def _summary(row: dict[str, Any]) -> dict[str, Any]:
-    keep = ("unit", "status", "family", "model", "weights", "dataset", "n_images", "n_rows", "error", "compute_s", "wall_s",
-            "attempt", "started_at", "hostname", "node_id", "pid")
+    keep = (
+        "unit",
+        "status",
+        "family",
+        "model",
+        "weights",
+        "dataset",
+        "n_images",
+        "n_rows",
+        "error",
+        "compute_s",
+        "wall_s",
+        "attempt",
+        "started_at",
+        "hostname",
+        "node_id",
+        "pid",
+    )
     return {k: row.get(k) for k in keep}
 
 
@@ -313,8 +340,16 @@ def _compute_with_oom_retry(compute, model, x, unit, mean, std, bs, first_index:
         extra = {} if x_margin is None else {"x_margin": x_margin[start : start + bs]}
         try:
             torch.manual_seed(unit.seed)  # anything drawing from torch's global RNG sees the same state
-            cols = compute(model, chunk, config=unit.config, mean=mean, std=std, seed=unit.seed,
-                           first_index=first_index + start, **extra)
+            cols = compute(
+                model,
+                chunk,
+                config=unit.config,
+                mean=mean,
+                std=std,
+                seed=unit.seed,
+                first_index=first_index + start,
+                **extra,
+            )
         except Exception as exc:
             if is_oom(exc) and bs > 1:
                 bs = max(1, bs // 2)

@@ -44,7 +44,7 @@ the statistic the paper's end-to-end tables store."""
 STAT_HEADERS = {
     "lee": "LEE = E_x ||L_X f(x)||^2 / dim(out), mean ± standard error over n images:",
     "mean_abs": "mean_abs = E_x mean_c |L_X f(x)_c| (the paper's tables' statistic, not the LEE), "
-                "mean ± standard error over n images:",
+    "mean ± standard error over n images:",
 }
 
 
@@ -85,27 +85,39 @@ def layerwise_summary(store: Store, units: list[WorkUnit], top: int = 3) -> list
     con = duckdb.connect()
     con.register("t", t)
     base = "model, dataset, generator, method"
-    e2e = {tuple(r[:4]): (r[4], r[5]) for r in con.execute(
-        f"SELECT {base}, sum(value), count(*) FROM t WHERE kind = 'end_to_end' GROUP BY ALL").fetchall()}
+    e2e = {
+        tuple(r[:4]): (r[4], r[5])
+        for r in con.execute(
+            f"SELECT {base}, sum(value), count(*) FROM t WHERE kind = 'end_to_end' GROUP BY ALL"
+        ).fetchall()
+    }
     by_kind: dict[tuple, list[tuple[str, float]]] = defaultdict(list)
     for *k, kind, share in con.execute(
-            f"SELECT {base}, CASE WHEN kind = 'layer' THEN layer_kind ELSE kind END, sum(share) FROM t "
-            f"WHERE kind <> 'end_to_end' GROUP BY ALL ORDER BY {base}, 6 DESC, 5").fetchall():
+        f"SELECT {base}, CASE WHEN kind = 'layer' THEN layer_kind ELSE kind END, sum(share) FROM t "
+        f"WHERE kind <> 'end_to_end' GROUP BY ALL ORDER BY {base}, 6 DESC, 5"
+    ).fetchall():
         by_kind[tuple(k)].append((kind, share))
     layers: dict[tuple, list[tuple[str, float]]] = defaultdict(list)
     for *k, layer, share in con.execute(
-            f"SELECT {base}, layer, sum(share) FROM t WHERE kind = 'layer' GROUP BY ALL "
-            f"ORDER BY {base}, 6 DESC, 5").fetchall():
+        f"SELECT {base}, layer, sum(share) FROM t WHERE kind = 'layer' GROUP BY ALL ORDER BY {base}, 6 DESC, 5"
+    ).fetchall():
         layers[tuple(k)].append((layer, share))
     rows = []
     for k, (total, n) in sorted(e2e.items()):
         if not total:
             continue
-        rows.append({
-            "model": k[0], "dataset": k[1], "generator": k[2], "method": k[3], "lee": total / n, "n": n,
-            "types": ", ".join(f"{kind} {s / total:.2f}" for kind, s in by_kind[k]),
-            "top": ", ".join(f"{layer} {s / total:.2f}" for layer, s in layers[k][:top]),
-        })
+        rows.append(
+            {
+                "model": k[0],
+                "dataset": k[1],
+                "generator": k[2],
+                "method": k[3],
+                "lee": total / n,
+                "n": n,
+                "types": ", ".join(f"{kind} {s / total:.2f}" for kind, s in by_kind[k]),
+                "top": ", ".join(f"{layer} {s / total:.2f}" for layer, s in layers[k][:top]),
+            }
+        )
     return rows
 
 
@@ -115,11 +127,26 @@ def print_layerwise_summary(store: Store, units: list[WorkUnit], out: TextIO | N
     rows = layerwise_summary(store, units)
     if not rows:
         return False
-    print("Layerwise: share of the end-to-end LEE by layer type and the top layers (signed additive shares, "
-          "ratio of means over n images; types plus unattributed sum to 1):", file=out)
-    print(format_table(rows, [("model", "model"), ("dataset", "dataset"), ("generator", "generator"),
-                              ("lee", "end-to-end LEE"), ("n", "n"), ("types", "share by layer type"),
-                              ("top", "top layers")]), file=out)
+    print(
+        "Layerwise: share of the end-to-end LEE by layer type and the top layers (signed additive shares, "
+        "ratio of means over n images; types plus unattributed sum to 1):",
+        file=out,
+    )
+    print(
+        format_table(
+            rows,
+            [
+                ("model", "model"),
+                ("dataset", "dataset"),
+                ("generator", "generator"),
+                ("lee", "end-to-end LEE"),
+                ("n", "n"),
+                ("types", "share by layer type"),
+                ("top", "top layers"),
+            ],
+        ),
+        file=out,
+    )
     return True
 
 
@@ -141,7 +168,8 @@ def print_summary(result: SweepResult, out: TextIO | None = None, *, stat: str =
         print(
             "weights=random: random-init models (no pretrained weights here). Their softmax output is near uniform,\n"
             "so LEE is small; some sit at 0 or the float floor (ResMLP: timm zero-inits its classifier;\n"
-            "EfficientNet: random-init features barely vary with the input). Learned equivariance needs trained weights: `lee eval -m offline` (ImageNet-pretrained, no hub),\n"
+            "EfficientNet: random-init features barely vary with the input). Learned equivariance needs trained "
+            "weights: `lee eval -m offline` (ImageNet-pretrained, no hub),\n"
             "the hub (--weights auto/hub), or `lee zoo train`.",
             file=out,
         )
@@ -167,10 +195,12 @@ def print_dataset_errors(p: Plan, out: TextIO | None = None, limit: int = 5) -> 
     out = out or sys.stdout
     for name, d in p.datasets.items():
         if d.errors:
-            print(f"  dataset {name}: {len(d.errors)} image(s) skipped (unreadable or undecodable), "
-                  f"{d.info.n_images} used:", file=out)
+            print(
+                f"  dataset {name}: {len(d.errors)} image(s) skipped (unreadable or undecodable), "
+                f"{d.info.n_images} used:",
+                file=out,
+            )
             for image_id, msg in d.errors[:limit]:
                 print(f"    {image_id}: {msg}", file=out)
             if len(d.errors) > limit:
                 print(f"    ... and {len(d.errors) - limit} more", file=out)
-

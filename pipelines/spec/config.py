@@ -20,7 +20,9 @@ FAMILIES = ("lee", "layerwise", "alt", "explain")
 _FLAG_NAMES = {"gpus": "gpus_per_actor"}  # flags whose name differs from their field
 DEFAULT_OUTPUT = "./lee-results"
 WEIGHT_POLICIES = (*_CATALOG_POLICIES, "spec")
-"""``--weights``: catalog's policies plus ``spec`` (each spec's own source); see ``pipelines.store.units.resolve_unit_weights``."""
+"""``--weights``: catalog's policies plus ``spec`` (each spec's own source); see
+``pipelines.store.units.resolve_unit_weights``.
+"""
 WEIGHTS_FILTERS: dict[str, tuple[str, ...] | None] = {
     "pretrained": ("hub", "file"),
     "random": ("random",),
@@ -123,7 +125,15 @@ class SweepConfig:
             k = _FLAG_NAMES.get(k, k)
             if k not in known:
                 raise UsageError(f"{source}: unknown key {key!r}{did_you_mean(k, known, n=1)}")
-            if k in ("models", "datasets", "generators", "metrics", "alt_metrics", "layerwise_generators", "rename_keys"):
+            if k in (
+                "models",
+                "datasets",
+                "generators",
+                "metrics",
+                "alt_metrics",
+                "layerwise_generators",
+                "rename_keys",
+            ):
                 if isinstance(value, str):
                     value = [v.strip() for v in value.split(",") if v.strip()]
             problem = _type_problem(value, _field_types()[k])
@@ -190,7 +200,6 @@ def load_yaml(path: str) -> dict[str, Any]:
     """Read a ``run.yaml`` (local path or fsspec URI)."""
     import fsspec
     import yaml
-
 
     try:
         with fsspec.open(path, "r") as fh:

@@ -12,7 +12,8 @@ preprocessing to them. Nothing is decoded per model.
 Only the images a sweep uses are decoded: the first ``n`` of the subset (``--images`` /
 ``--limit``); every image of the subset is read and hashed, because the dataset fingerprint
 covers them all. When some of the first ``n`` cannot be decoded, as many of the next ones (and a
-batch more) are decoded in another pass, until ``n`` are decoded or none are left, so the images (the first ``n`` decodable ones in id order), their number and the fingerprint are
+batch more) are decoded in another pass, until ``n`` are decoded or none are left, so the images (the first ``n``
+decodable ones in id order), their number and the fingerprint are
 those of :func:`catalog.load_dataset`, and unit keys do not depend on how the data was loaded.
 
 ``driver=True`` runs the same :func:`read_decode` in this process (dry runs: no Ray needed).
@@ -103,18 +104,36 @@ def _selected_items(spec) -> list[dict[str, Any]]:
                 data = item.read()
             except (OSError, DecodeError) as exc:
                 read_error = str(exc) or type(exc).__name__
-        rows.append({
-            "pos": pos, "image_id": item.image_id, "label": json.dumps(item.label), "source": item.source,
-            "uri": file_uri, "row": row, "column": spec.image_column or "", "data": data, "read_error": read_error,
-        })
+        rows.append(
+            {
+                "pos": pos,
+                "image_id": item.image_id,
+                "label": json.dumps(item.label),
+                "source": item.source,
+                "uri": file_uri,
+                "row": row,
+                "column": spec.image_column or "",
+                "data": data,
+                "read_error": read_error,
+            }
+        )
     return rows
 
 
-_ITEM_SCHEMA = pa.schema([
-    ("pos", pa.int64()), ("image_id", pa.string()), ("label", pa.string()), ("source", pa.string()),
-    ("uri", pa.string()), ("row", pa.int64()), ("column", pa.string()), ("data", pa.binary()),
-    ("read_error", pa.string()), ("decode", pa.bool_()),
-])
+_ITEM_SCHEMA = pa.schema(
+    [
+        ("pos", pa.int64()),
+        ("image_id", pa.string()),
+        ("label", pa.string()),
+        ("source", pa.string()),
+        ("uri", pa.string()),
+        ("row", pa.int64()),
+        ("column", pa.string()),
+        ("data", pa.binary()),
+        ("read_error", pa.string()),
+        ("decode", pa.bool_()),
+    ]
+)
 
 
 def _blocks(rows: list[dict], decode: set[int], batch_size: int) -> list[pa.Table]:
@@ -253,9 +272,7 @@ def _rows(table: pa.Table, keep: set[int] | None = None) -> dict[str, list]:
     labels = table.column("label").to_pylist()
     h, w = table.column("height").to_numpy(), table.column("width").to_numpy()
     px = table.column("pixels")
-    images = [
-        np.frombuffer(px[i].as_buffer(), dtype=np.uint8).reshape(int(h[i]), int(w[i]), 3) for _, i in order
-    ]
+    images = [np.frombuffer(px[i].as_buffer(), dtype=np.uint8).reshape(int(h[i]), int(w[i]), 3) for _, i in order]
     return {"ids": [ids[i] for _, i in order], "labels": [json.loads(labels[i]) for _, i in order], "images": images}
 
 
@@ -306,8 +323,9 @@ def _run_ray(blocks: list[pa.Table], keep_alive: list) -> tuple[list[Any], list[
 
 
 def _run_driver(blocks: list[pa.Table]) -> tuple[list[pa.Table], list[dict[str, list]]]:
-    outs = [pa.table(read_decode({c: b.column(c).to_numpy(zero_copy_only=False) for c in b.column_names}))
-            for b in blocks]
+    outs = [
+        pa.table(read_decode({c: b.column(c).to_numpy(zero_copy_only=False) for c in b.column_names})) for b in blocks
+    ]
     return outs, [_meta(t) for t in outs]
 
 

@@ -50,9 +50,11 @@ def package_versions() -> str:
 
 def git_head(directory: str) -> str | None:
     """``HEAD`` of the git checkout containing ``directory`` (``-dirty`` if tracked files are modified)."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=directory, capture_output=True, text=True, timeout=5,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=directory, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
 
     try:
         rev = git("rev-parse", "HEAD")

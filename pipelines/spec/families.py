@@ -121,7 +121,9 @@ def _np(t) -> np.ndarray:
     return np.asarray(t, dtype=np.float64)
 
 
-def compute_lee(model, x: torch.Tensor, *, config: dict[str, Any], mean, std, seed: int, first_index: int = 0) -> Columns:
+def compute_lee(
+    model, x: torch.Tensor, *, config: dict[str, Any], mean, std, seed: int, first_index: int = 0
+) -> Columns:
     """``lee`` rows for one batch: one per (image, generator)."""
     res = liecore.lee(
         model,
@@ -149,14 +151,35 @@ def alt_margin(config: dict[str, Any]) -> int:
     return SHIFT_MARGIN if "shift_consistency" in config["metrics"] else 0
 
 
-def compute_alt(model, x: torch.Tensor, *, config: dict[str, Any], mean, std, seed: int, first_index: int = 0,
-                x_margin: torch.Tensor | None = None) -> Columns:
+def compute_alt(
+    model,
+    x: torch.Tensor,
+    *,
+    config: dict[str, Any],
+    mean,
+    std,
+    seed: int,
+    first_index: int = 0,
+    x_margin: torch.Tensor | None = None,
+) -> Columns:
     """``alt`` rows for one batch: one per (image, metric); each image draws from its own generator.
 
     ``x_margin`` (:func:`alt_margin`): the images cropped :data:`SHIFT_MARGIN` larger, for shift consistency.
     """
-    cols: dict[str, list] = {k: [] for k in ("sample_pos", "metric", "value", "value_unit", "higher_is_better", "sse",
-                                             "mask_count", "peak_to_peak", "seed")}
+    cols: dict[str, list] = {
+        k: []
+        for k in (
+            "sample_pos",
+            "metric",
+            "value",
+            "value_unit",
+            "higher_is_better",
+            "sse",
+            "mask_count",
+            "peak_to_peak",
+            "seed",
+        )
+    }
     offered = {
         "mean": mean,
         "std": std,
@@ -218,8 +241,20 @@ def compute_layerwise(
 
     Both methods run on the whole batch; the stochastic method draws image ``i``'s probes from
     its own generator (:func:`image_rngs`), so its estimates do not depend on the batch."""
-    names = ("sample_pos", "generator", "method", "num_probes", "kind", "layer", "layer_class", "call_index",
-             "layer_kind", "value", "share", "stderr")
+    names = (
+        "sample_pos",
+        "generator",
+        "method",
+        "num_probes",
+        "kind",
+        "layer",
+        "layer_class",
+        "call_index",
+        "layer_kind",
+        "value",
+        "share",
+        "stderr",
+    )
     cols: dict[str, list] = {k: [] for k in names}
     method = config["method"]
     probes = config.get("num_probes") if method == "stochastic" else None
@@ -229,8 +264,16 @@ def compute_layerwise(
         vals = _np(value).reshape(-1)
         n = len(vals)
         cols["sample_pos"].extend(range(n))
-        for key, v in (("generator", gen), ("method", method), ("num_probes", probes), ("kind", kind),
-                       ("layer", layer), ("layer_class", cls), ("call_index", int(idx)), ("layer_kind", layer_kind)):
+        for key, v in (
+            ("generator", gen),
+            ("method", method),
+            ("num_probes", probes),
+            ("kind", kind),
+            ("layer", layer),
+            ("layer_class", cls),
+            ("call_index", int(idx)),
+            ("layer_kind", layer_kind),
+        ):
             cols[key].extend([v] * n)
         cols["value"].extend(vals.tolist())
         cols["share"].extend(_np(share).reshape(-1).tolist())
@@ -316,19 +359,42 @@ def compute_explain(
     same cells: :func:`texture_cells`), one ``remainder`` row.
     Shares are fractions of the image's LEE: per image and generator ``total`` over the rows other than
     ``image`` adds up to 1."""
-    names = ("sample_pos", "generator", "kind", "layer", "layer_class", "call_index", "layer_kind", "grid_h",
-             "grid_w", "total", "abs_total", "cells", "border_profile", "texture", "input_h", "input_w", "lee", "output",
-             "interpolation")
+    names = (
+        "sample_pos",
+        "generator",
+        "kind",
+        "layer",
+        "layer_class",
+        "call_index",
+        "layer_kind",
+        "grid_h",
+        "grid_w",
+        "total",
+        "abs_total",
+        "cells",
+        "border_profile",
+        "texture",
+        "input_h",
+        "input_w",
+        "lee",
+        "output",
+        "interpolation",
+    )
     cols: dict[str, list] = {k: [] for k in names}
     res = liecore.explain_all(
-        model, x, config["generators"], output=config.get("output"), layouts=activation_layouts(model),
-        interpolation=config.get("interpolation") or "cubic", mean=mean, std=std,
+        model,
+        x,
+        config["generators"],
+        output=config.get("output"),
+        layouts=activation_layouts(model),
+        interpolation=config.get("interpolation") or "cubic",
+        mean=mean,
+        std=std,
     )
     b = x.shape[0]
     texture = texture_cells(x)
 
-    def add(i, gen, e, kind, layer, cls, idx, lkind, cells, profile=None, total=None, abs_total=None,
-            texture=None):
+    def add(i, gen, e, kind, layer, cls, idx, lkind, cells, profile=None, total=None, abs_total=None, texture=None):
         arr = None if cells is None else _np(cells)
         cols["sample_pos"].append(i)
         cols["generator"].append(gen)
@@ -356,15 +422,48 @@ def compute_explain(
         for i in range(b):
             for n, (idx, cls, lkind) in sorted(e.layers.items(), key=lambda kv: kv[1][0]):
                 if n in pooled:
-                    add(i, gen, e, "layer", n, cls, idx, lkind, pooled[n][i],
-                        abs_total=float(e.layer_maps[n][i].abs().sum()))
+                    add(
+                        i,
+                        gen,
+                        e,
+                        "layer",
+                        n,
+                        cls,
+                        idx,
+                        lkind,
+                        pooled[n][i],
+                        abs_total=float(e.layer_maps[n][i].abs().sum()),
+                    )
                 if n in e.special:
                     add(i, gen, e, "special", n, cls, idx, lkind, e.special[n][i])
             im = e.image_map[i]
-            add(i, gen, e, "image", "<image>", "", -1, "image", image[i], profile=border_profile(_np(im)),
-                abs_total=float(im.abs().sum()), texture=texture[i])
-            add(i, gen, e, "remainder", "<remainder>", "", -1, "remainder", None, total=float(e.remainder[i]),
-                abs_total=abs(float(e.remainder[i])))
+            add(
+                i,
+                gen,
+                e,
+                "image",
+                "<image>",
+                "",
+                -1,
+                "image",
+                image[i],
+                profile=border_profile(_np(im)),
+                abs_total=float(im.abs().sum()),
+                texture=texture[i],
+            )
+            add(
+                i,
+                gen,
+                e,
+                "remainder",
+                "<remainder>",
+                "",
+                -1,
+                "remainder",
+                None,
+                total=float(e.remainder[i]),
+                abs_total=abs(float(e.remainder[i])),
+            )
     return cols
 
 

@@ -21,17 +21,41 @@ from lee_names import did_you_mean
 from pipelines.errors import UsageError
 from pipelines.spec.config import FAMILIES, INTERPOLATIONS, WEIGHT_POLICIES, SweepConfig
 
-__all__ = ["ALT_METRICS", "GENERATORS", "MIN_IMG_SIZE", "check_generators", "check_img_size_floor",
-           "checkpoint_spec", "select_models", "unique_models", "validate"]
+__all__ = [
+    "ALT_METRICS",
+    "GENERATORS",
+    "MIN_IMG_SIZE",
+    "check_generators",
+    "check_img_size_floor",
+    "checkpoint_spec",
+    "select_models",
+    "unique_models",
+    "validate",
+]
 
 GENERATORS: tuple[str, ...] = (
-    "translate_x", "translate_y", "rotate", "scale", "shear_x", "shear_y", "stretch_x", "stretch_y",
-    "hyperbolic_rotate", "brightness", "contrast", "saturation",
+    "translate_x",
+    "translate_y",
+    "rotate",
+    "scale",
+    "shear_x",
+    "shear_y",
+    "stretch_x",
+    "stretch_y",
+    "hyperbolic_rotate",
+    "brightness",
+    "contrast",
+    "saturation",
 )
 """The names of ``liecore.GENERATORS``, in its order."""
 
 ALT_METRICS: tuple[str, ...] = (
-    "shift_consistency", "circular_shift_consistency", "eq_t", "eq_t_frac", "eq_r", "sampled_equivariance_error",
+    "shift_consistency",
+    "circular_shift_consistency",
+    "eq_t",
+    "eq_t_frac",
+    "eq_r",
+    "sampled_equivariance_error",
 )
 """The names of ``liecore.metrics.METRICS``, in its order."""
 
@@ -69,8 +93,10 @@ def check_img_size_floor(img_size: int | None) -> None:
     if img_size < 1:
         raise UsageError(f"--img-size must be a positive number of pixels, got {img_size}")
     if img_size < MIN_IMG_SIZE:
-        raise UsageError(f"--img-size {img_size} is too small: at least {MIN_IMG_SIZE} pixels (a 1-pixel image has "
-                         "no spatial derivative: its LEE would be 0 by construction)")
+        raise UsageError(
+            f"--img-size {img_size} is too small: at least {MIN_IMG_SIZE} pixels (a 1-pixel image has "
+            "no spatial derivative: its LEE would be 0 by construction)"
+        )
 
 
 def validate(cfg: SweepConfig) -> None:
@@ -120,8 +146,13 @@ def checkpoint_spec(cfg: SweepConfig):
             raise UsageError(f"--rename-keys {rule!r}: expected REGEX=REPLACEMENT")
         rename.append([pattern, repl])
     key_map = {"rename": rename, "by_order": bool(cfg.map_keys_by_order)} if rename or cfg.map_keys_by_order else None
-    entry = {"name": cfg.model_name or f"{cfg.arch}@{stem}", "arch": cfg.arch, "source": "file",
-             "checkpoint": cfg.checkpoint, "key_map": key_map}
+    entry = {
+        "name": cfg.model_name or f"{cfg.arch}@{stem}",
+        "arch": cfg.arch,
+        "source": "file",
+        "checkpoint": cfg.checkpoint,
+        "key_map": key_map,
+    }
     try:
         return catalog.spec_from_entry(entry, where="--checkpoint")
     except ValueError as exc:
@@ -156,7 +187,9 @@ def unique_models(found: list[tuple[Any, str]]) -> list:
     out: dict[str, tuple[Any, str]] = {}
     for spec, where in found:
         if spec.name in out and out[spec.name][0] != spec:
-            raise UsageError(f"two different models are named {spec.name!r}: one from {out[spec.name][1]} (arch "
-                             f"{out[spec.name][0].arch}), one from {where} (arch {spec.arch}); rename one of them")
+            raise UsageError(
+                f"two different models are named {spec.name!r}: one from {out[spec.name][1]} (arch "
+                f"{out[spec.name][0].arch}), one from {where} (arch {spec.arch}); rename one of them"
+            )
         out.setdefault(spec.name, (spec, where))
     return [spec for spec, _ in out.values()]

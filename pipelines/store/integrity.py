@@ -174,8 +174,15 @@ def _check_one(fs: Any, e: Expected, info: dict[str, Any] | None, full: bool, fo
     return None
 
 
-def check_units(fs: Any, expected: list[Expected], files: dict[str, dict[str, Any]], *,
-                full: bool = False, footers: bool = True, threads: int = 16) -> dict[str, Damage]:
+def check_units(
+    fs: Any,
+    expected: list[Expected],
+    files: dict[str, dict[str, Any]],
+    *,
+    full: bool = False,
+    footers: bool = True,
+    threads: int = 16,
+) -> dict[str, Damage]:
     """unit -> :class:`Damage` for every done unit of ``expected`` whose data file does not match its record.
 
     Args:
@@ -203,13 +210,21 @@ def expected_of(store: Any, rows: Iterable[dict[str, Any]]) -> list[Expected]:
         if r.get("status") != "done":
             continue
         size = r.get("data_bytes")
-        out.append(Expected(r["unit"], store.data_file(r["family"], r["model"], r["dataset"], r["unit"]),
-                            r.get("data_sha256"), None if size is None else int(size), r.get("data_stamp")))
+        out.append(
+            Expected(
+                r["unit"],
+                store.data_file(r["family"], r["model"], r["dataset"], r["unit"]),
+                r.get("data_sha256"),
+                None if size is None else int(size),
+                r.get("data_stamp"),
+            )
+        )
     return out
 
 
-def check_store(store: Any, rows: Iterable[dict[str, Any]], *, full: bool = False,
-                footers: bool = True) -> dict[str, Damage]:
+def check_store(
+    store: Any, rows: Iterable[dict[str, Any]], *, full: bool = False, footers: bool = True
+) -> dict[str, Damage]:
     """unit -> :class:`Damage` of the done units of ``rows`` (their ``runs`` rows) on ``store``
     (a :class:`pipelines.store.results.Store`): one listing of the tables they belong to, then :func:`check_units`."""
     rows = list(rows)

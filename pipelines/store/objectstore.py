@@ -162,8 +162,7 @@ def object_lease(fs: Any, path: str, *, poll_s: float = 0.5) -> Iterator[bool]:
     renewal = 0
 
     def body() -> bytes:
-        return json.dumps({"holder": holder, "ttl_s": ttl, "renewal": renewal,
-                           "written": time.time()}).encode()
+        return json.dumps({"holder": holder, "ttl_s": ttl, "renewal": renewal, "written": time.time()}).encode()
 
     etag = None
     while etag is None:
@@ -176,8 +175,11 @@ def object_lease(fs: Any, path: str, *, poll_s: float = 0.5) -> Iterator[bool]:
         if state.expired:  # its holder died: take it over, unless another waiter or a renewal came first
             etag = _put(fs, path, body(), ttl, holder, IfMatch=state.etag)
             if etag is not None:
-                print(f"lee: took over the expired lease {path} of {state.holder} ({state.age_s:.0f} s old, "
-                      f"ttl {state.ttl_s:g} s)", file=sys.stderr)
+                print(
+                    f"lee: took over the expired lease {path} of {state.holder} ({state.age_s:.0f} s old, "
+                    f"ttl {state.ttl_s:g} s)",
+                    file=sys.stderr,
+                )
                 break
         time.sleep(poll_s)
 
@@ -186,8 +188,11 @@ def object_lease(fs: Any, path: str, *, poll_s: float = 0.5) -> Iterator[bool]:
     current = {"etag": etag}
 
     def lost() -> None:
-        print(f"lee: warning: lost the lease {path} (not renewed within {ttl:g} s, taken over by another run); "
-              "the unit may be computed twice", file=sys.stderr)
+        print(
+            f"lee: warning: lost the lease {path} (not renewed within {ttl:g} s, taken over by another run); "
+            "the unit may be computed twice",
+            file=sys.stderr,
+        )
 
     def renew() -> None:
         nonlocal renewal
@@ -222,7 +227,10 @@ def object_lease(fs: Any, path: str, *, poll_s: float = 0.5) -> Iterator[bool]:
                 if "precondition" in str(exc).lower().replace("-", ""):
                     lost()  # taken over before a renewal noticed
                 else:
-                    print(f"lee: warning: cannot release the lease {path} ({type(exc).__name__}: {exc}); it expires "
-                          f"in {ttl:g} s", file=sys.stderr)
+                    print(
+                        f"lee: warning: cannot release the lease {path} ({type(exc).__name__}: {exc}); it expires "
+                        f"in {ttl:g} s",
+                        file=sys.stderr,
+                    )
             with contextlib.suppress(Exception):
                 fs.invalidate_cache(path)

@@ -63,8 +63,9 @@ class Store:
             fresh = {"use_listings_cache": False} if root.split("://", 1)[0] in objectstore.BUCKET_PROTOCOLS else {}
             self.fs, self.path = fsspec.core.url_to_fs(root, **fresh)
         except ImportError as exc:  # the filesystem's package (s3fs, gcsfs, ...) is not installed
-            raise StoreError(f"output root {root!r} cannot be opened: {exc} (pip install 'lee-eval[cloud]' "
-                             "for s3:// and gs://)") from None
+            raise StoreError(
+                f"output root {root!r} cannot be opened: {exc} (pip install 'lee-eval[cloud]' for s3:// and gs://)"
+            ) from None
         except ValueError as exc:
             raise StoreError(f"output root {root!r} cannot be opened: {exc}") from None
         self.path = self.path.rstrip("/") or "/"
@@ -96,8 +97,10 @@ class Store:
         bucket = objectstore.missing_bucket(self.fs, self.path) if self.bucketed else None
         if bucket is None:
             return None
-        return (f"root {self.uri!r}: bucket {bucket!r} does not exist (lee never creates buckets: create it, or check "
-                "its name and the endpoint, AWS_ENDPOINT_URL)")
+        return (
+            f"root {self.uri!r}: bucket {bucket!r} does not exist (lee never creates buckets: create it, or check "
+            "its name and the endpoint, AWS_ENDPOINT_URL)"
+        )
 
     # ---- checks ----------------------------------------------------------------------------------
     def check_writable(self) -> None:
@@ -334,8 +337,9 @@ class Store:
             text = str(exc).splitlines()[0] if str(exc) else ""
             self.unreadable[path] = f"{type(exc).__name__}: {text}".rstrip(": ")
             return None
-        cols = [t.column(f.name).cast(f.type) if f.name in t.column_names else pa.nulls(t.num_rows, f.type)
-                for f in sch]
+        cols = [
+            t.column(f.name).cast(f.type) if f.name in t.column_names else pa.nulls(t.num_rows, f.type) for f in sch
+        ]
         return pa.Table.from_arrays(cols, schema=sch)
 
     def data_file(self, table: str, model: str, dataset: str, unit: str) -> str:
@@ -355,7 +359,9 @@ class Store:
     def run_attempts(self, runs: pa.Table | None = None) -> dict[str, int]:
         """unit key -> ``attempt`` of its stored row (how many times it was started)."""
         t = self.runs() if runs is None else runs
-        return {u: int(a or 0) for u, a in zip(t.column("unit").to_pylist(), t.column("attempt").to_pylist(), strict=True)}
+        return {
+            u: int(a or 0) for u, a in zip(t.column("unit").to_pylist(), t.column("attempt").to_pylist(), strict=True)
+        }
 
     def read_table(self, table: str, units: list[str] | None = None, *, only_done: bool = True) -> pa.Table:
         """Rows of a data table, only for units whose ``runs`` row says ``done`` (the visibility rule)."""

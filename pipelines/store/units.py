@@ -27,7 +27,13 @@ from pipelines.spec.data import DatasetInfo
 from pipelines.spec.families import available_alt_metrics, family_version
 
 __all__ = [
-    "DatasetInfo", "UnitWeights", "WorkUnit", "family_config", "make_unit", "resolve_unit_weights", "unit_key",
+    "DatasetInfo",
+    "UnitWeights",
+    "WorkUnit",
+    "family_config",
+    "make_unit",
+    "resolve_unit_weights",
+    "unit_key",
 ]
 
 _SPEC_KEY_FIELDS = (
@@ -146,7 +152,11 @@ def unit_key(payload: dict[str, Any]) -> tuple[str, str]:
 
 
 def make_unit(
-    family: str, spec: Any, dataset: DatasetInfo, cfg: SweepConfig, fam_cfg: dict[str, Any],
+    family: str,
+    spec: Any,
+    dataset: DatasetInfo,
+    cfg: SweepConfig,
+    fam_cfg: dict[str, Any],
     weights: UnitWeights,
 ) -> WorkUnit:
     """The unit of ``family`` x ``spec`` x ``dataset`` with ``spec``'s resolved weights."""
@@ -166,5 +176,14 @@ def make_unit(
         "metric_version": version,
     }
     key, text = unit_key(payload)
-    return WorkUnit(key=key, family=family, model=spec, dataset=dataset, weights=weights, config=fam_cfg,
-                    seed=cfg.seed, metric_version=version, key_json=text)
+    return WorkUnit(
+        key=key,
+        family=family,
+        model=spec,
+        dataset=dataset,
+        weights=weights,
+        config=fam_cfg,
+        seed=cfg.seed,
+        metric_version=version,
+        key_json=text,
+    )

@@ -25,14 +25,20 @@ NUM_CLASSES = {"digits": 10, "patches": 7}
 ARCHS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
     "cnn": ("zoo_cnn", {"s": {"width": 16}, "m": {"width": 32}, "l": {"width": 64}}),
     "e2cnn": ("zoo_e2cnn_c8", {"s": {"width": 32}, "m": {"width": 48}}),
-    "vit": ("zoo_vit", {
-        "s": {"patch_size": 4, "embed_dim": 48, "depth": 4, "num_heads": 3, "mlp_ratio": 2.0},
-        "m": {"patch_size": 4, "embed_dim": 96, "depth": 4, "num_heads": 4, "mlp_ratio": 2.0},
-    }),
-    "mixer": ("zoo_mixer", {
-        "s": {"patch_size": 4, "embed_dim": 64, "num_blocks": 4, "mlp_ratio": [0.5, 2.0]},
-        "m": {"patch_size": 4, "embed_dim": 128, "num_blocks": 4, "mlp_ratio": [0.5, 2.0]},
-    }),
+    "vit": (
+        "zoo_vit",
+        {
+            "s": {"patch_size": 4, "embed_dim": 48, "depth": 4, "num_heads": 3, "mlp_ratio": 2.0},
+            "m": {"patch_size": 4, "embed_dim": 96, "depth": 4, "num_heads": 4, "mlp_ratio": 2.0},
+        },
+    ),
+    "mixer": (
+        "zoo_mixer",
+        {
+            "s": {"patch_size": 4, "embed_dim": 64, "num_blocks": 4, "mlp_ratio": [0.5, 2.0]},
+            "m": {"patch_size": 4, "embed_dim": 128, "num_blocks": 4, "mlp_ratio": [0.5, 2.0]},
+        },
+    ),
 }
 LR = {"cnn": 3e-3, "e2cnn": 3e-3, "vit": 1e-3, "mixer": 1e-3}
 EPOCHS = 30
@@ -74,7 +80,9 @@ class ZooModelConfig:
         if self.family not in ARCHS:
             raise ValueError(f"unknown zoo family {self.family!r}; one of {sorted(ARCHS)}")
         if self.size not in ARCHS[self.family][1]:
-            raise ValueError(f"family {self.family!r} has no size {self.size!r}; one of {sorted(ARCHS[self.family][1])}")
+            raise ValueError(
+                f"family {self.family!r} has no size {self.size!r}; one of {sorted(ARCHS[self.family][1])}"
+            )
         if self.task not in NUM_CLASSES:
             raise ValueError(f"unknown zoo task {self.task!r}; one of {sorted(NUM_CLASSES)}")
         if self.recipe not in RECIPES:

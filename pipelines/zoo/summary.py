@@ -57,12 +57,23 @@ def collect(results: str, specs: Sequence[Any], generator: str = "rotate") -> li
         t_ = spec.training or {}
         if not t_:
             continue
-        out.append({
-            "name": spec.name, "family": spec.family, "size": t_.get("size"), "task": t_.get("task"),
-            "recipe": t_.get("recipe"), "train_n": t_.get("train_n"), "params": t_.get("params"),
-            "pretrain": t_.get("pretrain"), "train_acc": t_.get("train_acc"), "test_acc": t_.get("test_acc"),
-            "ood_acc": t_.get("ood_acc"), "lee": lee.get(spec.name, {}), "seed": t_.get("seed", 0),
-        })
+        out.append(
+            {
+                "name": spec.name,
+                "family": spec.family,
+                "size": t_.get("size"),
+                "task": t_.get("task"),
+                "recipe": t_.get("recipe"),
+                "train_n": t_.get("train_n"),
+                "params": t_.get("params"),
+                "pretrain": t_.get("pretrain"),
+                "train_acc": t_.get("train_acc"),
+                "test_acc": t_.get("test_acc"),
+                "ood_acc": t_.get("ood_acc"),
+                "lee": lee.get(spec.name, {}),
+                "seed": t_.get("seed", 0),
+            }
+        )
     return out
 
 
@@ -102,8 +113,13 @@ def _seed_spread(recs: list[dict[str, Any]], test_ds: str) -> list[str]:
     multi = {k: v for k, v in by_config.items() if len({r.get("seed", 0) for r in v}) > 1}
     if not multi:
         return []
-    out = ["", "Spread over seeds (configurations trained from more than one seed; mean ± sd, min-max):", "",
-           "| family | size | recipe | train n | seeds | test error % | rotation LEE (test) |", "|---|---|---|---|---|---|---|"]
+    out = [
+        "",
+        "Spread over seeds (configurations trained from more than one seed; mean ± sd, min-max):",
+        "",
+        "| family | size | recipe | train n | seeds | test error % | rotation LEE (test) |",
+        "|---|---|---|---|---|---|---|",
+    ]
 
     def spread(v: np.ndarray, fmt: str) -> str:
         sd = float(np.std(v, ddof=1)) if len(v) > 1 else math.nan
@@ -113,8 +129,10 @@ def _seed_spread(recs: list[dict[str, Any]], test_ds: str) -> list[str]:
         err = np.array([100 * (1 - r["test_acc"]) for r in rs])
         lee = np.array([r["lee"][test_ds][0] for r in rs])
         seeds = ",".join(str(r.get("seed", 0)) for r in sorted(rs, key=lambda r: r.get("seed", 0)))
-        out.append(f"| {fam} | {size} | {recipe}{' (ft)' if ft else ''} | {n} | {seeds} | {spread(err, '.1f')} | "
-                   f"{spread(lee, '.3g')} |")
+        out.append(
+            f"| {fam} | {size} | {recipe}{' (ft)' if ft else ''} | {n} | {seeds} | {spread(err, '.1f')} | "
+            f"{spread(lee, '.3g')} |"
+        )
     return out
 
 
@@ -145,27 +163,38 @@ def render_markdown(records: list[dict[str, Any]], task: str = "digits", generat
     y = np.array([1 - r["test_acc"] for r in recs])
     if len(recs) >= 4:
         rho, lo, hi = _spearman_ci(x, y)
-        lines.append(f"- LEE vs accuracy: Spearman rank correlation between rotation LEE and test error over the "
-                     f"n = {len(recs)} {task} models: {rho:+.2f} (bootstrap 95% interval over models "
-                     f"[{lo:+.2f}, {hi:+.2f}]).")
+        lines.append(
+            f"- LEE vs accuracy: Spearman rank correlation between rotation LEE and test error over the "
+            f"n = {len(recs)} {task} models: {rho:+.2f} (bootstrap 95% interval over models "
+            f"[{lo:+.2f}, {hi:+.2f}])."
+        )
     # each seed's model against the unaugmented model of the same seed
-    by_key = {(r["family"], r["size"], r["train_n"], r["recipe"], bool(r["pretrain"]), r.get("seed", 0)): r
-              for r in recs}
+    by_key = {
+        (r["family"], r["size"], r["train_n"], r["recipe"], bool(r["pretrain"]), r.get("seed", 0)): r for r in recs
+    }
     multi_seed = len({k[-1] for k in by_key}) > 1
     effects = []
     for (fam, size, n, recipe, ft, seed), r in sorted(by_key.items(), key=lambda kv: [str(x) for x in kv[0]]):
         base = by_key.get((fam, size, n, "none", False, seed))
         if recipe != "none" and not ft and base is not None:
-            effects.append((f"{fam} s{seed}" if multi_seed else fam, recipe,
-                            base["lee"][test_ds][0] / r["lee"][test_ds][0], 100 * (r["test_acc"] - base["test_acc"])))
+            effects.append(
+                (
+                    f"{fam} s{seed}" if multi_seed else fam,
+                    recipe,
+                    base["lee"][test_ds][0] / r["lee"][test_ds][0],
+                    100 * (r["test_acc"] - base["test_acc"]),
+                )
+            )
     for recipe in ("translate", "rotate", "strong"):
         sel = [e for e in effects if e[1] == recipe]
         if sel:
             parts = ", ".join(f"{fam} {ratio:.2g}x ({dacc:+.1f} pts acc)" for fam, _, ratio, dacc in sel)
             gm = math.exp(float(np.mean([math.log(e[2]) for e in sel])))
             what = "models" if multi_seed else "families"
-            lines.append(f"- Augmentation `{recipe}` vs none (rotation LEE none / {recipe}; n = {len(sel)} "
-                         f"{what}, geometric mean {gm:.2g}x): {parts}.")
+            lines.append(
+                f"- Augmentation `{recipe}` vs none (rotation LEE none / {recipe}; n = {len(sel)} "
+                f"{what}, geometric mean {gm:.2g}x): {parts}."
+            )
     lines += _seed_spread(recs, test_ds)
     gap = [r for r in recs if train_ds in r["lee"] and ood_ds in r["lee"]]
     if gap:
@@ -175,8 +204,11 @@ def render_markdown(records: list[dict[str, Any]], task: str = "digits", generat
         up_te = int((te > tr).sum())
         up_od = int((od > te).sum())
         acc = np.array([[r["train_acc"], r["test_acc"], r["ood_acc"]] for r in gap], dtype=float)
-        ood_acc = ("OOD - (its classes are not the model's)" if np.isnan(acc[:, 2]).all()
-                   else f"OOD {100 * np.nanmean(acc[:, 2]):.1f}%")
+        ood_acc = (
+            "OOD - (its classes are not the model's)"
+            if np.isnan(acc[:, 2]).all()
+            else f"OOD {100 * np.nanmean(acc[:, 2]):.1f}%"
+        )
         lines.append(
             f"- Train/test/OOD gap (n = {len(gap)} models): median rotation LEE ratio test/train "
             f"{np.median(te / tr):.2f} (test > train for {up_te}/{len(gap)}), OOD/test {np.median(od / te):.2f} "

@@ -91,7 +91,7 @@ def evaluate(model: torch.nn.Module, data: TaskData, batch_size: int = 256) -> f
     x, y = data.images[keep], data.labels[keep]
     correct = 0
     for i in range(0, len(y), batch_size):
-        correct += int((model(normalize(x[i:i + batch_size])).argmax(1) == y[i:i + batch_size]).sum())
+        correct += int((model(normalize(x[i : i + batch_size])).argmax(1) == y[i : i + batch_size]).sum())
     return correct / len(y)
 
 
@@ -147,8 +147,9 @@ def train_model(
     torch.manual_seed(cfg.seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = catalog.build_zoo_arch(cfg.arch, num_classes=cfg.num_classes, model_kwargs=cfg.model_kwargs,
-                                       name=cfg.name)
+        model = catalog.build_zoo_arch(
+            cfg.arch, num_classes=cfg.num_classes, model_kwargs=cfg.model_kwargs, name=cfg.name
+        )
     if init is not None:
         keep = {k: v for k, v in init.items() if not k.startswith("head.")}
         missing, unexpected = model.load_state_dict(keep, strict=False)
@@ -165,7 +166,7 @@ def train_model(
         order = torch.randperm(n, generator=gen)
         loss_sum = 0.0
         for i in range(0, n, cfg.batch_size):
-            idx = order[i:i + cfg.batch_size]
+            idx = order[i : i + cfg.batch_size]
             x = normalize(augment(train.images[idx], cfg.recipe, gen, PADDING[cfg.task]))
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, total, steps_per_epoch, cfg.lr)
@@ -209,11 +210,35 @@ def _spec_entry(cfg: ZooModelConfig, ckpt: Path, meta: dict[str, Any]) -> dict[s
         "model_kwargs": dict(cfg.model_kwargs),
         "num_classes": cfg.num_classes,
         "in_chans": 3,
-        "training": {k: meta[k] for k in (
-            "task", "size", "classes", "train_n", "recipe", "seed", "epochs", "batch_size", "lr", "weight_decay",
-            "steps", "train_acc", "test_acc", "ood_acc", "chance_acc", "params", "pretrain", "pretrain_task",
-            "data_fingerprint", "key", "code_version", "versions", "train_wall_s", "threads",
-        )},
+        "training": {
+            k: meta[k]
+            for k in (
+                "task",
+                "size",
+                "classes",
+                "train_n",
+                "recipe",
+                "seed",
+                "epochs",
+                "batch_size",
+                "lr",
+                "weight_decay",
+                "steps",
+                "train_acc",
+                "test_acc",
+                "ood_acc",
+                "chance_acc",
+                "params",
+                "pretrain",
+                "pretrain_task",
+                "data_fingerprint",
+                "key",
+                "code_version",
+                "versions",
+                "train_wall_s",
+                "threads",
+            )
+        },
     }
 
 
@@ -255,7 +280,7 @@ def write_catalog(models: Sequence[TrainedModel], path: Path, *, preset: str | N
     doc = {
         "name": "zoo",
         "description": "Models trained offline by `lee zoo train` on rotated digits and photo patches "
-                       "(catalog/_zoo_data.py); file checkpoints with their training provenance.",
+        "(catalog/_zoo_data.py); file checkpoints with their training provenance.",
         "version": 1,
         "trained": {"last_preset": preset, "code_version": ZOO_CODE_VERSION, "versions": _versions()},
         "models": list(entries.values()),
@@ -309,8 +334,11 @@ def train_zoo(
         for cfg in configs:
             if cfg.task not in data:
                 tr = load_split(cfg.task, "train")
-                data[cfg.task] = {"train": tr, "test": load_split(cfg.task, "test", tr.classes),
-                                  "ood": load_split(cfg.task, "ood", tr.classes)}
+                data[cfg.task] = {
+                    "train": tr,
+                    "test": load_split(cfg.task, "test", tr.classes),
+                    "ood": load_split(cfg.task, "ood", tr.classes),
+                }
             d = data[cfg.task]
             fingerprint = {s: d[s].fingerprint for s in ("train", "test", "ood")}
             pre = None
@@ -318,8 +346,14 @@ def train_zoo(
                 if cfg.pretrain not in done:
                     raise ValueError(f"{cfg.name}: pretrained model {cfg.pretrain!r} must be trained first")
                 pre = done[cfg.pretrain]
-            key = _sha({"config": cfg.to_dict(), "data": fingerprint, "code": ZOO_CODE_VERSION,
-                        "pretrain": pre.meta["key"] if pre else None})
+            key = _sha(
+                {
+                    "config": cfg.to_dict(),
+                    "data": fingerprint,
+                    "code": ZOO_CODE_VERSION,
+                    "pretrain": pre.meta["key"] if pre else None,
+                }
+            )
             stem = f"{cfg.name}-{key[:12]}"
             ckpt, meta_path = out / "models" / f"{stem}.safetensors", out / "models" / f"{stem}.json"
             if ckpt.exists() and meta_path.exists() and not force:
@@ -347,8 +381,10 @@ def train_zoo(
             _write_json(meta, meta_path)
             done[cfg.name] = TrainedModel(cfg, ckpt, meta, cached=False)
             ood = "-" if meta["ood_acc"] is None else f"{meta['ood_acc']:.3f}"
-            say(f"trained  {cfg.name:<40} train {meta['train_acc']:.3f} test {meta['test_acc']:.3f} "
-                f"ood {ood}  ({meta['train_wall_s']:.0f}s)")
+            say(
+                f"trained  {cfg.name:<40} train {meta['train_acc']:.3f} test {meta['test_acc']:.3f} "
+                f"ood {ood}  ({meta['train_wall_s']:.0f}s)"
+            )
     finally:
         torch.set_num_threads(prev_threads)
     models = [done[c.name] for c in configs]

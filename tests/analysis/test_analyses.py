@@ -54,8 +54,12 @@ def test_accuracy_correlations_recover_the_planted_rho(accuracy_table, planted):
     t = TRUTH
     # within a family (ln LEE, top-1) is bivariate normal by construction
     var_x = t["top1_sd"] ** 2
-    var_noise = (t["c"] * t["log10_params_sd"]) ** 2 + t["sigma_model"] ** 2 + t["recipe_b"] ** 2 / 4 \
+    var_noise = (
+        (t["c"] * t["log10_params_sd"]) ** 2
+        + t["sigma_model"] ** 2
+        + t["recipe_b"] ** 2 / 4
         + (math.exp(t["sigma_image"] ** 2) - 1) / t["n_images"]
+    )
     rho = t["b"] * math.sqrt(var_x) / math.sqrt(t["b"] ** 2 * var_x + var_noise)
     rho_s = 6 / math.pi * math.asin(rho / 2)
     fam = accuracy_table[accuracy_table.scope == "family"]
@@ -95,8 +99,9 @@ def test_family_f_test_has_no_power_without_a_family_effect(tmp_path):
             mu = -8 - 0.1 * (top1 - 75) + rng.normal(0, 0.2)
             name = f"{fam}_{i:02d}"
             models.append({"name": name, "arch": "resnet50", "family": fam, "top1": top1})
-            write_unit(s, "lee", name, "synth-test", "test", lee_columns(np.exp(mu + rng.normal(0, .1, (8, 1))),
-                                                                        ["rotate"]))
+            write_unit(
+                s, "lee", name, "synth-test", "test", lee_columns(np.exp(mu + rng.normal(0, 0.1, (8, 1))), ["rotate"])
+            )
     from .conftest import write_catalog
 
     cat = write_catalog(tmp_path / "c.yaml", models)
@@ -129,9 +134,9 @@ def test_scale_recovers_size_and_recipe_effects(planted_con):
 
 
 ZOO = {
-    "params": {"s": 0.025, "m": 0.096, "l": 0.377},   # millions; model_kwargs width 16 / 32 / 64
-    "c": -0.3,                                         # d ln LEE / d log10 params, same recipe and data
-    "d": 1.0,                                          # d ln LEE / d log10 training images, same model and recipe
+    "params": {"s": 0.025, "m": 0.096, "l": 0.377},  # millions; model_kwargs width 16 / 32 / 64
+    "c": -0.3,  # d ln LEE / d log10 params, same recipe and data
+    "d": 1.0,  # d ln LEE / d log10 training images, same model and recipe
     "recipe": {"none": 0.0, "rotate": -1.0, "translate": -0.8, "strong": -1.4},
     "seeds": {"none": 3, "rotate": 3, "translate": 2, "strong": 2},
 }
@@ -150,27 +155,68 @@ def zoo_grid(tmp_path_factory):
     widths = {"s": 16, "m": 32, "l": 64}
     models = []
     for recipe, n_seeds in ZOO["seeds"].items():
-        for size in (widths if recipe == "none" else ["s"]):
-            for n in ((300, 1200) if recipe == "none" else (1200,)):
+        for size in widths if recipe == "none" else ["s"]:
+            for n in (300, 1200) if recipe == "none" else (1200,):
                 for seed in range(n_seeds):
                     name = f"zoo_cnn_{size}_{recipe}_n{n}_s{seed}"
-                    mu = (-3 + ZOO["c"] * math.log10(ZOO["params"][size]) + ZOO["d"] * math.log10(n)
-                          + ZOO["recipe"][recipe] + rng.normal(0, 0.01))
-                    write_unit(s, "lee", name, "digits-test", "test", lee_columns(np.full((4, 1), math.exp(mu)),
-                                                                                  ["rotate"]),
-                               weights="file", config={"generators": ["rotate"], "output": "probs",
-                                                       "interpolation": "cubic"})
-                    models.append({"name": name, "arch": "zoo_cnn", "family": "cnn", "params_m": ZOO["params"][size],
-                                   "pretrain_data": "digits", "recipe": recipe, "model_kwargs": {"width": widths[size]},
-                                   "training": {"task": "digits", "size": size, "train_n": n, "recipe": recipe,
-                                                "seed": seed, "key": f"key-{name}", "pretrain": None}})
+                    mu = (
+                        -3
+                        + ZOO["c"] * math.log10(ZOO["params"][size])
+                        + ZOO["d"] * math.log10(n)
+                        + ZOO["recipe"][recipe]
+                        + rng.normal(0, 0.01)
+                    )
+                    write_unit(
+                        s,
+                        "lee",
+                        name,
+                        "digits-test",
+                        "test",
+                        lee_columns(np.full((4, 1), math.exp(mu)), ["rotate"]),
+                        weights="file",
+                        config={"generators": ["rotate"], "output": "probs", "interpolation": "cubic"},
+                    )
+                    models.append(
+                        {
+                            "name": name,
+                            "arch": "zoo_cnn",
+                            "family": "cnn",
+                            "params_m": ZOO["params"][size],
+                            "pretrain_data": "digits",
+                            "recipe": recipe,
+                            "model_kwargs": {"width": widths[size]},
+                            "training": {
+                                "task": "digits",
+                                "size": size,
+                                "train_n": n,
+                                "recipe": recipe,
+                                "seed": seed,
+                                "key": f"key-{name}",
+                                "pretrain": None,
+                            },
+                        }
+                    )
     # not evaluated: a ViT pretrained on 2,000 photo patches and fine-tuned on 1,200 digits (model_rows)
-    models.append({"name": "zoo_vit_s_none_patches", "arch": "zoo_vit", "family": "vit", "pretrain_data": "patches",
-                   "recipe": "none", "training": {"task": "patches", "train_n": 2000, "key": "key-pre",
-                                                  "pretrain": None}})
-    models.append({"name": "zoo_vit_s_rotate_ft", "arch": "zoo_vit", "family": "vit", "pretrain_data": "patches",
-                   "recipe": "rotate", "training": {"task": "digits", "train_n": 1200, "key": "key-ft",
-                                                    "pretrain": "key-pre"}})
+    models.append(
+        {
+            "name": "zoo_vit_s_none_patches",
+            "arch": "zoo_vit",
+            "family": "vit",
+            "pretrain_data": "patches",
+            "recipe": "none",
+            "training": {"task": "patches", "train_n": 2000, "key": "key-pre", "pretrain": None},
+        }
+    )
+    models.append(
+        {
+            "name": "zoo_vit_s_rotate_ft",
+            "arch": "zoo_vit",
+            "family": "vit",
+            "pretrain_data": "patches",
+            "recipe": "rotate",
+            "training": {"task": "digits", "train_n": 1200, "key": "key-ft", "pretrain": "key-pre"},
+        }
+    )
     from .conftest import write_catalog
 
     return root, str(write_catalog(base / "zoo.yaml", models))
@@ -180,8 +226,13 @@ def test_zoo_training_set_size_reaches_the_models_table(zoo_grid):
     root, cat = zoo_grid
     from pipelines.analysis.views import model_rows
 
-    rows = {r["model"]: r for r in model_rows(["zoo_cnn_s_none_n300_s0", "zoo_cnn_m_none_n1200_s1",
-                                               "zoo_vit_s_none_patches", "zoo_vit_s_rotate_ft"], catalogs=[cat])}
+    rows = {
+        r["model"]: r
+        for r in model_rows(
+            ["zoo_cnn_s_none_n300_s0", "zoo_cnn_m_none_n1200_s1", "zoo_vit_s_none_patches", "zoo_vit_s_rotate_ft"],
+            catalogs=[cat],
+        )
+    }
     assert rows["zoo_cnn_s_none_n300_s0"]["pretrain_images"] == 300
     assert rows["zoo_cnn_s_none_n300_s0"]["train_images"] == 300
     assert rows["zoo_cnn_m_none_n1200_s1"]["pretrain_images"] == 1200
@@ -225,6 +276,7 @@ def test_scale_compares_like_with_like_on_a_zoo_grid(zoo_grid):
     assert sum(_covers(rec.loc[f"recipe={r}"], e - center) for r, e in ZOO["recipe"].items()) >= 3
     assert _inside(df)
 
+
 def test_anti_aliasing_ratio(tmp_path):
     rng = np.random.default_rng(3)
     root = str(tmp_path / "r")
@@ -233,8 +285,9 @@ def test_anti_aliasing_ratio(tmp_path):
     write_unit(s, "lee", "resnet50.a1_in1k", "sample-test", "test", lee_columns(base, ["rotate"]))
     blurred = base * 0.6 * np.exp(rng.normal(0, 0.05, base.shape))
     write_unit(s, "lee", "resnetblur50.bt_in1k", "sample-test", "test", lee_columns(blurred, ["rotate"]))
-    write_unit(s, "lee", "vit_tiny_patch16_224.augreg_in21k_ft_in1k", "sample-test", "test",
-               lee_columns(base, ["rotate"]))
+    write_unit(
+        s, "lee", "vit_tiny_patch16_224.augreg_in21k_ft_in1k", "sample-test", "test", lee_columns(base, ["rotate"])
+    )
     con = connect(root, threads=1)
     df = analyses.scale(con, n_boot=N_BOOT)
     ratio = df[df.statistic == "ratio"]
@@ -243,14 +296,33 @@ def test_anti_aliasing_ratio(tmp_path):
     assert (r["model"], r["reference"], r["family"], r["n"]) == ("resnetblur50.bt_in1k", "resnet50.a1_in1k", "cnn", 40)
     assert _covers(r, 0.6) and r["ci_high"] - r["ci_low"] < 0.05 and "paired" in r["method"]
     con.close()
-    arch = pd.DataFrame({"model": ["resnetblur50.bt_in1k", "resnet50.a1_in1k", "resnet50.tv_in1k",
-                                   "mobilenetv4_conv_blur_medium.e500_r224_in1k", "mobilenetv4_conv_medium.x",
-                                   "densenetblur121d.ra_in1k", "vit_x"],
-                         "arch": ["resnetblur50", "resnet50", "resnet50", "mobilenetv4_conv_blur_medium",
-                                  "mobilenetv4_conv_medium", "densenetblur121d", None]})
+    arch = pd.DataFrame(
+        {
+            "model": [
+                "resnetblur50.bt_in1k",
+                "resnet50.a1_in1k",
+                "resnet50.tv_in1k",
+                "mobilenetv4_conv_blur_medium.e500_r224_in1k",
+                "mobilenetv4_conv_medium.x",
+                "densenetblur121d.ra_in1k",
+                "vit_x",
+            ],
+            "arch": [
+                "resnetblur50",
+                "resnet50",
+                "resnet50",
+                "mobilenetv4_conv_blur_medium",
+                "mobilenetv4_conv_medium",
+                "densenetblur121d",
+                None,
+            ],
+        }
+    )
     assert anti_alias_pairs(arch) == [
         ("mobilenetv4_conv_blur_medium.e500_r224_in1k", "mobilenetv4_conv_medium.x"),
-        ("resnetblur50.bt_in1k", "resnet50.a1_in1k"), ("resnetblur50.bt_in1k", "resnet50.tv_in1k")]
+        ("resnetblur50.bt_in1k", "resnet50.a1_in1k"),
+        ("resnetblur50.bt_in1k", "resnet50.tv_in1k"),
+    ]
 
 
 def test_gap_recovers_the_planted_ratios(planted_con):
@@ -285,27 +357,54 @@ def layer_store(tmp_path_factory):
     rng = np.random.default_rng(11)
     root = str(tmp_path_factory.mktemp("lw") / "r")
     s = Store(root)
-    layers = [("stem", "Conv2d", "convolution"), ("bn", "BatchNorm2d", "normalization"),
-              ("act", "ReLU", "activation"), ("pool", "MaxPool2d", "downsampling"),
-              ("conv2", "Conv2d", "convolution"), ("fc", "Linear", "linear")]
+    layers = [
+        ("stem", "Conv2d", "convolution"),
+        ("bn", "BatchNorm2d", "normalization"),
+        ("act", "ReLU", "activation"),
+        ("pool", "MaxPool2d", "downsampling"),
+        ("conv2", "Conv2d", "convolution"),
+        ("fc", "Linear", "linear"),
+    ]
     frac = np.array([0.3, 0.1, 0.2, 0.05, 0.2, 0.1, 0.05])  # per layer, then unattributed
-    truth = {"convolution": 0.5, "normalization": 0.1, "activation": 0.2, "downsampling/pooling": 0.05,
-             "MLP": 0.1, "unattributed": 0.05}
+    truth = {
+        "convolution": 0.5,
+        "normalization": 0.1,
+        "activation": 0.2,
+        "downsampling/pooling": 0.05,
+        "MLP": 0.1,
+        "unattributed": 0.05,
+    }
     cfg = {"generators": ["rotate"], "method": "exact", "output": "probs", "interpolation": "cubic"}
     n_img, k = 12, len(layers)
     models = ["resnet18.a1_in1k", "resnet34.a1_in1k", "resnet50.a1_in1k", "resnet101.a1_in1k"]
     for m in models:
         e2e = np.exp(rng.normal(-8, 0.5, n_img))
         w = rng.dirichlet(frac * 400, size=n_img)
-        cols: dict[str, list] = {c: [] for c in ("sample_id", "sample_index", "generator", "kind", "layer",
-                                                 "layer_class", "call_index", "layer_kind", "value", "share")}
+        cols: dict[str, list] = {
+            c: []
+            for c in (
+                "sample_id",
+                "sample_index",
+                "generator",
+                "kind",
+                "layer",
+                "layer_class",
+                "call_index",
+                "layer_kind",
+                "value",
+                "share",
+            )
+        }
         for i in range(n_img):
             rows = [(name, cls, j, kind, "layer", w[i, j] * e2e[i]) for j, (name, cls, kind) in enumerate(layers)]
-            rows += [("<end_to_end>", "", -1, "end_to_end", "end_to_end", e2e[i]),
-                     ("<unattributed>", "", -1, "unattributed", "unattributed", w[i, k] * e2e[i])]
+            rows += [
+                ("<end_to_end>", "", -1, "end_to_end", "end_to_end", e2e[i]),
+                ("<unattributed>", "", -1, "unattributed", "unattributed", w[i, k] * e2e[i]),
+            ]
             for name, cls, j, lkind, kind, share in rows:
-                for c, v in zip(cols, (f"img{i}", i, "rotate", kind, name, cls, j, lkind, abs(share), share),
-                                strict=True):
+                for c, v in zip(
+                    cols, (f"img{i}", i, "rotate", kind, name, cls, j, lkind, abs(share), share), strict=True
+                ):
                     cols[c].append(v)
         write_unit(s, "layerwise", m, "sample-test", "test", cols, config=cfg)
     return root, truth, frac
@@ -330,8 +429,10 @@ def test_layerwise_recovers_type_shares_and_cumulative(layer_store):
     assert np.all(np.diff(one["estimate"]) > 0) and one["estimate"].iloc[-1] == pytest.approx(1 - 0.05, abs=0.03)
     assert all(_covers(r, v) for (_, r), v in zip(one.iterrows(), np.cumsum(frac[:-1]), strict=True))
     # the point estimates agree with the SQL views
-    view = con.sql("SELECT layer, cumulative_fraction FROM layerwise_cumulative WHERE model = 'resnet18.a1_in1k' "
-                   "ORDER BY call_index").df()
+    view = con.sql(
+        "SELECT layer, cumulative_fraction FROM layerwise_cumulative WHERE model = 'resnet18.a1_in1k' "
+        "ORDER BY call_index"
+    ).df()
     assert np.allclose(view["cumulative_fraction"], one["estimate"])
     only = analyses.layerwise(con, model="resnet50.a1_in1k", n_boot=50)
     assert set(only.loc[only.scope == "model", "model"]) == {"resnet50.a1_in1k"}
@@ -349,13 +450,23 @@ def test_layerwise_keeps_configurations_apart(tmp_path):
     key = ["output", "interpolation", "layerwise_method"]
     assert len(shares) == 3 * 3 and (shares["n"] == 6).all()
     assert np.allclose(shares.groupby(key)["estimate"].sum(), 1.0)
-    got = {(o, m, t): e for o, m, t, e in shares[["output", "layerwise_method", "term", "estimate"]].itertuples(
-        index=False)}
-    assert got == pytest.approx({
-        ("probs", "exact", "convolution"): 0.9, ("probs", "exact", "MLP"): 0.1, ("probs", "exact", "unattributed"): 0,
-        ("logits", "exact", "convolution"): 0.1, ("logits", "exact", "MLP"): 0.9, ("logits", "exact", "unattributed"): 0,
-        ("probs", "stochastic", "convolution"): 0.5, ("probs", "stochastic", "MLP"): 0.4,
-        ("probs", "stochastic", "unattributed"): 0.1})
+    got = {
+        (o, m, t): e
+        for o, m, t, e in shares[["output", "layerwise_method", "term", "estimate"]].itertuples(index=False)
+    }
+    assert got == pytest.approx(
+        {
+            ("probs", "exact", "convolution"): 0.9,
+            ("probs", "exact", "MLP"): 0.1,
+            ("probs", "exact", "unattributed"): 0,
+            ("logits", "exact", "convolution"): 0.1,
+            ("logits", "exact", "MLP"): 0.9,
+            ("logits", "exact", "unattributed"): 0,
+            ("probs", "stochastic", "convolution"): 0.5,
+            ("probs", "stochastic", "MLP"): 0.4,
+            ("probs", "stochastic", "unattributed"): 0.1,
+        }
+    )
     assert set(shares.loc[shares.layerwise_method == "stochastic", "num_probes"]) == {8}
     assert shares.loc[shares.layerwise_method == "exact", "num_probes"].isna().all()
     assert set(shares["interpolation"]) == {"cubic"}
@@ -364,15 +475,28 @@ def test_layerwise_keeps_configurations_apart(tmp_path):
     cum = df[df.statistic == "cumulative_fraction"].sort_values([*key, "call_index"])
     assert list(cum["estimate"]) == pytest.approx([0.1, 1.0, 0.9, 1.0, 0.5, 0.9])
 
+
 def test_weights_never_mixed_and_random_fallback_is_stated(tmp_path):
     rng = np.random.default_rng(5)
     root = str(tmp_path / "r")
     s = Store(root)
-    names = ["resnet18.a1_in1k", "resnet34.a1_in1k", "resnet50.a1_in1k", "convnext_atto.d2_in1k",
-             "vit_tiny_patch16_224.augreg_in21k_ft_in1k"]
+    names = [
+        "resnet18.a1_in1k",
+        "resnet34.a1_in1k",
+        "resnet50.a1_in1k",
+        "convnext_atto.d2_in1k",
+        "vit_tiny_patch16_224.augreg_in21k_ft_in1k",
+    ]
     for m in names:  # every model random-init ...
-        write_unit(s, "lee", m, "sample-test", "test", lee_columns(np.exp(rng.normal(0, 1, (4, 1))), ["rotate"]),
-                   weights="random")
+        write_unit(
+            s,
+            "lee",
+            m,
+            "sample-test",
+            "test",
+            lee_columns(np.exp(rng.normal(0, 1, (4, 1))), ["rotate"]),
+            weights="random",
+        )
     con = connect(root, threads=1)
     df = analyses.accuracy(con, n_boot=50)
     assert (df["weights"] == "random").all() and df["note"].str.contains("random-init results shown").all()
@@ -380,8 +504,15 @@ def test_weights_never_mixed_and_random_fallback_is_stated(tmp_path):
     assert (analyses.accuracy(con, weights="random", n_boot=50)["note"] == "").all()
     con.close()
     for m in names[:4]:  # ... and four of them also with trained weights (hub, and a zoo-style file)
-        write_unit(s, "lee", m, "sample-test", "test", lee_columns(np.exp(rng.normal(5, 1, (4, 1))), ["rotate"]),
-                   weights="file" if m == names[0] else "hub")
+        write_unit(
+            s,
+            "lee",
+            m,
+            "sample-test",
+            "test",
+            lee_columns(np.exp(rng.normal(5, 1, (4, 1))), ["rotate"]),
+            weights="file" if m == names[0] else "hub",
+        )
     con = connect(root, threads=1)
     pre = analyses.accuracy(con, n_boot=50)
     assert (pre["weights"] == "pretrained").all() and (pre["note"] == "").all()

@@ -29,8 +29,10 @@ def damaged(tmp_path) -> tuple[str, str, str]:
     """A root of three done lee units; the data file of the second is truncated. Returns (root, file, unit)."""
     root = str(tmp_path / "r")
     s = Store(root)
-    units = [write_unit(s, "lee", m, "sample-test", "test", lee_columns(np.full((3, 1), 10.0 ** -(i + 1)), ["rotate"]))
-             for i, m in enumerate(MODELS)]
+    units = [
+        write_unit(s, "lee", m, "sample-test", "test", lee_columns(np.full((3, 1), 10.0 ** -(i + 1)), ["rotate"]))
+        for i, m in enumerate(MODELS)
+    ]
     (path,) = glob.glob(f"{root}/lee/model=*/dataset=*/unit={units[1]}/part-0.parquet")
     _truncate(path)
     return root, path, units[1]

@@ -20,8 +20,12 @@ from pipelines.store.results import Store
 
 from .conftest import layerwise_columns, write_unit
 
-LAYERS = [("stem", "Conv2d", "convolution"), ("bn", "BatchNorm2d", "normalization"), ("act", "ReLU", "activation"),
-          ("fc", "Linear", "linear")]
+LAYERS = [
+    ("stem", "Conv2d", "convolution"),
+    ("bn", "BatchNorm2d", "normalization"),
+    ("act", "ReLU", "activation"),
+    ("fc", "Linear", "linear"),
+]
 
 
 def _store(planted, tmp_path) -> str:
@@ -33,8 +37,15 @@ def _store(planted, tmp_path) -> str:
     cfg = {"generators": ["rotate"], "method": "exact", "output": "probs", "interpolation": "cubic"}
     for m in planted.models[:: len(planted.models) // 6]:
         fractions = rng.dirichlet(np.ones(len(LAYERS) + 1) * 20, size=10)
-        write_unit(store, "layerwise", m["name"], "synth-test", "test",
-                   layerwise_columns(LAYERS, fractions, np.exp(rng.normal(-8, 0.5, 10))), config=cfg)
+        write_unit(
+            store,
+            "layerwise",
+            m["name"],
+            "synth-test",
+            "test",
+            layerwise_columns(LAYERS, fractions, np.exp(rng.normal(-8, 0.5, 10))),
+            config=cfg,
+        )
         write_unit(store, "explain", m["name"], "synth-test", "test", _explain_columns(rng, 10), config=cfg)
     return root
 
@@ -43,9 +54,26 @@ def _explain_columns(rng: np.random.Generator, n_images: int, size: int = 16, gr
     """explain-table columns: per image two layer rows (signed maps on grid x grid cells), the image row (its
     cells, a 1-px border profile of a size x size input and a texture on its cells) and the remainder; the shares
     add up to 1."""
-    names = ("sample_id", "sample_index", "generator", "kind", "layer", "layer_class", "call_index", "layer_kind",
-             "grid_h", "grid_w", "total", "abs_total", "cells", "border_profile", "texture", "input_h", "input_w",
-             "lee")
+    names = (
+        "sample_id",
+        "sample_index",
+        "generator",
+        "kind",
+        "layer",
+        "layer_class",
+        "call_index",
+        "layer_kind",
+        "grid_h",
+        "grid_w",
+        "total",
+        "abs_total",
+        "cells",
+        "border_profile",
+        "texture",
+        "input_h",
+        "input_w",
+        "lee",
+    )
     cols: dict[str, list] = {c: [] for c in names}
     for i in range(n_images):
         lee = float(np.exp(rng.normal(-8, 0.5)))
@@ -54,27 +82,55 @@ def _explain_columns(rng: np.random.Generator, n_images: int, size: int = 16, gr
         profile = rng.dirichlet(np.ones(size // 2)) * sum(image)
         remainder = 1.0 - sum(image)
         texture = rng.dirichlet(np.ones(grid * grid)).tolist()
-        rows = [("layer", name, cls, j, kind, grid, m.tolist(), None)
-                for j, ((name, cls, kind), m) in enumerate(zip(LAYERS[:2], maps, strict=True))]
-        rows += [("image", "<image>", "", -1, "image", grid, image, profile.tolist()),
-                 ("remainder", "<remainder>", "", -1, "remainder", None, None, None)]
+        rows = [
+            ("layer", name, cls, j, kind, grid, m.tolist(), None)
+            for j, ((name, cls, kind), m) in enumerate(zip(LAYERS[:2], maps, strict=True))
+        ]
+        rows += [
+            ("image", "<image>", "", -1, "image", grid, image, profile.tolist()),
+            ("remainder", "<remainder>", "", -1, "remainder", None, None, None),
+        ]
         for kind, layer, cls, j, lkind, g, cells, prof in rows:
             total = remainder if cells is None else float(np.sum(cells))
-            for c, v in zip(names, (f"img{i}", i, "rotate", kind, layer, cls, j, lkind, g, g, total,
-                                    abs(total) if cells is None else float(np.abs(cells).sum()), cells, prof,
-                                    texture if kind == "image" else None, size, size, lee), strict=True):
+            for c, v in zip(
+                names,
+                (
+                    f"img{i}",
+                    i,
+                    "rotate",
+                    kind,
+                    layer,
+                    cls,
+                    j,
+                    lkind,
+                    g,
+                    g,
+                    total,
+                    abs(total) if cells is None else float(np.abs(cells).sum()),
+                    cells,
+                    prof,
+                    texture if kind == "image" else None,
+                    size,
+                    size,
+                    lee,
+                ),
+                strict=True,
+            ):
                 cols[c].append(v)
     return cols
 
 
-def _tables(root: str, catalog: str, threads: int, options: dict[str, dict],
-            keep_order: bool = True) -> dict[str, pd.DataFrame]:
+def _tables(
+    root: str, catalog: str, threads: int, options: dict[str, dict], keep_order: bool = True
+) -> dict[str, pd.DataFrame]:
     con = connect(root, catalogs=[catalog], threads=threads)
     if not keep_order:  # DuckDB may then reorder even a scan's rows (joins, filters): only ORDER BY orders them
         con.execute("SET preserve_insertion_order = false")
     try:
-        return {name: run_analysis(con, name, weights="any", n_boot=200, seed=7, **options.get(name, {}))
-                for name in ANALYSES}
+        return {
+            name: run_analysis(con, name, weights="any", n_boot=200, seed=7, **options.get(name, {}))
+            for name in ANALYSES
+        }
     finally:
         con.close()
 

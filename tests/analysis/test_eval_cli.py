@@ -28,7 +28,9 @@ def test_catalog_flag_adds_a_catalogs_models(tmp_path, capsys):
     both = _models(capsys, ["--catalog", "tiny", "--catalog", str(own)], root)
     assert both == sorted([*tiny, "resnet18.a1_in1k"])
     assert _models(capsys, ["-m", "resnet50.a1_in1k", "--catalog", str(own)], root) == [
-        "resnet18.a1_in1k", "resnet50.a1_in1k"]
+        "resnet18.a1_in1k",
+        "resnet50.a1_in1k",
+    ]
 
 
 def test_catalog_flag_is_in_the_help(capsys):

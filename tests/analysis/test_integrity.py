@@ -30,8 +30,9 @@ VALUES = [0.5, 0.25, 0.125]
 def flip_mid_file(path: str) -> None:
     """Flip 16 bytes in the middle of the ``value`` column's data (the footer stays valid); keeps the size."""
     md = pq.ParquetFile(path).metadata
-    col = next(md.row_group(0).column(i) for i in range(md.num_columns)
-               if md.row_group(0).column(i).path_in_schema == "value")
+    col = next(
+        md.row_group(0).column(i) for i in range(md.num_columns) if md.row_group(0).column(i).path_in_schema == "value"
+    )
     start = col.data_page_offset + col.total_compressed_size // 2 - 8
     with open(path, "r+b") as fh:
         fh.seek(start)
@@ -64,8 +65,10 @@ def root(tmp_path) -> tuple[str, list[str], list[str]]:
     """Three done lee units (values 0.5, 0.25, 0.125). Returns (root, units, their data files)."""
     root = str(tmp_path / "r")
     s = Store(root)
-    units = [write_unit(s, "lee", m, "sample-test", "test", lee_columns(np.full((3, 1), v), ["rotate"]))
-             for m, v in zip(MODELS, VALUES, strict=True)]
+    units = [
+        write_unit(s, "lee", m, "sample-test", "test", lee_columns(np.full((3, 1), v), ["rotate"]))
+        for m, v in zip(MODELS, VALUES, strict=True)
+    ]
     paths = [glob.glob(f"{root}/lee/model=*/dataset=*/unit={u}/part-0.parquet")[0] for u in units]
     return root, units, paths
 
@@ -88,8 +91,19 @@ def test_query_sql_and_verify_leave_out_a_changed_file(root, how, capsys):
     size = os.path.getsize(paths[1])
     DAMAGE[how](paths[1])
     assert os.path.getsize(paths[1]) == size
-    assert main(["query", "SELECT model, avg(value) AS v FROM lee GROUP BY model ORDER BY model", "-r", r,
-                 "--format", "csv"]) == 0
+    assert (
+        main(
+            [
+                "query",
+                "SELECT model, avg(value) AS v FROM lee GROUP BY model ORDER BY model",
+                "-r",
+                r,
+                "--format",
+                "csv",
+            ]
+        )
+        == 0
+    )
     out, err = capsys.readouterr()
     assert out.splitlines()[1:] == ["convnext_atto.d2_in1k,0.125", "resnet18.a1_in1k,0.5"]  # the other two, exact
     assert err.count("lee: warning:") == 1 and err.count("\n") == 1 and paths[1] in err and units[1] in err
@@ -122,8 +136,19 @@ def test_only_verify_full_sees_a_change_that_kept_size_and_mtime(root, how, caps
     kind = "data unreadable" if how == "flipped" else "data changed"
     assert [(f.kind, f.unit) for f in verify_root(r, full=True)[0]] == [(kind, units[1])]
     capsys.readouterr()
-    assert main(["query", "SELECT model, avg(value) AS v FROM lee GROUP BY model ORDER BY model", "-r", r,
-                 "--format", "csv"]) == 0
+    assert (
+        main(
+            [
+                "query",
+                "SELECT model, avg(value) AS v FROM lee GROUP BY model ORDER BY model",
+                "-r",
+                r,
+                "--format",
+                "csv",
+            ]
+        )
+        == 0
+    )
     out, err = capsys.readouterr()
     if how == "rewritten":  # valid Parquet, size and mtime kept: read as it is (only verify --full sees it)
         rows = dict(line.split(",") for line in out.splitlines()[1:])
@@ -167,7 +192,12 @@ def test_verify_full_exits_cleanly_every_time(root):
     r, _, _ = root
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])))
     for _ in range(30):
-        p = subprocess.run([sys.executable, "-m", "pipelines", "verify", "-r", r, "--full"], capture_output=True,
-                           text=True, env=env, timeout=60)
+        p = subprocess.run(
+            [sys.executable, "-m", "pipelines", "verify", "-r", r, "--full"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
         assert p.returncode == 0 and "terminate" not in p.stderr, (p.returncode, p.stderr)
         assert "0 damaged" in p.stderr

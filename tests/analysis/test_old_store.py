@@ -33,11 +33,16 @@ def _stored(root: Path, table: str) -> list[dict]:
 
 def test_old_store_reads_unchanged_through_todays_views(old_root: Path) -> None:
     con = connect(str(old_root))
-    runs = con.execute("SELECT family, status, schema_version, key_mapping, n_skipped, node_id, pid FROM runs").fetchall()
+    runs = con.execute(
+        "SELECT family, status, schema_version, key_mapping, n_skipped, node_id, pid FROM runs"
+    ).fetchall()
     assert sorted(r[0] for r in runs) == ["alt", "layerwise", "lee"]
     assert all(r[1] == "done" and r[2] == "3" and r[3:] == (None, None, None, None) for r in runs)
-    for table, key in (("lee", ("sample_id", "generator")), ("alt", ("sample_id", "metric")),
-                       ("layerwise", ("sample_id", "generator", "call_index", "kind"))):
+    for table, key in (
+        ("lee", ("sample_id", "generator")),
+        ("alt", ("sample_id", "metric")),
+        ("layerwise", ("sample_id", "generator", "call_index", "kind")),
+    ):
         stored = {tuple(r[k] for k in key): r["value"] for r in _stored(old_root, table)}
         cols = ", ".join(key)
         seen = {tuple(r[:-1]): r[-1] for r in con.execute(f"SELECT {cols}, value FROM {table}").fetchall()}

@@ -25,11 +25,20 @@ SQL = "SELECT model, generator, n, mean_lee FROM lee_summary WHERE dataset = 'sa
 def root(tmp_path_factory) -> str:
     root = str(tmp_path_factory.mktemp("q") / "r")
     s = Store(root)
-    for i, m in enumerate(["resnet18.a1_in1k", "resnet50.a1_in1k", "convnext_atto.d2_in1k", "deit_tiny_patch16_224.fb_in1k"]):
+    for i, m in enumerate(
+        ["resnet18.a1_in1k", "resnet50.a1_in1k", "convnext_atto.d2_in1k", "deit_tiny_patch16_224.fb_in1k"]
+    ):
         for ds, role in (("sample-test", "test"), ("sample-ood", "ood")):
             v = np.full((3, 2), 10.0 ** -(i + 1)) * (2.0 if role == "ood" else 1.0)
-            write_unit(s, "lee", m, ds, role, lee_columns(v, ["rotate", "translate_x"]),
-                       config={"generators": ["rotate", "translate_x"], "output": "probs", "interpolation": "cubic"})
+            write_unit(
+                s,
+                "lee",
+                m,
+                ds,
+                role,
+                lee_columns(v, ["rotate", "translate_x"]),
+                config={"generators": ["rotate", "translate_x"], "output": "probs", "interpolation": "cubic"},
+            )
     return root
 
 
@@ -50,8 +59,9 @@ def test_csv_json_parquet(root, capsys, tmp_path):
     assert main(["query", SQL, "-r", root, "--format", "csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert len(rows) == 8 and rows[0]["model"] == "convnext_atto.d2_in1k" and float(rows[0]["mean_lee"]) == 0.001
-    assert main(["query", "SELECT unit, items, finished_at FROM done_units LIMIT 1", "-r", root,
-                 "--format", "json"]) == 0
+    assert (
+        main(["query", "SELECT unit, items, finished_at FROM done_units LIMIT 1", "-r", root, "--format", "json"]) == 0
+    )
     rec = json.loads(capsys.readouterr().out)[0]
     assert rec["items"] == ["rotate", "translate_x"] and rec["finished_at"].startswith("2026-01-01")
     out = tmp_path / "x.parquet"
@@ -79,15 +89,18 @@ def test_analysis(root, capsys):
     assert "analysis: accuracy" in out and "pearson_r" in out and "spearman_rho" in out
 
 
-
 def test_analysis_filters_split_on_commas(root, capsys):
     """-g / -d take comma-separated lists, like lee report and lee eval, and may be repeated."""
-    for argv in (["-g", "translate_x,rotate"], ["-g", "translate_x", "-g", "rotate"],
-                 ["-g", "rotate", "-d", "sample-test,sample-ood", "-g", "translate_x"]):
+    for argv in (
+        ["-g", "translate_x,rotate"],
+        ["-g", "translate_x", "-g", "rotate"],
+        ["-g", "rotate", "-d", "sample-test,sample-ood", "-g", "translate_x"],
+    ):
         assert main(["query", "--analysis", "gap", "-r", root, *argv, "--n-boot", "50", "--format", "json"]) == 0
         rows = json.loads(capsys.readouterr().out)
         ratios = [r for r in rows if r["statistic"] == "ratio"]
         assert {r["generator"] for r in ratios} == {"rotate", "translate_x"} and len(ratios) == 8, argv
+
 
 @pytest.mark.parametrize(
     "argv, needle",
@@ -147,18 +160,39 @@ def test_query_is_read_only_by_default(root, capsys, tmp_path):
     assert not os.path.exists(planted)
     _refused(["query", f"ATTACH '{tmp_path / 'new.db'}'", "-r", root], capsys, "ATTACH")
     assert not (tmp_path / "new.db").exists()
-    for sql in ("INSTALL httpfs", "LOAD httpfs", "SET enable_external_access = true", "PRAGMA threads=1",
-                "SELECT 1; COPY (SELECT 1) TO 'x.csv'"):
+    for sql in (
+        "INSTALL httpfs",
+        "LOAD httpfs",
+        "SET enable_external_access = true",
+        "PRAGMA threads=1",
+        "SELECT 1; COPY (SELECT 1) TO 'x.csv'",
+    ):
         _refused(["query", sql, "-r", root], capsys, "read-only")
     # reading anything outside the root is refused by DuckDB's own access settings
     secret = tmp_path / "secret.txt"
     secret.write_text("hostname")
-    _refused(["query", f"SELECT * FROM read_text('{secret}')", "-r", root], capsys, "query refused",
-             "Permission Error", "--unrestricted")
+    _refused(
+        ["query", f"SELECT * FROM read_text('{secret}')", "-r", root],
+        capsys,
+        "query refused",
+        "Permission Error",
+        "--unrestricted",
+    )
     _refused(["query", "SELECT * FROM glob('/etc/*')", "-r", root], capsys, "query refused")
     # queries over the root (also reading its files directly) still work
-    assert main(["query", f"SELECT count(*) AS n FROM read_parquet('{root}/runs/*/*.parquet')", "-r", root,
-                 "--format", "csv"]) == 0
+    assert (
+        main(
+            [
+                "query",
+                f"SELECT count(*) AS n FROM read_parquet('{root}/runs/*/*.parquet')",
+                "-r",
+                root,
+                "--format",
+                "csv",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out == "n\n8\n"
     assert main(["query", "CREATE TABLE t AS SELECT 1 AS a; SELECT a FROM t", "-r", root, "--format", "csv"]) == 0
     assert capsys.readouterr().out == "a\n1\n"
@@ -167,8 +201,10 @@ def test_query_is_read_only_by_default(root, capsys, tmp_path):
 def test_unrestricted_opens_it_up(root, capsys, tmp_path):
     secret = tmp_path / "secret.txt"
     secret.write_text("hello")
-    assert main(["query", f"SELECT content FROM read_text('{secret}')", "-r", root, "--format", "csv",
-                 "--unrestricted"]) == 0
+    assert (
+        main(["query", f"SELECT content FROM read_text('{secret}')", "-r", root, "--format", "csv", "--unrestricted"])
+        == 0
+    )
     assert capsys.readouterr().out == "content\nhello\n"
     out = tmp_path / "copied.csv"
     assert main(["query", f"COPY (SELECT 1 AS a) TO '{out}'", "-r", root, "--unrestricted"]) == 0
@@ -189,11 +225,16 @@ def test_memory_root_is_read_only_too(root, capsys):
             fs.pipe(f"{base}/{os.path.relpath(path, root)}", open(path, "rb").read())
     fs.pipe("/lee-other/secret.csv", b"a\n1\n")
     try:
-        assert main(["query", "SELECT count(DISTINCT model) AS n FROM lee", "-r", f"memory://{base}",
-                     "--format", "csv"]) == 0
+        assert (
+            main(["query", "SELECT count(DISTINCT model) AS n FROM lee", "-r", f"memory://{base}", "--format", "csv"])
+            == 0
+        )
         assert capsys.readouterr().out == "n\n4\n"
-        _refused(["query", "FROM read_csv('memory://lee-other/secret.csv')", "-r", f"memory://{base}"], capsys,
-                 "query refused")
+        _refused(
+            ["query", "FROM read_csv('memory://lee-other/secret.csv')", "-r", f"memory://{base}"],
+            capsys,
+            "query refused",
+        )
     finally:
         fs.rm(base, recursive=True)
         fs.rm("/lee-other", recursive=True)

@@ -26,9 +26,16 @@ PAIR = ["resnetblur50.bt_in1k", "resnet50.a1_in1k"]
 GENS = ["translate_x", "rotate"]
 ALT = ["circular_shift_consistency", "eq_t", "sampled_equivariance_error", "shift_consistency"]
 FIGURES = [
-    "fig1_lee_vs_top1", "fig4a_layerwise_cumulative", "fig4b_layer_type_shares", "fig5a_generators_vs_top1",
-    "fig5b_alt_metrics_vs_top1", "fig6a_antialiasing", "fig6b_scale_within_family", "fig6c_pretraining_data",
-    "fig7_gap", "fig8_where_lee_lives",
+    "fig1_lee_vs_top1",
+    "fig4a_layerwise_cumulative",
+    "fig4b_layer_type_shares",
+    "fig5a_generators_vs_top1",
+    "fig5b_alt_metrics_vs_top1",
+    "fig6a_antialiasing",
+    "fig6b_scale_within_family",
+    "fig6c_pretraining_data",
+    "fig7_gap",
+    "fig8_where_lee_lives",
 ]
 ANALYSES = ["accuracy", "scale", "gap", "layerwise", "agreement", "border_share", "layer_location"]
 
@@ -40,8 +47,13 @@ def ray_local():
 
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 object_store_memory=200 * 1024**2)
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            object_store_memory=200 * 1024**2,
+        )
     yield
     if started:
         ray.shutdown()
@@ -57,9 +69,14 @@ def sweep_root(ray_local, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("report") / "results <&> x"
     common = dict(generators=GENS, images=4, img_size=32, output=str(root), batch_size=4, seed=0)
     for cfg in (
-        SweepConfig(models=TINY, datasets=["sample"], metrics=["lee", "layerwise", "alt", "explain"],
-                    alt_metrics=ALT,
-                    layerwise_generators=GENS, **common),
+        SweepConfig(
+            models=TINY,
+            datasets=["sample"],
+            metrics=["lee", "layerwise", "alt", "explain"],
+            alt_metrics=ALT,
+            layerwise_generators=GENS,
+            **common,
+        ),
         SweepConfig(models=PAIR, datasets=["sample-test"], metrics=["lee"], **common),
     ):
         result = execute(plan(cfg))
@@ -70,7 +87,9 @@ def sweep_root(ray_local, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def report(sweep_root) -> Path:
     out = sweep_root.parent / "report"
-    rc = main(["report", "--results", str(sweep_root), "--out", str(out), "--weights-filter", "random", "--n-boot", "200"])
+    rc = main(
+        ["report", "--results", str(sweep_root), "--out", str(out), "--weights-filter", "random", "--n-boot", "200"]
+    )
     assert rc == 0
     return out
 
@@ -168,8 +187,15 @@ def test_page_opens_in_headless_browser(report):
     if browser is None:
         pytest.skip("no chromium binary on PATH (apt-get install chromium; .ci/run installs it)")
     url = (report / "index.html").resolve().as_uri()
-    flags = [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
-             "--virtual-time-budget=2000"]
+    flags = [
+        browser,
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=2000",
+    ]
     dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
     body = re.search(r"<body([^>]*)>", dom.stdout)
@@ -181,8 +207,12 @@ def test_page_opens_in_headless_browser(report):
     assert not console, console  # no script errors, no console messages
 
     shot = report.parent / "screenshot.png"
-    run = subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1280,4000", "--hide-scrollbars", url],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [*flags, f"--screenshot={shot}", "--window-size=1280,4000", "--hide-scrollbars", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0 and shot.is_file(), run.stderr[-2000:]
     px = _assert_real_image(shot, (1280, 4000))
     # the figures are drawn: plenty of non-white rows all the way down the first screenful
@@ -226,11 +256,16 @@ def test_bad_arguments_name_the_problem(sweep_root, tmp_path, capsys):
 def test_report_of_planted_pretrained_store(planted, tmp_path):
     # 72 pretrained ('hub') models in three families with train/test/OOD and alternative metrics (no Ray)
     out = tmp_path / "planted"
-    assert main(["report", "-r", planted.root, "--catalog", planted.catalog, "--out", str(out),
-                 "--n-boot", "100"]) == 0
+    assert main(["report", "-r", planted.root, "--catalog", planted.catalog, "--out", str(out), "--n-boot", "100"]) == 0
     text = {stem: re.sub(r"\s+", " ", _svg_text(out / f"{stem}.svg")) for stem in FIGURES}
-    with_data = ["fig1_lee_vs_top1", "fig5a_generators_vs_top1", "fig5b_alt_metrics_vs_top1",
-                 "fig6b_scale_within_family", "fig6c_pretraining_data", "fig7_gap"]
+    with_data = [
+        "fig1_lee_vs_top1",
+        "fig5a_generators_vs_top1",
+        "fig5b_alt_metrics_vs_top1",
+        "fig6b_scale_within_family",
+        "fig6c_pretraining_data",
+        "fig7_gap",
+    ]
     for stem in with_data:
         assert "NO DATA" not in text[stem] and "pretrained weights" in text[stem], (stem, text[stem][:300])
         assert "RANDOM" not in text[stem]
@@ -249,7 +284,9 @@ def test_a_failing_figure_is_shown_and_the_rest_written(sweep_root, tmp_path, mo
 
     monkeypatch.setattr(F, "lee_vs_top1", boom)
     out = tmp_path / "err"
-    assert main(["report", "-r", str(sweep_root), "--out", str(out), "--weights-filter", "random", "--n-boot", "50"]) == 1
+    assert (
+        main(["report", "-r", str(sweep_root), "--out", str(out), "--weights-filter", "random", "--n-boot", "50"]) == 1
+    )
     assert "fig1_lee_vs_top1" in capsys.readouterr().err
     assert "FIGURE FAILED" in _svg_text(out / "fig1_lee_vs_top1.svg")
     page = _page(out)
@@ -275,13 +312,28 @@ def _config_store(root: Path, outputs: tuple[str, ...] = ("probs", "logits"), sp
         if spectral:
             configs.append(("probs", "spectral", base * 10.0))
         for output, interp, value in configs:
-            cols = {**lee_columns(np.full((n, 2), value), ["rotate", "translate_x"]),
-                    "output": [output] * 2 * n, "interpolation": [interp] * 2 * n}
-            write_unit(store, "lee", model, "sample-test", "test", cols,
-                       config={"generators": ["rotate", "translate_x"], "output": output, "interpolation": interp})
+            cols = {
+                **lee_columns(np.full((n, 2), value), ["rotate", "translate_x"]),
+                "output": [output] * 2 * n,
+                "interpolation": [interp] * 2 * n,
+            }
+            write_unit(
+                store,
+                "lee",
+                model,
+                "sample-test",
+                "test",
+                cols,
+                config={"generators": ["rotate", "translate_x"], "output": output, "interpolation": interp},
+            )
         for output in outputs:
-            cols = {"sample_id": [f"img{i}" for i in range(n)], "sample_index": list(range(n)), "metric": ["eq_t"] * n,
-                    "value": [base * (100.0 if output == "logits" else 1.0)] * n, "higher_is_better": [False] * n}
+            cols = {
+                "sample_id": [f"img{i}" for i in range(n)],
+                "sample_index": list(range(n)),
+                "metric": ["eq_t"] * n,
+                "value": [base * (100.0 if output == "logits" else 1.0)] * n,
+                "higher_is_better": [False] * n,
+            }
             write_unit(store, "alt", model, "sample-test", "test", cols, config={"metrics": ["eq_t"], "output": output})
     return str(root)
 
@@ -296,6 +348,7 @@ def _spy(monkeypatch, names: tuple[str, ...]) -> dict[str, list]:
         def spy(df, ctx, *a, **k):
             seen.setdefault(name, []).append((df.copy(), ctx))
             return fn(df, ctx, *a, **k)
+
         return spy
 
     for name in names:
@@ -353,7 +406,8 @@ def test_report_shows_one_output_configuration(tmp_path, drawn):
     out = tmp_path / "spectral"
     assert main(["report", "-r", root, "--out", str(out), "--n-boot", "50", "--derivative-interp", "spectral"]) == 0
     assert _fig1_values(drawn["lee_vs_top1"][0][0]) == {
-        (m, g): 10 * v for m, v in CONFIG_MODELS.items() for g in ("rotate", "translate_x")}
+        (m, g): 10 * v for m, v in CONFIG_MODELS.items() for g in ("rotate", "translate_x")
+    }
 
 
 def test_placeholder_names_the_output_that_has_results(tmp_path):
@@ -365,8 +419,24 @@ def test_placeholder_names_the_output_that_has_results(tmp_path):
         assert "NO DATA" in text and "--output-kind logits" in text and "none has output probs" in text, (stem, text)
     page = " ".join(_page(out).text)
     assert "no results with output probs" in page and "--output-kind logits" in page
-    assert main(["report", "-r", root, "--out", str(tmp_path / "s"), "--n-boot", "50", "--output-kind", "logits",
-                 "--derivative-interp", "spectral"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "-r",
+                root,
+                "--out",
+                str(tmp_path / "s"),
+                "--n-boot",
+                "50",
+                "--output-kind",
+                "logits",
+                "--derivative-interp",
+                "spectral",
+            ]
+        )
+        == 0
+    )
     text = re.sub(r"\s+", " ", _svg_text(tmp_path / "s" / "fig1_lee_vs_top1.svg"))
     assert "NO DATA" in text and "--output-kind logits --derivative-interp cubic" not in text  # cubic is the default
     assert "lee report --results" in text and "none with spectral interpolation" in text, text
@@ -402,21 +472,36 @@ def test_page_names_the_models_that_fell_back_to_random_init(tmp_path):
     from tests.analysis.conftest import lee_columns, runs_row, write_unit
 
     store, n = Store(str(tmp_path / "results")), 4
-    kinds = {"resnet18.a1_in1k": ("hub", "hub"), "vit_small_patch16_224.augreg_in21k_ft_in1k": ("random", "hub"),
-             "test_resnet.r160_in1k": ("random", "random")}
+    kinds = {
+        "resnet18.a1_in1k": ("hub", "hub"),
+        "vit_small_patch16_224.augreg_in21k_ft_in1k": ("random", "hub"),
+        "test_resnet.r160_in1k": ("random", "random"),
+    }
     for model, (weights, source) in kinds.items():
         cols = lee_columns(np.full((n, 1), 1.0), ["rotate"])
-        unit = write_unit(store, "lee", model, "sample-test", "test", cols, status=None, weights=weights,
-                          config={"generators": ["rotate"], "output": "probs", "interpolation": "cubic"})
+        unit = write_unit(
+            store,
+            "lee",
+            model,
+            "sample-test",
+            "test",
+            cols,
+            status=None,
+            weights=weights,
+            config={"generators": ["rotate"], "output": "probs", "interpolation": "cubic"},
+        )
         row = runs_row(unit, "lee", model, "sample-test", "test", weights=weights, n_images=n, n_rows=n)
-        row["key_json"] = json.dumps({"model": {"name": model, "source": source}, "weights": weights},
-                                     sort_keys=True, separators=(",", ":"))
+        row["key_json"] = json.dumps(
+            {"model": {"name": model, "source": source}, "weights": weights}, sort_keys=True, separators=(",", ":")
+        )
         store.write_run(row)
     out = tmp_path / "report"
     assert main(["report", "-r", str(store.uri), "--out", str(out), "--n-boot", "50"]) == 0
     page = re.sub(r"\s+", " ", " ".join(_page(out).text))
     assert "1 model(s) ran on random init because the hub was offline or unreachable" in page, page
     assert "were not cached): vit_small_patch16_224.augreg_in21k_ft_in1k. Rerun lee eval online" in page
-    assert "1 model(s) have random-init results only (random init asked for, or random-init specs): " \
-           "test_resnet.r160_in1k." in page
+    assert (
+        "1 model(s) have random-init results only (random init asked for, or random-init specs): "
+        "test_resnet.r160_in1k." in page
+    )
     assert "resnet18.a1_in1k" not in page.split("Random-init models in this root")[1].split("pretrained report")[0]

@@ -33,18 +33,22 @@ def test_literal_keeps_the_type():
     values = [None, True, False, 0, -7, 2**40, 0.1, -1.5e-300, "x'y"]
     got = c.execute("SELECT " + ", ".join(literal(v) for v in values)).fetchone()
     assert [g for g, v in zip(got, values, strict=True) if not isinstance(v, float)] == [
-        v for v in values if not isinstance(v, float)]
+        v for v in values if not isinstance(v, float)
+    ]
     # floats come back exactly (DuckDB reads 0.1 as a DECIMAL, which is exact), the rest with their type
     assert all(float(g) == v if isinstance(v, float) else type(g) is type(v) for g, v in zip(got, values, strict=True))
     assert c.execute(f"SELECT {literal(math.nan)}").fetchone()[0] is None  # NaN is stored as NULL
 
 
-@pytest.mark.parametrize("values, expected", [
-    (None, sorted([*TRICKY, "other"])),  # no filter
-    ([], []),  # nothing passes
-    (["it's", "a'; DROP TABLE t; --"], sorted(["it's", "a'; DROP TABLE t; --"])),
-    (("",), [""]),
-])
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        (None, sorted([*TRICKY, "other"])),  # no filter
+        ([], []),  # nothing passes
+        (["it's", "a'; DROP TABLE t; --"], sorted(["it's", "a'; DROP TABLE t; --"])),
+        (("",), [""]),
+    ],
+)
 def test_is_in_binds_values_and_filters_like_python(con, values, expected):
     where = is_in("x", values)
     assert "'" not in where.sql  # the values are parameters, never SQL text
@@ -78,8 +82,11 @@ def test_no_other_module_quotes_sql_itself():
     import pipelines
 
     root = pathlib.Path(pipelines.__file__).parent
-    offenders = [p.relative_to(root) for p in root.rglob("*.py")
-                 if p.name != "sqltext.py" and """replace("'", "''")""" in p.read_text()]
+    offenders = [
+        p.relative_to(root)
+        for p in root.rglob("*.py")
+        if p.name != "sqltext.py" and """replace("'", "''")""" in p.read_text()
+    ]
     assert not offenders, offenders
 
 
@@ -100,9 +107,15 @@ def hostile_root(tmp_path_factory) -> str:
     store = Store(root)
     rng = np.random.default_rng(0)
     for model in ("plain", HOSTILE):
-        write_unit(store, "lee", model, "synth-test", "test", lee_columns(np.exp(rng.normal(-8, 0.3, (6, 1))),
-                                                                            ["rotate"]),
-                   config={"generators": ["rotate"], "output": "probs", "interpolation": "cubic"})
+        write_unit(
+            store,
+            "lee",
+            model,
+            "synth-test",
+            "test",
+            lee_columns(np.exp(rng.normal(-8, 0.3, (6, 1))), ["rotate"]),
+            config={"generators": ["rotate"], "output": "probs", "interpolation": "cubic"},
+        )
     return root
 
 

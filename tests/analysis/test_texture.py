@@ -22,8 +22,12 @@ from .conftest import write_unit
 
 MODEL = "tf_efficientnet_lite0.in1k"
 N_IMG, G = 12, 4
-QUADRANTS = [(slice(0, 2), slice(0, 2)), (slice(0, 2), slice(2, 4)), (slice(2, 4), slice(0, 2)),
-             (slice(2, 4), slice(2, 4))]
+QUADRANTS = [
+    (slice(0, 2), slice(0, 2)),
+    (slice(0, 2), slice(2, 4)),
+    (slice(2, 4), slice(0, 2)),
+    (slice(2, 4), slice(2, 4)),
+]
 
 
 def _texture(rng: np.random.Generator, hot: int, cold: int) -> np.ndarray:
@@ -35,15 +39,50 @@ def _texture(rng: np.random.Generator, hot: int, cold: int) -> np.ndarray:
 
 
 def _columns(rng: np.random.Generator, with_texture: bool = True) -> dict[str, list]:
-    names = ("sample_id", "sample_index", "generator", "kind", "layer", "layer_class", "call_index", "layer_kind",
-             "grid_h", "grid_w", "total", "abs_total", "cells", "border_profile", "texture", "input_h", "input_w",
-             "lee")
+    names = (
+        "sample_id",
+        "sample_index",
+        "generator",
+        "kind",
+        "layer",
+        "layer_class",
+        "call_index",
+        "layer_kind",
+        "grid_h",
+        "grid_w",
+        "total",
+        "abs_total",
+        "cells",
+        "border_profile",
+        "texture",
+        "input_h",
+        "input_w",
+        "lee",
+    )
     cols: dict[str, list] = {c: [] for c in names}
 
     def add(i, kind, layer, cls, idx, cells, tex=None):
         arr = np.asarray(cells, float)
-        vals = (f"img{i}", i, "rotate", kind, layer, cls, idx, kind, arr.shape[0], arr.shape[1], float(arr.sum()),
-                float(np.abs(arr).sum()), arr.ravel().tolist(), None, tex, 2 * G, 2 * G, 1.0 + i)
+        vals = (
+            f"img{i}",
+            i,
+            "rotate",
+            kind,
+            layer,
+            cls,
+            idx,
+            kind,
+            arr.shape[0],
+            arr.shape[1],
+            float(arr.sum()),
+            float(np.abs(arr).sum()),
+            arr.ravel().tolist(),
+            None,
+            tex,
+            2 * G,
+            2 * G,
+            1.0 + i,
+        )
         for c, v in zip(names, vals, strict=True):
             cols[c].append(v)
 
@@ -55,9 +94,14 @@ def _columns(rng: np.random.Generator, with_texture: bool = True) -> dict[str, l
         coarse, moved = np.zeros((2, 2)), np.zeros((2, 2))
         coarse[divmod(int(hot), 2)] = 0.2
         moved[divmod(int(cold), 2)] = 0.2
-        layers = [("down1", "Conv2dSame", 0.3 * sign * t), ("down2", "Conv2dSame", 0.1 * t),
-                  ("anti", "Conv2d", 0.01 * (G * G - ranks)), ("noise", "ReLU", rng.normal(size=(G, G)) * 0.01),
-                  ("coarse", "BatchNorm2d", coarse), ("moved", "BatchNorm2d", moved)]
+        layers = [
+            ("down1", "Conv2dSame", 0.3 * sign * t),
+            ("down2", "Conv2dSame", 0.1 * t),
+            ("anti", "Conv2d", 0.01 * (G * G - ranks)),
+            ("noise", "ReLU", rng.normal(size=(G, G)) * 0.01),
+            ("coarse", "BatchNorm2d", coarse),
+            ("moved", "BatchNorm2d", moved),
+        ]
         for j, (name, cls, cells) in enumerate(layers):
             add(i, "layer", name, cls, j, cells)
         add(i, "image", "<image>", "", -1, 0.5 * t, t.ravel().tolist() if with_texture else None)

@@ -216,12 +216,14 @@ def test_big_models_preprocessing_without_building_them(
     assert (config["crop_pct"], config["interpolation"], config["crop_mode"]) == (crop_pct, interp, "center")
     assert tuple(config["mean"]) == pytest.approx(mean)
     modes = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}
-    by_hand = T.Compose([
-        T.Resize(math.floor(size / crop_pct), interpolation=modes[interp]),
-        T.CenterCrop(size),
-        T.ToTensor(),
-        T.Normalize(config["mean"], config["std"]),
-    ])
+    by_hand = T.Compose(
+        [
+            T.Resize(math.floor(size / crop_pct), interpolation=modes[interp]),
+            T.CenterCrop(size),
+            T.ToTensor(),
+            T.Normalize(config["mean"], config["std"]),
+        ]
+    )
     timm_transform = timm.data.create_transform(**config, is_training=False)
     for array in _images():
         img = Image.fromarray(array)

@@ -47,9 +47,13 @@ def test_a_folder_and_a_glob_give_one_file_model_per_checkpoint(tmp_path: Path) 
     base = catalog.get_model("test_resnet")  # the arch's preprocessing, none of its published numbers
     assert all(s.arch == "test_resnet" and s.img_size == base.img_size and s.tag is None for s in folder)
 
-    glob = catalog.load_catalog_file(_catalog(
-        tmp_path, f"{{checkpoints: '{ckpts}/ep*.safetensors', arch: test_resnet, name: 'r-{{stem}}', "
-                  "key_map: {rename: [['^module\\.', '']]}}"))
+    glob = catalog.load_catalog_file(
+        _catalog(
+            tmp_path,
+            f"{{checkpoints: '{ckpts}/ep*.safetensors', arch: test_resnet, name: 'r-{{stem}}', "
+            "key_map: {rename: [['^module\\.', '']]}}",
+        )
+    )
     assert [(s.name, s.checkpoint) for s in glob] == [("r-ep1", f"{ckpts}/ep1.safetensors")]
     assert glob[0].key_map == {"rename": [["^module\\.", ""]], "by_order": False}
     catalog.validate_checkpoint(glob[0])  # the file loads and fits
@@ -73,10 +77,18 @@ def test_fsspec_globs_and_the_watch_rule() -> None:
         fs.pipe(f"{base}/{p}", b"x")
     try:
         assert catalog.list_checkpoints(f"memory://{base}/r50-*.safetensors") == [
-            f"memory://{base}/r50-1.safetensors", f"memory://{base}/r50-2.safetensors"]
-        assert catalog.list_checkpoints(f"memory://{base}/**/*.safetensors")[-1] == f"memory://{base}/sub/r50-3.safetensors"
+            f"memory://{base}/r50-1.safetensors",
+            f"memory://{base}/r50-2.safetensors",
+        ]
+        assert (
+            catalog.list_checkpoints(f"memory://{base}/**/*.safetensors")[-1]
+            == f"memory://{base}/sub/r50-3.safetensors"
+        )
         assert catalog.list_checkpoints(f"memory://{base}") == [
-            f"memory://{base}/other.pth", f"memory://{base}/r50-1.safetensors", f"memory://{base}/r50-2.safetensors"]
+            f"memory://{base}/other.pth",
+            f"memory://{base}/r50-1.safetensors",
+            f"memory://{base}/r50-2.safetensors",
+        ]
         assert catalog.list_checkpoints(f"memory://{base}/nothing-*.pt") == []
     finally:
         fs.rm(base, recursive=True)
@@ -93,19 +105,27 @@ def test_names_that_collide_are_errors_naming_both(tmp_path: Path) -> None:
     _save(tmp_path / "b" / "ep1.pth", 2)
     with pytest.raises(catalog.CatalogError, match=r"two models the name 'test_resnet@ep1'.*a/ep1\.pth.*b/ep1\.pth"):
         catalog.load_catalog_file(_catalog(tmp_path, f"{{checkpoints: '{tmp_path}/*/ep1.pth', arch: test_resnet}}"))
-    two = catalog.load_catalog_file(_catalog(
-        tmp_path, f"{{checkpoints: '{tmp_path}/*/ep1.pth', arch: test_resnet, name: '{{parent}}-{{stem}}'}}"))
+    two = catalog.load_catalog_file(
+        _catalog(tmp_path, f"{{checkpoints: '{tmp_path}/*/ep1.pth', arch: test_resnet, name: '{{parent}}-{{stem}}'}}")
+    )
     assert [s.name for s in two] == ["a-ep1", "b-ep1"]
     path = tmp_path / "both.yaml"
-    path.write_text(f"models:\n  - {{checkpoints: '{tmp_path}/a', arch: test_resnet}}\n"
-                    f"  - {{name: test_resnet@ep1, arch: test_resnet, source: file, checkpoint: '{tmp_path}/b/ep1.pth'}}\n")
-    with pytest.raises(catalog.CatalogError, match=r"models\[1\]: model name 'test_resnet@ep1' is also given by .*models\[0\]"):
+    path.write_text(
+        f"models:\n  - {{checkpoints: '{tmp_path}/a', arch: test_resnet}}\n"
+        f"  - {{name: test_resnet@ep1, arch: test_resnet, source: file, checkpoint: '{tmp_path}/b/ep1.pth'}}\n"
+    )
+    with pytest.raises(
+        catalog.CatalogError, match=r"models\[1\]: model name 'test_resnet@ep1' is also given by .*models\[0\]"
+    ):
         catalog.load_catalog_file(path)
     with pytest.raises(catalog.CatalogError, match="a built-in model's name"):
-        catalog.load_catalog_file(_catalog(
-            tmp_path, f"{{checkpoints: '{tmp_path}/a', arch: test_resnet, name: test_resnet.r160_in1k}}"))
+        catalog.load_catalog_file(
+            _catalog(tmp_path, f"{{checkpoints: '{tmp_path}/a', arch: test_resnet, name: test_resnet.r160_in1k}}")
+        )
     with pytest.raises(catalog.CatalogError, match=r"unknown placeholder\(s\) \{epoch\}"):
-        catalog.load_catalog_file(_catalog(tmp_path, f"{{checkpoints: '{tmp_path}/a', arch: test_resnet, name: '{{epoch}}'}}"))
+        catalog.load_catalog_file(
+            _catalog(tmp_path, f"{{checkpoints: '{tmp_path}/a', arch: test_resnet, name: '{{epoch}}'}}")
+        )
     with pytest.raises(catalog.CatalogError, match="need 'arch'"):
         catalog.load_catalog_file(_catalog(tmp_path, f"{{checkpoints: '{tmp_path}/a'}}"))
 
@@ -120,14 +140,29 @@ def test_a_glob_or_folder_that_matches_nothing_is_one_clear_line(tmp_path: Path,
     ]
     for pattern, why in cases:
         yaml_path = _catalog(tmp_path, f"{{checkpoints: '{pattern}', arch: test_resnet}}")
-        for argv in (["catalog", "validate", str(yaml_path)],
-                     ["eval", "--dry-run", "-m", str(yaml_path), "-d", "sample-test", "-n", "2", "--img-size", "32",
-                      "-r", str(tmp_path / "res")]):
+        for argv in (
+            ["catalog", "validate", str(yaml_path)],
+            [
+                "eval",
+                "--dry-run",
+                "-m",
+                str(yaml_path),
+                "-d",
+                "sample-test",
+                "-n",
+                "2",
+                "--img-size",
+                "32",
+                "-r",
+                str(tmp_path / "res"),
+            ],
+        ):
             assert main(argv) == 2
             captured = capsys.readouterr()
             lines = captured.err.strip().splitlines()
-            assert lines == [f"lee: error: {yaml_path} models[0]: checkpoints {pattern!r} match no file ({why})"], \
+            assert lines == [f"lee: error: {yaml_path} models[0]: checkpoints {pattern!r} match no file ({why})"], (
                 captured.err
+            )
             assert "Errno" not in captured.err and "Is a directory" not in captured.err
 
 
@@ -148,5 +183,7 @@ def test_a_folder_or_glob_given_as_one_checkpoint_says_to_use_checkpoints(tmp_pa
         path = _catalog(tmp_path, f"{{name: mine, arch: test_resnet, source: file, checkpoint: '{given}'}}")
         assert main(["catalog", "validate", str(path)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert err == [f"lee: error: checkpoint {given!r} {what}: name one file, or use `checkpoints:` (a folder or "
-                       "glob: one model per file) in the catalog entry"], err
+        assert err == [
+            f"lee: error: checkpoint {given!r} {what}: name one file, or use `checkpoints:` (a folder or "
+            "glob: one model per file) in the catalog entry"
+        ], err

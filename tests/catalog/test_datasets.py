@@ -28,7 +28,9 @@ def _photo(seed: int, size: tuple[int, int] = (40, 60)) -> np.ndarray:
 def test_sample_builds_offline_with_real_images_per_role() -> None:
     specs = catalog.load_datasets("sample")
     assert [(s.name, s.role) for s in specs] == [
-        ("sample-train", "train"), ("sample-test", "test"), ("sample-ood", "ood"),
+        ("sample-train", "train"),
+        ("sample-test", "test"),
+        ("sample-ood", "ood"),
     ]
     sets = {s.role: catalog.load_dataset(s) for s in specs}
     natural = {"astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "china", "flower"}
@@ -88,8 +90,16 @@ def test_folder_with_corrupt_images_loads_the_rest(tmp_path: Path) -> None:
     spec = catalog.DatasetSpec(name="local", uri=str(tmp_path / "data"), format="imagefolder")
     images = catalog.load_dataset(spec)
     by_id = {i.image_id: i for i in images.images}
-    assert set(by_id) == {"cat/0.png", "cat/1.png", "cat/2.png", "dog/gray.png", "dog/sixteen.png",
-                          "dog/rgba.png", "dog/cmyk.jpg", "dog/palette.png"}
+    assert set(by_id) == {
+        "cat/0.png",
+        "cat/1.png",
+        "cat/2.png",
+        "dog/gray.png",
+        "dog/sixteen.png",
+        "dog/rgba.png",
+        "dog/cmyk.jpg",
+        "dog/palette.png",
+    }
     failed = dict(images.errors)
     assert set(failed) == {"dog/corrupt.jpg", "cat/truncated.png"}
     assert "corrupt.jpg" in failed["dog/corrupt.jpg"] and "truncated.png" in failed["cat/truncated.png"]
@@ -129,11 +139,13 @@ def test_seeded_subset_and_fingerprint(tmp_path: Path) -> None:
 def test_memory_uri_parquet_and_folder() -> None:
     fs = fsspec.filesystem("memory")
     photos = [_photo(i, (16, 24)) for i in range(6)]
-    table = pa.table({
-        "image_id": [f"row-{i}" for i in range(6)],
-        "image": [_png(p) for p in photos[:5]] + [b"garbage"],
-        "label": [i % 2 for i in range(6)],
-    })
+    table = pa.table(
+        {
+            "image_id": [f"row-{i}" for i in range(6)],
+            "image": [_png(p) for p in photos[:5]] + [b"garbage"],
+            "label": [i % 2 for i in range(6)],
+        }
+    )
     with fs.open("/lee-test/parquet/part-0.parquet", "wb") as fh:
         pq.write_table(table, fh)
     spec = catalog.DatasetSpec(name="mem", uri="memory://lee-test/parquet", format="parquet")
@@ -143,14 +155,23 @@ def test_memory_uri_parquet_and_folder() -> None:
     assert np.array_equal(images.images[3].array, photos[3])
     assert [e[0] for e in images.errors] == ["row-5"] and "part-0.parquet" in images.errors[0][1]
     # Hugging Face style: an image struct {bytes, path}, another label column, no id column.
-    hf = pa.table({
-        "img": [{"bytes": _png(p), "path": None} for p in photos],
-        "fine_label": list(range(6)),
-    })
+    hf = pa.table(
+        {
+            "img": [{"bytes": _png(p), "path": None} for p in photos],
+            "fine_label": list(range(6)),
+        }
+    )
     with fs.open("/lee-test/hf.parquet", "wb") as fh:
         pq.write_table(hf, fh)
-    hf_spec = catalog.DatasetSpec(name="hf", uri="memory://lee-test/hf.parquet", format="parquet",
-                                  image_column="img", label_column="fine_label", id_column=None, n=3)
+    hf_spec = catalog.DatasetSpec(
+        name="hf",
+        uri="memory://lee-test/hf.parquet",
+        format="parquet",
+        image_column="img",
+        label_column="fine_label",
+        id_column=None,
+        n=3,
+    )
     subset = catalog.load_dataset(hf_spec)
     assert len(subset) == 3 and all(i.image_id.startswith("hf.parquet#") for i in subset.images)
     for img in subset.images:
@@ -210,7 +231,10 @@ def test_fingerprint_is_the_stated_hash_of_ids_and_bytes(tmp_path: Path) -> None
     chosen = catalog.select_items(items, 5, 3)
     expected = [ids[i] for i in sorted(random.Random(3).sample(range(len(ids)), 5))]
     assert [it.image_id for it in chosen] == expected
-    hashed = [(it.image_id, hashlib.sha256((root / it.image_id).read_bytes()).hexdigest()) for it in chosen
-              if it.image_id != "img99.png"]
+    hashed = [
+        (it.image_id, hashlib.sha256((root / it.image_id).read_bytes()).hexdigest())
+        for it in chosen
+        if it.image_id != "img99.png"
+    ]
     hashed += [("img99.png", None)] if "img99.png" in expected else []
     assert catalog.fingerprint(sorted(hashed)) == catalog.load_dataset(spec.replace(n=5)).fingerprint

@@ -38,9 +38,7 @@ def test_covers_every_pretrained_in1k_classifier_with_a_published_top1() -> None
     from timm.models import get_pretrained_cfg
 
     published = {r["model"] for r in _rows("results-imagenet.csv")}
-    expected = {
-        n for n in timm.list_pretrained() if n in published and get_pretrained_cfg(n).num_classes == 1000
-    }
+    expected = {n for n in timm.list_pretrained() if n in published and get_pretrained_cfg(n).num_classes == 1000}
     have = {s.name for s in catalog.load_models(["all", "tiny"])}
     assert len(expected) > 1200
     assert expected - have == set()
@@ -48,9 +46,7 @@ def test_covers_every_pretrained_in1k_classifier_with_a_published_top1() -> None
     assert all(catalog.get_model(n).top1 is not None for n in expected)
     # `all` is every pretrained 1k classifier (also those without results), test_* archs live in `tiny`.
     all_names = {s.name for s in catalog.load_models("all")}
-    timm_1k = {
-        n for n in timm.list_pretrained(exclude_filters="test_*") if get_pretrained_cfg(n).num_classes == 1000
-    }
+    timm_1k = {n for n in timm.list_pretrained(exclude_filters="test_*") if get_pretrained_cfg(n).num_classes == 1000}
     assert all_names == timm_1k
 
 
@@ -88,10 +84,14 @@ def test_parameter_counts_with_thousands_separators() -> None:
 def test_shifted_test_sets_are_joined() -> None:
     spec = catalog.get_model("resnet50.a1_in1k")
     expected = {}
-    for key, fname in (("top1_sketch", "results-sketch.csv"), ("top1_r", "results-imagenet-r.csv"),
-                       ("top1_real", "results-imagenet-real.csv")):
-        expected[key] = next(float(r["top1"]) for r in _rows(fname)
-                             if r["model"] == spec.name and int(r["img_size"]) == spec.img_size)
+    for key, fname in (
+        ("top1_sketch", "results-sketch.csv"),
+        ("top1_r", "results-imagenet-r.csv"),
+        ("top1_real", "results-imagenet-real.csv"),
+    ):
+        expected[key] = next(
+            float(r["top1"]) for r in _rows(fname) if r["model"] == spec.name and int(r["img_size"]) == spec.img_size
+        )
     assert {k: getattr(spec, k) for k in expected} == expected
 
 
@@ -133,9 +133,16 @@ def test_bare_paper_names_resolve_to_their_2022_imagenet_1k_weights() -> None:
     assert "vit_base_patch16_224.augreg_in21k_ft_in1k" in core
     assert "vit_base_patch16_224.augreg2_in21k_ft_in1k" not in sweep
     # Where the 2022 sweep had both a bare name and its in21k / Noisy Student variant, both are kept apart.
-    assert {"convnext_base.fb_in1k", "convnext_base.fb_in22k_ft_in1k", "tf_efficientnet_b0.aa_in1k",
-            "tf_efficientnet_b0.ns_jft_in1k", "tf_efficientnetv2_s.in1k", "tf_efficientnetv2_s.in21k_ft_in1k",
-            "resnet18.tv_in1k", "regnetx_008.pycls_in1k"} <= sweep
+    assert {
+        "convnext_base.fb_in1k",
+        "convnext_base.fb_in22k_ft_in1k",
+        "tf_efficientnet_b0.aa_in1k",
+        "tf_efficientnet_b0.ns_jft_in1k",
+        "tf_efficientnetv2_s.in1k",
+        "tf_efficientnetv2_s.in21k_ft_in1k",
+        "resnet18.tv_in1k",
+        "regnetx_008.pycls_in1k",
+    } <= sweep
 
 
 def test_every_resolved_paper_name_is_a_pretrained_1k_classifier_and_none_collapse() -> None:
@@ -159,8 +166,13 @@ def test_every_resolved_paper_name_is_a_pretrained_1k_classifier_and_none_collap
     for arch, tag in TAGS_2022.items():
         assert get_pretrained_cfg(f"{arch}.{tag}").num_classes == 1000 and f"{arch}.{tag}" in all_names
     unresolved = {u["name"] for u in read_catalog_file(ROOT / "catalog" / "models" / "paper.yaml")["unresolved"]}
-    assert unresolved == {"mixnet_xxl", "gluon_xception65", "ig_resnext101_32x48d", "mixer_b16_224_in21k",
-                          "mixer_l16_224_in21k"}
+    assert unresolved == {
+        "mixnet_xxl",
+        "gluon_xception65",
+        "ig_resnext101_32x48d",
+        "mixer_b16_224_in21k",
+        "mixer_l16_224_in21k",
+    }
 
 
 def test_paper_subset_has_the_papers_comparisons() -> None:
@@ -182,8 +194,12 @@ def test_quickstart_models_are_small() -> None:
 
 
 def test_committed_catalog_is_the_generators_output(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "generate_catalog.py"), "--out", str(tmp_path)],
-                   check=True, capture_output=True, cwd=ROOT)
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "generate_catalog.py"), "--out", str(tmp_path)],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
     for fname in ("all.json", "tiny.yaml", "paper.yaml", "paper-sweep.yaml"):
         assert (tmp_path / fname).read_text() == (ROOT / "catalog" / "models" / fname).read_text(), fname
     header = json.loads((tmp_path / "all.json").read_text())

@@ -28,8 +28,10 @@ needs_lite0 = pytest.mark.skipif(
 def _tiny_state(seed: int = 1) -> dict[str, torch.Tensor]:
     model = catalog.build_model(TINY, weights="random").model
     gen = torch.Generator().manual_seed(seed)
-    return {k: (v + 0.01 * torch.randn(v.shape, generator=gen)) if v.is_floating_point() else v.clone()
-            for k, v in model.state_dict().items()}
+    return {
+        k: (v + 0.01 * torch.randn(v.shape, generator=gen)) if v.is_floating_point() else v.clone()
+        for k, v in model.state_dict().items()
+    }
 
 
 def _error(capsys) -> str:
@@ -79,7 +81,9 @@ def test_by_order_needs_the_opt_in_and_every_shape_in_order(tmp_path: Path) -> N
     uri = str(tmp_path / "anon.pt")
     torch.save(renamed, uri)
     spec = catalog.get_model(TINY).replace(source="file", checkpoint=uri)
-    with pytest.raises(catalog.CatalogError, match=r"every shape matches in order: declare key_map: \{by_order: true\}"):
+    with pytest.raises(
+        catalog.CatalogError, match=r"every shape matches in order: declare key_map: \{by_order: true\}"
+    ):
         catalog.validate_checkpoint(spec)
     loaded = catalog.build_model(spec.replace(key_map={"by_order": True}))
     assert loaded.key_mapping == {"by_order": True}
@@ -167,8 +171,25 @@ def test_foreign_named_checkpoint_runs_with_one_flag(tmp_path: Path, capsys) -> 
     uri = tmp_path / "efficientnet-lite0.pth"
     uri.write_bytes(Path(src).read_bytes())
     out = tmp_path / "res"
-    args = ["eval", "--checkpoint", str(uri), "--arch", "tf_efficientnet_lite0", "--map-keys-by-order",
-            "-d", "sample-test", "--limit", "1", "-g", "rotate", "--img-size", "64", "-r", str(out), "--no-progress"]
+    args = [
+        "eval",
+        "--checkpoint",
+        str(uri),
+        "--arch",
+        "tf_efficientnet_lite0",
+        "--map-keys-by-order",
+        "-d",
+        "sample-test",
+        "--limit",
+        "1",
+        "-g",
+        "rotate",
+        "--img-size",
+        "64",
+        "-r",
+        str(out),
+        "--no-progress",
+    ]
     assert main(args) == 0, capsys.readouterr().err
     runs = pq.read_table(next((out / "runs").rglob("*.parquet"))).to_pylist()
     assert len(runs) == 1 and runs[0]["status"] == "done" and runs[0]["weights"] == "file"
@@ -188,4 +209,3 @@ def test_sample_limit_draws_every_photo_in_turn() -> None:
         ["astronaut", "chelsea", "china", "coffee", "flower", "hubble_deep_field", "rocket"]
     )
     assert set(labels["sample-ood"]) == {"immunohistochemistry", "retina"}
-

@@ -11,7 +11,9 @@ from pipelines.cli import main
 
 
 def test_unknown_model_suggests_close_matches() -> None:
-    with pytest.raises(catalog.CatalogError, match=r"unknown model 'resnet50\.a1_in1kk'; did you mean 'resnet50\.a1_in1k'"):
+    with pytest.raises(
+        catalog.CatalogError, match=r"unknown model 'resnet50\.a1_in1kk'; did you mean 'resnet50\.a1_in1k'"
+    ):
         catalog.get_model("resnet50.a1_in1kk")
     assert issubclass(catalog.CatalogError, ValueError)
     with pytest.raises(catalog.CatalogError, match="did you mean 'sample-train'"):
@@ -115,8 +117,10 @@ def test_cli_ls_resolves_plain_names(capsys: pytest.CaptureFixture[str]) -> None
     rc, names, _ = listed("resnet50")  # a bare arch: all its tags
     assert rc == 0 and names == [s.name for s in catalog.list_models("resnet50.*")] and len(names) > 10
     assert listed("tv_resnet50")[:2] == (0, ["resnet50.tv_in1k"])  # an old timm name
-    assert listed("resnet50", "--catalog", "paper")[:2] == (0, [s.name for s in catalog.list_models(
-        "resnet50.*", catalog="paper")])
+    assert listed("resnet50", "--catalog", "paper")[:2] == (
+        0,
+        [s.name for s in catalog.list_models("resnet50.*", catalog="paper")],
+    )
     rc, names, err = listed("resnt50")
     assert rc == 1 and names == [] and "unknown model 'resnt50' in catalog 'all'; did you mean 'resnet50'" in err
     rc, names, err = listed("resnt50", "resnet18.a1_in1k")  # the known one is still listed

@@ -79,7 +79,7 @@ def check(command: str, tmp: Path) -> str:
             assert argv[argv.index("-f") + 1] == "docker/Dockerfile" and argv[-1] == "."
         return "docker"
     if head == "grep" and "xargs" in argv:
-        for path in argv[3:argv.index("|") if "|" in argv else None]:
+        for path in argv[3 : argv.index("|") if "|" in argv else None]:
             assert (REPO / path).exists(), path
         assert IMAGE.split(":")[0] in command
         return "image rename"
@@ -135,7 +135,10 @@ def check(command: str, tmp: Path) -> str:
     if head == "gcloud":
         gcp = (REPO / "cluster-gcp.yaml").read_text()
         assert "lee-results@my-gcp-project.iam.gserviceaccount.com" in gcp or argv[1:4] == [
-            "iam", "service-accounts", "create"]
+            "iam",
+            "service-accounts",
+            "create",
+        ]
         return "gcloud"
     if head == "ray":
         if argv[1] == "get-auth-token":
@@ -181,6 +184,12 @@ def test_the_page_check_refuses_what_it_does_not_know_and_wrong_names(tmp_path):
 
 
 def test_the_page_applies_every_manifest_of_kubernetes():
-    applied = {argv[i + 1] for c in commands() if c.startswith("kubectl apply")
-               for argv in [shlex.split(c)] for i, a in enumerate(argv) if a == "-f"}
+    applied = {
+        argv[i + 1]
+        for c in commands()
+        if c.startswith("kubectl apply")
+        for argv in [shlex.split(c)]
+        for i, a in enumerate(argv)
+        if a == "-f"
+    }
     assert applied == {f"kubernetes/{p.name}" for p in (REPO / "kubernetes").glob("*.yaml")}

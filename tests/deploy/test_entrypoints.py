@@ -81,8 +81,13 @@ def submit(address: str, token: str, entrypoint: str, runtime_env_yaml: str, tim
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
     runtime_env = yaml.safe_load(runtime_env_yaml)
-    r = subprocess.run([sys.executable, "-c", SUBMIT, address, entrypoint, json.dumps(runtime_env), str(timeout)],
-                       env=env, capture_output=True, text=True, timeout=timeout + 60)
+    r = subprocess.run(
+        [sys.executable, "-c", SUBMIT, address, entrypoint, json.dumps(runtime_env), str(timeout)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout + 60,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     (line,) = [line for line in r.stdout.splitlines() if line.startswith("JOB ")]
     return json.loads(line.removeprefix("JOB "))
@@ -109,8 +114,9 @@ def test_sweep_rayjob_then_nightly_raycronjob_on_a_two_node_cluster(gpu_cluster,
     nightly = docs["RayCronJob/lee-reevaluate"]["spec"]["jobTemplate"]
     config = tmp_path / "run.yaml"
     config.write_text(docs["ConfigMap/lee-run"]["data"]["run.yaml"])
-    entry = local_entrypoint(nightly["entrypoint"], {"--config": str(config)},
-                             ["-m", f"{MODEL},{NEW_MODEL}", *SMALL, "-r", str(out)])
+    entry = local_entrypoint(
+        nightly["entrypoint"], {"--config": str(config)}, ["-m", f"{MODEL},{NEW_MODEL}", *SMALL, "-r", str(out)]
+    )
     job = submit(address, token, entry, nightly["runtimeEnvYAML"])
     logs = job["logs"]
     assert job["status"] == "SUCCEEDED", logs[-3000:]

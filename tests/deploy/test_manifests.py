@@ -27,7 +27,9 @@ KUBE = REPO / "kubernetes"
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 VERSION = PYPROJECT["project"]["version"]
 IMAGE = f"registry.example.com/lee-eval:{VERSION}"
-TOKEN_SECRET = "lee-ray-token"  # docs/deploy.md: kubectl create secret generic lee-ray-token --from-literal=auth_token=...
+TOKEN_SECRET = (
+    "lee-ray-token"  # docs/deploy.md: kubectl create secret generic lee-ray-token --from-literal=auth_token=...
+)
 CLUSTER_FILES = ["cluster.yaml", "cluster-gcp.yaml"]
 
 
@@ -95,22 +97,33 @@ def _plant(doc: dict, path: str, value) -> dict:
     return doc
 
 
-@pytest.mark.parametrize("key, path, value, expect", [
-    # an unknown field where the schema lists its properties (kubectl --validate=strict refuses it)
-    ("RayJob/lee-sweep", "spec.rayClusterSpec.headGroupSpec.bogus", 1, "'bogus' was unexpected"),
-    ("RayJob/lee-sweep", "spec.entrypointt", "lee eval", "'entrypointt' was unexpected"),
-    # deep in the embedded Pod spec: a misspelt container field
-    ("RayCluster/lee", "spec.workerGroupSpecs.0.template.spec.containers.0.imagePullPolcy", "Always",
-     "'imagePullPolcy' was unexpected"),
-    ("RayCronJob/lee-reevaluate", "spec.jobTemplate.rayClusterSpec.workerGroupSpecs.0.minReplica", 0,
-     "'minReplica' was unexpected"),
-    # wrong types and enums
-    ("RayCluster/lee", "spec.workerGroupSpecs.0.minReplicas", "0", "is not of type 'integer'"),
-    ("RayCluster/lee", "spec.authOptions.mode", "tokens", "is not one of"),
-    ("RayCluster/lee", "spec.headGroupSpec.rayStartParams.num-cpus", 0, "is not of type 'string'"),
-    ("RayCronJob/lee-reevaluate", "spec.schedule", None, "is not of type 'string'"),
-    ("RayCluster/lee", "metadata.labelz", {"a": "b"}, "metadata.labelz: unknown field"),
-])
+@pytest.mark.parametrize(
+    "key, path, value, expect",
+    [
+        # an unknown field where the schema lists its properties (kubectl --validate=strict refuses it)
+        ("RayJob/lee-sweep", "spec.rayClusterSpec.headGroupSpec.bogus", 1, "'bogus' was unexpected"),
+        ("RayJob/lee-sweep", "spec.entrypointt", "lee eval", "'entrypointt' was unexpected"),
+        # deep in the embedded Pod spec: a misspelt container field
+        (
+            "RayCluster/lee",
+            "spec.workerGroupSpecs.0.template.spec.containers.0.imagePullPolcy",
+            "Always",
+            "'imagePullPolcy' was unexpected",
+        ),
+        (
+            "RayCronJob/lee-reevaluate",
+            "spec.jobTemplate.rayClusterSpec.workerGroupSpecs.0.minReplica",
+            0,
+            "'minReplica' was unexpected",
+        ),
+        # wrong types and enums
+        ("RayCluster/lee", "spec.workerGroupSpecs.0.minReplicas", "0", "is not of type 'integer'"),
+        ("RayCluster/lee", "spec.authOptions.mode", "tokens", "is not one of"),
+        ("RayCluster/lee", "spec.headGroupSpec.rayStartParams.num-cpus", 0, "is not of type 'string'"),
+        ("RayCronJob/lee-reevaluate", "spec.schedule", None, "is not of type 'string'"),
+        ("RayCluster/lee", "metadata.labelz", {"a": "b"}, "metadata.labelz: unknown field"),
+    ],
+)
 def test_a_planted_fault_fails_the_validation(key, path, value, expect):
     doc = manifests()[key]
     assert kube_schema.errors(doc) == []
@@ -125,8 +138,16 @@ def test_a_required_field_missing_fails_the_validation():
 
 
 def test_strict_leaves_preserve_unknown_fields_objects_open():
-    schema = {"type": "object", "properties": {"a": {"type": "object", "properties": {"x": {"type": "string"}},
-                                                      "x-kubernetes-preserve-unknown-fields": True}}}
+    schema = {
+        "type": "object",
+        "properties": {
+            "a": {
+                "type": "object",
+                "properties": {"x": {"type": "string"}},
+                "x-kubernetes-preserve-unknown-fields": True,
+            }
+        },
+    }
     s = kube_schema.strict(schema)
     assert s["additionalProperties"] is False and "additionalProperties" not in s["properties"]["a"]
     jsonschema.validate({"a": {"x": "1", "extra": 2}}, s)
@@ -183,7 +204,9 @@ def test_the_nightly_job_reads_run_yaml_from_the_configmap_that_holds_deploy_run
     docs = manifests()
     job = docs["RayCronJob/lee-reevaluate"]["spec"]
     assert len(job["schedule"].split()) == 5
-    config = shlex.split(job["jobTemplate"]["entrypoint"])[shlex.split(job["jobTemplate"]["entrypoint"]).index("--config") + 1]
+    config = shlex.split(job["jobTemplate"]["entrypoint"])[
+        shlex.split(job["jobTemplate"]["entrypoint"]).index("--config") + 1
+    ]
     head = job["jobTemplate"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
     volumes = {v["name"]: v for v in head["volumes"]}
     (mount,) = [m for m in head["containers"][0]["volumeMounts"] if config.startswith(m["mountPath"] + "/")]
@@ -253,12 +276,15 @@ def test_cluster_yaml_validates_against_rays_autoscaler_schema(name):
     jsonschema.validate(_load(name), ray_schema())
 
 
-@pytest.mark.parametrize("path, value", [
-    ("dashboard_host", "127.0.0.1"),                                   # unknown top-level key
-    ("available_node_types.gpu_worker.min_worker", 0),                 # misspelt node type key
-    ("available_node_types.gpu_worker.resources.GPU", "1"),            # wrong type
-    ("docker.imagee", "x"),                                            # unknown docker key
-])
+@pytest.mark.parametrize(
+    "path, value",
+    [
+        ("dashboard_host", "127.0.0.1"),  # unknown top-level key
+        ("available_node_types.gpu_worker.min_worker", 0),  # misspelt node type key
+        ("available_node_types.gpu_worker.resources.GPU", "1"),  # wrong type
+        ("docker.imagee", "x"),  # unknown docker key
+    ],
+)
 @pytest.mark.parametrize("name", CLUSTER_FILES)
 def test_a_planted_fault_fails_the_autoscaler_schema(name, path, value):
     with pytest.raises(jsonschema.ValidationError):
@@ -272,13 +298,17 @@ def test_cluster_yaml_image_token_auth_dashboard_and_uploads(name):
     assert "--env RAY_AUTH_MODE=token" in cfg["docker"]["run_options"]  # every process in every node's container
     assert cfg["file_mounts"]["/home/ray/.ray/auth_token"] == "~/.ray/auth_token"  # the token of `ray get-auth-token`
     assert (REPO / cfg["file_mounts"]["/home/ray/lee/run.yaml"]).is_file()
-    commands = [c for key in ("setup_commands", "head_setup_commands", "worker_setup_commands",
-                              "initialization_commands") for c in cfg[key]]
+    commands = [
+        c
+        for key in ("setup_commands", "head_setup_commands", "worker_setup_commands", "initialization_commands")
+        for c in cfg[key]
+    ]
     assert not any("pip install" in c for c in commands)  # the image has everything, pinned
     (head_start,) = [c for c in cfg["head_start_ray_commands"] if "ray start" in c]
     assert "--dashboard-host=127.0.0.1" in head_start and "--num-cpus=0" in head_start
     assert {".git", ".venv", "venv", "env", "*.egg-info", "**/__pycache__", "lee-results", "*.parquet"} <= set(
-        cfg["rsync_exclude"])
+        cfg["rsync_exclude"]
+    )
     assert cfg["available_node_types"]["gpu_worker"]["min_workers"] == 0
 
 
@@ -305,8 +335,9 @@ def test_workers_write_the_bucket_with_a_policy_limited_to_it():
         assert types[name]["node_config"]["IamInstanceProfile"]["Arn"].endswith(":instance-profile/lee-results")
     assert types["head"]["node_config"]["IamInstanceProfile"]["Arn"].endswith(":instance-profile/lee-head")
     policy = json.loads((REPO / "deploy" / "aws" / "lee-results-policy.json").read_text())
-    resources = {r for s in policy["Statement"] for r in ([s["Resource"]] if isinstance(s["Resource"], str)
-                                                           else s["Resource"])}
+    resources = {
+        r for s in policy["Statement"] for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
+    }
     assert resources == {"arn:aws:s3:::lee-results", "arn:aws:s3:::lee-results/*"}
     actions = {a for s in policy["Statement"] for a in s["Action"]}
     assert {"s3:PutObject", "s3:GetObject", "s3:ListBucket", "s3:DeleteObject"} <= actions

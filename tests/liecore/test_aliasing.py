@@ -61,7 +61,10 @@ def test_upsample_keeps_samples_and_translation_group_law():
     # integer translation is a roll; group law rho(s) rho(t) = rho(s + t)
     torch.testing.assert_close(fourier_translate(x, 3.0, "x"), torch.roll(x, -3, -1), atol=1e-13, rtol=0)
     torch.testing.assert_close(
-        fourier_translate(fourier_translate(x, 0.3, "y"), 0.45, "y"), fourier_translate(x, 0.75, "y"), atol=1e-13, rtol=0
+        fourier_translate(fourier_translate(x, 0.3, "y"), 0.45, "y"),
+        fourier_translate(x, 0.75, "y"),
+        atol=1e-13,
+        rtol=0,
     )
 
 
@@ -103,7 +106,9 @@ def test_theorem_1_analytic_square():
     n = torch.arange(n_pix, dtype=F64)
     x = torch.cos(2 * math.pi * k0 * n / n_pix).expand(3, n_pix).clone()
     got = alias_lie_derivative(x, lambda z: z**2, "x", oversample=4)
-    torch.testing.assert_close(got, (-math.pi * torch.sin(4 * math.pi * k0 * n / n_pix)).expand(3, n_pix), atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        got, (-math.pi * torch.sin(4 * math.pi * k0 * n / n_pix)).expand(3, n_pix), atol=1e-12, rtol=0
+    )
     # k0 < N/4: x^2 stays below Nyquist, no aliasing, zero Lie derivative
     x = torch.cos(2 * math.pi * 3 * n / n_pix).expand(3, n_pix).clone()
     assert alias_lie_derivative(x, lambda z: z**2, "x", oversample=4).abs().max() < 1e-12
@@ -121,6 +126,7 @@ def test_theorem_1_is_liecore_spectral_lie_derivative():
             assert lie.abs().max() > 1.0
             torch.testing.assert_close(lie, closed, atol=1e-9 * lie.abs().max(), rtol=0)
     # negative control: an affine "non-linearity" has zero spectral Lie derivative and zero aliasing
-    lie = liecore.lie_derivative(lambda z: 3 * z - 1, x, "translate_x", out_layout=liecore.Layout.spatial(),
-                                 interpolation="spectral")
+    lie = liecore.lie_derivative(
+        lambda z: 3 * z - 1, x, "translate_x", out_layout=liecore.Layout.spatial(), interpolation="spectral"
+    )
     assert lie.abs().max() < 1e-10

@@ -103,7 +103,9 @@ def test_identity_and_inverse_flow(interpolation):
     # e^{tX} then e^{-tX}: identity up to interpolation error on a smooth image, away from
     # the border where the reflection boundary decides
     for name in ["rotate", "scale", "shear_x", "translate_y"]:
-        back = transform(transform(x, name, 0.05, interpolation=interpolation), name, -0.05, interpolation=interpolation)
+        back = transform(
+            transform(x, name, 0.05, interpolation=interpolation), name, -0.05, interpolation=interpolation
+        )
         inner = (back - x)[..., 6:-6, 6:-6]
         assert inner.abs().max() < 2e-3
 
@@ -123,7 +125,12 @@ def test_bracket_matches_commutator_of_tangents():
     """[T_X, T_Y] = T_[X,Y] in the continuum; on a fine grid the discrete operators agree
     in the interior up to O(1/W^2)."""
     x = smooth_image(129, 129, c=1)
-    pairs = [("rotate", "translate_x"), ("scale", "translate_y"), ("stretch_x", "hyperbolic_rotate"), ("shear_x", "shear_y")]
+    pairs = [
+        ("rotate", "translate_x"),
+        ("scale", "translate_y"),
+        ("stretch_x", "hyperbolic_rotate"),
+        ("shear_x", "shear_y"),
+    ]
     for a, b in pairs:
         ga, gb = GENERATORS[a], GENERATORS[b]
         br = ga.bracket(gb)
@@ -192,12 +199,16 @@ def test_colour_generators():
     raw = x * torch.tensor(STD).reshape(1, 3, 1, 1) + torch.tensor(MEAN).reshape(1, 3, 1, 1)
     t = 0.3
     b = transform(x, "brightness", t, mean=MEAN, std=STD)
-    torch.testing.assert_close(b * torch.tensor(STD).reshape(1, 3, 1, 1) + torch.tensor(MEAN).reshape(1, 3, 1, 1), raw * math.exp(t))
+    torch.testing.assert_close(
+        b * torch.tensor(STD).reshape(1, 3, 1, 1) + torch.tensor(MEAN).reshape(1, 3, 1, 1), raw * math.exp(t)
+    )
     torch.testing.assert_close(transform(x, "contrast", t), x * math.exp(t))
     s = transform(x, "saturation", t, mean=MEAN, std=STD)
     grey = (raw * torch.tensor(liecore.LUMA, dtype=torch.float64).reshape(1, 3, 1, 1)).sum(1, keepdim=True)
     expect = grey + math.exp(t) * (raw - grey)
-    torch.testing.assert_close(s * torch.tensor(STD).reshape(1, 3, 1, 1) + torch.tensor(MEAN).reshape(1, 3, 1, 1), expect)
+    torch.testing.assert_close(
+        s * torch.tensor(STD).reshape(1, 3, 1, 1) + torch.tensor(MEAN).reshape(1, 3, 1, 1), expect
+    )
     with pytest.raises(ValueError, match="mean= and std="):
         input_tangent(x, "brightness")
 
@@ -214,11 +225,13 @@ def test_one_pixel_axis(interpolation):
     torch.testing.assert_close(
         transform(x, "translate_x", 0.3, interpolation=interpolation),
         transform(two, "translate_x", 0.3, interpolation=interpolation)[:, :, :1],
-        rtol=0, atol=1e-12,
+        rtol=0,
+        atol=1e-12,
     )
     xt = x.transpose(-1, -2)  # (B, C, 7, 1)
     torch.testing.assert_close(
         transform(xt, "translate_y", 0.3, interpolation=interpolation),
         transform(x, "translate_x", 0.3, interpolation=interpolation).transpose(-1, -2),
-        rtol=0, atol=1e-12,
+        rtol=0,
+        atol=1e-12,
     )

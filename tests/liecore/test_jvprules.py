@@ -125,10 +125,7 @@ def test_timm_models_lie_derivatives_equal_pytorchs_rules(name, kw, size):
     f = liecore.with_output(model, "probs")
     x = torch.randn(2, 3, size, size, dtype=torch.float64)
     tangents = torch.stack(
-        [
-            liecore.input_tangent(x, g, mean=[0.5] * 3, std=[0.5] * 3)
-            for g in ("translate_x", "rotate", "contrast")
-        ]
+        [liecore.input_tangent(x, g, mean=[0.5] * 3, std=[0.5] * 3) for g in ("translate_x", "rotate", "contrast")]
     )
     with liecore.differentiable_mode(f):
         y0, d0 = reference(f, x, tangents)

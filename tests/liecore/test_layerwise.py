@@ -173,7 +173,9 @@ def test_stochastic_table_adds_up_and_shares_are_exact():
     exact = layerwise(m, x, "translate_x")
     stoch = layerwise(m, x, "translate_x", method="stochastic", num_probes=50)
     torch.testing.assert_close(stoch.total_share(), stoch.end_to_end, rtol=1e-9, atol=0)
-    torch.testing.assert_close(stoch.unattributed_share, exact.unattributed_share, rtol=0, atol=1e-9 * float(exact.end_to_end.max()))
+    torch.testing.assert_close(
+        stoch.unattributed_share, exact.unattributed_share, rtol=0, atol=1e-9 * float(exact.end_to_end.max())
+    )
     for a, b in zip(exact.records, stoch.records, strict=True):
         torch.testing.assert_close(b.share, a.share, rtol=1e-9, atol=1e-30)
     with pytest.raises(ValueError, match="num_probes"):
@@ -239,13 +241,23 @@ def test_stochastic_probes_of_each_image_come_from_its_own_generator():
                 assert a.name == b.name
                 for field in ("value", "stderr", "share"):
                     where = f"{a.name}.{field}, image {i}"
-                    torch.testing.assert_close(getattr(b, field)[i : i + 1], getattr(a, field), rtol=1e-10,
-                                               atol=0, msg=lambda s, w=where: f"{w}: {s}")
+                    torch.testing.assert_close(
+                        getattr(b, field)[i : i + 1],
+                        getattr(a, field),
+                        rtol=1e-10,
+                        atol=0,
+                        msg=lambda s, w=where: f"{w}: {s}",
+                    )
             # unattributed parts are rounding here (a leaf-only network): compared on the end-to-end scale
             scale = float(ref.end_to_end[0])
             for field in ("end_to_end", "unattributed", "unattributed_share"):
-                torch.testing.assert_close(getattr(batch, field)[i : i + 1], getattr(ref, field), rtol=1e-10,
-                                           atol=1e-12 * scale, msg=lambda s, f=field: f"{f}, image {i}: {s}")
+                torch.testing.assert_close(
+                    getattr(batch, field)[i : i + 1],
+                    getattr(ref, field),
+                    rtol=1e-10,
+                    atol=1e-12 * scale,
+                    msg=lambda s, f=field: f"{f}, image {i}: {s}",
+                )
         torch.testing.assert_close(batch.total_share(), batch.end_to_end, rtol=1e-9, atol=0)
     # the control: the same image with another generator gets other probes, so other values
     other = layerwise(m, x[:1], "translate_x", rng=_image_rngs([12]), **kw)
@@ -297,8 +309,13 @@ def test_layer_kind_files_timms_fused_norm_activation_layers_apart():
 
     from liecore import layer_kind
 
-    for cls in (timm.layers.BatchNormAct2d, timm.layers.GroupNormAct, timm.layers.LayerNormAct2d,
-                timm.layers.FrozenBatchNormAct2d, timm.layers.EvoNorm2dS0):
+    for cls in (
+        timm.layers.BatchNormAct2d,
+        timm.layers.GroupNormAct,
+        timm.layers.LayerNormAct2d,
+        timm.layers.FrozenBatchNormAct2d,
+        timm.layers.EvoNorm2dS0,
+    ):
         assert layer_kind(cls.__name__) == "normalization_activation", cls
     assert layer_kind("BatchNorm2d") == layer_kind("LayerNorm") == "normalization"
     assert layer_kind("ReLU6") == "activation"

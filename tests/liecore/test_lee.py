@@ -101,7 +101,12 @@ def train_mode_bn_net() -> nn.Module:
     """A classifier with batch norm, left in train mode (batch statistics, in-place counter)."""
     torch.manual_seed(0)
     m = nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.Tanh(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 5),
     ).double()
     m[1].running_mean.normal_()
     m[1].running_var.uniform_(0.5, 2.0)
@@ -159,5 +164,7 @@ def test_layers_writing_into_the_input_change_neither_the_caller_nor_the_result(
         assert torch.equal(x, x0)
         torch.testing.assert_close(got, ref, rtol=1e-12, atol=0)
     torch.testing.assert_close(liecore.lie_derivative(net, x, "rotate"), ref[1], rtol=1e-12, atol=0)
-    torch.testing.assert_close(liecore.lee(net, x, gens, batch_size=1).values, liecore.lee(inplace_net(False), x, gens).values)
+    torch.testing.assert_close(
+        liecore.lee(net, x, gens, batch_size=1).values, liecore.lee(inplace_net(False), x, gens).values
+    )
     assert torch.equal(x, x0)

@@ -258,15 +258,17 @@ def _upfirdn2d_by_definition(x, f, up, padding, gain):
     u = torch.zeros(b, c, h * up, w * up, dtype=x.dtype)
     u[:, :, ::up, ::up] = x
     u = nn.functional.pad(u, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
-    u = u[:, :, max(-py0, 0): u.shape[2] - max(-py1, 0), max(-px0, 0): u.shape[3] - max(-px1, 0)]
+    u = u[:, :, max(-py0, 0) : u.shape[2] - max(-py1, 0), max(-px0, 0) : u.shape[3] - max(-px1, 0)]
     fl = (f * gain).flip(-2, -1)
     if fl.ndim == 2:
         fl = fl.expand(b, *fl.shape)
-    return torch.stack([nn.functional.conv2d(u[i:i + 1].transpose(0, 1), fl[i][None, None])[:, 0] for i in range(b)])
+    return torch.stack([nn.functional.conv2d(u[i : i + 1].transpose(0, 1), fl[i][None, None])[:, 0] for i in range(b)])
 
 
-@pytest.mark.parametrize(("up", "padding", "shape"), [(1, (2, 3, 0, 0), (1, 6)), (4, (25, 21, 25, 21), (7, 7)),
-                                                      (4, (10, -3, 4, 0), (9, 6)), (2, (0, 0, 1, 1), (3, 3))])
+@pytest.mark.parametrize(
+    ("up", "padding", "shape"),
+    [(1, (2, 3, 0, 0), (1, 6)), (4, (25, 21, 25, 21), (7, 7)), (4, (10, -3, 4, 0), (9, 6)), (2, (0, 0, 1, 1), (3, 3))],
+)
 def test_upfirdn2d_matches_its_definition(up, padding, shape):
     g = torch.Generator().manual_seed(up + shape[0])
     x = torch.randn(2, 3, 9, 8, generator=g, dtype=F64)
@@ -462,7 +464,9 @@ def test_circular_consistency_of_circular_model_is_100():
 
 def test_crop_consistency_controls():
     x = _images(b=8, h=48, w=48)
-    const = shift_consistency(lambda z: torch.arange(10, dtype=z.dtype).expand(z.shape[0], 10), x, num_pairs=3, max_shift=16)
+    const = shift_consistency(
+        lambda z: torch.arange(10, dtype=z.dtype).expand(z.shape[0], 10), x, num_pairs=3, max_shift=16
+    )
     assert bool((const.values == 100).all()) and const.params["crop"] == (32, 32)
     bad = shift_consistency(SpatialLinear(3, 32, 32), x, num_pairs=4, max_shift=16)
     assert bad.mean < 60
@@ -563,16 +567,20 @@ def _inplace_inside(inplace: bool) -> nn.Module:
     from .test_lee import AddOne, AddOneInPlace
 
     torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1),
-        nn.ReLU(inplace=inplace),
-        nn.Conv2d(4, 4, 3, padding=1),
-        AddOneInPlace() if inplace else AddOne(),
-        nn.Tanh(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(4, 5),
-    ).double().eval()
+    return (
+        nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1),
+            nn.ReLU(inplace=inplace),
+            nn.Conv2d(4, 4, 3, padding=1),
+            AddOneInPlace() if inplace else AddOne(),
+            nn.Tanh(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(4, 5),
+        )
+        .double()
+        .eval()
+    )
 
 
 @pytest.mark.parametrize("mode", ["local", "cumulative"])

@@ -21,7 +21,6 @@ from liecore import ActivationLayouts, Layout
 timm = pytest.importorskip("timm")
 
 
-
 def _create(name: str, size: int, **kw):
     return lambda: (timm.create_model(name, pretrained=False, num_classes=10, **kw), size)
 
@@ -58,7 +57,9 @@ FAMILIES = {
     "deit (distillation token)": _create("deit_tiny_distilled_patch16_224", 64, img_size=64, depth=2),
     "beit": _create("beit_base_patch16_224", 64, img_size=64, depth=1, embed_dim=64, num_heads=2),
     "eva02 (rope)": _create("eva02_tiny_patch14_224", 56, img_size=56, depth=1),
-    "swin (NHWC)": _create("swin_tiny_patch4_window7_224", 56, img_size=56, depths=(1, 1), num_heads=(1, 2), embed_dim=32),
+    "swin (NHWC)": _create(
+        "swin_tiny_patch4_window7_224", 56, img_size=56, depths=(1, 1), num_heads=(1, 2), embed_dim=32
+    ),
     "mlp-mixer": _mixer(res=False),
     "resmlp": _mixer(res=True),
     "coatnet (hybrid)": _create("test_coatnet", 64, img_size=64),

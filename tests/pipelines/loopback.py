@@ -34,21 +34,30 @@ def free_port() -> int:
 
 def node_ports() -> list[str]:
     """Ports of one node's own processes (two nodes on one machine must not share any)."""
-    return [f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
-            f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-            f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
+    return [
+        f"--node-manager-port={free_port()}",
+        f"--object-manager-port={free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+    ]
 
 
 def lee(args, env, timeout=240, cwd=REPO) -> subprocess.CompletedProcess:
     """``python -m pipelines ARGS`` (the ``lee`` command of this checkout) in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "pipelines", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def user_env(token: str | None, home: str) -> dict[str, str]:
     """A user's environment: the token (if any) in RAY_AUTH_TOKEN, RAY_AUTH_MODE unset, no ~/.ray."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN",
-                                                            "RAY_AUTH_TOKEN_PATH")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+    }
     env["HOME"] = home
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     if token is not None:
@@ -65,8 +74,16 @@ def running_row(out: Path, *, node: str | None = None, not_pid: int | None = Non
         rows = Store(str(out)).runs().to_pylist()
     except Exception:  # noqa: BLE001 - a row file being renamed into place
         return None
-    return next((r for r in rows if r["error_type"] == "Interrupted" and (node is None or r["node_id"] == node)
-                 and (not_pid is None or r["pid"] != not_pid)), None)
+    return next(
+        (
+            r
+            for r in rows
+            if r["error_type"] == "Interrupted"
+            and (node is None or r["node_id"] == node)
+            and (not_pid is None or r["pid"] != not_pid)
+        ),
+        None,
+    )
 
 
 def descendants(pid: int) -> list[int]:
@@ -143,15 +160,34 @@ class LoopbackCluster:
     def _common(self) -> list[str]:
         temp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Unix socket paths
         self.temps.append(temp)
-        return ["--block", "--node-ip-address=127.0.0.1", f"--num-cpus={self.num_cpus}",
-                "--object-store-memory=150000000", "--disable-usage-stats", f"--temp-dir={temp}", *node_ports()]
+        return [
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--num-cpus={self.num_cpus}",
+            "--object-store-memory=150000000",
+            "--disable-usage-stats",
+            f"--temp-dir={temp}",
+            *node_ports(),
+        ]
 
     def start(self, timeout: float = 120) -> LoopbackCluster:
         self.head = subprocess.Popen(
-            ["ray", "start", "--head", *self._common(), f"--port={self._port}", "--include-dashboard=true",
-             "--dashboard-host=127.0.0.1", f"--dashboard-port={self._dash}",
-             f"--ray-client-server-port={free_port()}"],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            [
+                "ray",
+                "start",
+                "--head",
+                *self._common(),
+                f"--port={self._port}",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self._dash}",
+                f"--ray-client-server-port={free_port()}",
+            ],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.time() + timeout
         while True:  # the job server answers once the head is up
             r = lee(["status", "--address", self.address], self.env)
@@ -168,11 +204,12 @@ class LoopbackCluster:
 
     def _query_nodes(self) -> list[str] | None:
         """Sorted ids of the alive nodes; None when the cluster did not answer (a busy machine: ask again)."""
-        code = (f"import json, ray; ray.init(address={self.gcs!r}, log_to_driver=False); "
-                "print('NODES', json.dumps(sorted(n['NodeID'] for n in ray.nodes() if n['Alive'])))")
+        code = (
+            f"import json, ray; ray.init(address={self.gcs!r}, log_to_driver=False); "
+            "print('NODES', json.dumps(sorted(n['NodeID'] for n in ray.nodes() if n['Alive'])))"
+        )
         try:
-            r = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True,
-                               timeout=60)
+            r = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=60)
         except subprocess.TimeoutExpired:
             return None
         found = [line for line in r.stdout.splitlines() if line.startswith("NODES ")]  # Ray may print too
@@ -199,7 +236,11 @@ class LoopbackCluster:
             with open(log, "wb") as fh:
                 self.worker = subprocess.Popen(
                     ["ray", "start", f"--address={self.gcs}", *self._common()],
-                    env=self.env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+                    env=self.env,
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             while time.time() < deadline and self.worker.poll() is None:
                 nodes = self.alive_nodes()
                 new = set(nodes) - before
@@ -224,8 +265,13 @@ class LoopbackCluster:
             log = Path(tempfile.mkdtemp(prefix="rcn", dir="/tmp")) / "node.log"
             self.temps.append(str(log.parent))
             with open(log, "wb") as fh:
-                proc = subprocess.Popen(["ray", "start", f"--address={self.gcs}", *self._common(), *args],
-                                        env=self.env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+                proc = subprocess.Popen(
+                    ["ray", "start", f"--address={self.gcs}", *self._common(), *args],
+                    env=self.env,
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             self.extra.append(proc)
             while time.time() < deadline and proc.poll() is None:
                 new = set(self.alive_nodes()) - before

@@ -40,8 +40,9 @@ def test_unreachable_uri(capsys):
 
 def test_config_file_base_and_flag_override(tmp_path, capsys):
     cfg = tmp_path / "run.yaml"
-    cfg.write_text("models: [test_resnet.r160_in1k, test_vit.r160_in1k]\ndatasets: sample-test\nlimit: 3\n"
-                   "generators: [rotate]\n")
+    cfg.write_text(
+        "models: [test_resnet.r160_in1k, test_vit.r160_in1k]\ndatasets: sample-test\nlimit: 3\ngenerators: [rotate]\n"
+    )
     assert main(["eval", "--config", str(cfg), "--limit", "2", "-r", str(tmp_path / "r"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "test_vit.r160_in1k" in out and "2 units, 2 to run" in out

@@ -29,8 +29,9 @@ _lee, _user_env = lee, user_env
 def test_sweep_runs_on_both_nodes_with_the_token_found_by_lee(cluster, tmp_path):
     gcs, _, token, nodes = cluster
     out = tmp_path / "res"
-    r = _lee(["eval", "--address", gcs, "-m", ",".join(MODELS[:2]), *SWEEP, "-r", str(out)],
-             _user_env(token, str(tmp_path)))
+    r = _lee(
+        ["eval", "--address", gcs, "-m", ",".join(MODELS[:2]), *SWEEP, "-r", str(out)], _user_env(token, str(tmp_path))
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 computed" in r.stdout
     # Progress off a terminal: one log line per finished unit, naming the node that ran it.
@@ -54,8 +55,14 @@ def test_job_runs_on_both_nodes_and_its_log_shows_progress_while_it_runs(cluster
     revs.add(git_revision(str(REPO)))
     assert sub.returncode == 0, sub.stderr
     job_id = sub.stdout.strip().splitlines()[-1]
-    follow = subprocess.Popen([sys.executable, "-m", "pipelines", "logs", job_id, "--address", address, "--follow"],
-                              env=env, cwd=REPO, stdout=subprocess.PIPE, text=True, bufsize=1)
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "pipelines", "logs", job_id, "--address", address, "--follow"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    )
     arrivals = []  # (seconds since start, line) as `lee logs --follow` prints them
     t0 = time.time()
     try:
@@ -87,8 +94,9 @@ def test_auth_failures_are_one_error_line_naming_the_fix(cluster, tmp_path):
     gcs, address, _, _ = cluster
     no_token, bad_token = _user_env(None, str(tmp_path)), _user_env("0" * 64, str(tmp_path))
     t0 = time.time()
-    err = _one_error_line(_lee(["eval", "--address", gcs, "-m", MODELS[0], *SWEEP, "-r", str(tmp_path / "r")],
-                               no_token))
+    err = _one_error_line(
+        _lee(["eval", "--address", gcs, "-m", MODELS[0], *SWEEP, "-r", str(tmp_path / "r")], no_token)
+    )
     assert time.time() - t0 < 60  # not Ray's 20 s of retries per attempt
     assert "requires token authentication and no token was found" in err and "RAY_AUTH_TOKEN" in err
     assert "ray get-auth-token" in err
@@ -96,8 +104,9 @@ def test_auth_failures_are_one_error_line_naming_the_fix(cluster, tmp_path):
     assert "no token was found" in err and "RAY_AUTH_TOKEN" in err
     err = _one_error_line(_lee(["logs", "nosuchjob", "--address", address], bad_token))
     assert "rejected the token from RAY_AUTH_TOKEN" in err
-    err = _one_error_line(_lee(["submit", "--address", address, "--", "-m", MODELS[0], *SWEEP,
-                                "-r", str(tmp_path / "r")], bad_token))
+    err = _one_error_line(
+        _lee(["submit", "--address", address, "--", "-m", MODELS[0], *SWEEP, "-r", str(tmp_path / "r")], bad_token)
+    )
     assert "rejected the token from RAY_AUTH_TOKEN" in err
     # The token in ~/.ray/auth_token is found too (RAY_AUTH_MODE unset).
     home = tmp_path / "home"
@@ -125,8 +134,26 @@ def test_submit_reevaluate_runs_as_a_job_and_is_resubmitted_when_its_supervisor_
     out = tmp_path / "res"
     revs = {git_revision(str(REPO))}
     # the shipped example run.yaml (sent relative to the uploaded project), its costly keys overridden
-    argv = [sys.executable, "-m", "pipelines", "submit", "--address", address, "--wait", "--", "reevaluate",
-            "--config", "examples/run.yaml", "-m", ",".join(MODELS), *SWEEP, "--weights", "random", "-r", str(out)]
+    argv = [
+        sys.executable,
+        "-m",
+        "pipelines",
+        "submit",
+        "--address",
+        address,
+        "--wait",
+        "--",
+        "reevaluate",
+        "--config",
+        "examples/run.yaml",
+        "-m",
+        ",".join(MODELS),
+        *SWEEP,
+        "--weights",
+        "random",
+        "-r",
+        str(out),
+    ]
     proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # kill the job's supervisor (and so its driver) once a unit runs: Ray's memory monitor would do the same
@@ -159,10 +186,31 @@ def test_losing_the_worker_node_mid_sweep_finishes_on_the_head(cluster, tmp_path
     worker = cluster.worker_node
     out = tmp_path / "res"
     models = [*MODELS, "test_efficientnet.r160_in1k"]
-    argv = [sys.executable, "-m", "pipelines", "eval", "--address", gcs, "-m", ",".join(models), "-d", "sample-test",
-            "-n", "8", "--img-size", "32", "-g", "translate_x,rotate", "--weights", "random", "-r", str(out)]
-    proc = subprocess.Popen(argv, env=_user_env(token, str(tmp_path)), cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "pipelines",
+        "eval",
+        "--address",
+        gcs,
+        "-m",
+        ",".join(models),
+        "-d",
+        "sample-test",
+        "-n",
+        "8",
+        "--img-size",
+        "32",
+        "-g",
+        "translate_x,rotate",
+        "--weights",
+        "random",
+        "-r",
+        str(out),
+    ]
+    proc = subprocess.Popen(
+        argv, env=_user_env(token, str(tmp_path)), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         row = _wait_for(lambda: running_row(out, node=worker) or proc.poll(), 180, "a unit to start on the worker node")
         assert isinstance(row, dict), "the sweep ended before a unit ran on the worker node"

@@ -22,7 +22,9 @@ def _check_same_as_catalog(loaded, ref, n: int, driver: bool) -> None:
     want = ref.images[:n]
     assert loaded.info.fingerprint == ref.fingerprint
     assert loaded.info.n_images == len(want)
-    assert all(isinstance(s, dict) for s in loaded.shards) if driver else all(isinstance(s, Shard) for s in loaded.shards)
+    assert (
+        all(isinstance(s, dict) for s in loaded.shards) if driver else all(isinstance(s, Shard) for s in loaded.shards)
+    )
     got = [resolve_shard(s) for s in loaded.shards]
     assert [i for g in got for i in g["ids"]] == [im.image_id for im in want]
     assert [v for g in got for v in g["labels"]] == [im.label for im in want]
@@ -52,15 +54,26 @@ def test_folder_with_corrupt_and_odd_mode_images(ray_session, tmp_path: Path, dr
 def test_parquet_struct_column_in_memory_filesystem(ray_session, driver: bool) -> None:
     fs = fsspec.filesystem("memory")
     photos = [_photo(i, (16, 24)) for i in range(6)]
-    table = pa.table({
-        "img": [{"bytes": _png(p), "path": None} for p in photos[:2]] + [{"bytes": b"garbage", "path": None}]
-        + [{"bytes": _png(p), "path": None} for p in photos[3:]],
-        "fine_label": list(range(6)),
-    })
+    table = pa.table(
+        {
+            "img": [{"bytes": _png(p), "path": None} for p in photos[:2]]
+            + [{"bytes": b"garbage", "path": None}]
+            + [{"bytes": _png(p), "path": None} for p in photos[3:]],
+            "fine_label": list(range(6)),
+        }
+    )
     with fs.open(f"/lee-data-{driver}/hf.parquet", "wb") as fh:
         pq.write_table(table, fh, row_group_size=2)
-    spec = catalog.DatasetSpec(name="hf", uri=f"memory://lee-data-{driver}/hf.parquet", format="parquet",
-                               image_column="img", label_column="fine_label", id_column=None, n=5, seed=3)
+    spec = catalog.DatasetSpec(
+        name="hf",
+        uri=f"memory://lee-data-{driver}/hf.parquet",
+        format="parquet",
+        image_column="img",
+        label_column="fine_label",
+        id_column=None,
+        n=5,
+        seed=3,
+    )
     try:
         ref = catalog.load_dataset(spec)
         for n in (2, 4):
@@ -82,8 +95,20 @@ def test_dry_run_reports_skipped_images(tmp_path: Path, capsys) -> None:
     _write_folder(tmp_path / "data")
     ds_file = tmp_path / "datasets.yaml"
     ds_file.write_text(f"datasets:\n  - {{name: local, uri: '{tmp_path / 'data'}', format: imagefolder}}\n")
-    args = ["eval", "--dry-run", "-m", "test_resnet.r160_in1k", "-d", str(ds_file), "-n", "5", "-g", "rotate",
-            "-r", str(tmp_path / "r")]
+    args = [
+        "eval",
+        "--dry-run",
+        "-m",
+        "test_resnet.r160_in1k",
+        "-d",
+        str(ds_file),
+        "-n",
+        "5",
+        "-g",
+        "rotate",
+        "-r",
+        str(tmp_path / "r"),
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "image(s) skipped (unreadable or undecodable), 5 used" in out and "cat/truncated.png" in out

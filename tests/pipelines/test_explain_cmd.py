@@ -30,8 +30,23 @@ def test_lee_explain_writes_overlays_layer_maps_and_an_index(tmp_path, capsys):
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(img)
     out = tmp_path / "explain"
-    args = ["explain", "-m", "test_resnet.r160_in1k", "--img-size", "32", "--image", str(img), "--weights",
-            "random", "-g", "translate_x,rotate", "--top-layers", "2", "-o", str(out)]
+    args = [
+        "explain",
+        "-m",
+        "test_resnet.r160_in1k",
+        "--img-size",
+        "32",
+        "--image",
+        str(img),
+        "--weights",
+        "random",
+        "-g",
+        "translate_x,rotate",
+        "--top-layers",
+        "2",
+        "-o",
+        str(out),
+    ]
     assert main(args) == 0
     index = (out / "index.html").read_text()
     pngs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))

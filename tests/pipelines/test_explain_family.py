@@ -27,8 +27,16 @@ IMG, N = 32, 2
 def _config(output, **kw):
     from pipelines.spec.config import SweepConfig
 
-    base = dict(models=[MODEL], datasets=["sample-test"], generators=list(GENS), images=N, img_size=IMG,
-                output=str(output), batch_size=4, metrics=["explain"])
+    base = dict(
+        models=[MODEL],
+        datasets=["sample-test"],
+        generators=list(GENS),
+        images=N,
+        img_size=IMG,
+        output=str(output),
+        batch_size=4,
+        metrics=["explain"],
+    )
     base.update(kw)
     return SweepConfig(**base)
 
@@ -74,8 +82,14 @@ def test_explain_rows_equal_liecore_directly(explain_sweep):
     images = catalog.load_dataset(catalog.get_dataset("sample-test")).images[:N]
     loaded = catalog.build_model(catalog.get_model(MODEL).replace(img_size=IMG), weights="auto", device="cpu")
     x = loaded.preprocess([im.array for im in images])
-    res = liecore.explain_all(loaded.model, x, GENS, layouts=activation_layouts(loaded.model),
-                              mean=loaded.data_config["mean"], std=loaded.data_config["std"])
+    res = liecore.explain_all(
+        loaded.model,
+        x,
+        GENS,
+        layouts=activation_layouts(loaded.model),
+        mean=loaded.data_config["mean"],
+        std=loaded.data_config["std"],
+    )
     t = Store(cfg.output).read_table("explain").to_pandas()
     for g, e in res.items():
         img = t[(t.kind == "image") & (t.generator == g)].sort_values("sample_index")
@@ -85,13 +99,16 @@ def test_explain_rows_equal_liecore_directly(explain_sweep):
         torch.testing.assert_close(torch.tensor(img.total.to_numpy()), e.image_map.sum((1, 2)), rtol=1e-4, atol=1e-6)
         # texture: the input's gradient energy by central differences, summed on the 16 x 16 cells (2 x 2 px each)
         xd = x.to(torch.float64)
-        gy = torch.cat([xd[:, :, 1:2] - xd[:, :, :1], (xd[:, :, 2:] - xd[:, :, :-2]) / 2, xd[:, :, -1:] - xd[:, :, -2:-1]], 2)
+        gy = torch.cat(
+            [xd[:, :, 1:2] - xd[:, :, :1], (xd[:, :, 2:] - xd[:, :, :-2]) / 2, xd[:, :, -1:] - xd[:, :, -2:-1]], 2
+        )
         gx = torch.cat([xd[..., 1:2] - xd[..., :1], (xd[..., 2:] - xd[..., :-2]) / 2, xd[..., -1:] - xd[..., -2:-1]], 3)
         energy = (gy**2 + gx**2).sum(1)
         torch.testing.assert_close(texture_map(x), energy)
         cells = energy.reshape(N, 16, 2, 16, 2).sum((2, 4)).flatten(1)
-        np.testing.assert_allclose(np.stack(img.texture.to_numpy()), (cells / cells.sum(1, keepdim=True)).numpy(),
-                                   rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(
+            np.stack(img.texture.to_numpy()), (cells / cells.sum(1, keepdim=True)).numpy(), rtol=1e-9, atol=1e-12
+        )
 
 
 def test_explain_units_skip_resume_and_reevaluate(explain_sweep, tmp_path, capsys):
@@ -102,20 +119,59 @@ def test_explain_units_skip_resume_and_reevaluate(explain_sweep, tmp_path, capsy
     unit = result.rows[0]["unit"]
     shutil.rmtree(root / "runs" / f"unit={unit}")  # as if killed before its runs row
     assert [u.key for u in plan(_config(root)).todo] == [unit]
-    args = ["reevaluate", "--dry-run", "-r", str(root), "-m", MODEL, "-d", "sample-test", "-g", ",".join(GENS),
-            "-n", str(N), "--img-size", str(IMG), "--metrics", "explain"]
+    args = [
+        "reevaluate",
+        "--dry-run",
+        "-r",
+        str(root),
+        "-m",
+        MODEL,
+        "-d",
+        "sample-test",
+        "-g",
+        ",".join(GENS),
+        "-n",
+        str(N),
+        "--img-size",
+        str(IMG),
+        "--metrics",
+        "explain",
+    ]
     assert main(args) == 0
     assert unit in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("analysis, statistics", [("border_share", {"border_share", "located_share"}),
-                                                  ("layer_location", {"layer_share", "cell_share"}),
-                                                  ("texture", {"texture_rho", "textured_share"})])
+@pytest.mark.parametrize(
+    "analysis, statistics",
+    [
+        ("border_share", {"border_share", "located_share"}),
+        ("layer_location", {"layer_share", "cell_share"}),
+        ("texture", {"texture_rho", "textured_share"}),
+    ],
+)
 def test_named_analyses_answer_in_lee_query(explain_sweep, tmp_path, analysis, statistics):
     cfg, _ = explain_sweep
     out = tmp_path / f"{analysis}.json"
-    assert main(["query", "-r", cfg.output, "--analysis", analysis, "--weights", "any", "--n-boot", "200",
-                 "--format", "json", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "query",
+                "-r",
+                cfg.output,
+                "--analysis",
+                analysis,
+                "--weights",
+                "any",
+                "--n-boot",
+                "200",
+                "--format",
+                "json",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = json.loads(out.read_text())
     rows = rows["rows"] if isinstance(rows, dict) else rows
     assert {r["statistic"] for r in rows} == statistics
@@ -125,7 +181,9 @@ def test_named_analyses_answer_in_lee_query(explain_sweep, tmp_path, analysis, s
     if analysis == "border_share":
         by_k = {(r["generator"], r["border_px"]): r for r in rows if r["statistic"] == "border_share"}
         for g in GENS:  # more of the image, more of the share... not necessarily, but the area grows
-            assert by_k[(g, 16)]["area_fraction"] == 1.0 and by_k[(g, 1)]["area_fraction"] == pytest.approx(1 - 30 * 30 / 32**2)
+            assert by_k[(g, 16)]["area_fraction"] == 1.0 and by_k[(g, 1)]["area_fraction"] == pytest.approx(
+                1 - 30 * 30 / 32**2
+            )
             located = next(r for r in rows if r["generator"] == g and r["statistic"] == "located_share")
             assert by_k[(g, 16)]["estimate"] == pytest.approx(located["estimate"], abs=1e-9)  # all pixels
 

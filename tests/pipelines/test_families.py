@@ -56,8 +56,12 @@ def test_shift_consistency_gives_every_model_windows_of_its_input_size() -> None
     windows = seen[: 2 * 5]  # shift consistency runs first: 5 pairs of windows
     assert all(t.shape[-2:] == (h, w) for t in seen)
     for t in windows:  # each window is the enlarged crop at some offset in 0..31
-        hits = [(i, j) for i in range(SHIFT_MARGIN) for j in range(SHIFT_MARGIN)
-                if torch.equal(x_margin[0, :, i:i + h, j:j + w], t[0])]
+        hits = [
+            (i, j)
+            for i in range(SHIFT_MARGIN)
+            for j in range(SHIFT_MARGIN)
+            if torch.equal(x_margin[0, :, i : i + h, j : j + w], t[0])
+        ]
         assert len(hits) >= 1
     with pytest.raises(ValueError, match="x_margin"):
         compute_alt(loaded.model, x, config=config, mean=None, std=None, seed=0)

@@ -25,8 +25,21 @@ def test_first_run_explains_itself(ray_session, tmp_path, capsys):
     torch.manual_seed(0)
     torch.save(timm.create_model("test_resnet", pretrained=False).state_dict(), ckpt)
     root = tmp_path / "res"
-    common = ["--model", "test_resnet", "--checkpoint", str(ckpt), "-d", "sample-test", "-g", "translate_x,rotate",
-              "--img-size", "32", "-r", str(root), "--no-progress"]
+    common = [
+        "--model",
+        "test_resnet",
+        "--checkpoint",
+        str(ckpt),
+        "-d",
+        "sample-test",
+        "-g",
+        "translate_x,rotate",
+        "--img-size",
+        "32",
+        "-r",
+        str(root),
+        "--no-progress",
+    ]
 
     # 1. The layerwise step: a summary by layer type and the top layers, not "(no rows)".
     assert main(["eval", *common, "--metrics", "layerwise", "--layerwise-generators", "rotate", "--limit", "2"]) == 0
@@ -44,8 +57,9 @@ def test_first_run_explains_itself(ray_session, tmp_path, capsys):
 
     # 2. The LEE step by the paper's statistic, named as such in the header, then where the report is.
     report = tmp_path / "rep"
-    assert main(["eval", *common, "--metrics", "lee", "--limit", "3", "--stat", "mean_abs",
-                 "--report", str(report)]) == 0
+    assert (
+        main(["eval", *common, "--metrics", "lee", "--limit", "3", "--stat", "mean_abs", "--report", str(report)]) == 0
+    )
     out = capsys.readouterr().out
     assert "mean_abs = E_x mean_c |L_X f(x)_c| (the paper's tables' statistic, not the LEE)" in out
     header = next(ln for ln in out.splitlines() if ln.startswith("model "))

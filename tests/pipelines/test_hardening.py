@@ -31,8 +31,15 @@ MODEL = "test_resnet.r160_in1k"
 
 
 def _config(out, **kw) -> SweepConfig:
-    base = dict(models=[MODEL], datasets=["sample-test"], generators=["rotate"], images=3, img_size=32,
-                output=str(out), batch_size=4)
+    base = dict(
+        models=[MODEL],
+        datasets=["sample-test"],
+        generators=["rotate"],
+        images=3,
+        img_size=32,
+        output=str(out),
+        batch_size=4,
+    )
     base.update(kw)
     return SweepConfig(**base)
 
@@ -40,8 +47,16 @@ def _config(out, **kw) -> SweepConfig:
 def _run_todo(cfg: SweepConfig, sweep_id: str = "test") -> list[dict]:
     p = plan(cfg, dry_run=True)
     runner = UnitRunner(cfg.output)
-    return [runner.run(u, p.datasets[u.dataset.name].shards, sweep_id, attempt=p.attempts.get(u.key, 0) + 1,
-                       batch_size=cfg.batch_size) for u in p.todo]
+    return [
+        runner.run(
+            u,
+            p.datasets[u.dataset.name].shards,
+            sweep_id,
+            attempt=p.attempts.get(u.key, 0) + 1,
+            batch_size=cfg.batch_size,
+        )
+        for u in p.todo
+    ]
 
 
 def _truncate(path: str, keep: int = 100) -> None:
@@ -65,8 +80,29 @@ def test_a_done_unit_with_unreadable_data_is_redone(tmp_path, capsys):
     assert reasons == {first["unit"]: "data unreadable"}
     from pipelines.cli import main
 
-    assert main(["eval", "-m", MODEL, "-d", "sample-test", "-g", "rotate", "-n", "3", "--img-size", "32",
-                 "--batch-size", "4", "-r", cfg.output, "--dry-run"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "-m",
+                MODEL,
+                "-d",
+                "sample-test",
+                "-g",
+                "rotate",
+                "-n",
+                "3",
+                "--img-size",
+                "32",
+                "--batch-size",
+                "4",
+                "-r",
+                cfg.output,
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
     row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(first["unit"]))
     assert row.split()[-3:] == ["todo", "data", "unreadable"]  # action, stored
     assert [f.kind for f in verify_root(cfg.output)[0]] == ["data unreadable"]
@@ -165,8 +201,12 @@ def test_two_writers_compute_a_unit_once_and_count_attempts(tmp_path, force):
     p = plan(cfg, dry_run=True)  # this run plans before the other starts
     (u,) = p.todo
     planned = p.attempts.get(u.key, 0) + 1
-    other = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, json.dumps(cfg.to_dict()), str(planned)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    other = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_WRITER, json.dumps(cfg.to_dict()), str(planned)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     store = Store(cfg.output)
     deadline = time.time() + 120
     while time.time() < deadline and store.run_status().get(u.key) != "failed":
@@ -207,9 +247,31 @@ def test_two_writers_compute_a_unit_once_and_count_attempts(tmp_path, force):
 def test_two_lee_eval_on_one_root_compute_each_unit_once(ray_session, tmp_path):
     out = tmp_path / "res"
     models = ["test_resnet.r160_in1k", "test_vit.r160_in1k", "test_convnext.r160_in1k"]
-    argv = [sys.executable, "-m", "pipelines", "eval", "--address", ray_session, "-r", str(out),
-            "-m", ",".join(models), "-d", "sample-test", "-n", "6", "--img-size", "32", "-g", "translate_x,rotate",
-            "--batch-size", "6", "--actors", "1", "--no-progress"]
+    argv = [
+        sys.executable,
+        "-m",
+        "pipelines",
+        "eval",
+        "--address",
+        ray_session,
+        "-r",
+        str(out),
+        "-m",
+        ",".join(models),
+        "-d",
+        "sample-test",
+        "-n",
+        "6",
+        "--img-size",
+        "32",
+        "-g",
+        "translate_x,rotate",
+        "--batch-size",
+        "6",
+        "--actors",
+        "1",
+        "--no-progress",
+    ]
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=400)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs

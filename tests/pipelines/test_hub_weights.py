@@ -36,8 +36,10 @@ def served_checkpoint(tmp_path: Path) -> Path:
 
     model = catalog.build_model("test_resnet.r160_in1k", weights="random").model
     gen = torch.Generator().manual_seed(7)
-    state = {k: (v + 0.01 * torch.randn(v.shape, generator=gen) if v.is_floating_point() else v).contiguous()
-             for k, v in model.state_dict().items()}
+    state = {
+        k: (v + 0.01 * torch.randn(v.shape, generator=gen) if v.is_floating_point() else v).contiguous()
+        for k, v in model.state_dict().items()
+    }
     path = tmp_path / "served.safetensors"
     save_file(state, str(path))
     return path
@@ -46,8 +48,15 @@ def served_checkpoint(tmp_path: Path) -> Path:
 def _config(hub_catalog: Path, output: Path, **kw):
     from pipelines.spec.config import SweepConfig
 
-    base = dict(models=[str(hub_catalog)], datasets=["sample-test"], generators=["translate_x"], images=2,
-                img_size=32, output=str(output), batch_size=2)
+    base = dict(
+        models=[str(hub_catalog)],
+        datasets=["sample-test"],
+        generators=["translate_x"],
+        images=2,
+        img_size=32,
+        output=str(output),
+        batch_size=2,
+    )
     return SweepConfig(**(base | kw))
 
 
@@ -96,8 +105,26 @@ def test_lee_eval_falls_back_loudly_offline_and_downloads_hub_weights_online(
         # in the summary and in the row; the hub is not asked.
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
         monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
-        assert main(["eval", "-m", str(hub_catalog), "-d", "sample-test", "-n", "2", "-g", "translate_x",
-                     "--img-size", "32", "-r", str(root)]) == 0
+        assert (
+            main(
+                [
+                    "eval",
+                    "-m",
+                    str(hub_catalog),
+                    "-d",
+                    "sample-test",
+                    "-n",
+                    "2",
+                    "-g",
+                    "translate_x",
+                    "--img-size",
+                    "32",
+                    "-r",
+                    str(root),
+                ]
+            )
+            == 0
+        )
         out, err = capsys.readouterr()
         assert hub.requests == []
         assert "warning: RANDOM-INIT" in err and MODEL in err and "HF_HUB_OFFLINE" in err, err
@@ -121,8 +148,24 @@ def test_lee_eval_falls_back_loudly_offline_and_downloads_hub_weights_online(
         env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_HUB_CACHE", "RAY_ADDRESS")}
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         env["HF_HOME"] = str(tmp_path / "hf")
-        args = [sys.executable, "-m", "pipelines", "eval", "-m", str(hub_catalog), "-d", "sample-test", "-n", "2",
-                "-g", "translate_x", "--img-size", "32", "-r", str(root)]
+        args = [
+            sys.executable,
+            "-m",
+            "pipelines",
+            "eval",
+            "-m",
+            str(hub_catalog),
+            "-d",
+            "sample-test",
+            "-n",
+            "2",
+            "-g",
+            "translate_x",
+            "--img-size",
+            "32",
+            "-r",
+            str(root),
+        ]
         online = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert online.returncode == 0, online.stderr
         assert "RANDOM-INIT" not in online.stderr + online.stdout, online.stderr

@@ -16,21 +16,43 @@ MODEL = "test_resnet.r160_in1k"
 
 
 def test_an_img_size_beyond_memory_is_refused_with_the_numbers(tmp_path, capsys):
-    code = main(["eval", "-m", MODEL, "-d", "sample-test", "-g", "rotate", "-n", "2", "--img-size", "100000",
-                 "-r", str(tmp_path / "r"), "--dry-run"])
+    code = main(
+        [
+            "eval",
+            "-m",
+            MODEL,
+            "-d",
+            "sample-test",
+            "-g",
+            "rotate",
+            "-n",
+            "2",
+            "--img-size",
+            "100000",
+            "-r",
+            str(tmp_path / "r"),
+            "--dry-run",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and not (tmp_path / "r").exists()
     have, where = available_memory()
     need, ref, side = derivative_bytes(catalog.get_model(MODEL), 100000)
     assert need == int(ref * (100000 / side) ** 2 * JVP_FACTOR) and need > have
-    m = re.search(r"--img-size 100000 is too large for test_resnet\.r160_in1k: one image's derivative needs at least "
-                  r"([\d.]+) TiB .* this machine has ([\d.]+) GiB \((.*)\); sizes above about (\d+) px cannot fit", err)
+    m = re.search(
+        r"--img-size 100000 is too large for test_resnet\.r160_in1k: one image's derivative needs at least "
+        r"([\d.]+) TiB .* this machine has ([\d.]+) GiB \((.*)\); sizes above about (\d+) px cannot fit",
+        err,
+    )
     assert m, err
     assert float(m[1]) == pytest.approx(need / 2**40, rel=1e-2) and float(m[2]) == pytest.approx(have / 2**30, rel=1e-2)
     assert m[3] == where
     limit = int(m[4])
-    assert derivative_bytes(catalog.get_model(MODEL), limit)[0] <= have < derivative_bytes(
-        catalog.get_model(MODEL), limit + 2)[0]
+    assert (
+        derivative_bytes(catalog.get_model(MODEL), limit)[0]
+        <= have
+        < derivative_bytes(catalog.get_model(MODEL), limit + 2)[0]
+    )
 
 
 def test_the_bound_follows_the_memory_given():

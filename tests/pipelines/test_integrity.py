@@ -21,20 +21,49 @@ from tests.analysis.test_integrity import flip_mid_file, rewrite_values_same_siz
 pytestmark = pytest.mark.slow
 
 MODEL = "test_resnet.r160_in1k"
-EVAL = ["eval", "-m", MODEL, "-d", "sample-test", "-g", "rotate", "-n", "3", "--img-size", "32", "--batch-size", "4",
-        "--dry-run"]
+EVAL = [
+    "eval",
+    "-m",
+    MODEL,
+    "-d",
+    "sample-test",
+    "-g",
+    "rotate",
+    "-n",
+    "3",
+    "--img-size",
+    "32",
+    "--batch-size",
+    "4",
+    "--dry-run",
+]
 
 
 def _run_todo(cfg: SweepConfig) -> list[dict]:
     p = plan(cfg, dry_run=True)
     runner = UnitRunner(cfg.output)
-    return [runner.run(u, p.datasets[u.dataset.name].shards, "test", attempt=p.attempts.get(u.key, 0) + 1,
-                       batch_size=cfg.batch_size) for u in p.todo]
+    return [
+        runner.run(
+            u,
+            p.datasets[u.dataset.name].shards,
+            "test",
+            attempt=p.attempts.get(u.key, 0) + 1,
+            batch_size=cfg.batch_size,
+        )
+        for u in p.todo
+    ]
 
 
 def test_a_changed_data_file_is_redone(tmp_path, capsys):
-    cfg = SweepConfig(models=[MODEL], datasets=["sample-test"], generators=["rotate"], images=3, img_size=32,
-                      output=str(tmp_path / "r"), batch_size=4)
+    cfg = SweepConfig(
+        models=[MODEL],
+        datasets=["sample-test"],
+        generators=["rotate"],
+        images=3,
+        img_size=32,
+        output=str(tmp_path / "r"),
+        batch_size=4,
+    )
     (first,) = _run_todo(cfg)
     unit = first["unit"]
     (path,) = glob.glob(f"{cfg.output}/lee/model=*/dataset=*/unit={unit}/part-0.parquet")

@@ -42,8 +42,31 @@ def _s3fs():
 
 
 def _eval_argv(address: str, out: str, models: str, datasets: str, n: int = N_IMAGES) -> list[str]:
-    return [sys.executable, "-m", "pipelines", "eval", "--address", address, "-r", out, "-m", models, "-d", datasets,
-            "-n", str(n), "--img-size", "32", "-g", GENS, "--batch-size", "4", "--actors", "1", "--no-progress"]
+    return [
+        sys.executable,
+        "-m",
+        "pipelines",
+        "eval",
+        "--address",
+        address,
+        "-r",
+        out,
+        "-m",
+        models,
+        "-d",
+        datasets,
+        "-n",
+        str(n),
+        "--img-size",
+        "32",
+        "-g",
+        GENS,
+        "--batch-size",
+        "4",
+        "--actors",
+        "1",
+        "--no-progress",
+    ]
 
 
 def _computed(text: str) -> int:
@@ -73,11 +96,18 @@ def _inputs(base: Path, fs, prefix: str) -> dict[str, str]:
     out = {}
     for where, root in (("local", str(local)), ("s3", f"s3://{prefix}")):
         ds = f"datasets:\n  - {{name: osimgs, uri: '{root}/imgs', format: imagefolder, role: test}}\n"
-        first = (f"  - {{name: {MODELS[0][0]}, arch: {MODELS[0][1]}, source: file, checkpoint: '{root}/ckpt/m.safetensors', "
-                 f"family: cnn, training: {training}}}\n")
-        models = "name: os\nmodels:\n" + first + "".join(
-            f"  - {{name: {name}, arch: {arch}, source: random, family: {'vit' if 'vit' in arch else 'cnn'}}}\n"
-            for name, arch in MODELS[1:])
+        first = (
+            f"  - {{name: {MODELS[0][0]}, arch: {MODELS[0][1]}, source: file, checkpoint: '{root}/ckpt/m.safetensors', "
+            f"family: cnn, training: {training}}}\n"
+        )
+        models = (
+            "name: os\nmodels:\n"
+            + first
+            + "".join(
+                f"  - {{name: {name}, arch: {arch}, source: random, family: {'vit' if 'vit' in arch else 'cnn'}}}\n"
+                for name, arch in MODELS[1:]
+            )
+        )
         (local / f"datasets-{where}.yaml").write_text(ds)
         (local / f"models-{where}.yaml").write_text(models)
         out[f"{where}_datasets"] = f"{root}/datasets-{where}.yaml"
@@ -108,16 +138,24 @@ def sweeps(s3_endpoint, ray_session, tmp_path_factory):
     outs = [p.communicate(timeout=300)[0] for p in procs]
     s3_s = time.perf_counter() - t0
     assert all(p.returncode == 0 for p in procs), outs
-    print(f"\ntiny sweep ({len(MODELS)} units): local root {local_s:.1f} s (one lee eval, in this process), "
-          f"s3:// on moto {s3_s:.1f} s (two concurrent lee eval)")
-    return {"local": local, "s3": remote, "inputs": inputs, "s3_outputs": outs, "base": base,
-            "address": ray_session}
+    print(
+        f"\ntiny sweep ({len(MODELS)} units): local root {local_s:.1f} s (one lee eval, in this process), "
+        f"s3:// on moto {s3_s:.1f} s (two concurrent lee eval)"
+    )
+    return {"local": local, "s3": remote, "inputs": inputs, "s3_outputs": outs, "base": base, "address": ray_session}
 
 
 def _values(root: str) -> list[tuple]:
     t = Store(root).read_table("lee")
-    return sorted(zip(t.column("model").to_pylist(), t.column("sample_id").to_pylist(),
-                      t.column("generator").to_pylist(), t.column("value").to_pylist(), strict=True))
+    return sorted(
+        zip(
+            t.column("model").to_pylist(),
+            t.column("sample_id").to_pylist(),
+            t.column("generator").to_pylist(),
+            t.column("value").to_pylist(),
+            strict=True,
+        )
+    )
 
 
 # ------------------------------------------------------------------------------------------------ the sweep
@@ -127,8 +165,10 @@ def test_eval_on_s3_gives_the_local_values_and_each_unit_once(sweeps):
     assert [r[:3] for r in remote] == [r[:3] for r in local]
     np.testing.assert_allclose([r[3] for r in remote], [r[3] for r in local], rtol=1e-6, atol=0)
     # the checkpoint read from the bucket is the local one
-    sha = {w: {r["model"]: (r["weights"], r["weights_sha256"]) for r in Store(sweeps[w]).runs().to_pylist()}
-           for w in ("local", "s3")}
+    sha = {
+        w: {r["model"]: (r["weights"], r["weights_sha256"]) for r in Store(sweeps[w]).runs().to_pylist()}
+        for w in ("local", "s3")
+    }
     assert sha["s3"] == sha["local"] and sha["s3"][MODELS[0][0]][0] == "file" and sha["s3"][MODELS[0][0]][1]
     # two writers on one bucket root: each unit computed by exactly one of them, once
     assert sum(_computed(text) for text in sweeps["s3_outputs"]) == len(MODELS), sweeps["s3_outputs"]
@@ -182,11 +222,29 @@ def test_query_sql_report_reevaluate_and_zoo_summary_agree(sweeps, capsys, tmp_p
     texts: dict[str, list[str]] = {}
     for where, r in (("local", local), ("s3", remote)):
         models, datasets = sweeps["inputs"][f"{where}_models"], sweeps["inputs"][f"{where}_datasets"]
-        plan = _out(capsys, ["reevaluate", "-m", models, "-d", datasets, "-n", str(N_IMAGES), "--img-size", "32",
-                             "-g", GENS, "--dry-run", "-r", r])
+        plan = _out(
+            capsys,
+            [
+                "reevaluate",
+                "-m",
+                models,
+                "-d",
+                datasets,
+                "-n",
+                str(N_IMAGES),
+                "--img-size",
+                "32",
+                "-g",
+                GENS,
+                "--dry-run",
+                "-r",
+                r,
+            ],
+        )
         summary = _out(capsys, ["zoo", "summary", "--catalog", models, "-r", r])
-        texts[where] = [t.replace(r, "ROOT").replace(models, "MODELS").replace(datasets, "DATASETS")
-                        for t in (plan, summary)]
+        texts[where] = [
+            t.replace(r, "ROOT").replace(models, "MODELS").replace(datasets, "DATASETS") for t in (plan, summary)
+        ]
     assert texts["s3"] == texts["local"]
 
 
@@ -202,8 +260,17 @@ def test_query_reads_only_the_root_of_the_bucket(sweeps, capsys):
         err = capsys.readouterr().err
         assert "query refused" in err and "Permission Error" in err and "42" not in err
     # the root itself is readable directly
-    n = _out(capsys, ["query", "-r", sweeps["s3"], "--format", "json",
-                      f"SELECT count(*) AS n FROM read_parquet('s3://{BUCKET}/res/lee/*/*/*/*.parquet')"])
+    n = _out(
+        capsys,
+        [
+            "query",
+            "-r",
+            sweeps["s3"],
+            "--format",
+            "json",
+            f"SELECT count(*) AS n FROM read_parquet('s3://{BUCKET}/res/lee/*/*/*/*.parquet')",
+        ],
+    )
     assert json.loads(n) == [{"n": len(MODELS) * N_IMAGES * 2}]
 
 
@@ -222,10 +289,25 @@ def test_query_cannot_read_the_working_folders_tmp(sweeps, capsys, tmp_path, mon
 
 def test_a_missing_bucket_is_an_error_never_a_new_bucket(s3_endpoint, capsys):
     fs = _s3fs()
-    for argv in (["eval", "-m", "test_resnet.r160_in1k", "-d", "sample-test", "-n", "2", "--img-size", "32",
-                  "-g", "rotate", "-r", "s3://lee-no-such-bucket/res"],
-                 ["query", "-r", "s3://lee-no-such-bucket/res", "SELECT 1"],
-                 ["verify", "-r", "s3://lee-no-such-bucket/res"]):
+    for argv in (
+        [
+            "eval",
+            "-m",
+            "test_resnet.r160_in1k",
+            "-d",
+            "sample-test",
+            "-n",
+            "2",
+            "--img-size",
+            "32",
+            "-g",
+            "rotate",
+            "-r",
+            "s3://lee-no-such-bucket/res",
+        ],
+        ["query", "-r", "s3://lee-no-such-bucket/res", "SELECT 1"],
+        ["verify", "-r", "s3://lee-no-such-bucket/res"],
+    ):
         capsys.readouterr()
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
@@ -234,8 +316,7 @@ def test_a_missing_bucket_is_an_error_never_a_new_bucket(s3_endpoint, capsys):
 
 
 def test_kill_9_mid_sweep_on_s3_then_rerun_gives_each_unit_once(sweeps):
-    models = ["test_resnet.r160_in1k", "test_vit.r160_in1k", "test_convnext.r160_in1k",
-              "test_efficientnet.r160_in1k"]
+    models = ["test_resnet.r160_in1k", "test_vit.r160_in1k", "test_convnext.r160_in1k", "test_efficientnet.r160_in1k"]
     root = f"s3://{BUCKET}/killed"
     argv = _eval_argv(sweeps["address"], root, ",".join(models), sweeps["inputs"]["s3_datasets"])
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -275,16 +356,20 @@ def test_parquet_and_folder_datasets_read_from_s3_as_from_disk(s3_endpoint, tmp_
         Image.fromarray(p).save(buf, format="PNG")
         pngs.append(buf.getvalue())
     (tmp_path / "pq").mkdir()
-    pq.write_table(pa.table({"image_id": [f"r{i}" for i in range(5)], "image": pngs, "label": [0, 1, 0, 1, 0]}),
-                   tmp_path / "pq" / "part-0.parquet")
+    pq.write_table(
+        pa.table({"image_id": [f"r{i}" for i in range(5)], "image": pngs, "label": [0, 1, 0, 1, 0]}),
+        tmp_path / "pq" / "part-0.parquet",
+    )
     for i, png in enumerate(pngs):
         (tmp_path / "folder" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
         (tmp_path / "folder" / f"c{i % 2}" / f"{i}.png").write_bytes(png)
     fs.put(str(tmp_path / "pq"), f"{BUCKET}/ds/pq", recursive=True)
     fs.put(str(tmp_path / "folder"), f"{BUCKET}/ds/folder", recursive=True)
     for fmt, sub in (("parquet", "pq"), ("imagefolder", "folder")):
-        sets = [catalog.load_dataset(catalog.DatasetSpec(name="d", uri=uri, format=fmt, n=4, seed=1))
-                for uri in (str(tmp_path / sub), f"s3://{BUCKET}/ds/{sub}")]
+        sets = [
+            catalog.load_dataset(catalog.DatasetSpec(name="d", uri=uri, format=fmt, n=4, seed=1))
+            for uri in (str(tmp_path / sub), f"s3://{BUCKET}/ds/{sub}")
+        ]
         local, remote = sets
         assert len(local) == 4 and not local.errors and not remote.errors
         assert [(i.image_id, i.label) for i in remote.images] == [(i.image_id, i.label) for i in local.images]
@@ -304,8 +389,13 @@ print("released", flush=True)
 
 
 def _holder(root: str, hold_s: float) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, root, str(hold_s)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "LEE_LEASE_TTL_S": "3"})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, root, str(hold_s)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "LEE_LEASE_TTL_S": "3"},
+    )
     assert proc.stdout.readline().strip() == "held", proc.stderr.read()
     return proc
 

@@ -3,7 +3,8 @@ metric's revision changed on purpose.
 
 ``tests/data/store-schema4`` was written at commit 93eda3b (schema 4, before ``pipelines`` was restructured into
 layers) by ``lee eval -m test_resnet.r160_in1k -d sample-test --limit 2 -g rotate,translate_x --img-size 64
---metrics lee,alt,layerwise`` with the hub offline (``--weights auto`` fell back to random init, as it does here). A restructuring that changes no
+--metrics lee,alt,layerwise`` with the hub offline (``--weights auto`` fell back to random init, as it does here). A
+restructuring that changes no
 result keeps every unit key, so today's plan finds all three units done; recomputed with ``--force``, they give
 the stored values.
 """
@@ -19,10 +20,25 @@ import pytest
 from pipelines.cli import main
 
 STORED = Path(__file__).parents[1] / "data" / "store-schema4"
-ARGS = ["-m", "test_resnet.r160_in1k", "-d", "sample-test", "--limit", "2", "-g", "rotate,translate_x",
-        "--img-size", "64", "--metrics", "lee,alt,layerwise"]
-KEYS = {"lee": ("sample_id", "generator"), "alt": ("sample_id", "metric"),
-        "layerwise": ("sample_id", "generator", "call_index", "kind")}
+ARGS = [
+    "-m",
+    "test_resnet.r160_in1k",
+    "-d",
+    "sample-test",
+    "--limit",
+    "2",
+    "-g",
+    "rotate,translate_x",
+    "--img-size",
+    "64",
+    "--metrics",
+    "lee,alt,layerwise",
+]
+KEYS = {
+    "lee": ("sample_id", "generator"),
+    "alt": ("sample_id", "metric"),
+    "layerwise": ("sample_id", "generator", "call_index", "kind"),
+}
 
 
 def _values(root: Path, table: str) -> dict[tuple, float]:

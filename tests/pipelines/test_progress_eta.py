@@ -14,8 +14,9 @@ def _simulate(with_costs: bool):
     layerwise family (10x) interleaved. Returns (estimated, true seconds left) at each finished unit."""
     rng = random.Random(0)
     sizes = [64.0, 1.0, 8.0, 1.0, 64.0, 8.0] * 3
-    units = [(f"u{i}", "layerwise" if i % 7 == 3 else "lee", s * (10.0 if i % 7 == 3 else 1.0))
-             for i, s in enumerate(sizes)]
+    units = [
+        (f"u{i}", "layerwise" if i % 7 == 3 else "lee", s * (10.0 if i % 7 == 3 else 1.0)) for i, s in enumerate(sizes)
+    ]
     walls = [0.02 * c * rng.uniform(0.8, 1.2) for _, _, c in units]
     now = [1000.0]
     prog = Progress(len(units), 8 * len(units), stream=io.StringIO(), enabled=False, clock=lambda: now[0])
@@ -27,7 +28,7 @@ def _simulate(with_costs: bool):
         started = dt.datetime.fromtimestamp(now[0], tz=dt.timezone.utc)
         now[0] += wall
         prog.update("done", 8, {"wall_s": wall, "started_at": started, "family": family}, key=key)
-        left = sum(walls[i + 1:])
+        left = sum(walls[i + 1 :])
         if left > 0:
             pairs.append((prog.eta(now[0]), left))
     return pairs, prog

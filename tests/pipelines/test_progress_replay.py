@@ -21,22 +21,35 @@ LITES = {"lite0": (4.65, 224), "lite1": (5.42, 240), "lite2": (6.09, 260)}  # pa
 # The main job on this project's 2-core CI machine (units of one model run one after another on one actor):
 # (family, model, dataset, wall_s, started, finished), seconds since the first unit started.
 LAYERWISE_RUN = [
-    ("layerwise", "lite1", "train", 66.8, 0.0, 66.8), ("layerwise", "lite2", "train", 89.9, 0.6, 90.4),
-    ("layerwise", "lite1", "test", 47.1, 66.8, 113.9), ("layerwise", "lite2", "test", 73.8, 90.4, 164.3),
-    ("layerwise", "lite1", "ood", 58.3, 113.9, 172.1), ("layerwise", "lite0", "train", 24.1, 172.2, 196.3),
-    ("layerwise", "lite0", "test", 35.0, 196.3, 231.2), ("layerwise", "lite2", "ood", 72.1, 164.3, 236.4),
+    ("layerwise", "lite1", "train", 66.8, 0.0, 66.8),
+    ("layerwise", "lite2", "train", 89.9, 0.6, 90.4),
+    ("layerwise", "lite1", "test", 47.1, 66.8, 113.9),
+    ("layerwise", "lite2", "test", 73.8, 90.4, 164.3),
+    ("layerwise", "lite1", "ood", 58.3, 113.9, 172.1),
+    ("layerwise", "lite0", "train", 24.1, 172.2, 196.3),
+    ("layerwise", "lite0", "test", 35.0, 196.3, 231.2),
+    ("layerwise", "lite2", "ood", 72.1, 164.3, 236.4),
     ("layerwise", "lite0", "ood", 18.5, 231.3, 249.8),
 ]
 LEE_ALT_RUN = [
-    ("lee", "lite1", "train", 19.1, 1.3, 20.4), ("lee", "lite2", "train", 22.6, 0.0, 22.6),
-    ("alt", "lite1", "train", 56.7, 20.4, 77.1), ("lee", "lite1", "test", 11.5, 77.1, 88.6),
-    ("alt", "lite2", "train", 74.3, 22.6, 96.8), ("lee", "lite2", "test", 18.6, 96.9, 115.5),
-    ("alt", "lite1", "test", 47.1, 88.6, 135.7), ("lee", "lite1", "ood", 17.5, 135.7, 153.2),
-    ("alt", "lite2", "test", 69.2, 115.5, 184.8), ("alt", "lite1", "ood", 43.3, 153.2, 196.5),
-    ("lee", "lite2", "ood", 18.9, 184.8, 203.7), ("lee", "lite0", "train", 11.6, 196.5, 208.2),
-    ("alt", "lite0", "train", 47.0, 208.2, 255.2), ("lee", "lite0", "test", 10.9, 255.4, 266.3),
-    ("alt", "lite2", "ood", 78.8, 203.7, 282.5), ("alt", "lite0", "test", 26.7, 266.3, 293.0),
-    ("lee", "lite0", "ood", 6.1, 293.0, 299.1), ("alt", "lite0", "ood", 24.0, 299.1, 323.2),
+    ("lee", "lite1", "train", 19.1, 1.3, 20.4),
+    ("lee", "lite2", "train", 22.6, 0.0, 22.6),
+    ("alt", "lite1", "train", 56.7, 20.4, 77.1),
+    ("lee", "lite1", "test", 11.5, 77.1, 88.6),
+    ("alt", "lite2", "train", 74.3, 22.6, 96.8),
+    ("lee", "lite2", "test", 18.6, 96.9, 115.5),
+    ("alt", "lite1", "test", 47.1, 88.6, 135.7),
+    ("lee", "lite1", "ood", 17.5, 135.7, 153.2),
+    ("alt", "lite2", "test", 69.2, 115.5, 184.8),
+    ("alt", "lite1", "ood", 43.3, 153.2, 196.5),
+    ("lee", "lite2", "ood", 18.9, 184.8, 203.7),
+    ("lee", "lite0", "train", 11.6, 196.5, 208.2),
+    ("alt", "lite0", "train", 47.0, 208.2, 255.2),
+    ("lee", "lite0", "test", 10.9, 255.4, 266.3),
+    ("alt", "lite2", "ood", 78.8, 203.7, 282.5),
+    ("alt", "lite0", "test", 26.7, 266.3, 293.0),
+    ("lee", "lite0", "ood", 6.1, 293.0, 299.1),
+    ("alt", "lite0", "ood", 24.0, 299.1, 323.2),
 ]
 
 
@@ -57,9 +70,16 @@ def _replay(run, images: int, n_actors: int = 2):
     for family, model, dataset, wall, started, finished in sorted(run, key=lambda r: r[5]):
         now[0] = finished
         before = prog.eta(finished)
-        prog.update("done", images, {"wall_s": wall, "family": family,
-                                     "started_at": dt.datetime.fromtimestamp(1e9 + started, tz=dt.timezone.utc)},
-                    key=f"{family}/{model}/{dataset}")
+        prog.update(
+            "done",
+            images,
+            {
+                "wall_s": wall,
+                "family": family,
+                "started_at": dt.datetime.fromtimestamp(1e9 + started, tz=dt.timezone.utc),
+            },
+            key=f"{family}/{model}/{dataset}",
+        )
         if prog.remaining:
             out.append((before, prog.eta(finished), prog._cost_eta(), end - finished))
     assert prog.eta(now[0]) == 0.0
@@ -114,7 +134,7 @@ def test_simulated_main_job_eta_is_steady_and_converges(seed):
     _assert_steady(pairs)
     for before, _, raw, _ in pairs[1:]:
         assert before / 2 <= raw <= before * 2
-    for _, after, _, true in pairs[len(pairs) // 2:]:
+    for _, after, _, true in pairs[len(pairs) // 2 :]:
         assert true / 1.35 <= after <= true * 1.35, (after, true)
 
 

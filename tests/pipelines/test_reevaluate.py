@@ -26,8 +26,10 @@ def test_regenerated_catalog_equals_the_packaged_one_for_the_installed_timm(tmp_
     assert header["models"] == committed["models"] and header["aliases"] == committed["aliases"]
     assert resolve_fresh(["all"], fresh) == packaged
     assert resolve_fresh(["quickstart"], fresh) == catalog.load_models("quickstart")
-    assert resolve_fresh(["resnet50", "tv_resnet50"], fresh) == [catalog.get_model("resnet50"),
-                                                                  catalog.get_model("tv_resnet50")]
+    assert resolve_fresh(["resnet50", "tv_resnet50"], fresh) == [
+        catalog.get_model("resnet50"),
+        catalog.get_model("tv_resnet50"),
+    ]
 
 
 def test_models_a_newer_timm_adds_are_picked_up(tmp_path: Path) -> None:
@@ -35,8 +37,9 @@ def test_models_a_newer_timm_adds_are_picked_up(tmp_path: Path) -> None:
     base = fresh.specs["resnet18.a1_in1k"]
     added = base.replace(name="resnet18.new_in1k", tag="new_in1k")
     changed = fresh.specs["resnet50.a1_in1k"].replace(crop_pct=0.5)
-    newer = dataclasses.replace(fresh, specs={**fresh.specs, added.name: added, changed.name: changed},
-                                new=[added.name])
+    newer = dataclasses.replace(
+        fresh, specs={**fresh.specs, added.name: added, changed.name: changed}, new=[added.name]
+    )
     assert added in resolve_fresh(["resnet18.*"], newer)
     assert added in resolve_fresh(["all"], newer) and len(resolve_fresh(["all"], newer)) == len(fresh.specs) + 1
     assert resolve_fresh(["resnet18.new_in1k"], newer) == [added]
@@ -79,14 +82,35 @@ def test_dry_run_lists_the_unit_whose_file_checkpoint_was_overwritten(ray_sessio
         f"  - {{name: ckpt_resnet, arch: test_resnet, source: file, checkpoint: '{ckpt}'}}\n"
     )
     out = tmp_path / "res"
-    cfg = SweepConfig(models=[str(models)], datasets=["sample-test"], generators=["translate_x"], images=4,
-                      img_size=32, output=str(out), batch_size=4)
+    cfg = SweepConfig(
+        models=[str(models)],
+        datasets=["sample-test"],
+        generators=["translate_x"],
+        images=4,
+        img_size=32,
+        output=str(out),
+        batch_size=4,
+    )
     execute(plan(cfg))
     rows = {r["model"]: r for r in Store(str(out)).runs().to_pylist()}
     assert {m: r["status"] for m, r in rows.items()} == {"test_vit.r160_in1k": "done", "ckpt_resnet": "done"}
     assert rows["ckpt_resnet"]["weights"] == "file" and rows["ckpt_resnet"]["weights_sha256"] == sha256_file(str(ckpt))
-    argv = ["reevaluate", "--dry-run", "-r", str(out), "-m", str(models), "-d", "sample-test", "-g", "translate_x",
-            "-n", "4", "--img-size", "32"]
+    argv = [
+        "reevaluate",
+        "--dry-run",
+        "-r",
+        str(out),
+        "-m",
+        str(models),
+        "-d",
+        "sample-test",
+        "-g",
+        "translate_x",
+        "-n",
+        "4",
+        "--img-size",
+        "32",
+    ]
     assert main(argv) == 0
     assert "nothing new or changed" in capsys.readouterr().out
 

@@ -18,8 +18,20 @@ from pipelines.store.results import Store
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "run.yaml"
-TINY = ["-m", "test_resnet.r160_in1k", "-d", "sample-test", "-n", "2", "--img-size", "32", "-g", "translate_x",
-        "--weights", "random"]
+TINY = [
+    "-m",
+    "test_resnet.r160_in1k",
+    "-d",
+    "sample-test",
+    "-n",
+    "2",
+    "--img-size",
+    "32",
+    "-g",
+    "translate_x",
+    "--weights",
+    "random",
+]
 
 
 def test_the_example_run_yaml_sets_every_option_with_a_comment():
@@ -75,24 +87,48 @@ def test_the_printed_crontab_line_evaluates_under_crons_bare_environment(tmp_pat
     out, home = tmp_path / "res", tmp_path / "home"
     home.mkdir()
     cfg = tmp_path / "run.yaml"
-    cfg.write_text(yaml.safe_dump({"models": ["test_resnet.r160_in1k"], "datasets": ["sample-test"], "images": 2,
-                                   "img_size": 32, "generators": ["translate_x"], "weights": "random",
-                                   "output": str(out)}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "models": ["test_resnet.r160_in1k"],
+                "datasets": ["sample-test"],
+                "images": 2,
+                "img_size": 32,
+                "generators": ["translate_x"],
+                "weights": "random",
+                "output": str(out),
+            }
+        )
+    )
     # The user's shell: this checkout's Python, no LEE_CACHE_DIR (the cache goes under cron's HOME). `lee` runs
     # in this process (the line it prints is the subject; cron's run of it below is a fresh process).
     for var in ("LEE_CACHE_DIR", "PYTHONPATH", "HF_HUB_OFFLINE", "RAY_ADDRESS"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.chdir(REPO)
     capsys.readouterr()
-    code = main(["reevaluate", "--config", str(cfg), "--print-cron", "--at", "15 3 * * *",
-                 "--log", str(tmp_path / "reeval.log")])
+    code = main(
+        [
+            "reevaluate",
+            "--config",
+            str(cfg),
+            "--print-cron",
+            "--at",
+            "15 3 * * *",
+            "--log",
+            str(tmp_path / "reeval.log"),
+        ]
+    )
     printed = capsys.readouterr()
     assert code == 0, printed.err
     line = printed.out.strip()
     assert line.startswith("15 3 * * * ") and "lee " not in line.split(" -m pipelines")[0]
     command = line.split(" ", 5)[5].replace("\\%", "%")  # what cron hands to /bin/sh
-    cron = subprocess.run(["/usr/bin/env", "-i", "PATH=/usr/bin:/bin", f"HOME={home}", "/bin/sh", "-c", command],
-                          capture_output=True, text=True, timeout=300)
+    cron = subprocess.run(
+        ["/usr/bin/env", "-i", "PATH=/usr/bin:/bin", f"HOME={home}", "/bin/sh", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     log = (tmp_path / "reeval.log").read_text()
     assert cron.returncode == 0, log[-3000:]
     assert "1 computed" in log and "Traceback" not in log, log[-3000:]

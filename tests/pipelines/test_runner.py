@@ -27,8 +27,15 @@ MODEL = "test_resnet.r160_in1k"
 
 
 def _config(out, **kw) -> SweepConfig:
-    base = dict(models=[MODEL], datasets=["sample-test"], generators=["rotate"], images=4, img_size=32,
-                output=str(out), batch_size=4)
+    base = dict(
+        models=[MODEL],
+        datasets=["sample-test"],
+        generators=["rotate"],
+        images=4,
+        img_size=32,
+        output=str(out),
+        batch_size=4,
+    )
     base.update(kw)
     return SweepConfig(**base)
 
@@ -39,8 +46,13 @@ def _run_todo(cfg: SweepConfig, runner: UnitRunner | None = None, sweep_id: str 
     runner = runner or UnitRunner(cfg.output)
     attempts = p.store.run_attempts()
     return [
-        runner.run(u, p.datasets[u.dataset.name].shards, sweep_id, attempt=attempts.get(u.key, 0) + 1,
-                   batch_size=cfg.batch_size)
+        runner.run(
+            u,
+            p.datasets[u.dataset.name].shards,
+            sweep_id,
+            attempt=attempts.get(u.key, 0) + 1,
+            batch_size=cfg.batch_size,
+        )
         for u in p.todo
     ]
 
@@ -84,8 +96,9 @@ def test_killed_force_rerun_then_plain_rerun_gives_the_unit_exactly_once(tmp_pat
     assert want.num_rows == 4
     forced = json.dumps({**cfg.to_dict(), "force": True})
     for where in ("compute", "after_data"):
-        proc = subprocess.run([sys.executable, "-c", _KILLED_RERUN, forced, where], capture_output=True, text=True,
-                              timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-c", _KILLED_RERUN, forced, where], capture_output=True, text=True, timeout=300
+        )
         assert proc.returncode == 9, proc.stderr[-3000:]
         # the unit no longer counts as done: its rows are invisible and a plain rerun redoes it
         assert store.run_status() == {first["unit"]: "failed"}
@@ -116,8 +129,13 @@ def test_runs_row_records_the_resolved_data_config_and_versions(tmp_path):
 
 def test_git_rev_comes_from_lee_git_rev():
     code = "from pipelines import env; print(env.git_revision())"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "LEE_GIT_REV": "abc123-job"})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "LEE_GIT_REV": "abc123-job"},
+    )
     assert out.stdout.strip() == "abc123-job"
 
 
@@ -134,8 +152,7 @@ def test_git_rev_without_lee_git_rev_comes_from_the_working_directory_else_the_p
     env = {k: v for k, v in os.environ.items() if k != "LEE_GIT_REV"} | {"PYTHONPATH": str(copy)}
 
     def rev(cwd) -> str:
-        out = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=60,
-                             env=env)
+        out = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=60, env=env)
         assert out.returncode == 0, out.stderr
         return out.stdout.strip()
 
@@ -223,14 +240,21 @@ def test_stochastic_layerwise_family_equals_one_call_per_image():
     torch.manual_seed(0)
     model = timm.create_model("test_resnet", pretrained=False).eval()
     x = torch.rand(3, 3, 32, 32)
-    config = dict(method="stochastic", num_probes=3, generators=["rotate"], output="probs",
-                  interpolation="cubic")
+    config = dict(method="stochastic", num_probes=3, generators=["rotate"], output="probs", interpolation="cubic")
     cols = compute_layerwise(model, x, config=config, mean=None, std=None, seed=4, first_index=10)
     pos = np.asarray(cols["sample_pos"])
     value, stderr = np.asarray(cols["value"]), np.asarray(cols["stderr"], dtype=float)
     for i in range(3):
-        alone = liecore.layerwise(model, x[i : i + 1], "rotate", method="stochastic", output="probs",
-                                  layouts=activation_layouts(model), num_probes=3, seed=image_seed(4, 10 + i))
+        alone = liecore.layerwise(
+            model,
+            x[i : i + 1],
+            "rotate",
+            method="stochastic",
+            output="probs",
+            layouts=activation_layouts(model),
+            num_probes=3,
+            seed=image_seed(4, 10 + i),
+        )
         want = [float(r.value[0]) for r in alone.records]
         want += [float(alone.end_to_end[0]), float(alone.unattributed[0])]
         want_se = [float(r.stderr[0]) for r in alone.records] + [np.nan, np.nan]

@@ -86,6 +86,7 @@ def test_default_runtime_env_installs_nothing_and_carries_the_git_revision(tmp_p
     assert yaml_env["working_dir"] == str(REPO)
     assert yaml_env["env_vars"]["LEE_GIT_REV"] == "0123abc" and len(yaml_env["env_vars"]) > 1
     assert ".venv" in yaml_env["excludes"]  # its excludes add to the defaults
+
     # runtime_env.yaml lists every dependency but those of the cluster image (torch, torchvision and Ray).
     def names(reqs):
         return {re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0].lower().replace("_", "-") for r in reqs}
@@ -123,7 +124,9 @@ def _one_line(r: subprocess.CompletedProcess) -> str:
 
 
 def test_an_address_nothing_listens_on_is_one_line(tmp_path, lee):
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")} | {"HOME": str(tmp_path)}
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")} | {
+        "HOME": str(tmp_path)
+    }
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -139,10 +142,16 @@ def test_submit_validates_each_sweep_command_with_its_own_parser(lee):
     from pipelines.commands.submit_cmd import sweep_argv
 
     cmd, argv, out = sweep_argv(["--", "reevaluate", "-m", "tiny", "-d", "sample-test", "--dry-run", "-r", "/tmp/x"])
-    assert (cmd, argv, out) == ("reevaluate", ["-m", "tiny", "-d", "sample-test", "--dry-run", "-r", "/tmp/x"], "/tmp/x")
+    assert (cmd, argv, out) == (
+        "reevaluate",
+        ["-m", "tiny", "-d", "sample-test", "--dry-run", "-r", "/tmp/x"],
+        "/tmp/x",
+    )
     assert sweep_argv(["-m", "test_resnet.r160_in1k", "-r", "/tmp/x"])[0] == "eval"  # today's form: eval
     assert sweep_argv(["eval", "-m", "test_resnet.r160_in1k", "-r", "/tmp/x"])[:2] == (
-        "eval", ["-m", "test_resnet.r160_in1k", "-r", "/tmp/x"])
+        "eval",
+        ["-m", "test_resnet.r160_in1k", "-r", "/tmp/x"],
+    )
     with pytest.raises(UsageError, match=r"bad lee reevaluate flags \(unrecognized arguments: --bogus-flag\)"):
         sweep_argv(["reevaluate", "--bogus-flag"])
     with pytest.raises(UsageError, match="unknown dataset 'nosuchds'"):
@@ -170,22 +179,32 @@ def test_a_job_whose_supervisor_was_killed_is_one_line(tmp_path):
     from pipelines.commands.submit_cmd import failure_line, infrastructure_failure
 
     # Ray's job message when its memory monitor killed the supervisor (its first lines; the rest is a process table)
-    oom = ("Unexpected error occurred: Task was killed due to the node running low on memory.\n"
-           "Memory on the node (IP: 10.0.0.5, ID: 8f2e) where the task (actor ID: 1a, name=JobSupervisor, pid=4242, "
-           "memory used=0.41GB) was running was 7.12GB / 7.48GB (0.951872), which exceeds the memory usage threshold "
-           "of 0.95. Ray killed this worker (ID: 9c) because it was the most recently scheduled task; ...\n"
-           + "\n".join(f"{i}\t0.1\tray::IDLE" for i in range(40)))
+    oom = (
+        "Unexpected error occurred: Task was killed due to the node running low on memory.\n"
+        "Memory on the node (IP: 10.0.0.5, ID: 8f2e) where the task (actor ID: 1a, name=JobSupervisor, pid=4242, "
+        "memory used=0.41GB) was running was 7.12GB / 7.48GB (0.951872), which exceeds the memory usage threshold "
+        "of 0.95. Ray killed this worker (ID: 9c) because it was the most recently scheduled task; ...\n"
+        + "\n".join(f"{i}\t0.1\tray::IDLE" for i in range(40))
+    )
     info = SimpleNamespace(status="FAILED", message=oom, error_type="JOB_SUPERVISOR_ACTOR_UNKNOWN_FAILURE")
     line = infrastructure_failure(info)
-    assert line == ("Ray's memory monitor killed its supervisor (the job's driver) (node memory 7.12GB / 7.48GB = "
-                    "0.95, above its threshold 0.95)")
+    assert line == (
+        "Ray's memory monitor killed its supervisor (the job's driver) (node memory 7.12GB / 7.48GB = "
+        "0.95, above its threshold 0.95)"
+    )
     assert "\n" not in failure_line(info)
-    died = SimpleNamespace(status="FAILED", message="Job supervisor actor died: The actor died unexpectedly...",
-                           error_type="JOB_SUPERVISOR_ACTOR_DIED")
+    died = SimpleNamespace(
+        status="FAILED",
+        message="Job supervisor actor died: The actor died unexpectedly...",
+        error_type="JOB_SUPERVISOR_ACTOR_DIED",
+    )
     assert infrastructure_failure(died).startswith("its supervisor (the job's driver) died")
     # the sweep itself failing is not retried
-    failed = SimpleNamespace(status="FAILED", message="Job entrypoint command failed with exit code 1, last "
-                             "available logs ...", error_type="JOB_ENTRYPOINT_COMMAND_ERROR")
+    failed = SimpleNamespace(
+        status="FAILED",
+        message="Job entrypoint command failed with exit code 1, last available logs ...",
+        error_type="JOB_ENTRYPOINT_COMMAND_ERROR",
+    )
     assert infrastructure_failure(failed) is None
     assert failure_line(failed).startswith("Job entrypoint command failed with exit code 1")
 
@@ -197,16 +216,18 @@ def test_following_a_job_leaves_out_rays_dump_when_its_supervisor_died():
 
     from pipelines.commands.submit_cmd import LogEcho
 
-    dump = ("Job supervisor actor died: The actor died unexpectedly before finishing this task.\n"
-            "\tclass_name: JobSupervisor\n\tactor_id: 1a\n\tpid: 4242\n"
-            "1 worker(s) were killed due to the node running low on memory.\n"
-            + "\n".join(f"{i}\t0.1\tray::IDLE" for i in range(40)))
+    dump = (
+        "Job supervisor actor died: The actor died unexpectedly before finishing this task.\n"
+        "\tclass_name: JobSupervisor\n\tactor_id: 1a\n\tpid: 4242\n"
+        "1 worker(s) were killed due to the node running low on memory.\n"
+        + "\n".join(f"{i}\t0.1\tray::IDLE" for i in range(40))
+    )
     log = "lee: 1/3 units done\nlee: 2/3 units done\n" + dump
     for size in (1, 7, 30, len(log)):  # however the log is cut into chunks
         out = io.StringIO()
         echo = LogEcho(out)
         for i in range(0, len(log), size):
-            echo.write(log[i:i + size])
+            echo.write(log[i : i + size])
         echo.close()
         assert out.getvalue() == "lee: 1/3 units done\nlee: 2/3 units done\n", size
     out = io.StringIO()
@@ -228,13 +249,23 @@ def test_ray_2_60s_message_of_a_supervisor_killed_for_memory_is_one_line():
     from pipelines.commands.submit_cmd import failure_line
 
     ctx = ActorDiedErrorContext(
-        class_name="JobSupervisor", actor_id=bytes.fromhex("1a" * 16), pid=4242, node_ip_address="127.0.0.1",
-        name="_ray_internal_job_actor_raysubmit_X", ray_namespace="SUPERVISOR_ACTOR_RAY_NAMESPACE",
+        class_name="JobSupervisor",
+        actor_id=bytes.fromhex("1a" * 16),
+        pid=4242,
+        node_ip_address="127.0.0.1",
+        name="_ray_internal_job_actor_raysubmit_X",
+        ray_namespace="SUPERVISOR_ACTOR_RAY_NAMESPACE",
         error_message="1 worker(s) were killed due to the node running low on memory. Memory on the node (IP: "
-                      "127.0.0.1, ID: 9d9d) was 22.27GB used / 23.59GB limit (0.944137)\nOOM kill reason: Memory usage "
-                      "24075300864B exceeded threshold of 24058705920B (95.0% of 25324953600B limit)\n"
-                      "Top 10 memory users: PID\tMEM(GB)\tCOMMAND\n" + "\n".join(f"{i}\t0.1\tray::IDLE" for i in range(10)))
-    info = SimpleNamespace(status="FAILED", message=f"Job supervisor actor died: {ActorDiedError(ctx)}",
-                           error_type="JOB_SUPERVISOR_ACTOR_DIED")
-    assert failure_line(info) == ("Ray's memory monitor killed its supervisor (the job's driver) (node memory 22.27GB / "
-                                  "23.59GB = 0.94, above its threshold 0.95)")
+        "127.0.0.1, ID: 9d9d) was 22.27GB used / 23.59GB limit (0.944137)\nOOM kill reason: Memory usage "
+        "24075300864B exceeded threshold of 24058705920B (95.0% of 25324953600B limit)\n"
+        "Top 10 memory users: PID\tMEM(GB)\tCOMMAND\n" + "\n".join(f"{i}\t0.1\tray::IDLE" for i in range(10)),
+    )
+    info = SimpleNamespace(
+        status="FAILED",
+        message=f"Job supervisor actor died: {ActorDiedError(ctx)}",
+        error_type="JOB_SUPERVISOR_ACTOR_DIED",
+    )
+    assert failure_line(info) == (
+        "Ray's memory monitor killed its supervisor (the job's driver) (node memory 22.27GB / "
+        "23.59GB = 0.94, above its threshold 0.95)"
+    )

@@ -7,8 +7,15 @@ from pipelines.running.summary import pivot_summary
 
 
 def _row(model, dataset, generator, lee, se, n=4, weights="random"):
-    return {"model": model, "weights": weights, "dataset": dataset, "generator": generator,
-            "lee": lee, "stderr": se, "n": n}
+    return {
+        "model": model,
+        "weights": weights,
+        "dataset": dataset,
+        "generator": generator,
+        "lee": lee,
+        "stderr": se,
+        "n": n,
+    }
 
 
 def test_pivot_summary_rows_columns_and_cells():

@@ -35,8 +35,15 @@ N = 6
 def sweep_config(output, models=None, **kw):
     from pipelines.spec.config import SweepConfig
 
-    base = dict(models=list(models or TINY), datasets=["sample-test"], generators=list(GENS), images=N,
-                img_size=IMG, output=str(output), batch_size=4)
+    base = dict(
+        models=list(models or TINY),
+        datasets=["sample-test"],
+        generators=list(GENS),
+        images=N,
+        img_size=IMG,
+        output=str(output),
+        batch_size=4,
+    )
     base.update(kw)
     return SweepConfig(**base)
 
@@ -129,8 +136,22 @@ def test_reevaluate_dry_run_lists_exactly_the_missing_unit(done_sweep, tmp_path,
     shutil.copytree(cfg.output, root)
     missing = next(r for r in result.rows if r["model"] == TINY[1])
     shutil.rmtree(root / "runs" / f"unit={missing['unit']}")
-    args = ["reevaluate", "--dry-run", "-r", str(root), "-m", ",".join(TINY), "-d", "sample-test",
-            "-g", ",".join(GENS), "-n", str(N), "--img-size", str(IMG)]
+    args = [
+        "reevaluate",
+        "--dry-run",
+        "-r",
+        str(root),
+        "-m",
+        ",".join(TINY),
+        "-d",
+        "sample-test",
+        "-g",
+        ",".join(GENS),
+        "-n",
+        str(N),
+        "--img-size",
+        str(IMG),
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     listed = [line.split()[0] for line in out.splitlines()[2:] if line.strip()]
@@ -149,9 +170,7 @@ def test_failing_model_is_recorded_and_others_complete(ray_session, tmp_path):
     torch.save(good, ckpt)
     models = tmp_path / "models.yaml"
     models.write_text(
-        "models:\n"
-        f"  - {TINY[0]}\n"
-        f"  - {{name: broken_resnet, arch: test_resnet, source: file, checkpoint: '{ckpt}'}}\n"
+        f"models:\n  - {TINY[0]}\n  - {{name: broken_resnet, arch: test_resnet, source: file, checkpoint: '{ckpt}'}}\n"
     )
     cfg = sweep_config(tmp_path / "res", models=[str(models)])
     p = plan(cfg)  # the checkpoint loads and fits here
@@ -181,9 +200,31 @@ def test_failing_model_is_recorded_and_others_complete(ray_session, tmp_path):
 def test_kill_and_resume_gives_each_unit_exactly_once(ray_session, tmp_path, capsys):
     out = tmp_path / "res"
     models = TINY + ["test_efficientnet.r160_in1k", "test_convnext2.r160_in1k", "test_vit2.r160_in1k"]
-    argv = [sys.executable, "-m", "pipelines", "eval", "--address", ray_session, "-r", str(out),
-            "-m", ",".join(models), "-d", "sample-test", "-n", "12", "--img-size", str(IMG),
-            "-g", "translate_x,rotate,scale,shear_x", "--batch-size", "4", "--actors", "2", "--no-progress"]
+    argv = [
+        sys.executable,
+        "-m",
+        "pipelines",
+        "eval",
+        "--address",
+        ray_session,
+        "-r",
+        str(out),
+        "-m",
+        ",".join(models),
+        "-d",
+        "sample-test",
+        "-n",
+        "12",
+        "--img-size",
+        str(IMG),
+        "-g",
+        "translate_x,rotate,scale,shear_x",
+        "--batch-size",
+        "4",
+        "--actors",
+        "2",
+        "--no-progress",
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
     def n_done() -> int:  # units start with an Interrupted placeholder row; wait for a done one

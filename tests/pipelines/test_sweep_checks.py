@@ -108,8 +108,20 @@ def test_actor_plan_requests_gpus_from_zero_when_asked():
 
 def test_dry_run_shows_the_actor_request(tmp_path, capsys):
     models = "test_resnet.r160_in1k,test_vit.r160_in1k"
-    args = ["eval", "-m", models, "-d", "sample-test", "--limit", "2", "-g", "rotate", "--dry-run",
-            "-r", str(tmp_path / "r")]
+    args = [
+        "eval",
+        "-m",
+        models,
+        "-d",
+        "sample-test",
+        "--limit",
+        "2",
+        "-g",
+        "rotate",
+        "--dry-run",
+        "-r",
+        str(tmp_path / "r"),
+    ]
     assert main([*args, "--gpus", "1"]) == 0
     out = capsys.readouterr().out
     assert "actors: 2 (one per model), each num_gpus=1 num_cpus=1" in out
@@ -130,8 +142,19 @@ def test_progress_off_a_terminal_writes_log_lines_per_unit_and_periodically():
     # The rate counts from when the first finished unit started, not from the progress' creation.
     started = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=5)
     prog.t0 -= 1000  # a long start-up (Ray, decoding) must not slow the measured rate
-    prog.update("done", 10, {"family": "lee", "model": "m1", "dataset": "d", "wall_s": 5.0, "started_at": started,
-                             "node_id": "abcdef0123456789", "pid": 42})
+    prog.update(
+        "done",
+        10,
+        {
+            "family": "lee",
+            "model": "m1",
+            "dataset": "d",
+            "wall_s": 5.0,
+            "started_at": started,
+            "node_id": "abcdef0123456789",
+            "pid": 42,
+        },
+    )
     prog.update("failed", 10, {"family": "lee", "model": "m2", "dataset": "d", "error": "ValueError: boom\ntb"})
     lines = stream.getvalue().splitlines()
     assert "unit 1/3 done: lee m1@d (10 images, 5.0s; node abcdef01 pid 42)" in lines[1]
@@ -171,8 +194,21 @@ def test_progress_on_a_terminal_rewrites_one_line():
 def test_img_size_is_checked_before_any_work(tmp_path, capsys, size, needle):
     import ray
 
-    argv = ["eval", "-m", "test_resnet.r160_in1k", "-d", "sample-test", "--limit", "2", "-g", "rotate",
-            "--img-size", size, "-r", str(tmp_path / "r")]
+    argv = [
+        "eval",
+        "-m",
+        "test_resnet.r160_in1k",
+        "-d",
+        "sample-test",
+        "--limit",
+        "2",
+        "-g",
+        "rotate",
+        "--img-size",
+        size,
+        "-r",
+        str(tmp_path / "r"),
+    ]
     ray_before = ray.is_initialized()  # other test files of the session may have started it
     assert main(argv) == 2
     assert needle in _error(capsys)
@@ -188,8 +224,25 @@ def test_img_size_minimum_is_the_patch_size_of_a_vit(tmp_path, capsys):
 
     assert arch_min_img_size(catalog.get_model("test_vit.r160_in1k")) == 16  # patch 16
     assert arch_min_img_size(catalog.get_model("test_resnet.r160_in1k")) == 32  # total stride 32
-    assert main(["eval", "-m", "test_vit.r160_in1k", "-d", "sample-test", "--limit", "2", "--img-size", "16",
-                 "-r", str(tmp_path / "r"), "--dry-run"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "-m",
+                "test_vit.r160_in1k",
+                "-d",
+                "sample-test",
+                "--limit",
+                "2",
+                "--img-size",
+                "16",
+                "-r",
+                str(tmp_path / "r"),
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
 
 
@@ -206,8 +259,14 @@ def test_costlier_models_are_scheduled_first(tmp_path):
     from pipelines.running.execute import unit_cost
     from pipelines.running.plan import plan
 
-    cfg = SweepConfig(models=["test_resnet.r160_in1k", "resnet50.a1_in1k"], datasets=["sample-test"], images=2,
-                      generators=["rotate"], output=str(tmp_path / "r"), weights="random")
+    cfg = SweepConfig(
+        models=["test_resnet.r160_in1k", "resnet50.a1_in1k"],
+        datasets=["sample-test"],
+        images=2,
+        generators=["rotate"],
+        output=str(tmp_path / "r"),
+        weights="random",
+    )
     units = {u.model.name: u for u in plan(cfg, check_writable=False, dry_run=True).units}
     small, large = units["test_resnet.r160_in1k"], units["resnet50.a1_in1k"]
     assert large.model.params_m > 10 * (small.model.params_m or 0)

@@ -31,9 +31,14 @@ def _packaged_fresh(tmp_path: Path) -> reevaluate_cmd.FreshCatalog:
     import timm
 
     specs = {s.name: s for s in catalog.load_models("all")}
-    return reevaluate_cmd.FreshCatalog(path=tmp_path / "all.json", timm_version=timm.__version__, specs=specs,
-                                       arch_defaults={s.arch: s.name for s in reversed(list(specs.values()))},
-                                       aliases={}, new=[])
+    return reevaluate_cmd.FreshCatalog(
+        path=tmp_path / "all.json",
+        timm_version=timm.__version__,
+        specs=specs,
+        arch_defaults={s.arch: s.name for s in reversed(list(specs.values()))},
+        aliases={},
+        new=[],
+    )
 
 
 def _listed(out: str) -> dict[str, str]:
@@ -48,8 +53,9 @@ def _listed(out: str) -> dict[str, str]:
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_new_changed_and_gone_checkpoints_and_the_history_of_weights(ray_session, tmp_path, capsys,
-                                                                      monkeypatch) -> None:
+def test_new_changed_and_gone_checkpoints_and_the_history_of_weights(
+    ray_session, tmp_path, capsys, monkeypatch
+) -> None:
     from pipelines.analysis.views import connect
     from pipelines.running.execute import execute
     from pipelines.running.plan import plan
@@ -64,8 +70,15 @@ def test_new_changed_and_gone_checkpoints_and_the_history_of_weights(ray_session
     models = tmp_path / "models.yaml"
     models.write_text(f"models:\n  - {{checkpoints: '{watched}', arch: test_resnet}}\n")
     out = tmp_path / "res"
-    cfg = SweepConfig(models=[str(models)], datasets=["sample-test"], generators=["translate_x"], images=2,
-                      img_size=32, output=str(out), batch_size=2)
+    cfg = SweepConfig(
+        models=[str(models)],
+        datasets=["sample-test"],
+        generators=["translate_x"],
+        images=2,
+        img_size=32,
+        output=str(out),
+        batch_size=2,
+    )
     execute(plan(cfg))
     # The next plans read no checkpoint that a done unit loaded as it is now (digests cached by listing).
     from pipelines.store import history
@@ -78,8 +91,24 @@ def test_new_changed_and_gone_checkpoints_and_the_history_of_weights(ray_session
     again = history.DigestCache(tmp_path / "digests.json")
     assert history.loaded_before(specs, done, again) == {"test_resnet@base"} and again.hashed == 0
     assert history.loaded_before([specs[0].replace(key_map={"by_order": True})], done, again) == set()
-    argv = ["reevaluate", "--dry-run", "-r", str(out), "-m", str(models), "-d", "sample-test", "-g", "translate_x",
-            "-n", "2", "--img-size", "32", "--batch-size", "2"]
+    argv = [
+        "reevaluate",
+        "--dry-run",
+        "-r",
+        str(out),
+        "-m",
+        str(models),
+        "-d",
+        "sample-test",
+        "-g",
+        "translate_x",
+        "-n",
+        "2",
+        "--img-size",
+        "32",
+        "--batch-size",
+        "2",
+    ]
     assert main(argv) == 0
     assert "nothing new or changed" in capsys.readouterr().out
 
@@ -112,7 +141,8 @@ def test_new_changed_and_gone_checkpoints_and_the_history_of_weights(ray_session
     con = connect(str(out))
     hist = con.execute(
         "SELECT weights_sha256, latest, n, mean_lee, finished_at FROM lee_history "
-        "WHERE model = 'test_resnet@ep1' ORDER BY finished_at").fetchall()
+        "WHERE model = 'test_resnet@ep1' ORDER BY finished_at"
+    ).fetchall()
     latest = con.execute("SELECT mean_lee, n FROM lee_summary WHERE model = 'test_resnet@ep1'").fetchall()
     runs = con.execute("SELECT weights_sha256 FROM runs WHERE model = 'test_resnet@ep1'").fetchall()
     n_rows = con.execute("SELECT count(*) FROM lee WHERE model = 'test_resnet@ep1'").fetchone()[0]
@@ -140,17 +170,28 @@ def test_gone_checkpoints_are_the_watched_files_no_longer_listed() -> None:
     import datetime as dt
     import json
 
-    spec = catalog.get_model("test_resnet").replace(name="r@a", source="file", checkpoint="s3://b/ck/a.pt",
-                                                    checkpoints="s3://b/ck/*.pt")
+    spec = catalog.get_model("test_resnet").replace(
+        name="r@a", source="file", checkpoint="s3://b/ck/a.pt", checkpoints="s3://b/ck/*.pt"
+    )
     t = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
     def row(model: str, ckpt: str, status: str = "done", weights: str = "file") -> dict:
-        return {"model": model, "status": status, "weights": weights, "finished_at": t,
-                "key_json": json.dumps({"model": {"checkpoint": ckpt}})}
+        return {
+            "model": model,
+            "status": status,
+            "weights": weights,
+            "finished_at": t,
+            "key_json": json.dumps({"model": {"checkpoint": ckpt}}),
+        }
 
-    runs = [row("r@a", "s3://b/ck/a.pt"), row("r@b", "s3://b/ck/b.pt"), row("r@b", "s3://b/ck/b.pt"),
-            row("r@c", "s3://b/ck/c.pt", status="failed"), row("r@d", "s3://b/other/d.pt"),
-            row("r@e", "s3://b/ck/sub/e.pt")]
+    runs = [
+        row("r@a", "s3://b/ck/a.pt"),
+        row("r@b", "s3://b/ck/b.pt"),
+        row("r@b", "s3://b/ck/b.pt"),
+        row("r@c", "s3://b/ck/c.pt", status="failed"),
+        row("r@d", "s3://b/other/d.pt"),
+        row("r@e", "s3://b/ck/sub/e.pt"),
+    ]
     gone = reevaluate_cmd.gone_checkpoints([spec], runs)
     assert [(g.model, g.checkpoint, g.units) for g in gone] == [("r@b", "s3://b/ck/b.pt", 2)]
     assert reevaluate_cmd.gone_checkpoints([spec.replace(checkpoints=None)], runs) == []

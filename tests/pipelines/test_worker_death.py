@@ -30,9 +30,11 @@ def test_rays_memory_monitor_message_becomes_a_few_words():
         "the task (actor ID: 1a2b, name=UnitRunner.__init__, pid=91085, memory used=24.99GB) was running was "
         "32.62GB / 33.28GB (0.980175), which exceeds the memory usage threshold of 0.96. Ray killed this worker "
         "(ID: a810) because it was the most recently scheduled task; ...\nTop 10 memory users:\nPID\tMEM(GB)\tCOMMAND\n"
-        + "\n".join(f"{i}\t0.1\tray::IDLE" for i in range(30)))
-    assert death_reason(oom) == ("was killed by Ray's memory monitor (node memory 32.62GB / 33.28GB = 0.98, above its "
-                                 "threshold 0.96)")
+        + "\n".join(f"{i}\t0.1\tray::IDLE" for i in range(30))
+    )
+    assert death_reason(oom) == (
+        "was killed by Ray's memory monitor (node memory 32.62GB / 33.28GB = 0.98, above its threshold 0.96)"
+    )
     assert death_pid(oom) == 91085
 
 
@@ -40,8 +42,17 @@ def test_rays_memory_monitor_message_becomes_a_few_words():
 @pytest.mark.slow
 def test_a_unit_whose_worker_is_killed_mid_run_is_retried_and_counted_with_one_line(ray_session, tmp_path):
     out = tmp_path / "res"
-    cfg = SweepConfig(models=list(MODELS), datasets=["sample-test"], generators=["translate_x", "rotate"], images=8,
-                      img_size=32, output=str(out), batch_size=2, actors=1, weights="random")
+    cfg = SweepConfig(
+        models=list(MODELS),
+        datasets=["sample-test"],
+        generators=["translate_x", "rotate"],
+        images=8,
+        img_size=32,
+        output=str(out),
+        batch_size=2,
+        actors=1,
+        weights="random",
+    )
     p = plan(cfg)
     stream = io.StringIO()
     prog = Progress(len(p.todo), sum(u.dataset.n_images for u in p.todo), stream=stream, plain=True)
@@ -72,7 +83,8 @@ def test_a_unit_whose_worker_is_killed_mid_run_is_retried_and_counted_with_one_l
     assert runs[killed[0]["model"]]["attempt"] == 2  # the killed start and the retry
     assert runs[killed[0]["model"]]["pid"] != killed[0]["pid"]
     assert {m: r["attempt"] for m, r in runs.items() if m != killed[0]["model"]} == {
-        m: 1 for m in MODELS if m != killed[0]["model"]}
+        m: 1 for m in MODELS if m != killed[0]["model"]
+    }
     counts = duckdb.sql(
         f"""SELECT model, count(*), count(DISTINCT (sample_id, generator))
             FROM read_parquet('{out}/lee/**/*.parquet', hive_partitioning = true) GROUP BY 1"""
@@ -96,7 +108,9 @@ def test_ray_2_60s_memory_monitor_message_becomes_a_few_words():
         "_AutoscalingCoordinatorActor.__init__, required resources={}, pid=22388, actual memory used=0.11GB)\n"
         "Selected to kill: (Actor(d9909d475f981873cf8b56b60d000000): job ID=0d000000, task name=UnitRunner.__init__, "
         "required resources={CPU: 1}, pid=22750, actual memory used=0.41GB)\n]\n"
-        "Top 10 memory users: PID\tMEM(GB)\tCOMMAND\n" + "\n".join(f"{i}\t0.1\tray::IDLE" for i in range(10)))
-    assert death_reason(oom) == ("was killed by Ray's memory monitor (node memory 22.27GB / 23.59GB = 0.94, above its "
-                                 "threshold 0.95)")
+        "Top 10 memory users: PID\tMEM(GB)\tCOMMAND\n" + "\n".join(f"{i}\t0.1\tray::IDLE" for i in range(10))
+    )
+    assert death_reason(oom) == (
+        "was killed by Ray's memory monitor (node memory 22.27GB / 23.59GB = 0.94, above its threshold 0.95)"
+    )
     assert death_pid(oom) is None

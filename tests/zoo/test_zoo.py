@@ -77,8 +77,17 @@ def test_augmentation_is_seeded_and_rotation_preserves_the_digit_mass(zoo_cache)
 @pytest.mark.parametrize("family", ["cnn", "e2cnn", "vit", "mixer"])
 def test_every_zoo_architecture_builds_through_the_catalog(family, tmp_path):
     cfg = ZooModelConfig(family, "s")
-    spec = catalog.ModelSpec(name=f"x-{family}", arch=cfg.arch, source="random", model_kwargs=cfg.model_kwargs,
-                             num_classes=10, in_chans=3, img_size=32, mean=(0.5,) * 3, std=(0.5,) * 3)
+    spec = catalog.ModelSpec(
+        name=f"x-{family}",
+        arch=cfg.arch,
+        source="random",
+        model_kwargs=cfg.model_kwargs,
+        num_classes=10,
+        in_chans=3,
+        img_size=32,
+        mean=(0.5,) * 3,
+        std=(0.5,) * 3,
+    )
     loaded = catalog.build_model(spec)
     assert loaded.weights == "random" and loaded.data_config["input_size"] == (3, 32, 32)
     assert loaded.data_config["mean"] == (0.5, 0.5, 0.5) and loaded.data_config["crop_pct"] == 1.0
@@ -137,8 +146,8 @@ def test_more_seeds_add_models_and_leave_seed_0_as_it_was(capsys, zoo_cache):
 
     small = preset("small")
     three = preset("small", seeds=[0, 1, 2])
-    assert three[:len(small)] == small  # seed 0: the same configs, so the same names and cache keys
-    assert [c.name for c in three[len(small):2 * len(small)]] == [c.name.replace("-s0", "-s1") for c in small]
+    assert three[: len(small)] == small  # seed 0: the same configs, so the same names and cache keys
+    assert [c.name for c in three[len(small) : 2 * len(small)]] == [c.name.replace("-s0", "-s1") for c in small]
     assert {_sha(c.to_dict()) for c in small} == {_sha(c.to_dict()) for c in preset("small", seeds=[0])}
     # a fine-tuned model of seed 2 starts from the pretrained model of seed 2, which --only keeps, first
     only = preset("full", ["*-s2-ft"], seeds=[0, 2])
@@ -158,9 +167,21 @@ def test_summary_gives_the_spread_over_seeds_and_augmentation_within_a_seed():
     from pipelines.zoo.summary import render_markdown
 
     def rec(family, recipe, seed, err, lee):
-        return {"name": f"zoo-{family}-s-{recipe}-nall-s{seed}", "family": family, "size": "s", "task": "digits",
-                "recipe": recipe, "train_n": 1200, "params": 25_000, "pretrain": None, "train_acc": 0.99,
-                "test_acc": 1 - err / 100, "ood_acc": 0.3, "lee": {"digits-test": (lee, 0.01, 200)}, "seed": seed}
+        return {
+            "name": f"zoo-{family}-s-{recipe}-nall-s{seed}",
+            "family": family,
+            "size": "s",
+            "task": "digits",
+            "recipe": recipe,
+            "train_n": 1200,
+            "params": 25_000,
+            "pretrain": None,
+            "train_acc": 0.99,
+            "test_acc": 1 - err / 100,
+            "ood_acc": 0.3,
+            "lee": {"digits-test": (lee, 0.01, 200)},
+            "seed": seed,
+        }
 
     recs = [rec("cnn", "none", s, e, v) for s, e, v in ((0, 20.0, 0.5), (1, 22.0, 0.6), (2, 18.0, 0.4))]
     recs += [rec("cnn", "rotate", s, 15.0, v) for s, v in ((0, 0.25), (1, 0.2), (2, 0.2))]
@@ -198,11 +219,16 @@ def rotation_lee(small_zoo: ZooResult, test_images: list[np.ndarray]) -> dict[st
     out = {}
     for name in (C8, CNN, CNN_ROT, MIXER):
         lm = _loaded(name)
-        res = liecore.lee(lm.model, lm.preprocess(test_images), ["rotate"], mean=lm.data_config["mean"],
-                          std=lm.data_config["std"])
+        res = liecore.lee(
+            lm.model, lm.preprocess(test_images), ["rotate"], mean=lm.data_config["mean"], std=lm.data_config["std"]
+        )
         out[name] = (float(res.mean[0]), float(res.stderr[0]))
-    print("\nrotation LEE over", len(test_images), "test digits:",
-          ", ".join(f"{k} {m:.4g} ± {se:.2g}" for k, (m, se) in out.items()))
+    print(
+        "\nrotation LEE over",
+        len(test_images),
+        "test digits:",
+        ", ".join(f"{k} {m:.4g} ± {se:.2g}" for k, (m, se) in out.items()),
+    )
     return out
 
 
@@ -212,8 +238,10 @@ def test_small_preset_trains_and_beats_chance(small_zoo):
     assert len(small_zoo.models) == len(PRESETS["small"]) and not any(m.cached for m in small_zoo.models)
     for m in small_zoo.models:
         meta = m.meta
-        print(f"{m.config.name:<30} train {meta['train_acc']:.3f} test {meta['test_acc']:.3f} "
-              f"ood {meta['ood_acc']:.3f} chance {meta['chance_acc']:.2f}")
+        print(
+            f"{m.config.name:<30} train {meta['train_acc']:.3f} test {meta['test_acc']:.3f} "
+            f"ood {meta['ood_acc']:.3f} chance {meta['chance_acc']:.2f}"
+        )
         # observed (seed 0) 0.765-0.898 on the 597 test digits; chance is 0.10
         assert meta["test_acc"] > 5 * meta["chance_acc"], m.config.name
 
@@ -227,8 +255,19 @@ def test_catalog_entries_carry_full_metadata_and_reload_exactly(small_zoo, zoo_c
         assert spec.source == "file" and Path(spec.checkpoint).exists()
         assert spec.checkpoint.endswith(".safetensors") and spec.family == m.config.family
         t = spec.training
-        for key in ("task", "train_n", "recipe", "seed", "epochs", "train_acc", "test_acc", "params",
-                    "data_fingerprint", "key", "versions"):
+        for key in (
+            "task",
+            "train_n",
+            "recipe",
+            "seed",
+            "epochs",
+            "train_acc",
+            "test_acc",
+            "params",
+            "data_fingerprint",
+            "key",
+            "versions",
+        ):
             assert t.get(key) is not None, (spec.name, key)
         assert t["data_fingerprint"]["test"] == catalog.load_dataset("digits-test").fingerprint
         assert math.isclose(spec.params_m * 1e6, t["params"], abs_tol=1)
@@ -263,8 +302,10 @@ def _quarter_turn_error(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor
     """
     with torch.no_grad():
         p = model(x).softmax(-1)
-        errs = [(model(liecore.transform(x, "rotate", k * math.pi / 2)).softmax(-1) - p).square().mean(-1)
-                for k in (1, 2, 3)]
+        errs = [
+            (model(liecore.transform(x, "rotate", k * math.pi / 2)).softmax(-1) - p).square().mean(-1)
+            for k in (1, 2, 3)
+        ]
     return torch.stack(errs).amax(0)
 
 
@@ -275,15 +316,19 @@ def test_c8_model_is_invariant_to_exact_quarter_turns_where_a_cnn_is_not(small_z
         lm = _loaded(name)
         model = lm.model.double()
         x = lm.preprocess(test_images).double()
-        assert torch.allclose(liecore.transform(x[:2], "rotate", math.pi / 2), torch.rot90(x[:2], -1, (2, 3)),
-                              rtol=0, atol=1e-12)
+        assert torch.allclose(
+            liecore.transform(x[:2], "rotate", math.pi / 2), torch.rot90(x[:2], -1, (2, 3)), rtol=0, atol=1e-12
+        )
         quarter[name] = _quarter_turn_error(model, x)
-        uniform[name] = liecore.metrics.sampled_equivariance_error(model, x[:50], "rotate", t_max=math.pi,
-                                                                   num_samples=2, seed=0)
-    print(f"\nsampled equivariance error over {len(test_images)} test digits (float64), quarter turns: "
-          + ", ".join(f"{k} max {float(v.max()):.3g} mean {float(v.mean()):.3g}" for k, v in quarter.items())
-          + "; t ~ U[-pi, pi] over 50 digits: "
-          + ", ".join(f"{k} {r.mean:.3g} ± {r.stderr:.2g}" for k, r in uniform.items()))
+        uniform[name] = liecore.metrics.sampled_equivariance_error(
+            model, x[:50], "rotate", t_max=math.pi, num_samples=2, seed=0
+        )
+    print(
+        f"\nsampled equivariance error over {len(test_images)} test digits (float64), quarter turns: "
+        + ", ".join(f"{k} max {float(v.max()):.3g} mean {float(v.mean()):.3g}" for k, v in quarter.items())
+        + "; t ~ U[-pi, pi] over 50 digits: "
+        + ", ".join(f"{k} {r.mean:.3g} ± {r.stderr:.2g}" for k, r in uniform.items())
+    )
     # observed (seed 0, two threads): C8 max 4.5e-30 (float64 rounding: a quarter turn permutes the pixel
     # grid exactly), plain CNN mean 0.023, max 0.13 (its predictions change); for angles t ~ U[-pi, pi]
     # neither is invariant: C8 5.8e-4 ± 0.8e-4, CNN 1.4e-2 ± 0.2e-2 (50 digits, two draws each)
@@ -305,8 +350,10 @@ def test_c8_rotation_lee_is_lower_than_a_cnn_but_not_zero(rotation_lee):
 @pytest.mark.slow
 def test_rotation_augmentation_lowers_rotation_lee(rotation_lee):
     (plain, plain_se), (rot, rot_se) = rotation_lee[CNN], rotation_lee[CNN_ROT]
-    print(f"\nrotation LEE: CNN {plain:.4g} ± {plain_se:.2g}, CNN + rotation aug {rot:.4g} ± {rot_se:.2g}, "
-          f"ratio {plain / rot:.2f}")
+    print(
+        f"\nrotation LEE: CNN {plain:.4g} ± {plain_se:.2g}, CNN + rotation aug {rot:.4g} ± {rot_se:.2g}, "
+        f"ratio {plain / rot:.2f}"
+    )
     # observed (seed 0, 200 digits): 0.57 ± 0.07 without, 0.20 ± 0.03 with rotation augmentation: ratio ~2.8
     # (smaller than on upright data: the training digits are already uniformly rotated, so the plain CNN
     # sees every orientation too)
@@ -332,8 +379,24 @@ def test_documented_conclusions_hold_not_the_digits(small_zoo, rotation_lee):
 def test_lee_eval_runs_on_the_zoo_unchanged(small_zoo, ray_local, tmp_path, capsys):
     out = tmp_path / "results"
     n = 8
-    rc = main(["eval", "-m", "zoo", "-d", "digits-test", "-g", "rotate", "--images", str(n), "-r", str(out),
-               "--batch-size", str(n), "--no-progress"])
+    rc = main(
+        [
+            "eval",
+            "-m",
+            "zoo",
+            "-d",
+            "digits-test",
+            "-g",
+            "rotate",
+            "--images",
+            str(n),
+            "-r",
+            str(out),
+            "--batch-size",
+            str(n),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     from pipelines.store.results import Store
 
