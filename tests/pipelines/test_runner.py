@@ -128,7 +128,7 @@ def test_runs_row_records_the_resolved_data_config_and_versions(tmp_path):
 
 
 def test_git_rev_comes_from_lee_git_rev():
-    code = "from pipelines import env; print(env.git_revision())"
+    code = "from pipelines.spec import env; print(env.git_revision())"
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -148,7 +148,7 @@ def test_git_rev_without_lee_git_rev_comes_from_the_working_directory_else_the_p
 
     copy = tmp_path / "job"  # a Ray Job's working_dir: the package, no .git
     shutil.copytree(Path(pipelines.__file__).parent, copy / "pipelines", ignore=shutil.ignore_patterns("__pycache__"))
-    code = "from pipelines import env; print(env.git_revision())"
+    code = "from pipelines.spec import env; print(env.git_revision())"
     env = {k: v for k, v in os.environ.items() if k != "LEE_GIT_REV"} | {"PYTHONPATH": str(copy)}
 
     def rev(cwd) -> str:
