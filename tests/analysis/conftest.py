@@ -210,6 +210,28 @@ def layerwise_columns(
     return cols
 
 
+EXPLAIN_ROW_COLUMNS = (
+    "sample_id",
+    "sample_index",
+    "generator",
+    "kind",
+    "layer",
+    "layer_class",
+    "call_index",
+    "layer_kind",
+    "grid_h",
+    "grid_w",
+    "total",
+    "abs_total",
+    "cells",
+    "border_profile",
+    "texture",
+    "input_h",
+    "input_w",
+    "lee",
+)
+"""The per-row columns of a synthetic ``explain`` unit (what :func:`write_unit` takes besides the unit's key)."""
+
 TWO_CONFIG_LAYERS = [("stem", "Conv2d", "convolution"), ("fc", "Linear", "linear")]
 
 

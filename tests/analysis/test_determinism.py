@@ -18,7 +18,7 @@ from pipelines.analysis.analyses import ANALYSES, run_analysis
 from pipelines.analysis.views import connect
 from pipelines.store.results import Store
 
-from .conftest import layerwise_columns, write_unit
+from .conftest import EXPLAIN_ROW_COLUMNS, layerwise_columns, write_unit
 
 LAYERS = [
     ("stem", "Conv2d", "convolution"),
@@ -54,26 +54,7 @@ def _explain_columns(rng: np.random.Generator, n_images: int, size: int = 16, gr
     """explain-table columns: per image two layer rows (signed maps on grid x grid cells), the image row (its
     cells, a 1-px border profile of a size x size input and a texture on its cells) and the remainder; the shares
     add up to 1."""
-    names = (
-        "sample_id",
-        "sample_index",
-        "generator",
-        "kind",
-        "layer",
-        "layer_class",
-        "call_index",
-        "layer_kind",
-        "grid_h",
-        "grid_w",
-        "total",
-        "abs_total",
-        "cells",
-        "border_profile",
-        "texture",
-        "input_h",
-        "input_w",
-        "lee",
-    )
+    names = EXPLAIN_ROW_COLUMNS
     cols: dict[str, list] = {c: [] for c in names}
     for i in range(n_images):
         lee = float(np.exp(rng.normal(-8, 0.5)))

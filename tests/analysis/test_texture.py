@@ -18,7 +18,7 @@ from pipelines.analysis import analyses
 from pipelines.analysis.views import connect
 from pipelines.store.results import Store
 
-from .conftest import write_unit
+from .conftest import EXPLAIN_ROW_COLUMNS, write_unit
 
 MODEL = "tf_efficientnet_lite0.in1k"
 N_IMG, G = 12, 4
@@ -39,26 +39,7 @@ def _texture(rng: np.random.Generator, hot: int, cold: int) -> np.ndarray:
 
 
 def _columns(rng: np.random.Generator, with_texture: bool = True) -> dict[str, list]:
-    names = (
-        "sample_id",
-        "sample_index",
-        "generator",
-        "kind",
-        "layer",
-        "layer_class",
-        "call_index",
-        "layer_kind",
-        "grid_h",
-        "grid_w",
-        "total",
-        "abs_total",
-        "cells",
-        "border_profile",
-        "texture",
-        "input_h",
-        "input_w",
-        "lee",
-    )
+    names = EXPLAIN_ROW_COLUMNS
     cols: dict[str, list] = {c: [] for c in names}
 
     def add(i, kind, layer, cls, idx, cells, tex=None):
