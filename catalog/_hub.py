@@ -201,6 +201,11 @@ def download_hub_weights(spec: ModelSpec, name: str, overlay: dict[str, Any]) ->
         model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay)
         cached = hub_cached_file(spec)
         return model, (sha256_file(cached) if cached else None)
+    # One quick request first: huggingface_hub retries a refused or unreachable endpoint for about 23 s
+    # (5 tries, backing off) before it gives up; an unreachable hub is said at once instead.
+    status = check_hub()
+    if not status.online:
+        raise ConnectionError(status.describe())
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import RemoteEntryNotFoundError
 

@@ -85,6 +85,24 @@ def s3_endpoint():
         proc.kill()
 
 
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray per test session (2 CPUs), shared by every test that runs a sweep in this process; its GCS
+    address."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            object_store_memory=200 * 1024**2,
+        )
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
 # ------------------------------------------------------------------ the two-node loopback cluster, once per session
 @pytest.fixture(scope="session")
 def _loopback_cluster():

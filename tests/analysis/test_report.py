@@ -41,26 +41,7 @@ ANALYSES = ["accuracy", "scale", "gap", "layerwise", "agreement", "border_share"
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    """The session's local Ray if a test started one, else a 2-CPU one for this module."""
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(
-            num_cpus=2,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-            object_store_memory=200 * 1024**2,
-        )
-    yield
-    if started:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def sweep_root(ray_local, tmp_path_factory) -> Path:
+def sweep_root(ray_session, tmp_path_factory) -> Path:
     from pipelines.running.execute import execute
     from pipelines.running.plan import plan
     from pipelines.spec.config import SweepConfig

@@ -1,4 +1,4 @@
-"""Fixtures of the zoo tests: a private cache folder, one ``small`` zoo per session, the session's local Ray."""
+"""Fixtures of the zoo tests: a private cache folder, one ``small`` zoo per session."""
 
 from __future__ import annotations
 
@@ -29,22 +29,3 @@ def small_zoo(zoo_cache: str) -> ZooResult:
     result = train_zoo(preset("small"), catalog.zoo_dir(), preset="small", threads=2, log=lines.append)
     print("\n".join(lines) + f"\nsmall preset: {result.wall_s:.1f} s wall")
     return result
-
-
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[None]:
-    """The session's local Ray if a test started one already, else a 2-CPU one for this module."""
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(
-            num_cpus=2,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-            object_store_memory=200 * 1024**2,
-        )
-    yield
-    if started:
-        ray.shutdown()

@@ -376,7 +376,7 @@ def test_documented_conclusions_hold_not_the_digits(small_zoo, rotation_lee):
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_lee_eval_runs_on_the_zoo_unchanged(small_zoo, ray_local, tmp_path, capsys):
+def test_lee_eval_runs_on_the_zoo_unchanged(small_zoo, ray_session, tmp_path, capsys):
     out = tmp_path / "results"
     n = 8
     rc = main(
