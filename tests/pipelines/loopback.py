@@ -192,15 +192,27 @@ class LoopbackCluster:
             start_new_session=True,
         )
         deadline = time.time() + timeout
+        if self.workers:  # the worker starts once the GCS listens, while the head starts its dashboard and raylet
+            while not self._listening(self._port):
+                if self.head.poll() is not None:
+                    raise RuntimeError("ray head exited")
+                if time.time() > deadline:
+                    raise RuntimeError(f"the head's GCS at {self.gcs} did not come up")
+                time.sleep(0.1)
+            self.add_worker(timeout=timeout, before=set())
         while not self._head_up():  # the job server answers and the head node has registered
             if self.head.poll() is not None:
                 raise RuntimeError("ray head exited")
             if time.time() > deadline:
                 raise RuntimeError(f"the head at {self.address} did not come up")
             time.sleep(0.2)
-        if self.workers:  # at least 120 s whatever the head took: on a busy machine `ray.init` alone may take a minute
-            self.add_worker(timeout=max(120.0, deadline - time.time()))
+        self.nodes = self._answered_nodes(deadline)
         return self
+
+    @staticmethod
+    def _listening(port: int) -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
 
     def _get(self, path: str):
         """GET ``path`` of the head's dashboard (the job server, Ray's state API) with the token; parsed JSON."""
@@ -240,10 +252,21 @@ class LoopbackCluster:
             time.sleep(0.2)
         return nodes
 
-    def add_worker(self, timeout: float = 120) -> str:
-        """Start a worker node and wait until it has joined; returns its node id."""
+    def _new_nodes(self, before: set[str]) -> set[str]:
+        """The alive nodes, other than the head, that are not in ``before`` (none while the cluster does not answer)."""
+        try:
+            nodes = self._list_nodes()
+        except (OSError, ValueError, KeyError):
+            return set()
+        alive = {n["node_id"] for n in nodes if n["state"] == "ALIVE" and not n["is_head_node"]}
+        return alive - before - self.lost
+
+    def add_worker(self, timeout: float = 120, before: set[str] | None = None) -> str:
+        """Start a worker node and wait until it has joined; returns its node id. ``before``: the nodes already
+        there (asked if not given)."""
         deadline = time.time() + timeout
-        before = set(self._answered_nodes(deadline))
+        if before is None:
+            before = set(self._answered_nodes(deadline))
         for start in range(3):  # a node started right after another was lost is sometimes refused: start again
             log = Path(tempfile.mkdtemp(prefix="rcl", dir="/tmp")) / "worker.log"
             self.temps.append(str(log.parent))
@@ -256,10 +279,8 @@ class LoopbackCluster:
                     start_new_session=True,
                 )
             while time.time() < deadline and self.worker.poll() is None:
-                nodes = self.alive_nodes()
-                new = set(nodes) - before
-                if new:
-                    self.nodes = nodes
+                if new := self._new_nodes(before):
+                    self.nodes = self.alive_nodes()
                     self.worker_node = new.pop()
                     return self.worker_node
                 time.sleep(0.2)
@@ -288,8 +309,7 @@ class LoopbackCluster:
                 )
             self.extra.append(proc)
             while time.time() < deadline and proc.poll() is None:
-                new = set(self.alive_nodes()) - before
-                if new:
+                if new := self._new_nodes(before):
                     return proc, new.pop()
                 time.sleep(0.2)
             stop_group(proc)
@@ -335,9 +355,19 @@ class LoopbackCluster:
         return out
 
     def stop(self) -> None:
-        for proc in (*self.extra, self.worker, self.head):
-            if proc is not None:
-                stop_group(proc)
+        procs = [p for p in (*self.extra, self.worker, self.head) if p is not None]
+        for sig, wait in ((signal.SIGTERM, 3), (signal.SIGKILL, 10)):  # every node at once
+            for proc in procs:
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.time() + wait
+            for proc in procs:
+                try:
+                    proc.wait(timeout=max(0.0, deadline - time.time()))
+                except subprocess.TimeoutExpired:
+                    pass
         for t in self.temps:
             shutil.rmtree(t, ignore_errors=True)
 
