@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pipelines.store.results import Store
@@ -50,6 +51,19 @@ def lee(args, env, timeout=240, cwd=REPO) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "pipelines", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
+
+
+def lee_all(calls, timeout=240) -> list[tuple[subprocess.CompletedProcess, float]]:
+    """``lee(args, env)`` for each ``(args, env)`` of ``calls``, all at once (independent commands: their
+    start-ups overlap); each one's result and seconds, in the order of ``calls``."""
+
+    def timed(call):
+        t0 = time.time()
+        r = lee(*call, timeout=timeout)
+        return r, time.time() - t0
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(timed, calls))
 
 
 def user_env(token: str | None, home: str) -> dict[str, str]:
