@@ -332,14 +332,19 @@ class LoopbackCluster:
         raise AssertionError("unreachable")
 
     def remove_node(self, proc: subprocess.Popen, node: str, timeout: float = 60) -> None:
-        """End a node of :meth:`add_node` and wait until the cluster no longer counts it alive."""
-        stop_group(proc)
+        """End a node of :meth:`add_node` and wait until the cluster no longer counts it alive: SIGTERM (its raylet
+        leaves the cluster), then, once it has left, SIGKILL for what of its group is still ending."""
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
         deadline = time.time() + timeout
         while time.time() < deadline:
             nodes = self._query_nodes()
             if nodes is not None and node not in nodes:
-                return
+                break
             time.sleep(0.2)
+        stop_group(proc, sigs=((signal.SIGKILL, 10),))
 
     def ensure_worker(self) -> None:
         """Start a new worker node if a test killed the last one (:meth:`kill_worker`)."""
