@@ -109,7 +109,9 @@ def _loopback_cluster():
     from tests.pipelines.loopback import start_cluster
 
     try:
-        c = start_cluster()
+        # The GCS finds a killed node dead after 3 failed health checks 1 s apart (Ray's defaults: 5, 3 s apart, so
+        # 15 s of the node-loss test spent waiting); a live node still has 10 s to answer each check.
+        c = start_cluster(node_env={"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"})
     except RuntimeError as exc:
         pytest.fail(str(exc))
     try:

@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pipelines.store.results import Store
@@ -49,6 +51,19 @@ def lee(args, env, timeout=240, cwd=REPO) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "pipelines", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
+
+
+def lee_all(calls, timeout=240) -> list[tuple[subprocess.CompletedProcess, float]]:
+    """``lee(args, env)`` for each ``(args, env)`` of ``calls``, all at once (independent commands: their
+    start-ups overlap); each one's result and seconds, in the order of ``calls``."""
+
+    def timed(call):
+        t0 = time.time()
+        r = lee(*call, timeout=timeout)
+        return r, time.time() - t0
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(timed, calls))
 
 
 def user_env(token: str | None, home: str) -> dict[str, str]:
@@ -105,8 +120,9 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def stop_group(proc: subprocess.Popen, sigs=((signal.SIGTERM, 10), (signal.SIGKILL, 10))) -> None:
-    """End ``proc``'s process group (the node's raylet, GCS, workers)."""
+def stop_group(proc: subprocess.Popen, sigs=((signal.SIGTERM, 3), (signal.SIGKILL, 10))) -> None:
+    """End ``proc``'s process group (the node's raylet, GCS, workers): SIGTERM, then SIGKILL what is left after 3 s (a
+    head's ``ray start --block`` may take more than 10 s to end its dashboard after SIGTERM)."""
     for sig, wait in sigs:
         try:
             os.killpg(proc.pid, sig)
@@ -150,6 +166,7 @@ class LoopbackCluster:
         self._port, self._dash = port, dash
         self.nodes: list[str] = []
         self.worker_node: str | None = None
+        self.lost: set[str] = set()  # nodes killed here (kill_worker)
 
     def __iter__(self):
         return iter((self.gcs, self.address, self.token, self.nodes))
@@ -189,31 +206,54 @@ class LoopbackCluster:
             start_new_session=True,
         )
         deadline = time.time() + timeout
-        while True:  # the job server answers once the head is up
-            r = lee(["status", "--address", self.address], self.env)
-            if r.returncode == 0:
-                break
+        if self.workers:  # the worker starts once the GCS listens, while the head starts its dashboard and raylet
+            while not self._listening(self._port):
+                if self.head.poll() is not None:
+                    raise RuntimeError("ray head exited")
+                if time.time() > deadline:
+                    raise RuntimeError(f"the head's GCS at {self.gcs} did not come up")
+                time.sleep(0.1)
+            self.add_worker(timeout=timeout, before=set())
+        while not self._head_up():  # the job server answers and the head node has registered
             if self.head.poll() is not None:
                 raise RuntimeError("ray head exited")
             if time.time() > deadline:
-                raise RuntimeError(f"job server at {self.address} did not come up: {r.stderr[-2000:]}")
-            time.sleep(1)
-        if self.workers:  # at least 120 s whatever the head took: on a busy machine `ray.init` alone may take a minute
-            self.add_worker(timeout=max(120.0, deadline - time.time()))
+                raise RuntimeError(f"the head at {self.address} did not come up")
+            time.sleep(0.2)
+        self.nodes = self._answered_nodes(deadline)
         return self
 
-    def _query_nodes(self) -> list[str] | None:
-        """Sorted ids of the alive nodes; None when the cluster did not answer (a busy machine: ask again)."""
-        code = (
-            f"import json, ray; ray.init(address={self.gcs!r}, log_to_driver=False); "
-            "print('NODES', json.dumps(sorted(n['NodeID'] for n in ray.nodes() if n['Alive'])))"
-        )
+    @staticmethod
+    def _listening(port: int) -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    def _get(self, path: str):
+        """GET ``path`` of the head's dashboard (the job server, Ray's state API) with the token; parsed JSON."""
+        req = urllib.request.Request(self.address + path, headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())
+
+    def _head_up(self) -> bool:
         try:
-            r = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=60)
-        except subprocess.TimeoutExpired:
+            self._get("/api/jobs/")  # what `lee status` asks
+            return any(n["is_head_node"] for n in self._list_nodes())
+        except (OSError, ValueError, KeyError):  # not listening yet, or the dashboard's modules still loading
+            return False
+
+    def _list_nodes(self) -> list[dict]:
+        """Every node the GCS knows (alive or dead), from Ray's state API on the dashboard: milliseconds, where a
+        ``ray.init`` in a fresh process takes seconds (and this process has its own local Ray)."""
+        return self._get("/api/v0/nodes?limit=10000&detail=false")["data"]["result"]["result"]
+
+    def _query_nodes(self) -> list[str] | None:
+        """Sorted ids of the alive nodes, less those killed here that the GCS has not yet found dead; None when the
+        cluster did not answer (a busy machine: ask again)."""
+        try:
+            nodes = self._list_nodes()
+        except (OSError, ValueError, KeyError):
             return None
-        found = [line for line in r.stdout.splitlines() if line.startswith("NODES ")]  # Ray may print too
-        return json.loads(found[-1].removeprefix("NODES ")) if r.returncode == 0 and found else None
+        return sorted(n["node_id"] for n in nodes if n["state"] == "ALIVE" and n["node_id"] not in self.lost)
 
     def alive_nodes(self) -> list[str]:
         return self._query_nodes() or []
@@ -222,14 +262,25 @@ class LoopbackCluster:
         """The alive nodes, asked until the cluster answers (or ``deadline``)."""
         while (nodes := self._query_nodes()) is None:
             if time.time() > deadline:
-                raise RuntimeError(f"the cluster at {self.gcs} did not answer")
-            time.sleep(1)
+                raise RuntimeError(f"the cluster at {self.address} did not answer")
+            time.sleep(0.2)
         return nodes
 
-    def add_worker(self, timeout: float = 120) -> str:
-        """Start a worker node and wait until it has joined; returns its node id."""
+    def _new_nodes(self, before: set[str]) -> set[str]:
+        """The alive nodes, other than the head, that are not in ``before`` (none while the cluster does not answer)."""
+        try:
+            nodes = self._list_nodes()
+        except (OSError, ValueError, KeyError):
+            return set()
+        alive = {n["node_id"] for n in nodes if n["state"] == "ALIVE" and not n["is_head_node"]}
+        return alive - before - self.lost
+
+    def add_worker(self, timeout: float = 120, before: set[str] | None = None) -> str:
+        """Start a worker node and wait until it has joined; returns its node id. ``before``: the nodes already
+        there (asked if not given)."""
         deadline = time.time() + timeout
-        before = set(self._answered_nodes(deadline))
+        if before is None:
+            before = set(self._answered_nodes(deadline))
         for start in range(3):  # a node started right after another was lost is sometimes refused: start again
             log = Path(tempfile.mkdtemp(prefix="rcl", dir="/tmp")) / "worker.log"
             self.temps.append(str(log.parent))
@@ -242,13 +293,11 @@ class LoopbackCluster:
                     start_new_session=True,
                 )
             while time.time() < deadline and self.worker.poll() is None:
-                nodes = self.alive_nodes()
-                new = set(nodes) - before
-                if new:
-                    self.nodes = nodes
+                if new := self._new_nodes(before):
+                    self.nodes = self.alive_nodes()
                     self.worker_node = new.pop()
                     return self.worker_node
-                time.sleep(1)
+                time.sleep(0.2)
             if time.time() >= deadline:
                 break
             if start == 2:
@@ -274,24 +323,28 @@ class LoopbackCluster:
                 )
             self.extra.append(proc)
             while time.time() < deadline and proc.poll() is None:
-                new = set(self.alive_nodes()) - before
-                if new:
+                if new := self._new_nodes(before):
                     return proc, new.pop()
-                time.sleep(1)
+                time.sleep(0.2)
             stop_group(proc)
             if time.time() >= deadline or start == 2:
                 raise RuntimeError(f"the extra node did not join: {log.read_text()[-2000:]}")
         raise AssertionError("unreachable")
 
     def remove_node(self, proc: subprocess.Popen, node: str, timeout: float = 60) -> None:
-        """End a node of :meth:`add_node` and wait until the cluster no longer counts it alive."""
-        stop_group(proc)
+        """End a node of :meth:`add_node` and wait until the cluster no longer counts it alive: SIGTERM (its raylet
+        leaves the cluster), then, once it has left, SIGKILL for what of its group is still ending."""
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
         deadline = time.time() + timeout
         while time.time() < deadline:
             nodes = self._query_nodes()
             if nodes is not None and node not in nodes:
-                return
-            time.sleep(0.5)
+                break
+            time.sleep(0.2)
+        stop_group(proc, sigs=((signal.SIGKILL, 10),))
 
     def ensure_worker(self) -> None:
         """Start a new worker node if a test killed the last one (:meth:`kill_worker`)."""
@@ -302,6 +355,8 @@ class LoopbackCluster:
         """SIGKILL every process of the worker node's group at once (a preempted spot instance)."""
         assert self.worker is not None
         stop_group(self.worker, sigs=((signal.SIGKILL, 10),))
+        if self.worker_node is not None:
+            self.lost.add(self.worker_node)
         self.stopped.append(self.worker)
         self.worker = None
 
@@ -319,9 +374,19 @@ class LoopbackCluster:
         return out
 
     def stop(self) -> None:
-        for proc in (*self.extra, self.worker, self.head):
-            if proc is not None:
-                stop_group(proc)
+        procs = [p for p in (*self.extra, self.worker, self.head) if p is not None]
+        for sig, wait in ((signal.SIGTERM, 3), (signal.SIGKILL, 10)):  # every node at once
+            for proc in procs:
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.time() + wait
+            for proc in procs:
+                try:
+                    proc.wait(timeout=max(0.0, deadline - time.time()))
+                except subprocess.TimeoutExpired:
+                    pass
         for t in self.temps:
             shutil.rmtree(t, ignore_errors=True)
 
