@@ -18,9 +18,9 @@ from pipelines.cli import main
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-# Two tiny timm models with LEE on the sample set's train/test/ood datasets and the other metric families on
-# its test set, plus a BlurPool / plain ResNet-50 pair (LEE only, test set) for the anti-aliasing case study:
-# every figure has data. Random init, 32 px, 4 images.
+# Two tiny timm models with all three metric families on the sample set's train/test/ood datasets, plus
+# a BlurPool / plain ResNet-50 pair (LEE only, test set) for the anti-aliasing case study: every figure
+# has data. Random init, 32 px, 4 images.
 TINY = ["test_resnet.r160_in1k", "test_vit.r160_in1k"]
 PAIR = ["resnetblur50.bt_in1k", "resnet50.a1_in1k"]
 GENS = ["translate_x", "rotate"]
@@ -49,14 +49,11 @@ def sweep_root(ray_session, tmp_path_factory) -> Path:
     # characters that must be escaped in HTML, in the results root's path
     root = tmp_path_factory.mktemp("report") / "results <&> x"
     common = dict(generators=GENS, images=4, img_size=32, output=str(root), batch_size=4, seed=0)
-    # LEE on the three roles (fig. 7's gap); the other families on the test set only, where every figure and
-    # analysis that uses them reads them (the primary dataset)
     for cfg in (
-        SweepConfig(models=TINY, datasets=["sample"], metrics=["lee"], **common),
         SweepConfig(
             models=TINY,
-            datasets=["sample-test"],
-            metrics=["layerwise", "alt", "explain"],
+            datasets=["sample"],
+            metrics=["lee", "layerwise", "alt", "explain"],
             alt_metrics=ALT,
             layerwise_generators=GENS,
             **common,
