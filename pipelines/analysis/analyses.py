@@ -558,7 +558,11 @@ def _group_labels(d: pd.DataFrame, cols: Sequence[str]) -> pd.Series:
     """One string per row naming its values of ``cols`` (missing values are a value of their own)."""
     if d.empty:
         return pd.Series([], index=d.index, dtype=object)
-    return d[list(cols)].astype(object).where(d[list(cols)].notna(), "NA").astype(str).agg(" | ".join, axis=1)
+    parts = d[list(cols)].astype(object).where(d[list(cols)].notna(), "NA").astype(str)
+    labels = parts.iloc[:, 0]
+    for col in parts.columns[1:]:  # column by column: one vectorised concatenation each, not a join per row
+        labels = labels + " | " + parts[col]
+    return labels.rename(None)
 
 
 def _within_slope(
@@ -629,13 +633,17 @@ def _trend(g: pd.DataFrame, col: str, base: dict[str, Any], level: float) -> lis
 
 def _recipes(g: pd.DataFrame, base: dict[str, Any], level: float) -> list[dict[str, Any]]:
     d = g.assign(group=_group_labels(g, ("weights", *_MODEL_KEYS, *_DATA_KEYS)))
-    d = d.groupby("group").filter(lambda ga: ga["recipe"].nunique() >= 2)
+    d = d[d.groupby("group")["recipe"].transform("nunique") >= 2]
     if d.empty:
         return []
     cells = d.groupby(["group", "recipe"])["y"].agg(["mean", "count", "var"])  # one cell: seeds of a recipe
     df_within = int((cells["count"] - 1).sum())
     s2 = float(((cells["count"] - 1) * cells["var"].fillna(0.0)).sum() / df_within) if df_within > 0 else math.nan
-    groups = {grp: c.droplevel("group") for grp, c in cells.groupby(level="group")}
+    # per group its recipes, their mean ln LEE and their model counts, as plain arrays (no pandas per cell)
+    groups = [
+        (list(c.index.get_level_values("recipe")), c["mean"].to_numpy(float), c["count"].to_numpy(float))
+        for _, c in cells.groupby(level="group")
+    ]
     same = (
         "models that differ only in recipe (equal arch, params_m, model_kwargs, pretrain_data, pretrain_images, "
         "train_images and weights)"
@@ -643,14 +651,14 @@ def _recipes(g: pd.DataFrame, base: dict[str, Any], level: float) -> list[dict[s
     rows = []
     for recipe in sorted(d["recipe"].unique()):
         devs, var_factor, n_models = [], [], 0
-        for c in groups.values():
-            if recipe not in c.index:
+        for names, means, counts in groups:
+            if recipe not in names:
                 continue
-            k = len(c)
-            devs.append(c.loc[recipe, "mean"] - c["mean"].mean())  # against the mean over the group's recipes
-            inv = 1.0 / c["count"]
-            var_factor.append((1 - 1 / k) ** 2 * inv[recipe] + inv.drop(recipe).sum() / k**2)
-            n_models += int(c.loc[recipe, "count"])
+            i, k = names.index(recipe), len(names)
+            devs.append(means[i] - means.mean())  # against the mean over the group's recipes
+            inv = 1.0 / counts
+            var_factor.append((1 - 1 / k) ** 2 * inv[i] + np.delete(inv, i).sum() / k**2)
+            n_models += int(counts[i])
         what = (
             f"deviation of ln LEE of recipe {recipe}'s models from the mean over recipes of the recipe means "
             f"(each recipe weighs the same, however many seeds), within groups of {same}"
