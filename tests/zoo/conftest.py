@@ -2,7 +2,7 @@
 
 The ``small`` preset takes about a minute of both CPUs to train, and the zoo tests run late in the session.
 So as soon as the tests are collected, if one of them needs the trained zoo, ``lee zoo train --preset small``
-starts in a background process in Linux's idle scheduling class (``SCHED_IDLE``): it trains on the CPU time the other
+starts in a background process at a low CPU priority (``nice 10``): it trains on the CPU time the other
 tests leave idle (the suite keeps about 1.3 of the 2 cores busy) and gives way whenever they need it.
 ``small_zoo`` then waits for it and reads its models. Training is deterministic given the seed, so where it
 runs changes no number.
@@ -45,12 +45,6 @@ class SmallZoo:
         return self.result.models
 
 
-def _idle_priority() -> None:
-    """The trainer's scheduling class: SCHED_IDLE, run only on CPU time no other process wants (a nice level
-    still takes a share of the cores from the tests, and torch's threads in the tests then wait for it)."""
-    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-
-
 def _cache_dir(config: pytest.Config) -> str:
     if _CACHE not in config.stash:
         config.stash[_CACHE] = tempfile.mkdtemp(prefix="lee-zoo-cache-")
@@ -75,7 +69,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
-        preexec_fn=_idle_priority,
+        preexec_fn=lambda: os.nice(10),
         start_new_session=True,
     )
     config.stash[_STARTED] = time.perf_counter()
