@@ -39,7 +39,10 @@ os.environ.setdefault("LEE_CACHE_DIR", os.path.join(os.path.dirname(__file__), "
 # No test reaches the real Hugging Face hub: `--weights auto` sees the hub offline (cached weights or random
 # init), and the hub tests serve their own checkpoints on the loopback address (tests/hub_server.py).
 os.environ["HF_HUB_OFFLINE"] = "1"
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One thread per test process: the suite runs in two pytest-xdist workers on two cores (README's test command), and
+# torch's tiny test tensors gain nothing from a second thread (a 16-channel 32 px convolution loop: 4.4 s with one
+# thread, 6.9 s with two, 9.7 s with two beside another busy process). Tests that need two threads set them.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
@@ -130,7 +133,23 @@ def cluster(_loopback_cluster):
     return _loopback_cluster
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The tests on the loopback cluster run last, one after another, so that its nodes are started once and
-    do not idle beside the other tests."""
+    """Two groups of modules for the two pytest-xdist workers (README's ``-n 2 --dist loadgroup``), each group run
+    by one worker, so that each session-wide service is started once; the other tests go to whichever worker is
+    free:
+
+    - ``local-ray``: the modules that use the session's local Ray (``ray_session``) or the trained zoo;
+    - ``cluster``: the modules that use the loopback two-node cluster; they run last in their worker, one after
+      another, so that its nodes are started once and do not idle beside the other tests.
+    """
     items.sort(key=lambda item: "cluster" in getattr(item, "fixturenames", ()))
+    used: dict[str, set[str]] = {}
+    for item in items:
+        used.setdefault(item.nodeid.split("::")[0], set()).update(getattr(item, "fixturenames", ()))
+    for item in items:
+        fixtures = used[item.nodeid.split("::")[0]]
+        if "cluster" in fixtures:
+            item.add_marker(pytest.mark.xdist_group("cluster"))
+        elif {"ray_session", "small_zoo"} & fixtures:
+            item.add_marker(pytest.mark.xdist_group("local-ray"))
