@@ -135,21 +135,20 @@ def cluster(_loopback_cluster):
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Two groups of modules for the two pytest-xdist workers (README's ``-n 2 --dist loadgroup``), each group run
-    by one worker, so that each session-wide service is started once; the other tests go to whichever worker is
-    free:
+    """Groups for the two pytest-xdist workers (README's ``-n 2 --dist loadgroup``); each group runs in one worker,
+    whichever is free when it comes up, so that each session-wide service starts once and each module's fixtures
+    are built once:
 
-    - ``local-ray``: the modules that use the session's local Ray (``ray_session``) or the trained zoo;
+    - ``local-ray``: the modules that use the session's local Ray (``ray_session``);
     - ``cluster``: the modules that use the loopback two-node cluster; they run last in their worker, one after
-      another, so that its nodes are started once and do not idle beside the other tests.
+      another, so that its nodes are started once and do not idle beside the other tests;
+    - every other module is a group of its own.
     """
     items.sort(key=lambda item: "cluster" in getattr(item, "fixturenames", ()))
     used: dict[str, set[str]] = {}
     for item in items:
         used.setdefault(item.nodeid.split("::")[0], set()).update(getattr(item, "fixturenames", ()))
     for item in items:
-        fixtures = used[item.nodeid.split("::")[0]]
-        if "cluster" in fixtures:
-            item.add_marker(pytest.mark.xdist_group("cluster"))
-        elif {"ray_session", "small_zoo"} & fixtures:
-            item.add_marker(pytest.mark.xdist_group("local-ray"))
+        module = item.nodeid.split("::")[0]
+        group = "cluster" if "cluster" in used[module] else "local-ray" if "ray_session" in used[module] else module
+        item.add_marker(pytest.mark.xdist_group(group))
