@@ -1,7 +1,8 @@
 """The offline model zoo: data, grid, training (cached, deterministic) and what the measurement sees in it.
 
-Trained-model tests share one ``small`` preset (``small_zoo``, trained once per session). The numbers they
-print are the ones the margins were chosen from (seed 0, two CPU threads).
+Trained-model tests share one ``small`` preset (``small_zoo``: the checkpoints committed under tests/data/zoo-small,
+which the first of them checks by training one model again). The numbers they print are the ones the margins were
+chosen from (seed 0, two CPU threads).
 """
 
 from __future__ import annotations
