@@ -120,22 +120,37 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def stop_group(proc: subprocess.Popen, sigs=((signal.SIGTERM, 3), (signal.SIGKILL, 10))) -> None:
-    """End ``proc``'s process group (the node's raylet, GCS, workers): SIGTERM, then SIGKILL what is left after 3 s (a
-    head's ``ray start --block`` may take more than 10 s to end its dashboard after SIGTERM)."""
+def stop_groups(procs, sigs=((signal.SIGTERM, 3), (signal.SIGKILL, 10))) -> None:
+    """End the process group of each of ``procs`` (a node's raylet, GCS, workers), all at once: SIGTERM, then SIGKILL
+    what is left after 3 s (a head's ``ray start --block`` may take more than 10 s to end its dashboard after
+    SIGTERM), then SIGKILL the stragglers of every group."""
+    left = [p for p in procs if p is not None]
     for sig, wait in sigs:
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group
-    except ProcessLookupError:
-        pass
+        for proc in left:
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + wait
+        for proc in left:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                pass
+        left = [p for p in left if p.poll() is None]
+        if not left:
+            break
+    for proc in procs:
+        if proc is not None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group
+            except ProcessLookupError:
+                pass
+
+
+def stop_group(proc: subprocess.Popen, sigs=((signal.SIGTERM, 3), (signal.SIGKILL, 10))) -> None:
+    """:func:`stop_groups` of one process."""
+    stop_groups([proc], sigs)
 
 
 class LoopbackCluster:
@@ -374,19 +389,7 @@ class LoopbackCluster:
         return out
 
     def stop(self) -> None:
-        procs = [p for p in (*self.extra, self.worker, self.head) if p is not None]
-        for sig, wait in ((signal.SIGTERM, 3), (signal.SIGKILL, 10)):  # every node at once
-            for proc in procs:
-                try:
-                    os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.time() + wait
-            for proc in procs:
-                try:
-                    proc.wait(timeout=max(0.0, deadline - time.time()))
-                except subprocess.TimeoutExpired:
-                    pass
+        stop_groups([*self.extra, self.worker, self.head])  # every node at once
         for t in self.temps:
             shutil.rmtree(t, ignore_errors=True)
 
